@@ -1,0 +1,19 @@
+"""synthjax: synthetic medical images from label maps in JAX, with exact replay."""
+
+from synthjax import phantom, presets
+from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
+                                  GammaConfig, GMMConfig, NoiseConfig, ResolutionConfig,
+                                  SynthConfig)
+from synthjax._src.generator import sample_params, synthesize, validate_labels
+from synthjax._src.serialize import (key_from_json, key_to_json, params_from_json,
+                                     params_to_dict, params_to_json)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SynthConfig", "AffineConfig", "DeformationConfig", "FlipConfig", "GMMConfig",
+    "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
+    "sample_params", "synthesize", "validate_labels",
+    "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
+    "presets", "phantom",
+]

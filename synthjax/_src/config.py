@@ -1,0 +1,365 @@
+"""Static, hashable generator configuration.
+
+Every field is a Python scalar or a tuple, so a `SynthConfig` can be passed as a static
+argument to `jax.jit` and used as a dictionary key. Stage configs carry the ranges that
+`sample_params` draws from and the probability that the stage is applied; `enabled=False`
+removes a stage from the compiled program altogether.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Optional
+
+Range = tuple[float, float]
+
+
+def _as_range(name: str, value: Any) -> Range:
+  try:
+    lo, hi = (float(v) for v in value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+  if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+    raise ValueError(f"{name} must be a finite range with low <= high, got {(lo, hi)}")
+  return (lo, hi)
+
+
+def _check_prob(name: str, p: float) -> float:
+  p = float(p)
+  if not 0.0 <= p <= 1.0:
+    raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+  return p
+
+
+def _freeze_ranges(obj, *names):
+  for name in names:
+    object.__setattr__(obj, name, _as_range(f"{type(obj).__name__}.{name}", getattr(obj, name)))
+  object.__setattr__(obj, "prob", _check_prob(f"{type(obj).__name__}.prob", obj.prob))
+  object.__setattr__(obj, "enabled", bool(obj.enabled))
+
+
+@dataclasses.dataclass(frozen=True)
+class GMMConfig:
+  """Per-label Gaussian intensities (SynthSeg's `SampleConditionalGMM`).
+
+  Attributes:
+    mean: range of the uniform prior on each label's mean intensity.
+    std: range of the uniform prior on each label's standard deviation.
+    prob_background_zero: probability that the background label gets mean 0 and std 0.
+  """
+  mean: Range = (0.0, 250.0)
+  std: Range = (0.0, 30.0)
+  prob_background_zero: float = 0.05
+  prob: float = 1.0  # kept for a uniform stage interface; the GMM is always rendered.
+  enabled: bool = True
+
+  def __post_init__(self):
+    _freeze_ranges(self, "mean", "std")
+    if self.std[0] < 0:
+      raise ValueError(f"GMMConfig.std must be non-negative, got {self.std}")
+    object.__setattr__(self, "prob_background_zero",
+                       _check_prob("GMMConfig.prob_background_zero", self.prob_background_zero))
+
+
+@dataclasses.dataclass(frozen=True)
+class AffineConfig:
+  """Random affine transform about the centre of the output field of view.
+
+  Attributes:
+    rotation: range of each of the three rotation angles, in degrees.
+    scaling: range of each axis' scaling factor.
+    shear: range of each of the six shear terms.
+    translation: range of each axis' translation, in mm.
+  """
+  rotation: Range = (-15.0, 15.0)
+  scaling: Range = (0.8, 1.2)
+  shear: Range = (-0.012, 0.012)
+  translation: Range = (0.0, 0.0)
+  prob: float = 1.0
+  enabled: bool = True
+
+  def __post_init__(self):
+    _freeze_ranges(self, "rotation", "scaling", "shear", "translation")
+    if self.scaling[0] <= 0:
+      raise ValueError(f"AffineConfig.scaling must be positive, got {self.scaling}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeformationConfig:
+  """Stationary velocity field integrated by scaling and squaring (SynthSeg, VoxelMorph).
+
+  The velocity is drawn on a grid of `ceil(grid_scale * shape)` nodes per axis with a
+  standard deviation `std` (voxels of the output grid), upsampled to half resolution,
+  integrated there in `steps` squarings and upsampled to the output grid.
+
+  Attributes:
+    std: range of the velocity standard deviation, in output voxels.
+    grid_scale: range of the ratio between the small grid and the output shape. A range
+      (FetalSynthGen's `nonlin_scale`) draws the grid size per sample.
+    steps: number of squarings.
+  """
+  std: Range = (0.0, 4.0)
+  grid_scale: Range = (0.04, 0.04)
+  steps: int = 7
+  prob: float = 1.0
+  enabled: bool = True
+
+  def __post_init__(self):
+    _freeze_ranges(self, "std", "grid_scale")
+    if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
+      raise ValueError(f"DeformationConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
+    if int(self.steps) < 0:
+      raise ValueError(f"DeformationConfig.steps must be >= 0, got {self.steps}")
+    object.__setattr__(self, "steps", int(self.steps))
+
+
+@dataclasses.dataclass(frozen=True)
+class FlipConfig:
+  """Left/right flip with swap of the paired labels (SynthSeg's `RandomFlip`).
+
+  Attributes:
+    axis: the array axis that runs left to right (0 for RAS-oriented volumes).
+  """
+  axis: int = 0
+  prob: float = 0.5
+  enabled: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "prob", _check_prob("FlipConfig.prob", self.prob))
+    object.__setattr__(self, "enabled", bool(self.enabled))
+    if int(self.axis) not in (0, 1, 2):
+      raise ValueError(f"FlipConfig.axis must be 0, 1 or 2, got {self.axis}")
+    object.__setattr__(self, "axis", int(self.axis))
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasConfig:
+  """Multiplicative smooth bias field `exp(N(0, std))` drawn on a small grid.
+
+  Attributes:
+    std: range of the log-field standard deviation.
+    grid_scale: range of the ratio between the small grid and the output shape.
+  """
+  std: Range = (0.0, 0.7)
+  grid_scale: Range = (0.025, 0.025)
+  prob: float = 0.95
+  enabled: bool = True
+
+  def __post_init__(self):
+    _freeze_ranges(self, "std", "grid_scale")
+    if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
+      raise ValueError(f"BiasConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GammaConfig:
+  """Gamma transform `x ** exp(g)`, `g ~ N(0, std)`, on the [0, 1]-normalised image.
+
+  Attributes:
+    std: standard deviation of the log-gamma.
+    clip: intensities are clipped to [0, clip] before normalisation (SynthSeg: 300).
+  """
+  std: float = 0.5
+  clip: float = 300.0
+  prob: float = 1.0
+  enabled: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "prob", _check_prob("GammaConfig.prob", self.prob))
+    object.__setattr__(self, "enabled", bool(self.enabled))
+    if float(self.std) < 0 or float(self.clip) <= 0:
+      raise ValueError(f"GammaConfig needs std >= 0 and clip > 0, got {self.std}, {self.clip}")
+    object.__setattr__(self, "std", float(self.std))
+    object.__setattr__(self, "clip", float(self.clip))
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolutionConfig:
+  """Acquisition resolution simulation (SynthSeg's `SampleResolution`, `MimicAcquisition`).
+
+  With probability `prob_iso` the acquisition is isotropic at `U[min_res, max_res_iso]`;
+  otherwise one random axis gets `U[min_res, max_res_aniso]` and the others `min_res`.
+  The slice thickness is `U[min_res, resolution]` per axis when `random_thickness`, else the
+  resolution. The image is blurred with `sigma = blur_factor * thickness / spacing` voxels
+  (scaled by `U[1/blur_range, blur_range]`), sampled on the low-resolution grid and
+  linearly interpolated back onto the output grid.
+
+  Attributes:
+    min_res: lowest resolution in mm; `None` means the config spacing (per axis).
+  """
+  max_res_iso: float = 4.0
+  max_res_aniso: float = 8.0
+  min_res: Optional[float] = None
+  prob_iso: float = 0.1
+  random_thickness: bool = True
+  blur_factor: float = 0.75
+  blur_range: float = 1.03
+  prob: float = 0.95
+  enabled: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "prob", _check_prob("ResolutionConfig.prob", self.prob))
+    object.__setattr__(self, "prob_iso", _check_prob("ResolutionConfig.prob_iso", self.prob_iso))
+    object.__setattr__(self, "enabled", bool(self.enabled))
+    object.__setattr__(self, "random_thickness", bool(self.random_thickness))
+    for name in ("max_res_iso", "max_res_aniso", "blur_factor", "blur_range"):
+      v = float(getattr(self, name))
+      if not v > 0:
+        raise ValueError(f"ResolutionConfig.{name} must be positive, got {v}")
+      object.__setattr__(self, name, v)
+    if self.blur_range < 1:
+      raise ValueError(f"ResolutionConfig.blur_range must be >= 1, got {self.blur_range}")
+    if self.min_res is not None:
+      object.__setattr__(self, "min_res", float(self.min_res))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseConfig:
+  """Additive Gaussian noise on the [0, 1]-normalised image.
+
+  Attributes:
+    std: range of the noise standard deviation (FetalSynthGen's 5..15 on a 0..255 scale is
+      (5/255, 15/255) here).
+  """
+  std: Range = (0.0, 0.0)
+  prob: float = 0.0
+  enabled: bool = True
+
+  def __post_init__(self):
+    _freeze_ranges(self, "std")
+    if self.std[0] < 0:
+      raise ValueError(f"NoiseConfig.std must be non-negative, got {self.std}")
+
+
+STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise")
+_STAGE_TYPES = {
+    "affine": AffineConfig, "deformation": DeformationConfig, "flip": FlipConfig,
+    "gmm": GMMConfig, "bias": BiasConfig, "gamma": GammaConfig,
+    "resolution": ResolutionConfig, "noise": NoiseConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+  """Everything static about a generator: shapes, label tables and stage ranges.
+
+  Attributes:
+    shape: output shape `(X, Y, Z)`. Larger label maps are randomly cropped to it, smaller
+      ones padded with `background`.
+    label_values: the generation label values, in a fixed order (each gets a Gaussian).
+    spacing: voxel spacing in mm of the label maps and of the output.
+    output_labels: the segmentation value of each generation label (same length as
+      `label_values`), e.g. 0 for labels merged into background; `None` keeps them.
+    flip_pairs: `(left, right)` generation-label pairs swapped by a left/right flip.
+    background: the label value used for padding and for `prob_background_zero`.
+    affine, deformation, flip, gmm, bias, gamma, resolution, noise: the stage configs.
+
+  Examples:
+    >>> cfg = SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2))
+    >>> hash(cfg) == hash(SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2)))
+    True
+  """
+  shape: tuple[int, int, int]
+  label_values: tuple[int, ...]
+  spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+  output_labels: Optional[tuple[int, ...]] = None
+  flip_pairs: tuple[tuple[int, int], ...] = ()
+  background: int = 0
+  affine: AffineConfig = AffineConfig()
+  deformation: DeformationConfig = DeformationConfig()
+  flip: FlipConfig = FlipConfig()
+  gmm: GMMConfig = GMMConfig()
+  bias: BiasConfig = BiasConfig()
+  gamma: GammaConfig = GammaConfig()
+  resolution: ResolutionConfig = ResolutionConfig()
+  noise: NoiseConfig = NoiseConfig()
+
+  def __post_init__(self):
+    shape = tuple(int(s) for s in self.shape)
+    if len(shape) != 3 or min(shape) < 2:
+      raise ValueError(f"SynthConfig.shape must be 3 sizes >= 2, got {self.shape}")
+    object.__setattr__(self, "shape", shape)
+    spacing = tuple(float(s) for s in self.spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+      raise ValueError(f"SynthConfig.spacing must be 3 positive numbers, got {self.spacing}")
+    object.__setattr__(self, "spacing", spacing)
+
+    values = tuple(int(v) for v in self.label_values)
+    if not values:
+      raise ValueError("SynthConfig.label_values is empty")
+    if min(values) < 0:
+      raise ValueError(f"SynthConfig.label_values must be non-negative, got {min(values)}")
+    dups = sorted({v for v in values if values.count(v) > 1})
+    if dups:
+      raise ValueError(f"SynthConfig.label_values has duplicates: {dups}")
+    object.__setattr__(self, "label_values", values)
+    object.__setattr__(self, "background", int(self.background))
+    if self.background not in values:
+      raise ValueError(f"SynthConfig.background {self.background} is not in label_values")
+
+    if self.output_labels is not None:
+      out = tuple(int(v) for v in self.output_labels)
+      if len(out) != len(values):
+        raise ValueError(f"SynthConfig.output_labels has {len(out)} entries for "
+                         f"{len(values)} label_values")
+      object.__setattr__(self, "output_labels", out)
+
+    pairs = tuple((int(a), int(b)) for a, b in self.flip_pairs)
+    seen = set()
+    for a, b in pairs:
+      for v in (a, b):
+        if v not in values:
+          raise ValueError(f"SynthConfig.flip_pairs names label {v}, which is not in label_values")
+        if v in seen:
+          raise ValueError(f"SynthConfig.flip_pairs names label {v} twice")
+        seen.add(v)
+    object.__setattr__(self, "flip_pairs", pairs)
+
+    for name, typ in _STAGE_TYPES.items():
+      stage = getattr(self, name)
+      if isinstance(stage, dict):
+        stage = typ(**stage)
+        object.__setattr__(self, name, stage)
+      if not isinstance(stage, typ):
+        raise TypeError(f"SynthConfig.{name} must be a {typ.__name__}, got {type(stage).__name__}")
+
+  @property
+  def num_labels(self) -> int:
+    return len(self.label_values)
+
+  @property
+  def segmentation_values(self) -> tuple[int, ...]:
+    """The output segmentation value of each generation label."""
+    return self.output_labels if self.output_labels is not None else self.label_values
+
+  def replace(self, **changes) -> "SynthConfig":
+    """Returns a copy with fields replaced; a dict for a stage updates that stage's fields."""
+    for name, value in list(changes.items()):
+      if name in _STAGE_TYPES and isinstance(value, dict):
+        changes[name] = dataclasses.replace(getattr(self, name), **value)
+    unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+    if unknown:
+      raise TypeError(f"SynthConfig has no field(s) {sorted(unknown)}")
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "SynthConfig":
+    d = dict(d)
+    if d.get("flip_pairs") is not None:
+      d["flip_pairs"] = tuple(tuple(p) for p in d["flip_pairs"])
+    for name, typ in _STAGE_TYPES.items():
+      if name in d and isinstance(d[name], dict):
+        d[name] = typ(**d[name])
+    return cls(**d)
+
+  @classmethod
+  def from_json(cls, text: str) -> "SynthConfig":
+    return cls.from_dict(json.loads(text))

@@ -1,0 +1,333 @@
+"""The generator: `sample_params` draws every parameter, `synthesize` renders a sample.
+
+Stage order follows SynthSeg's `labels_to_image_model`: spatial deformation and crop (one
+nearest-neighbour resampling of the labels), flip, per-label Gaussians, bias field,
+clip/normalise/gamma, resolution simulation, then (FetalSynthGen) noise and a final min-max
+normalisation.
+
+Randomness is split in two: `sample_params(key, ...)` draws the strengths (angles, stds,
+resolutions, whether each stage is applied) into a pytree of arrays; `synthesize(key, ...)`
+draws the realisations (velocity and bias fields on their small grids, voxel noise) from
+its own key. Each stage's key is `fold_in(key, stage_id)`, so switching a stage off or
+adding a new one does not change the draws of the others.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from synthjax._src import intensity
+from synthjax._src import resample
+from synthjax._src import resolution
+from synthjax._src import spatial
+from synthjax._src.config import SynthConfig
+
+# Stable per-stage stream ids: never renumber, only append.
+_PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
+                  "gamma": 6, "resolution": 7, "noise": 8}
+_SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3}
+
+PARAM_STAGES = tuple(_PARAM_STREAMS)
+
+# Label values up to this use a dense lookup table; above it, a sorted search.
+_DENSE_LUT_MAX = 1 << 16
+
+
+def _is_key_batch(key) -> bool:
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key.ndim >= 1
+  return key.ndim >= 2
+
+
+def _check_fixed(fixed, template_names):
+  if fixed is None:
+    return {}
+  if not isinstance(fixed, dict):
+    raise TypeError(f"fixed must be a nested dict like the params JSON, got {type(fixed).__name__}")
+  unknown = sorted(set(fixed) - set(template_names))
+  if unknown:
+    raise ValueError(f"fixed names unknown stage(s) {unknown}; stages are {sorted(template_names)}")
+  for stage, names in template_names.items():
+    sub = fixed.get(stage)
+    if sub is None:
+      continue
+    if not isinstance(sub, dict):
+      raise TypeError(f"fixed[{stage!r}] must be a dict, got {type(sub).__name__}")
+    bad = sorted(set(sub) - set(names))
+    if bad:
+      raise ValueError(f"fixed[{stage!r}] names unknown parameter(s) {bad}; "
+                       f"{stage} has {sorted(names)}")
+  return fixed
+
+
+_PARAM_NAMES = {
+    "affine": ("applied", "rotation", "scaling", "shear", "translation"),
+    "deformation": ("applied", "std", "grid_scale"),
+    "crop": ("position",),
+    "flip": ("applied",),
+    "gmm": ("means", "stds", "background_zero"),
+    "bias": ("applied", "std", "grid_scale"),
+    "gamma": ("applied", "log_gamma"),
+    "resolution": ("applied", "resolution", "thickness", "blur_scale"),
+    "noise": ("applied", "std"),
+}
+
+
+def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
+  def sub(stage):
+    return jax.random.fold_in(key, _PARAM_STREAMS[stage])
+
+  f = lambda stage: fixed.get(stage) or {}
+  return {
+      "affine": spatial.sample_affine(sub("affine"), config.affine, f("affine")),
+      "deformation": spatial.sample_deformation(sub("deformation"), config.deformation,
+                                                f("deformation")),
+      "crop": spatial.sample_crop(sub("crop"), f("crop")),
+      "flip": spatial.sample_flip(sub("flip"), config.flip, f("flip")),
+      "gmm": intensity.sample_gmm(sub("gmm"), config.gmm, config.num_labels, f("gmm")),
+      "bias": intensity.sample_bias(sub("bias"), config.bias, f("bias")),
+      "gamma": intensity.sample_gamma(sub("gamma"), config.gamma, f("gamma")),
+      "resolution": resolution.sample_resolution(sub("resolution"), config.resolution,
+                                                 config.spacing, f("resolution")),
+      "noise": intensity.sample_noise(sub("noise"), config.noise, f("noise")),
+  }
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _sample_params_jit(key, config, fixed):
+  if _is_key_batch(key):
+    return jax.vmap(lambda k: _sample_one(k, config, fixed))(key)
+  return _sample_one(key, config, fixed)
+
+
+def sample_params(key, config: SynthConfig, fixed=None) -> dict:
+  """Draws every generation parameter of one sample (or of a batch of keys).
+
+  Args:
+    key: a JAX PRNG key (`jax.random.key` or `jax.random.PRNGKey`), or a batch of keys, in
+      which case every leaf gets that leading batch axis.
+    config: the static `SynthConfig`.
+    fixed: optional nested dict shaped like the params JSON (`{"affine": {"rotation":
+      [0, 0, 10]}, "flip": {"applied": False}}`). A present value is used exactly; a
+      missing or `None` one is drawn. Draws that depend on a fixed value (e.g. slice
+      thickness on resolution) use it. Unknown names raise `ValueError`.
+
+  Returns:
+    A dict of stage dicts of arrays: `affine`, `deformation`, `crop`, `flip`, `gmm`, `bias`,
+    `gamma`, `resolution`, `noise`. Every stage records `applied` (except `crop` and `gmm`,
+    which always apply). Stages disabled in the config are still recorded (and ignored).
+
+  Examples:
+    >>> import jax, synthjax
+    >>> cfg = synthjax.presets.synthseg((0, 1, 2), (32, 32, 32))
+    >>> p = synthjax.sample_params(jax.random.key(0), cfg, fixed={"flip": {"applied": False}})
+    >>> bool(p["flip"]["applied"])
+    False
+  """
+  if not isinstance(config, SynthConfig):
+    raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
+  fixed = _check_fixed(fixed, _PARAM_NAMES)
+  return _sample_params_jit(key, config, fixed)
+
+
+# ---------------------------------------------------------------------------------------
+# Label tables
+
+
+@functools.lru_cache(maxsize=64)
+def _tables(config: SynthConfig):
+  values = list(config.label_values)
+  bg = values.index(config.background)
+  swap = np.arange(len(values), dtype=np.int32)
+  for a, b in config.flip_pairs:
+    ia, ib = values.index(a), values.index(b)
+    swap[ia], swap[ib] = ib, ia
+  seg = np.asarray(config.segmentation_values, np.int32)
+  return bg, swap, seg
+
+
+def label_index(raw: jax.Array, config: SynthConfig) -> jax.Array:
+  """Maps label values to their position in `config.label_values` (unknown: background)."""
+  values = np.asarray(config.label_values, np.int64)
+  bg = config.label_values.index(config.background)
+  raw = raw.astype(jnp.int32)
+  if values.max() <= _DENSE_LUT_MAX:
+    lut = np.full(int(values.max()) + 2, bg, np.int32)
+    lut[values] = np.arange(values.size, dtype=np.int32)
+    return jnp.asarray(lut)[jnp.clip(raw, 0, values.max() + 1)]
+  order = np.argsort(values)
+  sorted_vals = jnp.asarray(values[order].astype(np.int32))
+  pos = jnp.clip(jnp.searchsorted(sorted_vals, raw), 0, values.size - 1)
+  found = sorted_vals[pos] == raw
+  return jnp.where(found, jnp.asarray(order.astype(np.int32))[pos], bg)
+
+
+def _check_labels_static(labels, config: SynthConfig):
+  shape = getattr(labels, "shape", None)
+  dtype = getattr(labels, "dtype", None)
+  if shape is None or len(shape) != 3:
+    raise ValueError(f"labels must be a rank-3 integer array (X, Y, Z), got shape {shape}")
+  if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
+    raise TypeError(f"labels must have an integer dtype, got {dtype}; label maps stored as "
+                    "floats can be checked and cast with synthjax.validate_labels")
+  if min(shape) < 1:
+    raise ValueError(f"labels has an empty axis: shape {shape}")
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+
+
+def _synthesize(key, params, labels, config: SynthConfig):
+  if not isinstance(config, SynthConfig):
+    raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
+  _check_labels_static(labels, config)
+  labels = jnp.asarray(labels)
+  if labels.dtype == jnp.bool_:
+    labels = labels.astype(jnp.uint8)
+  bg, swap, seg_values = _tables(config)
+  sub = lambda stage: jax.random.fold_in(key, _SYNTH_STREAMS[stage])
+
+  # Spatial: one nearest-neighbour resampling of the input labels.
+  coords = spatial.coordinate_map(sub("deformation"), params, config, labels.shape)
+  raw = resample.sample_nearest(labels, coords, cval=config.background)
+  index_map = label_index(raw, config)
+  if config.flip.enabled:
+    index_map = spatial.flip_labels(index_map, params["flip"]["applied"], config.flip.axis,
+                                    jnp.asarray(swap))
+
+  # Intensities, rendered on the deformed labels.
+  image = intensity.render_gmm(sub("gmm"), params["gmm"], index_map, bg)
+  if config.bias.enabled:
+    pb = params["bias"]
+    image = image * jax.lax.cond(
+        pb["applied"],
+        lambda: intensity.bias_field(sub("bias"), pb, config.bias, config.shape),
+        lambda: jnp.ones(config.shape, jnp.float32))
+  if config.gamma.enabled:
+    image = intensity.apply_gamma(image, params["gamma"], config.gamma)
+  else:
+    image = intensity.normalize(jnp.clip(image, 0.0, config.gamma.clip))
+  if config.resolution.enabled:
+    image = resolution.apply_resolution(image, params["resolution"], config.resolution,
+                                        config.spacing)
+  if config.noise.enabled:
+    image = intensity.add_noise(sub("noise"), image, params["noise"])
+  image = intensity.normalize(image)
+  seg = jnp.asarray(seg_values)[index_map]
+  return image.astype(jnp.float32), seg
+
+
+_synthesize_jit = jax.jit(_synthesize, static_argnums=3)
+
+
+@functools.lru_cache(maxsize=64)
+def params_template(config: SynthConfig) -> dict:
+  """Shapes and dtypes of one sample's params for `config` (a dict of ShapeDtypeStructs)."""
+  return jax.eval_shape(lambda k: _sample_one(k, config, {}), jax.random.key(0))
+
+
+def _as_device_params(params, config):
+  template = params_template(config)
+  if not isinstance(params, dict) or set(params) != set(template):
+    got = sorted(params) if isinstance(params, dict) else type(params).__name__
+    raise ValueError(f"params must be a dict with stages {sorted(template)}, got {got}")
+  out = {}
+  for stage, entries in template.items():
+    if not isinstance(params[stage], dict) or set(params[stage]) != set(entries):
+      raise ValueError(f"params[{stage!r}] must have entries {sorted(entries)}")
+    out[stage] = {n: params[stage][n] if isinstance(params[stage][n], jax.core.Tracer)
+                  else jnp.asarray(params[stage][n], spec.dtype)
+                  for n, spec in entries.items()}
+  return out
+
+
+def synthesize(key, params, labels, config: SynthConfig):
+  """Renders one synthetic image and its segmentation from a label map.
+
+  Pure and deterministic: the same `(key, params, labels, config)` gives the same bits.
+  Jitted with `config` static; `jax.vmap` over `(key, params, labels)` renders a batch
+  with per-sample parameters. Changing keys, params or label contents (same shapes and
+  dtypes) never recompiles.
+
+  Args:
+    key: PRNG key for the random realisations (velocity and bias field grids, voxel noise).
+    params: a pytree from `sample_params` (or `params_from_json`) for `config`.
+    labels: integer array `(X, Y, Z)` of generation label values. A larger map is cropped
+      at `params["crop"]["position"]`, a smaller one padded with `config.background`.
+      Values unknown to the config render as background (`validate_labels` catches them).
+    config: the static `SynthConfig`.
+
+  Returns:
+    `(image, seg)`: float32 image in [0, 1] and int32 segmentation (output label values),
+    both of shape `config.shape`.
+
+  Raises:
+    ValueError / TypeError at trace time for labels of the wrong rank or a non-integer dtype.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, synthjax
+    >>> cfg = synthjax.presets.synthseg((0, 1), (32, 32, 32))
+    >>> labels = jnp.zeros((32, 32, 32), jnp.int32).at[8:24, 8:24, 8:24].set(1)
+    >>> params = synthjax.sample_params(jax.random.key(0), cfg)
+    >>> image, seg = synthjax.synthesize(jax.random.key(1), params, labels, cfg)
+    >>> image.shape, seg.dtype
+    ((32, 32, 32), dtype('int32'))
+  """
+  if not isinstance(config, SynthConfig):
+    raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
+  # Host arrays and Python scalars are moved to device arrays of the params' exact
+  # dtypes first: jit keys its cache on them, and numpy inputs would compile separately.
+  if not isinstance(labels, jax.Array):
+    labels = np.asarray(labels)
+    _check_labels_static(labels, config)
+    labels = jnp.asarray(labels)
+  return _synthesize_jit(key, _as_device_params(params, config), labels, config)
+
+
+synthesize._cache_size = _synthesize_jit._cache_size
+
+
+def validate_labels(labels, config: SynthConfig, *, name: str = "labels") -> np.ndarray:
+  """Host-side check of a label map against a config; returns it as an int32 array.
+
+  Args:
+    labels: array-like label map (NIfTI label maps are often stored as floats).
+    config: the `SynthConfig` whose `label_values` the map must use.
+    name: how the map is named in error messages (e.g. its file path).
+
+  Returns:
+    The labels as a numpy int32 array of rank 3.
+
+  Raises:
+    ValueError: wrong rank, non-integer or non-finite values, or label values the config
+      does not know (all of them listed with their voxel counts).
+  """
+  arr = np.asarray(labels)
+  if arr.ndim != 3:
+    raise ValueError(f"{name}: label map must have rank 3 (X, Y, Z), got shape {arr.shape}")
+  if arr.dtype == bool:
+    arr = arr.astype(np.uint8)
+  if not np.issubdtype(arr.dtype, np.integer):
+    if not np.issubdtype(arr.dtype, np.floating):
+      raise ValueError(f"{name}: label map has non-numeric dtype {arr.dtype}")
+    bad = ~np.isfinite(arr) | (arr != np.round(arr))
+    if bad.any():
+      where = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise ValueError(f"{name}: label map has {int(bad.sum())} non-integer value(s), e.g. "
+                       f"{arr[where]!r} at voxel {where}")
+  values, counts = np.unique(arr, return_counts=True)
+  known = set(config.label_values)
+  unknown = [(int(v), int(c)) for v, c in zip(values, counts) if int(v) not in known]
+  if unknown:
+    shown = ", ".join(f"{v} ({c} voxels)" for v, c in unknown[:20])
+    more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+    raise ValueError(f"{name}: label value(s) not in config.label_values: {shown}{more}")
+  if arr.min() < np.iinfo(np.int32).min or arr.max() > np.iinfo(np.int32).max:
+    raise ValueError(f"{name}: label values do not fit in int32")
+  return arr.astype(np.int32)

@@ -1,0 +1,109 @@
+"""Configs with the defaults of the generators this library mirrors.
+
+`synthseg` follows SynthSeg's `BrainGenerator` (Billot et al., MedIA 2023); `fetal` follows
+FetalSynthGen's default generator config (Zalevskyi et al., 2024). Keyword overrides
+replace `SynthConfig` fields; a dict for a stage updates that stage's fields only::
+
+    synthseg(values, (160, 160, 160), bias={"prob": 0.5}, noise={"prob": 1.0, "std": (0, 0.05)})
+"""
+
+from __future__ import annotations
+
+from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
+                                  GammaConfig, GMMConfig, NoiseConfig, ResolutionConfig,
+                                  SynthConfig)
+
+# FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
+_FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
+                  17: 53, 18: 54, 26: 58, 28: 60, 30: 62, 31: 63}
+# Parcellation ranges whose right-hemisphere value is the left one plus an offset.
+_FS_RANGES = ((1000, 1999, 1000), (3000, 3999, 1000), (11100, 11199, 1000))
+
+
+def freesurfer_flip_pairs(label_values) -> tuple[tuple[int, int], ...]:
+  """Left/right pairs among FreeSurfer label values (both sides must be present)."""
+  present = set(int(v) for v in label_values)
+  pairs = [(l, r) for l, r in _FS_LEFT_RIGHT.items() if l in present and r in present]
+  for lo, hi, off in _FS_RANGES:
+    pairs += [(v, v + off) for v in sorted(present) if lo <= v <= hi and v + off in present]
+  return tuple(pairs)
+
+
+def _build(base: SynthConfig, overrides: dict) -> SynthConfig:
+  return base.replace(**overrides) if overrides else base
+
+
+def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> SynthConfig:
+  """SynthSeg `BrainGenerator` defaults.
+
+  Means U[0, 250] and stds U[0, 30] per label, background zeroed in 5% of samples; scaling
+  ±0.2, rotation ±15°, shear ±0.012, no translation; velocity std up to 4 voxels on a
+  grid of 0.04 × shape, integrated at half resolution in 7 squarings; bias std up to 0.7
+  on a grid of 0.025 × shape with p 0.95; clip at 300 and gamma exp(N(0, 0.5));
+  resolution up to 4 mm isotropic (p 0.1) or 8 mm along one axis, thickness up to the
+  resolution, blur σ = 0.75·thickness/spacing; left/right flip p 0.5 with FreeSurfer's
+  label pairs swapped. SynthSeg adds no voxel noise; enable it with `noise={...}`.
+
+  Args:
+    label_values: the generation label values.
+    shape: output shape.
+    spacing: voxel spacing in mm.
+    **overrides: `SynthConfig` fields (e.g. `output_labels`, `flip_pairs`) or stage dicts.
+
+  Examples:
+    >>> cfg = synthseg((0, 2, 3, 41, 42), (64, 64, 64))
+    >>> cfg.flip_pairs
+    ((2, 41), (3, 42))
+  """
+  base = SynthConfig(
+      shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
+      flip_pairs=freesurfer_flip_pairs(label_values),
+      background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
+      gmm=GMMConfig(mean=(0.0, 250.0), std=(0.0, 30.0), prob_background_zero=0.05),
+      affine=AffineConfig(rotation=(-15.0, 15.0), scaling=(0.8, 1.2), shear=(-0.012, 0.012),
+                          translation=(0.0, 0.0), prob=1.0),
+      deformation=DeformationConfig(std=(0.0, 4.0), grid_scale=(0.04, 0.04), steps=7, prob=1.0),
+      flip=FlipConfig(axis=0, prob=0.5),
+      bias=BiasConfig(std=(0.0, 0.7), grid_scale=(0.025, 0.025), prob=0.95),
+      gamma=GammaConfig(std=0.5, clip=300.0, prob=1.0),
+      resolution=ResolutionConfig(max_res_iso=4.0, max_res_aniso=8.0, min_res=None,
+                                  prob_iso=0.1, random_thickness=True, blur_factor=0.75,
+                                  blur_range=1.03, prob=0.95),
+      noise=NoiseConfig(std=(0.0, 0.0), prob=0.0),
+  )
+  return _build(base, overrides)
+
+
+def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), **overrides) -> SynthConfig:
+  """FetalSynthGen default generator ranges.
+
+  Rotations ±20°, shear ±0.02, scaling ±0.1; velocity std 0–4 voxels on a grid of
+  0.03–0.06 × shape; bias std 0.01–0.3 on a grid of 0.004–0.02 × shape; gamma std 0.1;
+  resolution 0.5–1.5 mm; noise std 5–15 on a 0–255 scale (5/255–15/255 here); every
+  stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
+  pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25].
+  The sub-cluster intensity model and artifacts are separate stages (not yet built).
+
+  Args:
+    label_values: the generation label values (FeTA: 0..7).
+    shape: output shape.
+    spacing: voxel spacing in mm.
+    **overrides: `SynthConfig` fields or stage dicts.
+  """
+  p = 0.9
+  base = SynthConfig(
+      shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
+      background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
+      gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.0),
+      affine=AffineConfig(rotation=(-20.0, 20.0), scaling=(0.9, 1.1), shear=(-0.02, 0.02),
+                          translation=(0.0, 0.0), prob=p),
+      deformation=DeformationConfig(std=(0.0, 4.0), grid_scale=(0.03, 0.06), steps=7, prob=p),
+      flip=FlipConfig(axis=0, prob=0.5),
+      bias=BiasConfig(std=(0.01, 0.3), grid_scale=(0.004, 0.02), prob=p),
+      gamma=GammaConfig(std=0.1, clip=300.0, prob=p),
+      resolution=ResolutionConfig(max_res_iso=1.5, max_res_aniso=1.5, min_res=0.5,
+                                  prob_iso=0.1, random_thickness=True, blur_factor=0.75,
+                                  blur_range=1.03, prob=p),
+      noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
+  )
+  return _build(base, overrides)

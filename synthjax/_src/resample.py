@@ -1,0 +1,134 @@
+"""Resampling primitives: gathers at coordinates and separable linear resizes.
+
+All functions work on a single volume (no batch axis) and are written so that `jax.vmap`
+adds the batch. Coordinates are in voxel units of the sampled volume, with voxel centres at
+integers, as in `scipy.ndimage.map_coordinates`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+
+def _flat_index(idx, shape):
+  return (idx[0] * shape[1] + idx[1]) * shape[2] + idx[2]
+
+
+def sample_nearest(volume: jax.Array, coords: jax.Array, *, cval=0) -> jax.Array:
+  """Nearest-neighbour sampling of a 3-D volume at continuous voxel coordinates.
+
+  Mirrors `scipy.ndimage.map_coordinates(volume, coords, order=0, mode="grid-constant")`:
+  a coordinate rounds to `floor(c + 0.5)`, and points whose voxel lies outside the volume
+  take `cval`.
+
+  Args:
+    volume: array of shape `(X, Y, Z)`, any dtype.
+    coords: float array of shape `(3, ...)`.
+    cval: value for points outside the volume.
+
+  Returns:
+    Array of shape `coords.shape[1:]` with the dtype of `volume`.
+  """
+  shape = volume.shape
+  idx = jnp.floor(coords + 0.5).astype(jnp.int32)
+  valid = jnp.ones(idx.shape[1:], bool)
+  for a in range(3):
+    valid &= (idx[a] >= 0) & (idx[a] < shape[a])
+    idx = idx.at[a].set(jnp.clip(idx[a], 0, shape[a] - 1))
+  values = jnp.take(volume.reshape(-1), _flat_index(idx, shape), mode="clip")
+  return jnp.where(valid, values, jnp.asarray(cval, volume.dtype))
+
+
+def sample_linear(volume: jax.Array, coords: jax.Array, *, cval=0.0, clamp=False) -> jax.Array:
+  """Trilinear sampling of a 3-D volume (optionally with trailing channels).
+
+  With `clamp=False` it mirrors `scipy.ndimage.map_coordinates(..., order=1,
+  mode="grid-constant", cval=cval)`: corners outside the volume contribute `cval`.
+  With `clamp=True` coordinates are clamped to the volume (edge extension), as used for
+  displacement fields.
+
+  Args:
+    volume: array of shape `(X, Y, Z)` or `(X, Y, Z, C)`.
+    coords: float array of shape `(3, ...)`.
+
+  Returns:
+    Array of shape `coords.shape[1:] + volume.shape[3:]`.
+  """
+  shape = volume.shape[:3]
+  if clamp:
+    coords = jnp.stack([jnp.clip(coords[a], 0.0, shape[a] - 1.0) for a in range(3)])
+  base = jnp.floor(coords)
+  frac = coords - base
+  base = base.astype(jnp.int32)
+  flat = volume.reshape((-1,) + volume.shape[3:])
+  out = 0.0
+  for corner in range(8):
+    offs = [(corner >> (2 - a)) & 1 for a in range(3)]
+    idx = [base[a] + offs[a] for a in range(3)]
+    w = 1.0
+    valid = True
+    for a in range(3):
+      w = w * (frac[a] if offs[a] else 1.0 - frac[a])
+      valid = valid & (idx[a] >= 0) & (idx[a] < shape[a])
+      idx[a] = jnp.clip(idx[a], 0, shape[a] - 1)
+    v = jnp.take(flat, _flat_index(idx, shape), axis=0, mode="clip")
+    if volume.ndim > 3:
+      w = w[..., None]
+      valid = valid[..., None]
+    if not clamp:
+      v = jnp.where(valid, v, jnp.asarray(cval, volume.dtype))
+    out = out + w * v
+  return out
+
+
+def linear_resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+  """Static `(n_out, n_in)` matrix of align-corners linear interpolation."""
+  t = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
+  return np.maximum(0.0, 1.0 - np.abs(t[:, None] - np.arange(n_in)[None, :])).astype(np.float32)
+
+
+def dynamic_resize_matrix(n_out: int, n_max: int, n) -> jax.Array:
+  """`(n_out, n_max)` align-corners linear interpolation from the first `n` of `n_max` nodes.
+
+  `n` may be traced: this is how a field drawn on a grid whose size is sampled per sample
+  (FetalSynthGen's random `nonlin_scale`) keeps static shapes. Columns `>= n` get weight 0.
+  """
+  n = jnp.asarray(n, jnp.float32)
+  t = jnp.arange(n_out, dtype=jnp.float32) * ((n - 1.0) / max(n_out - 1, 1))
+  return jnp.maximum(0.0, 1.0 - jnp.abs(t[:, None] - jnp.arange(n_max, dtype=jnp.float32)[None, :]))
+
+
+def apply_separable(x: jax.Array, matrices) -> jax.Array:
+  """Applies one matrix per spatial axis: `out[i,j,k,...] = M0[i,a] M1[j,b] M2[k,c] x[a,b,c,...]`."""
+  out = x
+  for axis, m in enumerate(matrices):
+    out = jnp.moveaxis(jnp.tensordot(m, out, axes=([1], [axis])), 0, axis)
+  return out
+
+
+def resize_linear(x: jax.Array, shape) -> jax.Array:
+  """Align-corners trilinear resize of the three leading axes to `shape` (static).
+
+  Each axis is a two-tap gather with static indices, so the cost is linear in the output
+  size (a dense interpolation matrix would be quadratic).
+  """
+  out = x
+  for axis, n_out in enumerate(shape):
+    n_in = out.shape[axis]
+    if n_in == n_out:
+      continue
+    t = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
+    i0 = np.clip(np.floor(t).astype(np.int32), 0, n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = (t - i0).astype(np.float32).reshape((-1,) + (1,) * (out.ndim - axis - 1))
+    a = jnp.take(out, i0, axis=axis)
+    b = jnp.take(out, i1, axis=axis)
+    out = a * (1.0 - w) + b * w
+  return out
+
+
+def grid_coords(shape) -> jax.Array:
+  """Voxel index grid of shape `(3,) + shape`, float32."""
+  return jnp.stack(jnp.meshgrid(*[jnp.arange(s, dtype=jnp.float32) for s in shape], indexing="ij"))

@@ -1,0 +1,51 @@
+"""Sample bookkeeping shared by the CLI and the data side: keys, affines, sidecars."""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+
+from synthjax._src import serialize
+from synthjax._src import spatial
+from synthjax._src.config import SynthConfig
+
+SIDECAR_FORMAT = "synthjax-sample/1"
+
+
+def sample_keys(seed: int, index: int):
+  """`(params_key, synth_key)` of sample `index` of a run with `seed`.
+
+  Derived from `(seed, index)` alone, so a sample does not depend on which other samples
+  were generated, in which order, or by how many workers.
+  """
+  key = jax.random.fold_in(jax.random.key(int(seed)), int(index))
+  params_key, synth_key = jax.random.split(key)
+  return params_key, synth_key
+
+
+def output_affine(input_affine, input_shape, output_shape, crop_position) -> np.ndarray:
+  """World affine of the output grid: the input's, shifted to the crop window.
+
+  The spatial transform acts about the window's centre, so a sample rendered with identity
+  spatial params coincides voxel for voxel with the input over that window.
+  """
+  offset = spatial.crop_offset(tuple(input_shape), tuple(output_shape),
+                               np.asarray(crop_position, np.float32))
+  shift = np.eye(4)
+  shift[:3, 3] = np.asarray(offset, np.float64)
+  return np.asarray(input_affine, np.float64) @ shift
+
+
+def make_sidecar(*, seed, index, synth_key, params_key, params, config: SynthConfig,
+                 source: dict, version: str) -> dict:
+  return {
+      "format": SIDECAR_FORMAT,
+      "synthjax_version": version,
+      "seed": int(seed),
+      "index": int(index),
+      "key": serialize.key_to_json(synth_key),
+      "params_key": serialize.key_to_json(params_key),
+      "source": source,
+      "config": config.to_dict(),
+      "params": serialize.params_to_dict(params),
+  }
