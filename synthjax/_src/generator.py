@@ -155,11 +155,17 @@ def label_index(raw: jax.Array, config: SynthConfig) -> jax.Array:
   """Maps label values to their position in `config.label_values` (unknown: background)."""
   values = np.asarray(config.label_values, np.int64)
   bg = config.label_values.index(config.background)
+  if jnp.iinfo(raw.dtype).bits > 32 or raw.dtype == jnp.uint32:
+    # Values beyond int32 are unknown labels: map them to -1 before the narrowing cast
+    # so they cannot wrap onto a known value.
+    raw = jnp.where((raw < 0) | (raw > np.iinfo(np.int32).max), -1, raw)
   raw = raw.astype(jnp.int32)
-  if values.max() <= _DENSE_LUT_MAX:
-    lut = np.full(int(values.max()) + 2, bg, np.int32)
+  vmax = int(values.max())
+  if vmax <= _DENSE_LUT_MAX:
+    lut = np.full(vmax + 1, bg, np.int32)
     lut[values] = np.arange(values.size, dtype=np.int32)
-    return jnp.asarray(lut)[jnp.clip(raw, 0, values.max() + 1)]
+    known = (raw >= 0) & (raw <= vmax)
+    return jnp.where(known, jnp.asarray(lut)[jnp.clip(raw, 0, vmax)], bg)
   order = np.argsort(values)
   sorted_vals = jnp.asarray(values[order].astype(np.int32))
   pos = jnp.clip(jnp.searchsorted(sorted_vals, raw), 0, values.size - 1)
@@ -190,6 +196,10 @@ def _synthesize(key, params, labels, config: SynthConfig):
   labels = jnp.asarray(labels)
   if labels.dtype == jnp.bool_:
     labels = labels.astype(jnp.uint8)
+  info = jnp.iinfo(labels.dtype)
+  if not info.min <= config.background <= info.max:
+    # The padding value must be representable in the gathered dtype.
+    labels = labels.astype(jnp.int32)
   bg, swap, seg_values = _tables(config)
   sub = lambda stage: jax.random.fold_in(key, _SYNTH_STREAMS[stage])
 

@@ -96,7 +96,8 @@ def dynamic_resize_matrix(n_out: int, n_max: int, n) -> jax.Array:
   (FetalSynthGen's random `nonlin_scale`) keeps static shapes. Columns `>= n` get weight 0.
   """
   n = jnp.asarray(n, jnp.float32)
-  t = jnp.arange(n_out, dtype=jnp.float32) * ((n - 1.0) / max(n_out - 1, 1))
+  # The clamp keeps float32 rounding from giving node n a weight of one ulp.
+  t = jnp.minimum(jnp.arange(n_out, dtype=jnp.float32) * ((n - 1.0) / max(n_out - 1, 1)), n - 1.0)
   return jnp.maximum(0.0, 1.0 - jnp.abs(t[:, None] - jnp.arange(n_max, dtype=jnp.float32)[None, :]))
 
 
