@@ -1,0 +1,16 @@
+"""The data side: NIfTI sources, patch sampling and Grain pipelines (no JAX in workers)."""
+
+from synthjax._src.data.grid import assemble, grid_patches, sliding_window
+from synthjax._src.data.keys import sample_key_data
+from synthjax._src.data.pipeline import ExtractPatches, pipeline
+from synthjax._src.data.samplers import (LabelSampler, UniformSampler, WeightedSampler,
+                                         extract_patch)
+from synthjax._src.data.sources import NiftiSource, Volume
+from synthjax._src.data.splits import MixedSource, Subset, train_val_split
+
+__all__ = [
+    "NiftiSource", "Volume", "pipeline", "ExtractPatches", "sample_key_data",
+    "UniformSampler", "LabelSampler", "WeightedSampler", "extract_patch",
+    "train_val_split", "Subset", "MixedSource",
+    "grid_patches", "assemble", "sliding_window",
+]

@@ -1,0 +1,168 @@
+"""`synthjax.data.pipeline`: determinism across workers, resume, sharding, keys (issue #3.5)."""
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import nibabel as nib
+import grain
+import jax
+import pytest
+
+from synthjax import data
+
+PATCH = (8, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("vols")
+  rng = np.random.default_rng(0)
+  for i, shape in enumerate([(16, 14, 12), (12, 16, 14), (14, 12, 16), (10, 10, 10)]):
+    lab = rng.integers(0, 3, shape).astype(np.int16)
+    lab[..., 0] = 10 + i  # identifies the volume in every patch that reaches z = 0
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), str(folder / f"v{i}_T2w_dseg.nii.gz"))
+    nib.save(nib.Nifti1Image(lab.astype(np.float32) * 0.5, np.eye(4)),
+             str(folder / f"v{i}_T2w.nii.gz"))
+  return data.NiftiSource.from_pairs(folder, cache=False)
+
+
+@contextlib.contextmanager
+def iterate(ds):
+  it = iter(ds)
+  try:
+    yield it
+  finally:
+    if hasattr(it, "close"):
+      it.close()
+
+
+def take(ds, n, state=None):
+  with iterate(ds) as it:
+    if state is not None:
+      it.set_state(state)
+    return [next(it) for _ in range(n)]
+
+
+def assert_batches_equal(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert set(x) == set(y)
+    for k in x:
+      assert np.array_equal(x[k], y[k]), k
+
+
+def test_batches_hold_patches_images_indices_and_keys(source):
+  batches = take(data.pipeline(source, patch_size=PATCH, batch_size=3, seed=7,
+                               patches_per_volume=2), 4)
+  b = batches[0]
+  assert b["labels"].shape == (3,) + PATCH and b["labels"].dtype == np.int32
+  assert b["image"].shape == (3,) + PATCH and b["image"].dtype == np.float32
+  np.testing.assert_array_equal(np.concatenate([x["index"] for x in batches]), np.arange(12))
+  for x in batches:
+    for j in range(3):
+      v, o = int(x["volume"][j]), x["origin"][j]
+      vol = source[v]["labels"].read()
+      np.testing.assert_array_equal(x["labels"][j], data.extract_patch(vol, o, PATCH))
+      np.testing.assert_array_equal(x["image"][j], x["labels"][j] * 0.5)
+    ref = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.key(7), i)))(
+        x["index"].astype(np.uint32))
+    np.testing.assert_array_equal(x["key"], np.asarray(ref))
+
+
+def test_epochs_visit_each_volume_patches_per_volume_times(source):
+  ds = data.pipeline(source, patch_size=PATCH, batch_size=2, seed=1, patches_per_volume=3,
+                     num_epochs=2)
+  batches = list(ds)
+  volumes = np.concatenate([b["volume"] for b in batches])
+  assert len(volumes) == 2 * 4 * 3
+  for epoch in (volumes[:12], volumes[12:]):
+    assert sorted(np.bincount(epoch).tolist()) == [3, 3, 3, 3]
+    assert all(len(set(epoch[i:i + 3])) == 1 for i in range(0, 12, 3))
+  assert not np.array_equal(volumes[:12], volumes[12:])  # reshuffled (4! orders)
+
+
+def test_seed_changes_the_stream(source):
+  a = take(data.pipeline(source, patch_size=PATCH, batch_size=2, seed=1), 3)
+  b = take(data.pipeline(source, patch_size=PATCH, batch_size=2, seed=2), 3)
+  assert not all(np.array_equal(x["labels"], y["labels"]) for x, y in zip(a, b))
+  assert_batches_equal(a, take(data.pipeline(source, patch_size=PATCH, batch_size=2, seed=1), 3))
+
+
+@dataclasses.dataclass
+class BackendProbe(grain.transforms.Map):
+  """Records, in the worker, whether any JAX backend was started there."""
+
+  def map(self, element):
+    import os
+    from jax._src import xla_bridge
+    element["jax_backend_started"] = np.bool_(xla_bridge.backends_are_initialized())
+    element["platforms"] = np.bytes_(os.environ.get("JAX_PLATFORMS", ""))
+    element["pid"] = np.int64(os.getpid())
+    return element
+
+
+def test_same_batches_for_0_and_2_workers_and_exact_resume(source):
+  kw = dict(patch_size=PATCH, batch_size=2, seed=3, patches_per_volume=2,
+            sampler=data.LabelSampler({1: 1.0, 2: 1.0}))
+  serial = take(data.pipeline(source, **kw), 7)
+  ds2 = data.pipeline(source, workers=2, transforms=[BackendProbe()], **kw)
+  with iterate(ds2) as it:
+    first = [next(it) for _ in range(4)]
+    state = it.get_state()
+    rest = [next(it) for _ in range(3)]
+  parallel = first + rest
+  assert len({int(b["pid"][0]) for b in parallel}) == 2  # really two worker processes
+  for b in parallel:
+    assert not b["jax_backend_started"].any()  # no device touched in the workers
+    assert (b["platforms"] == b"cpu").all()
+    for k in ("jax_backend_started", "platforms", "pid"):
+      del b[k]
+  assert_batches_equal(serial, parallel)
+  # Resume from the checkpoint in a new iterator, with workers and without.
+  resumed = take(data.pipeline(source, workers=2, transforms=[BackendProbe()], **kw), 3, state)
+  for b in resumed:
+    for k in ("jax_backend_started", "platforms", "pid"):
+      del b[k]
+  assert_batches_equal(rest, resumed)
+  serial_ds = data.pipeline(source, **kw)
+  with iterate(serial_ds) as it:
+    [next(it) for _ in range(4)]
+    state0 = it.get_state()
+  assert_batches_equal(rest, take(serial_ds, 3, state0))
+
+
+def test_two_simulated_processes_split_the_stream(source):
+  kw = dict(patch_size=PATCH, batch_size=2, seed=5, patches_per_volume=2, num_epochs=2)
+  full = list(data.pipeline(source, **kw))
+  shards = [list(data.pipeline(source, shard=(p, 2), **kw)) for p in range(2)]
+  by_index = {int(i): (b, j) for b in full for j, i in enumerate(b["index"])}
+  seen = []
+  for p, batches in enumerate(shards):
+    for b in batches:
+      for j, i in enumerate(b["index"]):
+        assert int(i) % 2 == p
+        ref, rj = by_index[int(i)]
+        for k in ("labels", "image", "origin", "key", "volume"):
+          np.testing.assert_array_equal(b[k][j], ref[k][rj])
+        seen.append(int(i))
+  assert sorted(seen) == sorted(by_index)  # disjoint and complete
+  with pytest.raises(ValueError, match="shard"):
+    data.pipeline(source, shard=(2, 2), **kw)
+
+
+def test_whole_volumes_and_bad_arguments(source, tmp_path):
+  same = data.Subset(source, [0, 0])
+  b = take(data.pipeline(same, patch_size=None, batch_size=2, seed=0), 1)[0]
+  np.testing.assert_array_equal(b["labels"][0], source[0]["labels"].read())
+  with pytest.raises(ValueError, match="one shape"):
+    data.pipeline(source, patch_size=None, batch_size=2, seed=0)
+  with pytest.raises(ValueError, match="seed"):
+    data.pipeline(source, patch_size=PATCH, batch_size=2, seed=-1)
+  with pytest.raises(ValueError, match="patch_size"):
+    data.pipeline(source, patch_size=(8, 8), batch_size=2, seed=0)
+  # A patch larger than the volume is padded with the background label.
+  big = take(data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0), 4)
+  for x in big:
+    shape = source[int(x["volume"][0])]["shape"]
+    assert (x["labels"][0] == 0).sum() >= 20 ** 3 - np.prod(shape)
