@@ -166,3 +166,37 @@ def test_whole_volumes_and_bad_arguments(source, tmp_path):
   for x in big:
     shape = source[int(x["volume"][0])]["shape"]
     assert (x["labels"][0] == 0).sum() >= 20 ** 3 - np.prod(shape)
+
+
+def _cfg():
+  import synthjax
+  return synthjax.presets.synthseg((0, 1, 2, 10, 11, 12, 13), PATCH)
+
+
+def test_device_synthesis_of_a_batch_replays_like_the_cli(source):
+  import synthjax
+  from synthjax._src import samples
+  cfg = _cfg()
+  batch = take(data.pipeline(source, patch_size=PATCH, batch_size=3, seed=9), 2)[1]
+  images, segs, params = jax.jit(lambda b: data.synthesize_batch(b, cfg))(
+      {"key": batch["key"], "labels": batch["labels"]})
+  for j, index in enumerate(batch["index"]):
+    pkey, skey = samples.sample_keys(9, int(index))
+    p = synthjax.sample_params(pkey, cfg)
+    image, seg = synthjax.synthesize(skey, p, batch["labels"][j], cfg)
+    np.testing.assert_array_equal(segs[j], seg)
+    np.testing.assert_allclose(images[j], image, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(params["gmm"]["means"][j], p["gmm"]["means"], rtol=1e-6)
+
+
+def test_host_synthesis_transform_matches_device_synthesis(source):
+  import pickle
+  cfg = _cfg()
+  transform = data.SynthesizeTransform(cfg)
+  ds = data.pipeline(source, patch_size=PATCH, batch_size=2, seed=4, transforms=[transform])
+  host = take(ds, 1)[0]
+  images, segs, _ = data.synthesize_batch({"key": host["key"], "labels": host["labels"]}, cfg)
+  np.testing.assert_array_equal(host["seg"], np.asarray(segs))
+  np.testing.assert_allclose(host["image"], np.asarray(images), atol=1e-6, rtol=0)
+  assert host["params"]["gmm"]["means"].shape == (2, 7)
+  assert not hasattr(pickle.loads(pickle.dumps(transform)), "_fn")

@@ -6,6 +6,10 @@ from synthjax._src.data.pipeline import ExtractPatches, pipeline
 from synthjax._src.data.samplers import (LabelSampler, UniformSampler, WeightedSampler,
                                          extract_patch)
 from synthjax._src.data.sources import NiftiSource, Volume
+from synthjax._src.data.writers import (ArrayRecordSamples, ArrayRecordWriter, NiftiWriter,
+                                        decode_record, encode_record, read_arrayrecord,
+                                        write_dataset)
+from synthjax._src.data.synth import SynthesizeTransform, synthesize_batch
 from synthjax._src.data.splits import MixedSource, Subset, train_val_split
 
 __all__ = [
@@ -13,4 +17,7 @@ __all__ = [
     "UniformSampler", "LabelSampler", "WeightedSampler", "extract_patch",
     "train_val_split", "Subset", "MixedSource",
     "grid_patches", "assemble", "sliding_window",
+    "synthesize_batch", "SynthesizeTransform",
+    "NiftiWriter", "ArrayRecordWriter", "ArrayRecordSamples", "read_arrayrecord",
+    "encode_record", "decode_record", "write_dataset",
 ]

@@ -1,0 +1,76 @@
+"""Synthesis of pipeline batches: on the device (in the training step) or on the host.
+
+Both derive a sample's keys the same way as `synthjax generate`:
+`params_key, synth_key = jax.random.split(fold_in(key(seed), index))`, so sample `index`
+of a pipeline with `seed` is the same image as sample `index` of `synthjax generate --seed`
+on the same patch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import grain
+
+
+def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None):
+  """Renders a pipeline batch on the device; call it inside the jitted training step.
+
+  Args:
+    batch: a pipeline batch (`labels` (B, X, Y, Z) with `X, Y, Z == config.shape`, `key`).
+    config: the static `SynthConfig`.
+    fixed: optional fixed params (shared by the batch), as for `sample_params`.
+
+  Returns:
+    `(images, segs, params)`: (B, X, Y, Z) float32, (B, X, Y, Z) int32 and the batched
+    params (record them to replay any sample).
+  """
+  import jax
+  from synthjax._src import generator
+
+  keys = jax.random.wrap_key_data(batch["key"])
+  pair = jax.vmap(jax.random.split)(keys)
+  params = generator.sample_params(pair[:, 0], config, fixed=fixed)
+  images, segs = jax.vmap(lambda k, p, l: generator.synthesize(k, p, l, config))(
+      pair[:, 1], params, batch["labels"])
+  return images, segs, params
+
+
+@dataclasses.dataclass
+class SynthesizeTransform(grain.transforms.Map):
+  """Host-side synthesis of one pipeline sample, for CPU-only users and dataset writing.
+
+  Runs JAX on the CPU inside the Grain worker (the pipeline's workers hide accelerators).
+  Adds `image`, `seg` and `params` (a dict of numpy arrays) to the sample.
+
+  Attributes:
+    config: the `SynthConfig`; its shape must equal the patch size.
+  """
+  config: object
+
+  def map(self, element):
+    import jax
+    from synthjax._src import generator
+
+    if not hasattr(self, "_fn"):
+      config = self.config
+
+      def one(key_data, labels):
+        params_key, synth_key = jax.random.split(jax.random.wrap_key_data(key_data))
+        params = generator.sample_params(params_key, config)
+        image, seg = generator.synthesize(synth_key, params, labels, config)
+        return image, seg, params
+
+      self._fn = jax.jit(one)
+    image, seg, params = self._fn(element["key"], element["labels"])
+    out = dict(element)
+    out["image"], out["seg"] = np.asarray(image), np.asarray(seg)
+    out["params"] = jax.tree.map(np.asarray, params)
+    return out
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state.pop("_fn", None)
+    return state
