@@ -1,4 +1,4 @@
-"""The `synthjax` command: `generate` synthetic datasets and `replay` single samples."""
+"""The `synthjax` command: generate datasets, replay samples, preview and inspect label maps."""
 
 from __future__ import annotations
 
@@ -74,19 +74,62 @@ def _make_config(args, label_values, shape, spacing):
   return build(tuple(label_values), tuple(shape), tuple(spacing))
 
 
-def _sample_paths(out, index):
-  stem = os.path.join(out, f"sample_{index:05d}")
-  return stem + "_image.nii.gz", stem + "_seg.nii.gz", stem + "_params.json"
+MANIFEST = "manifest.json"
+RUN_FORMAT = "synthjax-run/1"
+
+
+def _versions():
+  import jax
+  import numpy as np
+  import synthjax
+  return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
+
+
+def _check_output_folder(out, manifest, overwrite):
+  """Refuses a non-empty folder unless it holds a previous run of the same command."""
+  from synthjax._src import nifti
+  if not os.path.isdir(out):
+    if os.path.exists(out):
+      raise UserError(f"{out}: exists and is not a folder")
+    return
+  entries = [e for e in os.listdir(out) if not e.startswith(".tmp-")]
+  if not entries:
+    return
+  path = os.path.join(out, MANIFEST)
+  if not os.path.exists(path):
+    raise UserError(f"{out}: folder is not empty and holds no synthjax run ({MANIFEST}); "
+                    "choose an empty or new folder")
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path}: unreadable manifest ({e})") from e
+  same = {k: previous.get(k) == manifest[k] for k in ("format", "seed", "config", "sources",
+                                                       "output_format")}
+  if all(same.values()):
+    return
+  if not overwrite:
+    differs = ", ".join(k for k, v in same.items() if not v)
+    raise UserError(f"{out}: holds a run of another command ({differs} differ); pass "
+                    "--overwrite to replace it, or choose another folder")
+  # --overwrite on another run: remove that run's files only (never unrelated files).
+  for name in entries:
+    if name == MANIFEST or name.startswith("sample_") or name.startswith("samples."):
+      os.remove(os.path.join(out, name))
 
 
 def cmd_generate(args):
   import numpy as np
-  import jax
   import synthjax
   from synthjax._src import nifti, samples
+  from synthjax._src.data import writers
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
+  if args.shape and min(args.shape) < 2:
+    raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
+  if args.workers < 1:
+    raise UserError(f"--workers must be >= 1, got {args.workers}")
   sources, spacing = _load_sources(args)
   values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
   shape = tuple(args.shape) if args.shape else sources[0][0].shape
@@ -97,37 +140,95 @@ def cmd_generate(args):
     except ValueError as e:
       raise UserError(str(e)) from e
 
-  os.makedirs(args.output, exist_ok=True)
-  planned = [p for i in range(args.n) for p in _sample_paths(args.output, i)]
-  existing = [p for p in planned if os.path.exists(p)]
-  if existing and not args.overwrite:
-    raise UserError(f"{existing[0]}: exists ({len(existing)} sample file(s) in {args.output}); "
-                    "pass --overwrite to replace them")
+  manifest = {"format": RUN_FORMAT, "command": "generate", "seed": args.seed,
+              "config": json.loads(json.dumps(config.to_dict())),
+              "sources": [src for _, _, src in sources], "output_format": args.format,
+              "source_of_sample": "sources[index % len(sources)]", "n": args.n,
+              "versions": _versions()}
+  out = args.output
+  _check_output_folder(out, manifest, args.overwrite)
+  os.makedirs(out, exist_ok=True)
+  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
+                          overwrite=True)
 
-  nifti.write_text_atomic(os.path.join(args.output, "config.json"),
-                          json.dumps(config.to_dict(), indent=1), overwrite=True)
-  start = time.time()
-  for i in range(args.n):
+  if args.format == "nifti":
+    writer = writers.NiftiWriter(out, max_pending=args.workers)
+  else:
+    writer = writers.ArrayRecordWriter(os.path.join(out, "samples"))
+  todo = [i for i in range(args.n) if i not in writer.done()]
+
+  def make(i):
     labels, affine, src = sources[i % len(sources)]
     pkey, skey = samples.sample_keys(args.seed, i)
     params = synthjax.sample_params(pkey, config)
     image, seg = synthjax.synthesize(skey, params, labels, config)
-    out_affine = samples.output_affine(affine, labels.shape, config.shape,
-                                       params["crop"]["position"])
-    img_path, seg_path, json_path = _sample_paths(args.output, i)
-    nifti.save_nifti(img_path, np.asarray(image), out_affine, overwrite=args.overwrite)
-    nifti.save_nifti(seg_path, np.asarray(seg, np.int32), out_affine, overwrite=args.overwrite)
-    sidecar = samples.make_sidecar(seed=args.seed, index=i, synth_key=skey, params_key=pkey,
-                                   params=params, config=config, source=src,
-                                   version=synthjax.__version__)
-    nifti.write_text_atomic(json_path, json.dumps(sidecar, indent=1), overwrite=args.overwrite)
-    if not args.quiet:
-      rate = (i + 1) / (time.time() - start)
-      print(f"\r{i + 1}/{args.n} samples  {rate:.2f}/s  ETA {(args.n - i - 1) / rate:.0f}s",
-            end="", file=sys.stderr, flush=True)
-  if not args.quiet:
+    return {"index": i, "image": np.asarray(image), "seg": np.asarray(seg, np.int32),
+            "affine": samples.output_affine(affine, labels.shape, config.shape,
+                                            np.asarray(params["crop"]["position"])),
+            "sidecar": samples.make_sidecar(seed=args.seed, index=i, synth_key=skey,
+                                            params_key=pkey, params=params, config=config,
+                                            source=src, version=synthjax.__version__)}
+
+  start = time.time()
+  with writer:
+    for done_count, i in enumerate(todo, 1):
+      writer.write(make(i))
+      if not args.quiet:
+        rate = done_count / (time.time() - start)
+        width = 30
+        bar = "#" * int(width * done_count / len(todo))
+        print(f"\r[{bar:<{width}}] {done_count}/{len(todo)}  {rate:.2f} samples/s  "
+              f"ETA {(len(todo) - done_count) / rate:.0f}s", end="", file=sys.stderr,
+              flush=True)
+  if not args.quiet and todo:
     print(file=sys.stderr)
-  print(f"wrote {args.n} samples to {args.output}")
+  skipped = args.n - len(todo)
+  print(f"wrote {len(todo)} samples to {out}" + (f" ({skipped} already there)" if skipped else ""))
+
+
+def cmd_preview(args):
+  import numpy as np
+  from synthjax._src import preview
+  args.demo = args.labels == "demo"
+  args.labels = [] if args.demo else [args.labels]
+  sources, spacing = _load_sources(args)
+  labels = sources[0][0]
+  values = sorted(np.unique(labels).tolist())
+  shape = tuple(args.shape) if args.shape else labels.shape
+  config = _make_config(args, values, shape, spacing)
+  if args.n < 1:
+    raise UserError(f"-n must be >= 1, got {args.n}")
+  if os.path.exists(args.output) and not args.overwrite:
+    raise UserError(f"{args.output}: exists; pass --overwrite to replace it")
+  rgb = preview.preview(labels, config, n=args.n, seed=args.seed)
+  tmp = args.output + ".tmp-preview"
+  preview.save_png(tmp, rgb)
+  os.replace(tmp, args.output)
+  print(f"wrote {args.output} ({rgb.shape[1]}x{rgb.shape[0]} pixels, {args.n} samples)")
+
+
+def cmd_info(args):
+  import numpy as np
+  import nibabel as nib
+  from synthjax._src import nifti, presets
+  try:
+    labels, affine, spacing = nifti.load_label_map(args.file)
+  except (ValueError, FileNotFoundError) as e:
+    raise UserError(str(e)) from e
+  values, counts = np.unique(labels, return_counts=True)
+  print(f"file:        {args.file}")
+  print(f"shape:       {labels.shape}")
+  print(f"spacing:     {tuple(round(s, 4) for s in spacing)} mm")
+  print(f"orientation: {''.join(nib.aff2axcodes(affine))}")
+  print(f"labels:      {len(values)} values")
+  for v, c in zip(values.tolist(), counts.tolist()):
+    print(f"  {v:>6d}  {c:>10d} voxels  {100.0 * c / labels.size:6.2f}%")
+  for name, known in (("synthseg", presets.FREESURFER_LABELS), ("fetal", presets.FETA_LABELS)):
+    unknown = sorted(set(values.tolist()) - set(known))
+    verdict = "knows every label" if not unknown else f"does not know {unknown}"
+    print(f"preset {name + ':':<10s}{verdict}")
+  pairs = presets.freesurfer_flip_pairs(values.tolist())
+  print(f"left/right pairs (FreeSurfer): {list(pairs) if pairs else 'none'}")
 
 
 def cmd_replay(args):
@@ -183,9 +284,30 @@ def build_parser():
   g.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
   g.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
   g.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
-  g.add_argument("--overwrite", action="store_true", help="replace existing sample files")
-  g.add_argument("--quiet", action="store_true", help="no progress line")
+  g.add_argument("--workers", type=int, default=4,
+                 help="background threads writing (compressing) samples")
+  g.add_argument("--format", choices=("nifti", "arrayrecord"), default="nifti")
+  g.add_argument("--overwrite", action="store_true",
+                 help="replace a previous run of another command in OUT")
+  g.add_argument("--quiet", action="store_true", help="no progress bar")
   g.set_defaults(func=cmd_generate)
+
+  v = sub.add_parser("preview", help="PNG montage of the input labels and N samples")
+  v.add_argument("labels", metavar="LABELS", help="a label map, or 'demo' for the phantom")
+  v.add_argument("-o", "--output", required=True, help="the PNG to write")
+  v.add_argument("-n", type=int, default=8, help="number of samples")
+  v.add_argument("--seed", type=int, default=0)
+  v.add_argument("--preset", choices=("synthseg", "fetal"), default="synthseg")
+  v.add_argument("--config", help="a config JSON instead of a preset")
+  v.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
+  v.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+  v.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
+  v.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
+  v.set_defaults(func=cmd_preview)
+
+  i = sub.add_parser("info", help="shape, spacing, orientation and labels of a label map")
+  i.add_argument("file", help="a NIfTI label map")
+  i.set_defaults(func=cmd_info)
 
   r = sub.add_parser("replay", help="regenerate one sample bit for bit from its params JSON")
   r.add_argument("params", help="a sample_XXXXX_params.json written by generate")
@@ -200,14 +322,17 @@ def main(argv=None):
   args = parser.parse_args(argv)
   try:
     args.func(args)
-  except (UserError, FileExistsError) as e:
+  except KeyboardInterrupt:
+    print(f"synthjax {args.command}: interrupted; finished files are kept, re-run the same "
+          "command to complete the set", file=sys.stderr)
+    return 130
+  except Exception as e:  # one line for the user; --debug shows the traceback
     if args.debug:
       raise
-    print(f"synthjax {args.command}: error: {e}", file=sys.stderr)
+    known = isinstance(e, (UserError, FileExistsError, FileNotFoundError))
+    text = str(e) if known else f"{type(e).__name__}: {e}"
+    print(f"synthjax {args.command}: error: {text}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print(f"synthjax {args.command}: interrupted", file=sys.stderr)
-    return 130
   return 0
 
 

@@ -81,13 +81,135 @@ def test_generate_from_nifti_files_crops_and_shifts_affine(tmp_path):
   assert side["source"]["path"] == str(path)
 
 
-def test_existing_files_are_not_overwritten(demo_run):
+def test_another_command_in_the_same_folder_is_refused(demo_run, tmp_path):
   before = (demo_run / "sample_00000_image.nii.gz").read_bytes()
   out = run("generate", *DEMO, "-n", "1", "-o", str(demo_run), "--seed", "9", check=False)
   assert out.returncode == 2
-  assert "exists" in out.stderr and "--overwrite" in out.stderr
+  assert "another command" in out.stderr and "seed" in out.stderr and "--overwrite" in out.stderr
   assert "Traceback" not in out.stderr
   assert (demo_run / "sample_00000_image.nii.gz").read_bytes() == before
+  (tmp_path / "mine.txt").write_text("a user's file")
+  out = run("generate", *DEMO, "-n", "1", "-o", str(tmp_path), check=False)
+  assert out.returncode == 2 and "not empty" in out.stderr
+  assert (tmp_path / "mine.txt").read_text() == "a user's file"
+
+
+def test_rerun_completes_an_interrupted_run_identically(demo_run, tmp_path):
+  # A run of 1 sample, then the same command with -n 3: only 1 and 2 are written, and the
+  # result equals the uninterrupted run (demo_run, seed 5).
+  run("generate", *DEMO, "-n", "1", "-o", str(tmp_path), "--seed", "5", "--quiet")
+  first = os.stat(tmp_path / "sample_00000_image.nii.gz")
+  out = run("generate", *DEMO, "-n", "3", "-o", str(tmp_path), "--seed", "5", "--quiet")
+  assert "wrote 2 samples" in out.stdout and "1 already there" in out.stdout
+  again = os.stat(tmp_path / "sample_00000_image.nii.gz")
+  assert (first.st_ino, first.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
+  for i in range(3):
+    for kind in ("image", "seg"):
+      a = np.asanyarray(nib.load(demo_run / f"sample_{i:05d}_{kind}.nii.gz").dataobj)
+      b = np.asanyarray(nib.load(tmp_path / f"sample_{i:05d}_{kind}.nii.gz").dataobj)
+      assert a.tobytes() == b.tobytes()
+
+
+def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
+  import signal
+  import time
+  args = [sys.executable, "-m", "synthjax.cli", "generate", *DEMO, "-n", "40", "-o",
+          str(tmp_path), "--seed", "2", "--quiet", "--workers", "1"]
+  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  deadline = time.time() + 120
+  while time.time() < deadline and not (tmp_path / "sample_00002_params.json").exists():
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)  # Ctrl-C
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode in (130, 0), err
+  if proc.returncode == 130:
+    assert "interrupted" in err and "Traceback" not in err
+  # Every sample with a params JSON is complete and readable; no temporary file remains.
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+  complete = sorted(p for p in os.listdir(tmp_path) if p.endswith("_params.json"))
+  assert complete
+  for name in complete:
+    stem = tmp_path / name.replace("_params.json", "")
+    nib.load(f"{stem}_image.nii.gz").get_fdata()
+    nib.load(f"{stem}_seg.nii.gz").get_fdata()
+  # Resume: completes the set; sample 1 equals an uninterrupted run's.
+  out = run("generate", *DEMO, "-n", "40", "-o", str(tmp_path), "--seed", "2", "--quiet")
+  assert len([p for p in os.listdir(tmp_path) if p.endswith("_params.json")]) == 40
+  ref = tmp_path.parent / (tmp_path.name + "_ref")
+  run("generate", *DEMO, "-n", "2", "-o", str(ref), "--seed", "2", "--quiet")
+  for kind in ("image", "seg"):
+    a = np.asanyarray(nib.load(ref / f"sample_00001_{kind}.nii.gz").dataobj)
+    b = np.asanyarray(nib.load(tmp_path / f"sample_00001_{kind}.nii.gz").dataobj)
+    assert a.tobytes() == b.tobytes()
+
+
+def test_arrayrecord_format_round_trips(demo_run, tmp_path):
+  from synthjax import data
+  run("generate", *DEMO, "-n", "2", "-o", str(tmp_path), "--seed", "5", "--quiet",
+      "--format", "arrayrecord")
+  records = data.read_arrayrecord(str(tmp_path / "samples"))
+  assert len(records) == 2
+  for r in (records[0], records[1]):
+    i = r["index"]
+    ref = np.asanyarray(nib.load(demo_run / f"sample_{i:05d}_image.nii.gz").dataobj)
+    assert r["image"].tobytes() == ref.tobytes()
+
+
+def _read_png(path):
+  import struct
+  import zlib
+  blob = open(path, "rb").read()
+  assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+  pos, idat, header = 8, b"", None
+  while pos < len(blob):
+    (length,) = struct.unpack(">I", blob[pos:pos + 4])
+    tag, body = blob[pos + 4:pos + 8], blob[pos + 8:pos + 8 + length]
+    assert struct.unpack(">I", blob[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(tag + body)
+    if tag == b"IHDR":
+      header = struct.unpack(">IIBBBBB", body)
+    elif tag == b"IDAT":
+      idat += body
+    pos += 12 + length
+  w, h, depth, color = header[:4]
+  assert depth == 8 and color == 2
+  raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
+  assert (raw[:, 0] == 0).all()
+  return raw[:, 1:].reshape(h, w, 3)
+
+
+def test_preview_writes_a_png_whose_panels_differ(tmp_path):
+  png = tmp_path / "preview.png"
+  out = run("preview", "demo", "-o", str(png), "-n", "3", "--demo-shape", "32", "32", "32",
+            "--demo-spacing", "6")
+  rgb = _read_png(png)
+  # 1 label row + 3 sample rows of 32-pixel panels with 4-pixel gaps; 3 columns.
+  assert rgb.shape == (4 * 32 + 3 * 4, 3 * 32 + 2 * 4, 3)
+  rows = [rgb[r * 36:r * 36 + 32, :32] for r in range(4)]
+  assert all(not np.array_equal(rows[a], rows[b]) for a in range(4) for b in range(a + 1, 4))
+  assert (rgb[36:, :, 0] > rgb[36:, :, 1] + 100).any()  # the red seg outline is drawn
+  again = run("preview", "demo", "-o", str(png), "-n", "3", check=False)
+  assert again.returncode == 2 and "--overwrite" in again.stderr
+  assert str(png) in out.stdout
+
+
+def test_info_reports_shape_labels_and_presets(tmp_path):
+  labels, affine = brain_phantom((32, 30, 28), 6.0)
+  path = tmp_path / "ph.nii.gz"
+  nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), path)
+  out = run("info", str(path)).stdout
+  assert "(32, 30, 28)" in out and "RAS" in out and "(6.0, 6.0, 6.0)" in out
+  values, counts = np.unique(labels, return_counts=True)
+  for v, c in zip(values, counts):
+    assert f"{v:>6d}  {c:>10d} voxels" in out
+  assert "preset synthseg: knows every label" in out and "(2, 41)" in out
+  assert "preset fetal:    does not know" in out
+
+
+@pytest.mark.parametrize("cmd", [[], ["generate"], ["replay"], ["preview"], ["info"]])
+def test_help(cmd):
+  out = run(*cmd, "--help")
+  assert "usage: synthjax" in out.stdout
 
 
 @pytest.mark.parametrize("case", ["missing", "float_labels", "not_nifti", "empty_glob"])
@@ -110,3 +232,12 @@ def test_bad_input_gives_one_clear_line(tmp_path, case):
   assert len(lines) == 1 and expect in lines[0] and "Traceback" not in out.stderr
   if case != "empty_glob":
     assert os.path.basename(arg) in lines[0]
+
+
+@pytest.mark.parametrize("flags,expect", [(["-n", "0"], "-n must be >= 1"),
+                                          (["--shape", "1", "8", "8"], "--shape"),
+                                          (["--workers", "0"], "--workers")])
+def test_bad_flag_values(tmp_path, flags, expect):
+  out = run("generate", *DEMO, "-o", str(tmp_path / "o"), *flags, check=False)
+  assert out.returncode == 2 and expect in out.stderr and "Traceback" not in out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1

@@ -20,6 +20,14 @@ _FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 
 _FS_RANGES = ((1000, 1999, 1000), (3000, 3999, 1000), (11100, 11199, 1000))
 
 
+# Labels each preset's source generator is built for (used by `synthjax info`).
+FETA_LABELS = tuple(range(8))
+_ASEG = (0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28, 30, 31, 41, 42,
+         43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63, 72, 77, 80, 85, 251, 252,
+         253, 254, 255)
+FREESURFER_LABELS = _ASEG + tuple(range(1000, 1036)) + tuple(range(2000, 2036))
+
+
 def freesurfer_flip_pairs(label_values) -> tuple[tuple[int, int], ...]:
   """Left/right pairs among FreeSurfer label values (both sides must be present)."""
   present = set(int(v) for v in label_values)
