@@ -333,3 +333,16 @@ def test_equal_configs_share_one_compilation():
   np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
   np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
   assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
+
+
+def test_synthseg_noise_is_disabled_and_a_positive_prob_enables_it():
+  import jax
+  cfg = synthjax.presets.synthseg((0, 1), (8, 8, 8))
+  assert not cfg.noise.enabled  # SynthSeg adds no voxel noise
+  on = synthjax.presets.synthseg((0, 1), (8, 8, 8), noise={"prob": 1.0, "std": (0.1, 0.1)})
+  assert on.noise.enabled and on.noise.prob == 1.0
+  assert not cfg.replace(noise={"std": (0.1, 0.2)}).noise.enabled
+  assert not cfg.replace(noise={"prob": 1.0, "enabled": False}).noise.enabled
+  with pytest.raises(ValueError, match="noise stage is disabled"):
+    synthjax.sample_params(jax.random.key(0), cfg, fixed={"noise": {"applied": True}})
+  synthjax.sample_params(jax.random.key(0), cfg, fixed={"noise": {"applied": False}})

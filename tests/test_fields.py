@@ -57,6 +57,11 @@ def _interp_field(field, pts):
                    for c in range(3)], axis=-1)
 
 
+def _displacement_last(*args):
+  """`spatial.displacement_field` (channel-first) as a channel-last `(X, Y, Z, 3)` field."""
+  return jnp.moveaxis(spatial.displacement_field(*args), 0, -1)
+
+
 def _grid(shape):
   return np.indices(shape, dtype=np.float64)
 
@@ -71,7 +76,9 @@ def _half_velocity(key, std, grid_scale, cfg, shape):
   half = tuple(max(s // 2, g) for s, g in zip(shape, g_max))
   ratio = np.array([(h - 1) / (s - 1) for h, s in zip(half, shape)])
   n = [int(draw.grid_size(jnp.float32(grid_scale), s, g)) for s, g in zip(shape, g_max)]
-  small = np.asarray(jax.random.normal(key, g_max + (3,), jnp.float32)) * np.float32(std)
+  # The library draws the velocity channel-first; the references work channel-last.
+  small = np.moveaxis(np.asarray(jax.random.normal(key, (3,) + g_max, jnp.float32)), 0, -1)
+  small = small * np.float32(std)
   return _upsample(small, n, half) * ratio, half, ratio
 
 
@@ -200,7 +207,7 @@ def test_displacement_without_squaring_is_upsampled_velocity(mode):
   keys = jax.random.split(jax.random.key(2), 2)
   params = [_params(applied=True, std=3.0, grid_scale=0.12),
             _params(applied=True, std=1.5, grid_scale=0.07)]
-  fn = lambda k, p: spatial.displacement_field(k, p, DEF_CFG0, DEF_SHAPE)
+  fn = lambda k, p: _displacement_last(k, p, DEF_CFG0, DEF_SHAPE)
   if mode == "eager":
     with jax.disable_jit():
       out = [np.asarray(fn(keys[0], params[0]))]
@@ -219,7 +226,7 @@ def test_displacement_matches_numpy_scaling_and_squaring():
   params = [_params(applied=True, std=4.0, grid_scale=0.12),
             _params(applied=True, std=2.5, grid_scale=0.05),
             _params(applied=True, std=0.0, grid_scale=0.12)]
-  fn = lambda k, p: spatial.displacement_field(k, p, DEF_CFG, DEF_SHAPE)
+  fn = lambda k, p: _displacement_last(k, p, DEF_CFG, DEF_SHAPE)
   batched = np.asarray(jax.jit(jax.vmap(fn))(keys, _stack(params)))
   # Zero velocity: exactly the identity.
   np.testing.assert_array_equal(batched[2], np.zeros(DEF_SHAPE + (3,), np.float32))

@@ -335,10 +335,19 @@ class SynthConfig:
     return self.output_labels if self.output_labels is not None else self.label_values
 
   def replace(self, **changes) -> "SynthConfig":
-    """Returns a copy with fields replaced; a dict for a stage updates that stage's fields."""
+    """Returns a copy with fields replaced; a dict for a stage updates that stage's fields.
+
+    A stage dict with `prob > 0` for a disabled stage also enables it (unless it sets
+    `enabled` itself).
+    """
     for name, value in list(changes.items()):
       if name in _STAGE_TYPES and isinstance(value, dict):
-        changes[name] = dataclasses.replace(getattr(self, name), **value)
+        stage = getattr(self, name)
+        value = dict(value)
+        # Asking for a positive probability on a disabled stage means "use this stage".
+        if not stage.enabled and "enabled" not in value and float(value.get("prob", 0)) > 0:
+          value["enabled"] = True
+        changes[name] = dataclasses.replace(stage, **value)
     unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
     if unknown:
       raise TypeError(f"SynthConfig has no field(s) {sorted(unknown)}")

@@ -91,5 +91,8 @@ def sample_noise(key, cfg: NoiseConfig, fixed=None) -> dict:
 
 
 def add_noise(key, x: jax.Array, p: dict) -> jax.Array:
-  noise = jax.random.normal(key, x.shape, jnp.float32) * p["std"]
-  return jnp.where(p["applied"], x + noise, x)
+  # A cond, not a where: an unapplied stage then draws no full-volume Gaussian (outside vmap).
+  return jax.lax.cond(
+      p["applied"],
+      lambda x: x + jax.random.normal(key, x.shape, jnp.float32) * p["std"],
+      lambda x: x, x)

@@ -50,7 +50,8 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
   on a grid of 0.025 × shape with p 0.95; clip at 300 and gamma exp(N(0, 0.5));
   resolution up to 4 mm isotropic (p 0.1) or 8 mm along one axis, thickness up to the
   resolution, blur σ = 0.75·thickness/spacing; left/right flip p 0.5 with FreeSurfer's
-  label pairs swapped. SynthSeg adds no voxel noise; enable it with `noise={...}`.
+  label pairs swapped. SynthSeg adds no voxel noise, so the noise stage is disabled;
+  `noise={"prob": 1.0, "std": (0.0, 0.05)}` enables it.
 
   Args:
     label_values: the generation label values.
@@ -77,7 +78,7 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
       resolution=ResolutionConfig(max_res_iso=4.0, max_res_aniso=8.0, min_res=None,
                                   prob_iso=0.1, random_thickness=True, blur_factor=0.75,
                                   blur_range=1.03, prob=0.95),
-      noise=NoiseConfig(std=(0.0, 0.0), prob=0.0),
+      noise=NoiseConfig(std=(0.0, 0.0), prob=0.0, enabled=False),
   )
   return _build(base, overrides)
 

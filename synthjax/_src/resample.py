@@ -101,22 +101,26 @@ def dynamic_resize_matrix(n_out: int, n_max: int, n) -> jax.Array:
   return jnp.maximum(0.0, 1.0 - jnp.abs(t[:, None] - jnp.arange(n_max, dtype=jnp.float32)[None, :]))
 
 
-def apply_separable(x: jax.Array, matrices) -> jax.Array:
-  """Applies one matrix per spatial axis: `out[i,j,k,...] = M0[i,a] M1[j,b] M2[k,c] x[a,b,c,...]`."""
+def apply_separable(x: jax.Array, matrices, axes=(0, 1, 2)) -> jax.Array:
+  """Applies one matrix per spatial axis: `out[i,j,k,...] = M0[i,a] M1[j,b] M2[k,c] x[a,b,c,...]`.
+
+  `axes` names the array axes the three matrices act on (e.g. `(1, 2, 3)` for a
+  channel-first field).
+  """
   out = x
-  for axis, m in enumerate(matrices):
+  for axis, m in zip(axes, matrices):
     out = jnp.moveaxis(jnp.tensordot(m, out, axes=([1], [axis])), 0, axis)
   return out
 
 
-def resize_linear(x: jax.Array, shape) -> jax.Array:
-  """Align-corners trilinear resize of the three leading axes to `shape` (static).
+def resize_linear(x: jax.Array, shape, axes=(0, 1, 2)) -> jax.Array:
+  """Align-corners trilinear resize of three axes (default the leading ones) to `shape`.
 
   Each axis is a two-tap gather with static indices, so the cost is linear in the output
   size (a dense interpolation matrix would be quadratic).
   """
   out = x
-  for axis, n_out in enumerate(shape):
+  for axis, n_out in zip(axes, shape):
     n_in = out.shape[axis]
     if n_in == n_out:
       continue

@@ -97,30 +97,33 @@ def crop_offset(in_shape, out_shape, position):
 
 
 def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
-  """Integrates a random stationary velocity field; returns `(X, Y, Z, 3)` voxel shifts.
+  """Integrates a random stationary velocity field; returns `(3, X, Y, Z)` voxel shifts.
 
   The velocity is drawn on a small grid (std `p["std"]` voxels), upsampled to half
   resolution, integrated there by `cfg.steps` squarings and upsampled to `shape`, as in
   SynthSeg. Velocities are rescaled to half-resolution voxels for the integration so the
-  composition `u(x + u(x))` is consistent.
+  composition `u(x + u(x))` is consistent. Fields are channel-first so that adding them to
+  the coordinate grid needs no transpose.
   """
   shape = tuple(shape)
   g_max = tuple(draw.max_grid_size(cfg.grid_scale[1], s) for s in shape)
   half = tuple(max(s // 2, g) for s, g in zip(shape, g_max))
-  ratio = np.array([(h - 1) / max(s - 1, 1) for h, s in zip(half, shape)], np.float32)
+  ratio = np.array([(h - 1) / max(s - 1, 1) for h, s in zip(half, shape)],
+                   np.float32).reshape(3, 1, 1, 1)
 
-  v = jax.random.normal(key, g_max + (3,), jnp.float32) * p["std"]
+  v = jax.random.normal(key, (3,) + g_max, jnp.float32) * p["std"]
   mats = [resample.dynamic_resize_matrix(half[a], g_max[a],
                                          draw.grid_size(p["grid_scale"], shape[a], g_max[a]))
           for a in range(3)]
-  u = resample.apply_separable(v, mats) * (ratio / (2.0 ** cfg.steps))
+  u = resample.apply_separable(v, mats, axes=(1, 2, 3)) * (ratio / (2.0 ** cfg.steps))
   grid = resample.grid_coords(half)
+  warp = jax.vmap(lambda c, at: resample.sample_linear(c, at, clamp=True), in_axes=(0, None))
 
   def square(_, u):
-    return u + resample.sample_linear(u, grid + jnp.moveaxis(u, -1, 0), clamp=True)
+    return u + warp(u, grid + u)
 
   u = jax.lax.fori_loop(0, cfg.steps, square, u)
-  return resample.resize_linear(u, shape) / ratio
+  return resample.resize_linear(u, shape, axes=(1, 2, 3)) / ratio
 
 
 def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Array:
@@ -135,8 +138,8 @@ def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Arra
     u = jax.lax.cond(
         pd["applied"],
         lambda: displacement_field(key, pd, config.deformation, shape),
-        lambda: jnp.zeros(shape + (3,), jnp.float32))
-    pts = pts + jnp.moveaxis(u, -1, 0) * spacing
+        lambda: jnp.zeros((3,) + shape, jnp.float32))
+    pts = pts + u * spacing
 
   if config.affine.enabled:
     pa = params["affine"]
