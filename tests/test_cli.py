@@ -241,3 +241,17 @@ def test_bad_flag_values(tmp_path, flags, expect):
   out = run("generate", *DEMO, "-o", str(tmp_path / "o"), *flags, check=False)
   assert out.returncode == 2 and expect in out.stderr and "Traceback" not in out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_label_values_for_a_given_config(tmp_path):
+  import synthjax
+  labels, affine = brain_phantom((32, 32, 32), 6.0)
+  path = tmp_path / "ph.nii.gz"
+  nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), path)
+  cfg = synthjax.presets.synthseg((0, 2, 3, 41, 42), (32, 32, 32), (6.0, 6.0, 6.0))
+  (tmp_path / "cfg.json").write_text(cfg.to_json())
+  out = run("generate", str(path), "-o", str(tmp_path / "o"), "--config", str(tmp_path / "cfg.json"),
+            check=False)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  line = out.stderr.strip()
+  assert "ph.nii.gz" in line and "not in config.label_values" in line and "24 (" in line

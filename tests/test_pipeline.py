@@ -161,8 +161,11 @@ def test_whole_volumes_and_bad_arguments(source, tmp_path):
     data.pipeline(source, patch_size=PATCH, batch_size=2, seed=-1)
   with pytest.raises(ValueError, match="patch_size"):
     data.pipeline(source, patch_size=(8, 8), batch_size=2, seed=0)
-  # A patch larger than the volume is padded with the background label.
-  big = take(data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0), 4)
+  # A patch larger than a volume is an error naming the file, unless padding is asked for.
+  with pytest.raises(ValueError, match=r"v\d_T2w_dseg.nii.gz.*smaller than the patch"):
+    data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0)
+  big = take(data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0,
+                           pad_small=True), 4)
   for x in big:
     shape = source[int(x["volume"][0])]["shape"]
     assert (x["labels"][0] == 0).sum() >= 20 ** 3 - np.prod(shape)

@@ -115,7 +115,8 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
              patches_per_volume: int = 1, sampler=None, shuffle: bool = True,
              num_epochs: Optional[int] = None, drop_remainder: bool = True,
              shard: Optional[tuple] = None, transforms: Sequence = (),
-             worker_buffer_size: int = 2, pad_label: int = 0) -> grain.IterDataset:
+             worker_buffer_size: int = 2, pad_label: int = 0,
+             pad_small: bool = False) -> grain.IterDataset:
   """Batches of patches (labels, images where present) with per-sample JAX keys.
 
   Args:
@@ -135,6 +136,8 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
     transforms: extra Grain transforms applied to each sample in the workers.
     worker_buffer_size: batches prefetched per worker.
     pad_label: label value for patch voxels outside the volume.
+    pad_small: allow volumes smaller than the patch (padded with `pad_label`, like MONAI's
+      `SpatialPad`); by default such a volume is an error naming its file (as TorchIO).
 
   Returns:
     A `grain.IterDataset`; its batches are dicts of stacked numpy arrays: `labels`
@@ -156,6 +159,13 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
   size = _as_size(patch_size)
   if len(source) == 0:
     raise ValueError("the source is empty")
+  if size is not None and not pad_small:
+    for i in range(len(source)):
+      element = source[i]
+      shape = tuple(element["shape"])
+      if any(n < p for n, p in zip(shape, size)):
+        raise ValueError(f"{element['path']}: volume shape {shape} is smaller than the patch "
+                         f"size {size}; pass pad_small=True to pad it")
   if size is None:
     shapes = {tuple(source[i]["shape"]) for i in range(len(source))}
     if len(shapes) > 1:
