@@ -5,6 +5,7 @@ from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, F
                                   GammaConfig, GMMConfig, NoiseConfig, ResolutionConfig,
                                   SynthConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
+from synthjax._src.sharding import synthesize_sharded
 from synthjax._src.serialize import (key_from_json, key_to_json, params_from_json,
                                      params_to_dict, params_to_json)
 
@@ -13,7 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SynthConfig", "AffineConfig", "DeformationConfig", "FlipConfig", "GMMConfig",
     "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
-    "sample_params", "synthesize", "validate_labels",
+    "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
     "presets", "phantom",
 ]

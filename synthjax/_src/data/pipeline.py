@@ -24,6 +24,7 @@ import grain
 
 from synthjax._src.data import keys as keys_lib
 from synthjax._src.data.samplers import UniformSampler, extract_patch
+from synthjax._src.data.splits import _describe
 
 _STREAM_PERMUTATION = 1
 _STREAM_PATCH = 2
@@ -77,10 +78,17 @@ class ExtractPatches(grain.transforms.Map):
   def _element(self, v):
     if self._last[0] != v:
       element = dict(self.source[v])
+      # A gzip stream cannot seek: cutting each patch from the file would decompress it
+      # from the start every time, so such a volume is read once per visit instead.
+      for name in ("labels", "image"):
+        vol = element.get(name)
+        if vol is not None and not isinstance(vol, np.ndarray) and not vol.seekable:
+          element[name] = vol.read()
       if getattr(self.sampler, "needs_full_labels", False):
         if element["labels"] is None:
           raise ValueError(f"{element['path']}: {type(self.sampler).__name__} needs a label map")
-        element["labels_full"] = element["labels"].read()
+        vol = element["labels"]
+        element["labels_full"] = vol if isinstance(vol, np.ndarray) else vol.read()
       self._last = (v, element)
     return self._last[1]
 
@@ -159,15 +167,15 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
   size = _as_size(patch_size)
   if len(source) == 0:
     raise ValueError("the source is empty")
+  described = [_describe(source, i) for i in range(len(source))]
   if size is not None and not pad_small:
-    for i in range(len(source)):
-      element = source[i]
-      shape = tuple(element["shape"])
+    for d in described:
+      shape = tuple(d["shape"])
       if any(n < p for n, p in zip(shape, size)):
-        raise ValueError(f"{element['path']}: volume shape {shape} is smaller than the patch "
+        raise ValueError(f"{d['path']}: volume shape {shape} is smaller than the patch "
                          f"size {size}; pass pad_small=True to pad it")
   if size is None:
-    shapes = {tuple(source[i]["shape"]) for i in range(len(source))}
+    shapes = {tuple(d["shape"]) for d in described}
     if len(shapes) > 1:
       raise ValueError(f"patch_size=None needs volumes of one shape, got {sorted(shapes)}")
   extract = ExtractPatches(source=source, patch_size=size,
@@ -185,6 +193,11 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
       raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     ds = ds[index::count]
   ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+  if workers > 0 and hasattr(ds, "enable_shared_memory_output"):
+    # Grain sends worker outputs through shared memory only when the dataset given to
+    # mp_prefetch says so, and `to_iter_dataset` hides it: without this every batch is
+    # pickled through a pipe (tens of MB/s).
+    ds.enable_shared_memory_output()
   it = ds.to_iter_dataset()
   if workers > 0:
     # Grain <= 0.2.18 reads an absl flag in mp_prefetch and fails in scripts that do not

@@ -92,6 +92,12 @@ class Volume:
       raise ValueError(f"{self.path}: cannot read data ({type(e).__name__}: {e})") from e
     return self._convert(region)
 
+  @property
+  def seekable(self) -> bool:
+    """Whether a region can be read without reading the file up to it (not gzip)."""
+    return self._data is not None or (self._reader is None and not self._canonical
+                                      and not self.path.endswith(".gz"))
+
   def read(self) -> np.ndarray:
     """The whole array (int32 labels or float32 image)."""
     return self[(slice(None),) * 3]
@@ -217,6 +223,12 @@ class NiftiSource:
       if not np.allclose(labels.affine, image.affine, atol=1e-4):
         raise ValueError(f"{img_path}: image affine differs from its label map {lab_path}")
     return labels, image
+
+  def describe(self, index: int) -> dict:
+    """`{"shape", "path"}` of element `index` from the headers (reads no voxel)."""
+    labels, image = self._volumes[int(index)]
+    ref = labels if labels is not None else image
+    return {"shape": ref.shape, "path": ref.path}
 
   def nbytes(self) -> int:
     """Total size of the volumes in memory (int32 labels, float32 images)."""

@@ -13,6 +13,13 @@ from typing import Sequence
 import numpy as np
 
 
+def _describe(source, i):
+  if hasattr(source, "describe"):
+    return source.describe(i)
+  element = source[i]
+  return {"shape": element["shape"], "path": element.get("path")}
+
+
 @dataclasses.dataclass
 class Subset:
   """The elements `indices` of `source`, in that order (a random-access source)."""
@@ -27,6 +34,9 @@ class Subset:
 
   def __len__(self):
     return len(self.indices)
+
+  def describe(self, i):
+    return _describe(self.source, self.indices[int(i)])
 
   def __getitem__(self, i):
     element = dict(self.source[self.indices[int(i)]])
