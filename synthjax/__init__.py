@@ -2,7 +2,8 @@
 
 from synthjax import phantom, presets
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
-                                  GammaConfig, GMMConfig, NoiseConfig, ResolutionConfig,
+                                  GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
+                                  NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
                                   SynthConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SynthConfig", "AffineConfig", "DeformationConfig", "FlipConfig", "GMMConfig",
     "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
+    "SpikeConfig", "GhostingConfig", "GibbsConfig", "RicianConfig",
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
     "presets", "phantom",

@@ -245,3 +245,26 @@ def test_key_json_roundtrip():
   back = synthjax.key_from_json(json.loads(json.dumps(synthjax.key_to_json(key))))
   assert np.array_equal(jax.random.key_data(key), jax.random.key_data(back))
   assert np.array_equal(jax.random.normal(key, (5,)), jax.random.normal(back, (5,)))
+
+
+def test_disabled_stage_records_not_applied_and_params_refeed_as_fixed():
+  cfg = _config().replace(bias={"enabled": False})  # prob 0.95 kept, stage disabled
+  for k in range(4):
+    p = synthjax.sample_params(jax.random.key(k), cfg)
+    assert not bool(p["bias"]["applied"])
+    again = synthjax.sample_params(jax.random.key(99), cfg,
+                                   fixed=json.loads(synthjax.params_to_json(p)))
+    assert _tree_equal(p, again)
+
+
+def test_params_json_without_a_later_disabled_stage_still_replays(sample):
+  cfg, labels, params, image, seg = sample
+  data = json.loads(synthjax.params_to_json(params))
+  assert not cfg.spike.enabled
+  del data["spike"]  # as written by a version without the stage
+  back = synthjax.params_from_json(json.dumps(data), cfg)
+  image2, seg2 = synthjax.synthesize(jax.random.key(8), back, labels, cfg)
+  assert np.array_equal(image, image2) and np.array_equal(seg, seg2)
+  enabled = cfg.replace(spike={"prob": 0.5})
+  with pytest.raises(ValueError, match="spike"):
+    synthjax.params_from_json(json.dumps(data), enabled)

@@ -233,11 +233,135 @@ class NoiseConfig:
       raise ValueError(f"NoiseConfig.std must be non-negative, got {self.std}")
 
 
-STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise")
+def _as_int_range(name: str, value: Any, minimum: int) -> tuple[int, int]:
+  try:
+    lo, hi = value
+    if any(isinstance(v, bool) or float(v) != int(v) for v in (lo, hi)):
+      raise ValueError
+    lo, hi = int(lo), int(hi)
+  except (TypeError, ValueError, OverflowError):
+    raise ValueError(f"{name} must be a (low, high) pair of integers, got {value!r}") from None
+  if lo < minimum or lo > hi:
+    raise ValueError(f"{name} must be integers with {minimum} <= low <= high, got {(lo, hi)}")
+  return (lo, hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeConfig:
+  """k-space spike (herringbone) artifact, as TorchIO's `RandomSpike`.
+
+  `n ~ U{num_spikes}` spikes at positions `U[0, 1)^3` (fractions of the centred k-space,
+  coefficient `floor(position * shape)` of `fftshift(fftn(x))`) each get `intensity * max|k|`
+  added (TorchIO's spike); the image is the magnitude of the inverse transform. Positions
+  are recorded for `num_spikes[1]` spikes; those past `n` are masked.
+
+  Attributes:
+    num_spikes: range of the (integer) number of spikes; the high end fixes the params shape.
+    intensity: range of the spike magnitude relative to the maximum k-space magnitude.
+  """
+  num_spikes: tuple[int, int] = (1, 1)
+  intensity: Range = (1.0, 3.0)
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "intensity")
+    num = _as_int_range("SpikeConfig.num_spikes", self.num_spikes, 0)
+    if num[1] < 1:
+      raise ValueError(f"SpikeConfig.num_spikes must allow at least one spike, got {num}")
+    object.__setattr__(self, "num_spikes", num)
+
+
+@dataclasses.dataclass(frozen=True)
+class GhostingConfig:
+  """Ghosting along a phase-encoding axis, as TorchIO's `RandomGhosting`.
+
+  Along the drawn `axis`, every `num_ghosts`-th line of the centred k-space (indices
+  `0, n, 2n, ...`) is scaled by `1 - intensity`, which puts ghosts every
+  `shape[axis] / num_ghosts` voxels in the image. The lines at frequencies
+  `|f| <= round(restore * shape[axis]) // 2` are left untouched (with `restore = 0`, only
+  the central line: TorchIO's default). The image is the magnitude of the inverse transform.
+
+  Attributes:
+    num_ghosts: range of the (integer) line period `n`; 0 means no ghosting.
+    axes: the axes the phase-encoding axis is drawn from (uniformly).
+    intensity: range of the artifact strength (0: no ghosts; 1: the lines are zeroed).
+    restore: fraction of the k-space lines about the centre that are restored.
+  """
+  num_ghosts: tuple[int, int] = (4, 10)
+  axes: tuple[int, ...] = (0, 1, 2)
+  intensity: Range = (0.5, 1.0)
+  restore: float = 0.0
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "intensity")
+    object.__setattr__(self, "num_ghosts",
+                       _as_int_range("GhostingConfig.num_ghosts", self.num_ghosts, 0))
+    axes = tuple(int(a) for a in (self.axes if isinstance(self.axes, (tuple, list))
+                                  else (self.axes,)))
+    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+      raise ValueError(f"GhostingConfig.axes must be distinct axes among 0, 1, 2, got {self.axes}")
+    object.__setattr__(self, "axes", axes)
+    if self.intensity[0] < 0:
+      raise ValueError(f"GhostingConfig.intensity must be non-negative, got {self.intensity}")
+    restore = float(self.restore)
+    if not 0.0 <= restore <= 1.0:
+      raise ValueError(f"GhostingConfig.restore must lie in [0, 1], got {self.restore}")
+    object.__setattr__(self, "restore", restore)
+
+
+@dataclasses.dataclass(frozen=True)
+class GibbsConfig:
+  """Gibbs ringing by k-space truncation (MONAI's `RandGibbsNoise`, with a box).
+
+  k-space frequencies with `|f| > (1 - alpha) * shape / 2` along any axis are zeroed (a
+  centred box keeping a fraction `1 - alpha` of each axis' band, as a smaller acquisition
+  matrix; MONAI uses a ball) and the image is the magnitude of the inverse transform.
+
+  Attributes:
+    alpha: range of the truncation strength in [0, 1] (0: identity; 1: only the mean left).
+  """
+  alpha: Range = (0.0, 0.8)
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "alpha")
+    if self.alpha[0] < 0 or self.alpha[1] > 1:
+      raise ValueError(f"GibbsConfig.alpha must lie in [0, 1], got {self.alpha}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RicianConfig:
+  """Rician noise `sqrt((x + n1)^2 + n2^2)`, `n1, n2 ~ N(0, std)` (MONAI's `RandRicianNoise`).
+
+  The noise of a magnitude image reconstructed from complex data with Gaussian noise; on
+  the [0, 1]-normalised image, after the k-space artifacts and before the Gaussian `noise`
+  stage (an alternative to it: enable one or the other, or both).
+
+  Attributes:
+    std: range of the standard deviation of each of the two Gaussian components.
+  """
+  std: Range = (0.0, 0.05)
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "std")
+    if self.std[0] < 0:
+      raise ValueError(f"RicianConfig.std must be non-negative, got {self.std}")
+
+
+STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise",
+          "spike", "ghosting", "gibbs", "rician")
 _STAGE_TYPES = {
     "affine": AffineConfig, "deformation": DeformationConfig, "flip": FlipConfig,
     "gmm": GMMConfig, "bias": BiasConfig, "gamma": GammaConfig,
     "resolution": ResolutionConfig, "noise": NoiseConfig,
+    "spike": SpikeConfig, "ghosting": GhostingConfig, "gibbs": GibbsConfig,
+    "rician": RicianConfig,
 }
 
 
@@ -255,6 +379,7 @@ class SynthConfig:
     flip_pairs: `(left, right)` generation-label pairs swapped by a left/right flip.
     background: the label value used for padding and for `prob_background_zero`.
     affine, deformation, flip, gmm, bias, gamma, resolution, noise: the stage configs.
+    spike, ghosting, gibbs, rician: the MR artifact stages (disabled unless asked for).
 
   Examples:
     >>> cfg = SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2))
@@ -275,6 +400,10 @@ class SynthConfig:
   gamma: GammaConfig = GammaConfig()
   resolution: ResolutionConfig = ResolutionConfig()
   noise: NoiseConfig = NoiseConfig()
+  spike: SpikeConfig = SpikeConfig()
+  ghosting: GhostingConfig = GhostingConfig()
+  gibbs: GibbsConfig = GibbsConfig()
+  rician: RicianConfig = RicianConfig()
 
   def __post_init__(self):
     shape = tuple(int(s) for s in self.shape)

@@ -2,8 +2,9 @@
 
 Stage order follows SynthSeg's `labels_to_image_model`: spatial deformation and crop (one
 nearest-neighbour resampling of the labels), flip, per-label Gaussians, bias field,
-clip/normalise/gamma, resolution simulation, then (FetalSynthGen) noise and a final min-max
-normalisation.
+clip/normalise/gamma, resolution simulation, then the MR artifacts (k-space Gibbs ringing,
+ghosting and spikes with one magnitude reconstruction; Rician noise), (FetalSynthGen) noise
+and a final min-max normalisation.
 
 Randomness is split in two: `sample_params(key, ...)` draws the strengths (angles, stds,
 resolutions, whether each stage is applied) into a pytree of arrays; `synthesize(key, ...)`
@@ -20,6 +21,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src import artifacts
 from synthjax._src import intensity
 from synthjax._src import resample
 from synthjax._src import resolution
@@ -28,8 +30,9 @@ from synthjax._src.config import SynthConfig
 
 # Stable per-stage stream ids: never renumber, only append.
 _PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
-                  "gamma": 6, "resolution": 7, "noise": 8}
-_SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3}
+                  "gamma": 6, "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10,
+                  "gibbs": 11, "rician": 12}
+_SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4}
 
 PARAM_STAGES = tuple(_PARAM_STREAMS)
 
@@ -75,6 +78,10 @@ _PARAM_NAMES = {
     "gamma": ("applied", "log_gamma"),
     "resolution": ("applied", "resolution", "thickness", "blur_scale"),
     "noise": ("applied", "std"),
+    "spike": ("applied", "num_spikes", "positions", "intensity"),
+    "ghosting": ("applied", "num_ghosts", "axis", "intensity"),
+    "gibbs": ("applied", "alpha"),
+    "rician": ("applied", "std"),
 }
 
 
@@ -83,7 +90,7 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
     return jax.random.fold_in(key, _PARAM_STREAMS[stage])
 
   f = lambda stage: fixed.get(stage) or {}
-  return {
+  params = {
       "affine": spatial.sample_affine(sub("affine"), config.affine, f("affine")),
       "deformation": spatial.sample_deformation(sub("deformation"), config.deformation,
                                                 f("deformation")),
@@ -95,7 +102,18 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
       "resolution": resolution.sample_resolution(sub("resolution"), config.resolution,
                                                  config.spacing, f("resolution")),
       "noise": intensity.sample_noise(sub("noise"), config.noise, f("noise")),
+      "spike": artifacts.sample_spike(sub("spike"), config.spike, f("spike")),
+      "ghosting": artifacts.sample_ghosting(sub("ghosting"), config.ghosting, f("ghosting")),
+      "gibbs": artifacts.sample_gibbs(sub("gibbs"), config.gibbs, f("gibbs")),
+      "rician": artifacts.sample_rician(sub("rician"), config.rician, f("rician")),
   }
+  # A disabled stage is never applied, and says so: its params can then be fed back as
+  # `fixed` or replayed against the same config.
+  for stage, entries in params.items():
+    stage_cfg = getattr(config, stage, None)
+    if "applied" in entries and stage_cfg is not None and not stage_cfg.enabled:
+      entries["applied"] = jnp.zeros_like(entries["applied"])
+  return params
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -132,8 +150,9 @@ def sample_params(key, config: SynthConfig, fixed=None) -> dict:
 
   Returns:
     A dict of stage dicts of arrays: `affine`, `deformation`, `crop`, `flip`, `gmm`, `bias`,
-    `gamma`, `resolution`, `noise`. Every stage records `applied` (except `crop` and `gmm`,
-    which always apply). Stages disabled in the config are still recorded (and ignored).
+    `gamma`, `resolution`, `noise`, `spike`, `ghosting`, `gibbs`, `rician`. Every stage
+    records `applied` (except `crop` and `gmm`, which always apply). Stages disabled in the
+    config are still recorded (and ignored).
 
   Examples:
     >>> import jax, synthjax
@@ -240,6 +259,11 @@ def _synthesize(key, params, labels, config: SynthConfig):
   if config.resolution.enabled:
     image = resolution.apply_resolution(image, params["resolution"], config.resolution,
                                         config.spacing)
+  # MR acquisition artifacts: Gibbs truncation, ghosting and spikes on one spectrum with a
+  # magnitude reconstruction, then the Rician noise of that magnitude image.
+  image = artifacts.apply_kspace_stages(image, params, config)
+  if config.rician.enabled:
+    image = artifacts.add_rician(sub("rician"), image, params["rician"])
   if config.noise.enabled:
     image = intensity.add_noise(sub("noise"), image, params["noise"])
   image = intensity.normalize(image)
@@ -254,6 +278,12 @@ _synthesize_jit = jax.jit(_synthesize, static_argnums=3)
 def params_template(config: SynthConfig) -> dict:
   """Shapes and dtypes of one sample's params for `config` (a dict of ShapeDtypeStructs)."""
   return jax.eval_shape(lambda k: _sample_one(k, config, {}), jax.random.key(0))
+
+
+@functools.lru_cache(maxsize=64)
+def params_defaults(config: SynthConfig) -> dict:
+  """Params of one sample drawn from a fixed key (used to fill disabled stages)."""
+  return jax.tree.map(np.asarray, _sample_one(jax.random.key(0), config, {}))
 
 
 def _as_device_params(params, config):
@@ -280,7 +310,8 @@ def synthesize(key, params, labels, config: SynthConfig):
   dtypes) never recompiles.
 
   Args:
-    key: PRNG key for the random realisations (velocity and bias field grids, voxel noise).
+    key: PRNG key for the random realisations (velocity and bias field grids, voxel and
+      Rician noise).
     params: a pytree from `sample_params` (or `params_from_json`) for `config`.
     labels: integer array `(X, Y, Z)` of generation label values. A larger map is cropped
       at `params["crop"]["position"]`, a smaller one padded with `config.background`.

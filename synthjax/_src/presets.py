@@ -10,7 +10,8 @@ replace `SynthConfig` fields; a dict for a stage updates that stage's fields onl
 from __future__ import annotations
 
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
-                                  GammaConfig, GMMConfig, NoiseConfig, ResolutionConfig,
+                                  GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
+                                  NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
                                   SynthConfig)
 
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
@@ -37,6 +38,19 @@ def freesurfer_flip_pairs(label_values) -> tuple[tuple[int, int], ...]:
   return tuple(pairs)
 
 
+def _artifacts_off() -> dict:
+  """The MR artifact stages, off (neither generator has them; opt-in as in TorchIO).
+
+  Their ranges are the TorchIO / MONAI defaults (Gibbs alpha capped at 0.8 and Rician std
+  set for the [0, 1] image), so `spike={"prob": 0.5}` switches one on with sensible values.
+  """
+  return dict(spike=SpikeConfig(num_spikes=(1, 1), intensity=(1.0, 3.0), prob=0.0, enabled=False),
+              ghosting=GhostingConfig(num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.5, 1.0),
+                                      restore=0.0, prob=0.0, enabled=False),
+              gibbs=GibbsConfig(alpha=(0.0, 0.8), prob=0.0, enabled=False),
+              rician=RicianConfig(std=(0.0, 0.05), prob=0.0, enabled=False))
+
+
 def _build(base: SynthConfig, overrides: dict) -> SynthConfig:
   return base.replace(**overrides) if overrides else base
 
@@ -51,7 +65,8 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
   resolution up to 4 mm isotropic (p 0.1) or 8 mm along one axis, thickness up to the
   resolution, blur σ = 0.75·thickness/spacing; left/right flip p 0.5 with FreeSurfer's
   label pairs swapped. SynthSeg adds no voxel noise, so the noise stage is disabled;
-  `noise={"prob": 1.0, "std": (0.0, 0.05)}` enables it.
+  `noise={"prob": 1.0, "std": (0.0, 0.05)}` enables it. The MR artifact stages (spike,
+  ghosting, gibbs, rician) are off; e.g. `ghosting={"prob": 0.3}` enables one.
 
   Args:
     label_values: the generation label values.
@@ -79,6 +94,7 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
                                   prob_iso=0.1, random_thickness=True, blur_factor=0.75,
                                   blur_range=1.03, prob=0.95),
       noise=NoiseConfig(std=(0.0, 0.0), prob=0.0, enabled=False),
+      **_artifacts_off(),
   )
   return _build(base, overrides)
 
@@ -91,7 +107,8 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), **overrides) -> SynthCon
   resolution 0.5–1.5 mm; noise std 5–15 on a 0–255 scale (5/255–15/255 here); every
   stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
   pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25].
-  The sub-cluster intensity model and artifacts are separate stages (not yet built).
+  The MR artifact stages (spike, ghosting, gibbs, rician) are off, as in FetalSynthGen's
+  defaults; a positive `prob` enables one. The sub-cluster intensity model is not yet built.
 
   Args:
     label_values: the generation label values (FeTA: 0..7).
@@ -114,5 +131,6 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), **overrides) -> SynthCon
                                   prob_iso=0.1, random_thickness=True, blur_factor=0.75,
                                   blur_range=1.03, prob=p),
       noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
+      **_artifacts_off(),
   )
   return _build(base, overrides)

@@ -65,6 +65,13 @@ def params_from_json(text, config: SynthConfig) -> dict:
   if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
     data = data["params"]
   template = params_template(config)
+  data = dict(data)
+  for stage in template:
+    stage_cfg = getattr(config, stage, None)
+    if stage not in data and stage_cfg is not None and not stage_cfg.enabled:
+      # A stage added after the file was written, disabled in this config: it renders
+      # nothing, so any values of the right shape replay the file exactly.
+      data[stage] = params_to_dict({stage: generator.params_defaults(config)[stage]})[stage]
   missing = [f"{s}.{n}" for s, e in template.items() for n in e
              if s not in data or n not in data[s]]
   if missing:
