@@ -59,7 +59,7 @@ DEFAULT_DATA = Path("../shared/data/fetal")  # relative to the repository root
 SUBJECTS = ("sub-sta21", "sub-sta30", "sub-sta38")
 LABELS = tuple(range(8))
 SPACING = 0.5
-CONTENDERS = ("synthjax", "cornucopia", "cornucopia-default", "torchio")
+CONTENDERS = ("synthjax", "cornucopia", "torchio", "cornucopia-default")
 QUIET_THRESHOLD = 0.25  # cores used by other processes
 
 # ---------------------------------------------------------------------------------------
@@ -424,6 +424,19 @@ def parse_only(text: str) -> tuple:
   return names
 
 
+def parse_repeats_for(text: str) -> dict:
+  out = {}
+  for item in (t.strip() for t in text.split(",")):
+    if not item:
+      continue
+    name, _, n = item.partition("=")
+    if name not in BENCHES or not n.isdigit() or int(n) < 1:
+      raise argparse.ArgumentTypeError(f"--repeats-for wants NAME=N,... with NAME from "
+                                       f"{', '.join(CONTENDERS)} and N >= 1; got {item!r}")
+    out[name] = int(n)
+  return out
+
+
 def worker(args) -> None:
   """Runs one contender in this process and writes its record to `args.worker_out`."""
   t0 = time.perf_counter()
@@ -458,6 +471,23 @@ def versions() -> dict:
   return out
 
 
+def synthjax_digest() -> str | None:
+  """SHA-256 over synthjax's .py files (the library changes between runs; compare numbers
+  only between runs with the same digest)."""
+  import hashlib
+  try:
+    import importlib.util
+    spec = importlib.util.find_spec("synthjax")
+    pkg = Path(spec.origin).parent
+  except Exception:
+    return None
+  h = hashlib.sha256()
+  for f in sorted(pkg.rglob("*.py")):
+    h.update(str(f.relative_to(pkg)).encode())
+    h.update(f.read_bytes())
+  return h.hexdigest()[:16]
+
+
 def machine() -> dict:
   info = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
   try:
@@ -484,6 +514,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--shape", type=parse_shape, default=(160, 160, 160),
                   help="output shape, N or X,Y,Z (default 160)")
   ap.add_argument("--repeats", type=int, default=8, help="timed samples per contender")
+  ap.add_argument("--repeats-for", type=parse_repeats_for, default={}, metavar="NAME=N,...",
+                  help="per-contender override of --repeats, e.g. cornucopia-default=3")
   ap.add_argument("--only", type=parse_only, default=CONTENDERS,
                   help=f"comma-separated contenders (default: {','.join(CONTENDERS)})")
   ap.add_argument("--wait-quiet", type=float, default=30.0, metavar="S",
@@ -509,7 +541,9 @@ def main(argv=None) -> dict:
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "argv": sys.argv if argv is None else ["bench_peers.py", *argv],
       "machine": machine(), "versions": versions(),
+      "synthjax_source_sha256": synthjax_digest(),
       "shape": list(args.shape), "spacing_mm": SPACING, "repeats": args.repeats,
+      "repeats_for": args.repeats_for,
       "data": str(args.data), "quiet_threshold_cores": QUIET_THRESHOLD,
       "wait_quiet_s": args.wait_quiet, "retries": args.retries,
       "fetalsyngen": "not benchmarked: `pip download --no-deps fetalsyngen` finds no "
@@ -525,7 +559,7 @@ def main(argv=None) -> dict:
       out = Path(tmp) / "rec.json"
       cmd = [sys.executable, script, "--worker", name, "--worker-out", str(out),
              "--data", str(args.data), "--shape", ",".join(map(str, args.shape)),
-             "--repeats", str(args.repeats), "--wait-quiet", str(args.wait_quiet),
+             "--repeats", str(args.repeats_for.get(name, args.repeats)), "--wait-quiet", str(args.wait_quiet),
              "--retries", str(args.retries), "--seed", str(args.seed)]
       t0 = time.perf_counter()
       proc = subprocess.run(cmd)
@@ -545,6 +579,7 @@ def main(argv=None) -> dict:
     else:
       print(f"   {name}: FAILED ({rec.get('error')})", flush=True)
 
+  results["synthjax_source_sha256_at_end"] = synthjax_digest()
   base = results["contenders"].get("synthjax", {}).get("summary")
   if base:
     for name, rec in results["contenders"].items():
