@@ -16,8 +16,6 @@ import pathlib
 import platform
 import time
 
-import numpy as np
-
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "fetal"
 PATTERN = "sub-sta*/anat/sub-sta*_rec-irtk_T2w_dseg.nii.gz"
 

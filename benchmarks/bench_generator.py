@@ -38,8 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+from common import CpuMeter, label_paths, parse_shape, summarize, wait_quiet
+
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "fetal"
-SUBJECTS = ("sub-sta21", "sub-sta30", "sub-sta38")
 LABELS = tuple(range(8))
 # Stages whose application is random; the profile forces all of them on.
 APPLIED_STAGES = ("affine", "deformation", "flip", "bias", "gamma", "resolution")
@@ -49,15 +50,6 @@ ABLATE_STAGES = ("affine", "deformation", "flip", "bias", "gamma", "resolution")
 
 # ---------------------------------------------------------------------------------------
 # Helpers
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-  parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
-  if len(parts) == 1:
-    parts = parts * 3
-  if len(parts) != 3 or min(parts) < 2:
-    raise argparse.ArgumentTypeError(f"--shape wants N or X,Y,Z (sizes >= 2), got {text!r}")
-  return tuple(parts)
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -76,30 +68,13 @@ def peak_rss_mib() -> float:
   return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
 
-def wait_quiet(max_wait: float, threshold: float = 0.25, window: float = 2.0) -> float:
-  """Waits (up to `max_wait` s) until other processes use < `threshold` cores; returns the
-  seconds waited. Our own process is idle meanwhile, so all measured load is foreign."""
-  if max_wait <= 0 or not os.path.exists("/proc/stat"):
-    return 0.0
-  t0 = time.perf_counter()
-  while time.perf_counter() - t0 < max_wait:
-    m = CpuMeter().start()
-    time.sleep(window)
-    if m.stop().get("other_cores", 0.0) < threshold:
-      break
-  waited = time.perf_counter() - t0
-  if waited > window + 0.5:
-    print(f"                (waited {waited:.0f} s for other processes to go quiet)")
-  return waited
-
-
 def measured(run, quiet: float, retries: int, threshold: float = 0.25):
   """Runs a timed phase `run()`; if other processes used >= `threshold` cores meanwhile,
   waits for quiet and runs it again (at most `retries` more times). Returns
   `(run's result, cpu of the kept attempt, other_cores of every attempt)`."""
   history = []
   for attempt in range(retries + 1):
-    wait_quiet(quiet)
+    wait_quiet(quiet, threshold, verbose=True)
     meter = CpuMeter().start()
     out = run()
     cpu = meter.stop()
@@ -110,53 +85,6 @@ def measured(run, quiet: float, retries: int, threshold: float = 0.25):
       print(f"                (other processes used {cpu['other_cores']:.2f} cores; "
             f"repeating the phase)")
   return out, cpu, history
-
-
-class CpuMeter:
-  """CPU used by *other* processes while a phase runs, from /proc (Linux only).
-
-  `other_cores` is the average number of cores busy outside this process: near 0 on a
-  quiet machine; on a 2-core machine a value near 1 means the timings ran on about half
-  the machine and are not representative.
-  """
-
-  def __init__(self):
-    self.ok = os.path.exists("/proc/stat") and os.path.exists("/proc/self/stat")
-    self.tick = os.sysconf("SC_CLK_TCK") if self.ok else 100
-
-  def _read(self):
-    with open("/proc/stat") as f:
-      cpu = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(cpu) - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)  # minus idle, iowait
-    with open("/proc/self/stat") as f:
-      fields = f.read().rsplit(")", 1)[1].split()
-    own = int(fields[11]) + int(fields[12])  # utime + stime
-    return time.perf_counter(), busy, own
-
-  def start(self):
-    self.t0 = self._read() if self.ok else None
-    return self
-
-  def stop(self) -> dict:
-    if not self.ok or self.t0 is None:
-      return {}
-    t1 = self._read()
-    wall = t1[0] - self.t0[0]
-    busy = (t1[1] - self.t0[1]) / self.tick
-    own = (t1[2] - self.t0[2]) / self.tick
-    return {"wall_s": wall, "own_cores": own / wall, "other_cores": max(0.0, busy - own) / wall,
-            "loadavg": list(os.getloadavg())}
-
-
-def summarize(times: list[float]) -> dict:
-  """Median, IQR (q75 - q25), quartiles, mean, min, max of a list of seconds."""
-  ts = sorted(times)
-  if len(ts) >= 2:
-    q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive")
-  else:
-    q1 = q3 = ts[0]
-  return {"n": len(ts), "median": statistics.median(ts), "iqr": q3 - q1, "q25": q1, "q75": q3,
-          "mean": statistics.fmean(ts), "min": ts[0], "max": ts[-1], "all": list(times)}
 
 
 def print_cpu(cpu: dict):
@@ -192,26 +120,11 @@ def source_digest(pkg_dir: Path) -> str:
   return h.hexdigest()[:16]
 
 
-def label_paths(data_dir: Path) -> list:
-  """The three label-map paths; exits with a clear message if any is missing."""
-  if not data_dir.is_dir():
-    sys.exit(f"bench_generator: data folder {data_dir} does not exist (expected the fetal "
-             f"label maps: ../shared/data/fetal relative to the repository root, or --data)")
-  paths = [data_dir / s / "anat" / f"{s}_rec-irtk_T2w_dseg.nii.gz" for s in SUBJECTS]
-  missing = [str(p) for p in paths if not p.is_file()]
-  if missing:
-    sys.exit(f"bench_generator: fetal label maps not found under {data_dir}\n"
-             f"  missing: {', '.join(missing)}\n"
-             f"  pass --data DIR (the folder holding {'/'.join(SUBJECTS)}) or fetch the "
-             f"shared data into ../shared/data/fetal relative to the repository root.")
-  return paths
-
-
 def load_labels(data_dir: Path, dtype) -> tuple[list, list]:
   import numpy as np
   import nibabel as nib
 
-  paths = label_paths(data_dir)
+  paths = label_paths(data_dir, "bench_generator")
   out = []
   for p in paths:
     arr = np.asarray(nib.load(str(p)).dataobj)
@@ -258,7 +171,7 @@ def main(argv=None) -> dict:
   profile_repeats = args.profile_repeats or max(3, args.repeats // 2)
 
   data_dir = args.data.resolve()
-  label_paths(data_dir)  # fail fast, before importing JAX
+  label_paths(data_dir, "bench_generator")  # fail fast, before importing JAX
 
   t_import = time.perf_counter()
   import numpy as np

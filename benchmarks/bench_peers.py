@@ -55,63 +55,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import (QUIET_THRESHOLD, CpuMeter, label_paths, parse_shape, summarize,
+                    wait_quiet)
+
 DEFAULT_DATA = Path("../shared/data/fetal")  # relative to the repository root
-SUBJECTS = ("sub-sta21", "sub-sta30", "sub-sta38")
 LABELS = tuple(range(8))
 SPACING = 0.5
 CONTENDERS = ("synthjax", "cornucopia", "torchio", "cornucopia-default")
-QUIET_THRESHOLD = 0.25  # cores used by other processes
-
-# ---------------------------------------------------------------------------------------
-# CPU-contention helpers (same method as bench_generator.py, kept here so that this file
-# runs on its own)
-
-
-class CpuMeter:
-  """Average number of cores used by *other* processes while a phase runs (Linux /proc)."""
-
-  def __init__(self):
-    self.ok = os.path.exists("/proc/stat") and os.path.exists("/proc/self/stat")
-    self.tick = os.sysconf("SC_CLK_TCK") if self.ok else 100
-    self.t0 = None
-
-  def _read(self):
-    with open("/proc/stat") as f:
-      cpu = [int(v) for v in f.readline().split()[1:]]
-    busy = sum(cpu) - cpu[3] - (cpu[4] if len(cpu) > 4 else 0)  # minus idle and iowait
-    with open("/proc/self/stat") as f:
-      fields = f.read().rsplit(")", 1)[1].split()
-    own = int(fields[11]) + int(fields[12])  # utime + stime of all threads
-    return time.perf_counter(), busy, own
-
-  def start(self):
-    self.t0 = self._read() if self.ok else None
-    return self
-
-  def stop(self) -> dict:
-    if self.t0 is None:
-      return {}
-    t1 = self._read()
-    wall = t1[0] - self.t0[0]
-    busy = (t1[1] - self.t0[1]) / self.tick
-    own = (t1[2] - self.t0[2]) / self.tick
-    return {"wall_s": wall, "own_cores": own / wall,
-            "other_cores": max(0.0, busy - own) / wall, "loadavg": list(os.getloadavg())}
-
-
-def wait_quiet(max_wait: float, window: float = 2.0) -> float:
-  """Waits up to `max_wait` s until other processes use < QUIET_THRESHOLD cores (this
-  process is idle meanwhile, so all load measured is foreign); returns the seconds waited."""
-  if max_wait <= 0 or not os.path.exists("/proc/stat"):
-    return 0.0
-  t0 = time.perf_counter()
-  while time.perf_counter() - t0 < max_wait:
-    m = CpuMeter().start()
-    time.sleep(window)
-    if m.stop().get("other_cores", 0.0) < QUIET_THRESHOLD:
-      break
-  return time.perf_counter() - t0
-
 
 def rss_mib(field: str = "VmRSS") -> float:
   """`VmRSS` (current) or `VmHWM` (peak) of this process in MiB, from /proc/self/status."""
@@ -124,16 +74,6 @@ def rss_mib(field: str = "VmRSS") -> float:
     pass
   import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def summarize(times: list) -> dict:
-  ts = sorted(times)
-  if len(ts) >= 2:
-    q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive")
-  else:
-    q1 = q3 = ts[0]
-  return {"n": len(ts), "median": statistics.median(ts), "iqr": q3 - q1, "q25": q1, "q75": q3,
-          "mean": statistics.fmean(ts), "min": ts[0], "max": ts[-1]}
 
 
 class Recorder:
@@ -195,21 +135,12 @@ class Recorder:
 # Inputs
 
 
-def label_paths(data_dir: Path) -> list:
-  paths = [data_dir / s / "anat" / f"{s}_rec-irtk_T2w_dseg.nii.gz" for s in SUBJECTS]
-  missing = [str(p) for p in paths if not p.is_file()]
-  if missing:
-    sys.exit(f"bench_peers: fetal label maps not found under {data_dir}: {', '.join(missing)}"
-             f"\n  pass --data DIR (the folder holding {'/'.join(SUBJECTS)})")
-  return paths
-
-
 def load_maps(data_dir: Path) -> list:
   """The three 256^3 maps as uint8 numpy arrays (each contender converts per sample)."""
   import numpy as np
   import nibabel as nib
   out = []
-  for p in label_paths(data_dir):
+  for p in label_paths(data_dir, "bench_peers"):
     a = np.asarray(nib.load(str(p)).dataobj)
     r = np.rint(a)
     if not np.array_equal(r, a) or r.min() < 0 or r.max() > 255:
@@ -406,15 +337,6 @@ BENCHES = {"synthjax": bench_synthjax, "cornucopia": bench_cornucopia,
 # Driver
 
 
-def parse_shape(text: str) -> tuple:
-  parts = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
-  if len(parts) == 1:
-    parts = parts * 3
-  if len(parts) != 3 or min(parts) < 8:
-    raise argparse.ArgumentTypeError(f"--shape wants N or X,Y,Z (sizes >= 8), got {text!r}")
-  return tuple(parts)
-
-
 def parse_only(text: str) -> tuple:
   names = tuple(n.strip() for n in text.split(",") if n.strip())
   bad = [n for n in names if n not in BENCHES]
@@ -511,7 +433,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
                   help="folder with sub-sta{21,30,38}/anat/*_dseg.nii.gz "
                        "(default: ../shared/data/fetal, relative to the repository root)")
-  ap.add_argument("--shape", type=parse_shape, default=(160, 160, 160),
+  ap.add_argument("--shape", type=lambda t: parse_shape(t, 8), default=(160, 160, 160),
                   help="output shape, N or X,Y,Z (default 160)")
   ap.add_argument("--repeats", type=int, default=8, help="timed samples per contender")
   ap.add_argument("--repeats-for", type=parse_repeats_for, default={}, metavar="NAME=N,...",
@@ -531,7 +453,7 @@ def main(argv=None) -> dict:
   if args.repeats < 1:
     ap.error("--repeats must be >= 1")
   args.data = args.data.resolve()
-  label_paths(args.data)  # fail fast
+  label_paths(args.data, "bench_peers")  # fail fast
 
   if args.worker:
     worker(args)

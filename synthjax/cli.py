@@ -87,7 +87,6 @@ def _versions():
 
 def _check_output_folder(out, manifest, overwrite):
   """Refuses a non-empty folder unless it holds a previous run of the same command."""
-  from synthjax._src import nifti
   if not os.path.isdir(out):
     if os.path.exists(out):
       raise UserError(f"{out}: exists and is not a folder")

@@ -134,7 +134,7 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
     nib.load(f"{stem}_image.nii.gz").get_fdata()
     nib.load(f"{stem}_seg.nii.gz").get_fdata()
   # Resume: completes the set; sample 1 equals an uninterrupted run's.
-  out = run("generate", *DEMO, "-n", "40", "-o", str(tmp_path), "--seed", "2", "--quiet")
+  run("generate", *DEMO, "-n", "40", "-o", str(tmp_path), "--seed", "2", "--quiet")
   assert len([p for p in os.listdir(tmp_path) if p.endswith("_params.json")]) == 40
   ref = tmp_path.parent / (tmp_path.name + "_ref")
   run("generate", *DEMO, "-n", "2", "-o", str(ref), "--seed", "2", "--quiet")

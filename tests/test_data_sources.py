@@ -1,6 +1,5 @@
 """NiftiSource, patch samplers, splits and numpy keys (issue #3, capabilities 1-3, 7)."""
 
-import os
 import pickle
 
 import numpy as np

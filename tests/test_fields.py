@@ -375,7 +375,6 @@ def test_coordinate_map_at_preset_extremes(name):
   the affine in mm about the FOV centre, then the crop offset; the deformation is the one
   validated by the flow tests) and that it does not fold: Jacobian determinant > 0.
   """
-  cfg = _preset_config(name)
   _, params, maps, fwd, _ = _preset_maps(name)
   grid = _grid(SHAPE)
   sp = np.asarray(SPACING).reshape(3, 1, 1, 1)

@@ -109,7 +109,6 @@ def preview(labels, config, *, n: int = 8, seed: int = 0):
     n: number of samples.
     seed: seed of the samples.
   """
-  import jax
   from synthjax._src import generator, samples
 
   labels = generator.validate_labels(labels, config)

@@ -7,7 +7,6 @@ the stream reproducible from the seed (pymia's / CAREamics' splits, Grain's `mix
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import numpy as np
