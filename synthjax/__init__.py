@@ -3,8 +3,8 @@
 from synthjax import phantom, presets
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
-                                  NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
-                                  SynthConfig)
+                                  ImageIntensityConfig, NoiseConfig, ResolutionConfig,
+                                  RicianConfig, SpikeConfig, SubclusterConfig, SynthConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
 from synthjax._src.serialize import (key_from_json, key_to_json, params_from_json,
@@ -16,6 +16,7 @@ __all__ = [
     "SynthConfig", "AffineConfig", "DeformationConfig", "FlipConfig", "GMMConfig",
     "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
     "SpikeConfig", "GhostingConfig", "GibbsConfig", "RicianConfig",
+    "SubclusterConfig", "ImageIntensityConfig",
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
     "presets", "phantom",

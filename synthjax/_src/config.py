@@ -354,14 +354,119 @@ class RicianConfig:
       raise ValueError(f"RicianConfig.std must be non-negative, got {self.std}")
 
 
+@dataclasses.dataclass(frozen=True)
+class SubclusterConfig:
+  """Sub-label intensity classes (FetalSynthGen's seeds, `ImageFromSeeds`).
+
+  Labels are merged into meta-labels and each meta-label `m` is split into `K_m` subclusters,
+  `K_m ~ U{num_subclusters}` per sample, each with its own Gaussian drawn from the GMM
+  priors (`SynthConfig.gmm`). Voxels outside every meta-label keep their label's Gaussian.
+
+  Two sources of the split:
+
+  * `"procedural"` (no files): meta-label `m` is the group `meta_labels[m - 1]` of label
+    values (by default every non-background label on its own); a smooth random field `f`
+    (a small Gaussian grid of `grid_scale * shape` nodes, upsampled, standardised) splits it
+    into `K_m` level-set regions, subcluster `floor(K_m * frac(Phi(f) + phase_m))`.
+  * `"seeds"`: precomputed seed maps in FetalSynthGen's layout, passed to `synthesize` as
+    `seeds` (`(max_subclusters, X, Y, Z)`, entry `K - 1` holding the union over meta-labels
+    of the `subclasses_K` maps, voxel values `10 * m + k`; see
+    `synthjax.data.load_seed_maps`).
+
+  Related classes (FetalSynthGen's `generation_classes`): for meta-labels listed in
+  `related_metas`, the subcluster means are `clip(mu_m + related_std * N(0, 1), 0,
+  gmm.mean[1])` about one shared mean `mu_m` instead of independent draws.
+
+  Attributes:
+    num_subclusters: range of the (integer) number of subclusters per meta-label; the high
+      end (at most 10) fixes the params shape.
+    source: `"procedural"` or `"seeds"`.
+    meta_labels: procedural source: groups of label values forming meta-labels 1, 2, ...;
+      `()` makes every non-background label its own meta-label.
+    num_meta: seeds source: the number of meta-labels (values `10 * m + k`, m = 1..num_meta).
+    related_metas: meta-labels (1-based) whose subclusters share a mean.
+    related_std: spread of related subcluster means about their shared mean.
+    grid_scale: procedural source: range of the split field's grid / shape ratio.
+  """
+  num_subclusters: tuple[int, int] = (1, 6)
+  source: str = "procedural"
+  meta_labels: tuple[tuple[int, ...], ...] = ()
+  num_meta: int = 4
+  related_metas: tuple[int, ...] = ()
+  related_std: float = 25.0
+  grid_scale: Range = (0.03, 0.08)
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "grid_scale")
+    if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
+      raise ValueError(f"SubclusterConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
+    num = _as_int_range("SubclusterConfig.num_subclusters", self.num_subclusters, 1)
+    if num[1] > 10:
+      raise ValueError(f"SubclusterConfig.num_subclusters allows at most 10 subclusters "
+                       f"(seed values 10 * m + k), got {num}")
+    object.__setattr__(self, "num_subclusters", num)
+    if self.source not in ("procedural", "seeds"):
+      raise ValueError(f"SubclusterConfig.source must be 'procedural' or 'seeds', got "
+                       f"{self.source!r}")
+    try:
+      groups = tuple(tuple(int(v) for v in g) for g in self.meta_labels)
+    except TypeError:
+      raise ValueError(f"SubclusterConfig.meta_labels must be groups of label values, got "
+                       f"{self.meta_labels!r}") from None
+    flat = [v for g in groups for v in g]
+    if any(not g for g in groups) or len(flat) != len(set(flat)):
+      raise ValueError(f"SubclusterConfig.meta_labels must be non-empty groups naming each "
+                       f"label at most once, got {groups}")
+    object.__setattr__(self, "meta_labels", groups)
+    if int(self.num_meta) < 1:
+      raise ValueError(f"SubclusterConfig.num_meta must be >= 1, got {self.num_meta}")
+    object.__setattr__(self, "num_meta", int(self.num_meta))
+    related = tuple(int(m) for m in self.related_metas)
+    if any(m < 1 for m in related) or len(set(related)) != len(related):
+      raise ValueError(f"SubclusterConfig.related_metas must be distinct meta-labels >= 1, "
+                       f"got {self.related_metas}")
+    object.__setattr__(self, "related_metas", related)
+    if not float(self.related_std) >= 0:
+      raise ValueError(f"SubclusterConfig.related_std must be >= 0, got {self.related_std}")
+    object.__setattr__(self, "related_std", float(self.related_std))
+    object.__setattr__(self, "prob", _check_prob("SubclusterConfig.prob", self.prob))
+    object.__setattr__(self, "enabled", bool(self.enabled))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageIntensityConfig:
+  """A real image as the intensity prior (FetalSynthGen's `image_as_intensity`).
+
+  Where applied, the image passed to `synthesize` as `image` is deformed with the labels'
+  coordinate map (trilinear), min-max scaled to [0, scale] and used instead of the GMM
+  intensities; the rest of the pipeline (bias, gamma, resolution, artifacts) follows.
+
+  Attributes:
+    scale: the intensity range the image is scaled to (the GMM's 0..255 scale).
+  """
+  scale: float = 255.0
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    if not float(self.scale) > 0:
+      raise ValueError(f"ImageIntensityConfig.scale must be positive, got {self.scale}")
+    object.__setattr__(self, "scale", float(self.scale))
+    object.__setattr__(self, "prob", _check_prob("ImageIntensityConfig.prob", self.prob))
+    object.__setattr__(self, "enabled", bool(self.enabled))
+
+
 STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise",
-          "spike", "ghosting", "gibbs", "rician")
+          "spike", "ghosting", "gibbs", "rician", "subclusters", "image_intensity")
 _STAGE_TYPES = {
     "affine": AffineConfig, "deformation": DeformationConfig, "flip": FlipConfig,
     "gmm": GMMConfig, "bias": BiasConfig, "gamma": GammaConfig,
     "resolution": ResolutionConfig, "noise": NoiseConfig,
     "spike": SpikeConfig, "ghosting": GhostingConfig, "gibbs": GibbsConfig,
-    "rician": RicianConfig,
+    "rician": RicianConfig, "subclusters": SubclusterConfig,
+    "image_intensity": ImageIntensityConfig,
 }
 
 
@@ -380,6 +485,8 @@ class SynthConfig:
     background: the label value used for padding and for `prob_background_zero`.
     affine, deformation, flip, gmm, bias, gamma, resolution, noise: the stage configs.
     spike, ghosting, gibbs, rician: the MR artifact stages (disabled unless asked for).
+    subclusters, image_intensity: FetalSynthGen's intensity models (disabled unless asked
+      for).
 
   Examples:
     >>> cfg = SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2))
@@ -404,6 +511,8 @@ class SynthConfig:
   ghosting: GhostingConfig = GhostingConfig()
   gibbs: GibbsConfig = GibbsConfig()
   rician: RicianConfig = RicianConfig()
+  subclusters: SubclusterConfig = SubclusterConfig()
+  image_intensity: ImageIntensityConfig = ImageIntensityConfig()
 
   def __post_init__(self):
     shape = tuple(int(s) for s in self.shape)

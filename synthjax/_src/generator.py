@@ -22,17 +22,20 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import artifacts
+from synthjax._src import draw
 from synthjax._src import intensity
 from synthjax._src import resample
 from synthjax._src import resolution
 from synthjax._src import spatial
+from synthjax._src import subclusters
 from synthjax._src.config import SynthConfig
 
 # Stable per-stage stream ids: never renumber, only append.
 _PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
                   "gamma": 6, "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10,
-                  "gibbs": 11, "rician": 12}
-_SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4}
+                  "gibbs": 11, "rician": 12, "subclusters": 13, "image_intensity": 14}
+_SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4,
+                  "subclusters": 5}
 
 PARAM_STAGES = tuple(_PARAM_STREAMS)
 
@@ -82,6 +85,8 @@ _PARAM_NAMES = {
     "ghosting": ("applied", "num_ghosts", "axis", "intensity"),
     "gibbs": ("applied", "alpha"),
     "rician": ("applied", "std"),
+    "subclusters": ("applied", "counts", "means", "stds", "phase", "grid_scale"),
+    "image_intensity": ("applied",),
 }
 
 
@@ -106,6 +111,12 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
       "ghosting": artifacts.sample_ghosting(sub("ghosting"), config.ghosting, f("ghosting")),
       "gibbs": artifacts.sample_gibbs(sub("gibbs"), config.gibbs, f("gibbs")),
       "rician": artifacts.sample_rician(sub("rician"), config.rician, f("rician")),
+      "subclusters": subclusters.sample_subclusters(
+          sub("subclusters"), config.subclusters, config.gmm, subclusters.num_meta(config),
+          f("subclusters")),
+      "image_intensity": {"applied": draw.pick(
+          f("image_intensity"), "applied",
+          draw.bernoulli(sub("image_intensity"), config.image_intensity.prob))},
   }
   # A disabled stage is never applied, and says so: its params can then be fed back as
   # `fixed` or replayed against the same config.
@@ -222,10 +233,40 @@ def _check_labels_static(labels, config: SynthConfig):
 # Rendering
 
 
-def _synthesize(key, params, labels, config: SynthConfig):
+def _check_extra_inputs(labels, seeds, image, config: SynthConfig):
+  sc, ii = config.subclusters, config.image_intensity
+  if seeds is not None:
+    if not (sc.enabled and sc.source == "seeds"):
+      raise ValueError("seeds were given but the config does not use them: set "
+                       "subclusters={'source': 'seeds', 'prob': ...}")
+    k_max = sc.num_subclusters[1]
+    if (getattr(seeds, "ndim", 0) != 4 or tuple(seeds.shape[1:]) != tuple(labels.shape)
+        or seeds.shape[0] < k_max):
+      raise ValueError(f"seeds must have shape (K >= {k_max}, *labels.shape) = "
+                       f"({k_max}, {', '.join(map(str, labels.shape))}), got "
+                       f"{getattr(seeds, 'shape', None)}")
+    if not jnp.issubdtype(seeds.dtype, jnp.integer):
+      raise TypeError(f"seeds must have an integer dtype, got {seeds.dtype}")
+  elif sc.enabled and sc.source == "seeds" and sc.prob > 0:
+    raise ValueError("the subclusters stage uses seed maps (source='seeds'): pass "
+                     "seeds=... to synthesize (synthjax.data.load_seed_maps reads them)")
+  if image is not None:
+    if not ii.enabled:
+      raise ValueError("an image was given but image_intensity is disabled in the config: "
+                       "set image_intensity={'prob': ...}")
+    if tuple(getattr(image, "shape", ())) != tuple(labels.shape):
+      raise ValueError(f"image must have the labels' shape {tuple(labels.shape)}, got "
+                       f"{getattr(image, 'shape', None)}")
+  elif ii.enabled and ii.prob > 0:
+    raise ValueError("image_intensity is enabled: pass image=... (a real image on the "
+                     "labels' grid) to synthesize")
+
+
+def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None):
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
   _check_labels_static(labels, config)
+  _check_extra_inputs(labels, seeds, image, config)
   labels = jnp.asarray(labels)
   if labels.dtype == jnp.bool_:
     labels = labels.astype(jnp.uint8)
@@ -235,17 +276,45 @@ def _synthesize(key, params, labels, config: SynthConfig):
     labels = labels.astype(jnp.int32)
   bg, swap, seg_values = _tables(config)
   sub = lambda stage: jax.random.fold_in(key, _SYNTH_STREAMS[stage])
+  sc = config.subclusters
 
-  # Spatial: one nearest-neighbour resampling of the input labels.
+  # Spatial: one nearest-neighbour resampling of the input labels (and of the seed
+  # classes, gathered in the same pass).
   coords = spatial.coordinate_map(sub("deformation"), params, config, labels.shape)
-  raw = resample.sample_nearest(labels, coords, cval=config.background)
+  class_map = None
+  if seeds is not None:
+    classes = subclusters.seed_classes(jnp.asarray(seeds), params["subclusters"]["counts"], sc)
+    pair = jnp.stack([labels.astype(jnp.int32), classes], axis=-1)
+    pair = resample.sample_nearest(pair, coords, cval=0)
+    raw, class_map = pair[..., 0], pair[..., 1]
+    # Outside the input volume the gather gives 0; padding must be the background value.
+    inside = _inside(coords, labels.shape)
+    raw = jnp.where(inside, raw, config.background)
+  else:
+    raw = resample.sample_nearest(labels, coords, cval=config.background)
   index_map = label_index(raw, config)
   if config.flip.enabled:
-    index_map = spatial.flip_labels(index_map, params["flip"]["applied"], config.flip.axis,
-                                    jnp.asarray(swap))
+    applied = params["flip"]["applied"]
+    index_map = spatial.flip_labels(index_map, applied, config.flip.axis, jnp.asarray(swap))
+    if class_map is not None:
+      class_map = jnp.where(applied, jnp.flip(class_map, config.flip.axis), class_map)
+  if sc.enabled and seeds is None and sc.source == "procedural":
+    class_map = subclusters.procedural_classes(
+        sub("subclusters"), params["subclusters"], sc, index_map, subclusters.meta_table(config))
 
   # Intensities, rendered on the deformed labels.
-  image = intensity.render_gmm(sub("gmm"), params["gmm"], index_map, bg)
+  real = image
+  if sc.enabled:
+    image = subclusters.render(sub("gmm"), params["gmm"], params["subclusters"], index_map,
+                               class_map, bg)
+  else:
+    image = intensity.render_gmm(sub("gmm"), params["gmm"], index_map, bg)
+  if real is not None:
+    real = resample.sample_linear(jnp.asarray(real, jnp.float32), coords, cval=0.0)
+    real = subclusters.scale_image(real, config.image_intensity.scale)
+    if config.flip.enabled:
+      real = jnp.where(params["flip"]["applied"], jnp.flip(real, config.flip.axis), real)
+    image = jnp.where(params["image_intensity"]["applied"], real, image)
   if config.bias.enabled:
     pb = params["bias"]
     image = image * jax.lax.cond(
@@ -269,6 +338,14 @@ def _synthesize(key, params, labels, config: SynthConfig):
   image = intensity.normalize(image)
   seg = jnp.asarray(seg_values)[index_map]
   return image.astype(jnp.float32), seg
+
+
+def _inside(coords, shape):
+  idx = jnp.floor(coords + 0.5)
+  ok = jnp.ones(coords.shape[1:], bool)
+  for a in range(3):
+    ok &= (idx[a] >= 0) & (idx[a] < shape[a])
+  return ok
 
 
 _synthesize_jit = jax.jit(_synthesize, static_argnums=3)
@@ -301,7 +378,7 @@ def _as_device_params(params, config):
   return out
 
 
-def synthesize(key, params, labels, config: SynthConfig):
+def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=None):
   """Renders one synthetic image and its segmentation from a label map.
 
   Pure and deterministic: the same `(key, params, labels, config)` gives the same bits.
@@ -317,6 +394,10 @@ def synthesize(key, params, labels, config: SynthConfig):
       at `params["crop"]["position"]`, a smaller one padded with `config.background`.
       Values unknown to the config render as background (`validate_labels` catches them).
     config: the static `SynthConfig`.
+    seeds: for `subclusters` with `source="seeds"`: integer seed maps `(K, X, Y, Z)` on
+      the labels' grid (FetalSynthGen layout, see `synthjax.data.load_seed_maps`).
+    image: for `image_intensity`: a real image on the labels' grid, used as the
+      intensities where `params["image_intensity"]["applied"]`.
 
   Returns:
     `(image, seg)`: float32 image in [0, 1] and int32 segmentation (output label values),
@@ -342,7 +423,12 @@ def synthesize(key, params, labels, config: SynthConfig):
     labels = np.asarray(labels)
     _check_labels_static(labels, config)
     labels = jnp.asarray(labels)
-  return _synthesize_jit(key, _as_device_params(params, config), labels, config)
+  if seeds is not None and not isinstance(seeds, jax.Array):
+    seeds = jnp.asarray(np.asarray(seeds))
+  if image is not None and not isinstance(image, jax.Array):
+    image = jnp.asarray(np.asarray(image, np.float32))
+  return _synthesize_jit(key, _as_device_params(params, config), labels, config,
+                         seeds=seeds, image=image)
 
 
 synthesize._cache_size = _synthesize_jit._cache_size

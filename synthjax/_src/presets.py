@@ -12,7 +12,7 @@ from __future__ import annotations
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
                                   NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
-                                  SynthConfig)
+                                  SubclusterConfig, SynthConfig)
 
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
 _FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
@@ -23,6 +23,9 @@ _FS_RANGES = ((1000, 1999, 1000), (3000, 3999, 1000), (11100, 11199, 1000))
 
 # Labels each preset's source generator is built for (used by `synthjax info`).
 FETA_LABELS = tuple(range(8))
+# FeTA labels grouped into FetalSynthGen's brain meta-labels by tissue: CSF (external CSF,
+# ventricles), grey matter (cortex, deep GM), white matter (WM, cerebellum, brainstem).
+FETA_META_LABELS = ((1, 4), (2, 6), (3, 5, 7))
 _ASEG = (0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28, 30, 31, 41, 42,
          43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63, 72, 77, 80, 85, 251, 252,
          253, 254, 255)
@@ -99,7 +102,8 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
   return _build(base, overrides)
 
 
-def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), **overrides) -> SynthConfig:
+def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
+          **overrides) -> SynthConfig:
   """FetalSynthGen default generator ranges.
 
   Rotations ±20°, shear ±0.02, scaling ±0.1; velocity std 0–4 voxels on a grid of
@@ -108,12 +112,21 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), **overrides) -> SynthCon
   stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
   pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25].
   The MR artifact stages (spike, ghosting, gibbs, rician) are off, as in FetalSynthGen's
-  defaults; a positive `prob` enables one. The sub-cluster intensity model is not yet built.
+  defaults; a positive `prob` enables one.
+
+  Sub-label intensity classes are always on, as in FetalSynthGen: 1..6 subclusters per
+  meta-label (the issue's range; FetalSynthGen's stored config uses 1..3), with the
+  subclusters of CSF, GM and WM drawn about a shared mean (its `generation_classes`, spread
+  25) and the non-brain ones independent. With `seeds=True` they come from its seed maps
+  (pass `seeds=` to `synthesize`, 4 meta-labels); otherwise from the procedural split, with
+  FeTA labels grouped as `FETA_META_LABELS` when the label values are FeTA's and every
+  label on its own otherwise.
 
   Args:
     label_values: the generation label values (FeTA: 0..7).
     shape: output shape.
     spacing: voxel spacing in mm.
+    seeds: use precomputed seed maps instead of the procedural split.
     **overrides: `SynthConfig` fields or stage dicts.
   """
   p = 0.9
@@ -131,6 +144,18 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), **overrides) -> SynthCon
                                   prob_iso=0.1, random_thickness=True, blur_factor=0.75,
                                   blur_range=1.03, prob=p),
       noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
+      subclusters=_fetal_subclusters(label_values, seeds),
       **_artifacts_off(),
   )
   return _build(base, overrides)
+
+
+def _fetal_subclusters(label_values, seeds: bool) -> SubclusterConfig:
+  if seeds:
+    return SubclusterConfig(num_subclusters=(1, 6), source="seeds", num_meta=4,
+                            related_metas=(1, 2, 3), related_std=25.0, prob=1.0, enabled=True)
+  feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
+  return SubclusterConfig(num_subclusters=(1, 6), source="procedural",
+                          meta_labels=FETA_META_LABELS if feta else (),
+                          related_metas=(1, 2, 3) if feta else (), related_std=25.0,
+                          grid_scale=(0.03, 0.08), prob=1.0, enabled=True)

@@ -24,20 +24,26 @@ def sample_nearest(volume: jax.Array, coords: jax.Array, *, cval=0) -> jax.Array
   take `cval`.
 
   Args:
-    volume: array of shape `(X, Y, Z)`, any dtype.
+    volume: array of shape `(X, Y, Z)` or `(X, Y, Z, C)` (channels gathered together, e.g.
+      labels and intensity classes in one pass), any dtype.
     coords: float array of shape `(3, ...)`.
     cval: value for points outside the volume.
 
   Returns:
-    Array of shape `coords.shape[1:]` with the dtype of `volume`.
+    Array of shape `coords.shape[1:] + volume.shape[3:]` with the dtype of `volume`.
   """
-  shape = volume.shape
+  shape = volume.shape[:3]
   idx = jnp.floor(coords + 0.5).astype(jnp.int32)
   valid = jnp.ones(idx.shape[1:], bool)
   for a in range(3):
     valid &= (idx[a] >= 0) & (idx[a] < shape[a])
     idx = idx.at[a].set(jnp.clip(idx[a], 0, shape[a] - 1))
-  values = jnp.take(volume.reshape(-1), _flat_index(idx, shape), mode="clip")
+  flat = _flat_index(idx, shape)
+  if volume.ndim == 3:
+    values = jnp.take(volume.reshape(-1), flat, mode="clip")
+  else:
+    values = jnp.take(volume.reshape((-1,) + volume.shape[3:]), flat, axis=0, mode="clip")
+    valid = valid.reshape(valid.shape + (1,) * (volume.ndim - 3))
   return jnp.where(valid, values, jnp.asarray(cval, volume.dtype))
 
 

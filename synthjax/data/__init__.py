@@ -9,6 +9,7 @@ from synthjax._src.data.sources import NiftiSource, Volume
 from synthjax._src.data.writers import (ArrayRecordSamples, ArrayRecordWriter, NiftiWriter,
                                         decode_record, encode_record, read_arrayrecord,
                                         write_dataset)
+from synthjax._src.data.seeds import load_seed_maps, seed_map_paths
 from synthjax._src.data.synth import SynthesizeTransform, synthesize_batch
 from synthjax._src.data.splits import MixedSource, Subset, train_val_split
 
@@ -17,7 +18,7 @@ __all__ = [
     "UniformSampler", "LabelSampler", "WeightedSampler", "extract_patch",
     "train_val_split", "Subset", "MixedSource",
     "grid_patches", "assemble", "sliding_window",
-    "synthesize_batch", "SynthesizeTransform",
+    "synthesize_batch", "SynthesizeTransform", "load_seed_maps", "seed_map_paths",
     "NiftiWriter", "ArrayRecordWriter", "ArrayRecordSamples", "read_arrayrecord",
     "encode_record", "decode_record", "write_dataset",
 ]

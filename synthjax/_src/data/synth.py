@@ -19,7 +19,8 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None):
   """Renders a pipeline batch on the device; call it inside the jitted training step.
 
   Args:
-    batch: a pipeline batch (`labels` (B, X, Y, Z) with `X, Y, Z == config.shape`, `key`).
+    batch: a pipeline batch (`labels` (B, X, Y, Z) with `X, Y, Z == config.shape`, `key`;
+      `seeds` (B, K, X, Y, Z) for seed subclusters, `image` for `image_intensity`).
     config: the static `SynthConfig`.
     fixed: optional fixed params (shared by the batch), as for `sample_params`.
 
@@ -33,8 +34,13 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None):
   keys = jax.random.wrap_key_data(batch["key"])
   pair = jax.vmap(jax.random.split)(keys)
   params = generator.sample_params(pair[:, 0], config, fixed=fixed)
-  images, segs = jax.vmap(lambda k, p, l: generator.synthesize(k, p, l, config))(
-      pair[:, 1], params, batch["labels"])
+  extra = {}
+  if config.subclusters.enabled and config.subclusters.source == "seeds":
+    extra["seeds"] = batch["seeds"]
+  if config.image_intensity.enabled:
+    extra["image"] = batch["image"]
+  images, segs = jax.vmap(lambda k, p, l, e: generator.synthesize(k, p, l, config, **e))(
+      pair[:, 1], params, batch["labels"], extra)
   return images, segs, params
 
 
