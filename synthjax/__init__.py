@@ -7,6 +7,7 @@ from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, F
                                   RicianConfig, SpikeConfig, SubclusterConfig, SynthConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
+from synthjax._src.views import sample_view_params, synthesize_views
 from synthjax._src.serialize import (key_from_json, key_to_json, params_from_json,
                                      params_to_dict, params_to_json)
 
@@ -18,6 +19,7 @@ __all__ = [
     "SpikeConfig", "GhostingConfig", "GibbsConfig", "RicianConfig",
     "SubclusterConfig", "ImageIntensityConfig",
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
+    "sample_view_params", "synthesize_views",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
     "presets", "phantom",
 ]

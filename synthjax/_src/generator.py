@@ -262,7 +262,8 @@ def _check_extra_inputs(labels, seeds, image, config: SynthConfig):
                      "labels' grid) to synthesize")
 
 
-def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None):
+def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None,
+                spatial_key=None):
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
   _check_labels_static(labels, config)
@@ -280,7 +281,10 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
 
   # Spatial: one nearest-neighbour resampling of the input labels (and of the seed
   # classes, gathered in the same pass).
-  coords = spatial.coordinate_map(sub("deformation"), params, config, labels.shape)
+  # `spatial_key` lets paired views share one deformation realisation (`views.py`).
+  deform_key = sub("deformation") if spatial_key is None else jax.random.fold_in(
+      spatial_key, _SYNTH_STREAMS["deformation"])
+  coords = spatial.coordinate_map(deform_key, params, config, labels.shape)
   class_map = None
   if seeds is not None:
     classes = subclusters.seed_classes(jnp.asarray(seeds), params["subclusters"]["counts"], sc)

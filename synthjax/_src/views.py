@@ -1,0 +1,95 @@
+"""Paired contrastive views: two images of one label map with independent appearance.
+
+anatomix (Dey et al., "Learning general-purpose biomedical volume representations using
+randomized synthesis", ICLR 2025) pretrains a network contrastively on pairs of synthetic
+volumes rendered from one label map with independent intensities, texture, bias, gamma,
+blur, noise and artifacts, so that voxel-aligned features must ignore appearance. Here a
+pair is two ordinary samples whose appearance params are drawn independently; the spatial
+stages (affine, deformation, crop, flip) are shared by default, down to the deformation
+field's realisation, so the two views and their segmentations are voxel-aligned.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from synthjax._src import generator
+from synthjax._src.config import SynthConfig
+
+SPATIAL_STAGES = ("affine", "deformation", "crop", "flip")
+
+
+def sample_view_params(key, config: SynthConfig, *, shared_spatial: bool = True,
+                       fixed=None) -> dict:
+  """Draws the params of a pair of views (every leaf gets a leading axis of 2).
+
+  Args:
+    key: a PRNG key.
+    config: the static `SynthConfig`.
+    shared_spatial: copy view 0's spatial params (affine, deformation, crop, flip) to view
+      1, so the views are voxel-aligned; False draws them independently too.
+    fixed: optional fixed params, applied to both views (as for `sample_params`).
+
+  Returns:
+    A params pytree with leaves of shape `(2, ...)`.
+
+  Examples:
+    >>> import jax, synthjax
+    >>> cfg = synthjax.presets.synthseg((0, 1), (32, 32, 32))
+    >>> p = synthjax.sample_view_params(jax.random.key(0), cfg)
+    >>> p["gmm"]["means"].shape
+    (2, 2)
+  """
+  params = generator.sample_params(jax.random.split(key, 2), config, fixed=fixed)
+  if shared_spatial:
+    params = dict(params)
+    for stage in SPATIAL_STAGES:
+      params[stage] = jax.tree.map(lambda a: a.at[1].set(a[0]), params[stage])
+  return params
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _views_jit(key, params, labels, config, shared_spatial, seeds, image):
+  keys = jax.random.split(key, 2)
+
+  def one(k, p):
+    return generator._synthesize(k, p, labels, config, seeds, image,
+                                 spatial_key=keys[0] if shared_spatial else k)
+
+  return jax.vmap(one)(keys, params)
+
+
+def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial: bool = True,
+                     seeds=None, image=None):
+  """Renders the two views of a pair from one label map.
+
+  View `i` uses `params[i]` and the synthesis key `jax.random.split(key, 2)[i]` for its
+  appearance realisations (GMM and voxel noise, bias and texture fields); with
+  `shared_spatial` both views use view 0's deformation realisation, so, with params from
+  `sample_view_params(..., shared_spatial=True)`, both segmentations are equal. View `i`
+  matches `synthesize(split(key, 2)[i], params[i], labels, config)` (view 1 only when the
+  spatial stages are not shared) up to the float rounding of a vmapped batch.
+
+  Args:
+    key: PRNG key of the pair.
+    params: pair params from `sample_view_params` (leading axis 2).
+    labels: the label map `(X, Y, Z)`.
+    config: the static `SynthConfig`.
+    shared_spatial: share the deformation realisation (use the same value as for
+      `sample_view_params`).
+    seeds, image: as for `synthesize`.
+
+  Returns:
+    `(images, segs)` of shapes `(2, *config.shape)`.
+  """
+  import numpy as np
+  import jax.numpy as jnp
+  if not isinstance(labels, jax.Array):
+    labels = jnp.asarray(np.asarray(labels))
+  generator._check_labels_static(labels, config)
+  template = generator.params_template(config)
+  params = {s: {n: jnp.asarray(params[s][n], template[s][n].dtype) for n in template[s]}
+            for s in template}
+  return _views_jit(key, params, labels, config, bool(shared_spatial), seeds, image)
