@@ -70,10 +70,44 @@ def _make_config(args, label_values, shape, spacing):
     except (OSError, ValueError, TypeError) as e:
       raise UserError(f"{args.config}: not a valid config ({e})") from e
     return cfg
-  build = {"synthseg": presets.synthseg, "fetal": presets.fetal}[args.preset]
+  if args.preset == "fetal":
+    return presets.fetal(tuple(label_values), tuple(shape), tuple(spacing),
+                         seeds=bool(getattr(args, "seeds", None)))
+  if getattr(args, "seeds", None):
+    raise UserError("--seeds needs --preset fetal or a --config using seed subclusters")
+  build = {"synthseg": presets.synthseg, "anatomix_views": presets.anatomix_views}[args.preset]
   return build(tuple(label_values), tuple(shape), tuple(spacing))
 
 
+def _load_seeds(sources, config, seeds_root):
+  """Adds each label map's seed maps to its source (FetalSynthGen layout under seeds_root)."""
+  from synthjax._src.data import seeds as seed_io
+  sc = config.subclusters
+  uses = sc.enabled and sc.source == "seeds"
+  if not uses:
+    if seeds_root:
+      raise UserError("--seeds given but the config's subclusters do not use seed maps")
+    return [(lab, aff, src, None) for lab, aff, src in sources]
+  if not seeds_root:
+    raise UserError("the config uses seed subclusters: pass --seeds DIR (FetalSynthGen's "
+                    "derivatives/seeds folder)")
+  out = []
+  for lab, aff, src in sources:
+    if "path" not in src:
+      raise UserError("seed maps need label map files, not --demo")
+    try:
+      seeds = seed_io.load_seed_maps(src["path"], seeds_root, num_subclusters=sc.num_subclusters[1],
+                                     num_meta=sc.num_meta)
+    except (ValueError, FileNotFoundError) as e:
+      raise UserError(str(e)) from e
+    if seeds.shape[1:] != lab.shape:
+      raise UserError(f"{src['path']}: seed maps have shape {seeds.shape[1:]}, the label map "
+                      f"{lab.shape}")
+    out.append((lab, aff, dict(src, seeds=os.path.abspath(seeds_root)), seeds))
+  return out
+
+
+PRESETS = ("synthseg", "fetal", "anatomix_views")
 MANIFEST = "manifest.json"
 RUN_FORMAT = "synthjax-run/1"
 
@@ -138,10 +172,11 @@ def cmd_generate(args):
       synthjax.validate_labels(labels, config, name=src.get("path", "demo"))
     except ValueError as e:
       raise UserError(str(e)) from e
+  sources = _load_seeds(sources, config, args.seeds)
 
   manifest = {"format": RUN_FORMAT, "command": "generate", "seed": args.seed,
               "config": json.loads(json.dumps(config.to_dict())),
-              "sources": [src for _, _, src in sources], "output_format": args.format,
+              "sources": [s[2] for s in sources], "output_format": args.format,
               "source_of_sample": "sources[index % len(sources)]", "n": args.n,
               "versions": _versions()}
   out = args.output
@@ -157,10 +192,10 @@ def cmd_generate(args):
   todo = [i for i in range(args.n) if i not in writer.done()]
 
   def make(i):
-    labels, affine, src = sources[i % len(sources)]
+    labels, affine, src, seeds = sources[i % len(sources)]
     pkey, skey = samples.sample_keys(args.seed, i)
     params = synthjax.sample_params(pkey, config)
-    image, seg = synthjax.synthesize(skey, params, labels, config)
+    image, seg = synthjax.synthesize(skey, params, labels, config, seeds=seeds)
     return {"index": i, "image": np.asarray(image), "seg": np.asarray(seg, np.int32),
             "affine": samples.output_affine(affine, labels.shape, config.shape,
                                             np.asarray(params["crop"]["position"])),
@@ -183,6 +218,60 @@ def cmd_generate(args):
     print(file=sys.stderr)
   skipped = args.n - len(todo)
   print(f"wrote {len(todo)} samples to {out}" + (f" ({skipped} already there)" if skipped else ""))
+
+
+def cmd_views(args):
+  import numpy as np
+  import synthjax
+  from synthjax._src import nifti, samples
+
+  if args.n < 1:
+    raise UserError(f"-n must be >= 1, got {args.n}")
+  sources, spacing = _load_sources(args)
+  values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
+  shape = tuple(args.shape) if args.shape else sources[0][0].shape
+  config = _make_config(args, values, shape, spacing)
+  for labels, _, src in sources:
+    try:
+      synthjax.validate_labels(labels, config, name=src.get("path", "demo"))
+    except ValueError as e:
+      raise UserError(str(e)) from e
+  shared = not args.independent_spatial
+  manifest = {"format": RUN_FORMAT, "command": "views", "seed": args.seed,
+              "config": json.loads(json.dumps(config.to_dict())),
+              "sources": [src for _, _, src in sources], "output_format": "nifti-views",
+              "shared_spatial": shared, "source_of_sample": "sources[index % len(sources)]",
+              "n": args.n, "versions": _versions()}
+  out = args.output
+  _check_output_folder(out, manifest, args.overwrite)
+  os.makedirs(out, exist_ok=True)
+  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
+                          overwrite=True)
+  written = 0
+  for i in range(args.n):
+    stem = os.path.join(out, f"sample_{i:05d}")
+    if os.path.exists(stem + "_params.json"):
+      continue  # written last: the pair is complete
+    labels, affine, src = sources[i % len(sources)]
+    pkey, skey = samples.sample_keys(args.seed, i)
+    params = synthjax.sample_view_params(pkey, config, shared_spatial=shared)
+    images, segs = synthjax.synthesize_views(skey, params, labels, config, shared_spatial=shared)
+    for v in range(2):
+      aff = samples.output_affine(affine, labels.shape, config.shape,
+                                  np.asarray(params["crop"]["position"][v]))
+      nifti.save_nifti(f"{stem}_view{v}_image.nii.gz", np.asarray(images[v]), aff, overwrite=True)
+      if v == 0 or not shared:
+        name = f"{stem}_seg.nii.gz" if shared else f"{stem}_view{v}_seg.nii.gz"
+        nifti.save_nifti(name, np.asarray(segs[v], np.int32), aff, overwrite=True)
+    side = samples.make_sidecar(seed=args.seed, index=i, synth_key=skey, params_key=pkey,
+                                params=params, config=config, source=src,
+                                version=synthjax.__version__)
+    side["format"] = "synthjax-views/1"
+    side["shared_spatial"] = shared
+    nifti.write_text_atomic(stem + "_params.json", json.dumps(side), overwrite=True)
+    written += 1
+  print(f"wrote {written} view pairs to {out}" +
+        (f" ({args.n - written} already there)" if written < args.n else ""))
 
 
 def cmd_preview(args):
@@ -254,7 +343,16 @@ def cmd_replay(args):
       labels, affine, _ = nifti.load_label_map(src["path"])
     except (ValueError, FileNotFoundError) as e:
       raise UserError(f"label source of {args.params}: {e}") from e
-  image, seg = synthjax.synthesize(key, params, labels, config)
+  seeds = None
+  if "seeds" in src:
+    from synthjax._src.data import seeds as seed_io
+    sc = config.subclusters
+    try:
+      seeds = seed_io.load_seed_maps(src["path"], src["seeds"],
+                                     num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta)
+    except (ValueError, FileNotFoundError) as e:
+      raise UserError(f"seed maps of {args.params}: {e}") from e
+  image, seg = synthjax.synthesize(key, params, labels, config, seeds=seeds)
   out_affine = samples.output_affine(affine, labels.shape, config.shape,
                                      np.asarray(params["crop"]["position"]))
   os.makedirs(args.output, exist_ok=True)
@@ -276,8 +374,11 @@ def build_parser():
   g.add_argument("-o", "--output", required=True, help="output folder")
   g.add_argument("-n", type=int, default=1, help="number of samples")
   g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--preset", choices=("synthseg", "fetal"), default="synthseg")
+  g.add_argument("--preset", choices=PRESETS, default="synthseg")
   g.add_argument("--config", help="a config JSON (SynthConfig.to_json) instead of a preset")
+  g.add_argument("--seeds", metavar="DIR",
+                 help="FetalSynthGen seed maps (its derivatives/seeds folder): sub-label "
+                      "intensity classes from seeds (with --preset fetal)")
   g.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
                  help="output shape (default: the first label map's)")
   g.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
@@ -296,13 +397,30 @@ def build_parser():
   v.add_argument("-o", "--output", required=True, help="the PNG to write")
   v.add_argument("-n", type=int, default=8, help="number of samples")
   v.add_argument("--seed", type=int, default=0)
-  v.add_argument("--preset", choices=("synthseg", "fetal"), default="synthseg")
+  v.add_argument("--preset", choices=PRESETS, default="synthseg")
   v.add_argument("--config", help="a config JSON instead of a preset")
   v.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
   v.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
   v.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
   v.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
   v.set_defaults(func=cmd_preview)
+
+  w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)")
+  w.add_argument("labels", nargs="*", metavar="LABELS", help="label maps: files, folders or globs")
+  w.add_argument("-o", "--output", required=True, help="output folder")
+  w.add_argument("-n", type=int, default=1, help="number of pairs")
+  w.add_argument("--seed", type=int, default=0)
+  w.add_argument("--preset", choices=PRESETS, default="anatomix_views")
+  w.add_argument("--config", help="a config JSON instead of a preset")
+  w.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
+  w.add_argument("--independent-spatial", action="store_true",
+                 help="draw the spatial transform per view (default: shared, voxel-aligned)")
+  w.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
+  w.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
+  w.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
+  w.add_argument("--overwrite", action="store_true",
+                 help="replace a previous run of another command in OUT")
+  w.set_defaults(func=cmd_views)
 
   i = sub.add_parser("info", help="shape, spacing, orientation and labels of a label map")
   i.add_argument("file", help="a NIfTI label map")

@@ -159,3 +159,44 @@ def _fetal_subclusters(label_values, seeds: bool) -> SubclusterConfig:
                           meta_labels=FETA_META_LABELS if feta else (),
                           related_metas=(1, 2, 3) if feta else (), related_std=25.0,
                           grid_scale=(0.03, 0.08), prob=1.0, enabled=True)
+
+
+def anatomix_views(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> SynthConfig:
+  """Appearance randomisation for paired contrastive views (anatomix step 2).
+
+  For `synthesize_views` on label ensembles (`synthjax.ensembles`): label values are
+  arbitrary, so there are no flip pairs and no left/right flip; a mild affine and
+  deformation are shared by the two views (voxel-aligned); everything that sets the
+  appearance is strong and independent per view: per-label Gaussians with means U[0, 255]
+  and stds U[0, 25] (background zeroed in half of the views), bias std up to 0.5 (p 0.8),
+  gamma std 0.4, blur / low resolution up to 3 mm isotropic or 5 mm along one axis
+  (p 0.5), Gaussian noise up to 0.05 (p 0.8), and light MR artifacts (Gibbs and ghosting,
+  p 0.1 each).
+
+  Args:
+    label_values: the label values of the maps (e.g. `range(num_labels)`).
+    shape: output shape.
+    spacing: voxel spacing in mm.
+    **overrides: `SynthConfig` fields or stage dicts.
+  """
+  arts = _artifacts_off()
+  arts["gibbs"] = GibbsConfig(alpha=(0.0, 0.6), prob=0.1, enabled=True)
+  arts["ghosting"] = GhostingConfig(num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.3, 0.8),
+                                    restore=0.0, prob=0.1, enabled=True)
+  base = SynthConfig(
+      shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
+      background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
+      gmm=GMMConfig(mean=(0.0, 255.0), std=(0.0, 25.0), prob_background_zero=0.5),
+      affine=AffineConfig(rotation=(-10.0, 10.0), scaling=(0.9, 1.1), shear=(-0.01, 0.01),
+                          translation=(0.0, 0.0), prob=1.0),
+      deformation=DeformationConfig(std=(0.0, 2.0), grid_scale=(0.04, 0.04), steps=7, prob=1.0),
+      flip=FlipConfig(axis=0, prob=0.0, enabled=False),
+      bias=BiasConfig(std=(0.0, 0.5), grid_scale=(0.025, 0.05), prob=0.8),
+      gamma=GammaConfig(std=0.4, clip=300.0, prob=1.0),
+      resolution=ResolutionConfig(max_res_iso=3.0, max_res_aniso=5.0, min_res=None,
+                                  prob_iso=0.5, random_thickness=True, blur_factor=0.75,
+                                  blur_range=1.03, prob=0.5),
+      noise=NoiseConfig(std=(0.0, 0.05), prob=0.8),
+      **arts,
+  )
+  return _build(base, overrides)
