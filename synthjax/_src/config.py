@@ -175,6 +175,9 @@ class GammaConfig:
     object.__setattr__(self, "clip", float(self.clip))
 
 
+SLICE_PROFILES = ("gaussian", "boxcar", "triangle")
+
+
 @dataclasses.dataclass(frozen=True)
 class ResolutionConfig:
   """Acquisition resolution simulation (SynthSeg's `SampleResolution`, `MimicAcquisition`).
@@ -182,12 +185,19 @@ class ResolutionConfig:
   With probability `prob_iso` the acquisition is isotropic at `U[min_res, max_res_iso]`;
   otherwise one random axis gets `U[min_res, max_res_aniso]` and the others `min_res`.
   The slice thickness is `U[min_res, resolution]` per axis when `random_thickness`, else the
-  resolution. The image is blurred with `sigma = blur_factor * thickness / spacing` voxels
-  (scaled by `U[1/blur_range, blur_range]`), sampled on the low-resolution grid and
-  linearly interpolated back onto the output grid.
+  resolution. The image is blurred along each axis by the slice profile of that axis'
+  thickness, sampled on the low-resolution grid and linearly interpolated back onto the
+  output grid.
 
   Attributes:
     min_res: lowest resolution in mm; `None` means the config spacing (per axis).
+    blur_factor: Gaussian profile only: `sigma = blur_factor * thickness / spacing` voxels
+      (SynthSeg's rule; 0.5 voxel on axes at the native resolution).
+    blur_range: the profile's width (sigma or full width) is scaled by
+      `U[1/blur_range, blur_range]`.
+    slice_profile: "gaussian" (SynthSeg), "boxcar" (the average over a slab of full width
+      `thickness`, with fractional end weights) or "triangle" (that boxcar convolved with
+      itself: full width at half maximum `thickness`, base `2 * thickness`).
   """
   max_res_iso: float = 4.0
   max_res_aniso: float = 8.0
@@ -196,10 +206,15 @@ class ResolutionConfig:
   random_thickness: bool = True
   blur_factor: float = 0.75
   blur_range: float = 1.03
+  slice_profile: str = "gaussian"
   prob: float = 0.95
   enabled: bool = True
 
   def __post_init__(self):
+    if self.slice_profile not in SLICE_PROFILES:
+      raise ValueError(f"ResolutionConfig.slice_profile must be one of {SLICE_PROFILES}, "
+                       f"got {self.slice_profile!r}")
+    object.__setattr__(self, "slice_profile", str(self.slice_profile))
     object.__setattr__(self, "prob", _check_prob("ResolutionConfig.prob", self.prob))
     object.__setattr__(self, "prob_iso", _check_prob("ResolutionConfig.prob_iso", self.prob_iso))
     object.__setattr__(self, "enabled", bool(self.enabled))

@@ -1,8 +1,9 @@
 """Acquisition resolution simulation: slice-profile blur, then down- and up-sampling.
 
-Along each axis the whole operation (Gaussian blur with a sampled sigma, linear sampling at
-the low-resolution grid, linear interpolation back onto the output grid) is one `n x n`
-matrix built from the sampled resolution. Shapes stay static whatever the resolution, so
+Along each axis the whole operation (slice-profile blur for the sampled thickness, linear
+sampling at the low-resolution grid, linear interpolation back onto the output grid) is one
+`n x n` matrix built from the sampled resolution. The profile is SynthSeg's Gaussian, or a
+boxcar (the average over the slab) or a triangle, per `ResolutionConfig.slice_profile`. Shapes stay static whatever the resolution, so
 the stage jits and vmaps; the volume is touched by three small matrix products.
 
 References:
@@ -69,8 +70,17 @@ def blur_sigma(thickness, spacing, blur_factor, blur_scale):
   return sigma * blur_scale
 
 
+def profile_width(thickness, spacing, blur_scale):
+  """Full width in voxels of a boxcar / triangle slice profile of `thickness` mm."""
+  return thickness / spacing * blur_scale
+
+
 def max_radius(cfg: ResolutionConfig, spacing) -> int:
   top = max(cfg.max_res_iso, cfg.max_res_aniso, *spacing) / min(spacing)
+  if cfg.slice_profile != "gaussian":
+    # Weights vanish beyond |d| >= w / 2 + 1/2 (boxcar) or w + 1/2 (triangle).
+    half = top * cfg.blur_range * (0.5 if cfg.slice_profile == "boxcar" else 1.0)
+    return int(math.floor(half + 0.5)) + 1
   sigma = max(cfg.blur_factor * top, NATIVE_SIGMA) * cfg.blur_range
   return int(math.floor(TRUNCATE * sigma + 0.5)) + 1
 
@@ -98,6 +108,35 @@ def gaussian_matrix(n: int, sigma, radius_max: int) -> jax.Array:
   return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(jnp.tile(w, n))
 
 
+def _profile_cdf(x, width, profile: str):
+  # Cumulative of the unit-area profile of full width `width` (boxcar) or of the boxcar
+  # convolved with itself (triangle, support [-width, width]).
+  if profile == "boxcar":
+    return jnp.clip(x / width + 0.5, 0.0, 1.0)
+  u = jnp.clip(x, -width, width)
+  return jnp.where(u <= 0.0, 0.5 * ((u + width) / width) ** 2,
+                   1.0 - 0.5 * ((width - u) / width) ** 2)
+
+
+def profile_matrix(n: int, width, radius_max: int, profile: str = "boxcar") -> jax.Array:
+  """`(n, n)` matrix of a boxcar or triangle slice profile with reflect boundaries.
+
+  Voxel offset `d` gets the profile's integral over `[d - 1/2, d + 1/2]`: for the boxcar,
+  the length of that interval inside the slab `[-width / 2, width / 2]` divided by `width`
+  (the slab average, with fractional end weights, so the result is continuous in a traced
+  `width`, in voxels). A width of at most one voxel is the identity (boxcar). Weights past
+  `radius_max` are dropped and the rest renormalised.
+  """
+  d = np.arange(-radius_max, radius_max + 1)
+  rows = np.repeat(np.arange(n), d.size)
+  cols = _reflect(rows + np.tile(d, n), n)
+  width = jnp.maximum(jnp.asarray(width, jnp.float32), 1e-3)
+  df = jnp.asarray(d, jnp.float32)
+  w = _profile_cdf(df + 0.5, width, profile) - _profile_cdf(df - 0.5, width, profile)
+  w = w / jnp.sum(w)
+  return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(jnp.tile(w, n))
+
+
 def down_up_matrix(n: int, factor) -> jax.Array:
   """`(n, n)` matrix: linear sampling every `factor` voxels, then linear interpolation back.
 
@@ -119,8 +158,13 @@ def axis_operators(p: dict, cfg: ResolutionConfig, shape, spacing):
   radius_max = max_radius(cfg, spacing)
   mats = []
   for a in range(3):
-    sigma = blur_sigma(p["thickness"][a], spacing[a], cfg.blur_factor, p["blur_scale"])
-    blur = gaussian_matrix(shape[a], sigma, min(radius_max, 4 * shape[a]))
+    radius = min(radius_max, 4 * shape[a])
+    if cfg.slice_profile == "gaussian":
+      sigma = blur_sigma(p["thickness"][a], spacing[a], cfg.blur_factor, p["blur_scale"])
+      blur = gaussian_matrix(shape[a], sigma, radius)
+    else:
+      width = profile_width(p["thickness"][a], spacing[a], p["blur_scale"])
+      blur = profile_matrix(shape[a], width, radius, cfg.slice_profile)
     mats.append(down_up_matrix(shape[a], p["resolution"][a] / spacing[a]) @ blur)
   return mats
 
