@@ -3,7 +3,7 @@
 from synthjax import phantom, presets
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
-                                  ImageIntensityConfig, NoiseConfig, ResolutionConfig,
+                                  ImageIntensityConfig, MotionConfig, NoiseConfig, ResolutionConfig,
                                   RicianConfig, SpikeConfig, SubclusterConfig, SynthConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
@@ -17,7 +17,7 @@ __all__ = [
     "SynthConfig", "AffineConfig", "DeformationConfig", "FlipConfig", "GMMConfig",
     "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
     "SpikeConfig", "GhostingConfig", "GibbsConfig", "RicianConfig",
-    "SubclusterConfig", "ImageIntensityConfig",
+    "SubclusterConfig", "ImageIntensityConfig", "MotionConfig",
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "sample_view_params", "synthesize_views",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",

@@ -473,15 +473,58 @@ class ImageIntensityConfig:
     object.__setattr__(self, "enabled", bool(self.enabled))
 
 
+@dataclasses.dataclass(frozen=True)
+class MotionConfig:
+  """Rigid motion during the acquisition, as TorchIO's `RandomMotion`.
+
+  Attributes:
+    degrees: range of each movement's three rotation angles, in degrees (TorchIO: ±10).
+    translation: range of each movement's three translations, in mm (TorchIO: ±10).
+    num_transforms: range of the (integer) number of movements; the high end fixes the
+      params shape. TorchIO's default is exactly 2 movements, (2, 2).
+    axes: the axes the segment (slow phase-encoding) axis is drawn from, uniformly.
+      TorchIO always segments the last axis, (2,).
+    perturbation: jitter of each movement time, as a fraction of the interval
+      `1 / (n + 1)` between evenly spaced times (TorchIO: 0.3); at most 0.5 keeps the
+      times ordered.
+  """
+  degrees: Range = (-10.0, 10.0)
+  translation: Range = (-10.0, 10.0)
+  num_transforms: tuple[int, int] = (2, 2)
+  axes: tuple[int, ...] = (2,)
+  perturbation: float = 0.3
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "degrees", "translation")
+    num = _as_int_range("MotionConfig.num_transforms", self.num_transforms, 0)
+    if num[1] < 1:
+      raise ValueError(f"MotionConfig.num_transforms must allow at least one movement, got {num}")
+    object.__setattr__(self, "num_transforms", num)
+    try:
+      axes = tuple(int(a) for a in (self.axes if isinstance(self.axes, (tuple, list))
+                                    else (self.axes,)))
+    except (TypeError, ValueError):
+      axes = ()
+    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+      raise ValueError(f"MotionConfig.axes must be distinct axes among 0, 1, 2, got {self.axes}")
+    object.__setattr__(self, "axes", axes)
+    pert = float(self.perturbation)
+    if not 0.0 <= pert <= 0.5:
+      raise ValueError(f"MotionConfig.perturbation must lie in [0, 0.5], got {self.perturbation}")
+    object.__setattr__(self, "perturbation", pert)
+
+
 STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise",
-          "spike", "ghosting", "gibbs", "rician", "subclusters", "image_intensity")
+          "spike", "ghosting", "gibbs", "rician", "subclusters", "image_intensity", "motion")
 _STAGE_TYPES = {
     "affine": AffineConfig, "deformation": DeformationConfig, "flip": FlipConfig,
     "gmm": GMMConfig, "bias": BiasConfig, "gamma": GammaConfig,
     "resolution": ResolutionConfig, "noise": NoiseConfig,
     "spike": SpikeConfig, "ghosting": GhostingConfig, "gibbs": GibbsConfig,
     "rician": RicianConfig, "subclusters": SubclusterConfig,
-    "image_intensity": ImageIntensityConfig,
+    "image_intensity": ImageIntensityConfig, "motion": MotionConfig,
 }
 
 
@@ -502,6 +545,7 @@ class SynthConfig:
     spike, ghosting, gibbs, rician: the MR artifact stages (disabled unless asked for).
     subclusters, image_intensity: FetalSynthGen's intensity models (disabled unless asked
       for).
+    motion: k-space rigid motion (TorchIO's `RandomMotion`; disabled unless asked for).
 
   Examples:
     >>> cfg = SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2))
@@ -528,6 +572,7 @@ class SynthConfig:
   rician: RicianConfig = RicianConfig()
   subclusters: SubclusterConfig = SubclusterConfig()
   image_intensity: ImageIntensityConfig = ImageIntensityConfig()
+  motion: MotionConfig = MotionConfig()
 
   def __post_init__(self):
     shape = tuple(int(s) for s in self.shape)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from synthjax._src import artifacts
 from synthjax._src import draw
 from synthjax._src import intensity
+from synthjax._src import motion
 from synthjax._src import resample
 from synthjax._src import resolution
 from synthjax._src import spatial
@@ -33,7 +34,8 @@ from synthjax._src.config import SynthConfig
 # Stable per-stage stream ids: never renumber, only append.
 _PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
                   "gamma": 6, "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10,
-                  "gibbs": 11, "rician": 12, "subclusters": 13, "image_intensity": 14}
+                  "gibbs": 11, "rician": 12, "subclusters": 13, "image_intensity": 14,
+                  "motion": 15}
 _SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4,
                   "subclusters": 5}
 
@@ -87,6 +89,7 @@ _PARAM_NAMES = {
     "rician": ("applied", "std"),
     "subclusters": ("applied", "counts", "means", "stds", "phase", "grid_scale"),
     "image_intensity": ("applied",),
+    "motion": ("applied", "num_transforms", "times", "degrees", "translation", "axis"),
 }
 
 
@@ -117,6 +120,7 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
       "image_intensity": {"applied": draw.pick(
           f("image_intensity"), "applied",
           draw.bernoulli(sub("image_intensity"), config.image_intensity.prob))},
+      "motion": motion.sample_motion(sub("motion"), config.motion, f("motion")),
   }
   # A disabled stage is never applied, and says so: its params can then be fed back as
   # `fixed` or replayed against the same config.
@@ -334,6 +338,8 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
                                         config.spacing)
   # MR acquisition artifacts: Gibbs truncation, ghosting and spikes on one spectrum with a
   # magnitude reconstruction, then the Rician noise of that magnitude image.
+  if config.motion.enabled:
+    image = motion.apply_motion(image, params["motion"], config.motion, config.spacing)
   image = artifacts.apply_kspace_stages(image, params, config)
   if config.rician.enabled:
     image = artifacts.add_rician(sub("rician"), image, params["rician"])

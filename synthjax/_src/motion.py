@@ -32,8 +32,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 
@@ -41,50 +39,7 @@ from synthjax._src import artifacts
 from synthjax._src import draw
 from synthjax._src import resample
 from synthjax._src import spatial
-from synthjax._src.config import Range, _as_int_range, _freeze_ranges
-
-
-@dataclasses.dataclass(frozen=True)
-class MotionConfig:
-  """Rigid motion during the acquisition, as TorchIO's `RandomMotion`.
-
-  Attributes:
-    degrees: range of each movement's three rotation angles, in degrees (TorchIO: ±10).
-    translation: range of each movement's three translations, in mm (TorchIO: ±10).
-    num_transforms: range of the (integer) number of movements; the high end fixes the
-      params shape. TorchIO's default is exactly 2 movements, (2, 2).
-    axes: the axes the segment (slow phase-encoding) axis is drawn from, uniformly.
-      TorchIO always segments the last axis, (2,).
-    perturbation: jitter of each movement time, as a fraction of the interval
-      `1 / (n + 1)` between evenly spaced times (TorchIO: 0.3); at most 0.5 keeps the
-      times ordered.
-  """
-  degrees: Range = (-10.0, 10.0)
-  translation: Range = (-10.0, 10.0)
-  num_transforms: tuple[int, int] = (2, 2)
-  axes: tuple[int, ...] = (2,)
-  perturbation: float = 0.3
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "degrees", "translation")
-    num = _as_int_range("MotionConfig.num_transforms", self.num_transforms, 0)
-    if num[1] < 1:
-      raise ValueError(f"MotionConfig.num_transforms must allow at least one movement, got {num}")
-    object.__setattr__(self, "num_transforms", num)
-    try:
-      axes = tuple(int(a) for a in (self.axes if isinstance(self.axes, (tuple, list))
-                                    else (self.axes,)))
-    except (TypeError, ValueError):
-      axes = ()
-    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-      raise ValueError(f"MotionConfig.axes must be distinct axes among 0, 1, 2, got {self.axes}")
-    object.__setattr__(self, "axes", axes)
-    pert = float(self.perturbation)
-    if not 0.0 <= pert <= 0.5:
-      raise ValueError(f"MotionConfig.perturbation must lie in [0, 0.5], got {self.perturbation}")
-    object.__setattr__(self, "perturbation", pert)
+from synthjax._src.config import MotionConfig
 
 
 # ---------------------------------------------------------------------------------------
