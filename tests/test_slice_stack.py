@@ -207,6 +207,21 @@ def test_absent_stacks_are_masked_and_none_present_is_identity():
   np.testing.assert_array_equal(apply(x, make_params(active=(False,) * 3, **keep)), x)
 
 
+def test_blocks_of_planes_give_the_same_image(monkeypatch):
+  # 6720 voxels per block: 8 planes along axis 0 (4 blocks), 7 along axis 1 (5 blocks, the
+  # last one padded), 7 along axis 2 (4 blocks).
+  x = smooth_image(10)
+  rng = np.random.default_rng(1)
+  k = ss.max_slices(CFG, SHAPE, ISO)
+  p = make_params(active=(True, True, True), thickness=[2.0, 2.5, 3.0], gap=[0.5, 1.0, 0.0],
+                  offset=[0.1, 0.5, 0.9], rotation=rng.normal(0, 2, (3, k, 3)),
+                  translation=rng.normal(0, 1, (3, k, 3)))
+  whole = apply(x, p)
+  monkeypatch.setattr(ss, "BLOCK_VOXELS", 6720)
+  blocked = jax.jit(lambda x, p: ss.apply_slice_stack(None, x, p, CFG, ISO))(x, p)
+  np.testing.assert_allclose(np.asarray(blocked), whole, atol=1e-6)
+
+
 def test_not_applied_is_exact_identity():
   x = smooth_image(9)
   np.testing.assert_array_equal(apply(x, make_params(active=(True,) * 3, applied=False)), x)

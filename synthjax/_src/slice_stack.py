@@ -16,39 +16,45 @@ Gaussian slice-profile blur along the stack axis (FWHM = `T`, as SVoRT's `get_PS
 its plane moved by the slice's rigid motion: rotations `R_k` (degrees about axes 0, 1, 2,
 `R = Rz @ Ry @ Rx`, as the affine stage) about the centre of the field of view and a
 translation `t_k` (mm), i.e. a slice point `q` reads the blurred volume at
-`R_k (q - c) + c + t_k` (trilinear, coordinates clamped to the volume).
+`R_k (q - c) + c + t_k` (trilinear, coordinates clamped to the volume). The profile is
+applied along the unrotated stack axis (exact for translations, a close approximation for
+rotations of a few degrees); the in-plane resolution is left to the resolution stage.
 
 Motion. As in SVoRT/FetalSynthGen, motion is a continuous trajectory sampled at the
 acquisition times of the slices, and slices are acquired interleaved (every `m`-th slice,
 `m ~ U{2..floor(sqrt(N))}`), so spatial neighbours are acquired far apart in time. The
 trajectory here is a Gaussian random walk (one step per slice time; per-stack step
 standard deviations `rotation_std` degrees and `translation_std` mm) instead of the
-peer's recorded fetal trajectories (not redistributable data). The walk is centred on the
-stack's mean pose, so the stack as a whole stays where it is: the artefacts come from the
-inter-slice motion, and the image stays aligned with the segmentation.
+peer's recorded fetal trajectories (a data file). The walk is centred on the stack's mean
+pose, so the stack as a whole stays where it is: the artefacts come from the inter-slice
+motion, and the image stays aligned with the segmentation.
 
 Reconstruction. Each stack is put back on the volume grid without knowledge of the motion
 (an unregistered reconstruction: the motion shows as slice-wise shifts, broken edges and
 stair-cases): every voxel interpolates linearly along the stack axis between the two
 nearest slice centres of that stack (the nearest slice beyond the first/last centre). The
 two slice values are evaluated directly at the voxel's in-plane position with the slice's
-transform, so no slice is materialised and memory stays at a few volumes whatever the
-number of slices. The stacks present are averaged. FetalSynthGen instead reconstructs with
-the true motion (a successful SVR) and adds misregistration of some slices/stacks,
-slice removal, smoothing and a partial merge with the original; here the motion level plays
-the role of the residual misregistration.
+transform, so no slice is materialised; planes are processed in blocks of about
+`BLOCK_VOXELS` voxels (`lax.map`), so temporaries stay at a few volumes whatever the number
+of slices. The stacks present are averaged. FetalSynthGen instead reconstructs with the
+true motion (a successful SVR) and adds misregistration of some slices/stacks, slice
+removal, smoothing and a partial merge with the original; here the motion level plays the
+role of the residual misregistration.
 
-Stacks: stack slot `r * L + j` (`L = len(axes)`, `L * ceil(num_stacks[1] / L)` slots)
-uses axis `axes[j]` (a static axis per slot, so the loop over slots is unrolled with
-static shapes; absent slots are skipped by a `lax.cond`, except under `vmap`). A random permutation of the axes
-decides the order in which orientations are acquired: the `n ~ U{num_stacks}` stacks
-present are the first `n` of `axes[perm[0]], axes[perm[1]], ..., axes[perm[0]], ...`,
-i.e. orthogonal stacks, each orientation once before any repeats (the peer draws random
-stack orientations).
+Stacks. Stack slot `r * L + j` (`L = len(axes)`, `L * ceil(num_stacks[1] / L)` slots)
+uses axis `axes[j]`: a static axis per slot, so the loop over slots is unrolled with
+static shapes, and an absent slot is skipped by a `lax.cond` (outside `vmap`). A random
+permutation of the axes decides the order in which orientations are acquired: the
+`n ~ U{num_stacks}` stacks present are the first `n` of `axes[perm[0]], axes[perm[1]],
+..., axes[perm[0]], ...`, i.e. orthogonal stacks, each orientation once before any
+repeats (the peer draws a random orientation per stack).
+
+All the randomness (motion included) is in the params; `apply_slice_stack` needs no key.
 
 References:
-  Xu et al., SVoRT (MICCAI 2022), `data/scan.py`; Vasung/Sanchez et al., FetalSynthGen
-  (`generator/artifacts/simulate_reco.py`, `augmentation/artifacts.py::SimulateMotion`).
+  Xu et al., SVoRT (MICCAI 2022), `src/data/scan.py`; Zalevskyi, Sanchez et al.,
+  FetalSynthGen (MICCAI 2024), `generator/artifacts/simulate_reco.py` and
+  `generator/augmentation/artifacts.py::SimulateMotion`.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ from synthjax._src import resolution
 from synthjax._src import spatial
 from synthjax._src.config import Range, _as_int_range, _freeze_ranges
 
+# Voxels per block of planes in the reconstruction (bounds its temporaries).
+BLOCK_VOXELS = 1 << 21
+
 # Gaussian sigma per unit FWHM (SVoRT's GAUSSIAN_FWHM): sigma = FWHM / (2 sqrt(2 ln 2)).
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
@@ -78,7 +87,9 @@ class SliceStackConfig:
   thickness U[1.5, 3.5] mm (`slice_thickness_min/max`); its `gap` U[1.5, 5.5] mm is the
   distance between slice centres, which here is `thickness + gap`: gap U[0, 2] mm gives
   centre distances in [1.5, 5.5] mm. The peer draws 2-6 stacks; the default here is 2-3
-  (one per orientation; the cost grows linearly with the number of stack slots).
+  (one per orientation; the cost grows linearly with the number of stack slots). The
+  peer's motion comes from recorded fetal trajectories; here a random walk with steps of
+  up to 1 degree / 1 mm per slice reaches a few degrees / mm within a stack of ~40 slices.
 
   Attributes:
     num_stacks: range of the (integer) number of stacks; the high end, rounded up to a
@@ -109,9 +120,10 @@ class SliceStackConfig:
     try:
       axes = tuple(int(a) for a in axes)
     except (TypeError, ValueError):
-      raise ValueError(f"SliceStackConfig.axes must be axes among 0, 1, 2, got {self.axes!r}") from None
+      axes = ()
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-      raise ValueError(f"SliceStackConfig.axes must be distinct axes among 0, 1, 2, got {self.axes}")
+      raise ValueError("SliceStackConfig.axes must be distinct axes among 0, 1, 2, "
+                       f"got {self.axes!r}")
     object.__setattr__(self, "axes", axes)
     if self.thickness[0] <= 0:
       raise ValueError(f"SliceStackConfig.thickness must be positive, got {self.thickness}")
@@ -175,15 +187,17 @@ def sample_slice_stack(key, cfg: SliceStackConfig, shape, spacing, fixed=None) -
   """Draws the stacks (presence, thickness, gap, offset, interleave) and per-slice motion.
 
   Returns a flat dict: `applied` (bool), `num_stacks` (int32), `active` (S bools: which
-  slots are present), `thickness`, `gap` (S, mm), `offset` (S, fraction of the slice
-  distance in [0, 1)), `interleave` (S, int32), `rotation_std`, `translation_std` (S),
-  `rotation` (S, K, 3 degrees) and `translation` (S, K, 3 mm) of slice `k` of each stack
-  in spatial order; `S = len(slot_axes(cfg))` stack slots (`num_stacks[1]` rounded up to
-  a multiple of `len(axes)`), `K = max_slices(cfg, shape, spacing)`. Every
-  entry can be fixed; later draws use the fixed values (a fixed thickness changes the
-  number of slices the motion is drawn for; fixing `rotation_std` to 0 removes rotations).
-  A fixed `thickness + gap` below `cfg.thickness[0] + cfg.gap[0]` gives more slices than
-  the `K` slots: slices past `K - 1` are then missing (the last one is extended).
+  slots are present, drawn from `num_stacks`; the reconstruction uses `active`),
+  `thickness`, `gap` (S, mm), `offset` (S, fraction of the slice distance in [0, 1)),
+  `interleave` (S, int32), `rotation_std`, `translation_std` (S), `rotation` (S, K, 3
+  degrees) and `translation` (S, K, 3 mm) of slice `k` of each stack in spatial order
+  (zero past the stack's last slice); `S = len(slot_axes(cfg))` stack slots
+  (`num_stacks[1]` rounded up to a multiple of `len(axes)`),
+  `K = max_slices(cfg, shape, spacing)`. Every entry can be fixed; later draws use the
+  fixed values (a fixed thickness changes the number of slices the motion is drawn for;
+  fixing `rotation_std` to 0 removes rotations). A fixed `thickness + gap` below
+  `cfg.thickness[0] + cfg.gap[0]` gives more slices than the `K` slots: slices past
+  `K - 1` are then missing (the last one is extended).
 
   Args:
     key: params key.
@@ -256,12 +270,6 @@ def _rotations(angles: jax.Array) -> jax.Array:
   return jax.vmap(one)(angles)
 
 
-def _along(v: jax.Array, axis: int) -> jax.Array:
-  shape = [1, 1, 1]
-  shape[axis] = v.shape[0]
-  return v.reshape(shape)
-
-
 def blur_radius_max(cfg: SliceStackConfig, spacing, axis: int, n: int) -> int:
   """Static kernel radius (voxels) covering the thickest slice profile along `axis`."""
   sigma = FWHM_TO_SIGMA * max(cfg.thickness[1], 1e-3) / float(spacing[axis])
@@ -293,35 +301,46 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
   blurred = resample.apply_separable(
       image, [resolution.gaussian_matrix(n_a, sigma, radius_max)], axes=(axis,))
 
-  # The two slices bracketing each voxel along the axis (1-D along `axis`).
   d = thickness + gap
   num = _num_slices(n_a, s_a, d, offset, rotation.shape[0])
-  u = (jnp.arange(n_a, dtype=jnp.float32) * s_a - offset * d) / d
-  k0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, num - 1)
-  k1 = jnp.minimum(k0 + 1, num - 1)
-  t = jnp.clip(u - k0.astype(jnp.float32), 0.0, 1.0)
-
   rot = _rotations(rotation.astype(jnp.float32))
   trans = translation.astype(jnp.float32)
-  # In-plane positions relative to the rotation centre (mm), each 1-D along its axis.
-  grid = [_along(jnp.arange(n, dtype=jnp.float32) * s - c, a)
-          for a, (n, s, c) in enumerate(zip(shape, sp, centre))]
+  # Work in blocks of planes along the stack axis (local layout: stack axis first, then the
+  # other two in order), so temporaries scale with a block, not with the volume.
+  others = [b for b in range(3) if b != axis]
+  plane = shape[others[0]] * shape[others[1]]
+  block = int(min(n_a, max(1, BLOCK_VOXELS // plane)))
+  n_blocks = -(-n_a // block)
+  in_plane = {b: (jnp.arange(shape[b], dtype=jnp.float32) * sp[b] - centre[b]).reshape(
+      (1, -1, 1) if b == others[0] else (1, 1, -1)) for b in others}
 
-  def slice_values(ks):
-    r = rot[ks]          # (n_a, 3, 3)
-    tr = trans[ks]       # (n_a, 3)
-    rel = list(grid)
-    rel[axis] = _along((offset + ks.astype(jnp.float32)) * d - centre[axis], axis)
-    coords = []
-    for b in range(3):
-      pos = centre[b] + _along(tr[:, b], axis)
-      for c in range(3):
-        pos = pos + _along(r[:, b, c], axis) * rel[c]
-      coords.append(jnp.broadcast_to(pos / sp[b], shape))
-    return resample.sample_linear(blurred, jnp.stack(coords), clamp=True)
+  def one_block(start):
+    idx = jnp.minimum(start + jnp.arange(block, dtype=jnp.int32), n_a - 1)
+    # The two slices bracketing each plane (the nearest one past the first/last centre).
+    u = (idx.astype(jnp.float32) * s_a - offset * d) / d
+    k0 = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, num - 1)
+    k1 = jnp.minimum(k0 + 1, num - 1)
+    t = jnp.clip(u - k0.astype(jnp.float32), 0.0, 1.0)[:, None, None]
 
-  t = _along(t, axis)
-  return (1.0 - t) * slice_values(k0) + t * slice_values(k1)
+    def slice_values(ks):
+      r = rot[ks][:, :, :, None, None]            # (block, 3, 3, 1, 1)
+      tr = trans[ks][:, :, None, None]             # (block, 3, 1, 1)
+      rel = dict(in_plane)
+      rel[axis] = ((offset + ks.astype(jnp.float32)) * d - centre[axis])[:, None, None]
+      coords = []
+      for b in range(3):
+        pos = centre[b] + tr[:, b]
+        for c in range(3):
+          pos = pos + r[:, b, c] * rel[c]
+        coords.append(jnp.broadcast_to(pos / sp[b], (block,) + tuple(shape[o] for o in others)))
+      return resample.sample_linear(blurred, jnp.stack(coords), clamp=True)
+
+    return (1.0 - t) * slice_values(k0) + t * slice_values(k1)
+
+  starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
+  local = jax.lax.map(one_block, starts).reshape((n_blocks * block,) + tuple(
+      shape[o] for o in others))[:n_a]
+  return jnp.moveaxis(local, 0, axis)
 
 
 def apply_slice_stack(key, image: jax.Array, p: dict, cfg: SliceStackConfig,
@@ -338,7 +357,8 @@ def apply_slice_stack(key, image: jax.Array, p: dict, cfg: SliceStackConfig,
 
   Returns:
     The average of the reconstructions of the stacks present (`image` itself when none is,
-    or when the stage is not applied).
+    or when the stage is not applied). Every output voxel is a convex combination of input
+    voxels, so a [0, 1] image stays in [0, 1].
   """
   del key
   shape = tuple(image.shape)
