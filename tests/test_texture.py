@@ -250,6 +250,11 @@ def test_struct_noise_identities():
   assert np.array_equal(np.asarray(no_blob), np.asarray(img))
   zero = struct(key, img, struct_params(std=0.0), cfg, region)
   np.testing.assert_allclose(np.asarray(zero), np.asarray(img), atol=1e-6)
+  # A fixed zero blob width changes only the centre voxels (no NaN).
+  point = np.asarray(struct(key, img, struct_params(sigmas=np.zeros(14, np.float32)), cfg, region))
+  assert np.isfinite(point).all()
+  changed = np.argwhere(point != np.asarray(img))
+  assert 0 < len(changed) <= 3 and np.asarray(region)[tuple(changed.T)].all()
 
 
 def test_sample_struct_noise_ranges_and_fixing():

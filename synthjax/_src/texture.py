@@ -43,7 +43,7 @@ import jax.numpy as jnp
 
 from synthjax._src import draw
 from synthjax._src import resample
-from synthjax._src.config import Range, _as_int_range, _as_range, _freeze_ranges
+from synthjax._src.config import Range, _as_int_range, _freeze_ranges
 
 _NORMALIZE = ("max", "std", None)
 
@@ -253,11 +253,12 @@ def gaussian_blobs(shape, centres: jax.Array, sigmas: jax.Array, active: jax.Arr
   Args:
     shape: static 3-D shape.
     centres: `(B, 3)` voxel coordinates.
-    sigmas: `(B,)` widths in voxels.
+    sigmas: `(B,)` widths in voxels (floored at 1e-3).
     active: `(B,)` bool; inactive blobs contribute nothing.
   """
   centres = centres.astype(jnp.float32)
-  inv = 1.0 / (2.0 * jnp.square(sigmas.astype(jnp.float32)))
+  # A floor keeps a (user-fixed) zero width a one-voxel blob instead of 0 * inf = NaN.
+  inv = 1.0 / (2.0 * jnp.square(jnp.maximum(sigmas.astype(jnp.float32), 1e-3)))
   g = [jnp.exp(-jnp.square(jnp.arange(n, dtype=jnp.float32)[None, :] - centres[:, a:a + 1])
                * inv[:, None]) for a, n in enumerate(shape)]
   g[0] = jnp.where(active[:, None], g[0], 0.0)
