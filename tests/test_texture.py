@@ -90,7 +90,8 @@ def struct_params(applied=True, std=0.3, num_blobs=3, num_stages=3, sigmas=None,
 def smooth_image(shape=SHAPE, seed=0):
   rng = np.random.default_rng(seed)
   x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1) + 0.05 * rng.random(shape)
+  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
+  img = img + 0.05 * rng.random(shape)
   return img.astype(np.float32)
 
 
@@ -320,7 +321,8 @@ def label_map(shape=SHAPE):
   return idx
 
 
-def texture_params(applied=True, amplitude=(0.0, 0.1, 0.3), num_scales=3, weights=(1, 0.5, 0.8, 0.3)):
+def texture_params(applied=True, amplitude=(0.0, 0.1, 0.3), num_scales=3,
+                   weights=(1, 0.5, 0.8, 0.3)):
   return {"applied": jnp.asarray(applied), "amplitude": jnp.asarray(amplitude, jnp.float32),
           "num_scales": jnp.asarray(num_scales, jnp.int32),
           "weights": jnp.asarray(weights, jnp.float32)}
@@ -330,7 +332,8 @@ def test_texture_closed_form_and_background():
   cfg = texture.TextureConfig()
   key = jax.random.key(4)
   idx = label_map()
-  img = (np.array([20.0, 120.0, 200.0])[idx] + np.random.default_rng(0).normal(0, 5, SHAPE)).astype(np.float32)
+  img = np.array([20.0, 120.0, 200.0])[idx] + np.random.default_rng(0).normal(0, 5, SHAPE)
+  img = img.astype(np.float32)
   p = texture_params(amplitude=(0.2, 0.1, 0.3))
   out = np.asarray(textured(key, jnp.asarray(img), p, cfg, jnp.asarray(idx)))
   raw = np_multiscale(key, SHAPE, 3, 4, finest=2, weights=np.asarray(p["weights"]))
