@@ -4,7 +4,8 @@ from synthjax import phantom, presets
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
                                   ImageIntensityConfig, MotionConfig, NoiseConfig, ResolutionConfig,
-                                  RicianConfig, SpikeConfig, SubclusterConfig, SynthConfig)
+                                  RicianConfig, SliceStackConfig, SpikeConfig, StructNoiseConfig,
+                                  SubclusterConfig, TextureConfig, SynthConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
 from synthjax._src.views import sample_view_params, synthesize_views
@@ -18,6 +19,7 @@ __all__ = [
     "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
     "SpikeConfig", "GhostingConfig", "GibbsConfig", "RicianConfig",
     "SubclusterConfig", "ImageIntensityConfig", "MotionConfig",
+    "SliceStackConfig", "TextureConfig", "StructNoiseConfig",
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "sample_view_params", "synthesize_views",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",

@@ -27,17 +27,19 @@ from synthjax._src import intensity
 from synthjax._src import motion
 from synthjax._src import resample
 from synthjax._src import resolution
+from synthjax._src import slice_stack
 from synthjax._src import spatial
 from synthjax._src import subclusters
+from synthjax._src import texture
 from synthjax._src.config import SynthConfig
 
 # Stable per-stage stream ids: never renumber, only append.
 _PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
                   "gamma": 6, "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10,
                   "gibbs": 11, "rician": 12, "subclusters": 13, "image_intensity": 14,
-                  "motion": 15}
+                  "motion": 15, "slice_stack": 16, "texture": 17, "struct_noise": 18}
 _SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4,
-                  "subclusters": 5}
+                  "subclusters": 5, "texture": 6, "struct_noise": 7}
 
 PARAM_STAGES = tuple(_PARAM_STREAMS)
 
@@ -90,6 +92,10 @@ _PARAM_NAMES = {
     "subclusters": ("applied", "counts", "means", "stds", "phase", "grid_scale"),
     "image_intensity": ("applied",),
     "motion": ("applied", "num_transforms", "times", "degrees", "translation", "axis"),
+    "slice_stack": ("applied", "num_stacks", "active", "thickness", "gap", "offset",
+                    "interleave", "rotation_std", "translation_std", "rotation", "translation"),
+    "texture": ("applied", "amplitude", "num_scales", "weights"),
+    "struct_noise": ("applied", "std", "num_blobs", "num_stages", "sigmas"),
 }
 
 
@@ -121,6 +127,13 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
           f("image_intensity"), "applied",
           draw.bernoulli(sub("image_intensity"), config.image_intensity.prob))},
       "motion": motion.sample_motion(sub("motion"), config.motion, f("motion")),
+      "slice_stack": slice_stack.sample_slice_stack(sub("slice_stack"), config.slice_stack,
+                                                    config.shape, config.spacing,
+                                                    f("slice_stack")),
+      "texture": texture.sample_texture(sub("texture"), config.texture, config.num_labels,
+                                        f("texture")),
+      "struct_noise": texture.sample_struct_noise(sub("struct_noise"), config.struct_noise,
+                                                  f("struct_noise")),
   }
   # A disabled stage is never applied, and says so: its params can then be fed back as
   # `fixed` or replayed against the same config.
@@ -323,6 +336,9 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     if config.flip.enabled:
       real = jnp.where(params["flip"]["applied"], jnp.flip(real, config.flip.axis), real)
     image = jnp.where(params["image_intensity"]["applied"], real, image)
+  if config.texture.enabled:
+    image = texture.apply_texture(sub("texture"), image, params["texture"], config.texture,
+                                  index_map, background_index=bg)
   if config.bias.enabled:
     pb = params["bias"]
     image = image * jax.lax.cond(
@@ -338,6 +354,9 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
                                         config.spacing)
   # MR acquisition artifacts: Gibbs truncation, ghosting and spikes on one spectrum with a
   # magnitude reconstruction, then the Rician noise of that magnitude image.
+  if config.slice_stack.enabled:
+    image = slice_stack.apply_slice_stack(None, image, params["slice_stack"],
+                                          config.slice_stack, config.spacing)
   if config.motion.enabled:
     image = motion.apply_motion(image, params["motion"], config.motion, config.spacing)
   image = artifacts.apply_kspace_stages(image, params, config)
@@ -345,8 +364,14 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     image = artifacts.add_rician(sub("rician"), image, params["rician"])
   if config.noise.enabled:
     image = intensity.add_noise(sub("noise"), image, params["noise"])
-  image = intensity.normalize(image)
   seg = jnp.asarray(seg_values)[index_map]
+  if config.struct_noise.enabled:
+    # Where FetalSynthGen runs it: among its artifacts, after noise; the region is given
+    # by segmentation values.
+    region = np.isin(seg_values, config.struct_noise.region_labels)
+    image = texture.apply_struct_noise(sub("struct_noise"), image, params["struct_noise"],
+                                       config.struct_noise, jnp.asarray(region)[index_map])
+  image = intensity.normalize(image)
   return image.astype(jnp.float32), seg
 
 

@@ -59,7 +59,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -70,70 +69,13 @@ from synthjax._src import draw
 from synthjax._src import resample
 from synthjax._src import resolution
 from synthjax._src import spatial
-from synthjax._src.config import Range, _as_int_range, _freeze_ranges
+from synthjax._src.config import SliceStackConfig
 
 # Voxels per block of planes in the reconstruction (bounds its temporaries).
 BLOCK_VOXELS = 1 << 21
 
 # Gaussian sigma per unit FWHM (SVoRT's GAUSSIAN_FWHM): sigma = FWHM / (2 sqrt(2 ln 2)).
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-
-
-@dataclasses.dataclass(frozen=True)
-class SliceStackConfig:
-  """Slice-stack acquisition with inter-slice motion and reconstruction (see module doc).
-
-  Defaults mirror FetalSynthGen's `SimulateMotion` scanner where it has an equivalent:
-  thickness U[1.5, 3.5] mm (`slice_thickness_min/max`); its `gap` U[1.5, 5.5] mm is the
-  distance between slice centres, which here is `thickness + gap`: gap U[0, 2] mm gives
-  centre distances in [1.5, 5.5] mm. The peer draws 2-6 stacks; the default here is 2-3
-  (one per orientation; the cost grows linearly with the number of stack slots). The
-  peer's motion comes from recorded fetal trajectories; here a random walk with steps of
-  up to 1 degree / 1 mm per slice reaches a few degrees / mm within a stack of ~40 slices.
-
-  Attributes:
-    num_stacks: range of the (integer) number of stacks; the high end, rounded up to a
-      multiple of `len(axes)`, is the (static) number of stack slots.
-    axes: the slice axes, in slot order (stack slot `i` uses `axes[i % len(axes)]`).
-    thickness: range of each stack's slice thickness (FWHM of the slice profile), in mm.
-    gap: range of each stack's gap between slices, in mm (negative: overlapping slices);
-      `thickness[0] + gap[0]` must be positive.
-    rotation_std: range of each stack's random-walk step std of the three rotation angles
-      (degrees per slice time).
-    translation_std: range of each stack's random-walk step std of the three translations
-      (mm per slice time).
-  """
-  num_stacks: tuple[int, int] = (2, 3)
-  axes: tuple[int, ...] = (0, 1, 2)
-  thickness: Range = (1.5, 3.5)
-  gap: Range = (0.0, 2.0)
-  rotation_std: Range = (0.0, 1.0)
-  translation_std: Range = (0.0, 1.0)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "thickness", "gap", "rotation_std", "translation_std")
-    num = _as_int_range("SliceStackConfig.num_stacks", self.num_stacks, 1)
-    object.__setattr__(self, "num_stacks", num)
-    axes = self.axes if isinstance(self.axes, (tuple, list)) else (self.axes,)
-    try:
-      axes = tuple(int(a) for a in axes)
-    except (TypeError, ValueError):
-      axes = ()
-    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-      raise ValueError("SliceStackConfig.axes must be distinct axes among 0, 1, 2, "
-                       f"got {self.axes!r}")
-    object.__setattr__(self, "axes", axes)
-    if self.thickness[0] <= 0:
-      raise ValueError(f"SliceStackConfig.thickness must be positive, got {self.thickness}")
-    if self.thickness[0] + self.gap[0] <= 0:
-      raise ValueError("SliceStackConfig.gap: thickness[0] + gap[0] (the smallest distance "
-                       f"between slice centres) must be positive, got thickness {self.thickness}"
-                       f" and gap {self.gap}")
-    for name in ("rotation_std", "translation_std"):
-      if getattr(self, name)[0] < 0:
-        raise ValueError(f"SliceStackConfig.{name} must be non-negative, got {getattr(self, name)}")
 
 
 def slot_axes(cfg: SliceStackConfig) -> tuple[int, ...]:

@@ -33,7 +33,6 @@ References:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Optional
 
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 
 from synthjax._src import draw
 from synthjax._src import resample
-from synthjax._src.config import Range, _as_int_range, _freeze_ranges
+from synthjax._src.config import StructNoiseConfig, TextureConfig
 
 _NORMALIZE = ("max", "std", None)
 
@@ -123,78 +122,6 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
 
 # ---------------------------------------------------------------------------------------
 # Structural noise (FetalSynthGen)
-
-
-@dataclasses.dataclass(frozen=True)
-class StructNoiseConfig:
-  """Structural noise in a region (FetalSynthGen's `StructNoise`, an SR artifact).
-
-  A multi-scale noise field (`num_stages` levels from half resolution down, normalised to
-  `max |.| = 1`) is added with weight `std` to the [0, 1] image and clamped to
-  `[0, 2 max x]`; the result is blended into the image with a mixture of `num_blobs`
-  isotropic Gaussian blobs (widths `clip(N(sigma_mean, sigma_std), *sigma_clip)` voxels)
-  centred at random voxels of the region (FetalSynthGen: the white matter, label 3 of
-  FeTA). An empty region leaves the image unchanged.
-
-  Defaults mirror FetalSynthGen's documented configuration (`docs/sr_artif_api.md`:
-  `std_min 0.2, std_max 0.4, nloc_min 5, nloc_max 15`, `nstages` 1..5, `sigma_mu 25`,
-  `sigma_std 5`, clamp [1, 40]), with numpy's exclusive upper bounds made inclusive
-  (`randint(5, 15)` is 5..14, `randint(1, 5)` is 1..4). FetalSynthGen's stage is optional
-  (absent from its default generator; its docs suggest `prob 0.4`), so here it is off by
-  default: `enabled=False`, `prob=0`.
-
-  Attributes:
-    std: range of the noise weight (on the [0, 1] image).
-    num_blobs: range of the (integer) number of blobs (FetalSynthGen's `nloc`); the high end
-      fixes the params shape.
-    num_stages: range of the (integer) number of noise levels (FetalSynthGen's `nstages`).
-    sigma_mean, sigma_std: mean and std of the Gaussian prior on each blob's width, voxels.
-    sigma_clip: the blob widths are clipped to this range (voxels).
-    region_labels: label values whose voxels may hold blob centres (FetalSynthGen's
-      `wm_label`); used by the generator to build the region mask.
-  """
-  std: Range = (0.2, 0.4)
-  num_blobs: tuple[int, int] = (5, 14)
-  num_stages: tuple[int, int] = (1, 4)
-  sigma_mean: float = 25.0
-  sigma_std: float = 5.0
-  sigma_clip: Range = (1.0, 40.0)
-  region_labels: tuple[int, ...] = (3,)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "std", "sigma_clip")
-    name = type(self).__name__
-    if self.std[0] < 0:
-      raise ValueError(f"{name}.std must be non-negative, got {self.std}")
-    blobs = _as_int_range(f"{name}.num_blobs", self.num_blobs, 0)
-    if blobs[1] < 1:
-      raise ValueError(f"{name}.num_blobs must allow at least one blob, got {blobs}")
-    object.__setattr__(self, "num_blobs", blobs)
-    object.__setattr__(self, "num_stages", _as_int_range(f"{name}.num_stages",
-                                                         self.num_stages, 1))
-    for field in ("sigma_mean", "sigma_std"):
-      v = getattr(self, field)
-      try:
-        v = float(v)
-      except (TypeError, ValueError):
-        raise ValueError(f"{name}.{field} must be a number, got {v!r}") from None
-      if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name}.{field} must be finite and non-negative, got {v}")
-      object.__setattr__(self, field, v)
-    if self.sigma_clip[0] <= 0:
-      raise ValueError(f"{name}.sigma_clip must be positive, got {self.sigma_clip}")
-    labels = self.region_labels
-    labels = tuple(labels) if isinstance(labels, (tuple, list)) else (labels,)
-    try:
-      if any(isinstance(v, bool) or float(v) != int(v) for v in labels):
-        raise ValueError
-      labels = tuple(int(v) for v in labels)
-    except (TypeError, ValueError, OverflowError):
-      raise ValueError(f"{name}.region_labels must be integers, got {self.region_labels!r}") \
-          from None
-    object.__setattr__(self, "region_labels", labels)
 
 
 def sample_struct_noise(key, cfg: StructNoiseConfig, fixed=None) -> dict:
@@ -298,49 +225,6 @@ def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
 
 # ---------------------------------------------------------------------------------------
 # Texture (anatomix)
-
-
-@dataclasses.dataclass(frozen=True)
-class TextureConfig:
-  """Multi-scale multiplicative texture inside labels (anatomix's Perlin texture).
-
-  The GMM intensities are multiplied by `1 + amplitude[label] * noise` (clipped at 0), where
-  `noise` is a unit-std multi-scale field: `num_scales` levels from a finest grid of
-  `shape / 2**finest_scale` nodes, level `i` weighted by `U[scale_weight]`.
-
-  anatomix (`step2_generate_views.py`) multiplies the GMM image by `1 + 0.02 * perlin`,
-  `perlin` the sum of four levels at scales 4, 8, 16, 32 voxels (grids `n/4 .. n/32`)
-  with per-level std `U[0, 5]`: a modulation of std `0.02 * sqrt(sum std_i^2)`, between 0
-  and 0.2 (0.12 on average). The defaults mirror it: `finest_scale=2`, `num_scales=(4, 4)`,
-  `scale_weight=(0, 1)`, and amplitudes `U[0, 0.2]` (the std of the relative modulation,
-  one per label here; fix them equal for anatomix's single field). Off by default.
-
-  Attributes:
-    amplitude: range of each label's modulation std.
-    num_scales: range of the (integer) number of active levels (finest first).
-    finest_scale: static pyramid level of the finest grid (`ceil(n / 2**finest_scale)`).
-    scale_weight: range of the per-level weights (relative stds).
-  """
-  amplitude: Range = (0.0, 0.2)
-  num_scales: tuple[int, int] = (4, 4)
-  finest_scale: int = 2
-  scale_weight: Range = (0.0, 1.0)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "amplitude", "scale_weight")
-    name = type(self).__name__
-    if self.amplitude[0] < 0:
-      raise ValueError(f"{name}.amplitude must be non-negative, got {self.amplitude}")
-    if self.scale_weight[0] < 0:
-      raise ValueError(f"{name}.scale_weight must be non-negative, got {self.scale_weight}")
-    object.__setattr__(self, "num_scales", _as_int_range(f"{name}.num_scales",
-                                                         self.num_scales, 1))
-    f = self.finest_scale
-    if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
-      raise ValueError(f"{name}.finest_scale must be an integer >= 0, got {f!r}")
-    object.__setattr__(self, "finest_scale", int(f))
 
 
 def sample_texture(key, cfg: TextureConfig, num_labels: int, fixed=None) -> dict:
