@@ -1,7 +1,8 @@
 """synthjax: synthetic medical images from label maps in JAX, with exact replay."""
 
 from synthjax import phantom, presets
-from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
+from synthjax._src.config import (AffineConfig, BiasConfig, BlurCortexConfig, BoundaryConfig,
+                                  DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
                                   ImageIntensityConfig, MotionConfig, NoiseConfig, ResolutionConfig,
                                   RicianConfig, SliceStackConfig, SpikeConfig, StructNoiseConfig,
@@ -19,7 +20,8 @@ __all__ = [
     "BiasConfig", "GammaConfig", "ResolutionConfig", "NoiseConfig",
     "SpikeConfig", "GhostingConfig", "GibbsConfig", "RicianConfig",
     "SubclusterConfig", "ImageIntensityConfig", "MotionConfig",
-    "SliceStackConfig", "TextureConfig", "StructNoiseConfig",
+    "SliceStackConfig", "TextureConfig", "StructNoiseConfig", "BlurCortexConfig",
+    "BoundaryConfig",
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "sample_view_params", "synthesize_views",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",

@@ -20,8 +20,10 @@ def _labels():
   return lab
 
 
+OPTIONAL = ("subclusters", "texture", "struct_noise", "blur_cortex", "boundary", "slice_stack",
+            "motion", "spike", "ghosting", "gibbs", "rician", "image_intensity")
 BASE = presets.fetal((0, 1, 2, 3), SHAPE, spacing=(1.0, 1.0, 1.0),
-                     subclusters={"enabled": False})
+                     **{s: {"enabled": False} for s in OPTIONAL})
 
 # stage -> overrides that switch it on with a visible strength.
 STAGES = {
@@ -31,6 +33,9 @@ STAGES = {
     "texture": {"texture": {"prob": 1.0, "amplitude": (0.3, 0.5)}},
     "struct_noise": {"struct_noise": {"prob": 1.0, "region_labels": (2,), "sigma_mean": 4.0,
                                       "sigma_clip": (1.0, 8.0)}},
+    "blur_cortex": {"blur_cortex": {"prob": 1.0, "nblur": (5, 10), "cortex_label": 2}},
+    "boundary": {"boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 1.0,
+                              "halo_radius": (1, 2)}},
     "subclusters": {"subclusters": {"enabled": True, "prob": 1.0, "num_subclusters": (3, 4)}},
 }
 

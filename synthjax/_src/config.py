@@ -690,9 +690,124 @@ class TextureConfig:
     object.__setattr__(self, "finest_scale", int(f))
 
 
+def _positive(name: str, value) -> float:
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number, got {value!r}") from None
+  if not (math.isfinite(v) and v > 0):
+    raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+  return v
+
+
+@dataclasses.dataclass(frozen=True)
+class BlurCortexConfig:
+  """Local blur of the cortex (FetalSynthGen's `BlurCortex`).
+
+  The image is blurred with per-axis Gaussian stds `~ Gamma(blur_std_shape,
+  blur_std_scale)` voxels, and mixed back inside `nblur ~ U{nblur}` Gaussian blobs whose
+  per-axis sigmas are `~ Gamma(blob_sigma_shape, blob_sigma_scale)` voxels and whose centres
+  are cortex voxels (the `region_mask` given to `apply_blur_cortex`).
+
+  Attributes:
+    nblur: inclusive range of the number of blobs; `nblur[1]` fixes the params shape. The
+      peer's default `randint(50, 200)` is `(50, 199)`.
+    blob_sigma_shape, blob_sigma_scale: Gamma prior of the blob sigmas (peer: 3, 1).
+    blur_std_shape, blur_std_scale: Gamma prior of the blur stds (peer: 2, 1).
+    max_blur_std: blur stds are clipped to this (voxels), which bounds the static kernel
+      radius (`P(Gamma(2, 1) > 10) ~ 5e-4`).
+    frontal_prior: draw centres with the peer's prior (two isotropic Gaussians at both ends
+      of axis 0); `False` draws them uniformly in the region.
+    cortex_label: label value of the cortex (FeTA: 2), for the pipeline to build the
+      region mask; `apply_blur_cortex` itself takes the mask.
+  """
+  nblur: tuple[int, int] = (50, 199)
+  blob_sigma_shape: float = 3.0
+  blob_sigma_scale: float = 1.0
+  blur_std_shape: float = 2.0
+  blur_std_scale: float = 1.0
+  max_blur_std: float = 10.0
+  frontal_prior: bool = True
+  cortex_label: int = 2
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    object.__setattr__(self, "prob", _check_prob("BlurCortexConfig.prob", self.prob))
+    object.__setattr__(self, "enabled", bool(self.enabled))
+    object.__setattr__(self, "frontal_prior", bool(self.frontal_prior))
+    nblur = _as_int_range("BlurCortexConfig.nblur", self.nblur, 0)
+    if nblur[1] < 1:
+      raise ValueError(f"BlurCortexConfig.nblur must allow at least one blob, got {nblur}")
+    object.__setattr__(self, "nblur", nblur)
+    for name in ("blob_sigma_shape", "blob_sigma_scale", "blur_std_shape", "blur_std_scale",
+                 "max_blur_std"):
+      object.__setattr__(self, name, _positive(f"BlurCortexConfig.{name}", getattr(self, name)))
+    label = self.cortex_label
+    if (isinstance(label, bool) or not isinstance(label, (int, np.integer, float))
+        or not math.isfinite(label) or int(label) != label):
+      raise ValueError(f"BlurCortexConfig.cortex_label must be an integer, got {label!r}")
+    object.__setattr__(self, "cortex_label", int(self.cortex_label))
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundaryConfig:
+  """Brain-extraction boundaries (FetalSynthGen's `SimulatedBoundaries`).
+
+  When applied, with probability `prob_no_mask` the image is left as is; otherwise it is
+  multiplied by a mask built from the foreground (`seg > 0`): with probability `prob_halo`
+  the foreground dilated by a ball of radius `U{halo_radius}` voxels, and with probability
+  `prob_fuzzy` irregular "fuzzy" boundaries that extend the (halo) mask further by a
+  spatially varying radius `fuzzy_width * u_c(x) + fuzzy_jitter * u_f(x)` voxels, with
+  `u_c`, `u_f` in [0, 1] smooth random fields (linear upsampling of uniform values on grids
+  of `ceil(scale * n)` nodes per axis).
+
+  The fuzzy mask approximates the peer's morphology loop (random band pixels, 27-neighbour
+  threshold and closing repeated 2..4 times, then per-surface-voxel dilation levels from a
+  mixture of ~100 Gaussian blobs of sigma ~8..18): like it, it contains the (halo) mask and
+  extends it by a smoothly varying depth (coarse field) with a ragged fringe (fine field);
+  it is not the same distribution of shapes.
+
+  Attributes:
+    prob_no_mask: probability of no masking (peer: 0.5).
+    prob_halo: probability of the halo when masking (peer: 0.5).
+    halo_radius: inclusive range of the halo ball radius in voxels (peer: `randint(5, 15)`).
+    prob_fuzzy: probability of fuzzy boundaries when masking (peer: 0.5).
+    fuzzy_width: range of the maximal smooth extension, in voxels.
+    fuzzy_jitter: range of the maximal ragged extension, in voxels.
+    fuzzy_grid_scale: node count / shape of the coarse field (256 -> 16 nodes).
+    jitter_grid_scale: node count / shape of the fine field (256 -> 77 nodes).
+  """
+  prob_no_mask: float = 0.5
+  prob_halo: float = 0.5
+  halo_radius: tuple[int, int] = (5, 14)
+  prob_fuzzy: float = 0.5
+  fuzzy_width: Range = (2.0, 10.0)
+  fuzzy_jitter: Range = (0.0, 3.0)
+  fuzzy_grid_scale: float = 0.06
+  jitter_grid_scale: float = 0.3
+  prob: float = 0.0
+  enabled: bool = False
+
+  def __post_init__(self):
+    _freeze_ranges(self, "fuzzy_width", "fuzzy_jitter")
+    for name in ("prob_no_mask", "prob_halo", "prob_fuzzy"):
+      object.__setattr__(self, name, _check_prob(f"BoundaryConfig.{name}", getattr(self, name)))
+    object.__setattr__(self, "halo_radius",
+                       _as_int_range("BoundaryConfig.halo_radius", self.halo_radius, 0))
+    for name in ("fuzzy_width", "fuzzy_jitter"):
+      if getattr(self, name)[0] < 0:
+        raise ValueError(f"BoundaryConfig.{name} must be non-negative, got {getattr(self, name)}")
+    for name in ("fuzzy_grid_scale", "jitter_grid_scale"):
+      v = _positive(f"BoundaryConfig.{name}", getattr(self, name))
+      if v > 1:
+        raise ValueError(f"BoundaryConfig.{name} must lie in (0, 1], got {v}")
+      object.__setattr__(self, name, v)
+
+
 STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise",
           "spike", "ghosting", "gibbs", "rician", "subclusters", "image_intensity", "motion",
-          "slice_stack", "texture", "struct_noise")
+          "slice_stack", "texture", "struct_noise", "blur_cortex", "boundary")
 _STAGE_TYPES = {
     "affine": AffineConfig, "deformation": DeformationConfig, "flip": FlipConfig,
     "gmm": GMMConfig, "bias": BiasConfig, "gamma": GammaConfig,
@@ -701,7 +816,8 @@ _STAGE_TYPES = {
     "rician": RicianConfig, "subclusters": SubclusterConfig,
     "image_intensity": ImageIntensityConfig, "motion": MotionConfig,
     "slice_stack": SliceStackConfig, "texture": TextureConfig,
-    "struct_noise": StructNoiseConfig,
+    "struct_noise": StructNoiseConfig, "blur_cortex": BlurCortexConfig,
+    "boundary": BoundaryConfig,
 }
 
 
@@ -727,6 +843,8 @@ class SynthConfig:
       reconstruction onto the volume grid (disabled unless asked for).
     texture: anatomix's multi-scale texture inside labels (disabled unless asked for).
     struct_noise: FetalSynthGen's structural noise in a label (disabled unless asked for).
+    blur_cortex, boundary: FetalSynthGen's cortex blur and skull-stripping boundaries
+      (disabled unless asked for).
 
   Examples:
     >>> cfg = SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2))
@@ -757,6 +875,8 @@ class SynthConfig:
   slice_stack: SliceStackConfig = SliceStackConfig()
   texture: TextureConfig = TextureConfig()
   struct_noise: StructNoiseConfig = StructNoiseConfig()
+  blur_cortex: BlurCortexConfig = BlurCortexConfig()
+  boundary: BoundaryConfig = BoundaryConfig()
 
   def __post_init__(self):
     shape = tuple(int(s) for s in self.shape)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from synthjax._src import artifacts
 from synthjax._src import draw
+from synthjax._src import fetal_artifacts
 from synthjax._src import intensity
 from synthjax._src import motion
 from synthjax._src import resample
@@ -37,9 +38,11 @@ from synthjax._src.config import SynthConfig
 _PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
                   "gamma": 6, "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10,
                   "gibbs": 11, "rician": 12, "subclusters": 13, "image_intensity": 14,
-                  "motion": 15, "slice_stack": 16, "texture": 17, "struct_noise": 18}
+                  "motion": 15, "slice_stack": 16, "texture": 17, "struct_noise": 18,
+                  "blur_cortex": 19, "boundary": 20}
 _SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4,
-                  "subclusters": 5, "texture": 6, "struct_noise": 7}
+                  "subclusters": 5, "texture": 6, "struct_noise": 7, "blur_cortex": 8,
+                  "boundary": 9}
 
 PARAM_STAGES = tuple(_PARAM_STREAMS)
 
@@ -96,6 +99,9 @@ _PARAM_NAMES = {
                     "interleave", "rotation_std", "translation_std", "rotation", "translation"),
     "texture": ("applied", "amplitude", "num_scales", "weights"),
     "struct_noise": ("applied", "std", "num_blobs", "num_stages", "sigmas"),
+    "blur_cortex": ("applied", "nblur", "blur_std", "blob_sigma"),
+    "boundary": ("applied", "no_mask", "halo", "halo_radius", "fuzzy", "fuzzy_width",
+                 "fuzzy_jitter"),
 }
 
 
@@ -134,6 +140,10 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
                                         f("texture")),
       "struct_noise": texture.sample_struct_noise(sub("struct_noise"), config.struct_noise,
                                                   f("struct_noise")),
+      "blur_cortex": fetal_artifacts.sample_blur_cortex(sub("blur_cortex"), config.blur_cortex,
+                                                        f("blur_cortex")),
+      "boundary": fetal_artifacts.sample_boundary(sub("boundary"), config.boundary,
+                                                  f("boundary")),
   }
   # A disabled stage is never applied, and says so: its params can then be fed back as
   # `fixed` or replayed against the same config.
@@ -349,6 +359,10 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     image = intensity.apply_gamma(image, params["gamma"], config.gamma)
   else:
     image = intensity.normalize(jnp.clip(image, 0.0, config.gamma.clip))
+  if config.blur_cortex.enabled:
+    cortex = np.asarray(seg_values) == config.blur_cortex.cortex_label
+    image = fetal_artifacts.apply_blur_cortex(sub("blur_cortex"), image, params["blur_cortex"],
+                                              config.blur_cortex, jnp.asarray(cortex)[index_map])
   if config.resolution.enabled:
     image = resolution.apply_resolution(image, params["resolution"], config.resolution,
                                         config.spacing)
@@ -371,6 +385,11 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     region = np.isin(seg_values, config.struct_noise.region_labels)
     image = texture.apply_struct_noise(sub("struct_noise"), image, params["struct_noise"],
                                        config.struct_noise, jnp.asarray(region)[index_map])
+  if config.boundary.enabled:
+    # Skull-stripping boundaries mask the image only (as FetalSynthGen), by the deformed
+    # foreground.
+    image = fetal_artifacts.apply_boundary(sub("boundary"), image, params["boundary"],
+                                           config.boundary, index_map != bg)
   image = intensity.normalize(image)
   return image.astype(jnp.float32), seg
 

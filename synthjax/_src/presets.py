@@ -12,7 +12,9 @@ from __future__ import annotations
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
                                   NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
-                                  SubclusterConfig, SynthConfig)
+                                  SubclusterConfig, SynthConfig, BlurCortexConfig,
+                                  BoundaryConfig, SliceStackConfig, StructNoiseConfig,
+                                  TextureConfig)
 
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
 _FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
@@ -111,8 +113,10 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
   resolution 0.5–1.5 mm; noise std 5–15 on a 0–255 scale (5/255–15/255 here); every
   stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
   pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25].
-  The MR artifact stages (spike, ghosting, gibbs, rician) are off, as in FetalSynthGen's
-  defaults; a positive `prob` enables one.
+  The MR artifact stages (spike, ghosting, gibbs, rician, motion) are off, as in
+  FetalSynthGen's defaults; a positive `prob` enables one. Its super-resolution artifacts
+  are on with its documented defaults: cortex blur and structural noise (p 0.4, FeTA
+  labels only), skull-stripping boundaries, and the slice-stack acquisition (p 0.4).
 
   Sub-label intensity classes are always on, as in FetalSynthGen: 1..6 subclusters per
   meta-label (the issue's range; FetalSynthGen's stored config uses 1..3), with the
@@ -145,9 +149,31 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
                                   blur_range=1.03, prob=p),
       noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
       subclusters=_fetal_subclusters(label_values, seeds),
+      **_fetal_sr_artifacts(label_values),
       **_artifacts_off(),
   )
   return _build(base, overrides)
+
+
+def _fetal_sr_artifacts(label_values) -> dict:
+  """FetalSynthGen's super-resolution artifacts with its documented defaults.
+
+  Cortex blur (p 0.4, 50..199 blobs in the cortex, label 2) and structural noise (p 0.4,
+  std 0.2..0.4, 5..14 blobs in the white matter, label 3) need FeTA labels and stay off
+  otherwise; skull-stripping boundaries (no mask / halo / fuzzy, 0.5 each) and the
+  slice-stack acquisition (p 0.4, 2..6 stacks of 1.5..3.5 mm slices, slice centres 1.5..5.5
+  mm apart) work on any labels.
+  """
+  feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
+  return dict(
+      blur_cortex=BlurCortexConfig(nblur=(50, 199), cortex_label=2, prob=0.4, enabled=feta),
+      struct_noise=StructNoiseConfig(std=(0.2, 0.4), num_blobs=(5, 14), region_labels=(3,),
+                                     prob=0.4, enabled=feta),
+      boundary=BoundaryConfig(prob_no_mask=0.5, prob_halo=0.5, halo_radius=(5, 14),
+                              prob_fuzzy=0.5, prob=1.0, enabled=True),
+      slice_stack=SliceStackConfig(num_stacks=(2, 6), thickness=(1.5, 3.5), gap=(0.0, 2.0),
+                                   prob=0.4, enabled=True),
+  )
 
 
 def _fetal_subclusters(label_values, seeds: bool) -> SubclusterConfig:
@@ -170,8 +196,9 @@ def anatomix_views(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) ->
   appearance is strong and independent per view: per-label Gaussians with means U[0, 255]
   and stds U[0, 25] (background zeroed in half of the views), bias std up to 0.5 (p 0.8),
   gamma std 0.4, blur / low resolution up to 3 mm isotropic or 5 mm along one axis
-  (p 0.5), Gaussian noise up to 0.05 (p 0.8), and light MR artifacts (Gibbs and ghosting,
-  p 0.1 each).
+  (p 0.5), Gaussian noise up to 0.05 (p 0.8), light MR artifacts (Gibbs and ghosting,
+  p 0.1 each), and anatomix's multi-scale texture inside every label (4 levels of 4..32
+  voxels, relative strength up to 0.2).
 
   Args:
     label_values: the label values of the maps (e.g. `range(num_labels)`).
@@ -197,6 +224,8 @@ def anatomix_views(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) ->
                                   prob_iso=0.5, random_thickness=True, blur_factor=0.75,
                                   blur_range=1.03, prob=0.5),
       noise=NoiseConfig(std=(0.0, 0.05), prob=0.8),
+      texture=TextureConfig(amplitude=(0.0, 0.2), num_scales=(4, 4), finest_scale=2,
+                            scale_weight=(0.0, 1.0), prob=1.0, enabled=True),
       **arts,
   )
   return _build(base, overrides)
