@@ -520,25 +520,37 @@ def sphere_mask(key, p: dict, cfg: EnsembleConfig):
   return inside, rim
 
 
-def _random_shape(key, u, p, s, cfg: EnsembleConfig):
+def _shape_channels(cfg: EnsembleConfig) -> int:
+  n_lab = cfg.num_shape_labels[1]
+  return 1 + (n_lab if cfg.label_mode == "offset" and n_lab > 1 else 0)
+
+
+def shape_fields(key, cfg: EnsembleConfig) -> jax.Array:
+  """Unit Gaussian small-grid fields of every slot's random shape, `(n, g, g, g, C)`:
+  channel 0 modulates the boundary, channels 1.. score the labels ("offset" mode)."""
+  g = cfg.shape_grid
+  return jax.random.normal(key, (cfg.num_templates[1], g, g, g, _shape_channels(cfg)),
+                           jnp.float32)
+
+
+def _random_shape(fields, u, p, s, cfg: EnsembleConfig):
   """Random-shapes source: `(values, foreground)` of slot `s` at template offsets `u`.
 
-  In units of the shape radius, the shape is `|v| < 1 + shape_noise * n0(v)` with `n0` a
-  unit Gaussian field on `shape_grid^3` nodes spanning `[-1.5, 1.5]^3`; in "offset" mode
-  its labels are `1 + argmax_l n_l(v)` over `num_shape_labels` more such fields.
+  In units of the shape radius, the shape is `|v| < 1 + shape_noise * n0(v)` with `n0`
+  channel 0 of `fields` (`shape_grid^3` nodes spanning `[-1.5, 1.5]^3`, trilinear); in
+  "offset" mode its labels are `1 + argmax_l n_l(v)` over the first `num_shape_labels`
+  other channels.
   """
   g = cfg.shape_grid
-  n_lab = cfg.num_shape_labels[1]
-  with_labels = cfg.label_mode == "offset" and n_lab > 1
+  n_lab = _shape_channels(cfg) - 1
   radius = p["shape_radius"][s] * jnp.float32(min(cfg.shape))
   v = [ui / radius for ui in u]
   coords = jnp.stack([(vi / 3.0 + 0.5) * (g - 1) for vi in v])
   # One gather pass for the boundary noise (channel 0) and the label scores.
-  fields = jax.random.normal(key, (g, g, g, 1 + n_lab * with_labels), jnp.float32)
   values = resample.sample_linear(fields, coords, clamp=True)
   norm = jnp.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
   fg = norm < 1.0 + p["shape_noise"][s] * values[..., 0]
-  if not with_labels:
+  if n_lab == 0:
     return jnp.ones(fg.shape, jnp.int32), fg
   scores = jnp.where(jnp.arange(n_lab) < p["num_shape_labels"][s], values[..., 1:], -jnp.inf)
   return jnp.argmax(scores, axis=-1).astype(jnp.int32) + 1, fg
@@ -560,7 +572,8 @@ def _render(key, p, templates, stride, cfg: EnsembleConfig):
   centre = [(s - 1) / 2.0 for s in shape]
   rel = [grid[a] - centre[a] for a in range(3)]
   count = jnp.clip(p["num_templates"], 0, n)
-  shapes_key = jax.random.fold_in(key, _SYNTH_STREAMS["shapes"])
+  if templates is None:
+    fields = shape_fields(jax.random.fold_in(key, _SYNTH_STREAMS["shapes"]), cfg)
   if templates is not None:
     num_t = templates.shape[0]
     t_centre = [(s - 1) / 2.0 for s in templates.shape[1:]]
@@ -576,7 +589,7 @@ def _render(key, p, templates, stride, cfg: EnsembleConfig):
       values = resample.sample_nearest(tpl, coords, cval=0).astype(jnp.int32)
       fg = values > 0
     else:
-      values, fg = _random_shape(jax.random.fold_in(shapes_key, s), u, p, s, cfg)
+      values, fg = _random_shape(fields[s], u, p, s, cfg)
     if cfg.label_mode == "slot":
       label = cfg.label_offset + s
     else:
@@ -588,8 +601,12 @@ def _render(key, p, templates, stride, cfg: EnsembleConfig):
   if cfg.median_filter:
     out = median3(out)
 
-  inside, rim = sphere_mask(jax.random.fold_in(key, _SYNTH_STREAMS["sphere"]), p, cfg)
   masked = p["sphere_applied"]
+  # Under `vmap` both branches run; a single call skips the sphere when it is off.
+  inside, rim = jax.lax.cond(
+      masked,
+      lambda: sphere_mask(jax.random.fold_in(key, _SYNTH_STREAMS["sphere"]), p, cfg),
+      lambda: (jnp.ones(shape, bool), jnp.zeros(shape, bool)))
   out = jnp.where(inside | ~masked, out, 0)
   if cfg.envelope_label is not None:
     fill = masked & p["envelope_applied"] & inside & (out == 0)
