@@ -6,7 +6,6 @@ The painted maps are compared with a numpy reference built from
 `scipy.ndimage.median_filter`; replay, jit and vmap must agree bit for bit (integer maps).
 """
 
-import itertools
 import os
 
 import numpy as np

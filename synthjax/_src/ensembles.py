@@ -60,7 +60,7 @@ import glob
 import json
 import math
 import os
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import jax
@@ -155,7 +155,8 @@ class EnsembleConfig:
     label_offset: label of slot 0 (its first label in "offset" mode); must exceed the
       envelope and rim labels.
     label_stride: labels reserved per slot in "offset" mode, or None for the largest
-      template label (random shapes: `num_shape_labels[1]`).
+      label of the template stack (random shapes: `num_shape_labels[1]`). Template
+      labels above it are not painted.
   """
   shape: tuple[int, int, int] = (128, 128, 128)
   num_templates: tuple[int, int] = (20, 39)
@@ -164,7 +165,7 @@ class EnsembleConfig:
   shear: Range = (-0.5, 0.5)
   prob_reflect: float = 0.5
   translation: Range = (-0.4, 0.4)
-  shape_radius: Range = (0.05, 0.15)
+  shape_radius: Range = (0.1, 0.25)
   shape_noise: Range = (0.0, 0.3)
   num_shape_labels: tuple[int, int] = (1, 4)
   shape_grid: int = 6
@@ -565,7 +566,7 @@ def median3(x: jax.Array) -> jax.Array:
   return jnp.sort(stack, axis=-1)[..., 13]
 
 
-def _render(key, p, templates, stride, cfg: EnsembleConfig):
+def _render(key, p, templates, cfg: EnsembleConfig):
   shape = cfg.shape
   n = cfg.num_templates[1]
   grid = resample.grid_coords(shape)
@@ -574,9 +575,13 @@ def _render(key, p, templates, stride, cfg: EnsembleConfig):
   count = jnp.clip(p["num_templates"], 0, n)
   if templates is None:
     fields = shape_fields(jax.random.fold_in(key, _SYNTH_STREAMS["shapes"]), cfg)
+  stride = cfg.label_stride or cfg.num_shape_labels[1]
   if templates is not None:
     num_t = templates.shape[0]
     t_centre = [(s - 1) / 2.0 for s in templates.shape[1:]]
+    if cfg.label_mode == "offset" and cfg.label_stride is None:
+      # The stack's largest label (a reduction on the device, shared by a vmapped batch).
+      stride = jnp.maximum(jnp.max(templates).astype(jnp.int32), 1)
 
   def paint(s, out):
     m = slot_matrix(p["rotation"][s], p["scaling"][s], p["shear"][s], p["reflect"][s])
@@ -616,7 +621,7 @@ def _render(key, p, templates, stride, cfg: EnsembleConfig):
   return out.astype(jnp.int32)
 
 
-_render_jit = jax.jit(_render, static_argnums=4)
+_render_jit = jax.jit(_render, static_argnums=3)
 
 
 def _as_device_params(params, cfg):
@@ -646,9 +651,12 @@ def render_ensemble(key, params: dict, templates, cfg: EnsembleConfig) -> jax.Ar
   Args:
     key: PRNG key of the realisations (the sphere's noise field, the random shapes).
     params: a dict from `sample_ensemble_params` for `cfg`.
-    templates: integer array `(T, X', Y', Z')` of template label maps (0 = background;
-      any shape, resampled by nearest neighbour with each slot's affine about the
-      template and output centres, zero outside), or None for the random-shapes source.
+    templates: integer array `(T, X', Y', Z')` of template label maps (0 = background,
+      any shape), or None for the random-shapes source. Slot `s` paints template
+      `template_index[s] % T` sampled by nearest neighbour (zero outside it) at
+      `M_s (x - c - t_s) + c'`, where `x` is an output voxel, `c` and `c'` the output and
+      template centres, `t_s = translation[s] * shape` (so the template moves by `t_s`)
+      and `M_s = slot_matrix(...)` (so a scaling above 1 shrinks it).
     cfg: the static `EnsembleConfig`.
 
   Returns:
@@ -656,7 +664,6 @@ def render_ensemble(key, params: dict, templates, cfg: EnsembleConfig) -> jax.Ar
   """
   if not isinstance(cfg, EnsembleConfig):
     raise TypeError(f"cfg must be an EnsembleConfig, got {type(cfg).__name__}")
-  stride = cfg.label_stride or cfg.num_shape_labels[1]
   if templates is not None:
     if not isinstance(templates, jax.Array):
       templates = np.asarray(templates)
@@ -665,15 +672,9 @@ def render_ensemble(key, params: dict, templates, cfg: EnsembleConfig) -> jax.Ar
                        f"shape {templates.shape}")
     if not jnp.issubdtype(templates.dtype, jnp.integer):
       raise TypeError(f"templates must have an integer dtype, got {templates.dtype}")
-    if cfg.label_mode == "offset" and cfg.label_stride is None:
-      # The stack's largest label; traced when the templates are (inside a user's jit).
-      stride = (jnp.max(templates) if isinstance(templates, jax.core.Tracer)
-                else int(np.max(np.asarray(templates))))
-      stride = jnp.maximum(stride, 1)
     if not isinstance(templates, jax.Array):
       templates = jnp.asarray(templates)
-  stride = jnp.asarray(stride, jnp.int32)
-  return _render_jit(key, _as_device_params(params, cfg), templates, stride, cfg)
+  return _render_jit(key, _as_device_params(params, cfg), templates, cfg)
 
 
 render_ensemble._cache_size = _render_jit._cache_size
