@@ -1,0 +1,795 @@
+"""Label ensembles: synthetic label maps painted from transformed templates (anatomix step 1).
+
+A label ensemble is a label map built from `n` templates, `n` drawn per ensemble, each
+resampled (nearest neighbour) through its own random affine and painted in order, so later
+templates overwrite earlier ones on their foreground voxels. The painted map is then
+optionally median-filtered and masked by a randomly placed sphere whose radius is modulated
+by a smooth noise field (a deformed sphere). Inside that mask, the voxels no template
+painted can take an `envelope_label`, and a rim along the mask boundary can take a
+`rim_label`. The templates are either a stack of label maps (`load_templates`) or random
+shapes drawn on the fly (smooth deformed ellipsoids, optionally split into several labels
+by the argmax of a few smooth fields on a small grid).
+
+Label values of an ensemble:
+
+- `0`: background (outside the mask, and unpainted voxels when there is no envelope);
+- `envelope_label`: inside the mask, where no template paints (anatomix increments every
+  label inside its mask by one, which turns that background into label 1);
+- `rim_label`: the band `radius - w < distance <= radius + w` around the mask boundary
+  (anatomix's "enveloped" ensembles: dilation minus erosion by a ball of radius `w`);
+- templates, from `label_offset` up. `label_mode="slot"` (anatomix): the foreground of the
+  template in slot `s` (0-based painting order) gets `label_offset + s`, whatever its own
+  label values. `label_mode="offset"`: template label `l >= 1` in slot `s` gets
+  `label_offset + s * stride + l - 1`, with `stride = label_stride` or, when that is
+  `None`, the largest label of the template stack (random shapes: `num_shape_labels[1]`),
+  so every (slot, label) pair has its own value.
+
+`ensemble_labels(cfg, templates)` lists every value a config can produce, to build a
+generator config for the ensembles.
+
+Randomness is split as in the generator: `sample_ensemble_params(key, ...)` draws the counts,
+template indices, affines, sphere and envelope settings; `render_ensemble(key, ...)` draws
+the realisations (the sphere's noise field and the random shapes' fields) from its own key.
+Each parameter and each realisation has its own `fold_in` stream, so adding one never
+changes the others.
+
+Differences from anatomix (documented choices, not omissions):
+
+- anatomix rotates each template about the array corner with wrap-around
+  (`scipy.ndimage.affine_transform(..., mode="grid-wrap")`), which in effect scatters
+  templates over the whole field of view; here the affine is about the centres of the
+  template and output grids, with an explicit translation (a fraction of the FOV) and
+  zero outside the template (no wrap-around).
+- anatomix deforms its sphere with a multi-scale displacement field; here the radius is
+  modulated, `|x - c| <= R (1 + strength * n(x))`, with `n` a unit Gaussian field drawn
+  on a small grid and upsampled trilinearly (the same small-grid construction as the bias
+  field), which is cheaper and keeps the mask star-shaped and in one piece.
+- anatomix paints slot 0 with label 0 (a no-op); here every slot paints.
+
+Reference:
+  Dey et al., "Learning general-purpose biomedical volume representations using
+  randomized synthesis", ICLR 2025 (anatomix, `synthetic-data-generation/
+  step1_generate_labels.py` and `datagen_utils.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import glob
+import json
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from synthjax._src import draw
+from synthjax._src import nifti
+from synthjax._src import resample
+from synthjax._src.config import _as_range, _check_prob
+
+Range = tuple[float, float]
+_NAME = "EnsembleConfig"
+_LABEL_MODES = ("slot", "offset")
+
+
+def _int_range(name, value, minimum):
+  try:
+    lo, hi = value
+    if any(isinstance(v, bool) or float(v) != int(v) for v in (lo, hi)):
+      raise ValueError
+    lo, hi = int(lo), int(hi)
+  except (TypeError, ValueError, OverflowError):
+    raise ValueError(f"{name} must be a (low, high) pair of integers, got {value!r}") from None
+  if lo < minimum or lo > hi:
+    raise ValueError(f"{name} must be integers with {minimum} <= low <= high, got {(lo, hi)}")
+  return (lo, hi)
+
+
+def _int(name, value, minimum, allow_none=False):
+  if value is None and allow_none:
+    return None
+  try:
+    if isinstance(value, bool) or float(value) != int(value):
+      raise ValueError
+    value = int(value)
+  except (TypeError, ValueError, OverflowError):
+    what = "an integer or None" if allow_none else "an integer"
+    raise ValueError(f"{name} must be {what}, got {value!r}") from None
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+  return value
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+  """Static, hashable settings of the label-ensemble generator.
+
+  Defaults mirror anatomix's `step1_generate_labels.py` where it has an equivalent (noted
+  per field); sizes are fractions of the output field of view, so they do not depend on
+  `shape` (anatomix's values are in voxels at 128^3 and are rescaled the same way).
+
+  Attributes:
+    shape: output shape `(X, Y, Z)`.
+    num_templates: inclusive range of the number of templates per ensemble (anatomix
+      `randint(20, 40)`, i.e. 20..39). The upper bound is the static number of slots.
+    rotation: range of each of the three rotation angles, degrees (anatomix +-180).
+    scaling: range of each axis' scaling of the output-to-template coordinate map, so a
+      factor above 1 shrinks the template (anatomix 1 +- 0.5).
+    shear: range of the three upper-triangular shear terms (anatomix +-0.5).
+    prob_reflect: probability that each axis is mirrored (anatomix 0.5).
+    translation: range of each axis' translation, fraction of the output size (anatomix
+      translates by +-5 voxels but rotates about the corner with wrap-around, which in
+      effect places templates anywhere; see the module docstring).
+    shape_radius: random-shapes source: range of the shape radius before the affine,
+      fraction of `min(shape)`.
+    shape_noise: random-shapes source: range of the relative radius modulation of a
+      shape (0: an ellipsoid after the affine).
+    num_shape_labels: random-shapes source: range of the number of labels inside one
+      shape (used with `label_mode="offset"`; in "slot" mode a shape is one label).
+    shape_grid: random-shapes source: nodes per axis of the small grid of a shape's
+      noise and label fields (spanning 3 radii).
+    median_filter: apply a 3x3x3 median filter to the painted map before masking
+      (anatomix's `skimage.filters.median`).
+    prob_sphere: probability of the deformed-sphere foreground mask (anatomix 2/3).
+    sphere_radius: range of the sphere radius, fraction of `min(shape)` (anatomix
+      `randint(48, 72)` voxels at 128).
+    sphere_shift: range of each axis' centre shift, fraction of the output size
+      (anatomix `randint(-32, 32)` voxels at 128).
+    sphere_noise: range of the relative radius modulation strength (std of the noise
+      field as a fraction of the radius; 0 gives an exact sphere).
+    sphere_grid_scale: range of the ratio between the noise grid and the output shape
+      (anatomix's noise scales of 8, 16 and 32 voxels at 128 are grids of 1/16 to 1/4).
+    envelope_label: label of the voxels inside the mask that no template paints, or None
+      (anatomix: 1).
+    prob_envelope: probability of the envelope when the mask is applied (anatomix 1).
+    rim_label: label of the rim along the mask boundary, or None for no rim (anatomix
+      gives its rim the next free label, half of the masked ensembles).
+    prob_rim: probability of the rim when the mask is applied (anatomix 0.5).
+    rim_width: range of the rim half-width `w`, in voxels (anatomix {2, 3, 4}).
+    label_mode: "slot" (one label per template slot, anatomix) or "offset" (each
+      template keeps its labels, offset per slot).
+    label_offset: label of slot 0 (its first label in "offset" mode); must exceed the
+      envelope and rim labels.
+    label_stride: labels reserved per slot in "offset" mode, or None for the largest
+      label of the template stack (random shapes: `num_shape_labels[1]`). Template
+      labels above it are not painted.
+  """
+  shape: tuple[int, int, int] = (128, 128, 128)
+  num_templates: tuple[int, int] = (20, 39)
+  rotation: Range = (-180.0, 180.0)
+  scaling: Range = (0.5, 1.5)
+  shear: Range = (-0.5, 0.5)
+  prob_reflect: float = 0.5
+  translation: Range = (-0.4, 0.4)
+  shape_radius: Range = (0.1, 0.25)
+  shape_noise: Range = (0.0, 0.3)
+  num_shape_labels: tuple[int, int] = (1, 4)
+  shape_grid: int = 6
+  median_filter: bool = True
+  prob_sphere: float = 2.0 / 3.0
+  sphere_radius: Range = (0.375, 0.5625)
+  sphere_shift: Range = (-0.25, 0.25)
+  sphere_noise: Range = (0.02, 0.15)
+  sphere_grid_scale: Range = (0.0625, 0.25)
+  envelope_label: Optional[int] = 1
+  prob_envelope: float = 1.0
+  rim_label: Optional[int] = None
+  prob_rim: float = 0.5
+  rim_width: Range = (2.0, 4.0)
+  label_mode: str = "slot"
+  label_offset: int = 2
+  label_stride: Optional[int] = None
+
+  def __post_init__(self):
+    n = _NAME
+    set_ = lambda name, value: object.__setattr__(self, name, value)
+    try:
+      shape = tuple(self.shape)
+      if len(shape) != 3:
+        raise ValueError
+      shape = tuple(_int(f"{n}.shape", s, 2) for s in shape)
+    except (TypeError, ValueError):
+      raise ValueError(f"{n}.shape must be three integers >= 2, got {self.shape!r}") from None
+    set_("shape", shape)
+    set_("num_templates", _int_range(f"{n}.num_templates", self.num_templates, 0))
+    if self.num_templates[1] < 1:
+      raise ValueError(f"{n}.num_templates must allow at least one template, got "
+                       f"{self.num_templates}")
+    for name in ("rotation", "scaling", "shear", "translation", "shape_radius", "shape_noise",
+                 "sphere_radius", "sphere_shift", "sphere_noise", "sphere_grid_scale",
+                 "rim_width"):
+      set_(name, _as_range(f"{n}.{name}", getattr(self, name)))
+    for name in ("scaling", "shape_radius", "sphere_radius"):
+      if getattr(self, name)[0] <= 0:
+        raise ValueError(f"{n}.{name} must be positive, got {getattr(self, name)}")
+    for name in ("shape_noise", "sphere_noise", "rim_width"):
+      if getattr(self, name)[0] < 0:
+        raise ValueError(f"{n}.{name} must be non-negative, got {getattr(self, name)}")
+    if self.sphere_grid_scale[0] <= 0 or self.sphere_grid_scale[1] > 1:
+      raise ValueError(f"{n}.sphere_grid_scale must lie in (0, 1], got {self.sphere_grid_scale}")
+    for name in ("prob_reflect", "prob_sphere", "prob_envelope", "prob_rim"):
+      set_(name, _check_prob(f"{n}.{name}", getattr(self, name)))
+    set_("num_shape_labels", _int_range(f"{n}.num_shape_labels", self.num_shape_labels, 1))
+    set_("shape_grid", _int(f"{n}.shape_grid", self.shape_grid, 2))
+    if not isinstance(self.median_filter, (bool, np.bool_)):
+      raise ValueError(f"{n}.median_filter must be a bool, got {self.median_filter!r}")
+    set_("median_filter", bool(self.median_filter))
+    set_("envelope_label", _int(f"{n}.envelope_label", self.envelope_label, 1, allow_none=True))
+    set_("rim_label", _int(f"{n}.rim_label", self.rim_label, 1, allow_none=True))
+    if self.label_mode not in _LABEL_MODES:
+      raise ValueError(f"{n}.label_mode must be one of {_LABEL_MODES}, got {self.label_mode!r}")
+    set_("label_offset", _int(f"{n}.label_offset", self.label_offset, 1))
+    set_("label_stride", _int(f"{n}.label_stride", self.label_stride, 1, allow_none=True))
+    if self.envelope_label is not None and self.envelope_label == self.rim_label:
+      raise ValueError(f"{n}.envelope_label and {n}.rim_label must differ, both are "
+                       f"{self.rim_label}")
+    for name in ("envelope_label", "rim_label"):
+      value = getattr(self, name)
+      if value is not None and value >= self.label_offset:
+        raise ValueError(f"{n}.{name} ({value}) must be below {n}.label_offset "
+                         f"({self.label_offset}): template labels start at label_offset")
+    if max_label(self, 1) >= 2 ** 31:
+      raise ValueError(f"{n}: labels would exceed int32 (label_offset {self.label_offset}, "
+                       f"label_stride {self.label_stride}, {self.num_templates[1]} slots)")
+
+  @property
+  def max_templates(self) -> int:
+    """Static number of template slots (`num_templates[1]`)."""
+    return self.num_templates[1]
+
+  def replace(self, **changes) -> "EnsembleConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "EnsembleConfig":
+    return cls(**d)
+
+  @classmethod
+  def from_json(cls, text: str) -> "EnsembleConfig":
+    return cls.from_dict(json.loads(text))
+
+
+# ---------------------------------------------------------------------------------------
+# Labels
+
+
+def _stride(cfg: EnsembleConfig, max_template_label) -> int:
+  if cfg.label_stride is not None:
+    return cfg.label_stride
+  if max_template_label is None:
+    return cfg.num_shape_labels[1]
+  return max(int(max_template_label), 1)
+
+
+def max_label(cfg: EnsembleConfig, max_template_label: Optional[int] = None) -> int:
+  """Largest label value `cfg` can produce (templates with labels up to
+  `max_template_label`, or the random-shapes source when None)."""
+  special = max([0] + [v for v in (cfg.envelope_label, cfg.rim_label) if v is not None])
+  n = cfg.num_templates[1]
+  if cfg.label_mode == "slot":
+    return max(special, cfg.label_offset + n - 1)
+  return max(special, cfg.label_offset + n * _stride(cfg, max_template_label) - 1)
+
+
+def ensemble_labels(cfg: EnsembleConfig, templates=None) -> list[int]:
+  """Every label value `render_ensemble` can produce with `cfg` and `templates`, sorted.
+
+  Args:
+    cfg: the ensemble config.
+    templates: the template stack (its label values are read) or None for random shapes.
+
+  Returns:
+    Sorted list of ints, 0 first. With templates in "offset" mode only the values of
+    labels present in the stack are listed.
+  """
+  values = {0}
+  values.update(v for v in (cfg.envelope_label, cfg.rim_label) if v is not None)
+  n = cfg.num_templates[1]
+  if cfg.label_mode == "slot":
+    values.update(cfg.label_offset + s for s in range(n))
+    return sorted(values)
+  if templates is None:
+    present = range(1, cfg.num_shape_labels[1] + 1)
+    stride = _stride(cfg, None)
+  else:
+    present = [int(v) for v in np.unique(np.asarray(templates)) if v > 0]
+    stride = _stride(cfg, max(present, default=1))
+  for s in range(n):
+    values.update(cfg.label_offset + s * stride + l - 1 for l in present if l <= stride)
+  return sorted(values)
+
+
+# ---------------------------------------------------------------------------------------
+# Parameters
+
+# Every parameter draws from its own column of one block of random bits (column ids are
+# stable: never renumber, only append), so fixing one never changes the others. One `bits`
+# call keeps the sampling program small (each random draw compiles its own hash).
+_PARAM_STREAMS = {"num_templates": 0, "template_index": 1, "rotation": 2, "scaling": 3,
+                  "shear": 4, "reflect": 5, "translation": 6, "shape_radius": 7,
+                  "shape_noise": 8, "num_shape_labels": 9, "sphere_applied": 10,
+                  "sphere_radius": 11, "sphere_shift": 12, "sphere_noise": 13,
+                  "sphere_grid_scale": 14, "envelope_applied": 15, "rim_applied": 16,
+                  "rim_width": 17}
+_SYNTH_STREAMS = {"sphere": 0, "shapes": 1}
+
+PARAM_NAMES = tuple(_PARAM_STREAMS)
+
+
+def _param_specs(cfg: EnsembleConfig) -> dict:
+  """Shape and dtype of every params entry."""
+  n = cfg.num_templates[1]
+  f, i, b = jnp.float32, jnp.int32, jnp.bool_
+  return {"num_templates": ((), i), "template_index": ((n,), i), "rotation": ((n, 3), f),
+          "scaling": ((n, 3), f), "shear": ((n, 3), f), "reflect": ((n, 3), b),
+          "translation": ((n, 3), f), "shape_radius": ((n,), f), "shape_noise": ((n,), f),
+          "num_shape_labels": ((n,), i), "sphere_applied": ((), b), "sphere_radius": ((), f),
+          "sphere_shift": ((3,), f), "sphere_noise": ((), f), "sphere_grid_scale": ((), f),
+          "envelope_applied": ((), b), "rim_applied": ((), b), "rim_width": ((), f)}
+
+
+def _pick(fixed, name, sampled):
+  """`draw.pick`, where a per-slot entry may also be given once for every slot."""
+  value = fixed.get(name)
+  if value is not None and sampled.ndim >= 1:
+    value = jnp.asarray(value, sampled.dtype)
+    if value.ndim >= 1 and value.shape == sampled.shape[1:]:
+      return jnp.broadcast_to(value, sampled.shape)
+  return draw.pick(fixed, name, sampled)
+
+
+def _unit(bits):
+  """Uniform floats in [0, 1) from uint32 bits (the 23 high bits, as `jax.random.uniform`)."""
+  one = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)
+  return one - 1.0
+
+
+def _sample_one(key, cfg: EnsembleConfig, fixed: dict) -> dict:
+  specs = _param_specs(cfg)
+  rows = max(max(math.prod(shape), 1) for shape, _ in specs.values())
+  block = jax.random.bits(key, (rows, len(_PARAM_STREAMS)), jnp.uint32)
+
+  def bits(name):
+    shape = specs[name][0]
+    return block[:max(math.prod(shape), 1), _PARAM_STREAMS[name]].reshape(shape)
+
+  def uniform(name, rng):
+    lo, hi = rng
+    return (lo + _unit(bits(name)) * (hi - lo)).astype(jnp.float32)
+
+  def bernoulli(name, prob):
+    return _unit(bits(name)) < prob  # prob 0: never; prob 1: always
+
+  def integer(name, rng):  # modulo bias below 2^-20 for ranges under 4096
+    lo, hi = rng
+    return (lo + bits(name) % jnp.uint32(hi - lo + 1)).astype(jnp.int32)
+
+  sampled = {
+      "num_templates": integer("num_templates", cfg.num_templates),
+      # Reduced modulo the stack size at render time, so params do not depend on it.
+      "template_index": integer("template_index", (0, 2 ** 31 - 1)),
+      "rotation": uniform("rotation", cfg.rotation),
+      "scaling": uniform("scaling", cfg.scaling),
+      "shear": uniform("shear", cfg.shear),
+      "reflect": bernoulli("reflect", cfg.prob_reflect),
+      "translation": uniform("translation", cfg.translation),
+      "shape_radius": uniform("shape_radius", cfg.shape_radius),
+      "shape_noise": uniform("shape_noise", cfg.shape_noise),
+      "num_shape_labels": integer("num_shape_labels", cfg.num_shape_labels),
+      "sphere_applied": bernoulli("sphere_applied", cfg.prob_sphere),
+      "sphere_radius": uniform("sphere_radius", cfg.sphere_radius),
+      "sphere_shift": uniform("sphere_shift", cfg.sphere_shift),
+      "sphere_noise": uniform("sphere_noise", cfg.sphere_noise),
+      "sphere_grid_scale": uniform("sphere_grid_scale", cfg.sphere_grid_scale),
+      "envelope_applied": bernoulli("envelope_applied",
+                                    cfg.prob_envelope if cfg.envelope_label else 0.0),
+      "rim_applied": bernoulli("rim_applied", cfg.prob_rim if cfg.rim_label else 0.0),
+      "rim_width": uniform("rim_width", cfg.rim_width),
+  }
+  return {name: _pick(fixed, name, value) for name, value in sampled.items()}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _sample_jit(key, cfg, fixed):
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  batched = key.ndim >= 1 if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key.ndim >= 2
+  if batched:
+    return jax.vmap(lambda k: _sample_one(k, cfg, fixed))(key)
+  return _sample_one(key, cfg, fixed)
+
+
+def _check_fixed(fixed, cfg):
+  if fixed is None:
+    return {}
+  if not isinstance(fixed, dict):
+    raise TypeError(f"fixed must be a dict of ensemble params, got {type(fixed).__name__}")
+  unknown = sorted(set(fixed) - set(_PARAM_STREAMS))
+  if unknown:
+    raise ValueError(f"fixed names unknown ensemble parameter(s) {unknown}; the parameters are "
+                     f"{sorted(_PARAM_STREAMS)}")
+  for name in ("envelope_applied", "rim_applied"):
+    label = cfg.envelope_label if name == "envelope_applied" else cfg.rim_label
+    value = fixed.get(name)
+    if (label is None and value is not None and not isinstance(value, jax.core.Tracer)
+        and np.any(np.asarray(value))):
+      raise ValueError(f"fixed[{name!r}] is True but EnsembleConfig.{name.split('_')[0]}_label "
+                       f"is None")
+  return {k: v for k, v in fixed.items() if v is not None}
+
+
+def sample_ensemble_params(key, cfg: EnsembleConfig, fixed=None) -> dict:
+  """Draws the parameters of one label ensemble (or of a batch of keys).
+
+  Args:
+    key: a JAX PRNG key, or a batch of keys (every entry then gets that batch axis).
+    cfg: the static `EnsembleConfig`; `n = cfg.num_templates[1]` below.
+    fixed: optional dict of entries to use instead of drawing them. A per-slot entry
+      may be given for all slots at once (e.g. `"rotation": [0, 0, 0]`). Unknown names
+      raise `ValueError`.
+
+  Returns:
+    A flat dict of arrays:
+      `num_templates` int32 `()`: active slots (the first ones); the rest paint nothing.
+      `template_index` int32 `(n,)`: template of each slot, taken modulo the stack size.
+      `rotation` (deg), `scaling`, `shear`, `translation` (fraction of the output size)
+        float32 `(n, 3)`, `reflect` bool `(n, 3)`: each slot's affine.
+      `shape_radius`, `shape_noise` float32 `(n,)`, `num_shape_labels` int32 `(n,)`:
+        random-shapes source only.
+      `sphere_applied` bool, `sphere_radius` (fraction of `min(shape)`), `sphere_shift`
+        `(3,)` (fraction of the shape), `sphere_noise`, `sphere_grid_scale`: the mask.
+      `envelope_applied`, `rim_applied` bool, `rim_width` (voxels).
+  """
+  if not isinstance(cfg, EnsembleConfig):
+    raise TypeError(f"cfg must be an EnsembleConfig, got {type(cfg).__name__}")
+  return _sample_jit(key, cfg, _check_fixed(fixed, cfg))
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+
+
+def _mat3(a, b):
+  # Written out so that a vmapped batch evaluates exactly the same products in the same
+  # order as a single call (a batched dot may not), which keeps integer maps bitwise equal.
+  return [[a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j] for j in range(3)]
+          for i in range(3)]
+
+
+def slot_matrix(rotation, scaling, shear, reflect):
+  """Linear part `Rz Ry Rx @ Shear @ diag(±scaling)` of a slot's output-to-template map.
+
+  Rotation angles in degrees about axes 0, 1, 2 (as `spatial.affine_matrix`); `shear`
+  holds the upper-triangular terms (0, 1), (0, 2), (1, 2) (anatomix). Returns a nested
+  3x3 list of scalars.
+  """
+  a = jnp.deg2rad(rotation.astype(jnp.float32))
+  c, s = jnp.cos(a), jnp.sin(a)
+  one, zero = jnp.float32(1.0), jnp.float32(0.0)
+  rx = [[one, zero, zero], [zero, c[0], -s[0]], [zero, s[0], c[0]]]
+  ry = [[c[1], zero, s[1]], [zero, one, zero], [-s[1], zero, c[1]]]
+  rz = [[c[2], -s[2], zero], [s[2], c[2], zero], [zero, zero, one]]
+  sh = shear.astype(jnp.float32)
+  shm = [[one, sh[0], sh[1]], [zero, one, sh[2]], [zero, zero, one]]
+  sc = jnp.where(reflect, -1.0, 1.0).astype(jnp.float32) * scaling.astype(jnp.float32)
+  scm = [[sc[0], zero, zero], [zero, sc[1], zero], [zero, zero, sc[2]]]
+  return _mat3(_mat3(_mat3(_mat3(rz, ry), rx), shm), scm)
+
+
+def _apply3(m, d):
+  return [m[i][0] * d[0] + m[i][1] * d[1] + m[i][2] * d[2] for i in range(3)]
+
+
+def _small_grid_coords(x, n_out, g):
+  """Align-corners coordinates of output index `x` in the first `g` (traced) nodes."""
+  # The clamp keeps float32 rounding from giving node g a weight of one ulp.
+  return jnp.minimum(x * ((g - 1.0) / max(n_out - 1, 1)), g - 1.0)
+
+
+def sphere_mask(key, p: dict, cfg: EnsembleConfig):
+  """Deformed sphere: returns `(inside, rim)` bool maps of `cfg.shape`.
+
+  `inside` is `|x - c| <= R (1 + sphere_noise * n(x))` with `R = sphere_radius *
+  min(shape)` voxels, `c` the FOV centre shifted by `sphere_shift * shape`, and `n` a unit
+  Gaussian field on a grid of `ceil(sphere_grid_scale * shape)` nodes, trilinearly
+  upsampled; `rim` is `r - w < |x - c| <= r + w` for that modulated radius `r` and
+  `w = rim_width` (dilation minus erosion by a ball, as anatomix, for a sphere).
+  """
+  shape = cfg.shape
+  g_max = tuple(draw.max_grid_size(cfg.sphere_grid_scale[1], s) for s in shape)
+  small = jax.random.normal(key, g_max, jnp.float32)
+  grid = resample.grid_coords(shape)
+  g = [draw.grid_size(p["sphere_grid_scale"], shape[a], g_max[a]) for a in range(3)]
+  coords = jnp.stack([_small_grid_coords(grid[a], shape[a], g[a]) for a in range(3)])
+  noise = resample.sample_linear(small, coords, clamp=True)
+  radius = p["sphere_radius"] * jnp.float32(min(shape)) * (1.0 + p["sphere_noise"] * noise)
+  centre = [(shape[a] - 1) / 2.0 + p["sphere_shift"][a] * shape[a] for a in range(3)]
+  d = [grid[a] - centre[a] for a in range(3)]
+  dist = jnp.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+  inside = dist <= radius
+  w = p["rim_width"]
+  rim = (dist > radius - w) & (dist <= radius + w)
+  return inside, rim
+
+
+def _shape_channels(cfg: EnsembleConfig) -> int:
+  n_lab = cfg.num_shape_labels[1]
+  return 1 + (n_lab if cfg.label_mode == "offset" and n_lab > 1 else 0)
+
+
+def shape_fields(key, cfg: EnsembleConfig) -> jax.Array:
+  """Unit Gaussian small-grid fields of every slot's random shape, `(n, g, g, g, C)`:
+  channel 0 modulates the boundary, channels 1.. score the labels ("offset" mode)."""
+  g = cfg.shape_grid
+  return jax.random.normal(key, (cfg.num_templates[1], g, g, g, _shape_channels(cfg)),
+                           jnp.float32)
+
+
+def _random_shape(fields, u, p, s, cfg: EnsembleConfig):
+  """Random-shapes source: `(values, foreground)` of slot `s` at template offsets `u`.
+
+  In units of the shape radius, the shape is `|v| < 1 + shape_noise * n0(v)` with `n0`
+  channel 0 of `fields` (`shape_grid^3` nodes spanning `[-1.5, 1.5]^3`, trilinear); in
+  "offset" mode its labels are `1 + argmax_l n_l(v)` over the first `num_shape_labels`
+  other channels.
+  """
+  g = cfg.shape_grid
+  n_lab = _shape_channels(cfg) - 1
+  radius = p["shape_radius"][s] * jnp.float32(min(cfg.shape))
+  v = [ui / radius for ui in u]
+  coords = jnp.stack([(vi / 3.0 + 0.5) * (g - 1) for vi in v])
+  # One gather pass for the boundary noise (channel 0) and the label scores.
+  values = resample.sample_linear(fields, coords, clamp=True)
+  norm = jnp.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+  fg = norm < 1.0 + p["shape_noise"][s] * values[..., 0]
+  if n_lab == 0:
+    return jnp.ones(fg.shape, jnp.int32), fg
+  scores = jnp.where(jnp.arange(n_lab) < p["num_shape_labels"][s], values[..., 1:], -jnp.inf)
+  return jnp.argmax(scores, axis=-1).astype(jnp.int32) + 1, fg
+
+
+def median3(x: jax.Array) -> jax.Array:
+  """3x3x3 median with edge extension (`scipy.ndimage.median_filter(x, 3, mode="nearest")`)."""
+  X, Y, Z = x.shape
+  pad = jnp.pad(x, 1, mode="edge")
+  stack = jnp.stack([pad[i:i + X, j:j + Y, k:k + Z]
+                     for i in range(3) for j in range(3) for k in range(3)], axis=-1)
+  return jnp.sort(stack, axis=-1)[..., 13]
+
+
+def _render(key, p, templates, cfg: EnsembleConfig):
+  shape = cfg.shape
+  n = cfg.num_templates[1]
+  grid = resample.grid_coords(shape)
+  centre = [(s - 1) / 2.0 for s in shape]
+  rel = [grid[a] - centre[a] for a in range(3)]
+  count = jnp.clip(p["num_templates"], 0, n)
+  if templates is None:
+    fields = shape_fields(jax.random.fold_in(key, _SYNTH_STREAMS["shapes"]), cfg)
+  stride = cfg.label_stride or cfg.num_shape_labels[1]
+  if templates is not None:
+    num_t = templates.shape[0]
+    t_centre = [(s - 1) / 2.0 for s in templates.shape[1:]]
+    if cfg.label_mode == "offset" and cfg.label_stride is None:
+      # The stack's largest label (a reduction on the device, shared by a vmapped batch).
+      stride = jnp.maximum(jnp.max(templates).astype(jnp.int32), 1)
+
+  def paint(s, out):
+    m = slot_matrix(p["rotation"][s], p["scaling"][s], p["shear"][s], p["reflect"][s])
+    shift = [p["translation"][s, a] * shape[a] for a in range(3)]
+    u = _apply3(m, [rel[a] - shift[a] for a in range(3)])
+    if templates is not None:
+      index = jnp.mod(p["template_index"][s], num_t)
+      tpl = jax.lax.dynamic_index_in_dim(templates, index, 0, keepdims=False)
+      coords = jnp.stack([u[a] + t_centre[a] for a in range(3)])
+      values = resample.sample_nearest(tpl, coords, cval=0).astype(jnp.int32)
+      fg = values > 0
+    else:
+      values, fg = _random_shape(fields[s], u, p, s, cfg)
+    if cfg.label_mode == "slot":
+      label = cfg.label_offset + s
+    else:
+      fg = fg & (values <= stride)
+      label = cfg.label_offset + s * stride + values - 1
+    return jnp.where(fg & (s < count), label, out)
+
+  out = jax.lax.fori_loop(0, n, paint, jnp.zeros(shape, jnp.int32))
+  if cfg.median_filter:
+    out = median3(out)
+
+  masked = p["sphere_applied"]
+  # Under `vmap` both branches run; a single call skips the sphere when it is off.
+  inside, rim = jax.lax.cond(
+      masked,
+      lambda: sphere_mask(jax.random.fold_in(key, _SYNTH_STREAMS["sphere"]), p, cfg),
+      lambda: (jnp.ones(shape, bool), jnp.zeros(shape, bool)))
+  out = jnp.where(inside | ~masked, out, 0)
+  if cfg.envelope_label is not None:
+    fill = masked & p["envelope_applied"] & inside & (out == 0)
+    out = jnp.where(fill, cfg.envelope_label, out)
+  if cfg.rim_label is not None:
+    out = jnp.where(masked & p["rim_applied"] & rim, cfg.rim_label, out)
+  return out.astype(jnp.int32)
+
+
+_render_jit = jax.jit(_render, static_argnums=3)
+
+
+def _as_device_params(params, cfg):
+  specs = _param_specs(cfg)
+  if not isinstance(params, dict) or set(params) != set(specs):
+    got = sorted(params) if isinstance(params, dict) else type(params).__name__
+    raise ValueError(f"params must be a dict with entries {sorted(specs)}, got {got}")
+  out = {}
+  for name, (shape, dtype) in specs.items():
+    value = params[name]
+    if not isinstance(value, jax.core.Tracer):
+      value = jnp.asarray(value, dtype)
+    if value.shape != shape:
+      raise ValueError(f"params[{name!r}] has shape {value.shape}, expected {shape}")
+    out[name] = value
+  return out
+
+
+def render_ensemble(key, params: dict, templates, cfg: EnsembleConfig) -> jax.Array:
+  """Renders one label ensemble.
+
+  Pure and deterministic: the same `(key, params, templates, cfg)` gives the same map.
+  Jitted with `cfg` static; `jax.vmap` over `(key, params)` with shared templates renders
+  a batch, equal bit for bit to the single calls. Other keys, params or template contents
+  of the same shape and dtype do not recompile.
+
+  Args:
+    key: PRNG key of the realisations (the sphere's noise field, the random shapes).
+    params: a dict from `sample_ensemble_params` for `cfg`.
+    templates: integer array `(T, X', Y', Z')` of template label maps (0 = background,
+      any shape), or None for the random-shapes source. Slot `s` paints template
+      `template_index[s] % T` sampled by nearest neighbour (zero outside it) at
+      `M_s (x - c - t_s) + c'`, where `x` is an output voxel, `c` and `c'` the output and
+      template centres, `t_s = translation[s] * shape` (so the template moves by `t_s`)
+      and `M_s = slot_matrix(...)` (so a scaling above 1 shrinks it).
+    cfg: the static `EnsembleConfig`.
+
+  Returns:
+    int32 label map of shape `cfg.shape` (label values: see the module docstring).
+  """
+  if not isinstance(cfg, EnsembleConfig):
+    raise TypeError(f"cfg must be an EnsembleConfig, got {type(cfg).__name__}")
+  if templates is not None:
+    if not isinstance(templates, jax.Array):
+      templates = np.asarray(templates)
+    if templates.ndim != 4 or templates.shape[0] < 1 or min(templates.shape[1:]) < 1:
+      raise ValueError(f"templates must be a non-empty (T, X, Y, Z) stack of label maps, got "
+                       f"shape {templates.shape}")
+    if not jnp.issubdtype(templates.dtype, jnp.integer):
+      raise TypeError(f"templates must have an integer dtype, got {templates.dtype}")
+    if not isinstance(templates, jax.Array):
+      templates = jnp.asarray(templates)
+  return _render_jit(key, _as_device_params(params, cfg), templates, cfg)
+
+
+render_ensemble._cache_size = _render_jit._cache_size
+
+
+# ---------------------------------------------------------------------------------------
+# Host: template stacks
+
+
+def _nifti_paths(spec) -> list[str]:
+  spec = os.fspath(spec)
+  if os.path.isdir(spec):
+    found = [p for ext in ("*.nii", "*.nii.gz")
+             for p in glob.glob(os.path.join(spec, "**", ext), recursive=True)]
+    if not found:
+      raise FileNotFoundError(f"{spec}: folder holds no NIfTI files (.nii, .nii.gz)")
+    return sorted(found)
+  if glob.has_magic(spec):
+    found = sorted(glob.glob(spec, recursive=True))
+    if not found:
+      raise FileNotFoundError(f"{spec}: pattern matches no file")
+    return found
+  return [spec]
+
+
+def _fit(array, shape):
+  """Centred zero-padding and/or cropping of `array` to `shape`."""
+  out = array
+  for a, n in enumerate(shape):
+    m = out.shape[a]
+    if m > n:
+      start = (m - n) // 2
+      out = np.take(out, np.arange(start, start + n), axis=a)
+    elif m < n:
+      pad = [(0, 0)] * 3
+      pad[a] = ((n - m) // 2, n - m - (n - m) // 2)
+      out = np.pad(out, pad)
+  return out
+
+
+def _crop_foreground(array):
+  idx = np.argwhere(array != 0)
+  lo, hi = idx.min(0), idx.max(0) + 1
+  return array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+
+
+def load_templates(paths_or_folder, shape=None, *, crop_foreground: bool = False,
+                   skip_empty: bool = False, dtype=np.int32, return_paths: bool = False):
+  """Reads template label maps into one `(T, X, Y, Z)` stack for `render_ensemble`.
+
+  Args:
+    paths_or_folder: a folder (searched recursively for `.nii` / `.nii.gz`), a glob
+      pattern, a file, or a list of any of those. Files are read with
+      `nifti.load_label_map`, in sorted order within each folder or pattern.
+    shape: common shape of the stack: every map is centred and zero-padded or cropped
+      to it. None: all maps must have the same shape (or, with `crop_foreground`, the
+      stack takes the largest foreground box and pads the others).
+    crop_foreground: first crop each map to the bounding box of its non-zero voxels, so
+      the template is centred (anatomix's `crop_and_pad_3d_volume`).
+    skip_empty: leave out maps with no non-zero voxel (TotalSegmentator has empty masks)
+      instead of raising.
+    dtype: integer dtype of the stack (e.g. np.uint8 for a large stack of binary masks).
+    return_paths: also return the list of files used, in stack order.
+
+  Returns:
+    The stack as a numpy array (and the paths when `return_paths`).
+
+  Raises:
+    FileNotFoundError: a missing file, or a folder / pattern with no NIfTI file.
+    ValueError: unreadable or non-integer maps, negative labels, empty maps, labels
+      that do not fit `dtype`, or shapes that differ with `shape=None` (naming the file).
+  """
+  specs = ([paths_or_folder] if isinstance(paths_or_folder, (str, os.PathLike))
+           else list(paths_or_folder))
+  if not specs:
+    raise ValueError("load_templates: no paths given")
+  dtype = np.dtype(dtype)
+  if not np.issubdtype(dtype, np.integer):
+    raise ValueError(f"load_templates: dtype must be an integer dtype, got {dtype}")
+  if shape is not None:
+    try:
+      shape = tuple(int(s) for s in shape)
+      if len(shape) != 3 or min(shape) < 1:
+        raise ValueError
+    except (TypeError, ValueError):
+      raise ValueError(f"load_templates: shape must be three positive integers, got "
+                       f"{shape!r}") from None
+  paths = [p for spec in specs for p in _nifti_paths(spec)]
+  info = np.iinfo(dtype)
+  maps, used = [], []
+  for path in paths:
+    labels, _, _ = nifti.load_label_map(path)
+    if labels.min() < 0:
+      raise ValueError(f"{path}: template labels must be >= 0, found {int(labels.min())}")
+    if labels.max() > info.max:
+      raise ValueError(f"{path}: label {int(labels.max())} does not fit dtype {dtype}")
+    if not labels.any():
+      if skip_empty:
+        continue
+      raise ValueError(f"{path}: template has no foreground (all zero); pass skip_empty=True "
+                       f"to leave such files out")
+    if crop_foreground:
+      labels = _crop_foreground(labels)
+    maps.append(labels.astype(dtype))
+    used.append(path)
+  if not maps:
+    raise ValueError(f"load_templates: every template is empty ({len(paths)} file(s))")
+  if shape is None:
+    if crop_foreground:
+      shape = tuple(max(m.shape[a] for m in maps) for a in range(3))
+    else:
+      for m, path in zip(maps, used):
+        if m.shape != maps[0].shape:
+          raise ValueError(f"{path}: shape {m.shape} differs from {maps[0].shape} of "
+                           f"{used[0]}; pass shape=(X, Y, Z) to pad/crop to a common shape")
+      shape = maps[0].shape
+  stack = np.stack([_fit(m, shape) for m in maps])
+  return (stack, used) if return_paths else stack
