@@ -274,6 +274,57 @@ def cmd_views(args):
         (f" ({args.n - written} already there)" if written < args.n else ""))
 
 
+def cmd_ensemble(args):
+  import numpy as np
+  import synthjax
+  from synthjax import ensembles
+  from synthjax._src import nifti, samples, serialize
+
+  if args.n < 1:
+    raise UserError(f"-n must be >= 1, got {args.n}")
+  overrides = {"shape": tuple(args.shape)}
+  if args.num_templates:
+    overrides["num_templates"] = tuple(args.num_templates)
+  try:
+    cfg = ensembles.EnsembleConfig(**overrides)
+  except (ValueError, TypeError) as e:
+    raise UserError(str(e)) from e
+  templates, paths = None, None
+  if args.templates:
+    try:
+      templates, paths = ensembles.load_templates(args.templates, crop_foreground=True,
+                                                  return_paths=True)
+    except (ValueError, FileNotFoundError) as e:
+      raise UserError(str(e)) from e
+  manifest = {"format": RUN_FORMAT, "command": "ensemble", "seed": args.seed,
+              "config": cfg.to_dict(), "sources": paths or "random shapes",
+              "output_format": "nifti-labels", "n": args.n, "versions": _versions()}
+  manifest = json.loads(json.dumps(manifest))
+  out = args.output
+  _check_output_folder(out, manifest, args.overwrite)
+  os.makedirs(out, exist_ok=True)
+  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
+                          overwrite=True)
+  written = 0
+  for i in range(args.n):
+    stem = os.path.join(out, f"sample_{i:05d}")
+    if os.path.exists(stem + "_params.json"):
+      continue
+    pkey, skey = samples.sample_keys(args.seed, i)
+    params = ensembles.sample_ensemble_params(pkey, cfg)
+    labels = np.asarray(ensembles.render_ensemble(skey, params, templates, cfg), np.int32)
+    nifti.save_nifti(stem + "_labels.nii.gz", labels, np.eye(4), overwrite=True)
+    side = {"format": "synthjax-ensemble/1", "synthjax_version": synthjax.__version__,
+            "seed": args.seed, "index": i, "key": serialize.key_to_json(skey),
+            "params_key": serialize.key_to_json(pkey), "templates": paths,
+            "config": cfg.to_dict(),
+            "params": serialize.params_to_dict({"ensemble": params})["ensemble"]}
+    nifti.write_text_atomic(stem + "_params.json", json.dumps(side), overwrite=True)
+    written += 1
+  print(f"wrote {written} label ensembles to {out}" +
+        (f" ({args.n - written} already there)" if written < args.n else ""))
+
+
 def cmd_preview(args):
   import numpy as np
   from synthjax._src import preview
@@ -404,6 +455,19 @@ def build_parser():
   v.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
   v.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
   v.set_defaults(func=cmd_preview)
+
+  e = sub.add_parser("ensemble", help="write N synthetic label maps (anatomix label ensembles)")
+  e.add_argument("-o", "--output", required=True, help="output folder")
+  e.add_argument("-n", type=int, default=1, help="number of label maps")
+  e.add_argument("--seed", type=int, default=0)
+  e.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"))
+  e.add_argument("--templates", nargs="+", metavar="PATH",
+                 help="template label maps (files, folders or globs); default: random shapes")
+  e.add_argument("--num-templates", type=int, nargs=2, metavar=("LO", "HI"),
+                 help="range of the number of templates per map (default 20 39)")
+  e.add_argument("--overwrite", action="store_true",
+                 help="replace a previous run of another command in OUT")
+  e.set_defaults(func=cmd_ensemble)
 
   w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)")
   w.add_argument("labels", nargs="*", metavar="LABELS", help="label maps: files, folders or globs")

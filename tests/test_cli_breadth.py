@@ -75,3 +75,20 @@ def test_generate_with_seed_maps_and_replay(tmp_path, capsys):
   assert cli.main(["generate", *DEMO, "--seeds", str(tmp_path / "seeds"), "--preset", "fetal",
                    "-o", str(tmp_path / "x")]) == 2
   assert "seed maps need label map files" in capsys.readouterr().err
+
+
+def test_ensemble_command_writes_replayable_label_maps(tmp_path, capsys):
+  from synthjax import ensembles
+  out = tmp_path / "ens"
+  assert cli.main(["ensemble", "-o", str(out), "-n", "2", "--shape", "24", "24", "24",
+                   "--num-templates", "3", "6", "--seed", "4"]) == 0
+  side = json.loads((out / "sample_00001_params.json").read_text())
+  cfg = ensembles.EnsembleConfig.from_dict(side["config"])
+  assert cfg.num_templates == (3, 6) and cfg.shape == (24, 24, 24)
+  lab = ensembles.render_ensemble(synthjax.key_from_json(side["key"]), side["params"], None, cfg)
+  stored = _read(out / "sample_00001_labels.nii.gz")
+  np.testing.assert_array_equal(stored, np.asarray(lab))
+  assert len(np.unique(stored)) > 2
+  assert cli.main(["ensemble", "-o", str(out), "-n", "2", "--shape", "24", "24", "24",
+                   "--seed", "5"]) == 2
+  assert "holds a run of another command" in capsys.readouterr().err
