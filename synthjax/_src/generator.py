@@ -274,7 +274,7 @@ def _check_extra_inputs(labels, seeds, image, config: SynthConfig):
                        f"{getattr(seeds, 'shape', None)}")
     if not jnp.issubdtype(seeds.dtype, jnp.integer):
       raise TypeError(f"seeds must have an integer dtype, got {seeds.dtype}")
-  elif sc.enabled and sc.source == "seeds" and sc.prob > 0:
+  elif sc.enabled and sc.source == "seeds":
     raise ValueError("the subclusters stage uses seed maps (source='seeds'): pass "
                      "seeds=... to synthesize (synthjax.data.load_seed_maps reads them)")
   if image is not None:
@@ -284,7 +284,7 @@ def _check_extra_inputs(labels, seeds, image, config: SynthConfig):
     if tuple(getattr(image, "shape", ())) != tuple(labels.shape):
       raise ValueError(f"image must have the labels' shape {tuple(labels.shape)}, got "
                        f"{getattr(image, 'shape', None)}")
-  elif ii.enabled and ii.prob > 0:
+  elif ii.enabled:
     raise ValueError("image_intensity is enabled: pass image=... (a real image on the "
                      "labels' grid) to synthesize")
 
