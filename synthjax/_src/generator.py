@@ -105,52 +105,53 @@ _PARAM_NAMES = {
 }
 
 
-def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
-  def sub(stage):
-    return jax.random.fold_in(key, _PARAM_STREAMS[stage])
-
-  f = lambda stage: fixed.get(stage) or {}
-  params = {
-      "affine": spatial.sample_affine(sub("affine"), config.affine, f("affine")),
-      "deformation": spatial.sample_deformation(sub("deformation"), config.deformation,
-                                                f("deformation")),
-      "crop": spatial.sample_crop(sub("crop"), f("crop")),
-      "flip": spatial.sample_flip(sub("flip"), config.flip, f("flip")),
-      "gmm": intensity.sample_gmm(sub("gmm"), config.gmm, config.num_labels, f("gmm")),
-      "bias": intensity.sample_bias(sub("bias"), config.bias, f("bias")),
-      "gamma": intensity.sample_gamma(sub("gamma"), config.gamma, f("gamma")),
-      "resolution": resolution.sample_resolution(sub("resolution"), config.resolution,
-                                                 config.spacing, f("resolution")),
-      "noise": intensity.sample_noise(sub("noise"), config.noise, f("noise")),
-      "spike": artifacts.sample_spike(sub("spike"), config.spike, f("spike")),
-      "ghosting": artifacts.sample_ghosting(sub("ghosting"), config.ghosting, f("ghosting")),
-      "gibbs": artifacts.sample_gibbs(sub("gibbs"), config.gibbs, f("gibbs")),
-      "rician": artifacts.sample_rician(sub("rician"), config.rician, f("rician")),
-      "subclusters": subclusters.sample_subclusters(
-          sub("subclusters"), config.subclusters, config.gmm, subclusters.num_meta(config),
-          f("subclusters")),
-      "image_intensity": {"applied": draw.pick(
-          f("image_intensity"), "applied",
-          draw.bernoulli(sub("image_intensity"), config.image_intensity.prob))},
-      "motion": motion.sample_motion(sub("motion"), config.motion, f("motion")),
-      "slice_stack": slice_stack.sample_slice_stack(sub("slice_stack"), config.slice_stack,
-                                                    config.shape, config.spacing,
-                                                    f("slice_stack")),
-      "texture": texture.sample_texture(sub("texture"), config.texture, config.num_labels,
-                                        f("texture")),
-      "struct_noise": texture.sample_struct_noise(sub("struct_noise"), config.struct_noise,
-                                                  f("struct_noise")),
-      "blur_cortex": fetal_artifacts.sample_blur_cortex(sub("blur_cortex"), config.blur_cortex,
-                                                        f("blur_cortex")),
-      "boundary": fetal_artifacts.sample_boundary(sub("boundary"), config.boundary,
-                                                  f("boundary")),
+def _stage_samplers(config: SynthConfig) -> dict:
+  """stage -> `(key, fixed) -> params` for every stage, in `_PARAM_STREAMS` order."""
+  c = config
+  return {
+      "affine": lambda k, f: spatial.sample_affine(k, c.affine, f),
+      "deformation": lambda k, f: spatial.sample_deformation(k, c.deformation, f),
+      "crop": lambda k, f: spatial.sample_crop(k, f),
+      "flip": lambda k, f: spatial.sample_flip(k, c.flip, f),
+      "gmm": lambda k, f: intensity.sample_gmm(k, c.gmm, c.num_labels, f),
+      "bias": lambda k, f: intensity.sample_bias(k, c.bias, f),
+      "gamma": lambda k, f: intensity.sample_gamma(k, c.gamma, f),
+      "resolution": lambda k, f: resolution.sample_resolution(k, c.resolution, c.spacing, f),
+      "noise": lambda k, f: intensity.sample_noise(k, c.noise, f),
+      "spike": lambda k, f: artifacts.sample_spike(k, c.spike, f),
+      "ghosting": lambda k, f: artifacts.sample_ghosting(k, c.ghosting, f),
+      "gibbs": lambda k, f: artifacts.sample_gibbs(k, c.gibbs, f),
+      "rician": lambda k, f: artifacts.sample_rician(k, c.rician, f),
+      "subclusters": lambda k, f: subclusters.sample_subclusters(
+          k, c.subclusters, c.gmm, subclusters.num_meta(c), f),
+      "image_intensity": lambda k, f: {"applied": draw.pick(
+          f, "applied", draw.bernoulli(k, c.image_intensity.prob))},
+      "motion": lambda k, f: motion.sample_motion(k, c.motion, f),
+      "slice_stack": lambda k, f: slice_stack.sample_slice_stack(k, c.slice_stack, c.shape,
+                                                                 c.spacing, f),
+      "texture": lambda k, f: texture.sample_texture(k, c.texture, c.num_labels, f),
+      "struct_noise": lambda k, f: texture.sample_struct_noise(k, c.struct_noise, f),
+      "blur_cortex": lambda k, f: fetal_artifacts.sample_blur_cortex(k, c.blur_cortex, f),
+      "boundary": lambda k, f: fetal_artifacts.sample_boundary(k, c.boundary, f),
   }
-  # A disabled stage is never applied, and says so: its params can then be fed back as
-  # `fixed` or replayed against the same config.
-  for stage, entries in params.items():
+
+
+def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
+  params = {}
+  for stage, sampler in _stage_samplers(config).items():
+    k = jax.random.fold_in(key, _PARAM_STREAMS[stage])
+    f = fixed.get(stage) or {}
     stage_cfg = getattr(config, stage, None)
-    if "applied" in entries and stage_cfg is not None and not stage_cfg.enabled:
-      entries["applied"] = jnp.zeros_like(entries["applied"])
+    if stage_cfg is not None and not stage_cfg.enabled and "applied" in _PARAM_NAMES[stage]:
+      # A disabled stage is never applied, and says so; its other entries are zeros of the
+      # right shapes (or the fixed values), so its params can be fed back as `fixed` or
+      # replayed, and sampling it costs nothing.
+      shapes = jax.eval_shape(sampler, k, {})
+      entries = {n: draw.pick(f, n, jnp.zeros(s.shape, s.dtype)) for n, s in shapes.items()}
+      entries["applied"] = jnp.zeros((), bool)
+    else:
+      entries = sampler(k, f)
+    params[stage] = entries
   return params
 
 
