@@ -162,7 +162,8 @@ def _fetal_sr_artifacts(label_values) -> dict:
   std 0.2..0.4, 5..14 blobs in the white matter, label 3) need FeTA labels and stay off
   otherwise; skull-stripping boundaries (no mask / halo / fuzzy, 0.5 each) and the
   slice-stack acquisition (p 0.4, 2..6 stacks of 1.5..3.5 mm slices, slice centres 1.5..5.5
-  mm apart) work on any labels.
+  mm apart, inter-slice motion a random walk of up to 0.5° and 0.5 mm per slice time: the
+  peer replays recorded fetal trajectories, which are not public) work on any labels.
   """
   feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
   return dict(
@@ -172,6 +173,7 @@ def _fetal_sr_artifacts(label_values) -> dict:
       boundary=BoundaryConfig(prob_no_mask=0.5, prob_halo=0.5, halo_radius=(5, 14),
                               prob_fuzzy=0.5, prob=1.0, enabled=True),
       slice_stack=SliceStackConfig(num_stacks=(2, 6), thickness=(1.5, 3.5), gap=(0.0, 2.0),
+                                   rotation_std=(0.0, 0.5), translation_std=(0.0, 0.5),
                                    prob=0.4, enabled=True),
   )
 
