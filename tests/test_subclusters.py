@@ -16,7 +16,8 @@ from synthjax.data import load_seed_maps
 
 SHAPE = (24, 20, 16)
 OFF = {name: {"enabled": False} for name in
-       ("affine", "deformation", "flip", "bias", "gamma", "resolution", "noise")}
+       ("affine", "deformation", "flip", "bias", "gamma", "resolution", "noise",
+        "blur_cortex", "struct_noise", "boundary", "slice_stack")}
 
 
 def _labels():
