@@ -1,7 +1,6 @@
 """Test-session hygiene shared by every test module."""
 
 import gc
-import os
 
 import pytest
 

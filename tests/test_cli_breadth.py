@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import nibabel as nib
-import jax
 
 import synthjax
 from synthjax import cli
