@@ -2,11 +2,11 @@
 
 from synthjax import ensembles, phantom, presets
 from synthjax._src.config import (AffineConfig, BiasConfig, BlurCortexConfig, BoundaryConfig,
-                                  DeformationConfig, FlipConfig,
-                                  GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
-                                  ImageIntensityConfig, MotionConfig, NoiseConfig, ResolutionConfig,
-                                  RicianConfig, SliceStackConfig, SpikeConfig, StructNoiseConfig,
-                                  SubclusterConfig, TextureConfig, SynthConfig)
+                                  DeformationConfig, FlipConfig, GammaConfig, GhostingConfig,
+                                  GibbsConfig, GMMConfig, ImageIntensityConfig, MotionConfig,
+                                  NoiseConfig, ResolutionConfig, RicianConfig, SliceStackConfig,
+                                  SpikeConfig, StructNoiseConfig, SubclusterConfig,
+                                  SynthConfig, TextureConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
 from synthjax._src.views import sample_view_params, synthesize_views

@@ -1,10 +1,13 @@
 """The generator: `sample_params` draws every parameter, `synthesize` renders a sample.
 
-Stage order follows SynthSeg's `labels_to_image_model`: spatial deformation and crop (one
-nearest-neighbour resampling of the labels), flip, per-label Gaussians, bias field,
-clip/normalise/gamma, resolution simulation, then the MR artifacts (k-space Gibbs ringing,
-ghosting and spikes with one magnitude reconstruction; Rician noise), (FetalSynthGen) noise
-and a final min-max normalisation.
+Stage order follows SynthSeg's `labels_to_image_model`, with FetalSynthGen's, anatomix's
+and TorchIO's stages slotted in: spatial deformation and crop (one nearest-neighbour
+resampling of the labels, and of the seed classes with them), flip, intensities (per-label
+Gaussians, or sub-label classes, or a real image), texture, bias field, clip/normalise/
+gamma, cortex blur, resolution simulation, slice-stack acquisition, k-space motion, the
+k-space artifacts (Gibbs ringing, ghosting and spikes with one magnitude reconstruction),
+Rician noise, (FetalSynthGen) noise, structural noise, skull-stripping boundaries, and a
+final min-max normalisation.
 
 Randomness is split in two: `sample_params(key, ...)` draws the strengths (angles, stds,
 resolutions, whether each stage is applied) into a pytree of arrays; `synthesize(key, ...)`
@@ -188,10 +191,12 @@ def sample_params(key, config: SynthConfig, fixed=None) -> dict:
       thickness on resolution) use it. Unknown names raise `ValueError`.
 
   Returns:
-    A dict of stage dicts of arrays: `affine`, `deformation`, `crop`, `flip`, `gmm`, `bias`,
-    `gamma`, `resolution`, `noise`, `spike`, `ghosting`, `gibbs`, `rician`. Every stage
+    A dict of stage dicts of arrays, one per stage of `PARAM_STAGES` (`affine`,
+    `deformation`, `crop`, `flip`, `gmm`, `bias`, `gamma`, `resolution`, `noise`, the MR
+    artifacts, FetalSynthGen's intensity model and artifacts, `texture`). Every stage
     records `applied` (except `crop` and `gmm`, which always apply). Stages disabled in the
-    config are still recorded (and ignored).
+    config are still recorded, with `applied` False and zeros (or the fixed values) for
+    their other entries, and are ignored.
 
   Examples:
     >>> import jax, synthjax
