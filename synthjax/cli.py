@@ -79,6 +79,22 @@ def _make_config(args, label_values, shape, spacing):
   return build(tuple(label_values), tuple(shape), tuple(spacing))
 
 
+def _sources_and_config(args):
+  """Loads the label maps, builds the config on their union of labels, validates them."""
+  import numpy as np
+  import synthjax
+  sources, spacing = _load_sources(args)
+  values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
+  shape = tuple(args.shape) if args.shape else sources[0][0].shape
+  config = _make_config(args, values, shape, spacing)
+  for labels, _, src in sources:
+    try:
+      synthjax.validate_labels(labels, config, name=src.get("path", "demo"))
+    except ValueError as e:
+      raise UserError(str(e)) from e
+  return sources, config
+
+
 def _load_seeds(sources, config, seeds_root):
   """Adds each label map's seed maps to its source (FetalSynthGen layout under seeds_root)."""
   from synthjax._src.data import seeds as seed_io
@@ -163,15 +179,7 @@ def cmd_generate(args):
     raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
   if args.workers < 1:
     raise UserError(f"--workers must be >= 1, got {args.workers}")
-  sources, spacing = _load_sources(args)
-  values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
-  shape = tuple(args.shape) if args.shape else sources[0][0].shape
-  config = _make_config(args, values, shape, spacing)
-  for labels, _, src in sources:
-    try:
-      synthjax.validate_labels(labels, config, name=src.get("path", "demo"))
-    except ValueError as e:
-      raise UserError(str(e)) from e
+  sources, config = _sources_and_config(args)
   sources = _load_seeds(sources, config, args.seeds)
 
   manifest = {"format": RUN_FORMAT, "command": "generate", "seed": args.seed,
@@ -227,15 +235,7 @@ def cmd_views(args):
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
-  sources, spacing = _load_sources(args)
-  values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
-  shape = tuple(args.shape) if args.shape else sources[0][0].shape
-  config = _make_config(args, values, shape, spacing)
-  for labels, _, src in sources:
-    try:
-      synthjax.validate_labels(labels, config, name=src.get("path", "demo"))
-    except ValueError as e:
-      raise UserError(str(e)) from e
+  sources, config = _sources_and_config(args)
   shared = not args.independent_spatial
   manifest = {"format": RUN_FORMAT, "command": "views", "seed": args.seed,
               "config": json.loads(json.dumps(config.to_dict())),

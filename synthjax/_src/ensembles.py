@@ -69,24 +69,11 @@ import jax.numpy as jnp
 from synthjax._src import draw
 from synthjax._src import nifti
 from synthjax._src import resample
-from synthjax._src.config import _as_range, _check_prob
+from synthjax._src.config import _as_int_range, _as_range, _check_prob
 
 Range = tuple[float, float]
 _NAME = "EnsembleConfig"
 _LABEL_MODES = ("slot", "offset")
-
-
-def _int_range(name, value, minimum):
-  try:
-    lo, hi = value
-    if any(isinstance(v, bool) or float(v) != int(v) for v in (lo, hi)):
-      raise ValueError
-    lo, hi = int(lo), int(hi)
-  except (TypeError, ValueError, OverflowError):
-    raise ValueError(f"{name} must be a (low, high) pair of integers, got {value!r}") from None
-  if lo < minimum or lo > hi:
-    raise ValueError(f"{name} must be integers with {minimum} <= low <= high, got {(lo, hi)}")
-  return (lo, hi)
 
 
 def _int(name, value, minimum, allow_none=False):
@@ -195,7 +182,7 @@ class EnsembleConfig:
     except (TypeError, ValueError):
       raise ValueError(f"{n}.shape must be three integers >= 2, got {self.shape!r}") from None
     set_("shape", shape)
-    set_("num_templates", _int_range(f"{n}.num_templates", self.num_templates, 0))
+    set_("num_templates", _as_int_range(f"{n}.num_templates", self.num_templates, 0))
     if self.num_templates[1] < 1:
       raise ValueError(f"{n}.num_templates must allow at least one template, got "
                        f"{self.num_templates}")
@@ -213,7 +200,7 @@ class EnsembleConfig:
       raise ValueError(f"{n}.sphere_grid_scale must lie in (0, 1], got {self.sphere_grid_scale}")
     for name in ("prob_reflect", "prob_sphere", "prob_envelope", "prob_rim"):
       set_(name, _check_prob(f"{n}.{name}", getattr(self, name)))
-    set_("num_shape_labels", _int_range(f"{n}.num_shape_labels", self.num_shape_labels, 1))
+    set_("num_shape_labels", _as_int_range(f"{n}.num_shape_labels", self.num_shape_labels, 1))
     set_("shape_grid", _int(f"{n}.shape_grid", self.shape_grid, 2))
     if not isinstance(self.median_filter, (bool, np.bool_)):
       raise ValueError(f"{n}.median_filter must be a bool, got {self.median_filter!r}")
