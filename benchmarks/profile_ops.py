@@ -181,7 +181,7 @@ def main(argv=None):
   import synthjax
 
   data_dir = args.data.resolve()
-  label_paths(data_dir)  # exits with a message if the maps are missing
+  label_paths(data_dir, "profile_ops")  # exits with a message if the maps are missing
   cfg = synthjax.presets.synthseg(LABELS, args.shape, spacing=(args.spacing,) * 3)
   raw, paths = load_labels(data_dir, "int32")
   labels = [jnp.asarray(synthjax.validate_labels(a, cfg, name=p)) for a, p in zip(raw, paths)]

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import texture
+from synthjax._src import rng
 
 SHAPE = (32, 32, 32)
 ODD = (24, 28, 33)  # distinct sizes, so an axis mix-up cannot pass
@@ -56,7 +57,7 @@ def np_multiscale(key, shape, num_scales, max_scales, finest=1, weights=None):
   grids = [tuple(max(2, int(np.ceil(n / 2 ** (finest + i)))) for n in shape)
            for i in range(max_scales)]
   offsets = np.cumsum([0] + [np.prod(g) for g in grids])
-  flat = np.asarray(jax.random.normal(key, (int(offsets[-1]),), jnp.float32), np.float64)
+  flat = np.asarray(rng.voxel_normal(key, (int(offsets[-1]),)), np.float64)
   acc = None
   for i in reversed(range(max_scales)):
     grid = grids[i]

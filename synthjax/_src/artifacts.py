@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import draw
+from synthjax._src import rng
 from synthjax._src.config import GhostingConfig, GibbsConfig, RicianConfig, SpikeConfig
 
 
@@ -213,7 +214,7 @@ def apply_kspace_stages(x: jax.Array, params: dict, config) -> jax.Array:
 def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
   """`sqrt((x + n1)^2 + n2^2)`, `n1, n2 ~ N(0, std)` drawn from `key`, if applied."""
   def on(x):
-    n = jax.random.normal(key, (2,) + x.shape, jnp.float32) * p["std"]
+    n = rng.voxel_normal(key, (2,) + x.shape) * p["std"]
     return jnp.sqrt((x + n[0]) ** 2 + n[1] ** 2)
 
   return jax.lax.cond(p["applied"], on, lambda x: x, x)

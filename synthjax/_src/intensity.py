@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from synthjax._src import draw
 from synthjax._src import resample
+from synthjax._src import rng
 from synthjax._src.config import BiasConfig, GammaConfig, GMMConfig, NoiseConfig
 
 
@@ -37,7 +38,7 @@ def render_gmm(key, p: dict, index_map: jax.Array, background_index: int) -> jax
   zero_bg = p["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
   means = jnp.where(zero_bg, 0.0, means)
   stds = jnp.where(zero_bg, 0.0, stds)
-  noise = jax.random.normal(key, index_map.shape, jnp.float32)
+  noise = rng.voxel_normal(key, index_map.shape)
   return means[index_map] + stds[index_map] * noise
 
 
@@ -94,5 +95,5 @@ def add_noise(key, x: jax.Array, p: dict) -> jax.Array:
   # A cond, not a where: an unapplied stage then draws no full-volume Gaussian (outside vmap).
   return jax.lax.cond(
       p["applied"],
-      lambda x: x + jax.random.normal(key, x.shape, jnp.float32) * p["std"],
+      lambda x: x + rng.voxel_normal(key, x.shape) * p["std"],
       lambda x: x, x)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from synthjax._src import draw
 from synthjax._src import resample
+from synthjax._src import rng
 from synthjax._src.config import GMMConfig, SubclusterConfig, SynthConfig
 
 
@@ -158,7 +159,7 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   zero_bg = gmm["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
   means = jnp.where(zero_bg, 0.0, means)
   stds = jnp.where(zero_bg, 0.0, stds)
-  noise = jax.random.normal(key, index_map.shape, jnp.float32)
+  noise = rng.voxel_normal(key, index_map.shape)
   mu, sd = means[index_map], stds[index_map]
   if class_map is not None:
     cm = jnp.concatenate([jnp.zeros(1), sub["means"].astype(jnp.float32).reshape(-1)])

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 
 from synthjax._src import draw
 from synthjax._src import resample
+from synthjax._src import rng
 from synthjax._src.config import StructNoiseConfig, TextureConfig
 
 _NORMALIZE = ("max", "std", None)
@@ -99,9 +100,9 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
   grids = [scale_grid_shape(shape, finest + i) for i in range(max_scales)]
   sizes = [math.prod(g) for g in grids]
   offsets = np.cumsum([0] + sizes)
-  # One draw for all levels, finest first: one threefry in the program instead of one per
+  # One draw for all levels, finest first: one random op in the program instead of one per
   # level (compile time), and a level's values do not depend on `max_scales`.
-  flat = jax.random.normal(key, (int(offsets[-1]),), jnp.float32)
+  flat = rng.voxel_normal(key, (int(offsets[-1]),))
   acc = None
   for i in reversed(range(max_scales)):
     grid = grids[i]
