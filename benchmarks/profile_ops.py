@@ -37,7 +37,6 @@ STAGE_OF = {
     "displacement_field": "spatial: deformation field",
     "sample_nearest": "spatial: nearest gather of labels",
     "label_index": "label lookup",
-    "flip_labels": "flip",
     "render_gmm": "gmm",
     "bias_field": "bias",
     "apply_gamma": "gamma (clip, normalise, pow)",

@@ -273,6 +273,7 @@ def _fixed(cfg, signs, affine_applied, std_sign, translation=(0.0, 0.0, 0.0)):
                  "shear": [pick(a.shear, s) for s in signs[6:12]],
                  "translation": list(translation)},
       "deformation": {"applied": True, "std": std_sign * d.std[1], "grid_scale": d.grid_scale[1]},
+      "flip": {"applied": False},  # the flip's mirror is part of the coordinate map
   }
 
 

@@ -296,6 +296,51 @@ def test_flip_with_output_labels():
 # ---------------------------------------------------------------------------------------
 # Crop and pad
 
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+def test_flip_mirrors_affine_and_crop_output(mode):
+  # The mirror acts on the output grid, so with an affine and a crop (no deformation) the
+  # flipped sample is exactly the mirror, with swapped pairs, of the unflipped one.
+  pairs = ((1, 2),)
+  cfg = bare_config(shape=(20, 24, 16), flip_pairs=pairs, flip={"enabled": True, "axis": 1},
+                    affine={"enabled": True, "prob": 1.0, "rotation": (-20, 20),
+                            "translation": (-3, 3)})
+  lab = asym_labels()
+  base = {"crop": {"position": [0.2, 0.7, 0.4]}, "affine": {"applied": True}}
+  p_on = params(cfg, {**base, "flip": {"applied": True}}, seed=3)
+  p_off = params(cfg, {**base, "flip": {"applied": False}}, seed=3)
+  _, seg_on = render(mode, KEY, p_on, lab, cfg)
+  _, seg_off = render(mode, KEY, p_off, lab, cfg)
+  np.testing.assert_array_equal(seg_on, swap_values(np.flip(seg_off, 1), pairs))
+  assert not np.array_equal(seg_on, seg_off)
+
+
+def test_flip_with_deformation_mirrors_grid_before_the_field():
+  # With a deformation the flipped sample reads the labels at x' = S x + u(x) (S the mirror
+  # about the FOV centre): the output of the mirrored, equally likely, field. Checked on the
+  # coordinate maps and against scipy's order-0 resampling of the labels.
+  import scipy.ndimage
+  pairs = ((1, 2),)
+  cfg = bare_config(flip_pairs=pairs, flip={"enabled": True},
+                    deformation={"enabled": True, "prob": 1.0})
+  lab = asym_labels()
+  p_on = params(cfg, {"flip": {"applied": True}}, seed=4)
+  p_off = params(cfg, {"flip": {"applied": False}}, seed=4)
+  dkey = jax.random.fold_in(KEY, 1)
+  c_on = np.asarray(spatial.coordinate_map(dkey, p_on, cfg, lab.shape))
+  c_off = np.asarray(spatial.coordinate_map(dkey, p_off, cfg, lab.shape))
+  x = np.arange(N, dtype=np.float32)[:, None, None] - (N - 1) / 2
+  np.testing.assert_allclose(c_on[0], c_off[0] - 2 * x, atol=1e-4)
+  np.testing.assert_array_equal(c_on[1:], c_off[1:])
+  from synthjax._src import generator
+  key = jax.random.key(99)
+  _, seg_on = render("jit", key, p_on, lab, cfg)
+  ref = scipy.ndimage.map_coordinates(lab, np.asarray(spatial.coordinate_map(
+      jax.random.fold_in(key, generator._SYNTH_STREAMS["deformation"]), p_on, cfg, lab.shape),
+      np.float64), order=0, mode="grid-constant", cval=0)
+  assert np.mean(seg_on == swap_values(ref, pairs)) > 0.999  # rounding ties may differ
+  assert not np.array_equal(seg_on, swap_values(np.flip(lab, 0), pairs))
+
+
 OUT = (20, 24, 16)
 
 

@@ -121,6 +121,10 @@ class DeformationConfig:
 class FlipConfig:
   """Left/right flip with swap of the paired labels (SynthSeg's `RandomFlip`).
 
+  The mirror is applied to the output grid inside the coordinate map, before the
+  deformation: without deformation the output is exactly mirrored; with it, the sample is
+  the mirror of one drawn with the mirrored (equally likely) deformation field.
+
   Attributes:
     axis: the array axis that runs left to right (0 for RAS-oriented volumes).
   """

@@ -1,8 +1,8 @@
 """The generator: `sample_params` draws every parameter, `synthesize` renders a sample.
 
 Stage order follows SynthSeg's `labels_to_image_model`, with FetalSynthGen's, anatomix's
-and TorchIO's stages slotted in: spatial deformation and crop (one nearest-neighbour
-resampling of the labels, and of the seed classes with them), flip, intensities (per-label
+and TorchIO's stages slotted in: flip, spatial deformation and crop (one nearest-neighbour
+resampling of the labels, and of the seed classes with them), intensities (per-label
 Gaussians, or sub-label classes, or a real image), texture, bias field, clip/normalise/
 gamma, cortex blur, resolution simulation, slice-stack acquisition, k-space motion, the
 k-space artifacts (Gibbs ringing, ghosting and spikes with one magnitude reconstruction),
@@ -228,8 +228,13 @@ def _tables(config: SynthConfig):
   return bg, swap, seg
 
 
-def label_index(raw: jax.Array, config: SynthConfig) -> jax.Array:
-  """Maps label values to their position in `config.label_values` (unknown: background)."""
+def label_index(raw: jax.Array, config: SynthConfig, *, swap=None) -> jax.Array:
+  """Maps label values to their position in `config.label_values` (unknown: background).
+
+  `swap` (optional, may be traced) is a permutation of those positions applied on top, e.g.
+  the left/right swap of a flipped sample; it is composed into the small lookup table, so
+  it costs no pass over the volume.
+  """
   values = np.asarray(config.label_values, np.int64)
   bg = config.label_values.index(config.background)
   if jnp.iinfo(raw.dtype).bits > 32 or raw.dtype == jnp.uint32:
@@ -237,17 +242,20 @@ def label_index(raw: jax.Array, config: SynthConfig) -> jax.Array:
     # so they cannot wrap onto a known value.
     raw = jnp.where((raw < 0) | (raw > np.iinfo(np.int32).max), -1, raw)
   raw = raw.astype(jnp.int32)
+  compose = (lambda table: jnp.asarray(table)) if swap is None else (
+      lambda table: jnp.asarray(swap)[jnp.asarray(table)])
+  bg_out = bg if swap is None else jnp.asarray(swap)[bg]
   vmax = int(values.max())
   if vmax <= _DENSE_LUT_MAX:
     lut = np.full(vmax + 1, bg, np.int32)
     lut[values] = np.arange(values.size, dtype=np.int32)
     known = (raw >= 0) & (raw <= vmax)
-    return jnp.where(known, jnp.asarray(lut)[jnp.clip(raw, 0, vmax)], bg)
+    return jnp.where(known, compose(lut)[jnp.clip(raw, 0, vmax)], bg_out)
   order = np.argsort(values)
   sorted_vals = jnp.asarray(values[order].astype(np.int32))
   pos = jnp.clip(jnp.searchsorted(sorted_vals, raw), 0, values.size - 1)
   found = sorted_vals[pos] == raw
-  return jnp.where(found, jnp.asarray(order.astype(np.int32))[pos], bg)
+  return jnp.where(found, compose(order.astype(np.int32))[pos], bg_out)
 
 
 def _check_labels_static(labels, config: SynthConfig):
@@ -317,7 +325,7 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
   # `spatial_key` lets paired views share one deformation realisation (`views.py`).
   deform_key = sub("deformation") if spatial_key is None else jax.random.fold_in(
       spatial_key, _SYNTH_STREAMS["deformation"])
-  coords = spatial.coordinate_map(deform_key, params, config, labels.shape)
+  coords = spatial.coordinate_components(deform_key, params, config, labels.shape)
   class_map = None
   if seeds is not None:
     classes = subclusters.seed_classes(jnp.asarray(seeds), params["subclusters"]["counts"], sc)
@@ -329,12 +337,12 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     raw = jnp.where(inside, raw, config.background)
   else:
     raw = resample.sample_nearest(labels, coords, cval=config.background)
-  index_map = label_index(raw, config)
+  # The flip's mirror is in the coordinate map; its swap of paired labels is in the table.
+  swap_now = None
   if config.flip.enabled:
-    applied = params["flip"]["applied"]
-    index_map = spatial.flip_labels(index_map, applied, config.flip.axis, jnp.asarray(swap))
-    if class_map is not None:
-      class_map = jnp.where(applied, jnp.flip(class_map, config.flip.axis), class_map)
+    swap_now = jnp.where(params["flip"]["applied"], jnp.asarray(swap),
+                         jnp.arange(swap.size, dtype=jnp.int32))
+  index_map = label_index(raw, config, swap=swap_now)
   if sc.enabled and seeds is None and sc.source == "procedural":
     class_map = subclusters.procedural_classes(
         sub("subclusters"), params["subclusters"], sc, index_map, subclusters.meta_table(config))
@@ -349,8 +357,6 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
   if real is not None:
     real = resample.sample_linear(jnp.asarray(real, jnp.float32), coords, cval=0.0)
     real = subclusters.scale_image(real, config.image_intensity.scale)
-    if config.flip.enabled:
-      real = jnp.where(params["flip"]["applied"], jnp.flip(real, config.flip.axis), real)
     image = jnp.where(params["image_intensity"]["applied"], real, image)
   if config.texture.enabled:
     image = texture.apply_texture(sub("texture"), image, params["texture"], config.texture,
@@ -401,10 +407,10 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
 
 
 def _inside(coords, shape):
-  idx = jnp.floor(coords + 0.5)
-  ok = jnp.ones(coords.shape[1:], bool)
+  ok = True
   for a in range(3):
-    ok &= (idx[a] >= 0) & (idx[a] < shape[a])
+    idx = jnp.floor(coords[a] + 0.5)
+    ok = ok & (idx >= 0) & (idx < shape[a])
   return ok
 
 

@@ -26,18 +26,20 @@ def sample_nearest(volume: jax.Array, coords: jax.Array, *, cval=0) -> jax.Array
   Args:
     volume: array of shape `(X, Y, Z)` or `(X, Y, Z, C)` (channels gathered together, e.g.
       labels and intensity classes in one pass), any dtype.
-    coords: float array of shape `(3, ...)`.
+    coords: float array of shape `(3, ...)`, or a sequence of three arrays.
     cval: value for points outside the volume.
 
   Returns:
-    Array of shape `coords.shape[1:] + volume.shape[3:]` with the dtype of `volume`.
+    Array of shape `coords[0].shape + volume.shape[3:]` with the dtype of `volume`.
   """
   shape = volume.shape[:3]
-  idx = jnp.floor(coords + 0.5).astype(jnp.int32)
-  valid = jnp.ones(idx.shape[1:], bool)
+  # Component by component: a stacked `(3, ...)` intermediate keeps XLA from fusing the
+  # coordinate arithmetic into the gather.
+  idx = [jnp.floor(coords[a] + 0.5).astype(jnp.int32) for a in range(3)]
+  valid = jnp.ones(idx[0].shape, bool)
   for a in range(3):
     valid &= (idx[a] >= 0) & (idx[a] < shape[a])
-    idx = idx.at[a].set(jnp.clip(idx[a], 0, shape[a] - 1))
+    idx[a] = jnp.clip(idx[a], 0, shape[a] - 1)
   flat = _flat_index(idx, shape)
   if volume.ndim == 3:
     values = jnp.take(volume.reshape(-1), flat, mode="clip")
@@ -57,18 +59,19 @@ def sample_linear(volume: jax.Array, coords: jax.Array, *, cval=0.0, clamp=False
 
   Args:
     volume: array of shape `(X, Y, Z)` or `(X, Y, Z, C)`.
-    coords: float array of shape `(3, ...)`.
+    coords: float array of shape `(3, ...)`, or a sequence of three arrays.
 
   Returns:
-    Array of shape `coords.shape[1:] + volume.shape[3:]`.
+    Array of shape `coords[0].shape + volume.shape[3:]`.
   """
   shape = volume.shape[:3]
-  if clamp:
-    coords = jnp.stack([jnp.clip(coords[a], 0.0, shape[a] - 1.0) for a in range(3)])
-  base = jnp.floor(coords)
-  frac = coords - base
-  base = base.astype(jnp.int32)
   flat = volume.reshape((-1,) + volume.shape[3:])
+  if clamp:
+    return _sample_linear_clamped(flat, shape, coords, volume.ndim > 3)
+  coords = [coords[a] for a in range(3)]
+  base = [jnp.floor(c) for c in coords]
+  frac = [c - b for c, b in zip(coords, base)]
+  base = [b.astype(jnp.int32) for b in base]
   out = 0.0
   for corner in range(8):
     offs = [(corner >> (2 - a)) & 1 for a in range(3)]
@@ -83,8 +86,30 @@ def sample_linear(volume: jax.Array, coords: jax.Array, *, cval=0.0, clamp=False
     if volume.ndim > 3:
       w = w[..., None]
       valid = valid[..., None]
-    if not clamp:
-      v = jnp.where(valid, v, jnp.asarray(cval, volume.dtype))
+    v = jnp.where(valid, v, jnp.asarray(cval, volume.dtype))
+    out = out + w * v
+  return out
+
+
+def _sample_linear_clamped(flat, shape, coords, channels: bool):
+  # Edge extension: with the base corner clamped to [0, n - 2] and the fraction taken from
+  # it, the eight corners are one flat index plus static offsets, all inside the volume.
+  c = [jnp.clip(coords[a], 0.0, shape[a] - 1.0) for a in range(3)]
+  base = [jnp.clip(jnp.floor(c[a]), 0.0, max(shape[a] - 2, 0)) for a in range(3)]
+  frac = [c[a] - base[a] for a in range(3)]
+  b = [x.astype(jnp.int32) for x in base]
+  f0 = _flat_index(b, shape)
+  step = (shape[1] * shape[2], shape[2], 1)
+  out = 0.0
+  for corner in range(8):
+    offs = [(corner >> (2 - a)) & 1 if shape[a] > 1 else 0 for a in range(3)]
+    w = 1.0
+    for a in range(3):
+      if shape[a] > 1:
+        w = w * (frac[a] if offs[a] else 1.0 - frac[a])
+    v = jnp.take(flat, f0 + sum(o * s for o, s in zip(offs, step)), axis=0, mode="clip")
+    if channels:
+      w = w[..., None]
     out = out + w * v
   return out
 

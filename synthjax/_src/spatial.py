@@ -2,8 +2,8 @@
 
 The affine, the deformation and the crop are composed into one coordinate map from the
 output grid to the input label map, so the labels are resampled once per sample (nearest
-neighbour). The flip acts on the resampled label map (a mirror plus a swap of the paired
-labels), which is exactly a flip of the output.
+neighbour). The flip mirrors the output grid inside the same map and swaps the paired labels
+in the label lookup table, so it adds no pass over the volume.
 
 References:
   Billot et al., "SynthSeg: Segmentation of brain MRI scans of any contrast and resolution
@@ -96,18 +96,22 @@ def crop_offset(in_shape, out_shape, position):
   return xp.stack(offs)
 
 
-def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
-  """Integrates a random stationary velocity field; returns `(3, X, Y, Z)` voxel shifts.
-
-  The velocity is drawn on a small grid (std `p["std"]` voxels), upsampled to half
-  resolution, integrated there by `cfg.steps` squarings and upsampled to `shape`, as in
-  SynthSeg. Velocities are rescaled to half-resolution voxels for the integration so the
-  composition `u(x + u(x))` is consistent. Fields are channel-first so that adding them to
-  the coordinate grid needs no transpose.
-  """
-  shape = tuple(shape)
+def _half_grid(cfg: DeformationConfig, shape):
   g_max = tuple(draw.max_grid_size(cfg.grid_scale[1], s) for s in shape)
   half = tuple(max(s // 2, g) for s, g in zip(shape, g_max))
+  return g_max, half
+
+
+def half_displacement(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
+  """The integrated displacement on the half-resolution grid, `(3,) + half` (output voxels).
+
+  The velocity is drawn on a small grid (std `p["std"]` voxels), upsampled to half
+  resolution and integrated there by `cfg.steps` squarings, as in SynthSeg. Velocities are
+  rescaled to half-resolution voxels for the integration so the composition `u(x + u(x))`
+  is consistent; the result is in voxels of the output grid.
+  """
+  shape = tuple(shape)
+  g_max, half = _half_grid(cfg, shape)
   ratio = np.array([(h - 1) / max(s - 1, 1) for h, s in zip(half, shape)],
                    np.float32).reshape(3, 1, 1, 1)
 
@@ -117,41 +121,86 @@ def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array
           for a in range(3)]
   u = resample.apply_separable(v, mats, axes=(1, 2, 3)) * (ratio / (2.0 ** cfg.steps))
   grid = resample.grid_coords(half)
-  warp = jax.vmap(lambda c, at: resample.sample_linear(c, at, clamp=True), in_axes=(0, None))
+  # Channel-last during the squarings: each trilinear corner is one gather of 3 floats.
+  u = jnp.moveaxis(u, 0, -1)
 
   def square(_, u):
-    return u + warp(u, grid + u)
+    return u + resample.sample_linear(u, grid + jnp.moveaxis(u, -1, 0), clamp=True)
 
   u = jax.lax.fori_loop(0, cfg.steps, square, u)
-  return resample.resize_linear(u, shape, axes=(1, 2, 3)) / ratio
+  return jnp.moveaxis(u, -1, 0) / ratio
+
+
+def upsample_field(u: jax.Array, shape) -> jax.Array:
+  """Align-corners trilinear upsampling of a channel-first field `(C,) + small` to `shape`.
+
+  Three products with static interpolation matrices: on CPU XLA runs these (dense, but
+  vectorised) several times faster than the equivalent two-tap gathers, whose index
+  arithmetic it also fuses into, and repeats in, every consumer of the field.
+  """
+  mats = [jnp.asarray(resample.linear_resize_matrix(n, m))
+          for n, m in zip(shape, u.shape[1:])]
+  return resample.apply_separable(u, mats, axes=(1, 2, 3))
+
+
+def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
+  """Integrates a random stationary velocity field; returns `(3, X, Y, Z)` voxel shifts.
+
+  `half_displacement` upsampled to `shape` (align-corners trilinear), as in SynthSeg.
+  """
+  return upsample_field(half_displacement(key, p, cfg, shape), tuple(shape))
+
+
+def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> list:
+  """Input-voxel coordinates of each output voxel, as three `(X, Y, Z)` arrays.
+
+  The map is `x -> D^-1 (A (S p(x) + D u(x)) + t) + offset + centre`, with `p(x)` the
+  output grid in mm about the FOV centre, `S` the flip's mirror, `u` the deformation (output
+  voxels), `A`/`t` the affine (mm), `D` the spacing and the crop offset. It is evaluated as
+  an affine function of the voxel index plus `resize(B u_half)`, `B = D^-1 A D`: the 3x3
+  acts on the half-resolution field (channels commute with the linear resize), so the
+  full-resolution work is the field's upsampling and a few multiply-adds per voxel. The
+  three components are kept apart (not stacked): XLA then fuses them into the label
+  gather's index arithmetic, where slices of a stacked array made that gather 5x slower.
+  """
+  shape = tuple(config.shape)
+  sp = np.asarray(config.spacing, np.float32)
+  centre = np.asarray([(s - 1) / 2.0 for s in shape], np.float32)
+  lin = jnp.eye(3, dtype=jnp.float32)
+  shift = jnp.zeros(3, jnp.float32)
+  if config.affine.enabled:
+    pa = params["affine"]
+    lin = jnp.where(pa["applied"], affine_matrix(pa), lin)
+    shift = jnp.where(pa["applied"], pa["translation"].astype(jnp.float32), shift)
+  lin = lin * (sp[None, :] / sp[:, None])  # D^-1 A D: voxels to voxels
+  grid_lin = lin
+  if config.flip.enabled:
+    # The flip mirrors the output grid before the deformation is added: a flip of the
+    # output for the deformation field u(-x), which is as likely as u(x). It costs no
+    # pass over the volume (the label swap is in the label table, `label_index`).
+    mirror = params["flip"]["applied"] & (jnp.arange(3) == config.flip.axis)
+    grid_lin = lin * jnp.where(mirror, -1.0, 1.0).astype(jnp.float32)[None, :]
+  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(jnp.float32)
+  const = shift / sp + offset + centre
+
+  grid = [jax.lax.broadcasted_iota(jnp.float32, shape, a) - centre[a] for a in range(3)]
+  out = [grid_lin[i, 0] * grid[0] + grid_lin[i, 1] * grid[1] + grid_lin[i, 2] * grid[2]
+         + const[i] for i in range(3)]
+  if config.deformation.enabled:
+    pd = params["deformation"]
+    full = jax.lax.cond(
+        pd["applied"],
+        lambda: upsample_field(jnp.einsum("ij,j...->i...", lin,
+                                          half_displacement(key, pd, config.deformation, shape)),
+                               shape),
+        lambda: jnp.zeros((3,) + shape, jnp.float32))
+    out = [out[i] + full[i] for i in range(3)]
+  return out
 
 
 def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Array:
-  """Input-voxel coordinates `(3, X, Y, Z)` of each output voxel (affine∘deformation∘crop)."""
-  shape = config.shape
-  spacing = jnp.asarray(config.spacing, jnp.float32).reshape(3, 1, 1, 1)
-  centre = jnp.asarray([(s - 1) / 2.0 for s in shape], jnp.float32).reshape(3, 1, 1, 1)
-  pts = (resample.grid_coords(shape) - centre) * spacing  # mm about the FOV centre
+  """Input-voxel coordinates `(3, X, Y, Z)` of each output voxel (affine∘deformation∘crop).
 
-  if config.deformation.enabled:
-    pd = params["deformation"]
-    u = jax.lax.cond(
-        pd["applied"],
-        lambda: displacement_field(key, pd, config.deformation, shape),
-        lambda: jnp.zeros((3,) + shape, jnp.float32))
-    pts = pts + u * spacing
-
-  if config.affine.enabled:
-    pa = params["affine"]
-    mat = jnp.where(pa["applied"], affine_matrix(pa), jnp.eye(3, dtype=jnp.float32))
-    shift = jnp.where(pa["applied"], pa["translation"].astype(jnp.float32), 0.0)
-    pts = jnp.einsum("ij,j...->i...", mat, pts) + shift.reshape(3, 1, 1, 1)
-
-  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(jnp.float32)
-  return pts / spacing + (offset.reshape(3, 1, 1, 1) + centre)
-
-
-def flip_labels(index_map: jax.Array, applied, axis: int, swap: jax.Array) -> jax.Array:
-  """Mirrors a label-index map along `axis` and swaps paired labels, where `applied`."""
-  flipped = swap[jnp.flip(index_map, axis)]
-  return jnp.where(applied, flipped, index_map)
+  The stacked form of `coordinate_components`.
+  """
+  return jnp.stack(coordinate_components(key, params, config, in_shape))
