@@ -28,6 +28,7 @@ from synthjax._src import artifacts
 from synthjax._src import draw
 from synthjax._src import fetal_artifacts
 from synthjax._src import intensity
+from synthjax._src import lookup
 from synthjax._src import motion
 from synthjax._src import resample
 from synthjax._src import resolution
@@ -245,6 +246,9 @@ def label_index(raw: jax.Array, config: SynthConfig, *, swap=None) -> jax.Array:
   compose = (lambda table: jnp.asarray(table)) if swap is None else (
       lambda table: jnp.asarray(swap)[jnp.asarray(table)])
   bg_out = bg if swap is None else jnp.asarray(swap)[bg]
+  if values.size <= lookup.MAX_SELECT_ENTRIES:
+    positions = compose(np.arange(values.size, dtype=np.int32))
+    return lookup.match_values(raw, values.tolist(), positions, bg_out)
   vmax = int(values.max())
   if vmax <= _DENSE_LUT_MAX:
     lut = np.full(vmax + 1, bg, np.int32)
@@ -390,7 +394,7 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     image = artifacts.add_rician(sub("rician"), image, params["rician"])
   if config.noise.enabled:
     image = intensity.add_noise(sub("noise"), image, params["noise"])
-  seg = jnp.asarray(seg_values)[index_map]
+  seg = lookup.take_small(seg_values, index_map)
   if config.struct_noise.enabled:
     # Where FetalSynthGen runs it: among its artifacts, after noise; the region is given
     # by segmentation values.

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import draw
+from synthjax._src import lookup
 from synthjax._src import resample
 from synthjax._src import rng
 from synthjax._src.config import BiasConfig, GammaConfig, GMMConfig, NoiseConfig
@@ -39,7 +40,7 @@ def render_gmm(key, p: dict, index_map: jax.Array, background_index: int) -> jax
   means = jnp.where(zero_bg, 0.0, means)
   stds = jnp.where(zero_bg, 0.0, stds)
   noise = rng.voxel_normal(key, index_map.shape)
-  return means[index_map] + stds[index_map] * noise
+  return lookup.take_small(means, index_map) + lookup.take_small(stds, index_map) * noise
 
 
 def sample_bias(key, cfg: BiasConfig, fixed=None) -> dict:

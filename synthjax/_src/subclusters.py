@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import draw
+from synthjax._src import lookup
 from synthjax._src import resample
 from synthjax._src import rng
 from synthjax._src.config import GMMConfig, SubclusterConfig, SynthConfig
@@ -160,7 +161,7 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   means = jnp.where(zero_bg, 0.0, means)
   stds = jnp.where(zero_bg, 0.0, stds)
   noise = rng.voxel_normal(key, index_map.shape)
-  mu, sd = means[index_map], stds[index_map]
+  mu, sd = lookup.take_small(means, index_map), lookup.take_small(stds, index_map)
   if class_map is not None:
     cm = jnp.concatenate([jnp.zeros(1), sub["means"].astype(jnp.float32).reshape(-1)])
     cs = jnp.concatenate([jnp.zeros(1), sub["stds"].astype(jnp.float32).reshape(-1)])
