@@ -155,6 +155,20 @@ def test_sample_linear_clamp_matches_nearest_mode(margin, mode):
   np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("shape", [(1, 6, 5), (6, 1, 5), (2, 5, 1)])
+def test_sample_linear_clamp_with_thin_axes(shape):
+  # The clamped path puts the base corner in [0, n - 2]; axes of one or two voxels are its
+  # edge cases.
+  rng = np.random.default_rng(6)
+  vol = rng.normal(size=shape).astype(np.float32)
+  coords = _random_coords(rng, shape, (20, 30), margin=2.0)
+  ref = ndimage.map_coordinates(vol.astype(np.float64), coords.astype(np.float64), order=1,
+                                mode="nearest")
+  out = _call(lambda v, c: resample.sample_linear(v, c, clamp=True), "jit", jnp.asarray(vol),
+              jnp.asarray(coords))
+  np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
+
+
 @pytest.mark.parametrize("clamp", [False, True])
 def test_sample_linear_channels_match_per_channel(clamp):
   rng = np.random.default_rng(4)

@@ -102,7 +102,9 @@ def _sample_linear_clamped(flat, shape, coords, channels: bool):
   step = (shape[1] * shape[2], shape[2], 1)
   out = 0.0
   for corner in range(8):
-    offs = [(corner >> (2 - a)) & 1 if shape[a] > 1 else 0 for a in range(3)]
+    offs = [(corner >> (2 - a)) & 1 for a in range(3)]
+    if any(o and shape[a] == 1 for a, o in enumerate(offs)):
+      continue  # a one-voxel axis has a single corner (its fraction is 0)
     w = 1.0
     for a in range(3):
       if shape[a] > 1:
