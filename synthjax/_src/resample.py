@@ -64,31 +64,16 @@ def sample_linear(volume: jax.Array, coords: jax.Array, *, cval=0.0, clamp=False
   Returns:
     Array of shape `coords[0].shape + volume.shape[3:]`.
   """
-  shape = volume.shape[:3]
+  channels = volume.ndim > 3
+  if not clamp:
+    # Constant padding: one voxel of `cval` around the volume makes grid-constant sampling
+    # the edge-clamped sampling of the padded volume (one flat index plus static corner
+    # offsets, no per-corner validity masks).
+    pad = [(1, 1)] * 3 + [(0, 0)] * (volume.ndim - 3)
+    volume = jnp.pad(volume, pad, constant_values=jnp.asarray(cval, volume.dtype))
+    coords = [coords[a] + 1.0 for a in range(3)]
   flat = volume.reshape((-1,) + volume.shape[3:])
-  if clamp:
-    return _sample_linear_clamped(flat, shape, coords, volume.ndim > 3)
-  coords = [coords[a] for a in range(3)]
-  base = [jnp.floor(c) for c in coords]
-  frac = [c - b for c, b in zip(coords, base)]
-  base = [b.astype(jnp.int32) for b in base]
-  out = 0.0
-  for corner in range(8):
-    offs = [(corner >> (2 - a)) & 1 for a in range(3)]
-    idx = [base[a] + offs[a] for a in range(3)]
-    w = 1.0
-    valid = True
-    for a in range(3):
-      w = w * (frac[a] if offs[a] else 1.0 - frac[a])
-      valid = valid & (idx[a] >= 0) & (idx[a] < shape[a])
-      idx[a] = jnp.clip(idx[a], 0, shape[a] - 1)
-    v = jnp.take(flat, _flat_index(idx, shape), axis=0, mode="clip")
-    if volume.ndim > 3:
-      w = w[..., None]
-      valid = valid[..., None]
-    v = jnp.where(valid, v, jnp.asarray(cval, volume.dtype))
-    out = out + w * v
-  return out
+  return _sample_linear_clamped(flat, volume.shape[:3], coords, channels)
 
 
 def _sample_linear_clamped(flat, shape, coords, channels: bool):
@@ -161,22 +146,19 @@ def apply_separable(x: jax.Array, matrices, axes=(0, 1, 2)) -> jax.Array:
 def resize_linear(x: jax.Array, shape, axes=(0, 1, 2)) -> jax.Array:
   """Align-corners trilinear resize of three axes (default the leading ones) to `shape`.
 
-  Each axis is a two-tap gather with static indices, so the cost is linear in the output
-  size (a dense interpolation matrix would be quadratic).
+  Each axis is a product with the static `(n_out, n_in)` interpolation matrix
+  (`apply_separable`). The matrices are dense, but on CPU XLA runs these vectorised
+  products faster than the two-tap gathers with static indices that would do the same
+  work; in a whole program it also fused those gathers' index arithmetic into, and repeated
+  it in, every consumer of the result (3 s instead of 0.6 s per 256^3 sample).
   """
-  out = x
+  mats, used = [], []
   for axis, n_out in zip(axes, shape):
-    n_in = out.shape[axis]
-    if n_in == n_out:
-      continue
-    t = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
-    i0 = np.clip(np.floor(t).astype(np.int32), 0, n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w = (t - i0).astype(np.float32).reshape((-1,) + (1,) * (out.ndim - axis - 1))
-    a = jnp.take(out, i0, axis=axis)
-    b = jnp.take(out, i1, axis=axis)
-    out = a * (1.0 - w) + b * w
-  return out
+    n_in = x.shape[axis]
+    if n_in != n_out:
+      mats.append(jnp.asarray(linear_resize_matrix(n_out, n_in)))
+      used.append(axis)
+  return apply_separable(x, mats, axes=tuple(used)) if mats else x
 
 
 def grid_coords(shape) -> jax.Array:

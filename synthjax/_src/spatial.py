@@ -131,24 +131,13 @@ def half_displacement(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
   return jnp.moveaxis(u, -1, 0) / ratio
 
 
-def upsample_field(u: jax.Array, shape) -> jax.Array:
-  """Align-corners trilinear upsampling of a channel-first field `(C,) + small` to `shape`.
-
-  Three products with static interpolation matrices: on CPU XLA runs these (dense, but
-  vectorised) several times faster than the equivalent two-tap gathers, whose index
-  arithmetic it also fuses into, and repeats in, every consumer of the field.
-  """
-  mats = [jnp.asarray(resample.linear_resize_matrix(n, m))
-          for n, m in zip(shape, u.shape[1:])]
-  return resample.apply_separable(u, mats, axes=(1, 2, 3))
-
-
 def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
   """Integrates a random stationary velocity field; returns `(3, X, Y, Z)` voxel shifts.
 
   `half_displacement` upsampled to `shape` (align-corners trilinear), as in SynthSeg.
   """
-  return upsample_field(half_displacement(key, p, cfg, shape), tuple(shape))
+  return resample.resize_linear(half_displacement(key, p, cfg, shape), tuple(shape),
+                                axes=(1, 2, 3))
 
 
 def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> list:
@@ -190,9 +179,9 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
     pd = params["deformation"]
     full = jax.lax.cond(
         pd["applied"],
-        lambda: upsample_field(jnp.einsum("ij,j...->i...", lin,
-                                          half_displacement(key, pd, config.deformation, shape)),
-                               shape),
+        lambda: resample.resize_linear(
+            jnp.einsum("ij,j...->i...", lin, half_displacement(key, pd, config.deformation, shape)),
+            shape, axes=(1, 2, 3)),
         lambda: jnp.zeros((3,) + shape, jnp.float32))
     out = [out[i] + full[i] for i in range(3)]
   return out
