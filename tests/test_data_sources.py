@@ -256,3 +256,16 @@ class _ListSource:
 
   def __getitem__(self, i):
     return {"value": self.items[i]}
+
+
+def test_load_label_map_returns_c_ordered_int32(tmp_path):
+  # nibabel hands back Fortran-ordered data; the loader must return C order (every jnp
+  # conversion of a Fortran array is a transposing copy) with the same values.
+  from synthjax._src import nifti
+  lab = np.random.default_rng(0).integers(0, 5, size=(7, 6, 5)).astype(np.int16)
+  path = tmp_path / "lab.nii.gz"
+  nib.save(nib.Nifti1Image(lab, np.eye(4)), str(path))
+  assert not np.asanyarray(nib.load(str(path)).dataobj).flags["C_CONTIGUOUS"]
+  out, affine, spacing = nifti.load_label_map(path)
+  assert out.flags["C_CONTIGUOUS"] and out.dtype == np.int32
+  np.testing.assert_array_equal(out, lab)
