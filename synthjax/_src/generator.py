@@ -376,9 +376,10 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
   else:
     image = intensity.normalize(jnp.clip(image, 0.0, config.gamma.clip))
   if config.blur_cortex.enabled:
-    cortex = np.asarray(seg_values) == config.blur_cortex.cortex_label
+    cortex = lookup.take_small(np.asarray(seg_values) == config.blur_cortex.cortex_label,
+                               index_map)
     image = fetal_artifacts.apply_blur_cortex(sub("blur_cortex"), image, params["blur_cortex"],
-                                              config.blur_cortex, jnp.asarray(cortex)[index_map])
+                                              config.blur_cortex, cortex)
   if config.resolution.enabled:
     image = resolution.apply_resolution(image, params["resolution"], config.resolution,
                                         config.spacing)
@@ -398,9 +399,9 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
   if config.struct_noise.enabled:
     # Where FetalSynthGen runs it: among its artifacts, after noise; the region is given
     # by segmentation values.
-    region = np.isin(seg_values, config.struct_noise.region_labels)
+    region = lookup.take_small(np.isin(seg_values, config.struct_noise.region_labels), index_map)
     image = texture.apply_struct_noise(sub("struct_noise"), image, params["struct_noise"],
-                                       config.struct_noise, jnp.asarray(region)[index_map])
+                                       config.struct_noise, region)
   if config.boundary.enabled:
     # Skull-stripping boundaries mask the image only (as FetalSynthGen), by the deformed
     # foreground.

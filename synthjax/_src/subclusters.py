@@ -140,11 +140,11 @@ def procedural_classes(key, p: dict, cfg: SubclusterConfig, index_map: jax.Array
   """Class ids splitting each meta-label into `counts[m]` level sets of a smooth field."""
   k_max = cfg.num_subclusters[1]
   u = split_field(key, p, cfg, index_map.shape)
-  m0 = jnp.asarray(label_meta)[index_map]
+  m0 = lookup.take_small(label_meta, index_map)
   inside = m0 >= 0
   m0 = jnp.maximum(m0, 0)
-  n = p["counts"][m0]
-  frac = jnp.mod(u + p["phase"].astype(jnp.float32)[m0], 1.0)
+  n = lookup.take_small(p["counts"], m0)
+  frac = jnp.mod(u + lookup.take_small(p["phase"].astype(jnp.float32), m0), 1.0)
   sub = jnp.clip(jnp.floor(frac * n).astype(jnp.int32), 0, n - 1)
   return jnp.where(inside, 1 + m0 * k_max + sub, 0)
 

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import draw
+from synthjax._src import lookup
 from synthjax._src import resample
 from synthjax._src import rng
 from synthjax._src.config import StructNoiseConfig, TextureConfig
@@ -269,6 +270,6 @@ def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map:
 
   def on(x):
     noise = texture_field(key, p, cfg, x.shape)
-    return x * jnp.maximum(1.0 + amp[index_map] * noise, 0.0)
+    return x * jnp.maximum(1.0 + lookup.take_small(amp, index_map) * noise, 0.0)
 
   return jax.lax.cond(p["applied"], on, lambda x: x, image.astype(jnp.float32))
