@@ -15,6 +15,7 @@ import scipy.ndimage as ndi
 import scipy.stats
 
 import synthjax
+from synthjax._src import generator
 from synthjax._src import spatial
 
 ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
@@ -318,7 +319,6 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
   # With a deformation the flipped sample reads the labels at x' = S x + u(x) (S the mirror
   # about the FOV centre): the output of the mirrored, equally likely, field. Checked on the
   # coordinate maps and against scipy's order-0 resampling of the labels.
-  import scipy.ndimage
   pairs = ((1, 2),)
   cfg = bare_config(flip_pairs=pairs, flip={"enabled": True},
                     deformation={"enabled": True, "prob": 1.0})
@@ -331,10 +331,9 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
   x = np.arange(N, dtype=np.float32)[:, None, None] - (N - 1) / 2
   np.testing.assert_allclose(c_on[0], c_off[0] - 2 * x, atol=1e-4)
   np.testing.assert_array_equal(c_on[1:], c_off[1:])
-  from synthjax._src import generator
   key = jax.random.key(99)
   _, seg_on = render("jit", key, p_on, lab, cfg)
-  ref = scipy.ndimage.map_coordinates(lab, np.asarray(spatial.coordinate_map(
+  ref = ndi.map_coordinates(lab, np.asarray(spatial.coordinate_map(
       jax.random.fold_in(key, generator._SYNTH_STREAMS["deformation"]), p_on, cfg, lab.shape),
       np.float64), order=0, mode="grid-constant", cval=0)
   assert np.mean(seg_on == swap_values(ref, pairs)) > 0.999  # rounding ties may differ

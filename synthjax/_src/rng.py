@@ -2,7 +2,7 @@
 
 Full-volume draws (the GMM's per-voxel Gaussian, additive and Rician noise, texture) are the
 largest cost of the generator when they go through `jax.random`: threefry-2x32 (20 rounds per
-two words) takes about 180 ms per 256^3 volume on two CPU cores, 20 % of a sample. Here a
+two words) takes about 165 ms per 256^3 volume on two CPU cores, 20 % of a sample. Here a
 sample's key is reduced once (by threefry) to two 32-bit words, and each voxel's bits are a
 two-round keyed hash of its flat index:
 
@@ -11,7 +11,7 @@ two-round keyed hash of its flat index:
 where `mix` is the `lowbias32` integer finaliser (C. Wellons, "Prospecting for hash
 functions", 2018: xorshift-multiply rounds, a bijection of uint32 with avalanche bias
 0.17 %). It is counter-based like threefry, so it is deterministic for a key, independent of
-`vmap`, sharding and backend (integer arithmetic only), and costs about 20 ms per 256^3
+`vmap`, sharding and backend (integer arithmetic only), and a normal costs about 37 ms per 256^3
 volume. Its quality is that of a hash, not of a cryptographic generator; the tests check the
 marginals, neighbour and cross-key correlations, and bit balance, which is what image noise
 needs. Normals use the inverse error function, as `jax.random.normal`.
@@ -69,7 +69,8 @@ def voxel_uniform(key, shape) -> jax.Array:
 def voxel_normal(key, shape) -> jax.Array:
   """float32 standard normals of `shape` (inverse-CDF of `voxel_uniform`).
 
-  Replaces `jax.random.normal(key, shape)` for full-volume draws; about 5x faster on CPU.
+  Replaces `jax.random.normal(key, shape)` for full-volume draws; 4-7x faster on CPU
+  (`benchmarks/bench_kernels.py`).
   The largest magnitude it can give is about 5.3.
 
   Examples:
