@@ -1,0 +1,1 @@
+"""Runnable examples; `examples.segmentation` is the training recipe."""

@@ -1,0 +1,161 @@
+"""Segment real scans with a trained run.
+
+  python examples/segmentation/predict.py RUN IMAGE... -o OUT [--last] [--tta]
+
+Each scan (any NIfTI of any size, spacing and orientation) is reoriented to RAS, brought
+to the training spacing and normalised like the training images, segmented by
+Gaussian-blended sliding windows of the training patch (slice by slice for a 2-D net),
+and mapped back to its own grid. `OUT/<name>_seg.nii.gz` holds the labels and
+`OUT/<name>_conf.nii.gz` the softmax maximum (in [0, 1]), both with the scan's affine.
+`--tta` averages the prediction with that of the left/right mirror image (swapping
+left/right labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make `examples.segmentation` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import numpy as np
+
+from examples.segmentation import scans
+
+
+class UserError(Exception):
+  """Bad input: printed as one line with exit status 2."""
+
+
+def build_parser():
+  p = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0])
+  p.add_argument("run", help="a run folder written by train.py")
+  p.add_argument("images", nargs="+", help="NIfTI scans")
+  p.add_argument("-o", "--out", required=True, help="output folder")
+  p.add_argument("--last", action="store_true",
+                 help="use the latest checkpoint (default: the best by validation Dice)")
+  p.add_argument("--tta", action="store_true", help="average with the mirrored scan")
+  p.add_argument("--batch-size", type=int, default=4, help="patches per forward pass")
+  p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("--debug", action="store_true", help="show tracebacks")
+  return p
+
+
+def _stem(path):
+  name = os.path.basename(path)
+  for ext in (".nii.gz", ".nii"):
+    if name.endswith(ext):
+      return name[: -len(ext)]
+  return name
+
+
+class Segmenter:
+  """A trained run, ready to segment scans: `seg, conf = Segmenter(run)(scan_path)`."""
+
+  def __init__(self, run_dir: str, *, best: bool = True):
+    import jax
+    import synthjax
+    from flax import nnx
+    from examples.segmentation import checkpoints, model, steps
+    run_json = os.path.join(run_dir, "run.json")
+    if not os.path.exists(run_json):
+      raise UserError(f"{run_dir}: not a run folder (no run.json)")
+    with open(run_json) as f:
+      self.record = json.load(f)
+    self.args = argparse.Namespace(**self.record["args"])
+    self.config = synthjax.SynthConfig.from_dict(self.record["synth_config"])
+    self.classes = self.record["classes"]
+    net = model.build(self.record["model"], len(self.classes), seed=0)
+    graphdef, state = nnx.split(net)
+    params = nnx.to_pure_dict(state)
+    a = self.args
+    tx = steps.make_optimizer(a.lr, a.steps, schedule=a.schedule, warmup=a.warmup)
+    ckpt = checkpoints.Checkpoints(run_dir)
+    try:
+      self.step, params = ckpt.restore_params(params, tx.init(params), best=best)
+    except FileNotFoundError as e:
+      raise UserError(f"{run_dir}: {e}") from e
+    finally:
+      ckpt.close()
+    self.params = jax.device_put(params, jax.local_devices()[0])
+    self.predict = steps.make_predictor(graphdef, dim=self.record["model"]["dim"])
+
+  def __call__(self, image_path, *, tta=False, batch_size=4):
+    from examples.segmentation.train import segment_scan
+    scan = scans.load_scan(image_path, self.config.spacing)
+    seg, conf = segment_scan(self.predict, self.params, scan, self.classes, self.config,
+                             self.args, tta=tta, batch_size=batch_size)
+    return seg, conf, scan
+
+
+def save(path, array, affine):
+  """Writes a NIfTI atomically (temporary name, then rename), with the umask's mode."""
+  import nibabel as nib
+  tmp = f"{path}.tmp-{os.getpid()}.nii.gz"
+  img = nib.Nifti1Image(array, affine)
+  img.header.set_xyzt_units("mm")
+  try:
+    nib.save(img, tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def run(args):
+  outputs = []
+  for image in args.images:
+    if not os.path.exists(image):
+      raise UserError(f"{image}: no such file")
+    stem = _stem(image)
+    pair = (os.path.join(args.out, f"{stem}_seg.nii.gz"),
+            os.path.join(args.out, f"{stem}_conf.nii.gz"))
+    if not args.overwrite:
+      for p in pair:
+        if os.path.exists(p):
+          raise UserError(f"{p}: exists; pass --overwrite to replace it")
+    outputs.append((image, pair))
+  stems = [_stem(i) for i in args.images]
+  dups = sorted({s for s in stems if stems.count(s) > 1})
+  if dups:
+    raise UserError(f"two scans share the output name {dups[0]!r}; segment them into "
+                    f"separate folders")
+  segmenter = Segmenter(args.run, best=not args.last)
+  os.makedirs(args.out, exist_ok=True)
+  bar = None
+  if not args.quiet:
+    from tqdm import tqdm
+    bar = tqdm(total=len(outputs), desc="predict", unit="scan", dynamic_ncols=True)
+  try:
+    for image, (seg_path, conf_path) in outputs:
+      seg, conf, scan = segmenter(image, tta=args.tta, batch_size=args.batch_size)
+      dtype = np.uint8 if max(segmenter.classes) < 256 else np.int32
+      save(seg_path, seg.astype(dtype), scan.affine)
+      save(conf_path, conf, scan.affine)
+      if bar is not None:
+        bar.update(1)
+  finally:
+    if bar is not None:
+      bar.close()
+  return [p for _, p in outputs]
+
+
+def main(argv=None):
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    run(args)
+  except (UserError, scans.ScanError) as e:
+    if args.debug:
+      raise
+    print(f"predict.py: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

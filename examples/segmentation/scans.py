@@ -1,0 +1,295 @@
+"""Real scans and label maps on the training grid: orientation, spacing and intensities.
+
+Training label maps and real scans go through the same geometry: reoriented to the
+closest RAS orientation (nibabel's `as_closest_canonical`), then brought to the training
+spacing. A scan is mapped back exactly the same way, so a prediction lands on the scan's
+own grid with its affine.
+
+- Label maps are coarsened by an integer factor with a majority vote in each block (every
+  label keeps its share of the volume, unlike striding, which drops thin structures).
+- Images are coarsened by block averaging for integer factors (a real thick voxel
+  averages the tissue inside it) and otherwise resampled linearly after a Gaussian
+  anti-aliasing blur (sigma = (f - 1) / 2 voxels for a factor f, as scikit-image's
+  `resize(anti_aliasing=True)`).
+- Intensities are normalised with the same function for synthetic and real images: the
+  minimum maps to 0 and the 99.5th percentile to 1, clipped to [0, 1] (a robust min-max;
+  the generator's own output is a plain min-max).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import nibabel as nib
+
+UPPER_PERCENTILE = 99.5
+
+
+class ScanError(ValueError):
+  """A scan or label map that cannot be used, with the file named in the message."""
+
+
+def load(path: str, *, kind: str = "image"):
+  """Reads a 3-D NIfTI file; returns the nibabel image (checked, with a 4-D singleton dropped).
+
+  Raises:
+    ScanError: missing or unreadable file, a rank other than 3, or a bad spacing.
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise ScanError(f"{path}: no such file")
+  try:
+    img = nib.load(path)
+    shape = img.shape
+  except Exception as e:  # nibabel raises many types for bad files
+    raise ScanError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from e
+  if len(shape) == 4 and shape[3] == 1:
+    img = img.slicer[..., 0]
+    shape = img.shape
+  if len(shape) != 3:
+    raise ScanError(f"{path}: {kind} must be 3-D, got shape {tuple(shape)}")
+  if min(shape) < 1:
+    raise ScanError(f"{path}: {kind} is empty, shape {tuple(shape)}")
+  zooms = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
+  if not np.all(np.isfinite(img.affine)) or not np.all(zooms > 0):
+    raise ScanError(f"{path}: {kind} has an invalid affine (spacing {zooms.tolist()})")
+  return img
+
+
+def canonical(img):
+  """`(data, affine, ornt)`: the data in the closest RAS orientation, and the orientation
+  transform `ornt` that `from_canonical` undoes."""
+  ornt = nib.orientations.io_orientation(img.affine)
+  data = np.asanyarray(img.dataobj)
+  data = nib.orientations.apply_orientation(data, ornt)
+  affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape)
+  return np.ascontiguousarray(data), affine, ornt
+
+
+def from_canonical(data, ornt):
+  """Puts an array in canonical orientation back into the scan's own orientation."""
+  inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
+  # `ornt_transform(RAS, ornt)` maps the canonical axes onto the scan's axes.
+  return np.ascontiguousarray(nib.orientations.apply_orientation(data, inverse))
+
+
+def spacing_of(affine) -> tuple:
+  return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
+
+
+def integer_factors(spacing, target, *, tol=1e-3):
+  """The per-axis factors `target / spacing` if all are integers (else None)."""
+  f = np.asarray(target, float) / np.asarray(spacing, float)
+  r = np.round(f)
+  return tuple(int(v) for v in r) if np.all(np.abs(f - r) < tol) and np.all(r >= 1) else None
+
+
+def _crop_to_blocks(data, factors):
+  return data[tuple(slice(0, (n // f) * f) for n, f in zip(data.shape, factors))]
+
+
+def _blocks(data, factors):
+  """View `(X/f, f, Y/f, f, Z/f, f)` of `data` (cropped to whole blocks)."""
+  data = _crop_to_blocks(data, factors)
+  shape = sum(((n // f, f) for n, f in zip(data.shape, factors)), ())
+  return data.reshape(shape)
+
+
+def block_affine(factors):
+  """The voxel-to-voxel affine of a block-coarsened grid: voxel `i` of the coarse grid is
+  the centre `f * i + (f - 1) / 2` of its block on the fine grid."""
+  f = np.asarray(factors, np.float64)
+  m = np.diag(np.append(f, 1.0))
+  m[:3, 3] = (f - 1.0) / 2.0
+  return m
+
+
+def downsample_labels(labels, factors):
+  """Majority vote in each `factors` block (ties go to the smaller label value)."""
+  factors = tuple(int(f) for f in factors)
+  if factors == (1, 1, 1):
+    return np.ascontiguousarray(labels, np.int32)
+  blocks = _blocks(np.asarray(labels), factors)
+  values = np.unique(blocks)
+  best = np.full(blocks.shape[::2], -1, np.int64)
+  best_value = np.zeros(blocks.shape[::2], np.int32)
+  for v in values:
+    count = (blocks == v).sum(axis=(1, 3, 5))
+    better = count > best
+    best = np.where(better, count, best)
+    best_value = np.where(better, np.int32(v), best_value)
+  return best_value
+
+
+def downsample_image(image, factors):
+  """Block average over `factors` blocks (float32)."""
+  factors = tuple(int(f) for f in factors)
+  image = np.asarray(image, np.float32)
+  if factors == (1, 1, 1):
+    return image
+  return _blocks(image, factors).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
+
+
+def resample(volume, spacing, target_spacing, *, order: int, out_shape=None):
+  """Resamples `volume` from `spacing` to `target_spacing` (voxel 0 centres aligned).
+
+  Downsampling is anti-aliased with a Gaussian of sigma `(f - 1) / 2` voxels along axes
+  coarsened by a factor `f > 1` (images only, `order >= 1`). Returns `(volume, scale)`
+  with `scale = target_spacing / spacing`, so the new affine is `affine @ diag(scale, 1)`.
+  """
+  from scipy import ndimage
+  volume = np.asarray(volume)
+  scale = np.asarray(target_spacing, np.float64) / np.asarray(spacing, np.float64)
+  if out_shape is None:
+    out_shape = tuple(max(1, int(round(n / s))) for n, s in zip(volume.shape, scale))
+  if order >= 1 and np.any(scale > 1):
+    sigma = np.maximum(0.0, (scale - 1.0) / 2.0)
+    volume = ndimage.gaussian_filter(volume.astype(np.float32), sigma, mode="nearest")
+  out = ndimage.affine_transform(volume, scale, output_shape=tuple(out_shape), order=order,
+                                 mode="nearest", prefilter=False)
+  return out, scale
+
+
+def normalize_intensity(image, *, xp=np):
+  """Robust min-max: the minimum to 0, the 99.5th percentile to 1, clipped to [0, 1].
+
+  Works on numpy (`xp=np`) or JAX arrays (`xp=jnp`, traceable); the same formula is used
+  for synthetic training images and real scans.
+  """
+  lo = xp.min(image)
+  hi = xp.percentile(image, UPPER_PERCENTILE)
+  scale = xp.where(hi > lo, hi - lo, 1.0)
+  return xp.clip((image - lo) / scale, 0.0, 1.0).astype(xp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelReader:
+  """A `NiftiSource` reader: a label map in RAS orientation, coarsened by `down`.
+
+  Picklable, so Grain's spawned workers can use it.
+
+  Attributes:
+    down: integer coarsening factor (1 keeps the map), applied with a majority vote.
+  """
+  down: int = 1
+
+  def __call__(self, path):
+    img = load(path, kind="label map")
+    data, affine, _ = canonical(img)
+    if not np.issubdtype(data.dtype, np.integer):
+      bad = ~np.isfinite(data) | (data != np.round(data))
+      if bad.any():
+        raise ScanError(f"{path}: label map has {int(bad.sum())} non-integer value(s)")
+    data = data.astype(np.int64)
+    if data.min() < 0 or data.max() > np.iinfo(np.int32).max:
+      raise ScanError(f"{path}: label values must lie in [0, 2**31), got "
+                      f"[{data.min()}, {data.max()}]")
+    data = downsample_labels(data.astype(np.int32), (self.down,) * 3)
+    return data, affine @ block_affine((self.down,) * 3)
+
+
+@dataclasses.dataclass
+class Scan:
+  """A real scan brought to the training grid, with what is needed to go back.
+
+  Attributes:
+    path: the file.
+    image: float32 normalised image on the training grid (canonical orientation).
+    native_shape: the scan's own shape.
+    affine: the scan's own affine.
+    canonical_shape: shape in canonical orientation at the scan's own spacing.
+    ornt: orientation transform (scan -> canonical).
+    spacing: the scan's spacing in canonical orientation.
+    target_spacing: the training spacing.
+    origin: where training-grid voxel 0 lies on the canonical grid, in its voxels
+      (`(f - 1) / 2` after block averaging by `f`, 0 after resampling).
+  """
+  path: str
+  image: np.ndarray
+  native_shape: tuple
+  affine: np.ndarray
+  canonical_shape: tuple
+  ornt: np.ndarray
+  spacing: tuple
+  target_spacing: tuple
+  origin: tuple = (0.0, 0.0, 0.0)
+
+  def to_native(self, volume, *, order: int):
+    """A volume on the training grid (`(*grid, C...)`) back on the scan's own grid."""
+    from scipy import ndimage
+    volume = np.asarray(volume)
+    scale = np.asarray(self.spacing) / np.asarray(self.target_spacing)
+    shift = -np.asarray(self.origin) * scale
+    channels = volume.shape[3:]
+    flat = volume.reshape(volume.shape[:3] + (-1,))
+    out = np.stack([ndimage.affine_transform(flat[..., c], scale, shift,
+                                             output_shape=self.canonical_shape, order=order,
+                                             mode="nearest", prefilter=False)
+                    for c in range(flat.shape[-1])], axis=-1)
+    out = out.reshape(self.canonical_shape + channels)
+    return from_canonical(out, self.ornt)
+
+
+def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3) -> Scan:
+  """Reads a real scan and brings it to the training grid (see the module docstring).
+
+  Raises:
+    ScanError: unreadable file, rank other than 3, invalid spacing, non-finite values, or a
+      resampled grid larger than `max_voxels`.
+  """
+  img = load(path)
+  data, affine_c, ornt = canonical(img)
+  data = np.asarray(data, np.float32)
+  if not np.all(np.isfinite(data)):
+    raise ScanError(f"{path}: image has {int((~np.isfinite(data)).sum())} non-finite voxel(s)")
+  spacing = spacing_of(affine_c)
+  target = tuple(float(s) for s in target_spacing)
+  grid = [int(round(n * s / t)) for n, s, t in zip(data.shape, spacing, target)]
+  if np.prod(np.maximum(grid, 1), dtype=np.float64) > max_voxels:
+    raise ScanError(f"{path}: spacing {tuple(round(s, 3) for s in spacing)} mm resampled to "
+                    f"the training spacing {target} mm gives a grid of {grid} voxels, too large "
+                    f"(more than {max_voxels})")
+  factors = integer_factors(spacing, target)
+  if factors is not None and all(n % f == 0 for n, f in zip(data.shape, factors)):
+    on_grid = downsample_image(data, factors)
+    origin = tuple((f - 1) / 2.0 for f in factors)
+  else:
+    on_grid, _ = resample(data, spacing, target, order=1)
+    origin = (0.0, 0.0, 0.0)
+  return Scan(path=os.fspath(path), image=normalize_intensity(on_grid),
+              native_shape=tuple(img.shape), affine=np.asarray(img.affine),
+              canonical_shape=tuple(data.shape), ornt=ornt, spacing=spacing,
+              target_spacing=target, origin=origin)
+
+
+def load_truth(path, scan: Scan):
+  """A label map on the scan's own grid (same shape and affine), as int32."""
+  img = load(path, kind="label map")
+  if tuple(img.shape) != tuple(scan.native_shape):
+    raise ScanError(f"{path}: label map shape {tuple(img.shape)} differs from its image "
+                    f"{scan.path} shape {tuple(scan.native_shape)}")
+  if not np.allclose(img.affine, scan.affine, atol=1e-3):
+    raise ScanError(f"{path}: label map affine differs from its image {scan.path}")
+  data = np.asanyarray(img.dataobj)
+  if not np.issubdtype(data.dtype, np.integer):
+    bad = ~np.isfinite(data) | (data != np.round(data))
+    if bad.any():
+      raise ScanError(f"{path}: label map has {int(bad.sum())} non-integer value(s)")
+  return np.asarray(data).astype(np.int32)
+
+
+def parse_pairs(pairs: Optional[Sequence[str]]):
+  """`IMAGE:LABELS` strings to `(image, labels)` path tuples, each checked to exist."""
+  out = []
+  for pair in pairs or ():
+    if pair.count(":") != 1:
+      raise ScanError(f"{pair!r}: expected IMAGE:LABELS (two paths joined by one ':')")
+    image, labels = pair.split(":")
+    for p in (image, labels):
+      if not os.path.exists(p):
+        raise ScanError(f"{p}: no such file (in {pair!r})")
+    out.append((image, labels))
+  return out

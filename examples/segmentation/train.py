@@ -1,0 +1,415 @@
+"""Train a U-Net to segment real scans from synthetic images rendered in the train step.
+
+  python examples/segmentation/train.py LABELS... -o RUN [--preset fetal|synthseg]
+      [--config cfg.json] [--shape X Y Z] [--down F] [--dim 2|3] [--steps N] [--batch B]
+      [--seed S] [--val IMAGE:LABELS ...] [--eval-every K] [--ckpt-every K] [--resume]
+
+The Grain pipeline cuts label patches (or whole maps) in CPU workers; each train step
+renders the images on the device (`synthjax.data.synthesize_batch`), runs the U-Net and
+updates it with Adam on a DiceCE loss, as one XLA program. Every `--ckpt-every` steps
+Orbax saves the weights, optimizer state and Grain iterator position; `--resume` after a
+crash or `kill -9` continues the run, and on CPU the losses that follow are bit-identical
+to those of an uninterrupted run. Every `--eval-every` steps the net segments the
+`--val` scans by sliding windows and the Dice per label is recorded; the best weights are
+kept in `RUN/best`.
+
+Outputs: `RUN/run.json` (everything needed to rebuild the net and the generator),
+`RUN/metrics.jsonl` (one JSON object per step and per validation), `RUN/curves.png`,
+`RUN/checkpoints/`, `RUN/best/`.
+
+Devices and hosts: the batch is split over every local device (set
+`XLA_FLAGS=--xla_force_host_platform_device_count=N` to try it on a CPU), and with
+`--coordinator HOST:PORT --num-processes N --process-id I` over N processes, each of which
+feeds its Grain shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make `examples.segmentation` importable
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import numpy as np
+
+from examples.segmentation import scans
+
+# Arguments that may differ when a run is resumed; every other one must match run.json.
+RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every")
+
+
+class UserError(Exception):
+  """Bad input: printed as one line with exit status 2."""
+
+
+def build_parser():
+  p = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
+  p.add_argument("labels", nargs="*", help="label maps: NIfTI files, folders or globs")
+  p.add_argument("-o", "--out", required=True, help="run folder")
+  p.add_argument("--preset", choices=("fetal", "synthseg"), default="synthseg")
+  p.add_argument("--config", help="a SynthConfig JSON (instead of --preset)")
+  p.add_argument("--shape", type=int, nargs=3, help="training patch (default: the maps' shape)")
+  p.add_argument("--down", type=int, default=1,
+                 help="coarsen the label maps by this integer factor (majority vote)")
+  p.add_argument("--dim", type=int, choices=(2, 3), default=3)
+  p.add_argument("--slices", type=int, default=8, help="2-D: slices per rendered volume")
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--batch", type=int, default=2, help="volumes per step (global)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--lr", type=float, default=1e-3)
+  p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine")
+  p.add_argument("--warmup", type=int, default=0)
+  p.add_argument("--features", type=int, nargs="+", default=[8, 16, 32, 64])
+  p.add_argument("--convs", type=int, default=2, help="convolutions per level")
+  p.add_argument("--norm", choices=("instance", "group", "none"), default="instance")
+  p.add_argument("--activation", choices=("leaky_relu", "elu", "relu"), default="leaky_relu")
+  p.add_argument("--upsample", choices=("transpose", "resize"), default="transpose")
+  p.add_argument("--conv-impl", choices=("im2col", "xla"), default="im2col")
+  p.add_argument("--patches-per-volume", type=int, default=1)
+  p.add_argument("--val", nargs="*", default=[], metavar="IMAGE:LABELS",
+                 help="real scans with their label maps for validation")
+  p.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+  p.add_argument("--ckpt-every", type=int, default=100)
+  p.add_argument("--workers", type=int, default=0, help="Grain worker processes")
+  p.add_argument("--resume", action="store_true", help="continue the run in --out")
+  p.add_argument("--quiet", action="store_true", help="no progress bar")
+  p.add_argument("--coordinator", help="HOST:PORT of process 0 (multi-host)")
+  p.add_argument("--num-processes", type=int, default=1)
+  p.add_argument("--process-id", type=int, default=0)
+  p.add_argument("--debug", action="store_true", help="show tracebacks")
+  return p
+
+
+def expand_paths(patterns):
+  """Files, folders (their .nii/.nii.gz) and globs, each checked, in a stable order."""
+  paths = []
+  for pat in patterns:
+    if os.path.isdir(pat):
+      found = sorted(glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz")))
+      if not found:
+        raise UserError(f"{pat}: folder holds no .nii or .nii.gz file")
+    elif any(c in pat for c in "*?["):
+      found = sorted(glob.glob(pat, recursive=True))
+      if not found:
+        raise UserError(f"{pat}: pattern matches no file")
+    elif os.path.exists(pat):
+      found = [pat]
+    else:
+      raise UserError(f"{pat}: no such file")
+    paths += [os.path.abspath(f) for f in found]
+  return paths
+
+
+def load_config(args, values, spacing, shape):
+  """The SynthConfig of the run: a preset on the maps' labels, or the --config JSON."""
+  import synthjax
+  if args.config:
+    try:
+      with open(args.config) as f:
+        cfg = synthjax.SynthConfig.from_dict(json.load(f))
+    except (OSError, ValueError, TypeError) as e:
+      raise UserError(f"{args.config}: not a valid config ({e})") from e
+    if not np.allclose(cfg.spacing, spacing, rtol=1e-3):
+      raise UserError(f"{args.config}: spacing {cfg.spacing} differs from the label maps' "
+                      f"{tuple(spacing)} (after --down {args.down})")
+    return cfg.replace(shape=tuple(shape)) if args.shape else cfg
+  build = {"fetal": synthjax.presets.fetal, "synthseg": synthjax.presets.synthseg}[args.preset]
+  return build(tuple(values), tuple(shape), tuple(spacing))
+
+
+def model_config(args) -> dict:
+  return {"dim": args.dim, "features": list(args.features), "convs_per_level": args.convs,
+          "norm": args.norm, "activation": args.activation, "upsample": args.upsample,
+          "conv_impl": args.conv_impl}
+
+
+def check_resume_args(args, parser, stored: dict):
+  defaults = vars(parser.parse_args(["-o", "x"]))
+  for name, value in vars(args).items():
+    if name in RESUMABLE or name in ("out", "coordinator", "num_processes", "process_id",
+                                     "debug"):
+      continue
+    if value != defaults.get(name) and value != stored.get(name):
+      raise UserError(f"--resume: --{name.replace('_', '-')} {value!r} differs from the run's "
+                      f"{stored.get(name)!r} ({os.path.join(args.out, 'run.json')}); drop it "
+                      f"or start a new run")
+  merged = dict(stored)
+  for name in RESUMABLE:
+    if vars(args)[name] != defaults.get(name):
+      merged[name] = vars(args)[name]
+  merged["out"], merged["resume"] = args.out, True
+  for name in ("coordinator", "num_processes", "process_id", "debug"):
+    merged[name] = vars(args)[name]
+  return argparse.Namespace(**merged)
+
+
+def prepare_run(args, parser):
+  """Checks the run folder; on --resume, returns the stored arguments."""
+  run_json = os.path.join(args.out, "run.json")
+  if args.resume:
+    if not os.path.exists(run_json):
+      raise UserError(f"{args.out}: no run to resume (no run.json)")
+    with open(run_json) as f:
+      stored = json.load(f)
+    return check_resume_args(args, parser, stored["args"]), stored
+  if os.path.exists(run_json):
+    raise UserError(f"{args.out}: holds a run already; pass --resume to continue it or "
+                    f"choose another folder")
+  if os.path.isdir(args.out) and os.listdir(args.out):
+    raise UserError(f"{args.out}: folder is not empty; choose a new or empty folder")
+  return args, None
+
+
+def atomic_write(path, text):
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+class MetricsLog:
+  """`metrics.jsonl`: appended and flushed line by line; on resume, cut back to the
+  checkpoint's step so the file matches an uninterrupted run."""
+
+  def __init__(self, path, *, keep_until=None, enabled=True):
+    from examples.segmentation.plot import read_metrics
+    self.path, self.enabled = path, enabled
+    if not enabled:
+      return
+    records = read_metrics(path) if keep_until is not None else []
+    records = [r for r in records if r["step"] <= (keep_until or 0)]
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
+    self.file = open(path, "a")
+
+  def write(self, record):
+    if self.enabled:
+      self.file.write(json.dumps(record) + "\n")
+      self.file.flush()
+
+  def close(self):
+    if self.enabled:
+      self.file.close()
+
+
+def validate(predict, params, val_scans, classes, cfg, args):
+  """Segments every validation scan; returns `{"dice": {label: mean}, "mean_dice", ...}`."""
+  from examples.segmentation import metrics, steps
+  per_scan = []
+  labels = [c for c in classes if c != 0]
+  for scan, truth in val_scans:
+    seg, _ = segment_scan(predict, params, scan, classes, cfg, args)
+    per_scan.append(metrics.dice_per_label(seg, truth, labels))
+  dice = {str(v): float(np.nanmean([s[v] for s in per_scan])) if any(
+      np.isfinite(s[v]) for s in per_scan) else float("nan") for v in labels}
+  means = [metrics.mean_score(s) for s in per_scan]
+  return {"dice": dice, "mean_dice": float(np.nanmean(means)),
+          "per_scan": [{str(k): v for k, v in s.items()} for s in per_scan]}
+
+
+def segment_scan(predict, params, scan, classes, cfg, args, *, tta=False, batch_size=4):
+  """`(segmentation, confidence)` of a `scans.Scan` on its own grid."""
+  from examples.segmentation import steps
+  perm = steps.flip_permutation(classes, cfg.flip_pairs, cfg.output_labels, cfg.label_values)
+  probs = steps.segment_array(predict, params, scan.image, dim=args.dim, patch=cfg.shape,
+                              batch_size=batch_size, flip_axes=(0,) if tta else (),
+                              flip_perm=perm)
+  native = scan.to_native(probs, order=1)
+  index = np.argmax(native, axis=-1)
+  seg = np.asarray(sorted(classes), np.int32)[index]
+  confidence = np.take_along_axis(native, index[..., None], -1)[..., 0]
+  return seg, np.clip(confidence, 0.0, 1.0).astype(np.float32)
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a call of `run` did (in this process).
+
+  Attributes:
+    step: the last step done.
+    losses: the loss of each step this call ran.
+    samples: for each of those steps, the global indices of this process's samples.
+    validations: the validation records of this call.
+    params: the final weights (numpy pytree).
+  """
+  step: int
+  losses: list
+  samples: list
+  validations: list
+  params: object
+
+
+def run(args, parser=None) -> TrainResult:
+  """Trains as the command line does, from parsed arguments (`build_parser`)."""
+  parser = parser or build_parser()
+  import jax
+  if args.coordinator:
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+  # Every process checks the folder before any of them writes to it.
+  args, stored = prepare_run(args, parser)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("train.py: run folder checked")
+  import synthjax
+  from flax import nnx
+  from synthjax import data as sdata
+  from examples.segmentation import checkpoints, model, plot, steps
+
+  pid, nproc = jax.process_index(), jax.process_count()
+  main_process = pid == 0
+  if args.steps < 1 or args.batch < 1:
+    raise UserError(f"--steps and --batch must be positive, got {args.steps} and {args.batch}")
+  if args.batch % jax.device_count():
+    raise UserError(f"--batch {args.batch} must be a multiple of the {jax.device_count()} "
+                    f"devices")
+  if args.down < 1:
+    raise UserError(f"--down must be a positive integer, got {args.down}")
+
+  # Label maps and the generator.
+  paths = expand_paths(args.labels)
+  if not paths:
+    raise UserError("no label maps given")
+  reader = scans.LabelReader(down=args.down)
+  try:
+    source = sdata.NiftiSource.from_files(paths, reader=reader, cache=True)
+    maps = [source[i]["labels"].read() for i in range(len(source))]
+  except ValueError as e:
+    raise UserError(str(e)) from e
+  spacings = [tuple(source[i]["spacing"]) for i in range(len(source))]
+  for path, sp in zip(paths, spacings):
+    if not np.allclose(sp, spacings[0], rtol=1e-3):
+      raise UserError(f"{path}: spacing {tuple(round(s, 4) for s in sp)} differs from "
+                      f"{paths[0]}'s {tuple(round(s, 4) for s in spacings[0])}; resample the "
+                      f"maps to one spacing")
+  values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
+  shape = tuple(args.shape) if args.shape else maps[0].shape
+  cfg = synthjax.SynthConfig.from_dict(stored["synth_config"]) if stored else load_config(
+      args, values, spacings[0], shape)
+  for path, m in zip(paths, maps):
+    try:
+      synthjax.validate_labels(m, cfg, name=path)
+    except ValueError as e:
+      raise UserError(str(e)) from e
+  classes = sorted(set(cfg.segmentation_values))
+  factor = 2 ** (len(args.features) - 1)
+  spatial = cfg.shape[:2] if args.dim == 2 else cfg.shape
+  if any(n % factor for n in spatial):
+    raise UserError(f"the patch {cfg.shape} must be divisible by {factor} (2 ** (levels - 1) "
+                    f"for {len(args.features)} levels) along {'x and y' if args.dim == 2 else 'every axis'}")
+  if args.dim == 2 and not 1 <= args.slices <= cfg.shape[2]:
+    raise UserError(f"--slices must be in [1, {cfg.shape[2]}], got {args.slices}")
+
+  val_scans = []
+  for image_path, label_path in scans.parse_pairs(args.val):
+    scan = scans.load_scan(image_path, cfg.spacing)
+    truth = scans.load_truth(label_path, scan)
+    unknown = sorted(set(np.unique(truth).tolist()) - set(classes))
+    if unknown:
+      raise UserError(f"{label_path}: label values {unknown} are not among the net's "
+                      f"output classes {classes}")
+    val_scans.append((scan, truth))
+
+  os.makedirs(args.out, exist_ok=True)
+  if main_process and not stored:
+    record = {"args": {k: v for k, v in vars(args).items()
+                       if k not in ("coordinator", "num_processes", "process_id", "debug")},
+              "synth_config": cfg.to_dict(), "model": model_config(args), "classes": classes,
+              "label_paths": paths, "spacing": list(cfg.spacing),
+              "versions": {"synthjax": synthjax.__version__, "jax": jax.__version__}}
+    atomic_write(os.path.join(args.out, "run.json"), json.dumps(record, indent=1))
+
+  # Model, optimizer, devices.
+  net = model.build(model_config(args), len(classes), seed=args.seed)
+  graphdef, state = nnx.split(net)
+  params = nnx.to_pure_dict(state)
+  tx = steps.make_optimizer(args.lr, args.steps, schedule=args.schedule, warmup=args.warmup)
+  opt_state = tx.init(params)
+  mesh = steps.data_mesh()
+  params, opt_state = steps.replicate(mesh, (params, opt_state))
+  train_step = steps.make_train_step(graphdef, tx, synth_config=cfg, classes=classes,
+                                     dim=args.dim, slices_per_volume=args.slices, mesh=mesh)
+  predict = steps.make_predictor(graphdef, dim=args.dim)
+
+  ds = sdata.pipeline(source, patch_size=cfg.shape, batch_size=args.batch // nproc,
+                      seed=args.seed, workers=args.workers,
+                      patches_per_volume=args.patches_per_volume, pad_small=True,
+                      shard=(pid, nproc) if nproc > 1 else None,
+                      pad_label=cfg.background)
+  it = iter(ds)
+  ckpt = checkpoints.Checkpoints(args.out)
+  start = 0
+  if args.resume and ckpt.latest_step() is not None:
+    start, params, opt_state = ckpt.restore(params, opt_state, it)
+  log = MetricsLog(os.path.join(args.out, "metrics.jsonl"),
+                   keep_until=start if args.resume else None, enabled=main_process)
+
+  bar = None
+  if main_process and not args.quiet:
+    from tqdm import tqdm
+    bar = tqdm(total=args.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+  names = ("labels", "key")
+  losses, samples, validations = [], [], []
+  step = start
+  try:
+    for step in range(start + 1, args.steps + 1):
+      t0 = time.perf_counter()
+      local = next(it)
+      samples.append(np.asarray(local["index"]))
+      batch = steps.global_batch(mesh, local, names)
+      params, opt_state, out = train_step(params, opt_state, batch)
+      loss = float(steps.to_host(out["loss"]))
+      dt = time.perf_counter() - t0
+      losses.append(loss)
+      log.write({"step": step, "loss": loss, "dice": float(steps.to_host(out["dice"])),
+                 "samples_per_s": args.batch / dt, "seconds": dt})
+      if bar is not None:
+        bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{args.batch / dt:.2f}")
+        bar.update(1)
+      if step % args.ckpt_every == 0 or step == args.steps:
+        ckpt.save(step, params, opt_state, it)
+      evaluate = val_scans and ((args.eval_every and step % args.eval_every == 0)
+                                or step == args.steps)
+      if evaluate:
+        local_params = jax.device_put(steps.host_tree(params), jax.local_devices()[0])
+        result = validate(predict, local_params, val_scans, classes, cfg, args)
+        validations.append({"step": step, **result})
+        log.write({"step": step, **result})
+        ckpt.save_best(step, steps.host_tree(params), result["mean_dice"])
+        if bar is not None:
+          bar.write(f"step {step}: validation mean Dice {result['mean_dice']:.4f}")
+  finally:
+    if bar is not None:
+      bar.close()
+    log.close()
+    ckpt.close()
+    close = getattr(it, "close", None)
+    if close is not None:
+      close()
+  if main_process:
+    plot.plot_curves(os.path.join(args.out, "metrics.jsonl"),
+                     os.path.join(args.out, "curves.png"), title=os.path.basename(args.out))
+  return TrainResult(step=step, losses=losses, samples=samples, validations=validations,
+                     params=steps.host_tree(params))
+
+
+def main(argv=None):
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    run(args, parser)
+  except (UserError, scans.ScanError) as e:
+    if args.debug:
+      raise
+    print(f"train.py: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

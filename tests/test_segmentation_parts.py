@@ -1,0 +1,249 @@
+"""The segmentation recipe's parts against references: convolutions, upsampling, norms,
+the DiceCE loss, metrics, slice sampling, scan geometry (orientation, spacing, blocks)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+pytest.importorskip("optax")
+
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+from flax import nnx
+from scipy import ndimage
+from scipy.spatial.distance import cdist
+
+from examples.segmentation import losses, metrics, model, scans, steps
+
+MODES = ["eager", "jit"]
+
+
+def _maybe_jit(fn, mode):
+  return jax.jit(fn) if mode == "jit" else fn
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dim", [2, 3])
+def test_im2col_and_xla_convolutions_match_scipy(dim, mode):
+  rng = np.random.default_rng(dim)
+  size = (9, 8, 7)[:dim]
+  x = rng.normal(size=(2,) + size + (3,)).astype(np.float32)
+  convs = {impl: model.Conv(3, 4, dim=dim, impl=impl, rngs=nnx.Rngs(1)) for impl in
+           model.CONV_IMPLS}
+  w = np.asarray(convs["im2col"].kernel[...])
+  # scipy: 'same' cross-correlation with zero padding, summed over input channels.
+  ref = np.zeros((2,) + size + (4,), np.float64)
+  for b, ci, co in itertools.product(range(2), range(3), range(4)):
+    ref[(b,) + (Ellipsis,) + (co,)] += ndimage.correlate(
+        x[(b,) + (Ellipsis,) + (ci,)].astype(np.float64), w[..., ci, co], mode="constant")
+  for impl, conv in convs.items():
+    out = _maybe_jit(lambda a, c=conv: c(a), mode)(jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(out), ref, atol=2e-5, err_msg=impl)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_transposed_upsampling_is_a_stride2_kernel2_transposed_conv(dim):
+  rng = np.random.default_rng(0)
+  size = (3, 4, 2)[:dim]
+  up = model.Upsample(3, 2, dim=dim, mode="transpose", rngs=nnx.Rngs(0))
+  x = rng.normal(size=(1,) + size + (3,)).astype(np.float32)
+  k = np.asarray(up.kernel[...]).reshape((3,) + (2,) * dim + (2,))
+  ref = np.zeros((1,) + tuple(2 * n for n in size) + (2,), np.float64)
+  for idx in itertools.product(*(range(n) for n in size)):
+    for off in itertools.product(range(2), repeat=dim):
+      out_idx = tuple(2 * i + o for i, o in zip(idx, off))
+      ref[(0,) + out_idx] += x[(0,) + idx] @ k[(slice(None),) + off]
+  out = np.asarray(jax.jit(lambda a: up(a))(jnp.asarray(x)))
+  np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_group_and_instance_norm_match_numpy():
+  rng = np.random.default_rng(0)
+  x = (3 + 2 * rng.normal(size=(2, 5, 6, 4, 8))).astype(np.float32)
+  for groups in (8, 2):
+    norm = model.GroupNorm(8, groups)
+    g = x.reshape(2, 5, 6, 4, groups, 8 // groups)
+    mean = g.mean(axis=(1, 2, 3, 5), keepdims=True)
+    var = g.var(axis=(1, 2, 3, 5), keepdims=True)
+    ref = ((g - mean) / np.sqrt(var + 1e-5)).reshape(x.shape)
+    np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x))), ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("options", [
+    dict(dim=3, features=(4, 8, 16)),
+    dict(dim=2, features=(4, 8), norm="group", activation="elu", upsample="resize"),
+    dict(dim=3, features=(4, 8), norm="none", conv_impl="xla", convs_per_level=1),
+])
+def test_unet_shapes_vmap_and_shape_errors(options):
+  net = model.UNet(5, rngs=nnx.Rngs(0), **options)
+  size = (8, 8, 8)[:options["dim"]]
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(3,) + size + (1,)), jnp.float32)
+  y = net(x)
+  assert y.shape == (3,) + size + (5,)
+  # Per-sample maps: a batch equals its samples one by one (norms are per sample).
+  one = jnp.concatenate([net(x[i:i + 1]) for i in range(3)])
+  np.testing.assert_allclose(np.asarray(y), np.asarray(one), atol=1e-5)
+  bad = (3,) + tuple(n + 1 for n in size) + (1,)
+  with pytest.raises(ValueError, match="divisible by"):
+    net(jnp.zeros(bad))
+
+
+def test_dice_ce_loss_matches_monai_formula():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
+  targets = rng.integers(0, 3, size=(2, 4, 5))
+  p = np.exp(logits - logits.max(-1, keepdims=True))
+  p /= p.sum(-1, keepdims=True)
+  onehot = np.eye(3)[targets]
+  ce = -np.mean(np.sum(onehot * np.log(p), -1))
+  inter = (p * onehot).sum((1, 2))
+  denom = p.sum((1, 2)) + onehot.sum((1, 2))
+  dice = np.mean((2 * inter + 1e-5) / (denom + 1e-5))
+  loss, d = jax.jit(losses.dice_ce_loss)(jnp.asarray(logits), jnp.asarray(targets))
+  np.testing.assert_allclose(float(loss), ce + 1 - dice, rtol=1e-5)
+  np.testing.assert_allclose(float(d), dice, rtol=1e-5)
+  # A perfect, confident prediction has loss near 0.
+  perfect = 50.0 * (2 * onehot - 1)
+  assert float(losses.dice_ce_loss(jnp.asarray(perfect), jnp.asarray(targets))[0]) < 1e-4
+
+
+def test_dice_per_label_and_hausdorff95_against_brute_force():
+  truth = np.zeros((20, 20, 20), np.int32)
+  truth[4:12, 4:12, 4:12] = 1
+  pred = np.zeros_like(truth)
+  pred[6:14, 4:12, 4:12] = 1
+  pred[0, 0, 0] = 2  # a label missing from the truth
+  d = metrics.dice_per_label(pred, truth, [1, 2, 3])
+  assert d[1] == pytest.approx(2 * 6 * 64 / (512 + 512))
+  assert d[2] == 0.0 and np.isnan(d[3])
+  assert metrics.mean_score(d) == pytest.approx((d[1] + 0.0) / 2)
+  spacing = (1.0, 2.0, 0.5)
+  surf = lambda m: np.argwhere(m & ~ndimage.binary_erosion(m))
+  sp, st = surf(pred == 1) * spacing, surf(truth == 1) * spacing
+  dist = cdist(sp, st)
+  ref = np.percentile(np.concatenate([dist.min(1), dist.min(0)]), 95)
+  assert metrics.hausdorff95(pred, truth, 1, spacing) == pytest.approx(ref, rel=1e-6)
+  assert np.isnan(metrics.hausdorff95(pred, truth, 3))
+
+
+def test_take_slices_draws_distinct_slices_that_follow_the_key():
+  b, x, y, z = 2, 4, 3, 10
+  images = jnp.broadcast_to(jnp.arange(z, dtype=jnp.float32), (b, x, y, z))
+  images = images + 100 * jnp.arange(b, dtype=jnp.float32)[:, None, None, None]
+  targets = images.astype(jnp.int32)
+  keys = jax.random.split(jax.random.key(0), b)
+  fn = jax.jit(lambda k, i, t: steps.take_slices(k, i, t, 6))
+  im, tg = fn(keys, images, targets)
+  assert im.shape == (b * 6, x, y) and tg.shape == (b * 6, x, y)
+  picked = np.asarray(im[:, 0, 0]).reshape(b, 6)
+  for i in range(b):
+    assert len(set(picked[i] - 100 * i)) == 6 and set(picked[i] - 100 * i) <= set(range(z))
+  np.testing.assert_array_equal(np.asarray(tg[:, 0, 0]), picked.reshape(-1).astype(int))
+  again, _ = fn(keys, images, targets)
+  np.testing.assert_array_equal(np.asarray(again), np.asarray(im))
+  other, _ = fn(jax.random.split(jax.random.key(1), b), images, targets)
+  assert not np.array_equal(np.asarray(other), np.asarray(im))
+
+
+def test_optimizer_schedules_follow_their_closed_forms():
+  lr, n = 1e-2, 100
+  cos = steps.make_optimizer(lr, n, schedule="cosine")
+  params = {"w": jnp.zeros(())}
+  state = cos.init(params)
+  # Adam's first update has magnitude lr (bias-corrected, sign of the gradient).
+  upd, _ = cos.update({"w": jnp.ones(())}, state, params)
+  assert float(upd["w"]) == pytest.approx(-lr, rel=1e-3)
+  with pytest.raises(ValueError, match="schedule"):
+    steps.make_optimizer(lr, n, schedule="linear")
+
+
+@pytest.mark.parametrize("codes", ["LPS", "ASR", "IPL"])
+def test_canonical_orientation_round_trips(codes):
+  rng = np.random.default_rng(0)
+  data = rng.normal(size=(4, 5, 6)).astype(np.float32)
+  ornt = nib.orientations.axcodes2ornt(codes)
+  affine = nib.orientations.inv_ornt_aff(ornt, data.shape)
+  affine = np.diag([1.5, 2.0, 2.5, 1.0]) @ np.linalg.inv(affine)
+  img = nib.Nifti1Image(data, affine)
+  can, can_affine, o = scans.canonical(img)
+  assert nib.aff2axcodes(can_affine) == ("R", "A", "S")
+  # Every voxel keeps its world position.
+  for idx in [(0, 0, 0), (3, 4, 5), (1, 2, 3)]:
+    world = affine @ np.append(idx, 1)
+    can_idx = np.round(np.linalg.solve(can_affine, world)[:3]).astype(int)
+    assert can[tuple(can_idx)] == data[idx]
+  np.testing.assert_array_equal(scans.from_canonical(can, o), data)
+
+
+def test_block_downsampling_majority_mean_and_affine():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 4, size=(8, 6, 4)).astype(np.int32)
+  f = (2, 3, 2)
+  out = scans.downsample_labels(labels, f)
+  for i, j, k in itertools.product(*(range(n) for n in out.shape)):
+    block = labels[2 * i:2 * i + 2, 3 * j:3 * j + 3, 2 * k:2 * k + 2].ravel()
+    counts = np.bincount(block, minlength=4)
+    assert out[i, j, k] == np.argmax(counts)  # ties: smallest value, as argmax
+  image = rng.normal(size=(8, 6, 4)).astype(np.float32)
+  mean = scans.downsample_image(image, f)
+  np.testing.assert_allclose(mean[1, 1, 0], image[2:4, 3:6, 0:2].mean(), rtol=1e-6)
+  # Coarse voxel (i, j, k) sits at the centre of its block.
+  m = scans.block_affine(f)
+  np.testing.assert_allclose(m @ [1, 1, 1, 1], [2 + 0.5, 3 + 1.0, 2 + 0.5, 1])
+
+
+@pytest.mark.parametrize("spacing,target", [((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)),
+                                            ((0.9, 1.3, 2.0), (1.5, 1.5, 1.5))])
+def test_scan_to_training_grid_and_back_keeps_a_smooth_image(tmp_path, spacing, target):
+  shape = (40, 36, 30)
+  g = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)],
+                           indexing="ij"), -1)
+  smooth = np.sin(g[..., 0] / 9.0) + np.cos(g[..., 1] / 11.0) + 0.02 * g[..., 2]
+  affine = np.diag(list(spacing) + [1.0])
+  affine[:3, 3] = [-10, 5, 3]
+  path = str(tmp_path / "scan.nii.gz")
+  nib.save(nib.Nifti1Image(smooth.astype(np.float32), affine), path)
+  scan = scans.load_scan(path, target)
+  expected = tuple(int(round(n * s / t)) for n, s, t in zip(shape, spacing, target))
+  assert scan.image.shape == expected
+  assert scan.image.min() == 0.0 and scan.image.max() == 1.0
+  back = scan.to_native(scan.image[..., None], order=1)[..., 0]
+  assert back.shape == shape
+  # The normalised image mapped back matches the normalised original away from borders.
+  lo, hi = smooth.min(), np.percentile(smooth, scans.UPPER_PERCENTILE)
+  ref = np.clip((smooth - lo) / (hi - lo), 0, 1)
+  inner = (slice(4, -4),) * 3
+  assert np.abs(back[inner] - ref[inner]).mean() < 0.03
+
+
+def test_scan_errors_name_the_file(tmp_path):
+  p2 = str(tmp_path / "flat.nii.gz")
+  nib.save(nib.Nifti1Image(np.zeros((4, 4), np.float32), np.eye(4)), p2)
+  with pytest.raises(scans.ScanError, match="flat.nii.gz.*3-D"):
+    scans.load_scan(p2, (1, 1, 1))
+  p4 = str(tmp_path / "series.nii.gz")
+  nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), p4)
+  with pytest.raises(scans.ScanError, match="series.nii.gz.*3-D"):
+    scans.load_scan(p4, (1, 1, 1))
+  pn = str(tmp_path / "nan.nii.gz")
+  data = np.zeros((4, 4, 4), np.float32)
+  data[1, 1, 1] = np.nan
+  nib.save(nib.Nifti1Image(data, np.eye(4)), pn)
+  with pytest.raises(scans.ScanError, match="nan.nii.gz.*non-finite"):
+    scans.load_scan(pn, (1, 1, 1))
+  pt = str(tmp_path / "text.nii.gz")
+  with open(pt, "w") as f:
+    f.write("not a scan")
+  with pytest.raises(scans.ScanError, match="text.nii.gz.*cannot read"):
+    scans.load_scan(pt, (1, 1, 1))
+  pf = str(tmp_path / "fine.nii.gz")
+  nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.diag([0.01, 0.01, 0.01, 1.0])), pf)
+  with pytest.raises(scans.ScanError, match="fine.nii.gz.*too large"):
+    scans.load_scan(pf, (0.0001, 0.0001, 0.0001))
+  with pytest.raises(scans.ScanError, match="IMAGE:LABELS"):
+    scans.parse_pairs(["a.nii.gz"])
+  with pytest.raises(scans.ScanError, match="no such file"):
+    scans.parse_pairs([f"{pf}:{tmp_path}/missing.nii.gz"])
