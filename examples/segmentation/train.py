@@ -70,7 +70,8 @@ def build_parser():
   p.add_argument("--norm", choices=("instance", "group", "none"), default="instance")
   p.add_argument("--activation", choices=("leaky_relu", "elu", "relu"), default="leaky_relu")
   p.add_argument("--upsample", choices=("transpose", "resize"), default="transpose")
-  p.add_argument("--conv-impl", choices=("im2col", "xla"), default="im2col")
+  p.add_argument("--conv-impl", choices=("auto", "im2col", "xla"), default="auto",
+                 help="convolution form (auto: im2col on CPU where it fits, else XLA's)")
   p.add_argument("--patches-per-volume", type=int, default=1)
   p.add_argument("--val", nargs="*", default=[], metavar="IMAGE:LABELS",
                  help="real scans with their label maps for validation")
@@ -135,7 +136,7 @@ def check_resume_args(args, parser, stored: dict):
     if name in RESUMABLE or name in ("out", "coordinator", "num_processes", "process_id",
                                      "debug"):
       continue
-    if value != defaults.get(name) and value != stored.get(name):
+    if value not in (defaults.get(name), []) and value != stored.get(name):
       raise UserError(f"--resume: --{name.replace('_', '-')} {value!r} differs from the run's "
                       f"{stored.get(name)!r} ({os.path.join(args.out, 'run.json')}); drop it "
                       f"or start a new run")
@@ -149,8 +150,18 @@ def check_resume_args(args, parser, stored: dict):
   return argparse.Namespace(**merged)
 
 
+def absolute_inputs(args):
+  """LABELS expanded to absolute file paths and --val pairs made absolute, so a run
+  resumes from any working directory."""
+  args.labels = expand_paths(args.labels) if args.labels else []
+  args.val = [":".join(os.path.abspath(p) for p in pair) for pair in
+              (f"{i}:{l}" for i, l in scans.parse_pairs(args.val))]
+  return args
+
+
 def prepare_run(args, parser):
   """Checks the run folder; on --resume, returns the stored arguments."""
+  args = absolute_inputs(args)
   run_json = os.path.join(args.out, "run.json")
   if args.resume:
     if not os.path.exists(run_json):
@@ -272,9 +283,9 @@ def run(args, parser=None) -> TrainResult:
     raise UserError(f"--down must be a positive integer, got {args.down}")
 
   # Label maps and the generator.
-  paths = expand_paths(args.labels)
+  paths = args.labels
   if not paths:
-    raise UserError("no label maps given")
+    raise UserError("no label maps given: pass LABELS (files, folders or globs)")
   reader = scans.LabelReader(down=args.down)
   try:
     source = sdata.NiftiSource.from_files(paths, reader=reader, cache=True)
