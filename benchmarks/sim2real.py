@@ -1,0 +1,580 @@
+"""Sim-to-real: train the same U-Net on each generator's images, test on real scans.
+
+For every generator under test, the recipe's U-Net (`examples/segmentation`) is trained
+from the same initial weights, on the same label maps in the same order, for the same
+number of steps, on synthetic images only; every `--eval-every` steps it segments the
+real `--test` scans, and the Dice of each label is recorded. At the end it also records
+the 95% Hausdorff distance, writes the JSON, a Markdown table and a PNG per test scan (the
+real slice, its ground truth and each generator's prediction).
+
+Generators:
+- `synthjax:PRESET` (`synthseg`, `fetal`), rendered inside the train step; a suffix
+  `~STAGE` switches a stage off (`synthjax:fetal~boundary~slice_stack`), for ablations;
+- `config:NAME`, a SynthConfig JSON given with `--config NAME=cfg.json` (its shape and
+  spacing are replaced by the run's);
+- `torchio`: `RandomLabelsToImage`, `RandomAffine`, `RandomElasticDeformation`,
+  `RandomBiasField`, `RandomGamma`, `RandomAnisotropy`, `RandomNoise`, each with TorchIO's
+  defaults, in that order;
+- `cornucopia`: `SynthFromLabelTransform()` with its defaults.
+Peer images are rendered on the CPU, outside the train step. Every image is normalised
+the same way (`scans.normalize_intensity`).
+
+Trainers: `--trainer jax` (the recipe's train step) or `--trainer torch` (the PyTorch twin
+of the same net, `torch_twin.py`, for CPUs where XLA's convolutions are slow). The JSON
+and the table say which one ran.
+
+Real data: `--test IMAGE:LABELS` pairs (any NIfTI; brought to the training grid as
+`predict.py` does, the labels by majority vote or nearest neighbour), and `--mni152 N`:
+nilearn's MNI152 2009 T1 template with a 4-class map built from its tissue maps
+(background, CSF = brain mask minus GM minus WM, GM, WM) as the test pair, and N label maps
+deformed from that map (random affine + smooth displacement) as the training maps.
+
+Usage (from the repository root)::
+
+    python benchmarks/sim2real.py --mni152 4 --generators synthjax:synthseg torchio cornucopia \\
+        --dim 2 --down 2 --steps 1000 --eval-every 100 --json benchmarks/results/sim2real_mni.json
+    python benchmarks/sim2real.py --train ../shared/data/fetal/sub-*/anat/*_dseg.nii.gz \\
+        --test T2w.nii.gz:dseg.nii.gz --generators synthjax:fetal synthjax:synthseg torchio \\
+        cornucopia --dim 2 --down 4 --steps 2000 --eval-every 200 --seed 0 --json fetal.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------
+# Data
+
+
+def load_train_maps(paths, down):
+  """Label maps in RAS orientation coarsened by `down`; returns `(maps, spacing)`."""
+  from examples.segmentation import scans
+  reader = scans.LabelReader(down=down)
+  maps, spacing = [], None
+  for p in paths:
+    arr, affine = reader(p)
+    sp = scans.spacing_of(affine)
+    if spacing is None:
+      spacing = sp
+    elif not np.allclose(sp, spacing, rtol=1e-3):
+      raise SystemExit(f"{p}: spacing {sp} differs from {paths[0]}'s {spacing}")
+    maps.append(arr)
+  return maps, tuple(spacing)
+
+
+def pad_to(volume, shape, value=0):
+  """Centre `volume` in `shape` (cropping where it is larger)."""
+  out = np.full(shape, value, volume.dtype)
+  src, dst = [], []
+  for n, m in zip(volume.shape, shape):
+    if n >= m:
+      a = (n - m) // 2
+      src.append(slice(a, a + m))
+      dst.append(slice(0, m))
+    else:
+      a = (m - n) // 2
+      src.append(slice(0, n))
+      dst.append(slice(a, a + n))
+  out[tuple(dst)] = volume[tuple(src)]
+  return out
+
+
+def common_shape(maps, multiple, dim):
+  shape = np.max([m.shape for m in maps], axis=0)
+  shape = [int(-(-n // multiple) * multiple) for n in shape]
+  if dim == 2:  # slices need no padding along z
+    shape[2] = int(np.max([m.shape[2] for m in maps]))
+  return tuple(shape)
+
+
+def load_test(pair, spacing):
+  """A real scan and its labels on the training grid: `(name, image, truth)`."""
+  import nibabel as nib
+  from examples.segmentation import scans
+  image_path, label_path = pair
+  scan = scans.load_scan(image_path, spacing)
+  truth = scans.load_truth(label_path, scan)
+  canon = np.ascontiguousarray(nib.orientations.apply_orientation(truth, scan.ornt))
+  factors = scans.integer_factors(scan.spacing, spacing)
+  if factors is not None and all(n % f == 0 for n, f in zip(canon.shape, factors)):
+    grid = scans.downsample_labels(canon, factors)
+  else:
+    grid, _ = scans.resample(canon, scan.spacing, spacing, order=0,
+                             out_shape=scan.image.shape)
+  name = os.path.basename(image_path).split(".nii")[0]
+  return name, scan.image, grid.astype(np.int32)
+
+
+def build_mni152(folder, n_train, seed=0):
+  """Writes the MNI152 test pair and `n_train` deformed training maps to `folder`.
+
+  Returns `(train_paths, (image_path, labels_path))`.
+  """
+  import nibabel as nib
+  from nilearn import datasets
+  from scipy import ndimage
+  os.makedirs(folder, exist_ok=True)
+  t1 = datasets.load_mni152_template(resolution=1)
+  gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
+  wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
+  mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0.5
+  csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+  labels = (np.argmax(np.stack([csf, gm, wm]), axis=0) + 1) * mask
+  labels = labels.astype(np.int16)
+  affine = t1.affine
+  image_path = os.path.join(folder, "mni152_T1w.nii.gz")
+  label_path = os.path.join(folder, "mni152_dseg.nii.gz")
+  nib.save(nib.Nifti1Image(t1.get_fdata().astype(np.float32), affine), image_path)
+  nib.save(nib.Nifti1Image(labels, affine), label_path)
+  rng = np.random.default_rng(seed)
+  shape = labels.shape
+  grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape],
+                              indexing="ij"))
+  centre = (np.array(shape, np.float32) - 1) / 2
+  paths = []
+  for i in range(n_train):
+    angles = np.deg2rad(rng.uniform(-10, 10, 3))
+    scale = rng.uniform(0.9, 1.1, 3)
+    rot = np.eye(3)
+    for ax, a in enumerate(angles):
+      c, s = np.cos(a), np.sin(a)
+      r = np.eye(3)
+      i0, i1 = [k for k in range(3) if k != ax]
+      r[i0, i0], r[i0, i1], r[i1, i0], r[i1, i1] = c, -s, s, c
+      rot = rot @ r
+    m = (rot * scale).astype(np.float32)
+    coords = np.tensordot(m, grid - centre[:, None, None, None], axes=1) + centre[:, None, None, None]
+    for ax in range(3):  # smooth displacement, up to ~4 voxels
+      noise = rng.normal(size=tuple(max(2, n // 16) for n in shape)).astype(np.float32)
+      field = ndimage.zoom(noise, [n / k for n, k in zip(shape, noise.shape)], order=3)
+      coords[ax] += 2.0 * field[:shape[0], :shape[1], :shape[2]]
+    deformed = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
+    path = os.path.join(folder, f"mni152_deformed{i}_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(deformed.astype(np.int16), affine), path)
+    paths.append(path)
+  return paths, (image_path, label_path)
+
+
+# --------------------------------------------------------------------------------------
+# Generators
+
+
+class SynthjaxGenerator:
+  """A synthjax config, rendered inside the jitted train step (or on the host)."""
+  inside_step = True
+
+  def __init__(self, name, config):
+    self.name, self.config = name, config
+    self._host = None
+
+  def render_host(self, labels, key_data, classes):
+    """Renders on the host (for the torch trainer): numpy images and segs."""
+    import jax
+    from examples.segmentation import steps
+    if self._host is None:
+      cfg = self.config
+      self._host = jax.jit(lambda b: steps.render(b, cfg, classes)[:2])
+    images, targets = self._host({"labels": labels, "key": key_data})
+    return np.asarray(images), np.asarray(targets)
+
+
+class TorchioGenerator:
+  inside_step = False
+  name = "torchio"
+
+  def __init__(self, spacing):
+    import torchio as tio
+    self.spacing = spacing
+    self.transform = tio.Compose([
+        tio.RandomLabelsToImage(label_key="label", image_key="image"),
+        tio.RandomAffine(), tio.RandomElasticDeformation(), tio.RandomBiasField(),
+        tio.RandomGamma(), tio.RandomAnisotropy(), tio.RandomNoise()])
+
+  def __call__(self, labels, seed):
+    import torch
+    import torchio as tio
+    torch.manual_seed(seed)
+    affine = np.diag(list(self.spacing) + [1.0])
+    subject = tio.Subject(label=tio.LabelMap(tensor=torch.from_numpy(
+        labels.astype(np.int64))[None], affine=affine))
+    out = self.transform(subject)
+    return out["image"].data[0].numpy().astype(np.float32), out["label"].data[0].numpy()
+
+
+class CornucopiaGenerator:
+  inside_step = False
+  name = "cornucopia"
+
+  def __init__(self, spacing):
+    import cornucopia as cc
+    self.transform = cc.SynthFromLabelTransform()
+
+  def __call__(self, labels, seed):
+    import random
+    import torch
+    torch.manual_seed(seed)
+    random.seed(seed)
+    with torch.no_grad():
+      image, label = self.transform(torch.from_numpy(labels.astype(np.int64))[None])
+    return image[0].numpy().astype(np.float32), label[0].numpy()
+
+
+def make_generator(spec, values, shape, spacing, configs):
+  import synthjax
+  if spec.startswith("synthjax:"):
+    preset, *off = spec.split(":", 1)[1].split("~")
+    build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}
+    if preset not in build:
+      raise SystemExit(f"{spec}: unknown preset {preset!r} (synthseg, fetal)")
+    cfg = build[preset](tuple(values), tuple(shape), tuple(spacing))
+    for stage in off:
+      if not hasattr(cfg, stage):
+        raise SystemExit(f"{spec}: the config has no stage {stage!r}")
+      cfg = cfg.replace(**{stage: {"enabled": False}})
+    return SynthjaxGenerator(spec, cfg)
+  if spec.startswith("config:"):
+    name = spec.split(":", 1)[1]
+    if name not in configs:
+      raise SystemExit(f"{spec}: give its file with --config {name}=cfg.json")
+    with open(configs[name]) as f:
+      cfg = synthjax.SynthConfig.from_dict(json.load(f))
+    cfg = cfg.replace(shape=tuple(shape), spacing=tuple(spacing))
+    return SynthjaxGenerator(spec, cfg)
+  if spec == "torchio":
+    return TorchioGenerator(spacing)
+  if spec == "cornucopia":
+    return CornucopiaGenerator(spacing)
+  raise SystemExit(f"unknown generator {spec!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Trainers
+
+
+class JaxTrainer:
+  name = "jax"
+
+  def __init__(self, args, classes, synth_config):
+    import jax
+    from flax import nnx
+    from examples.segmentation import model, steps
+    net = model.build(model_config(args), len(classes), seed=args.seed)
+    graphdef, state = nnx.split(net)
+    self.params = nnx.to_pure_dict(state)
+    self.tx = steps.make_optimizer(args.lr, args.steps, schedule=args.schedule)
+    self.opt_state = self.tx.init(self.params)
+    self.step_fn = steps.make_train_step(graphdef, self.tx, synth_config=synth_config,
+                                         classes=classes, dim=args.dim,
+                                         slices_per_volume=args.slices)
+    self.predict_fn = steps.make_predictor(graphdef, dim=args.dim)
+    self.args = args
+
+  def step(self, batch):
+    self.params, self.opt_state, out = self.step_fn(self.params, self.opt_state, batch)
+    return float(out["loss"])
+
+  def predict(self, image, patch):
+    from examples.segmentation import steps
+    return steps.segment_array(self.predict_fn, self.params, image, dim=self.args.dim,
+                               patch=patch)
+
+
+class TorchTrainer:
+  name = "torch"
+
+  def __init__(self, args, classes, synth_config):
+    import torch
+    from torch_twin import TwinUNet
+    torch.manual_seed(args.seed)
+    self.net = TwinUNet(len(classes), dim=args.dim, features=tuple(args.features),
+                        convs=args.convs)
+    self.opt = torch.optim.Adam(self.net.parameters(), args.lr)
+    if args.schedule == "cosine":
+      self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, args.steps,
+                                                              eta_min=args.lr / 100)
+    else:
+      self.sched = None
+    self.args, self.classes = args, classes
+
+  def step(self, batch):
+    import torch
+    from torch_twin import dice_ce_loss
+    x = torch.from_numpy(np.ascontiguousarray(batch["image"]))[:, None]
+    t = torch.from_numpy(np.ascontiguousarray(batch["target"]).astype(np.int64))
+    self.net.train()
+    self.opt.zero_grad()
+    loss = dice_ce_loss(self.net(x), t)
+    loss.backward()
+    self.opt.step()
+    if self.sched is not None:
+      self.sched.step()
+    return float(loss)
+
+  def predict(self, image, patch):
+    import torch
+    from examples.segmentation import steps
+    net = self.net
+
+    def predict_fn(_, patches):
+      x = torch.from_numpy(np.asarray(patches, np.float32))[:, None]
+      with torch.no_grad():
+        if self.args.dim == 2:
+          y = torch.softmax(net(x[..., 0]), dim=1).movedim(1, -1)[:, :, :, None]
+        else:
+          y = torch.softmax(net(x), dim=1).movedim(1, -1)
+      return y.numpy()
+
+    return steps.segment_array(predict_fn, None, image, dim=self.args.dim, patch=patch)
+
+
+def model_config(args):
+  return {"dim": args.dim, "features": list(args.features), "convs_per_level": args.convs,
+          "norm": "instance", "activation": "leaky_relu", "upsample": "transpose",
+          "conv_impl": "auto"}
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark
+
+
+def batch_plan(seed, step, batch, n_maps):
+  """Map index and global sample index of each sample of a step (same for every generator)."""
+  rng = np.random.default_rng([seed, 7, step])
+  return rng.integers(0, n_maps, batch), [step * batch + i for i in range(batch)]
+
+
+def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
+  from examples.segmentation import metrics
+  out = {}
+  labels = [c for c in classes if c != 0]
+  table = np.asarray(sorted(classes), np.int32)
+  for name, image, truth in tests:
+    probs = trainer.predict(image, patch)
+    seg = table[np.argmax(probs, axis=-1)]
+    dice = metrics.dice_per_label(seg, truth, labels)
+    record = {"mean_dice": metrics.mean_score(dice),
+              "per_label": {str(k): v for k, v in dice.items()}}
+    if final:
+      record["hd95"] = {str(v): metrics.hausdorff95(seg, truth, v, spacing) for v in labels}
+      record["prediction"] = seg
+    out[name] = record
+  return out
+
+
+def run_generator(gen, args, maps, classes, shape, spacing, tests, patch):
+  from synthjax import data as sdata
+  from examples.segmentation import scans, steps
+  import jax
+  trainer_cls = JaxTrainer if args.trainer == "jax" else TorchTrainer
+  inside = gen.inside_step and args.trainer == "jax"
+  trainer = trainer_cls(args, classes, gen.config if inside else None)
+  curves = {name: [] for name, _, _ in tests}
+  losses, render_s, train_s = [], 0.0, 0.0
+  take = jax.jit(lambda k, i, t: steps.take_slices(k, i, t, args.slices))
+  final = None
+  for step in range(1, args.steps + 1):
+    which, indices = batch_plan(args.seed, step, args.batch, len(maps))
+    labels = np.stack([maps[i] for i in which])
+    key_data = np.stack([sdata.sample_key_data(args.seed, j) for j in indices])
+    t0 = time.perf_counter()
+    if inside:
+      batch = {"labels": labels, "key": key_data}
+    else:
+      if isinstance(gen, SynthjaxGenerator):
+        images, targets = gen.render_host(labels, key_data, classes)
+      else:
+        pairs = [gen(lab, args.seed * 1_000_003 + j) for lab, j in zip(labels, indices)]
+        images = np.stack([scans.normalize_intensity(p[0]) for p in pairs])
+        segs = np.stack([p[1] for p in pairs]).astype(np.int32)
+        unknown = set(np.unique(segs).tolist()) - set(classes)
+        if unknown:
+          raise SystemExit(f"{gen.name}: produced label values {sorted(unknown)} not in "
+                           f"{classes}")
+        targets = np.searchsorted(np.asarray(classes), segs).astype(np.int32)
+      t1 = time.perf_counter()
+      render_s += t1 - t0
+      t0 = t1
+      if args.trainer == "torch":
+        if args.dim == 2:
+          im, tg = take(jax.random.wrap_key_data(key_data), images, targets)
+          images, targets = np.asarray(im), np.asarray(tg)
+        batch = {"image": images, "target": targets}
+      else:
+        batch = {"image": images, "seg": np.asarray(classes, np.int32)[targets],
+                 "key": key_data}
+    losses.append(trainer.step(batch))
+    train_s += time.perf_counter() - t0
+    last = step == args.steps
+    if (args.eval_every and step % args.eval_every == 0) or last:
+      result = evaluate(trainer, tests, classes, patch, spacing, final=last)
+      for name, rec in result.items():
+        entry = {"step": step, "mean_dice": rec["mean_dice"], "per_label": rec["per_label"]}
+        curves[name].append(entry)
+        if last:
+          final = result
+      means = ", ".join(f"{n} {r['mean_dice']:.3f}" for n, r in result.items())
+      print(f"  {gen.name} [{args.trainer}] step {step}: loss {np.mean(losses[-10:]):.4f}; "
+            f"mean Dice {means}", flush=True)
+  return {"curves": curves, "losses": losses, "render_seconds": render_s,
+          "train_seconds": train_s, "final": final}
+
+
+def markdown_table(results, tests, args):
+  lines = []
+  for name, _, _ in tests:
+    labels = None
+    for gen, r in results.items():
+      labels = list(r["final"][name]["per_label"])
+      break
+    lines.append(f"Test scan `{name}`; trainer {args.trainer}, {args.dim}-D net "
+                 f"{'-'.join(map(str, args.features))} ch, {args.steps} steps of batch "
+                 f"{args.batch}{f' x {args.slices} slices' if args.dim == 2 else ''}, "
+                 f"labels coarsened {args.down}x, seed {args.seed}.")
+    lines.append("")
+    lines.append("| generator | mean Dice (final) | best along the run (step) | "
+                 + " | ".join(f"Dice {l}" for l in labels) + " | mean HD95 (mm) |")
+    lines.append("|---|---|---|" + "---|" * len(labels) + "---|")
+    for gen, r in results.items():
+      final = r["final"][name]
+      curve = r["curves"][name]
+      best = max(curve, key=lambda e: e["mean_dice"])
+      hd = [v for v in final["hd95"].values() if np.isfinite(v)]
+      hd_text = f"{np.mean(hd):.1f}" if hd else "—"
+      lines.append(f"| {gen} | {final['mean_dice']:.3f} | {best['mean_dice']:.3f} "
+                   f"({best['step']}) | "
+                   + " | ".join(f"{final['per_label'][l]:.2f}" for l in labels)
+                   + f" | {hd_text} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def save_png(path, name, image, truth, results, classes):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  z = int(np.argmax((truth > 0).sum(axis=(0, 1))))
+  panels = [("real scan", image[:, :, z], "gray"), ("ground truth", truth[:, :, z], "tab10")]
+  for gen, r in results.items():
+    pred = r["final"][name]["prediction"]
+    panels.append((f"{gen}\nDice {r['final'][name]['mean_dice']:.2f}", pred[:, :, z],
+                   "tab10"))
+  fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
+  vmax = max(classes)
+  for ax, (title, arr, cmap) in zip(np.atleast_1d(axes), panels):
+    ax.imshow(np.rot90(arr), cmap=cmap, vmin=0, vmax=1 if cmap == "gray" else max(vmax, 9),
+              interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--train", nargs="*", default=[], help="training label maps")
+  p.add_argument("--test", nargs="*", default=[], metavar="IMAGE:LABELS")
+  p.add_argument("--mni152", type=int, default=0, metavar="N",
+                 help="add the MNI152 test pair and N label maps deformed from it")
+  p.add_argument("--generators", nargs="+", default=["synthjax:synthseg", "torchio",
+                                                     "cornucopia"])
+  p.add_argument("--config", nargs="*", default=[], metavar="NAME=FILE")
+  p.add_argument("--dim", type=int, choices=(2, 3), default=2)
+  p.add_argument("--down", type=int, default=4)
+  p.add_argument("--steps", type=int, default=1000)
+  p.add_argument("--eval-every", type=int, default=100)
+  p.add_argument("--batch", type=int, default=2)
+  p.add_argument("--slices", type=int, default=8)
+  p.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128])
+  p.add_argument("--convs", type=int, default=2)
+  p.add_argument("--lr", type=float, default=2e-3)
+  p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--trainer", choices=("jax", "torch"), default="jax")
+  p.add_argument("--work", default=os.path.join(ROOT, "benchmarks", "results", "sim2real-data"),
+                 help="folder for the built MNI152 data")
+  p.add_argument("--json", required=True)
+  p.add_argument("--table", help="write the Markdown table here")
+  p.add_argument("--png-dir", help="folder for the per-scan PNGs (default: next to --json)")
+  args = p.parse_args(argv)
+
+  from examples.segmentation import scans, train as train_script
+  train_paths = train_script.expand_paths(args.train) if args.train else []
+  test_pairs = scans.parse_pairs(args.test)
+  if args.mni152:
+    paths, pair = build_mni152(args.work, args.mni152, seed=args.seed)
+    train_paths += paths
+    test_pairs.append(pair)
+  if not train_paths or not test_pairs:
+    raise SystemExit("give training label maps (--train or --mni152) and test pairs "
+                     "(--test or --mni152)")
+  configs = dict(c.split("=", 1) for c in args.config)
+
+  maps, spacing = load_train_maps(train_paths, args.down)
+  multiple = 2 ** (len(args.features) - 1)
+  shape = common_shape(maps, multiple, args.dim)
+  maps = [pad_to(m, shape) for m in maps]
+  tests = [load_test(pair, spacing) for pair in test_pairs]
+  values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
+  for name, _, truth in tests:
+    extra = sorted(set(np.unique(truth).tolist()) - set(values))
+    if extra:
+      raise SystemExit(f"{name}: test labels {extra} do not occur in the training maps")
+  patch = shape if args.dim == 3 else shape[:2] + (1,)
+  print(f"{len(maps)} training maps {shape} at {spacing} mm, labels {values}; "
+        f"{len(tests)} test scan(s): {[t[0] for t in tests]}", flush=True)
+
+  results, gens_meta = {}, {}
+  for spec in args.generators:
+    gen = make_generator(spec, values, shape, spacing, configs)
+    classes = values
+    t0 = time.perf_counter()
+    results[spec] = run_generator(gen, args, maps, classes, shape, spacing, tests, patch)
+    results[spec]["wall_seconds"] = time.perf_counter() - t0
+    gens_meta[spec] = getattr(gen, "config", None).to_dict() if hasattr(gen, "config") else repr(
+        getattr(gen, "transform", None))
+
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip()
+  import jax
+  meta = {"date": datetime.date.today().isoformat(), "commit": commit,
+          "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+          "jax_devices": [str(d) for d in jax.devices()], "trainer": args.trainer,
+          "args": vars(args), "command": "python benchmarks/sim2real.py " + " ".join(
+              sys.argv[1:] if argv is None else argv),
+          "train_maps": train_paths, "test_pairs": test_pairs, "shape": list(shape),
+          "spacing": list(spacing), "labels": values}
+  table = markdown_table(results, tests, args)
+  print(table)
+  png_dir = args.png_dir or os.path.dirname(os.path.abspath(args.json))
+  os.makedirs(png_dir, exist_ok=True)
+  stem = os.path.splitext(os.path.basename(args.json))[0]
+  for name, image, truth in tests:
+    save_png(os.path.join(png_dir, f"{stem}_{name}.png"), name, image, truth, results, values)
+  for r in results.values():
+    for rec in r["final"].values():
+      rec.pop("prediction")
+  with open(args.json, "w") as f:
+    json.dump({"meta": meta, "generators": gens_meta, "results": results}, f, indent=1,
+              default=float)
+  if args.table:
+    with open(args.table, "w") as f:
+      f.write(table + "\n")
+
+
+if __name__ == "__main__":
+  main()
