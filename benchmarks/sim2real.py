@@ -322,7 +322,7 @@ class TorchTrainer:
     self.opt.step()
     if self.sched is not None:
       self.sched.step()
-    return float(loss)
+    return loss.item()
 
   def predict(self, image, patch):
     import torch
@@ -511,6 +511,8 @@ def main(argv=None):
   p.add_argument("--table", help="write the Markdown table here")
   p.add_argument("--png-dir", help="folder for the per-scan PNGs (default: next to --json)")
   args = p.parse_args(argv)
+  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip()
 
   from examples.segmentation import scans, train as train_script
   train_paths = train_script.expand_paths(args.train) if args.train else []
@@ -548,8 +550,6 @@ def main(argv=None):
     gens_meta[spec] = getattr(gen, "config", None).to_dict() if hasattr(gen, "config") else repr(
         getattr(gen, "transform", None))
 
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=ROOT).stdout.strip()
   import jax
   meta = {"date": datetime.date.today().isoformat(), "commit": commit,
           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

@@ -1,0 +1,103 @@
+"""The sim-to-real benchmark's data and its end-to-end run at a tiny size."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flax")
+nilearn = pytest.importorskip("nilearn")
+
+import nibabel as nib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import sim2real  # noqa: E402
+from examples.segmentation import metrics, scans  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mni(tmp_path_factory):
+  folder = str(tmp_path_factory.mktemp("mni"))
+  train, pair = sim2real.build_mni152(folder, 1, seed=0)
+  return folder, train, pair
+
+
+def test_mni152_label_map_follows_the_tissue_maps(mni):
+  from nilearn import datasets
+  _, train, (image_path, label_path) = mni
+  labels = np.asarray(nib.load(label_path).dataobj)
+  mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0.5
+  gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
+  wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
+  assert set(np.unique(labels).tolist()) == {0, 1, 2, 3}
+  assert np.all(labels[~mask] == 0) and np.all(labels[mask] > 0)
+  # Each tissue label sits where its probability is highest (1 mm voxels: volumes in ml).
+  assert gm[labels == 2].mean() > 0.6 and wm[labels == 3].mean() > 0.7
+  assert (1 - gm - wm)[labels == 1].mean() > 0.5
+  # Volumes agree with the probability maps' sums (MNI space is larger than a brain: about
+  # 1.0 l of GM and 0.67 l of WM in probability).
+  for value, prob in ((2, gm), (3, wm)):
+    assert abs((labels == value).sum() - prob[mask].sum()) < 0.2 * prob[mask].sum()
+  t1 = nib.load(image_path)
+  np.testing.assert_allclose(t1.affine, nib.load(label_path).affine)
+  # The image is the real template: WM brighter than GM brighter than CSF (T1 contrast).
+  data = t1.get_fdata()
+  assert data[labels == 3].mean() > data[labels == 2].mean() > data[labels == 1].mean()
+  # Training maps are deformed copies: similar, never identical.
+  for path in train:
+    deformed = np.asarray(nib.load(path).dataobj)
+    d = metrics.dice_per_label(deformed, labels, [1, 2, 3])
+    assert 0.2 < metrics.mean_score(d) < 0.95
+
+
+def test_test_pair_lands_on_the_training_grid(mni):
+  _, _, pair = mni
+  name, image, truth = sim2real.load_test(pair, (2.0, 2.0, 2.0))
+  assert name == "mni152_T1w" and image.shape == truth.shape
+  full = np.asarray(nib.load(pair[1]).dataobj)
+  # 197 x 233 x 189 voxels do not split into 2-voxel blocks, so image and labels are
+  # resampled at voxels 0, 2, 4... (the template is already RAS): nearest neighbour there.
+  assert image.shape == (98, 116, 94)
+  np.testing.assert_array_equal(truth, full[::2, ::2, ::2][:98, :116, :94])
+  assert 0.0 <= image.min() and image.max() <= 1.0
+
+
+def test_pad_to_and_common_shape():
+  a = np.arange(24).reshape(2, 3, 4)
+  out = sim2real.pad_to(a, (4, 3, 2))
+  np.testing.assert_array_equal(out[1:3, :, :], a[:, :, 1:3])
+  assert out[0].sum() == 0 and out[3].sum() == 0
+  maps = [np.zeros((10, 7, 5)), np.zeros((9, 12, 6))]
+  assert sim2real.common_shape(maps, 8, 3) == (16, 16, 8)
+  assert sim2real.common_shape(maps, 8, 2) == (16, 16, 6)
+
+
+def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
+  folder, train, pair = mni
+  cfg_path = str(tmp_path / "mild.json")
+  import synthjax
+  cfg = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8), gamma={"std": 0.1})
+  with open(cfg_path, "w") as f:
+    f.write(cfg.to_json())
+  out = str(tmp_path / "s2r.json")
+  sim2real.main(["--train", *train, "--test", f"{pair[0]}:{pair[1]}", "--down", "8",
+                 "--generators", "synthjax:synthseg~bias", "config:mild", "--config",
+                 f"mild={cfg_path}", "--steps", "3", "--eval-every", "2", "--features", "4",
+                 "8", "--slices", "4", "--json", out, "--table", str(tmp_path / "t.md")])
+  result = json.load(open(out))
+  assert result["meta"]["trainer"] == "jax" and result["meta"]["spacing"] == [8.0] * 3
+  for gen in ("synthjax:synthseg~bias", "config:mild"):
+    curve = result["results"][gen]["curves"]["mni152_T1w"]
+    assert [e["step"] for e in curve] == [2, 3]
+    assert all(0.0 <= e["mean_dice"] <= 1.0 for e in curve)
+    final = result["results"][gen]["final"]["mni152_T1w"]
+    assert set(final["hd95"]) == {"1", "2", "3"}
+  assert result["generators"]["synthjax:synthseg~bias"]["bias"]["enabled"] is False
+  assert result["generators"]["config:mild"]["gamma"]["std"] == 0.1
+  table = open(tmp_path / "t.md").read()
+  assert table.count("| synthjax:synthseg~bias |") == 1 and "| config:mild |" in table
+  assert os.path.getsize(tmp_path / "s2r_mni152_T1w.png") > 1000
