@@ -383,7 +383,9 @@ def test_coordinate_map_at_preset_extremes(name):
   for c, p, u in zip(maps, params, fwd):
     pa = jax.tree.map(lambda x: np.asarray(x, np.float64), p["affine"])
     offset = _crop_offset_reference(IN_SHAPE, SHAPE, np.float64(p["crop"]["position"]))
-    lin = _affine_reference(pa["rotation"], pa["scaling"], pa["shear"])
+    # object_size (fetal preset) divides the sampling-grid scaling isotropically.
+    scaling = pa["scaling"] / pa.get("object_size", 1.0)
+    lin = _affine_reference(pa["rotation"], scaling, pa["shear"])
     mm = (grid - centre + np.moveaxis(u, -1, 0)) * sp  # deformed point, mm about the centre
     mm = np.einsum("ij,j...->i...", lin, mm) + pa["translation"].reshape(3, 1, 1, 1)
     np.testing.assert_allclose(c, mm / sp + centre + offset.reshape(3, 1, 1, 1), rtol=0,

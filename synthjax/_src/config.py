@@ -69,11 +69,25 @@ class GMMConfig:
 class AffineConfig:
   """Random affine transform about the centre of the output field of view.
 
+  The transform maps each output voxel to the point of the label map it samples (SynthSeg's
+  convention), so `scaling` scales the *sampling grid*: a factor `s > 1` covers a larger
+  part of the map and the anatomy appears `1 / s` times its size; `s < 1` enlarges it.
+  TorchIO's `RandomAffine(scales=...)` is the inverse (a factor above 1 enlarges).
+  `object_size` is the plain-language control: an isotropic factor on the anatomy's size
+  (0.5 renders it at half its linear size), drawn once per sample on top of `scaling`.
+
   Attributes:
     rotation: range of each of the three rotation angles, in degrees.
-    scaling: range of each axis' scaling factor.
+    scaling: range of each axis' sampling-grid factor (drawn per axis: also changes the
+      aspect ratio); the anatomy appears `1 / scaling` times its size.
     shear: range of each of the six shear terms.
     translation: range of each axis' translation, in mm.
+    object_size: optional range of the isotropic size factor of the anatomy (`None`: no
+      such draw, and no `object_size` entry in the params).
+
+  Examples:
+    >>> AffineConfig(object_size=(0.5, 1.1)).object_size   # half to 1.1x the map's size
+    (0.5, 1.1)
   """
   rotation: Range = (-15.0, 15.0)
   scaling: Range = (0.8, 1.2)
@@ -81,11 +95,17 @@ class AffineConfig:
   translation: Range = (0.0, 0.0)
   prob: float = 1.0
   enabled: bool = True
+  object_size: Optional[Range] = None
 
   def __post_init__(self):
     _freeze_ranges(self, "rotation", "scaling", "shear", "translation")
     if self.scaling[0] <= 0:
       raise ValueError(f"AffineConfig.scaling must be positive, got {self.scaling}")
+    if self.object_size is not None:
+      size = _as_range("AffineConfig.object_size", self.object_size)
+      if size[0] <= 0:
+        raise ValueError(f"AffineConfig.object_size must be positive, got {size}")
+      object.__setattr__(self, "object_size", size)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,7 +83,7 @@ def _check_fixed(fixed, template_names):
 
 
 _PARAM_NAMES = {
-    "affine": ("applied", "rotation", "scaling", "shear", "translation"),
+    "affine": ("applied", "rotation", "scaling", "shear", "translation", "object_size"),
     "deformation": ("applied", "std", "grid_scale"),
     "crop": ("position",),
     "flip": ("applied",),

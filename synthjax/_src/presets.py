@@ -64,7 +64,8 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
   """SynthSeg `BrainGenerator` defaults.
 
   Means U[0, 250] and stds U[0, 30] per label, background zeroed in 5% of samples; scaling
-  ±0.2, rotation ±15°, shear ±0.012, no translation; velocity std up to 4 voxels on a
+  ±0.2 per axis (of the sampling grid: a factor `s` renders the anatomy at `1 / s` of its
+  size, as SynthSeg's spatial transformer; TorchIO's `scales` is the inverse), rotation ±15°, shear ±0.012, no translation; velocity std up to 4 voxels on a
   grid of 0.04 × shape, integrated at half resolution in 7 squarings; bias std up to 0.7
   on a grid of 0.025 × shape with p 0.95; clip at 300 and gamma exp(N(0, 0.5));
   resolution up to 4 mm isotropic (p 0.1) or 8 mm along one axis, thickness up to the
@@ -108,7 +109,12 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
           **overrides) -> SynthConfig:
   """FetalSynthGen default generator ranges.
 
-  Rotations ±20°, shear ±0.02, scaling ±0.1; velocity std 0–4 voxels on a grid of
+  Rotations ±20°, shear ±0.02, scaling ±0.1 per axis (of the sampling grid: the anatomy
+  appears at `1 / scaling`), and an isotropic object size of 0.5–1.1 times the map's
+  (`AffineConfig.object_size`): fetal brains roughly double in linear size between 20 and
+  38 weeks of gestation, and FetalSynthGen's ±10 % alone cannot render a 38-week map at
+  20-week size; velocity
+  std 0–4 voxels on a grid of
   0.03–0.06 × shape; bias std 0.01–0.3 on a grid of 0.004–0.02 × shape; gamma std 0.1;
   resolution 0.5–1.5 mm; noise std 5–15 on a 0–255 scale (5/255–15/255 here); every
   stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
@@ -139,7 +145,7 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
       background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
       gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.0),
       affine=AffineConfig(rotation=(-20.0, 20.0), scaling=(0.9, 1.1), shear=(-0.02, 0.02),
-                          translation=(0.0, 0.0), prob=p),
+                          translation=(0.0, 0.0), prob=p, object_size=(0.5, 1.1)),
       deformation=DeformationConfig(std=(0.0, 4.0), grid_scale=(0.03, 0.06), steps=7, prob=p),
       flip=FlipConfig(axis=0, prob=0.5),
       bias=BiasConfig(std=(0.01, 0.3), grid_scale=(0.004, 0.02), prob=p),

@@ -27,17 +27,29 @@ from synthjax._src.config import AffineConfig, DeformationConfig, FlipConfig, Sy
 # Parameters
 
 
+# Stream of the object-size draw, folded into the affine key (the other draws keep theirs).
+_OBJECT_SIZE_STREAM = 5
+
+
 def sample_affine(key, cfg: AffineConfig, fixed=None) -> dict:
-  """Draws rotation (deg), scaling, shear and translation (mm), and whether applied."""
+  """Draws rotation (deg), scaling, shear and translation (mm), and whether applied; and
+  the isotropic `object_size` when the config has a range for it."""
   k = jax.random.split(key, 5)
   applied = draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob))
-  return {
+  out = {
       "applied": applied,
       "rotation": draw.pick(fixed, "rotation", draw.uniform(k[1], cfg.rotation, (3,))),
       "scaling": draw.pick(fixed, "scaling", draw.uniform(k[2], cfg.scaling, (3,))),
       "shear": draw.pick(fixed, "shear", draw.uniform(k[3], cfg.shear, (6,))),
       "translation": draw.pick(fixed, "translation", draw.uniform(k[4], cfg.translation, (3,))),
   }
+  if cfg.object_size is not None:
+    ks = jax.random.fold_in(key, _OBJECT_SIZE_STREAM)
+    out["object_size"] = draw.pick(fixed, "object_size", draw.uniform(ks, cfg.object_size))
+  elif fixed and fixed.get("object_size") is not None:
+    raise ValueError("fixed['affine']['object_size'] is given but the config's affine has no "
+                     "object_size range; set AffineConfig.object_size to use it")
+  return out
 
 
 def sample_deformation(key, cfg: DeformationConfig, fixed=None) -> dict:
@@ -66,7 +78,9 @@ def sample_crop(key, fixed=None) -> dict:
 def affine_matrix(p: dict) -> jax.Array:
   """The 3x3 linear part `R @ Shear @ Scale` of the affine, in mm, about the FOV centre.
 
-  `R = Rz @ Ry @ Rx` with angles `rotation` in degrees about axes 0, 1, 2.
+  `R = Rz @ Ry @ Rx` with angles `rotation` in degrees about axes 0, 1, 2. It maps output
+  points to the label map's points, so `Scale = diag(scaling) / object_size` (the anatomy
+  appears `object_size / scaling` times its size).
   """
   a = jnp.deg2rad(p["rotation"].astype(jnp.float32))
   c, s = jnp.cos(a), jnp.sin(a)
@@ -76,7 +90,10 @@ def affine_matrix(p: dict) -> jax.Array:
   rz = jnp.array([[c[2], -s[2], zero], [s[2], c[2], zero], [zero, zero, one]])
   sh = p["shear"].astype(jnp.float32)
   shear = jnp.array([[one, sh[0], sh[1]], [sh[2], one, sh[3]], [sh[4], sh[5], one]])
-  return rz @ ry @ rx @ shear @ jnp.diag(p["scaling"].astype(jnp.float32))
+  scale = p["scaling"].astype(jnp.float32)
+  if "object_size" in p:
+    scale = scale / p["object_size"].astype(jnp.float32)
+  return rz @ ry @ rx @ shear @ jnp.diag(scale)
 
 
 def crop_offset(in_shape, out_shape, position):
