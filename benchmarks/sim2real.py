@@ -119,6 +119,28 @@ def load_test(pair, spacing):
   return name, scan.image, grid.astype(np.int32)
 
 
+def synthetic_probe(spec, down, shape, spacing, seed):
+  """A test pair rendered from a label map (`MAP:SIZE`): the map coarsened by `down`, shown
+  at SIZE times its size, by the synthseg preset with no other spatial change."""
+  import jax
+  import synthjax
+  from examples.segmentation import scans
+  path, size = spec.rsplit(":", 1)
+  (labels,), _ = load_train_maps([path], down)
+  labels = pad_to(labels, shape)
+  values = sorted(np.unique(labels).tolist())
+  cfg = synthjax.presets.synthseg(values, shape, spacing)
+  cfg = cfg.replace(affine={"object_size": (float(size), float(size))})
+  fixed = {"affine": {"applied": True, "rotation": [0.0] * 3, "scaling": [1.0] * 3,
+                      "shear": [0.0] * 6, "translation": [0.0] * 3},
+           "deformation": {"applied": False}, "flip": {"applied": False},
+           "crop": {"position": [0.5] * 3}}
+  params = synthjax.sample_params(jax.random.key(seed), cfg, fixed=fixed)
+  image, seg = synthjax.synthesize(jax.random.key(seed + 1), params, labels, cfg)
+  name = f"probe-{os.path.basename(path).split('.nii')[0]}-x{float(size):g}"
+  return name, scans.normalize_intensity(np.asarray(image)), np.asarray(seg, np.int32)
+
+
 def build_mni152(folder, n_train, seed=0):
   """Writes the MNI152 test pair and `n_train` deformed training maps to `folder`.
 
@@ -490,6 +512,9 @@ def main(argv=None):
   p.add_argument("--test", nargs="*", default=[], metavar="IMAGE:LABELS")
   p.add_argument("--mni152", type=int, default=0, metavar="N",
                  help="add the MNI152 test pair and N label maps deformed from it")
+  p.add_argument("--probe", nargs="*", default=[], metavar="MAP:SIZE",
+                 help="add a synthetic test pair: MAP rendered once by the synthseg preset "
+                      "at SIZE times its size (e.g. a younger-looking brain: 0.5)")
   p.add_argument("--generators", nargs="+", default=["synthjax:synthseg", "torchio",
                                                      "cornucopia"])
   p.add_argument("--config", nargs="*", default=[], metavar="NAME=FILE")
@@ -521,9 +546,9 @@ def main(argv=None):
     paths, pair = build_mni152(args.work, args.mni152, seed=args.seed)
     train_paths += paths
     test_pairs.append(pair)
-  if not train_paths or not test_pairs:
+  if not train_paths or not (test_pairs or args.probe):
     raise SystemExit("give training label maps (--train or --mni152) and test pairs "
-                     "(--test or --mni152)")
+                     "(--test, --probe or --mni152)")
   configs = dict(c.split("=", 1) for c in args.config)
 
   maps, spacing = load_train_maps(train_paths, args.down)
@@ -531,6 +556,8 @@ def main(argv=None):
   shape = common_shape(maps, multiple, args.dim)
   maps = [pad_to(m, shape) for m in maps]
   tests = [load_test(pair, spacing) for pair in test_pairs]
+  tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i)
+            for i, spec in enumerate(args.probe)]
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   for name, _, truth in tests:
     extra = sorted(set(np.unique(truth).tolist()) - set(values))
@@ -556,7 +583,8 @@ def main(argv=None):
           "jax_devices": [str(d) for d in jax.devices()], "trainer": args.trainer,
           "args": vars(args), "command": "python benchmarks/sim2real.py " + " ".join(
               sys.argv[1:] if argv is None else argv),
-          "train_maps": train_paths, "test_pairs": test_pairs, "shape": list(shape),
+          "train_maps": train_paths, "test_pairs": test_pairs, "probes": args.probe,
+          "shape": list(shape),
           "spacing": list(spacing), "labels": values}
   table = markdown_table(results, tests, args)
   print(table)
