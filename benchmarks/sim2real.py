@@ -103,20 +103,33 @@ def common_shape(maps, multiple, dim):
 
 def load_test(pair, spacing):
   """A real scan and its labels on the training grid: `(name, image, truth)`."""
-  import nibabel as nib
   from examples.segmentation import scans
-  image_path, label_path = pair
-  scan = scans.load_scan(image_path, spacing)
-  truth = scans.load_truth(label_path, scan)
-  canon = np.ascontiguousarray(nib.orientations.apply_orientation(truth, scan.ornt))
-  factors = scans.integer_factors(scan.spacing, spacing)
-  if factors is not None and all(n % f == 0 for n, f in zip(canon.shape, factors)):
-    grid = scans.downsample_labels(canon, factors)
-  else:
-    grid, _ = scans.resample(canon, scan.spacing, spacing, order=0,
-                             out_shape=scan.image.shape)
-  name = os.path.basename(image_path).split(".nii")[0]
-  return name, scan.image, grid.astype(np.int32)
+  scan, grid = scans.load_pair(pair[0], pair[1], spacing)
+  name = os.path.basename(pair[0]).split(".nii")[0]
+  return name, scan.image, grid
+
+
+def split_mni152(image_path, label_path, folder):
+  """Cuts the MNI152 pair at the middle of the brain along the S axis: the superior half
+  for real-image fine-tuning, the inferior half for testing (no test voxel is trained on).
+  Returns `(superior_pair, inferior_pair)`."""
+  import nibabel as nib
+  img, lab = nib.load(image_path), nib.load(label_path)
+  labels = np.asarray(lab.dataobj)
+  zs = np.nonzero(labels.any(axis=(0, 1)))[0]
+  mid = int((zs[0] + zs[-1] + 1) // 2)
+  out = []
+  for part, sl in (("superior", slice(mid, None)), ("inferior", slice(0, mid))):
+    pair = []
+    for src, kind in ((img, "T1w"), (lab, "dseg")):
+      data = np.asarray(src.dataobj)[:, :, sl]
+      affine = src.affine.copy()
+      affine[:3, 3] = src.affine[:3, :3] @ [0, 0, sl.start or 0] + src.affine[:3, 3]
+      path = os.path.join(folder, f"mni152_{part}_{kind}.nii.gz")
+      nib.save(nib.Nifti1Image(data, affine), path)
+      pair.append(path)
+    out.append(tuple(pair))
+  return out[0], out[1]
 
 
 def synthetic_probe(spec, down, shape, spacing, seed):
@@ -203,14 +216,17 @@ class SynthjaxGenerator:
     self.name, self.config = name, config
     self._host = None
 
-  def render_host(self, labels, key_data, classes):
-    """Renders on the host (for the torch trainer): numpy images and segs."""
+  def render_host(self, labels, key_data, classes, image=None):
+    """Renders on the host (for the torch trainer): numpy images and class indices."""
     import jax
     from examples.segmentation import steps
     if self._host is None:
       cfg = self.config
       self._host = jax.jit(lambda b: steps.render(b, cfg, classes)[:2])
-    images, targets = self._host({"labels": labels, "key": key_data})
+    batch = {"labels": labels, "key": key_data}
+    if image is not None:
+      batch["image"] = image
+    images, targets = self._host(batch)
     return np.asarray(images), np.asarray(targets)
 
 
@@ -303,10 +319,18 @@ class JaxTrainer:
                                          classes=classes, dim=args.dim,
                                          slices_per_volume=args.slices)
     self.predict_fn = steps.make_predictor(graphdef, dim=args.dim)
-    self.args = args
+    self.args, self.graphdef, self.classes = args, graphdef, classes
 
-  def step(self, batch):
-    self.params, self.opt_state, out = self.step_fn(self.params, self.opt_state, batch)
+  def step_fn_for(self, synth_config):
+    """Another train step on the same net and optimizer, rendering with `synth_config`."""
+    from examples.segmentation import steps
+    return steps.make_train_step(self.graphdef, self.tx, synth_config=synth_config,
+                                 classes=self.classes, dim=self.args.dim,
+                                 slices_per_volume=self.args.slices)
+
+  def step(self, batch, fn=None):
+    fn = fn or self.step_fn
+    self.params, self.opt_state, out = fn(self.params, self.opt_state, batch)
     return float(out["loss"])
 
   def predict(self, image, patch):
@@ -397,7 +421,7 @@ def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
   return out
 
 
-def run_generator(gen, args, maps, classes, shape, spacing, tests, patch):
+def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=()):
   from synthjax import data as sdata
   from examples.segmentation import scans, steps
   import jax
@@ -407,12 +431,35 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch):
   curves = {name: [] for name, _, _ in tests}
   losses, render_s, train_s = [], 0.0, 0.0
   take = jax.jit(lambda k, i, t: steps.take_slices(k, i, t, args.slices))
+  if real:
+    # The real image replaces the generator's intensities; its spatial and intensity
+    # stages augment it (same params pytree as a synthetic sample).
+    real_cfg = gen.config.replace(image_intensity={"prob": 1.0, "enabled": True})
+    if args.trainer == "jax":
+      real_fn = trainer.step_fn_for(real_cfg)
+    else:
+      real_gen = SynthjaxGenerator(gen.name + "+real", real_cfg)
   final = None
   for step in range(1, args.steps + 1):
     which, indices = batch_plan(args.seed, step, args.batch, len(maps))
     labels = np.stack([maps[i] for i in which])
     key_data = np.stack([sdata.sample_key_data(args.seed, j) for j in indices])
     t0 = time.perf_counter()
+    if real and step % args.real_every == 0:
+      pick = np.random.default_rng([args.seed, 11, step]).integers(0, len(real), args.batch)
+      rl = np.stack([real[i][0] for i in pick])
+      ri = np.stack([real[i][1] for i in pick])
+      rkeys = np.stack([sdata.sample_key_data((args.seed + 1) % (1 << 32), j) for j in indices])
+      if args.trainer == "jax":
+        losses.append(trainer.step({"labels": rl, "key": rkeys, "image": ri}, fn=real_fn))
+      else:
+        images, targets = real_gen.render_host(rl, rkeys, classes, image=ri)
+        if args.dim == 2:
+          im, tg = take(jax.random.wrap_key_data(rkeys), images, targets)
+          images, targets = np.asarray(im), np.asarray(tg)
+        losses.append(trainer.step({"image": images, "target": targets}))
+      train_s += time.perf_counter() - t0
+      continue
     if inside:
       batch = {"labels": labels, "key": key_data}
     else:
@@ -512,6 +559,14 @@ def main(argv=None):
   p.add_argument("--test", nargs="*", default=[], metavar="IMAGE:LABELS")
   p.add_argument("--mni152", type=int, default=0, metavar="N",
                  help="add the MNI152 test pair and N label maps deformed from it")
+  p.add_argument("--mni152-split", action="store_true",
+                 help="with --mni152: test on the inferior half of the MNI152 brain and offer "
+                      "the superior half for --real fine-tuning (--real-every)")
+  p.add_argument("--real", nargs="*", default=[], metavar="IMAGE:LABELS",
+                 help="real pairs for real-image fine-tuning (synthjax generators)")
+  p.add_argument("--real-every", type=int, default=0,
+                 help="every K-th step trains on a real pair augmented by the generator's "
+                      "spatial and intensity stages (0: never)")
   p.add_argument("--probe", nargs="*", default=[], metavar="MAP:SIZE",
                  help="add a synthetic test pair: MAP rendered once by the synthseg preset "
                       "at SIZE times its size (e.g. a younger-looking brain: 0.5)")
@@ -542,10 +597,16 @@ def main(argv=None):
   from examples.segmentation import scans, train as train_script
   train_paths = train_script.expand_paths(args.train) if args.train else []
   test_pairs = scans.parse_pairs(args.test)
+  real_pairs = scans.parse_pairs(args.real)
   if args.mni152:
     paths, pair = build_mni152(args.work, args.mni152, seed=args.seed)
     train_paths += paths
-    test_pairs.append(pair)
+    if args.mni152_split:
+      superior, inferior = split_mni152(*pair, args.work)
+      test_pairs.append(inferior)
+      real_pairs.append(superior)
+    else:
+      test_pairs.append(pair)
   if not train_paths or not (test_pairs or args.probe):
     raise SystemExit("give training label maps (--train or --mni152) and test pairs "
                      "(--test, --probe or --mni152)")
@@ -558,6 +619,13 @@ def main(argv=None):
   tests = [load_test(pair, spacing) for pair in test_pairs]
   tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i)
             for i, spec in enumerate(args.probe)]
+  real = []
+  if args.real_every:
+    for pair in real_pairs:
+      scan, grid = scans.load_pair(pair[0], pair[1], spacing)
+      real.append((pad_to(grid, shape), pad_to(scan.image, shape)))
+    if not real:
+      raise SystemExit("--real-every needs real pairs (--real, or --mni152 --mni152-split)")
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   for name, _, truth in tests:
     extra = sorted(set(np.unique(truth).tolist()) - set(values))
@@ -572,7 +640,11 @@ def main(argv=None):
     gen = make_generator(spec, values, shape, spacing, configs)
     classes = values
     t0 = time.perf_counter()
-    results[spec] = run_generator(gen, args, maps, classes, shape, spacing, tests, patch)
+    if real and not isinstance(gen, SynthjaxGenerator):
+      raise SystemExit(f"{spec}: real-image fine-tuning uses synthjax's stages; use it with "
+                       f"synthjax generators only")
+    results[spec] = run_generator(gen, args, maps, classes, shape, spacing, tests, patch,
+                                  real)
     results[spec]["wall_seconds"] = time.perf_counter() - t0
     gens_meta[spec] = getattr(gen, "config", None).to_dict() if hasattr(gen, "config") else repr(
         getattr(gen, "transform", None))
@@ -584,6 +656,7 @@ def main(argv=None):
           "args": vars(args), "command": "python benchmarks/sim2real.py " + " ".join(
               sys.argv[1:] if argv is None else argv),
           "train_maps": train_paths, "test_pairs": test_pairs, "probes": args.probe,
+          "real_pairs": real_pairs if real else [], "real_every": args.real_every,
           "shape": list(shape),
           "spacing": list(spacing), "labels": values}
   table = markdown_table(results, tests, args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -15,23 +14,11 @@ class UserError(Exception):
 
 
 def _expand_sources(patterns):
-  paths = []
-  for pat in patterns:
-    if os.path.isdir(pat):
-      found = sorted(glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz")))
-      if not found:
-        raise UserError(f"{pat}: folder holds no .nii or .nii.gz file")
-      paths += found
-    elif any(c in pat for c in "*?["):
-      found = sorted(glob.glob(pat))
-      if not found:
-        raise UserError(f"{pat}: pattern matches no file")
-      paths += found
-    else:
-      if not os.path.exists(pat):
-        raise UserError(f"{pat}: no such file")
-      paths.append(pat)
-  return paths
+  from synthjax._src.data.sources import expand_paths
+  try:
+    return expand_paths(patterns)
+  except (ValueError, FileNotFoundError) as e:
+    raise UserError(str(e)) from e
 
 
 def _load_sources(args):

@@ -101,3 +101,18 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
   table = open(tmp_path / "t.md").read()
   assert table.count("| synthjax:synthseg~bias |") == 1 and "| config:mild |" in table
   assert os.path.getsize(tmp_path / "s2r_mni152_T1w.png") > 1000
+
+
+def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
+  folder, train, (image_path, label_path) = mni
+  superior, inferior = sim2real.split_mni152(image_path, label_path, str(tmp_path))
+  full = nib.load(label_path)
+  sup, inf = nib.load(superior[1]), nib.load(inferior[1])
+  assert sup.shape[2] + inf.shape[2] == full.shape[2]
+  data = np.asarray(full.dataobj)
+  np.testing.assert_array_equal(np.concatenate([np.asarray(inf.dataobj),
+                                                np.asarray(sup.dataobj)], axis=2), data)
+  # World coordinates are kept: the first superior slice sits where it was.
+  k = inf.shape[2]
+  np.testing.assert_allclose(sup.affine @ [0, 0, 0, 1], full.affine @ [0, 0, k, 1])
+  assert np.asarray(sup.dataobj).any() and np.asarray(inf.dataobj).any()

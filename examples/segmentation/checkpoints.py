@@ -23,21 +23,25 @@ def _options(**kw):
 class Checkpoints:
   """The two Orbax managers of a run folder."""
 
-  def __init__(self, run_dir: str, *, keep: int = 2):
+  def __init__(self, run_dir: str, *, keep: int = 2, real: bool = False):
     root = os.path.abspath(run_dir)
+    self.real = real
     self.latest = ocp.CheckpointManager(
         os.path.join(root, "checkpoints"), options=_options(max_to_keep=keep),
-        item_names=("state", "data"))
+        item_names=("state", "data", "real") if real else ("state", "data"))
     self.best = ocp.CheckpointManager(
         os.path.join(root, "best"),
         options=_options(max_to_keep=1, best_fn=lambda m: m["dice"], best_mode="max"),
         item_names=("params",))
 
-  def save(self, step: int, params, opt_state, iterator):
-    """Saves the training state after `step` steps, with the iterator's position."""
+  def save(self, step: int, params, opt_state, iterator, real_iterator=None):
+    """Saves the training state after `step` steps, with the iterators' positions."""
     state = {"params": params, "opt_state": opt_state}
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)))
+    items = dict(state=ocp.args.StandardSave(state),
+                 data=grain.checkpoint.CheckpointSave(iterator))
+    if self.real:
+      items["real"] = grain.checkpoint.CheckpointSave(real_iterator)
+    self.latest.save(step, args=ocp.args.Composite(**items))
 
   def save_best(self, step: int, params, dice: float):
     """Keeps these weights if `dice` beats the best so far."""
@@ -47,17 +51,19 @@ class Checkpoints:
   def latest_step(self):
     return self.latest.latest_step()
 
-  def restore(self, params, opt_state, iterator, step=None):
-    """Restores `(step, params, opt_state)` and moves `iterator` to the saved position.
+  def restore(self, params, opt_state, iterator, real_iterator=None, step=None):
+    """Restores `(step, params, opt_state)` and moves the iterators to the saved positions.
 
     `params` and `opt_state` give the structure, shapes and shardings to restore into.
     """
     step = self.latest.latest_step() if step is None else step
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                             {"params": params, "opt_state": opt_state})
-    out = self.latest.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract),
-        data=grain.checkpoint.CheckpointRestore(iterator)))
+    items = dict(state=ocp.args.StandardRestore(abstract),
+                 data=grain.checkpoint.CheckpointRestore(iterator))
+    if self.real:
+      items["real"] = grain.checkpoint.CheckpointRestore(real_iterator)
+    out = self.latest.restore(step, args=ocp.args.Composite(**items))
     return step, out.state["params"], out.state["opt_state"]
 
   def restore_params(self, params, opt_state, *, best: bool = True):

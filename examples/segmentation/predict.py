@@ -24,10 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `examples.segmentation` i
 import numpy as np
 
 from examples.segmentation import scans
-
-
-class UserError(Exception):
-  """Bad input: printed as one line with exit status 2."""
+from examples.segmentation.cli import UserError
 
 
 def build_parser():
@@ -145,16 +142,8 @@ def run(args):
 
 
 def main(argv=None):
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    run(args)
-  except (UserError, scans.ScanError) as e:
-    if args.debug:
-      raise
-    print(f"predict.py: error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  from examples.segmentation import cli
+  return cli.main("predict.py", build_parser(), lambda args, _: run(args), argv)
 
 
 if __name__ == "__main__":

@@ -293,3 +293,49 @@ def parse_pairs(pairs: Optional[Sequence[str]]):
         raise ScanError(f"{p}: no such file (in {pair!r})")
     out.append((image, labels))
   return out
+
+
+def load_pair(image_path, label_path, target_spacing):
+  """A real scan and its label map, both on the training grid (canonical orientation):
+  `(scan, labels)`, the labels coarsened by majority vote where the factors are integers
+  (as the image is block-averaged), else by nearest neighbour."""
+  scan = load_scan(image_path, target_spacing)
+  truth = load_truth(label_path, scan)
+  canon = np.ascontiguousarray(nib.orientations.apply_orientation(truth, scan.ornt))
+  factors = integer_factors(scan.spacing, target_spacing)
+  if factors is not None and all(n % f == 0 for n, f in zip(canon.shape, factors)):
+    grid = downsample_labels(canon, factors)
+  else:
+    grid, _ = resample(canon, scan.spacing, target_spacing, order=0,
+                       out_shape=scan.image.shape)
+  return scan, np.ascontiguousarray(grid, np.int32)
+
+
+@dataclasses.dataclass
+class ArraySource:
+  """A random-access source of in-memory volumes for `synthjax.data.pipeline`: label maps
+  with their real images (already on the training grid).
+
+  Attributes:
+    labels: int32 arrays.
+    images: float32 arrays of the same shapes (or None for label maps alone).
+    names: one name per volume (used in error messages).
+    spacing: the grid spacing.
+  """
+  labels: list
+  images: Optional[list]
+  names: list
+  spacing: tuple
+
+  def __len__(self):
+    return len(self.labels)
+
+  def describe(self, i):
+    return {"shape": tuple(self.labels[int(i)].shape), "path": self.names[int(i)]}
+
+  def __getitem__(self, i):
+    i = int(i)
+    image = None if self.images is None else self.images[i]
+    return {"labels": self.labels[i], "image": image, "shape": tuple(self.labels[i].shape),
+            "spacing": np.asarray(self.spacing), "affine": np.diag(list(self.spacing) + [1.0]),
+            "path": self.names[i], "index": i}

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import os
 import sys
@@ -39,13 +38,10 @@ if __package__ in (None, ""):  # run as a script: make `examples.segmentation` i
 import numpy as np
 
 from examples.segmentation import scans
+from examples.segmentation.cli import UserError
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
 RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every")
-
-
-class UserError(Exception):
-  """Bad input: printed as one line with exit status 2."""
 
 
 def build_parser():
@@ -76,6 +72,11 @@ def build_parser():
   p.add_argument("--val", nargs="*", default=[], metavar="IMAGE:LABELS",
                  help="real scans with their label maps for validation")
   p.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+  p.add_argument("--real", nargs="*", default=[], metavar="IMAGE:LABELS",
+                 help="real scans with labels to fine-tune on (FetalSynthSeg's real-image "
+                      "fine-tuning), augmented by the generator's spatial and intensity stages")
+  p.add_argument("--real-every", type=int, default=5,
+                 help="with --real: every K-th step trains on a real batch")
   p.add_argument("--ckpt-every", type=int, default=100)
   p.add_argument("--workers", type=int, default=0, help="Grain worker processes")
   p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -88,23 +89,12 @@ def build_parser():
 
 
 def expand_paths(patterns):
-  """Files, folders (their .nii/.nii.gz) and globs, each checked, in a stable order."""
-  paths = []
-  for pat in patterns:
-    if os.path.isdir(pat):
-      found = sorted(glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz")))
-      if not found:
-        raise UserError(f"{pat}: folder holds no .nii or .nii.gz file")
-    elif any(c in pat for c in "*?["):
-      found = sorted(glob.glob(pat, recursive=True))
-      if not found:
-        raise UserError(f"{pat}: pattern matches no file")
-    elif os.path.exists(pat):
-      found = [pat]
-    else:
-      raise UserError(f"{pat}: no such file")
-    paths += [os.path.abspath(f) for f in found]
-  return paths
+  """Files, folders (their .nii/.nii.gz) and globs, as absolute paths in a stable order."""
+  from synthjax.data import expand_paths as expand
+  try:
+    return [os.path.abspath(p) for p in expand(patterns)]
+  except (ValueError, FileNotFoundError) as e:
+    raise UserError(str(e)) from e
 
 
 def load_config(args, values, spacing, shape):
@@ -154,8 +144,9 @@ def absolute_inputs(args):
   """LABELS expanded to absolute file paths and --val pairs made absolute, so a run
   resumes from any working directory."""
   args.labels = expand_paths(args.labels) if args.labels else []
-  args.val = [":".join(os.path.abspath(p) for p in pair) for pair in
-              (f"{i}:{l}" for i, l in scans.parse_pairs(args.val))]
+  for name in ("val", "real"):
+    pairs = scans.parse_pairs(getattr(args, name))
+    setattr(args, name, [f"{os.path.abspath(i)}:{os.path.abspath(l)}" for i, l in pairs])
   return args
 
 
@@ -326,6 +317,25 @@ def run(args, parser=None) -> TrainResult:
                       f"output classes {classes}")
     val_scans.append((scan, truth))
 
+  real_source, real_cfg = None, None
+  if args.real:
+    if args.real_every < 1:
+      raise UserError(f"--real-every must be a positive integer, got {args.real_every}")
+    labels_list, images, names = [], [], []
+    for image_path, label_path in scans.parse_pairs(args.real):
+      scan, grid = scans.load_pair(image_path, label_path, cfg.spacing)
+      try:
+        synthjax.validate_labels(grid, cfg, name=label_path)
+      except ValueError as e:
+        raise UserError(str(e)) from e
+      labels_list.append(grid)
+      images.append(scan.image)
+      names.append(image_path)
+    real_source = scans.ArraySource(labels_list, images, names, cfg.spacing)
+    # The real image replaces the generator's intensities; the spatial and intensity
+    # stages (bias, gamma, resolution, noise...) then augment it.
+    real_cfg = cfg.replace(image_intensity={"prob": 1.0, "enabled": True})
+
   os.makedirs(args.out, exist_ok=True)
   if main_process and not stored:
     record = {"args": {k: v for k, v in vars(args).items()
@@ -353,10 +363,19 @@ def run(args, parser=None) -> TrainResult:
                       shard=(pid, nproc) if nproc > 1 else None,
                       pad_label=cfg.background)
   it = iter(ds)
-  ckpt = checkpoints.Checkpoints(args.out)
+  real_it, real_step = None, None
+  if real_source is not None:
+    real_ds = sdata.pipeline(real_source, patch_size=cfg.shape, batch_size=args.batch // nproc,
+                             seed=(args.seed + 1) % (1 << 32), workers=0, pad_small=True,
+                             shard=(pid, nproc) if nproc > 1 else None,
+                             pad_label=cfg.background)
+    real_it = iter(real_ds)
+    real_step = steps.make_train_step(graphdef, tx, synth_config=real_cfg, classes=classes,
+                                      dim=args.dim, slices_per_volume=args.slices, mesh=mesh)
+  ckpt = checkpoints.Checkpoints(args.out, real=real_source is not None)
   start = 0
   if args.resume and ckpt.latest_step() is not None:
-    start, params, opt_state = ckpt.restore(params, opt_state, it)
+    start, params, opt_state = ckpt.restore(params, opt_state, it, real_it)
   log = MetricsLog(os.path.join(args.out, "metrics.jsonl"),
                    keep_until=start if args.resume else None, enabled=main_process)
 
@@ -370,20 +389,26 @@ def run(args, parser=None) -> TrainResult:
   try:
     for step in range(start + 1, args.steps + 1):
       t0 = time.perf_counter()
-      local = next(it)
+      real_now = real_it is not None and step % args.real_every == 0
+      local = next(real_it) if real_now else next(it)
       samples.append(np.asarray(local["index"]))
-      batch = steps.global_batch(mesh, local, names)
-      params, opt_state, out = train_step(params, opt_state, batch)
+      if real_now:
+        batch = steps.global_batch(mesh, local, names + ("image",))
+        params, opt_state, out = real_step(params, opt_state, batch)
+      else:
+        batch = steps.global_batch(mesh, local, names)
+        params, opt_state, out = train_step(params, opt_state, batch)
       loss = float(steps.to_host(out["loss"]))
       dt = time.perf_counter() - t0
       losses.append(loss)
       log.write({"step": step, "loss": loss, "dice": float(steps.to_host(out["dice"])),
-                 "samples_per_s": args.batch / dt, "seconds": dt})
+                 "samples_per_s": args.batch / dt, "seconds": dt,
+                 **({"real": True} if real_now else {})})
       if bar is not None:
         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{args.batch / dt:.2f}")
         bar.update(1)
       if step % args.ckpt_every == 0 or step == args.steps:
-        ckpt.save(step, params, opt_state, it)
+        ckpt.save(step, params, opt_state, it, real_it)
       evaluate = val_scans and ((args.eval_every and step % args.eval_every == 0)
                                 or step == args.steps)
       if evaluate:
@@ -399,9 +424,10 @@ def run(args, parser=None) -> TrainResult:
       bar.close()
     log.close()
     ckpt.close()
-    close = getattr(it, "close", None)
-    if close is not None:
-      close()
+    for iterator in (it, real_it):
+      close = getattr(iterator, "close", None)
+      if close is not None:
+        close()
   if main_process:
     plot.plot_curves(os.path.join(args.out, "metrics.jsonl"),
                      os.path.join(args.out, "curves.png"), title=os.path.basename(args.out))
@@ -410,16 +436,8 @@ def run(args, parser=None) -> TrainResult:
 
 
 def main(argv=None):
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    run(args, parser)
-  except (UserError, scans.ScanError) as e:
-    if args.debug:
-      raise
-    print(f"train.py: error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  from examples.segmentation import cli
+  return cli.main("train.py", build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from synthjax._src.data.keys import sample_key_data
 from synthjax._src.data.pipeline import ExtractPatches, pipeline
 from synthjax._src.data.samplers import (LabelSampler, UniformSampler, WeightedSampler,
                                          extract_patch)
-from synthjax._src.data.sources import NiftiSource, Volume
+from synthjax._src.data.sources import NiftiSource, Volume, expand_paths
 from synthjax._src.data.writers import (ArrayRecordSamples, ArrayRecordWriter, NiftiWriter,
                                         decode_record, encode_record, read_arrayrecord,
                                         write_dataset)
@@ -14,7 +14,7 @@ from synthjax._src.data.synth import SynthesizeTransform, synthesize_batch
 from synthjax._src.data.splits import MixedSource, Subset, train_val_split
 
 __all__ = [
-    "NiftiSource", "Volume", "pipeline", "ExtractPatches", "sample_key_data",
+    "NiftiSource", "Volume", "expand_paths", "pipeline", "ExtractPatches", "sample_key_data",
     "UniformSampler", "LabelSampler", "WeightedSampler", "extract_patch",
     "train_val_split", "Subset", "MixedSource",
     "grid_patches", "assemble", "sliding_window",

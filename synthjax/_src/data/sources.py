@@ -31,6 +31,33 @@ def _strip_ext(name: str, extensions) -> str:
   return name
 
 
+def expand_paths(patterns) -> list:
+  """NIfTI files from files, folders (their `.nii` and `.nii.gz`) and globs, in order.
+
+  Raises:
+    FileNotFoundError: a file that does not exist.
+    ValueError: a folder without NIfTI files, or a glob that matches nothing.
+  """
+  paths = []
+  for pat in patterns:
+    pat = os.fspath(pat)
+    if os.path.isdir(pat):
+      found = sorted(glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz")))
+      if not found:
+        raise ValueError(f"{pat}: folder holds no .nii or .nii.gz file")
+      paths += found
+    elif any(c in pat for c in "*?["):
+      found = sorted(glob.glob(pat))
+      if not found:
+        raise ValueError(f"{pat}: pattern matches no file")
+      paths += found
+    else:
+      if not os.path.exists(pat):
+        raise FileNotFoundError(f"{pat}: no such file")
+      paths.append(pat)
+  return paths
+
+
 def _available_ram() -> int:
   try:
     import psutil
