@@ -8,8 +8,9 @@ the 95% Hausdorff distance, writes the JSON, a Markdown table and a PNG per test
 real slice, its ground truth and each generator's prediction).
 
 Generators:
-- `synthjax:PRESET` (`synthseg`, `fetal`), rendered inside the train step; a suffix
-  `~STAGE` switches a stage off (`synthjax:fetal~boundary~slice_stack`), for ablations;
+- `synthjax:PRESET` (`synthseg`, `fetal`), rendered inside the train step; for ablations,
+  a suffix `~STAGE` switches a stage off and `+STAGE.FIELD=JSON` sets one field
+  (`synthjax:fetal~boundary~slice_stack`, `synthjax:synthseg+gmm.prob_background_zero=1`);
 - `config:NAME`, a SynthConfig JSON given with `--config NAME=cfg.json` (its shape and
   spacing are replaced by the run's);
 - `torchio`: `RandomLabelsToImage`, `RandomAffine`, `RandomElasticDeformation`,
@@ -271,18 +272,38 @@ class CornucopiaGenerator:
     return image[0].numpy().astype(np.float32), label[0].numpy()
 
 
+def dataclasses_is(obj):
+  import dataclasses
+  return dataclasses.is_dataclass(obj)
+
+
 def make_generator(spec, values, shape, spacing, configs):
   import synthjax
   if spec.startswith("synthjax:"):
-    preset, *off = spec.split(":", 1)[1].split("~")
+    import re
+    preset, *changes = re.split(r"(?=[~+])", spec.split(":", 1)[1])
     build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}
     if preset not in build:
       raise SystemExit(f"{spec}: unknown preset {preset!r} (synthseg, fetal)")
     cfg = build[preset](tuple(values), tuple(shape), tuple(spacing))
-    for stage in off:
-      if not hasattr(cfg, stage):
+    for change in changes:
+      if change.startswith("~"):  # ~STAGE: the stage off
+        stage, update = change[1:], {"enabled": False}
+      else:  # +STAGE.FIELD=JSON: one field set
+        target, _, value = change[1:].partition("=")
+        stage, _, field = target.partition(".")
+        try:
+          update = {field: json.loads(value)}
+        except json.JSONDecodeError:
+          raise SystemExit(f"{spec}: {change!r} needs +STAGE.FIELD=JSON") from None
+        if isinstance(update[field], list):
+          update[field] = tuple(update[field])
+      if not hasattr(cfg, stage) or not dataclasses_is(getattr(cfg, stage)):
         raise SystemExit(f"{spec}: the config has no stage {stage!r}")
-      cfg = cfg.replace(**{stage: {"enabled": False}})
+      try:
+        cfg = cfg.replace(**{stage: update})
+      except (TypeError, ValueError) as e:
+        raise SystemExit(f"{spec}: {change!r}: {e}") from None
     return SynthjaxGenerator(spec, cfg)
   if spec.startswith("config:"):
     name = spec.split(":", 1)[1]
@@ -636,6 +657,27 @@ def main(argv=None):
         f"{len(tests)} test scan(s): {[t[0] for t in tests]}", flush=True)
 
   results, gens_meta = {}, {}
+
+  def write_json(final):
+    out = {"meta": meta, "generators": gens_meta, "results": {}, "complete": final}
+    for gen, r in results.items():
+      out["results"][gen] = dict(r, final={n: {k: v for k, v in rec.items() if k != "prediction"}
+                                           for n, rec in r["final"].items()})
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(out, f, indent=1, default=float)
+    os.replace(tmp, args.json)
+
+  import jax
+  meta = {"date": datetime.date.today().isoformat(), "commit": commit,
+          "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+          "jax_devices": [str(d) for d in jax.devices()], "trainer": args.trainer,
+          "args": vars(args), "command": "python benchmarks/sim2real.py " + " ".join(
+              sys.argv[1:] if argv is None else argv),
+          "train_maps": train_paths, "test_pairs": test_pairs, "probes": args.probe,
+          "real_pairs": real_pairs if real else [], "real_every": args.real_every,
+          "shape": list(shape), "spacing": list(spacing), "labels": values}
+  os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
   for spec in args.generators:
     gen = make_generator(spec, values, shape, spacing, configs)
     classes = values
@@ -646,19 +688,10 @@ def main(argv=None):
     results[spec] = run_generator(gen, args, maps, classes, shape, spacing, tests, patch,
                                   real)
     results[spec]["wall_seconds"] = time.perf_counter() - t0
-    gens_meta[spec] = getattr(gen, "config", None).to_dict() if hasattr(gen, "config") else repr(
+    gens_meta[spec] = gen.config.to_dict() if hasattr(gen, "config") else repr(
         getattr(gen, "transform", None))
+    write_json(final=False)  # a later failure keeps the generators done so far
 
-  import jax
-  meta = {"date": datetime.date.today().isoformat(), "commit": commit,
-          "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-          "jax_devices": [str(d) for d in jax.devices()], "trainer": args.trainer,
-          "args": vars(args), "command": "python benchmarks/sim2real.py " + " ".join(
-              sys.argv[1:] if argv is None else argv),
-          "train_maps": train_paths, "test_pairs": test_pairs, "probes": args.probe,
-          "real_pairs": real_pairs if real else [], "real_every": args.real_every,
-          "shape": list(shape),
-          "spacing": list(spacing), "labels": values}
   table = markdown_table(results, tests, args)
   print(table)
   png_dir = args.png_dir or os.path.dirname(os.path.abspath(args.json))
@@ -666,12 +699,7 @@ def main(argv=None):
   stem = os.path.splitext(os.path.basename(args.json))[0]
   for name, image, truth in tests:
     save_png(os.path.join(png_dir, f"{stem}_{name}.png"), name, image, truth, results, values)
-  for r in results.values():
-    for rec in r["final"].values():
-      rec.pop("prediction")
-  with open(args.json, "w") as f:
-    json.dump({"meta": meta, "generators": gens_meta, "results": results}, f, indent=1,
-              default=float)
+  write_json(final=True)
   if args.table:
     with open(args.table, "w") as f:
       f.write(table + "\n")

@@ -116,3 +116,18 @@ def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
   k = inf.shape[2]
   np.testing.assert_allclose(sup.affine @ [0, 0, 0, 1], full.affine @ [0, 0, k, 1])
   assert np.asarray(sup.dataobj).any() and np.asarray(inf.dataobj).any()
+
+
+def test_generator_specs_switch_stages_off_and_set_fields():
+  gen = sim2real.make_generator(
+      "synthjax:synthseg~bias+gmm.prob_background_zero=1+affine.object_size=[0.5, 1.1]",
+      [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
+  cfg = gen.config
+  assert not cfg.bias.enabled and cfg.gmm.prob_background_zero == 1.0
+  assert cfg.affine.object_size == (0.5, 1.1) and cfg.spacing == (2.0, 2.0, 2.0)
+  for bad, message in (("synthjax:synthseg~nope", "no stage 'nope'"),
+                       ("synthjax:synthseg+gmm.nope=1", "nope"),
+                       ("synthjax:synthseg+gmm.prob_background_zero=x", "JSON"),
+                       ("synthjax:other", "unknown preset"), ("peer", "unknown generator")):
+    with pytest.raises(SystemExit, match=message):
+      sim2real.make_generator(bad, [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
