@@ -380,7 +380,7 @@ class TorchTrainer:
   def step(self, batch):
     import torch
     from torch_twin import dice_ce_loss
-    x = torch.from_numpy(np.ascontiguousarray(batch["image"]))[:, None]
+    x = torch.from_numpy(np.array(batch["image"], dtype=np.float32))[:, None]
     t = torch.from_numpy(np.ascontiguousarray(batch["target"]).astype(np.int64))
     self.net.train()
     self.opt.zero_grad()
