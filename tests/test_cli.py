@@ -1,9 +1,17 @@
-"""`synthjax generate` / `synthjax replay` driven as a user would (subprocess)."""
+"""`synthjax generate` / `synthjax replay` driven as a user would.
 
+A few representative runs go through a subprocess (the first dataset, replay in a new
+process, Ctrl-C and resume); the other commands call `synthjax.cli.main` in this process,
+which parses the same arguments and prints the same messages.
+"""
+
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import nibabel as nib
@@ -15,10 +23,27 @@ DEMO = ["--demo", "--demo-shape", "32", "32", "32", "--demo-spacing", "6"]
 
 
 def run(*args, check=True):
+  """`synthjax ARGS...` in a new process."""
   out = subprocess.run([sys.executable, "-m", "synthjax.cli", *args], capture_output=True,
                        text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
   if check and out.returncode != 0:
     raise AssertionError(f"exit {out.returncode}\n{out.stderr}")
+  return out
+
+
+def cli(*args, check=True):
+  """`synthjax ARGS...` in this process: exit code, stdout and stderr as `run` gives them."""
+  from synthjax import cli as cli_module
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    try:
+      code = cli_module.main(list(args))
+    except SystemExit as e:  # argparse: --help, bad flags
+      code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+  out = types.SimpleNamespace(returncode=code, stdout=stdout.getvalue(),
+                              stderr=stderr.getvalue())
+  if check and code != 0:
+    raise AssertionError(f"exit {code}\n{out.stderr}")
   return out
 
 
@@ -49,7 +74,7 @@ def test_generate_writes_images_segs_and_params(demo_run):
 
 
 def test_same_seed_same_files(demo_run, tmp_path):
-  run("generate", *DEMO, "-n", "2", "-o", str(tmp_path), "--seed", "5", "--quiet")
+  cli("generate", *DEMO, "-n", "2", "-o", str(tmp_path), "--seed", "5", "--quiet")
   for i in range(2):
     for kind in ("image", "seg"):
       a = nib.load(demo_run / f"sample_{i:05d}_{kind}.nii.gz").get_fdata()
@@ -71,7 +96,7 @@ def test_generate_from_nifti_files_crops_and_shifts_affine(tmp_path):
   path = tmp_path / "sub-01_dseg.nii.gz"
   nib.save(nib.Nifti1Image(labels.astype(np.float32), affine), path)
   out = tmp_path / "out"
-  run("generate", str(path), "-o", str(out), "-n", "1", "--shape", "32", "32", "32", "--quiet")
+  cli("generate", str(path), "-o", str(out), "-n", "1", "--shape", "32", "32", "32", "--quiet")
   side = json.loads((out / "sample_00000_params.json").read_text())
   pos = np.asarray(side["params"]["crop"]["position"], np.float32)
   room = np.array([8, 4, 0])
@@ -83,13 +108,13 @@ def test_generate_from_nifti_files_crops_and_shifts_affine(tmp_path):
 
 def test_another_command_in_the_same_folder_is_refused(demo_run, tmp_path):
   before = (demo_run / "sample_00000_image.nii.gz").read_bytes()
-  out = run("generate", *DEMO, "-n", "1", "-o", str(demo_run), "--seed", "9", check=False)
+  out = cli("generate", *DEMO, "-n", "1", "-o", str(demo_run), "--seed", "9", check=False)
   assert out.returncode == 2
   assert "another command" in out.stderr and "seed" in out.stderr and "--overwrite" in out.stderr
   assert "Traceback" not in out.stderr
   assert (demo_run / "sample_00000_image.nii.gz").read_bytes() == before
   (tmp_path / "mine.txt").write_text("a user's file")
-  out = run("generate", *DEMO, "-n", "1", "-o", str(tmp_path), check=False)
+  out = cli("generate", *DEMO, "-n", "1", "-o", str(tmp_path), check=False)
   assert out.returncode == 2 and "not empty" in out.stderr
   assert (tmp_path / "mine.txt").read_text() == "a user's file"
 
@@ -97,9 +122,9 @@ def test_another_command_in_the_same_folder_is_refused(demo_run, tmp_path):
 def test_rerun_completes_an_interrupted_run_identically(demo_run, tmp_path):
   # A run of 1 sample, then the same command with -n 3: only 1 and 2 are written, and the
   # result equals the uninterrupted run (demo_run, seed 5).
-  run("generate", *DEMO, "-n", "1", "-o", str(tmp_path), "--seed", "5", "--quiet")
+  cli("generate", *DEMO, "-n", "1", "-o", str(tmp_path), "--seed", "5", "--quiet")
   first = os.stat(tmp_path / "sample_00000_image.nii.gz")
-  out = run("generate", *DEMO, "-n", "3", "-o", str(tmp_path), "--seed", "5", "--quiet")
+  out = cli("generate", *DEMO, "-n", "3", "-o", str(tmp_path), "--seed", "5", "--quiet")
   assert "wrote 2 samples" in out.stdout and "1 already there" in out.stdout
   again = os.stat(tmp_path / "sample_00000_image.nii.gz")
   assert (first.st_ino, first.st_mtime_ns) == (again.st_ino, again.st_mtime_ns)
@@ -134,10 +159,10 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
     nib.load(f"{stem}_image.nii.gz").get_fdata()
     nib.load(f"{stem}_seg.nii.gz").get_fdata()
   # Resume: completes the set; sample 1 equals an uninterrupted run's.
-  run("generate", *DEMO, "-n", "40", "-o", str(tmp_path), "--seed", "2", "--quiet")
+  cli("generate", *DEMO, "-n", "40", "-o", str(tmp_path), "--seed", "2", "--quiet")
   assert len([p for p in os.listdir(tmp_path) if p.endswith("_params.json")]) == 40
   ref = tmp_path.parent / (tmp_path.name + "_ref")
-  run("generate", *DEMO, "-n", "2", "-o", str(ref), "--seed", "2", "--quiet")
+  cli("generate", *DEMO, "-n", "2", "-o", str(ref), "--seed", "2", "--quiet")
   for kind in ("image", "seg"):
     a = np.asanyarray(nib.load(ref / f"sample_00001_{kind}.nii.gz").dataobj)
     b = np.asanyarray(nib.load(tmp_path / f"sample_00001_{kind}.nii.gz").dataobj)
@@ -146,7 +171,7 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
 
 def test_arrayrecord_format_round_trips(demo_run, tmp_path):
   from synthjax import data
-  run("generate", *DEMO, "-n", "2", "-o", str(tmp_path), "--seed", "5", "--quiet",
+  cli("generate", *DEMO, "-n", "2", "-o", str(tmp_path), "--seed", "5", "--quiet",
       "--format", "arrayrecord")
   records = data.read_arrayrecord(str(tmp_path / "samples"))
   assert len(records) == 2
@@ -180,7 +205,7 @@ def _read_png(path):
 
 def test_preview_writes_a_png_whose_panels_differ(tmp_path):
   png = tmp_path / "preview.png"
-  out = run("preview", "demo", "-o", str(png), "-n", "3", "--demo-shape", "32", "32", "32",
+  out = cli("preview", "demo", "-o", str(png), "-n", "3", "--demo-shape", "32", "32", "32",
             "--demo-spacing", "6")
   rgb = _read_png(png)
   # 1 label row + 3 sample rows of 32-pixel panels with 4-pixel gaps; 3 columns.
@@ -188,7 +213,7 @@ def test_preview_writes_a_png_whose_panels_differ(tmp_path):
   rows = [rgb[r * 36:r * 36 + 32, :32] for r in range(4)]
   assert all(not np.array_equal(rows[a], rows[b]) for a in range(4) for b in range(a + 1, 4))
   assert (rgb[36:, :, 0] > rgb[36:, :, 1] + 100).any()  # the red seg outline is drawn
-  again = run("preview", "demo", "-o", str(png), "-n", "3", check=False)
+  again = cli("preview", "demo", "-o", str(png), "-n", "3", check=False)
   assert again.returncode == 2 and "--overwrite" in again.stderr
   assert str(png) in out.stdout
 
@@ -197,7 +222,7 @@ def test_info_reports_shape_labels_and_presets(tmp_path):
   labels, affine = brain_phantom((32, 30, 28), 6.0)
   path = tmp_path / "ph.nii.gz"
   nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), path)
-  out = run("info", str(path)).stdout
+  out = cli("info", str(path)).stdout
   assert "(32, 30, 28)" in out and "RAS" in out and "(6.0, 6.0, 6.0)" in out
   values, counts = np.unique(labels, return_counts=True)
   for v, c in zip(values, counts):
@@ -208,7 +233,7 @@ def test_info_reports_shape_labels_and_presets(tmp_path):
 
 @pytest.mark.parametrize("cmd", [[], ["generate"], ["replay"], ["preview"], ["info"]])
 def test_help(cmd):
-  out = run(*cmd, "--help")
+  out = cli(*cmd, "--help")
   assert "usage: synthjax" in out.stdout
 
 
@@ -226,7 +251,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, case):
     expect = "cannot read"
   else:
     arg, expect = str(tmp_path / "*.nii.gz"), "matches no file"
-  out = run("generate", arg, "-o", str(tmp_path / "o"), check=False)
+  out = cli("generate", arg, "-o", str(tmp_path / "o"), check=False)
   assert out.returncode == 2
   lines = out.stderr.strip().splitlines()
   assert len(lines) == 1 and expect in lines[0] and "Traceback" not in out.stderr
@@ -238,7 +263,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, case):
                                           (["--shape", "1", "8", "8"], "--shape"),
                                           (["--workers", "0"], "--workers")])
 def test_bad_flag_values(tmp_path, flags, expect):
-  out = run("generate", *DEMO, "-o", str(tmp_path / "o"), *flags, check=False)
+  out = cli("generate", *DEMO, "-o", str(tmp_path / "o"), *flags, check=False)
   assert out.returncode == 2 and expect in out.stderr and "Traceback" not in out.stderr
   assert len(out.stderr.strip().splitlines()) == 1
 
@@ -250,7 +275,7 @@ def test_unknown_label_values_for_a_given_config(tmp_path):
   nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), path)
   cfg = synthjax.presets.synthseg((0, 2, 3, 41, 42), (32, 32, 32), (6.0, 6.0, 6.0))
   (tmp_path / "cfg.json").write_text(cfg.to_json())
-  out = run("generate", str(path), "-o", str(tmp_path / "o"), "--config", str(tmp_path / "cfg.json"),
+  out = cli("generate", str(path), "-o", str(tmp_path / "o"), "--config", str(tmp_path / "cfg.json"),
             check=False)
   assert out.returncode == 2 and "Traceback" not in out.stderr
   line = out.stderr.strip()

@@ -304,10 +304,10 @@ def test_replay_jit_and_vmap_bitwise():
     assert set(np.unique(single)) <= set(ensembles.ensemble_labels(CFG, TEMPLATES))
   assert not np.array_equal(out[0], out[1])
   # From host params (numpy / lists, as read back from JSON): the same map, no recompile.
-  size = ensembles.render_ensemble._cache_size()
+  size = E._render_jit._cache_size()
   lists = {k: v[0].tolist() for k, v in host.items()}
   np.testing.assert_array_equal(render(lists, key=rkeys[0]), out[0])
-  assert ensembles.render_ensemble._cache_size() == size
+  assert E._render_jit._cache_size() == size
 
 
 def test_random_shapes_source():

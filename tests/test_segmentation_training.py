@@ -266,20 +266,26 @@ def test_resume_refuses_changed_arguments(problem, reference, capsys):
   assert "--lr 0.5 differs" in capsys.readouterr().err
 
 
+def _train_here(problem, out, *extra):
+  """A run in this process (the subprocess runs above cover the command line itself)."""
+  argv = problem["common"] + ["-o", out, *extra]
+  return train.run(train.build_parser().parse_args(argv))
+
+
 def test_real_image_fine_tuning_interleaves_real_steps_and_resumes_exactly(problem):
   """Every 2nd step trains on the real pair (augmented by the generator's stages); a run
   stopped after 4 steps and resumed to 6 matches an uninterrupted 6-step run."""
   real = ["--real", problem["val"], "--real-every", "2", "--schedule", "constant",
           "--ckpt-every", "2"]
   whole = str(problem["root"] / "real-whole")
-  _train(problem, whole, *real, "--steps", "6")
+  _train_here(problem, whole, *real, "--steps", "6")
   records = [r for r in plot.read_metrics(os.path.join(whole, "metrics.jsonl")) if "loss" in r]
   assert [r.get("real", False) for r in records] == [False, True] * 3
   parted = str(problem["root"] / "real-parted")
-  _train(problem, parted, *real, "--steps", "4")
-  _train(problem, parted, "--resume", "--steps", "6")
+  _train_here(problem, parted, *real, "--steps", "4")
+  _train_here(problem, parted, "--resume", "--steps", "6")
   assert _losses(parted) == _losses(whole)
   # The real steps differ from synthetic ones at the same step.
   plain = str(problem["root"] / "no-real")
-  _train(problem, plain, "--schedule", "constant", "--ckpt-every", "2", "--steps", "2")
+  _train_here(problem, plain, "--schedule", "constant", "--ckpt-every", "2", "--steps", "2")
   assert _losses(plain)[1] != _losses(whole)[1]

@@ -22,8 +22,12 @@ def _labels():
 
 OPTIONAL = ("subclusters", "texture", "struct_noise", "blur_cortex", "boundary", "slice_stack",
             "motion", "spike", "ghosting", "gibbs", "rician", "image_intensity")
+# The always-on stages whose programs are largest (the deformation field, the bias field
+# and the resolution simulation) are off too: they are wired and tested elsewhere, and
+# each stage here is checked against the same base with and without it.
 BASE = presets.fetal((0, 1, 2, 3), SHAPE, spacing=(1.0, 1.0, 1.0),
-                     **{s: {"enabled": False} for s in OPTIONAL})
+                     **{s: {"enabled": False} for s in OPTIONAL + ("deformation", "bias",
+                                                                   "resolution")})
 
 # stage -> overrides that switch it on with a visible strength.
 STAGES = {

@@ -16,6 +16,7 @@ import scipy.stats
 
 import synthjax
 from synthjax._src import generator
+from synthjax._src import registry
 from synthjax._src import spatial
 
 ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
@@ -334,7 +335,7 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
   key = jax.random.key(99)
   _, seg_on = render("jit", key, p_on, lab, cfg)
   ref = ndi.map_coordinates(lab, np.asarray(spatial.coordinate_map(
-      jax.random.fold_in(key, generator._SYNTH_STREAMS["deformation"]), p_on, cfg, lab.shape),
+      jax.random.fold_in(key, registry.synth_stream("deformation")), p_on, cfg, lab.shape),
       np.float64), order=0, mode="grid-constant", cval=0)
   assert np.mean(seg_on == swap_values(ref, pairs)) > 0.999  # rounding ties may differ
   assert not np.array_equal(seg_on, swap_values(np.flip(lab, 0), pairs))

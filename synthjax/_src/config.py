@@ -829,22 +829,6 @@ class BoundaryConfig:
       object.__setattr__(self, name, v)
 
 
-STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise",
-          "spike", "ghosting", "gibbs", "rician", "subclusters", "image_intensity", "motion",
-          "slice_stack", "texture", "struct_noise", "blur_cortex", "boundary")
-_STAGE_TYPES = {
-    "affine": AffineConfig, "deformation": DeformationConfig, "flip": FlipConfig,
-    "gmm": GMMConfig, "bias": BiasConfig, "gamma": GammaConfig,
-    "resolution": ResolutionConfig, "noise": NoiseConfig,
-    "spike": SpikeConfig, "ghosting": GhostingConfig, "gibbs": GibbsConfig,
-    "rician": RicianConfig, "subclusters": SubclusterConfig,
-    "image_intensity": ImageIntensityConfig, "motion": MotionConfig,
-    "slice_stack": SliceStackConfig, "texture": TextureConfig,
-    "struct_noise": StructNoiseConfig, "blur_cortex": BlurCortexConfig,
-    "boundary": BoundaryConfig,
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class SynthConfig:
   """Everything static about a generator: shapes, label tables and stage ranges.
@@ -998,3 +982,9 @@ class SynthConfig:
   @classmethod
   def from_json(cls, text: str) -> "SynthConfig":
     return cls.from_dict(json.loads(text))
+
+
+# Each stage's config type, from SynthConfig's own fields: a stage is a field whose default
+# is a stage config dataclass.
+_STAGE_TYPES = {f.name: type(f.default) for f in dataclasses.fields(SynthConfig)
+                if dataclasses.is_dataclass(f.default)}

@@ -664,7 +664,6 @@ def render_ensemble(key, params: dict, templates, cfg: EnsembleConfig) -> jax.Ar
   return _render_jit(key, _as_device_params(params, cfg), templates, cfg)
 
 
-render_ensemble._cache_size = _render_jit._cache_size
 
 
 # ---------------------------------------------------------------------------------------

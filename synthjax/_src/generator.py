@@ -30,6 +30,7 @@ from synthjax._src import fetal_artifacts
 from synthjax._src import intensity
 from synthjax._src import lookup
 from synthjax._src import motion
+from synthjax._src import registry
 from synthjax._src import resample
 from synthjax._src import resolution
 from synthjax._src import slice_stack
@@ -38,17 +39,7 @@ from synthjax._src import subclusters
 from synthjax._src import texture
 from synthjax._src.config import SynthConfig
 
-# Stable per-stage stream ids: never renumber, only append.
-_PARAM_STREAMS = {"affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5,
-                  "gamma": 6, "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10,
-                  "gibbs": 11, "rician": 12, "subclusters": 13, "image_intensity": 14,
-                  "motion": 15, "slice_stack": 16, "texture": 17, "struct_noise": 18,
-                  "blur_cortex": 19, "boundary": 20}
-_SYNTH_STREAMS = {"deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4,
-                  "subclusters": 5, "texture": 6, "struct_noise": 7, "blur_cortex": 8,
-                  "boundary": 9}
-
-PARAM_STAGES = tuple(_PARAM_STREAMS)
+PARAM_STAGES = registry.NAMES
 
 # Label values up to this use a dense lookup table; above it, a sorted search.
 _DENSE_LUT_MAX = 1 << 16
@@ -82,80 +73,22 @@ def _check_fixed(fixed, template_names):
   return fixed
 
 
-_PARAM_NAMES = {
-    "affine": ("applied", "rotation", "scaling", "shear", "translation", "object_size"),
-    "deformation": ("applied", "std", "grid_scale"),
-    "crop": ("position",),
-    "flip": ("applied",),
-    "gmm": ("means", "stds", "background_zero"),
-    "bias": ("applied", "std", "grid_scale"),
-    "gamma": ("applied", "log_gamma"),
-    "resolution": ("applied", "resolution", "thickness", "blur_scale"),
-    "noise": ("applied", "std"),
-    "spike": ("applied", "num_spikes", "positions", "intensity"),
-    "ghosting": ("applied", "num_ghosts", "axis", "intensity"),
-    "gibbs": ("applied", "alpha"),
-    "rician": ("applied", "std"),
-    "subclusters": ("applied", "counts", "means", "stds", "phase", "grid_scale"),
-    "image_intensity": ("applied",),
-    "motion": ("applied", "num_transforms", "times", "degrees", "translation", "axis"),
-    "slice_stack": ("applied", "num_stacks", "active", "thickness", "gap", "offset",
-                    "interleave", "rotation_std", "translation_std", "rotation", "translation"),
-    "texture": ("applied", "amplitude", "num_scales", "weights"),
-    "struct_noise": ("applied", "std", "num_blobs", "num_stages", "sigmas"),
-    "blur_cortex": ("applied", "nblur", "blur_std", "blob_sigma"),
-    "boundary": ("applied", "no_mask", "halo", "halo_radius", "fuzzy", "fuzzy_width",
-                 "fuzzy_jitter"),
-}
-
-
-def _stage_samplers(config: SynthConfig) -> dict:
-  """stage -> `(key, fixed) -> params` for every stage, in `_PARAM_STREAMS` order."""
-  c = config
-  return {
-      "affine": lambda k, f: spatial.sample_affine(k, c.affine, f),
-      "deformation": lambda k, f: spatial.sample_deformation(k, c.deformation, f),
-      "crop": lambda k, f: spatial.sample_crop(k, f),
-      "flip": lambda k, f: spatial.sample_flip(k, c.flip, f),
-      "gmm": lambda k, f: intensity.sample_gmm(k, c.gmm, c.num_labels, f),
-      "bias": lambda k, f: intensity.sample_bias(k, c.bias, f),
-      "gamma": lambda k, f: intensity.sample_gamma(k, c.gamma, f),
-      "resolution": lambda k, f: resolution.sample_resolution(k, c.resolution, c.spacing, f),
-      "noise": lambda k, f: intensity.sample_noise(k, c.noise, f),
-      "spike": lambda k, f: artifacts.sample_spike(k, c.spike, f),
-      "ghosting": lambda k, f: artifacts.sample_ghosting(k, c.ghosting, f),
-      "gibbs": lambda k, f: artifacts.sample_gibbs(k, c.gibbs, f),
-      "rician": lambda k, f: artifacts.sample_rician(k, c.rician, f),
-      "subclusters": lambda k, f: subclusters.sample_subclusters(
-          k, c.subclusters, c.gmm, subclusters.num_meta(c), f),
-      "image_intensity": lambda k, f: {"applied": draw.pick(
-          f, "applied", draw.bernoulli(k, c.image_intensity.prob))},
-      "motion": lambda k, f: motion.sample_motion(k, c.motion, f),
-      "slice_stack": lambda k, f: slice_stack.sample_slice_stack(k, c.slice_stack, c.shape,
-                                                                 c.spacing, f),
-      "texture": lambda k, f: texture.sample_texture(k, c.texture, c.num_labels, f),
-      "struct_noise": lambda k, f: texture.sample_struct_noise(k, c.struct_noise, f),
-      "blur_cortex": lambda k, f: fetal_artifacts.sample_blur_cortex(k, c.blur_cortex, f),
-      "boundary": lambda k, f: fetal_artifacts.sample_boundary(k, c.boundary, f),
-  }
-
-
 def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
   params = {}
-  for stage, sampler in _stage_samplers(config).items():
-    k = jax.random.fold_in(key, _PARAM_STREAMS[stage])
-    f = fixed.get(stage) or {}
-    stage_cfg = getattr(config, stage, None)
-    if stage_cfg is not None and not stage_cfg.enabled and "applied" in _PARAM_NAMES[stage]:
-      # A disabled stage is never applied, and says so; its other entries are zeros of the
-      # right shapes (or the fixed values), so its params can be fed back as `fixed` or
-      # replayed, and sampling it costs nothing.
+  for stage in registry.STAGES:
+    k = jax.random.fold_in(key, stage.param_stream)
+    f = fixed.get(stage.name) or {}
+    sampler = lambda k, f, stage=stage: stage.sample(k, config, f)
+    entries = None
+    if stage.configured and not getattr(config, stage.name).enabled:
       shapes = jax.eval_shape(sampler, k, {})
-      entries = {n: draw.pick(f, n, jnp.zeros(s.shape, s.dtype)) for n, s in shapes.items()}
-      entries["applied"] = jnp.zeros((), bool)
-    else:
-      entries = sampler(k, f)
-    params[stage] = entries
+      if "applied" in shapes:
+        # A disabled stage is never applied, and says so; its other entries are zeros of
+        # the right shapes (or the fixed values), so its params can be fed back as `fixed`
+        # or replayed, and sampling it costs nothing.
+        entries = {n: draw.pick(f, n, jnp.zeros(s.shape, s.dtype)) for n, s in shapes.items()}
+        entries["applied"] = jnp.zeros((), bool)
+    params[stage.name] = sampler(k, f) if entries is None else entries
   return params
 
 
@@ -208,7 +141,7 @@ def sample_params(key, config: SynthConfig, fixed=None) -> dict:
   """
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
-  fixed = _check_fixed(fixed, _PARAM_NAMES)
+  fixed = _check_fixed(fixed, params_template(config))
   _check_fixed_enabled(fixed, config)
   return _sample_params_jit(key, config, fixed)
 
@@ -321,14 +254,14 @@ def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None
     # The padding value must be representable in the gathered dtype.
     labels = labels.astype(jnp.int32)
   bg, swap, seg_values = _tables(config)
-  sub = lambda stage: jax.random.fold_in(key, _SYNTH_STREAMS[stage])
+  sub = lambda stage: jax.random.fold_in(key, registry.synth_stream(stage))
   sc = config.subclusters
 
   # Spatial: one nearest-neighbour resampling of the input labels (and of the seed
   # classes, gathered in the same pass).
   # `spatial_key` lets paired views share one deformation realisation (`views.py`).
   deform_key = sub("deformation") if spatial_key is None else jax.random.fold_in(
-      spatial_key, _SYNTH_STREAMS["deformation"])
+      spatial_key, registry.synth_stream("deformation"))
   coords = spatial.coordinate_components(deform_key, params, config, labels.shape)
   class_map = None
   if seeds is not None:
@@ -501,8 +434,6 @@ def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=No
   return _synthesize_jit(key, _as_device_params(params, config), labels, config,
                          seeds=seeds, image=image)
 
-
-synthesize._cache_size = _synthesize_jit._cache_size
 
 
 def validate_labels(labels, config: SynthConfig, *, name: str = "labels") -> np.ndarray:

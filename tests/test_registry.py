@@ -1,0 +1,96 @@
+"""The stage registry agrees with the config, the params and the replay contract."""
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+import jax
+
+import synthjax
+from synthjax._src import config as config_module
+from synthjax._src import generator
+from synthjax._src import registry
+
+# The replay contract: a stage's stream ids never change (params JSON written by any
+# version replays bit for bit). New stages append new ids.
+FROZEN_PARAM_STREAMS = {
+    "affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5, "gamma": 6,
+    "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10, "gibbs": 11, "rician": 12,
+    "subclusters": 13, "image_intensity": 14, "motion": 15, "slice_stack": 16,
+    "texture": 17, "struct_noise": 18, "blur_cortex": 19, "boundary": 20}
+FROZEN_SYNTH_STREAMS = {
+    "deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4, "subclusters": 5,
+    "texture": 6, "struct_noise": 7, "blur_cortex": 8, "boundary": 9}
+
+
+def test_stream_ids_are_frozen_and_unique():
+  assert {s.name: s.param_stream for s in registry.STAGES} == FROZEN_PARAM_STREAMS
+  synth = {s.name: s.synth_stream for s in registry.STAGES if s.synth_stream is not None}
+  assert synth == FROZEN_SYNTH_STREAMS
+  assert len(set(FROZEN_PARAM_STREAMS.values())) == len(FROZEN_PARAM_STREAMS)
+  assert len(set(synth.values())) == len(synth)
+  assert registry.synth_stream("bias") == 2
+  with pytest.raises(KeyError, match="gamma"):
+    registry.synth_stream("gamma")
+
+
+def _stage_fields():
+  return {f.name for f in dataclasses.fields(synthjax.SynthConfig)
+          if dataclasses.is_dataclass(f.default)}
+
+
+def test_every_config_stage_is_registered_and_every_registered_stage_configured():
+  configured = {s.name for s in registry.STAGES if s.configured}
+  assert configured == _stage_fields()
+  assert set(config_module._STAGE_TYPES) == configured
+  for s in registry.STAGES:
+    if s.configured:
+      assert isinstance(getattr(synthjax.SynthConfig(shape=(8, 8, 8), label_values=(0, 1)),
+                                s.name), config_module._STAGE_TYPES[s.name])
+
+
+def test_every_stage_samples_with_the_common_signature():
+  """`sample(key, config, fixed)`."""
+  for s in registry.STAGES:
+    params = inspect.signature(s.sample).parameters.values()
+    assert [p.kind for p in params] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 3, s.name
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return synthjax.presets.fetal((0, 1, 2, 3), (16, 16, 16), spacing=(1.0, 1.0, 1.0))
+
+
+def test_params_follow_the_registry_in_order(cfg):
+  params = synthjax.sample_params(jax.random.key(0), cfg)
+  assert set(params) == set(registry.NAMES) and registry.NAMES == generator.PARAM_STAGES
+  # Each stage's params are exactly its own sampler's, from its own stream.
+  key = jax.random.key(0)
+  for s in registry.STAGES:
+    if s.configured and not getattr(cfg, s.name).enabled:
+      continue
+    own = s.sample(jax.random.fold_in(key, s.param_stream), cfg, {})
+    assert set(own) == set(params[s.name])
+    for name in own:  # eager against jit: equal up to float rounding
+      np.testing.assert_allclose(own[name], params[s.name][name], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{s.name}.{name}")
+
+
+def test_fixed_names_come_from_the_template(cfg):
+  template = generator.params_template(cfg)
+  for s in registry.STAGES:
+    with pytest.raises(ValueError, match=f"fixed\\['{s.name}'\\] names unknown parameter"):
+      synthjax.sample_params(jax.random.key(0), cfg, fixed={s.name: {"nope": 1}})
+  with pytest.raises(ValueError, match="unknown stage"):
+    synthjax.sample_params(jax.random.key(0), cfg, fixed={"nope": {}})
+  # One entry of every stage fixed at once (zeros; `applied` False is always allowed).
+  fixed = {}
+  for s in registry.STAGES:
+    first = sorted(template[s.name])[0]
+    fixed[s.name] = {first: np.zeros(template[s.name][first].shape,
+                                     template[s.name][first].dtype)}
+  out = synthjax.sample_params(jax.random.key(0), cfg, fixed=fixed)
+  for stage, entries in fixed.items():
+    for name, value in entries.items():
+      np.testing.assert_array_equal(out[stage][name], value, err_msg=f"{stage}.{name}")
