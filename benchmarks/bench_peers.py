@@ -1,4 +1,4 @@
-"""Side-by-side CPU benchmark: synthjax against peer label-to-image generators (issue #5).
+"""Side-by-side CPU benchmark: synthjax against peer label-to-image generators.
 
 Every contender turns one fetal label map (FeTA labels 0..7, 0.5 mm) into a synthetic MRI
 with the SynthSeg recipe: affine + elastic deformation of the labels, one Gaussian per

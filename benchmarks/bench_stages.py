@@ -1,4 +1,4 @@
-"""Per-stage cost of the optional generation stages (issue #6), on the fetal label maps.
+"""Per-stage cost of the optional generation stages, on the fetal label maps.
 
 The baseline is `presets.fetal(range(8), shape)` with every optional stage disabled (the
 SynthSeg-like core: affine + deformation, flip, GMM, bias, gamma, resolution, noise). Each

@@ -125,7 +125,7 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
   labels only), skull-stripping boundaries, and the slice-stack acquisition (p 0.4).
 
   Sub-label intensity classes are always on, as in FetalSynthGen: 1..6 subclusters per
-  meta-label (the issue's range; FetalSynthGen's stored config uses 1..3), with the
+  meta-label (wider than FetalSynthGen's stored config, 1..3), with the
   subclusters of CSF, GM and WM drawn about a shared mean (its `generation_classes`, spread
   25) and the non-brain ones independent. With `seeds=True` they come from its seed maps
   (pass `seeds=` to `synthesize`, 4 meta-labels); otherwise from the procedural split, with
