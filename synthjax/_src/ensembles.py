@@ -69,6 +69,7 @@ import jax.numpy as jnp
 from synthjax._src import draw
 from synthjax._src import nifti
 from synthjax._src import resample
+from synthjax._src import shell
 from synthjax._src.config import _as_int_range, _as_range, _check_prob
 
 Range = tuple[float, float]
@@ -388,22 +389,13 @@ def _sample_one(key, cfg: EnsembleConfig, fixed: dict) -> dict:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _sample_jit(key, cfg, fixed):
-  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-  batched = key.ndim >= 1 if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key.ndim >= 2
-  if batched:
-    return jax.vmap(lambda k: _sample_one(k, cfg, fixed))(key)
-  return _sample_one(key, cfg, fixed)
+  return shell.map_keys(_sample_one, key, cfg, fixed)
 
 
 def _check_fixed(fixed, cfg):
-  if fixed is None:
-    return {}
-  if not isinstance(fixed, dict):
-    raise TypeError(f"fixed must be a dict of ensemble params, got {type(fixed).__name__}")
-  unknown = sorted(set(fixed) - set(_PARAM_STREAMS))
-  if unknown:
-    raise ValueError(f"fixed names unknown ensemble parameter(s) {unknown}; the parameters are "
-                     f"{sorted(_PARAM_STREAMS)}")
+  fixed = shell.check_fixed_dict(fixed, "a dict of ensemble params")
+  shell.check_names(fixed, _PARAM_STREAMS, subject="fixed", noun="ensemble parameter",
+                    allowed_are="the parameters are")
   for name in ("envelope_applied", "rim_applied"):
     label = cfg.envelope_label if name == "envelope_applied" else cfg.rim_label
     value = fixed.get(name)
@@ -618,9 +610,7 @@ def _as_device_params(params, cfg):
     raise ValueError(f"params must be a dict with entries {sorted(specs)}, got {got}")
   out = {}
   for name, (shape, dtype) in specs.items():
-    value = params[name]
-    if not isinstance(value, jax.core.Tracer):
-      value = jnp.asarray(value, dtype)
+    value = shell.to_device(params[name], dtype)
     if value.shape != shape:
       raise ValueError(f"params[{name!r}] has shape {value.shape}, expected {shape}")
     out[name] = value

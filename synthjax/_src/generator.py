@@ -33,6 +33,7 @@ from synthjax._src import motion
 from synthjax._src import registry
 from synthjax._src import resample
 from synthjax._src import resolution
+from synthjax._src import shell
 from synthjax._src import slice_stack
 from synthjax._src import spatial
 from synthjax._src import subclusters
@@ -45,31 +46,18 @@ PARAM_STAGES = registry.NAMES
 _DENSE_LUT_MAX = 1 << 16
 
 
-def _is_key_batch(key) -> bool:
-  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return key.ndim >= 1
-  return key.ndim >= 2
-
-
 def _check_fixed(fixed, template_names):
-  if fixed is None:
-    return {}
-  if not isinstance(fixed, dict):
-    raise TypeError(f"fixed must be a nested dict like the params JSON, got {type(fixed).__name__}")
-  unknown = sorted(set(fixed) - set(template_names))
-  if unknown:
-    raise ValueError(f"fixed names unknown stage(s) {unknown}; stages are {sorted(template_names)}")
+  fixed = shell.check_fixed_dict(fixed, "a nested dict like the params JSON")
+  shell.check_names(fixed, template_names, subject="fixed", noun="stage",
+                    allowed_are="stages are")
   for stage, names in template_names.items():
     sub = fixed.get(stage)
     if sub is None:
       continue
     if not isinstance(sub, dict):
       raise TypeError(f"fixed[{stage!r}] must be a dict, got {type(sub).__name__}")
-    bad = sorted(set(sub) - set(names))
-    if bad:
-      raise ValueError(f"fixed[{stage!r}] names unknown parameter(s) {bad}; "
-                       f"{stage} has {sorted(names)}")
+    shell.check_names(sub, names, subject=f"fixed[{stage!r}]", noun="parameter",
+                      allowed_are=f"{stage} has")
   return fixed
 
 
@@ -94,9 +82,7 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _sample_params_jit(key, config, fixed):
-  if _is_key_batch(key):
-    return jax.vmap(lambda k: _sample_one(k, config, fixed))(key)
-  return _sample_one(key, config, fixed)
+  return shell.map_keys(_sample_one, key, config, fixed)
 
 
 def _check_fixed_enabled(fixed, config):
@@ -376,8 +362,7 @@ def _as_device_params(params, config):
   for stage, entries in template.items():
     if not isinstance(params[stage], dict) or set(params[stage]) != set(entries):
       raise ValueError(f"params[{stage!r}] must have entries {sorted(entries)}")
-    out[stage] = {n: params[stage][n] if isinstance(params[stage][n], jax.core.Tracer)
-                  else jnp.asarray(params[stage][n], spec.dtype)
+    out[stage] = {n: shell.to_device(params[stage][n], spec.dtype)
                   for n, spec in entries.items()}
   return out
 

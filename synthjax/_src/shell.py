@@ -1,0 +1,55 @@
+"""The outer shell shared by the jitted random functions (the generator and the ensembles).
+
+Each pairs a pure per-sample function with the same handling around it: a batch of keys is
+mapped with `vmap`, the names in `fixed` are checked against the params the function
+draws, and params given as host values are moved to device arrays of the exact dtypes the
+program was compiled for (jit keys its cache on them, so numpy or Python inputs would
+otherwise compile a second program).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def is_key_batch(key) -> bool:
+  """Whether `key` is a batch of PRNG keys (typed keys, or raw `uint32[..., 2]` ones)."""
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key.ndim >= 1
+  return key.ndim >= 2
+
+
+def map_keys(sample_one, key, config, fixed):
+  """`sample_one(key, config, fixed)`, mapped with `vmap` over a batch of keys."""
+  if is_key_batch(key):
+    return jax.vmap(lambda k: sample_one(k, config, fixed))(key)
+  return sample_one(key, config, fixed)
+
+
+def check_names(given, allowed, *, subject: str, noun: str, allowed_are: str):
+  """Raises `ValueError` naming every entry of `given` that is not in `allowed`.
+
+  The message reads "`subject` names unknown `noun`(s) [...]; `allowed_are` [...]".
+  """
+  unknown = sorted(set(given) - set(allowed))
+  if unknown:
+    raise ValueError(f"{subject} names unknown {noun}(s) {unknown}; {allowed_are} "
+                     f"{sorted(allowed)}")
+
+
+def check_fixed_dict(fixed, what: str) -> dict:
+  """`fixed` as a dict (`None` gives `{}`); anything else is a `TypeError`."""
+  if fixed is None:
+    return {}
+  if not isinstance(fixed, dict):
+    raise TypeError(f"fixed must be {what}, got {type(fixed).__name__}")
+  return fixed
+
+
+def to_device(value, dtype):
+  """`value` as a device array of `dtype`; traced values (under jit or vmap) pass as they are."""
+  if isinstance(value, jax.core.Tracer):
+    return value
+  return jnp.asarray(value, dtype)
