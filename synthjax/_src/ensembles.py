@@ -605,9 +605,7 @@ _render_jit = jax.jit(_render, static_argnums=3)
 
 def _as_device_params(params, cfg):
   specs = _param_specs(cfg)
-  if not isinstance(params, dict) or set(params) != set(specs):
-    got = sorted(params) if isinstance(params, dict) else type(params).__name__
-    raise ValueError(f"params must be a dict with entries {sorted(specs)}, got {got}")
+  shell.check_entries(params, specs)
   out = {}
   for name, (shape, dtype) in specs.items():
     value = shell.to_device(params[name], dtype)

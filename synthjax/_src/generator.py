@@ -355,13 +355,10 @@ def params_defaults(config: SynthConfig) -> dict:
 
 def _as_device_params(params, config):
   template = params_template(config)
-  if not isinstance(params, dict) or set(params) != set(template):
-    got = sorted(params) if isinstance(params, dict) else type(params).__name__
-    raise ValueError(f"params must be a dict with stages {sorted(template)}, got {got}")
+  shell.check_entries(params, template, noun="stages")
   out = {}
   for stage, entries in template.items():
-    if not isinstance(params[stage], dict) or set(params[stage]) != set(entries):
-      raise ValueError(f"params[{stage!r}] must have entries {sorted(entries)}")
+    shell.check_entries(params[stage], entries, name=f"params[{stage!r}]")
     out[stage] = {n: shell.to_device(params[stage][n], spec.dtype)
                   for n, spec in entries.items()}
   return out

@@ -48,6 +48,13 @@ def check_fixed_dict(fixed, what: str) -> dict:
   return fixed
 
 
+def check_entries(params, expected, *, name: str = "params", noun: str = "entries"):
+  """Raises `ValueError` unless `params` is a dict with exactly the keys of `expected`."""
+  if not isinstance(params, dict) or set(params) != set(expected):
+    got = sorted(params) if isinstance(params, dict) else type(params).__name__
+    raise ValueError(f"{name} must be a dict with {noun} {sorted(expected)}, got {got}")
+
+
 def to_device(value, dtype):
   """`value` as a device array of `dtype`; traced values (under jit or vmap) pass as they are."""
   if isinstance(value, jax.core.Tracer):
