@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
-import time
 
 
 class UserError(Exception):
@@ -154,10 +154,58 @@ def _check_output_folder(out, manifest, overwrite):
       os.remove(os.path.join(out, name))
 
 
+def _start_run(out, manifest, overwrite):
+  """Checks OUT for this run (`_check_output_folder`), then records the run's manifest
+  before any sample is written."""
+  from synthjax._src import nifti
+  manifest = json.loads(json.dumps(manifest))
+  _check_output_folder(out, manifest, overwrite)
+  os.makedirs(out, exist_ok=True)
+  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
+                          overwrite=True)
+
+
+def _write_all(writer, n, make, what, out, quiet):
+  """Writes samples 0..n-1 through `write_dataset` (the one resume rule: a sample whose
+  params JSON exists is complete and skipped) and says what it did."""
+  from synthjax._src.data import writers
+  written = writers.write_dataset(writer, range(n), make, progress=not quiet)
+  skipped = n - len(written)
+  print(f"wrote {len(written)} {what} to {out}" + (f" ({skipped} already there)" if skipped else ""))
+
+
+class _FilesThenSidecar:
+  """A `write_dataset` writer for samples made of several NIfTI files: each sample's files
+  are written first and its params JSON last, so a sample is complete iff its JSON exists
+  (as with `NiftiWriter`). A sample is `{"index", "files": {path: (array, affine)},
+  "sidecar"}`."""
+
+  def __init__(self, folder):
+    self.folder = folder
+
+  def done(self):
+    return {int(m.group(1)) for name in os.listdir(self.folder)
+            if (m := re.fullmatch(r"sample_(\d{5})_params\.json", name))}
+
+  def write(self, sample):
+    from synthjax._src import nifti
+    for path, (array, affine) in sample["files"].items():
+      nifti.save_nifti(path, array, affine, overwrite=True)
+    stem = os.path.join(self.folder, f"sample_{sample['index']:05d}")
+    nifti.write_text_atomic(stem + "_params.json", json.dumps(sample["sidecar"]),
+                            overwrite=True)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
 def cmd_generate(args):
   import numpy as np
   import synthjax
-  from synthjax._src import nifti, samples
+  from synthjax._src import samples
   from synthjax._src.data import writers
 
   if args.n < 1:
@@ -170,22 +218,17 @@ def cmd_generate(args):
   sources = _load_seeds(sources, config, args.seeds)
 
   manifest = {"format": RUN_FORMAT, "command": "generate", "seed": args.seed,
-              "config": json.loads(json.dumps(config.to_dict())),
-              "sources": [s[2] for s in sources], "output_format": args.format,
+              "config": config.to_dict(), "sources": [s[2] for s in sources],
+              "output_format": args.format,
               "source_of_sample": "sources[index % len(sources)]", "n": args.n,
               "versions": _versions()}
   out = args.output
-  _check_output_folder(out, manifest, args.overwrite)
-  os.makedirs(out, exist_ok=True)
-  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
-                          overwrite=True)
+  _start_run(out, manifest, args.overwrite)
 
   if args.format == "nifti":
     writer = writers.NiftiWriter(out, max_pending=args.workers)
   else:
     writer = writers.ArrayRecordWriter(os.path.join(out, "samples"))
-  todo = [i for i in range(args.n) if i not in writer.done()]
-
   def make(i):
     labels, affine, src, seeds = sources[i % len(sources)]
     pkey, skey = samples.sample_keys(args.seed, i)
@@ -198,74 +241,55 @@ def cmd_generate(args):
                                             params_key=pkey, params=params, config=config,
                                             source=src, version=synthjax.__version__)}
 
-  start = time.time()
-  with writer:
-    for done_count, i in enumerate(todo, 1):
-      writer.write(make(i))
-      if not args.quiet:
-        rate = done_count / (time.time() - start)
-        width = 30
-        bar = "#" * int(width * done_count / len(todo))
-        print(f"\r[{bar:<{width}}] {done_count}/{len(todo)}  {rate:.2f} samples/s  "
-              f"ETA {(len(todo) - done_count) / rate:.0f}s", end="", file=sys.stderr,
-              flush=True)
-  if not args.quiet and todo:
-    print(file=sys.stderr)
-  skipped = args.n - len(todo)
-  print(f"wrote {len(todo)} samples to {out}" + (f" ({skipped} already there)" if skipped else ""))
+  _write_all(writer, args.n, make, "samples", out, args.quiet)
 
 
 def cmd_views(args):
   import numpy as np
   import synthjax
-  from synthjax._src import nifti, samples
+  from synthjax._src import samples
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
   sources, config = _sources_and_config(args)
   shared = not args.independent_spatial
   manifest = {"format": RUN_FORMAT, "command": "views", "seed": args.seed,
-              "config": json.loads(json.dumps(config.to_dict())),
-              "sources": [src for _, _, src in sources], "output_format": "nifti-views",
-              "shared_spatial": shared, "source_of_sample": "sources[index % len(sources)]",
-              "n": args.n, "versions": _versions()}
+              "config": config.to_dict(), "sources": [src for _, _, src in sources],
+              "output_format": "nifti-views", "shared_spatial": shared,
+              "source_of_sample": "sources[index % len(sources)]", "n": args.n,
+              "versions": _versions()}
   out = args.output
-  _check_output_folder(out, manifest, args.overwrite)
-  os.makedirs(out, exist_ok=True)
-  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
-                          overwrite=True)
-  written = 0
-  for i in range(args.n):
+  _start_run(out, manifest, args.overwrite)
+
+  def make(i):
     stem = os.path.join(out, f"sample_{i:05d}")
-    if os.path.exists(stem + "_params.json"):
-      continue  # written last: the pair is complete
     labels, affine, src = sources[i % len(sources)]
     pkey, skey = samples.sample_keys(args.seed, i)
     params = synthjax.sample_view_params(pkey, config, shared_spatial=shared)
     images, segs = synthjax.synthesize_views(skey, params, labels, config, shared_spatial=shared)
+    files = {}
     for v in range(2):
       aff = samples.output_affine(affine, labels.shape, config.shape,
                                   np.asarray(params["crop"]["position"][v]))
-      nifti.save_nifti(f"{stem}_view{v}_image.nii.gz", np.asarray(images[v]), aff, overwrite=True)
+      files[f"{stem}_view{v}_image.nii.gz"] = (np.asarray(images[v]), aff)
       if v == 0 or not shared:
         name = f"{stem}_seg.nii.gz" if shared else f"{stem}_view{v}_seg.nii.gz"
-        nifti.save_nifti(name, np.asarray(segs[v], np.int32), aff, overwrite=True)
+        files[name] = (np.asarray(segs[v], np.int32), aff)
     side = samples.make_sidecar(seed=args.seed, index=i, synth_key=skey, params_key=pkey,
                                 params=params, config=config, source=src,
                                 version=synthjax.__version__)
     side["format"] = "synthjax-views/1"
     side["shared_spatial"] = shared
-    nifti.write_text_atomic(stem + "_params.json", json.dumps(side), overwrite=True)
-    written += 1
-  print(f"wrote {written} view pairs to {out}" +
-        (f" ({args.n - written} already there)" if written < args.n else ""))
+    return {"index": i, "files": files, "sidecar": side}
+
+  _write_all(_FilesThenSidecar(out), args.n, make, "view pairs", out, True)
 
 
 def cmd_ensemble(args):
   import numpy as np
   import synthjax
   from synthjax import ensembles
-  from synthjax._src import nifti, samples, serialize
+  from synthjax._src import samples, serialize
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
@@ -286,30 +310,23 @@ def cmd_ensemble(args):
   manifest = {"format": RUN_FORMAT, "command": "ensemble", "seed": args.seed,
               "config": cfg.to_dict(), "sources": paths or "random shapes",
               "output_format": "nifti-labels", "n": args.n, "versions": _versions()}
-  manifest = json.loads(json.dumps(manifest))
   out = args.output
-  _check_output_folder(out, manifest, args.overwrite)
-  os.makedirs(out, exist_ok=True)
-  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
-                          overwrite=True)
-  written = 0
-  for i in range(args.n):
+  _start_run(out, manifest, args.overwrite)
+
+  def make(i):
     stem = os.path.join(out, f"sample_{i:05d}")
-    if os.path.exists(stem + "_params.json"):
-      continue
     pkey, skey = samples.sample_keys(args.seed, i)
     params = ensembles.sample_ensemble_params(pkey, cfg)
     labels = np.asarray(ensembles.render_ensemble(skey, params, templates, cfg), np.int32)
-    nifti.save_nifti(stem + "_labels.nii.gz", labels, np.eye(4), overwrite=True)
     side = {"format": "synthjax-ensemble/1", "synthjax_version": synthjax.__version__,
             "seed": args.seed, "index": i, "key": serialize.key_to_json(skey),
             "params_key": serialize.key_to_json(pkey), "templates": paths,
             "config": cfg.to_dict(),
             "params": serialize.params_to_dict({"ensemble": params})["ensemble"]}
-    nifti.write_text_atomic(stem + "_params.json", json.dumps(side), overwrite=True)
-    written += 1
-  print(f"wrote {written} label ensembles to {out}" +
-        (f" ({args.n - written} already there)" if written < args.n else ""))
+    return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
+            "sidecar": side}
+
+  _write_all(_FilesThenSidecar(out), args.n, make, "label ensembles", out, True)
 
 
 def cmd_preview(args):
