@@ -94,3 +94,18 @@ def test_fixed_names_come_from_the_template(cfg):
   for stage, entries in fixed.items():
     for name, value in entries.items():
       np.testing.assert_array_equal(out[stage][name], value, err_msg=f"{stage}.{name}")
+
+
+PUBLIC_RANDOM = [synthjax.sample_params, synthjax.synthesize, synthjax.sample_view_params,
+                 synthjax.synthesize_views, synthjax.synthesize_sharded,
+                 synthjax.ensembles.sample_ensemble_params, synthjax.ensembles.render_ensemble]
+
+
+@pytest.mark.parametrize("fn", PUBLIC_RANDOM, ids=lambda f: f.__name__)
+def test_public_random_functions_take_the_key_first_and_options_by_keyword(fn):
+  """dm_pix / optax style: `fn(key, inputs..., *, options)`."""
+  params = list(inspect.signature(fn).parameters.values())
+  assert params[0].name in ("key", "keys")
+  for p in params:
+    if p.default is not inspect.Parameter.empty:
+      assert p.kind is inspect.Parameter.KEYWORD_ONLY, (fn.__name__, p.name)

@@ -406,7 +406,7 @@ def _check_fixed(fixed, cfg):
   return {k: v for k, v in fixed.items() if v is not None}
 
 
-def sample_ensemble_params(key, cfg: EnsembleConfig, fixed=None) -> dict:
+def sample_ensemble_params(key, cfg: EnsembleConfig, *, fixed=None) -> dict:
   """Draws the parameters of one label ensemble (or of a batch of keys).
 
   Args:

@@ -98,7 +98,7 @@ def _check_fixed_enabled(fixed, config):
                        f"in the config (enabled=False); enable it to apply it")
 
 
-def sample_params(key, config: SynthConfig, fixed=None) -> dict:
+def sample_params(key, config: SynthConfig, *, fixed=None) -> dict:
   """Draws every generation parameter of one sample (or of a batch of keys).
 
   Args:
