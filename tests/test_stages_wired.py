@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 import synthjax
 from synthjax import presets
+from synthjax._src import registry
 
 SHAPE = (32, 32, 32)
 
@@ -20,8 +21,9 @@ def _labels():
   return lab
 
 
-OPTIONAL = ("subclusters", "texture", "struct_noise", "blur_cortex", "boundary", "slice_stack",
-            "motion", "spike", "ghosting", "gibbs", "rician", "image_intensity")
+# Every registered stage that a plain SynthConfig leaves off.
+OPTIONAL = tuple(s.name for s in registry.STAGES if s.configured and not getattr(
+    synthjax.SynthConfig(shape=(8, 8, 8), label_values=(0, 1)), s.name).enabled)
 # The always-on stages whose programs are largest (the deformation field, the bias field
 # and the resolution simulation) are off too: they are wired and tested elsewhere, and
 # each stage here is checked against the same base with and without it.
@@ -41,7 +43,24 @@ STAGES = {
     "boundary": {"boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 1.0,
                               "halo_radius": (1, 2)}},
     "subclusters": {"subclusters": {"enabled": True, "prob": 1.0, "num_subclusters": (3, 4)}},
+    "spike": {"spike": {"prob": 1.0, "intensity": (1.0, 3.0)}},
+    "ghosting": {"ghosting": {"prob": 1.0}},
+    "gibbs": {"gibbs": {"prob": 1.0, "alpha": (0.3, 0.6)}},
+    "rician": {"rician": {"prob": 1.0, "std": (0.05, 0.1)}},
+    "image_intensity": {"image_intensity": {"prob": 1.0, "scale": 1.0}},
 }
+
+
+def _inputs(stage):
+  """Extra inputs a stage renders from: a real image on the labels' grid."""
+  if stage != "image_intensity":
+    return {}
+  g = np.mgrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]].astype(np.float32)
+  return {"image": np.sin(g[0] / 3.0) * np.cos(g[1] / 5.0) + g[2] / SHAPE[2]}
+
+
+def test_every_optional_stage_is_tested_here():
+  assert set(STAGES) == set(OPTIONAL)
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -55,24 +74,26 @@ def test_stage_off_exact_on_visible_replay_and_vmap(stage):
   for s in p_base:
     if s != stage:
       jax.tree.map(np.testing.assert_array_equal, p_skip[s], p_base[s])
-  img_skip, seg_skip = synthjax.synthesize(k_synth, p_skip, lab, on)
+  extra = _inputs(stage)
+  img_skip, seg_skip = synthjax.synthesize(k_synth, p_skip, lab, on, **extra)
   img_base, seg_base = synthjax.synthesize(k_synth, p_base, lab, BASE)
   np.testing.assert_allclose(img_skip, img_base, atol=1e-6)
   np.testing.assert_array_equal(seg_skip, seg_base)
   # Applied: a visible change of the image, none of the segmentation.
   p_on = synthjax.sample_params(k_params, on)
   assert bool(p_on[stage]["applied"])
-  img_on, seg_on = synthjax.synthesize(k_synth, p_on, lab, on)
+  img_on, seg_on = synthjax.synthesize(k_synth, p_on, lab, on, **extra)
   assert np.abs(np.asarray(img_on) - np.asarray(img_base)).mean() > 1e-3
   assert np.isfinite(np.asarray(img_on)).all()
   np.testing.assert_array_equal(seg_on, seg_base)
   # Replay from JSON, bit for bit.
   again = synthjax.synthesize(k_synth, synthjax.params_from_json(synthjax.params_to_json(p_on), on),
-                              lab, on)
+                              lab, on, **extra)
   np.testing.assert_array_equal(again[0], img_on)
   # A vmapped batch (one sample applied, one not) matches single calls.
   keys = jax.random.split(jax.random.key(2), 2)
   batch_p = jax.tree.map(lambda a, b: jnp.stack([a, b]), p_on, p_skip)
-  imgs, _ = jax.vmap(lambda k, p: synthjax.synthesize(k, p, lab, on))(keys, batch_p)
+  imgs, _ = jax.vmap(lambda k, p: synthjax.synthesize(k, p, lab, on, **extra))(keys, batch_p)
   for i, p in enumerate((p_on, p_skip)):
-    np.testing.assert_allclose(imgs[i], synthjax.synthesize(keys[i], p, lab, on)[0], atol=2e-5)
+    np.testing.assert_allclose(imgs[i], synthjax.synthesize(keys[i], p, lab, on, **extra)[0],
+                               atol=2e-5)
