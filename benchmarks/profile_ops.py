@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generator import (APPLIED_STAGES, DEFAULT_DATA, LABELS, label_paths,  # noqa: E402
                              load_labels, parse_shape)
 
-# The synthjax function called directly by `_synthesize` names the stage.
+# The synthjax function called directly by `render` names the stage.
 STAGE_OF = {
     "coordinate_map": "spatial: coordinate map (affine, crop)",
     "displacement_field": "spatial: deformation field",
@@ -108,18 +108,18 @@ def parse_hlo(text: str):
 
 
 def stage_of(fr) -> str:
-  """The stage: the synthjax function called from `_synthesize` (or its line)."""
+  """The stage: the synthjax function called from `render` (or its line)."""
   names = [(Path(f).name, fn, ln) for f, fn, ln in fr]
   for i, (f, fn, ln) in enumerate(names):
-    if fn == "_synthesize":
+    if fn == "render":
       inner = [n[1].split(".")[0] for n in names[i + 1:]]
       known = [c for c in inner if c in STAGE_OF]
       if "displacement_field" in known:  # reached through coordinate_map's cond
         return STAGE_OF["displacement_field"]
       if known:
         return STAGE_OF[known[0]]
-      return f"_synthesize:{ln}" if not inner else f"{inner[0]} ({names[i + 1][0]})"
-  # Frames traced inside a vmapped cond branch may lack the `_synthesize` frame.
+      return f"render:{ln}" if not inner else f"{inner[0]} ({names[i + 1][0]})"
+  # Frames traced inside a vmapped cond branch may lack the `render` frame.
   known = [n[1].split(".")[0] for n in names if n[1].split(".")[0] in STAGE_OF]
   if "displacement_field" in known:
     return STAGE_OF["displacement_field"]
@@ -130,7 +130,7 @@ def stage_of(fr) -> str:
 
 def where(fr) -> str:
   keep = [f"{fn}:{ln}" for f, fn, ln in fr
-          if "synthjax" in f and fn not in ("_synthesize", "synthesize")]
+          if "synthjax" in f and fn not in ("render", "synthesize")]
   return " > ".join(keep[-3:]) if keep else "-"
 
 

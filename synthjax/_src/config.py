@@ -18,7 +18,7 @@ import numpy as np
 Range = tuple[float, float]
 
 
-def _as_range(name: str, value: Any) -> Range:
+def as_range(name: str, value: Any) -> Range:
   try:
     lo, hi = (float(v) for v in value)
   except (TypeError, ValueError):
@@ -28,7 +28,7 @@ def _as_range(name: str, value: Any) -> Range:
   return (lo, hi)
 
 
-def _check_prob(name: str, p: float) -> float:
+def check_prob(name: str, p: float) -> float:
   p = float(p)
   if not 0.0 <= p <= 1.0:
     raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
@@ -37,8 +37,8 @@ def _check_prob(name: str, p: float) -> float:
 
 def _freeze_ranges(obj, *names):
   for name in names:
-    object.__setattr__(obj, name, _as_range(f"{type(obj).__name__}.{name}", getattr(obj, name)))
-  object.__setattr__(obj, "prob", _check_prob(f"{type(obj).__name__}.prob", obj.prob))
+    object.__setattr__(obj, name, as_range(f"{type(obj).__name__}.{name}", getattr(obj, name)))
+  object.__setattr__(obj, "prob", check_prob(f"{type(obj).__name__}.prob", obj.prob))
   object.__setattr__(obj, "enabled", bool(obj.enabled))
 
 
@@ -62,7 +62,7 @@ class GMMConfig:
     if self.std[0] < 0:
       raise ValueError(f"GMMConfig.std must be non-negative, got {self.std}")
     object.__setattr__(self, "prob_background_zero",
-                       _check_prob("GMMConfig.prob_background_zero", self.prob_background_zero))
+                       check_prob("GMMConfig.prob_background_zero", self.prob_background_zero))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,7 @@ class AffineConfig:
     if self.scaling[0] <= 0:
       raise ValueError(f"AffineConfig.scaling must be positive, got {self.scaling}")
     if self.object_size is not None:
-      size = _as_range("AffineConfig.object_size", self.object_size)
+      size = as_range("AffineConfig.object_size", self.object_size)
       if size[0] <= 0:
         raise ValueError(f"AffineConfig.object_size must be positive, got {size}")
       object.__setattr__(self, "object_size", size)
@@ -153,7 +153,7 @@ class FlipConfig:
   enabled: bool = True
 
   def __post_init__(self):
-    object.__setattr__(self, "prob", _check_prob("FlipConfig.prob", self.prob))
+    object.__setattr__(self, "prob", check_prob("FlipConfig.prob", self.prob))
     object.__setattr__(self, "enabled", bool(self.enabled))
     if int(self.axis) not in (0, 1, 2):
       raise ValueError(f"FlipConfig.axis must be 0, 1 or 2, got {self.axis}")
@@ -193,7 +193,7 @@ class GammaConfig:
   enabled: bool = True
 
   def __post_init__(self):
-    object.__setattr__(self, "prob", _check_prob("GammaConfig.prob", self.prob))
+    object.__setattr__(self, "prob", check_prob("GammaConfig.prob", self.prob))
     object.__setattr__(self, "enabled", bool(self.enabled))
     if float(self.std) < 0 or float(self.clip) <= 0:
       raise ValueError(f"GammaConfig needs std >= 0 and clip > 0, got {self.std}, {self.clip}")
@@ -241,8 +241,8 @@ class ResolutionConfig:
       raise ValueError(f"ResolutionConfig.slice_profile must be one of {SLICE_PROFILES}, "
                        f"got {self.slice_profile!r}")
     object.__setattr__(self, "slice_profile", str(self.slice_profile))
-    object.__setattr__(self, "prob", _check_prob("ResolutionConfig.prob", self.prob))
-    object.__setattr__(self, "prob_iso", _check_prob("ResolutionConfig.prob_iso", self.prob_iso))
+    object.__setattr__(self, "prob", check_prob("ResolutionConfig.prob", self.prob))
+    object.__setattr__(self, "prob_iso", check_prob("ResolutionConfig.prob_iso", self.prob_iso))
     object.__setattr__(self, "enabled", bool(self.enabled))
     object.__setattr__(self, "random_thickness", bool(self.random_thickness))
     for name in ("max_res_iso", "max_res_aniso", "blur_factor", "blur_range"):
@@ -274,7 +274,7 @@ class NoiseConfig:
       raise ValueError(f"NoiseConfig.std must be non-negative, got {self.std}")
 
 
-def _as_int_range(name: str, value: Any, minimum: int) -> tuple[int, int]:
+def as_int_range(name: str, value: Any, minimum: int) -> tuple[int, int]:
   try:
     lo, hi = value
     if any(isinstance(v, bool) or float(v) != int(v) for v in (lo, hi)):
@@ -307,7 +307,7 @@ class SpikeConfig:
 
   def __post_init__(self):
     _freeze_ranges(self, "intensity")
-    num = _as_int_range("SpikeConfig.num_spikes", self.num_spikes, 0)
+    num = as_int_range("SpikeConfig.num_spikes", self.num_spikes, 0)
     if num[1] < 1:
       raise ValueError(f"SpikeConfig.num_spikes must allow at least one spike, got {num}")
     object.__setattr__(self, "num_spikes", num)
@@ -339,7 +339,7 @@ class GhostingConfig:
   def __post_init__(self):
     _freeze_ranges(self, "intensity")
     object.__setattr__(self, "num_ghosts",
-                       _as_int_range("GhostingConfig.num_ghosts", self.num_ghosts, 0))
+                       as_int_range("GhostingConfig.num_ghosts", self.num_ghosts, 0))
     axes = tuple(int(a) for a in (self.axes if isinstance(self.axes, (tuple, list))
                                   else (self.axes,)))
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
@@ -443,7 +443,7 @@ class SubclusterConfig:
     _freeze_ranges(self, "grid_scale")
     if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
       raise ValueError(f"SubclusterConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
-    num = _as_int_range("SubclusterConfig.num_subclusters", self.num_subclusters, 1)
+    num = as_int_range("SubclusterConfig.num_subclusters", self.num_subclusters, 1)
     if num[1] > 10:
       raise ValueError(f"SubclusterConfig.num_subclusters allows at most 10 subclusters "
                        f"(seed values 10 * m + k), got {num}")
@@ -472,7 +472,7 @@ class SubclusterConfig:
     if not float(self.related_std) >= 0:
       raise ValueError(f"SubclusterConfig.related_std must be >= 0, got {self.related_std}")
     object.__setattr__(self, "related_std", float(self.related_std))
-    object.__setattr__(self, "prob", _check_prob("SubclusterConfig.prob", self.prob))
+    object.__setattr__(self, "prob", check_prob("SubclusterConfig.prob", self.prob))
     object.__setattr__(self, "enabled", bool(self.enabled))
 
 
@@ -495,7 +495,7 @@ class ImageIntensityConfig:
     if not float(self.scale) > 0:
       raise ValueError(f"ImageIntensityConfig.scale must be positive, got {self.scale}")
     object.__setattr__(self, "scale", float(self.scale))
-    object.__setattr__(self, "prob", _check_prob("ImageIntensityConfig.prob", self.prob))
+    object.__setattr__(self, "prob", check_prob("ImageIntensityConfig.prob", self.prob))
     object.__setattr__(self, "enabled", bool(self.enabled))
 
 
@@ -524,7 +524,7 @@ class MotionConfig:
 
   def __post_init__(self):
     _freeze_ranges(self, "degrees", "translation")
-    num = _as_int_range("MotionConfig.num_transforms", self.num_transforms, 0)
+    num = as_int_range("MotionConfig.num_transforms", self.num_transforms, 0)
     if num[1] < 1:
       raise ValueError(f"MotionConfig.num_transforms must allow at least one movement, got {num}")
     object.__setattr__(self, "num_transforms", num)
@@ -577,7 +577,7 @@ class SliceStackConfig:
 
   def __post_init__(self):
     _freeze_ranges(self, "thickness", "gap", "rotation_std", "translation_std")
-    num = _as_int_range("SliceStackConfig.num_stacks", self.num_stacks, 1)
+    num = as_int_range("SliceStackConfig.num_stacks", self.num_stacks, 1)
     object.__setattr__(self, "num_stacks", num)
     axes = self.axes if isinstance(self.axes, (tuple, list)) else (self.axes,)
     try:
@@ -642,11 +642,11 @@ class StructNoiseConfig:
     name = type(self).__name__
     if self.std[0] < 0:
       raise ValueError(f"{name}.std must be non-negative, got {self.std}")
-    blobs = _as_int_range(f"{name}.num_blobs", self.num_blobs, 0)
+    blobs = as_int_range(f"{name}.num_blobs", self.num_blobs, 0)
     if blobs[1] < 1:
       raise ValueError(f"{name}.num_blobs must allow at least one blob, got {blobs}")
     object.__setattr__(self, "num_blobs", blobs)
-    object.__setattr__(self, "num_stages", _as_int_range(f"{name}.num_stages",
+    object.__setattr__(self, "num_stages", as_int_range(f"{name}.num_stages",
                                                          self.num_stages, 1))
     for field in ("sigma_mean", "sigma_std"):
       v = getattr(self, field)
@@ -706,7 +706,7 @@ class TextureConfig:
       raise ValueError(f"{name}.amplitude must be non-negative, got {self.amplitude}")
     if self.scale_weight[0] < 0:
       raise ValueError(f"{name}.scale_weight must be non-negative, got {self.scale_weight}")
-    object.__setattr__(self, "num_scales", _as_int_range(f"{name}.num_scales",
+    object.__setattr__(self, "num_scales", as_int_range(f"{name}.num_scales",
                                                          self.num_scales, 1))
     f = self.finest_scale
     if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
@@ -757,10 +757,10 @@ class BlurCortexConfig:
   enabled: bool = False
 
   def __post_init__(self):
-    object.__setattr__(self, "prob", _check_prob("BlurCortexConfig.prob", self.prob))
+    object.__setattr__(self, "prob", check_prob("BlurCortexConfig.prob", self.prob))
     object.__setattr__(self, "enabled", bool(self.enabled))
     object.__setattr__(self, "frontal_prior", bool(self.frontal_prior))
-    nblur = _as_int_range("BlurCortexConfig.nblur", self.nblur, 0)
+    nblur = as_int_range("BlurCortexConfig.nblur", self.nblur, 0)
     if nblur[1] < 1:
       raise ValueError(f"BlurCortexConfig.nblur must allow at least one blob, got {nblur}")
     object.__setattr__(self, "nblur", nblur)
@@ -816,9 +816,9 @@ class BoundaryConfig:
   def __post_init__(self):
     _freeze_ranges(self, "fuzzy_width", "fuzzy_jitter")
     for name in ("prob_no_mask", "prob_halo", "prob_fuzzy"):
-      object.__setattr__(self, name, _check_prob(f"BoundaryConfig.{name}", getattr(self, name)))
+      object.__setattr__(self, name, check_prob(f"BoundaryConfig.{name}", getattr(self, name)))
     object.__setattr__(self, "halo_radius",
-                       _as_int_range("BoundaryConfig.halo_radius", self.halo_radius, 0))
+                       as_int_range("BoundaryConfig.halo_radius", self.halo_radius, 0))
     for name in ("fuzzy_width", "fuzzy_jitter"):
       if getattr(self, name)[0] < 0:
         raise ValueError(f"BoundaryConfig.{name} must be non-negative, got {getattr(self, name)}")

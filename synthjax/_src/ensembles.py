@@ -70,7 +70,7 @@ from synthjax._src import draw
 from synthjax._src import nifti
 from synthjax._src import resample
 from synthjax._src import shell
-from synthjax._src.config import _as_int_range, _as_range, _check_prob
+from synthjax._src.config import as_int_range, as_range, check_prob
 
 Range = tuple[float, float]
 _NAME = "EnsembleConfig"
@@ -183,14 +183,14 @@ class EnsembleConfig:
     except (TypeError, ValueError):
       raise ValueError(f"{n}.shape must be three integers >= 2, got {self.shape!r}") from None
     set_("shape", shape)
-    set_("num_templates", _as_int_range(f"{n}.num_templates", self.num_templates, 0))
+    set_("num_templates", as_int_range(f"{n}.num_templates", self.num_templates, 0))
     if self.num_templates[1] < 1:
       raise ValueError(f"{n}.num_templates must allow at least one template, got "
                        f"{self.num_templates}")
     for name in ("rotation", "scaling", "shear", "translation", "shape_radius", "shape_noise",
                  "sphere_radius", "sphere_shift", "sphere_noise", "sphere_grid_scale",
                  "rim_width"):
-      set_(name, _as_range(f"{n}.{name}", getattr(self, name)))
+      set_(name, as_range(f"{n}.{name}", getattr(self, name)))
     for name in ("scaling", "shape_radius", "sphere_radius"):
       if getattr(self, name)[0] <= 0:
         raise ValueError(f"{n}.{name} must be positive, got {getattr(self, name)}")
@@ -200,8 +200,8 @@ class EnsembleConfig:
     if self.sphere_grid_scale[0] <= 0 or self.sphere_grid_scale[1] > 1:
       raise ValueError(f"{n}.sphere_grid_scale must lie in (0, 1], got {self.sphere_grid_scale}")
     for name in ("prob_reflect", "prob_sphere", "prob_envelope", "prob_rim"):
-      set_(name, _check_prob(f"{n}.{name}", getattr(self, name)))
-    set_("num_shape_labels", _as_int_range(f"{n}.num_shape_labels", self.num_shape_labels, 1))
+      set_(name, check_prob(f"{n}.{name}", getattr(self, name)))
+    set_("num_shape_labels", as_int_range(f"{n}.num_shape_labels", self.num_shape_labels, 1))
     set_("shape_grid", _int(f"{n}.shape_grid", self.shape_grid, 2))
     if not isinstance(self.median_filter, (bool, np.bool_)):
       raise ValueError(f"{n}.median_filter must be a bool, got {self.median_filter!r}")

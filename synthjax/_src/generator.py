@@ -181,7 +181,8 @@ def label_index(raw: jax.Array, config: SynthConfig, *, swap=None) -> jax.Array:
   return jnp.where(found, compose(order.astype(np.int32))[pos], bg_out)
 
 
-def _check_labels_static(labels, config: SynthConfig):
+def check_labels(labels, config: SynthConfig):
+  """Rank, dtype and size checks of a label array, at trace time (shapes only)."""
   shape = getattr(labels, "shape", None)
   dtype = getattr(labels, "dtype", None)
   if shape is None or len(shape) != 3:
@@ -226,11 +227,13 @@ def _check_extra_inputs(labels, seeds, image, config: SynthConfig):
                      "labels' grid) to synthesize")
 
 
-def _synthesize(key, params, labels, config: SynthConfig, seeds=None, image=None,
-                spatial_key=None):
+def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
+           spatial_key=None):
+  """The body of `synthesize`, traceable as it is (params already device arrays): the
+  views and the sharded batch render through it."""
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
-  _check_labels_static(labels, config)
+  check_labels(labels, config)
   _check_extra_inputs(labels, seeds, image, config)
   labels = jnp.asarray(labels)
   if labels.dtype == jnp.bool_:
@@ -338,7 +341,7 @@ def _inside(coords, shape):
   return ok
 
 
-_synthesize_jit = jax.jit(_synthesize, static_argnums=3)
+_synthesize_jit = jax.jit(render, static_argnums=3)
 
 
 @functools.lru_cache(maxsize=64)
@@ -407,7 +410,7 @@ def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=No
   # dtypes first: jit keys its cache on them, and numpy inputs would compile separately.
   if not isinstance(labels, jax.Array):
     labels = np.asarray(labels)
-    _check_labels_static(labels, config)
+    check_labels(labels, config)
     labels = jnp.asarray(labels)
   if seeds is not None and not isinstance(seeds, jax.Array):
     seeds = jnp.asarray(np.asarray(seeds))

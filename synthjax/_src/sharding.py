@@ -21,7 +21,7 @@ from synthjax._src.config import SynthConfig
 def _sharded_program(config: SynthConfig, devices: tuple):
   mesh = Mesh(np.asarray(devices), ("batch",))
   batch = NamedSharding(mesh, PartitionSpec("batch"))
-  fn = jax.vmap(lambda k, p, l: generator._synthesize(k, p, l, config))
+  fn = jax.vmap(lambda k, p, l: generator.render(k, p, l, config))
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
 

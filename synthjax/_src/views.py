@@ -55,7 +55,7 @@ def _views_jit(key, params, labels, config, shared_spatial, seeds, image):
   keys = jax.random.split(key, 2)
 
   def one(k, p):
-    return generator._synthesize(k, p, labels, config, seeds, image,
+    return generator.render(k, p, labels, config, seeds, image,
                                  spatial_key=keys[0] if shared_spatial else k)
 
   return jax.vmap(one)(keys, params)
@@ -88,7 +88,7 @@ def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial
   import jax.numpy as jnp
   if not isinstance(labels, jax.Array):
     labels = jnp.asarray(np.asarray(labels))
-  generator._check_labels_static(labels, config)
+  generator.check_labels(labels, config)
   template = generator.params_template(config)
   params = {s: {n: jnp.asarray(params[s][n], template[s][n].dtype) for n in template[s]}
             for s in template}

@@ -24,7 +24,7 @@ import grain
 
 from synthjax._src.data import keys as keys_lib
 from synthjax._src.data.samplers import UniformSampler, extract_patch
-from synthjax._src.data.splits import _describe
+from synthjax._src.data.splits import describe_element
 
 _STREAM_PERMUTATION = 1
 _STREAM_PATCH = 2
@@ -167,7 +167,7 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
   size = _as_size(patch_size)
   if len(source) == 0:
     raise ValueError("the source is empty")
-  described = [_describe(source, i) for i in range(len(source))]
+  described = [describe_element(source, i) for i in range(len(source))]
   if size is not None and not pad_small:
     for d in described:
       shape = tuple(d["shape"])

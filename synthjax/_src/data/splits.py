@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 
 
-def _describe(source, i):
+def describe_element(source, i):
+  """Shape and path of element `i` of a source, without decoding it where the source can."""
   if hasattr(source, "describe"):
     return source.describe(i)
   element = source[i]
@@ -35,7 +36,7 @@ class Subset:
     return len(self.indices)
 
   def describe(self, i):
-    return _describe(self.source, self.indices[int(i)])
+    return describe_element(self.source, self.indices[int(i)])
 
   def __getitem__(self, i):
     element = dict(self.source[self.indices[int(i)]])
