@@ -4,16 +4,8 @@
 # here by `sim2real.py --mni152 4`, carried over) and the wheels in .whl/ (see gpu_recipe.sh).
 # Usage: bash benchmarks/gpu_sim2real.sh [STEPS] [EVAL_EVERY] [DOWN]
 set -uo pipefail
-OUT=${OUT:-gpu-out}
 STEPS=${1:-1500}; EVERY=${2:-500}; DOWN=${3:-1}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  rm -rf /tmp/site
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.92
+source "$(dirname "$0")/gpu_env.sh"
 D=benchmarks/results/sim2real-data
 python3 benchmarks/sim2real.py --train $D/mni152_deformed{0,1,2,3}_dseg.nii.gz \
   --test $D/mni152_T1w.nii.gz:$D/mni152_dseg.nii.gz --down "$DOWN" --dim 2 --batch 1 \
