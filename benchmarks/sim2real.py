@@ -328,7 +328,6 @@ class JaxTrainer:
   name = "jax"
 
   def __init__(self, args, classes, synth_config):
-    import jax
     from flax import nnx
     from examples.segmentation import model, steps
     net = model.build(model_config(args), len(classes), seed=args.seed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
 
@@ -184,8 +183,8 @@ class _FilesThenSidecar:
     self.folder = folder
 
   def done(self):
-    return {int(m.group(1)) for name in os.listdir(self.folder)
-            if (m := re.fullmatch(r"sample_(\d{5})_params\.json", name))}
+    from synthjax._src.data import writers
+    return writers.complete_samples(self.folder)
 
   def write(self, sample):
     from synthjax._src import nifti
@@ -229,6 +228,7 @@ def cmd_generate(args):
     writer = writers.NiftiWriter(out, max_pending=args.workers)
   else:
     writer = writers.ArrayRecordWriter(os.path.join(out, "samples"))
+
   def make(i):
     labels, affine, src, seeds = sources[i % len(sources)]
     pkey, skey = samples.sample_keys(args.seed, i)

@@ -1,9 +1,6 @@
 """Test-session hygiene shared by every test module."""
 
 import gc
-import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -32,29 +29,6 @@ def _bound_compiled_code_maps():
     gc.collect()
 
 
-# Many tests compile the same programs in other processes: the CLI and recipe subprocesses,
-# and the pytest-xdist workers. One persistent compilation cache for the session, created
-# by the controlling process before any worker or subprocess starts (they inherit the
-# environment), compiles each program once. It lives only for this session, so a clean
-# checkout still compiles everything.
-_SESSION_CACHE = None
-
-
-def pytest_configure(config):
-  global _SESSION_CACHE
-  if "PYTEST_XDIST_WORKER" in os.environ or "JAX_COMPILATION_CACHE_DIR" in os.environ:
-    return
-  _SESSION_CACHE = tempfile.mkdtemp(prefix="synthjax-test-jax-cache-")
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-
-
-def pytest_unconfigure(config):
-  if _SESSION_CACHE is not None:
-    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
-    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-
-
 # pytest-xdist (`-n 2 --dist loadfile`) hands out whole modules in collection order; the
 # suite ends sooner when the longest modules start first instead of last.
 _LONGEST_FIRST = ("test_segmentation_training.py", "test_stages_wired.py",
@@ -64,5 +38,4 @@ _LONGEST_FIRST = ("test_segmentation_training.py", "test_stages_wired.py",
 
 def pytest_collection_modifyitems(session, config, items):
   rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
-  order = {id(item): i for i, item in enumerate(items)}
-  items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), order[id(item)]))
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within

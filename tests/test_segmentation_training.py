@@ -22,7 +22,7 @@ pytest.importorskip("orbax.checkpoint")
 
 import nibabel as nib
 
-from examples.segmentation import plot, predict, train
+from examples.segmentation import plot, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "segmentation", "train.py")

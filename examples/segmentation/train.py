@@ -201,7 +201,7 @@ class MetricsLog:
 
 def validate(predict, params, val_scans, classes, cfg, args):
   """Segments every validation scan; returns `{"dice": {label: mean}, "mean_dice", ...}`."""
-  from examples.segmentation import metrics, steps
+  from examples.segmentation import metrics
   per_scan = []
   labels = [c for c in classes if c != 0]
   for scan, truth in val_scans:

@@ -46,9 +46,6 @@ def sample_affine(key, cfg: AffineConfig, fixed=None) -> dict:
   if cfg.object_size is not None:
     ks = jax.random.fold_in(key, _OBJECT_SIZE_STREAM)
     out["object_size"] = draw.pick(fixed, "object_size", draw.uniform(ks, cfg.object_size))
-  elif fixed and fixed.get("object_size") is not None:
-    raise ValueError("fixed['affine']['object_size'] is given but the config's affine has no "
-                     "object_size range; set AffineConfig.object_size to use it")
   return out
 
 

@@ -95,6 +95,12 @@ class _Writer:
 
 _NIFTI_DONE = re.compile(r"sample_(\d{5,})_params\.json")
 _NIFTI_VOLUME = re.compile(r"sample_(\d{5,})_(?:image|seg)\.nii\.gz")
+
+
+def complete_samples(folder) -> set[int]:
+  """Indices of the samples in `folder` whose params JSON exists (it is written last, so
+  those samples are complete)."""
+  return {int(m.group(1)) for name in os.listdir(folder) if (m := _NIFTI_DONE.fullmatch(name))}
 _TMP_PREFIX = ".tmp-"  # what nifti.save_nifti / write_text_atomic name their temporaries
 
 
@@ -148,8 +154,7 @@ class NiftiWriter(_Writer):
     `write`, `flush` or `close`).
     """
     self._wait()
-    return {int(m.group(1)) for name in os.listdir(self.folder)
-            if (m := _NIFTI_DONE.fullmatch(name))}
+    return complete_samples(self.folder)
 
   def write(self, sample: dict) -> None:
     """Queues `sample` for writing (see the class docstring).
