@@ -175,6 +175,87 @@ def test_probability_bounds_are_inclusive(p):
   assert GMMConfig(prob_background_zero=p).prob_background_zero == p
 
 
+def _stage_fields():
+  """(stage name, field name, default) of every declared field of every stage config."""
+  from synthjax._src.config import _STAGE_TYPES
+  out = []
+  for stage, typ in _STAGE_TYPES.items():
+    for f in dataclasses.fields(typ):
+      out.append((stage, f.name, f.default))
+  return out
+
+
+def _bad_values(default):
+  """Values every field of this kind must refuse: NaN and infinities in numbers, strings
+  and non-integral numbers in integers, anything but a bool in flags."""
+  nan, inf = float("nan"), float("inf")
+  if isinstance(default, bool):
+    return ["no", 1, None]
+  if isinstance(default, int):
+    return [2.5, "3", nan, True]
+  if isinstance(default, float):
+    return [nan, inf, -inf, "0.5", None]
+  if isinstance(default, tuple) and len(default) == 2 and all(
+      isinstance(v, float) for v in default):
+    return [(nan, 1.0), (0.0, inf), ("a", 1.0), (0.0,), 0.5]
+  if isinstance(default, tuple) and len(default) == 2 and all(
+      isinstance(v, int) and not isinstance(v, bool) for v in default):
+    return [(1.5, 3), (1, nan), ("1", 2), 3]
+  return []
+
+
+_CASES = [(s, f, bad) for s, f, d in _stage_fields() for bad in _bad_values(d)]
+
+
+@pytest.mark.parametrize("stage,field,bad", _CASES,
+                         ids=[f"{s}.{f}={b!r}" for s, f, b in _CASES])
+def test_every_stage_field_refuses_nonsense_naming_field_and_value(stage, field, bad):
+  with pytest.raises(ValueError, match=rf"\.{field}\b") as info:
+    make(**{stage: {field: bad}})
+  assert "got" in str(info.value)
+
+
+def test_every_stage_field_is_declared_with_a_check():
+  from synthjax._src.config import _STAGE_TYPES
+  for stage, typ in _STAGE_TYPES.items():
+    unchecked = [f.name for f in dataclasses.fields(typ) if "check" not in f.metadata]
+    assert not unchecked, (stage, unchecked)
+  assert len(_CASES) > 200
+
+
+@pytest.mark.parametrize("build,message", [
+    (lambda: make(gamma={"std": float("nan")}), r"GammaConfig\.std must be a finite number"),
+    (lambda: make(gamma={"clip": float("nan")}), r"GammaConfig\.clip"),
+    (lambda: make(spike={"enabled": "no"}), r"SpikeConfig\.enabled must be true or false, got 'no'"),
+    (lambda: make(shape=(32.9, 32, 32)), r"SynthConfig\.shape must be 3 integers >= 2, got"),
+    (lambda: make(resolution={"min_res": -1}), r"ResolutionConfig\.min_res must be positive"),
+    (lambda: make(affine={"rotation": ("a", 1)}), r"AffineConfig\.rotation must be a \(low, "
+                                                   r"high\) pair of finite numbers, got \('a', 1\)"),
+    (lambda: make(label_values=(0, 2 ** 32 + 1)), r"label_values must be integers <= 2147483647"),
+    (lambda: make(spacing=(1.0, float("nan"), 1.0)), r"SynthConfig\.spacing"),
+    (lambda: SynthConfig.from_dict(None), "SynthConfig must be given as a dict"),
+    (lambda: SynthConfig.from_dict({"shape": (8, 8, 8)}), r"missing the field\(s\) \['label_values'\]"),
+    (lambda: SynthConfig.from_dict({"shape": (8, 8, 8), "label_values": (0,), "colour": 1}),
+     r"no field\(s\) \['colour'\]"),
+])
+def test_nonsense_is_refused_with_a_clear_message(build, message):
+  with pytest.raises(ValueError, match=message):
+    build()
+
+
+def test_integral_floats_from_json_are_integers():
+  cfg = make(shape=(24.0, 24, 24), flip={"axis": 1.0}, deformation={"steps": 3.0})
+  assert cfg.shape == (24, 24, 24) and type(cfg.shape[0]) is int
+  assert type(cfg.flip.axis) is int and cfg.deformation.steps == 3
+  assert make(spike={"enabled": np.bool_(True)}).spike.enabled is True
+
+
+def test_unknown_stage_field_names_the_stage_and_its_fields():
+  with pytest.raises(TypeError, match=r"SynthConfig\.bias has no field\(s\) \['colour'\]; "
+                                      r"its fields are .*grid_scale"):
+    make().replace(bias={"colour": 1})
+
+
 # ---------------------------------------------------------------------------------------
 # replace
 

@@ -10,39 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any, Optional
 
-import numpy as np
+from synthjax._src.checks import (axes, choice, config_class, field, flag, from_mapping,
+                                  int_range, integer, integers, label_groups, optional,
+                                  positive, positives, prob, real, real_range, sizes)
 
 Range = tuple[float, float]
 
-
-def as_range(name: str, value: Any) -> Range:
-  try:
-    lo, hi = (float(v) for v in value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
-  if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-    raise ValueError(f"{name} must be a finite range with low <= high, got {(lo, hi)}")
-  return (lo, hi)
+SLICE_PROFILES = ("gaussian", "boxcar", "triangle")
 
 
-def check_prob(name: str, p: float) -> float:
-  p = float(p)
-  if not 0.0 <= p <= 1.0:
-    raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-  return p
-
-
-def _freeze_ranges(obj, *names):
-  for name in names:
-    object.__setattr__(obj, name, as_range(f"{type(obj).__name__}.{name}", getattr(obj, name)))
-  object.__setattr__(obj, "prob", check_prob(f"{type(obj).__name__}.prob", obj.prob))
-  object.__setattr__(obj, "enabled", bool(obj.enabled))
-
-
-@dataclasses.dataclass(frozen=True)
+@config_class
 class GMMConfig:
   """Per-label Gaussian intensities (SynthSeg's `SampleConditionalGMM`).
 
@@ -51,21 +30,14 @@ class GMMConfig:
     std: range of the uniform prior on each label's standard deviation.
     prob_background_zero: probability that the background label gets mean 0 and std 0.
   """
-  mean: Range = (0.0, 250.0)
-  std: Range = (0.0, 30.0)
-  prob_background_zero: float = 0.05
-  prob: float = 1.0  # kept for a uniform stage interface; the GMM is always rendered.
-  enabled: bool = True
-
-  def __post_init__(self):
-    _freeze_ranges(self, "mean", "std")
-    if self.std[0] < 0:
-      raise ValueError(f"GMMConfig.std must be non-negative, got {self.std}")
-    object.__setattr__(self, "prob_background_zero",
-                       check_prob("GMMConfig.prob_background_zero", self.prob_background_zero))
+  mean: Range = field((0.0, 250.0), real_range())
+  std: Range = field((0.0, 30.0), real_range(low=0.0))
+  prob_background_zero: float = field(0.05, prob())
+  prob: float = field(1.0, prob())  # kept for a uniform stage interface; the GMM is always rendered.
+  enabled: bool = field(True, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class AffineConfig:
   """Random affine transform about the centre of the output field of view.
 
@@ -89,26 +61,16 @@ class AffineConfig:
     >>> AffineConfig(object_size=(0.5, 1.1)).object_size   # half to 1.1x the map's size
     (0.5, 1.1)
   """
-  rotation: Range = (-15.0, 15.0)
-  scaling: Range = (0.8, 1.2)
-  shear: Range = (-0.012, 0.012)
-  translation: Range = (0.0, 0.0)
-  prob: float = 1.0
-  enabled: bool = True
-  object_size: Optional[Range] = None
-
-  def __post_init__(self):
-    _freeze_ranges(self, "rotation", "scaling", "shear", "translation")
-    if self.scaling[0] <= 0:
-      raise ValueError(f"AffineConfig.scaling must be positive, got {self.scaling}")
-    if self.object_size is not None:
-      size = as_range("AffineConfig.object_size", self.object_size)
-      if size[0] <= 0:
-        raise ValueError(f"AffineConfig.object_size must be positive, got {size}")
-      object.__setattr__(self, "object_size", size)
+  rotation: Range = field((-15.0, 15.0), real_range())
+  scaling: Range = field((0.8, 1.2), real_range(low=0.0, low_open=True))
+  shear: Range = field((-0.012, 0.012), real_range())
+  translation: Range = field((0.0, 0.0), real_range())
+  prob: float = field(1.0, prob())
+  enabled: bool = field(True, flag())
+  object_size: Optional[Range] = field(None, optional(real_range(low=0.0, low_open=True)))
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class DeformationConfig:
   """Stationary velocity field integrated by scaling and squaring (SynthSeg, VoxelMorph).
 
@@ -122,22 +84,14 @@ class DeformationConfig:
       (FetalSynthGen's `nonlin_scale`) draws the grid size per sample.
     steps: number of squarings.
   """
-  std: Range = (0.0, 4.0)
-  grid_scale: Range = (0.04, 0.04)
-  steps: int = 7
-  prob: float = 1.0
-  enabled: bool = True
-
-  def __post_init__(self):
-    _freeze_ranges(self, "std", "grid_scale")
-    if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
-      raise ValueError(f"DeformationConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
-    if int(self.steps) < 0:
-      raise ValueError(f"DeformationConfig.steps must be >= 0, got {self.steps}")
-    object.__setattr__(self, "steps", int(self.steps))
+  std: Range = field((0.0, 4.0), real_range(low=0.0))
+  grid_scale: Range = field((0.04, 0.04), real_range(low=0.0, high=1.0, low_open=True))
+  steps: int = field(7, integer(low=0))
+  prob: float = field(1.0, prob())
+  enabled: bool = field(True, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class FlipConfig:
   """Left/right flip with swap of the paired labels (SynthSeg's `RandomFlip`).
 
@@ -148,19 +102,12 @@ class FlipConfig:
   Attributes:
     axis: the array axis that runs left to right (0 for RAS-oriented volumes).
   """
-  axis: int = 0
-  prob: float = 0.5
-  enabled: bool = True
-
-  def __post_init__(self):
-    object.__setattr__(self, "prob", check_prob("FlipConfig.prob", self.prob))
-    object.__setattr__(self, "enabled", bool(self.enabled))
-    if int(self.axis) not in (0, 1, 2):
-      raise ValueError(f"FlipConfig.axis must be 0, 1 or 2, got {self.axis}")
-    object.__setattr__(self, "axis", int(self.axis))
+  axis: int = field(0, integer(low=0, high=2))
+  prob: float = field(0.5, prob())
+  enabled: bool = field(True, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class BiasConfig:
   """Multiplicative smooth bias field `exp(N(0, std))` drawn on a small grid.
 
@@ -168,18 +115,13 @@ class BiasConfig:
     std: range of the log-field standard deviation.
     grid_scale: range of the ratio between the small grid and the output shape.
   """
-  std: Range = (0.0, 0.7)
-  grid_scale: Range = (0.025, 0.025)
-  prob: float = 0.95
-  enabled: bool = True
-
-  def __post_init__(self):
-    _freeze_ranges(self, "std", "grid_scale")
-    if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
-      raise ValueError(f"BiasConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
+  std: Range = field((0.0, 0.7), real_range(low=0.0))
+  grid_scale: Range = field((0.025, 0.025), real_range(low=0.0, high=1.0, low_open=True))
+  prob: float = field(0.95, prob())
+  enabled: bool = field(True, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class GammaConfig:
   """Gamma transform `x ** exp(g)`, `g ~ N(0, std)`, on the [0, 1]-normalised image.
 
@@ -187,24 +129,13 @@ class GammaConfig:
     std: standard deviation of the log-gamma.
     clip: intensities are clipped to [0, clip] before normalisation (SynthSeg: 300).
   """
-  std: float = 0.5
-  clip: float = 300.0
-  prob: float = 1.0
-  enabled: bool = True
-
-  def __post_init__(self):
-    object.__setattr__(self, "prob", check_prob("GammaConfig.prob", self.prob))
-    object.__setattr__(self, "enabled", bool(self.enabled))
-    if float(self.std) < 0 or float(self.clip) <= 0:
-      raise ValueError(f"GammaConfig needs std >= 0 and clip > 0, got {self.std}, {self.clip}")
-    object.__setattr__(self, "std", float(self.std))
-    object.__setattr__(self, "clip", float(self.clip))
+  std: float = field(0.5, real(low=0.0))
+  clip: float = field(300.0, positive())
+  prob: float = field(1.0, prob())
+  enabled: bool = field(True, flag())
 
 
-SLICE_PROFILES = ("gaussian", "boxcar", "triangle")
-
-
-@dataclasses.dataclass(frozen=True)
+@config_class
 class ResolutionConfig:
   """Acquisition resolution simulation (SynthSeg's `SampleResolution`, `MimicAcquisition`).
 
@@ -225,38 +156,19 @@ class ResolutionConfig:
       `thickness`, with fractional end weights) or "triangle" (that boxcar convolved with
       itself: full width at half maximum `thickness`, base `2 * thickness`).
   """
-  max_res_iso: float = 4.0
-  max_res_aniso: float = 8.0
-  min_res: Optional[float] = None
-  prob_iso: float = 0.1
-  random_thickness: bool = True
-  blur_factor: float = 0.75
-  blur_range: float = 1.03
-  slice_profile: str = "gaussian"
-  prob: float = 0.95
-  enabled: bool = True
-
-  def __post_init__(self):
-    if self.slice_profile not in SLICE_PROFILES:
-      raise ValueError(f"ResolutionConfig.slice_profile must be one of {SLICE_PROFILES}, "
-                       f"got {self.slice_profile!r}")
-    object.__setattr__(self, "slice_profile", str(self.slice_profile))
-    object.__setattr__(self, "prob", check_prob("ResolutionConfig.prob", self.prob))
-    object.__setattr__(self, "prob_iso", check_prob("ResolutionConfig.prob_iso", self.prob_iso))
-    object.__setattr__(self, "enabled", bool(self.enabled))
-    object.__setattr__(self, "random_thickness", bool(self.random_thickness))
-    for name in ("max_res_iso", "max_res_aniso", "blur_factor", "blur_range"):
-      v = float(getattr(self, name))
-      if not v > 0:
-        raise ValueError(f"ResolutionConfig.{name} must be positive, got {v}")
-      object.__setattr__(self, name, v)
-    if self.blur_range < 1:
-      raise ValueError(f"ResolutionConfig.blur_range must be >= 1, got {self.blur_range}")
-    if self.min_res is not None:
-      object.__setattr__(self, "min_res", float(self.min_res))
+  max_res_iso: float = field(4.0, positive())
+  max_res_aniso: float = field(8.0, positive())
+  min_res: Optional[float] = field(None, optional(positive()))
+  prob_iso: float = field(0.1, prob())
+  random_thickness: bool = field(True, flag())
+  blur_factor: float = field(0.75, positive())
+  blur_range: float = field(1.03, real(low=1.0))
+  slice_profile: str = field("gaussian", choice(SLICE_PROFILES))
+  prob: float = field(0.95, prob())
+  enabled: bool = field(True, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class NoiseConfig:
   """Additive Gaussian noise on the [0, 1]-normalised image.
 
@@ -264,30 +176,12 @@ class NoiseConfig:
     std: range of the noise standard deviation (FetalSynthGen's 5..15 on a 0..255 scale is
       (5/255, 15/255) here).
   """
-  std: Range = (0.0, 0.0)
-  prob: float = 0.0
-  enabled: bool = True
-
-  def __post_init__(self):
-    _freeze_ranges(self, "std")
-    if self.std[0] < 0:
-      raise ValueError(f"NoiseConfig.std must be non-negative, got {self.std}")
+  std: Range = field((0.0, 0.0), real_range(low=0.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(True, flag())
 
 
-def as_int_range(name: str, value: Any, minimum: int) -> tuple[int, int]:
-  try:
-    lo, hi = value
-    if any(isinstance(v, bool) or float(v) != int(v) for v in (lo, hi)):
-      raise ValueError
-    lo, hi = int(lo), int(hi)
-  except (TypeError, ValueError, OverflowError):
-    raise ValueError(f"{name} must be a (low, high) pair of integers, got {value!r}") from None
-  if lo < minimum or lo > hi:
-    raise ValueError(f"{name} must be integers with {minimum} <= low <= high, got {(lo, hi)}")
-  return (lo, hi)
-
-
-@dataclasses.dataclass(frozen=True)
+@config_class
 class SpikeConfig:
   """k-space spike (herringbone) artifact, as TorchIO's `RandomSpike`.
 
@@ -300,20 +194,13 @@ class SpikeConfig:
     num_spikes: range of the (integer) number of spikes; the high end fixes the params shape.
     intensity: range of the spike magnitude relative to the maximum k-space magnitude.
   """
-  num_spikes: tuple[int, int] = (1, 1)
-  intensity: Range = (1.0, 3.0)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "intensity")
-    num = as_int_range("SpikeConfig.num_spikes", self.num_spikes, 0)
-    if num[1] < 1:
-      raise ValueError(f"SpikeConfig.num_spikes must allow at least one spike, got {num}")
-    object.__setattr__(self, "num_spikes", num)
+  num_spikes: tuple[int, int] = field((1, 1), int_range(low=0, high_at_least=1, what="spike"))
+  intensity: Range = field((1.0, 3.0), real_range())
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class GhostingConfig:
   """Ghosting along a phase-encoding axis, as TorchIO's `RandomGhosting`.
 
@@ -329,31 +216,15 @@ class GhostingConfig:
     intensity: range of the artifact strength (0: no ghosts; 1: the lines are zeroed).
     restore: fraction of the k-space lines about the centre that are restored.
   """
-  num_ghosts: tuple[int, int] = (4, 10)
-  axes: tuple[int, ...] = (0, 1, 2)
-  intensity: Range = (0.5, 1.0)
-  restore: float = 0.0
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "intensity")
-    object.__setattr__(self, "num_ghosts",
-                       as_int_range("GhostingConfig.num_ghosts", self.num_ghosts, 0))
-    axes = tuple(int(a) for a in (self.axes if isinstance(self.axes, (tuple, list))
-                                  else (self.axes,)))
-    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-      raise ValueError(f"GhostingConfig.axes must be distinct axes among 0, 1, 2, got {self.axes}")
-    object.__setattr__(self, "axes", axes)
-    if self.intensity[0] < 0:
-      raise ValueError(f"GhostingConfig.intensity must be non-negative, got {self.intensity}")
-    restore = float(self.restore)
-    if not 0.0 <= restore <= 1.0:
-      raise ValueError(f"GhostingConfig.restore must lie in [0, 1], got {self.restore}")
-    object.__setattr__(self, "restore", restore)
+  num_ghosts: tuple[int, int] = field((4, 10), int_range(low=0))
+  axes: tuple[int, ...] = field((0, 1, 2), axes())
+  intensity: Range = field((0.5, 1.0), real_range(low=0.0))
+  restore: float = field(0.0, real(low=0.0, high=1.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class GibbsConfig:
   """Gibbs ringing by k-space truncation (MONAI's `RandGibbsNoise`, with a box).
 
@@ -364,17 +235,12 @@ class GibbsConfig:
   Attributes:
     alpha: range of the truncation strength in [0, 1] (0: identity; 1: only the mean left).
   """
-  alpha: Range = (0.0, 0.8)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "alpha")
-    if self.alpha[0] < 0 or self.alpha[1] > 1:
-      raise ValueError(f"GibbsConfig.alpha must lie in [0, 1], got {self.alpha}")
+  alpha: Range = field((0.0, 0.8), real_range(low=0.0, high=1.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class RicianConfig:
   """Rician noise `sqrt((x + n1)^2 + n2^2)`, `n1, n2 ~ N(0, std)` (MONAI's `RandRicianNoise`).
 
@@ -385,17 +251,12 @@ class RicianConfig:
   Attributes:
     std: range of the standard deviation of each of the two Gaussian components.
   """
-  std: Range = (0.0, 0.05)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "std")
-    if self.std[0] < 0:
-      raise ValueError(f"RicianConfig.std must be non-negative, got {self.std}")
+  std: Range = field((0.0, 0.05), real_range(low=0.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class SubclusterConfig:
   """Sub-label intensity classes (FetalSynthGen's seeds, `ImageFromSeeds`).
 
@@ -429,54 +290,18 @@ class SubclusterConfig:
     related_std: spread of related subcluster means about their shared mean.
     grid_scale: procedural source: range of the split field's grid / shape ratio.
   """
-  num_subclusters: tuple[int, int] = (1, 6)
-  source: str = "procedural"
-  meta_labels: tuple[tuple[int, ...], ...] = ()
-  num_meta: int = 4
-  related_metas: tuple[int, ...] = ()
-  related_std: float = 25.0
-  grid_scale: Range = (0.03, 0.08)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "grid_scale")
-    if self.grid_scale[0] <= 0 or self.grid_scale[1] > 1:
-      raise ValueError(f"SubclusterConfig.grid_scale must lie in (0, 1], got {self.grid_scale}")
-    num = as_int_range("SubclusterConfig.num_subclusters", self.num_subclusters, 1)
-    if num[1] > 10:
-      raise ValueError(f"SubclusterConfig.num_subclusters allows at most 10 subclusters "
-                       f"(seed values 10 * m + k), got {num}")
-    object.__setattr__(self, "num_subclusters", num)
-    if self.source not in ("procedural", "seeds"):
-      raise ValueError(f"SubclusterConfig.source must be 'procedural' or 'seeds', got "
-                       f"{self.source!r}")
-    try:
-      groups = tuple(tuple(int(v) for v in g) for g in self.meta_labels)
-    except TypeError:
-      raise ValueError(f"SubclusterConfig.meta_labels must be groups of label values, got "
-                       f"{self.meta_labels!r}") from None
-    flat = [v for g in groups for v in g]
-    if any(not g for g in groups) or len(flat) != len(set(flat)):
-      raise ValueError(f"SubclusterConfig.meta_labels must be non-empty groups naming each "
-                       f"label at most once, got {groups}")
-    object.__setattr__(self, "meta_labels", groups)
-    if int(self.num_meta) < 1:
-      raise ValueError(f"SubclusterConfig.num_meta must be >= 1, got {self.num_meta}")
-    object.__setattr__(self, "num_meta", int(self.num_meta))
-    related = tuple(int(m) for m in self.related_metas)
-    if any(m < 1 for m in related) or len(set(related)) != len(related):
-      raise ValueError(f"SubclusterConfig.related_metas must be distinct meta-labels >= 1, "
-                       f"got {self.related_metas}")
-    object.__setattr__(self, "related_metas", related)
-    if not float(self.related_std) >= 0:
-      raise ValueError(f"SubclusterConfig.related_std must be >= 0, got {self.related_std}")
-    object.__setattr__(self, "related_std", float(self.related_std))
-    object.__setattr__(self, "prob", check_prob("SubclusterConfig.prob", self.prob))
-    object.__setattr__(self, "enabled", bool(self.enabled))
+  num_subclusters: tuple[int, int] = field((1, 6), int_range(low=1, high=10))
+  source: str = field("procedural", choice(("procedural", "seeds")))
+  meta_labels: tuple[tuple[int, ...], ...] = field((), label_groups())
+  num_meta: int = field(4, integer(low=1))
+  related_metas: tuple[int, ...] = field((), integers(low=1, distinct=True))
+  related_std: float = field(25.0, real(low=0.0))
+  grid_scale: Range = field((0.03, 0.08), real_range(low=0.0, high=1.0, low_open=True))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class ImageIntensityConfig:
   """A real image as the intensity prior (FetalSynthGen's `image_as_intensity`).
 
@@ -487,19 +312,12 @@ class ImageIntensityConfig:
   Attributes:
     scale: the intensity range the image is scaled to (the GMM's 0..255 scale).
   """
-  scale: float = 255.0
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    if not float(self.scale) > 0:
-      raise ValueError(f"ImageIntensityConfig.scale must be positive, got {self.scale}")
-    object.__setattr__(self, "scale", float(self.scale))
-    object.__setattr__(self, "prob", check_prob("ImageIntensityConfig.prob", self.prob))
-    object.__setattr__(self, "enabled", bool(self.enabled))
+  scale: float = field(255.0, positive())
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class MotionConfig:
   """Rigid motion during the acquisition, as TorchIO's `RandomMotion`.
 
@@ -514,35 +332,17 @@ class MotionConfig:
       `1 / (n + 1)` between evenly spaced times (TorchIO: 0.3); at most 0.5 keeps the
       times ordered.
   """
-  degrees: Range = (-10.0, 10.0)
-  translation: Range = (-10.0, 10.0)
-  num_transforms: tuple[int, int] = (2, 2)
-  axes: tuple[int, ...] = (2,)
-  perturbation: float = 0.3
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "degrees", "translation")
-    num = as_int_range("MotionConfig.num_transforms", self.num_transforms, 0)
-    if num[1] < 1:
-      raise ValueError(f"MotionConfig.num_transforms must allow at least one movement, got {num}")
-    object.__setattr__(self, "num_transforms", num)
-    try:
-      axes = tuple(int(a) for a in (self.axes if isinstance(self.axes, (tuple, list))
-                                    else (self.axes,)))
-    except (TypeError, ValueError):
-      axes = ()
-    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-      raise ValueError(f"MotionConfig.axes must be distinct axes among 0, 1, 2, got {self.axes}")
-    object.__setattr__(self, "axes", axes)
-    pert = float(self.perturbation)
-    if not 0.0 <= pert <= 0.5:
-      raise ValueError(f"MotionConfig.perturbation must lie in [0, 0.5], got {self.perturbation}")
-    object.__setattr__(self, "perturbation", pert)
+  degrees: Range = field((-10.0, 10.0), real_range())
+  translation: Range = field((-10.0, 10.0), real_range())
+  num_transforms: tuple[int, int] = field((2, 2), int_range(low=0, high_at_least=1,
+                                                             what="movement"))
+  axes: tuple[int, ...] = field((2,), axes())
+  perturbation: float = field(0.3, real(low=0.0, high=0.5))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class SliceStackConfig:
   """Slice-stack acquisition with inter-slice motion and reconstruction (see module doc).
 
@@ -566,40 +366,23 @@ class SliceStackConfig:
     translation_std: range of each stack's random-walk step std of the three translations
       (mm per slice time).
   """
-  num_stacks: tuple[int, int] = (2, 3)
-  axes: tuple[int, ...] = (0, 1, 2)
-  thickness: Range = (1.5, 3.5)
-  gap: Range = (0.0, 2.0)
-  rotation_std: Range = (0.0, 1.0)
-  translation_std: Range = (0.0, 1.0)
-  prob: float = 0.0
-  enabled: bool = False
+  num_stacks: tuple[int, int] = field((2, 3), int_range(low=1))
+  axes: tuple[int, ...] = field((0, 1, 2), axes())
+  thickness: Range = field((1.5, 3.5), real_range(low=0.0, low_open=True))
+  gap: Range = field((0.0, 2.0), real_range())
+  rotation_std: Range = field((0.0, 1.0), real_range(low=0.0))
+  translation_std: Range = field((0.0, 1.0), real_range(low=0.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
-  def __post_init__(self):
-    _freeze_ranges(self, "thickness", "gap", "rotation_std", "translation_std")
-    num = as_int_range("SliceStackConfig.num_stacks", self.num_stacks, 1)
-    object.__setattr__(self, "num_stacks", num)
-    axes = self.axes if isinstance(self.axes, (tuple, list)) else (self.axes,)
-    try:
-      axes = tuple(int(a) for a in axes)
-    except (TypeError, ValueError):
-      axes = ()
-    if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
-      raise ValueError("SliceStackConfig.axes must be distinct axes among 0, 1, 2, "
-                       f"got {self.axes!r}")
-    object.__setattr__(self, "axes", axes)
-    if self.thickness[0] <= 0:
-      raise ValueError(f"SliceStackConfig.thickness must be positive, got {self.thickness}")
+  def _check_together(self):
     if self.thickness[0] + self.gap[0] <= 0:
       raise ValueError("SliceStackConfig.gap: thickness[0] + gap[0] (the smallest distance "
                        f"between slice centres) must be positive, got thickness {self.thickness}"
                        f" and gap {self.gap}")
-    for name in ("rotation_std", "translation_std"):
-      if getattr(self, name)[0] < 0:
-        raise ValueError(f"SliceStackConfig.{name} must be non-negative, got {getattr(self, name)}")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class StructNoiseConfig:
   """Structural noise in a region (FetalSynthGen's `StructNoise`, an SR artifact).
 
@@ -627,51 +410,18 @@ class StructNoiseConfig:
     region_labels: label values whose voxels may hold blob centres (FetalSynthGen's
       `wm_label`); used by the generator to build the region mask.
   """
-  std: Range = (0.2, 0.4)
-  num_blobs: tuple[int, int] = (5, 14)
-  num_stages: tuple[int, int] = (1, 4)
-  sigma_mean: float = 25.0
-  sigma_std: float = 5.0
-  sigma_clip: Range = (1.0, 40.0)
-  region_labels: tuple[int, ...] = (3,)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "std", "sigma_clip")
-    name = type(self).__name__
-    if self.std[0] < 0:
-      raise ValueError(f"{name}.std must be non-negative, got {self.std}")
-    blobs = as_int_range(f"{name}.num_blobs", self.num_blobs, 0)
-    if blobs[1] < 1:
-      raise ValueError(f"{name}.num_blobs must allow at least one blob, got {blobs}")
-    object.__setattr__(self, "num_blobs", blobs)
-    object.__setattr__(self, "num_stages", as_int_range(f"{name}.num_stages",
-                                                         self.num_stages, 1))
-    for field in ("sigma_mean", "sigma_std"):
-      v = getattr(self, field)
-      try:
-        v = float(v)
-      except (TypeError, ValueError):
-        raise ValueError(f"{name}.{field} must be a number, got {v!r}") from None
-      if not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name}.{field} must be finite and non-negative, got {v}")
-      object.__setattr__(self, field, v)
-    if self.sigma_clip[0] <= 0:
-      raise ValueError(f"{name}.sigma_clip must be positive, got {self.sigma_clip}")
-    labels = self.region_labels
-    labels = tuple(labels) if isinstance(labels, (tuple, list)) else (labels,)
-    try:
-      if any(isinstance(v, bool) or float(v) != int(v) for v in labels):
-        raise ValueError
-      labels = tuple(int(v) for v in labels)
-    except (TypeError, ValueError, OverflowError):
-      raise ValueError(f"{name}.region_labels must be integers, got {self.region_labels!r}") \
-          from None
-    object.__setattr__(self, "region_labels", labels)
+  std: Range = field((0.2, 0.4), real_range(low=0.0))
+  num_blobs: tuple[int, int] = field((5, 14), int_range(low=0, high_at_least=1, what="blob"))
+  num_stages: tuple[int, int] = field((1, 4), int_range(low=1))
+  sigma_mean: float = field(25.0, real(low=0.0))
+  sigma_std: float = field(5.0, real(low=0.0))
+  sigma_clip: Range = field((1.0, 40.0), real_range(low=0.0, low_open=True))
+  region_labels: tuple[int, ...] = field((3,), integers())
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class TextureConfig:
   """Multi-scale multiplicative texture inside labels (anatomix's Perlin texture).
 
@@ -692,39 +442,15 @@ class TextureConfig:
     finest_scale: static pyramid level of the finest grid (`ceil(n / 2**finest_scale)`).
     scale_weight: range of the per-level weights (relative stds).
   """
-  amplitude: Range = (0.0, 0.2)
-  num_scales: tuple[int, int] = (4, 4)
-  finest_scale: int = 2
-  scale_weight: Range = (0.0, 1.0)
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "amplitude", "scale_weight")
-    name = type(self).__name__
-    if self.amplitude[0] < 0:
-      raise ValueError(f"{name}.amplitude must be non-negative, got {self.amplitude}")
-    if self.scale_weight[0] < 0:
-      raise ValueError(f"{name}.scale_weight must be non-negative, got {self.scale_weight}")
-    object.__setattr__(self, "num_scales", as_int_range(f"{name}.num_scales",
-                                                         self.num_scales, 1))
-    f = self.finest_scale
-    if isinstance(f, bool) or not isinstance(f, (int, np.integer)) or f < 0:
-      raise ValueError(f"{name}.finest_scale must be an integer >= 0, got {f!r}")
-    object.__setattr__(self, "finest_scale", int(f))
+  amplitude: Range = field((0.0, 0.2), real_range(low=0.0))
+  num_scales: tuple[int, int] = field((4, 4), int_range(low=1))
+  finest_scale: int = field(2, integer(low=0))
+  scale_weight: Range = field((0.0, 1.0), real_range(low=0.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-def _positive(name: str, value) -> float:
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{name} must be a number, got {value!r}") from None
-  if not (math.isfinite(v) and v > 0):
-    raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-  return v
-
-
-@dataclasses.dataclass(frozen=True)
+@config_class
 class BlurCortexConfig:
   """Local blur of the cortex (FetalSynthGen's `BlurCortex`).
 
@@ -745,36 +471,19 @@ class BlurCortexConfig:
     cortex_label: label value of the cortex (FeTA: 2), for the pipeline to build the
       region mask; `apply_blur_cortex` itself takes the mask.
   """
-  nblur: tuple[int, int] = (50, 199)
-  blob_sigma_shape: float = 3.0
-  blob_sigma_scale: float = 1.0
-  blur_std_shape: float = 2.0
-  blur_std_scale: float = 1.0
-  max_blur_std: float = 10.0
-  frontal_prior: bool = True
-  cortex_label: int = 2
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    object.__setattr__(self, "prob", check_prob("BlurCortexConfig.prob", self.prob))
-    object.__setattr__(self, "enabled", bool(self.enabled))
-    object.__setattr__(self, "frontal_prior", bool(self.frontal_prior))
-    nblur = as_int_range("BlurCortexConfig.nblur", self.nblur, 0)
-    if nblur[1] < 1:
-      raise ValueError(f"BlurCortexConfig.nblur must allow at least one blob, got {nblur}")
-    object.__setattr__(self, "nblur", nblur)
-    for name in ("blob_sigma_shape", "blob_sigma_scale", "blur_std_shape", "blur_std_scale",
-                 "max_blur_std"):
-      object.__setattr__(self, name, _positive(f"BlurCortexConfig.{name}", getattr(self, name)))
-    label = self.cortex_label
-    if (isinstance(label, bool) or not isinstance(label, (int, np.integer, float))
-        or not math.isfinite(label) or int(label) != label):
-      raise ValueError(f"BlurCortexConfig.cortex_label must be an integer, got {label!r}")
-    object.__setattr__(self, "cortex_label", int(self.cortex_label))
+  nblur: tuple[int, int] = field((50, 199), int_range(low=0, high_at_least=1, what="blob"))
+  blob_sigma_shape: float = field(3.0, positive())
+  blob_sigma_scale: float = field(1.0, positive())
+  blur_std_shape: float = field(2.0, positive())
+  blur_std_scale: float = field(1.0, positive())
+  max_blur_std: float = field(10.0, positive())
+  frontal_prior: bool = field(True, flag())
+  cortex_label: int = field(2, integer())
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+@config_class
 class BoundaryConfig:
   """Brain-extraction boundaries (FetalSynthGen's `SimulatedBoundaries`).
 
@@ -802,34 +511,48 @@ class BoundaryConfig:
     fuzzy_grid_scale: node count / shape of the coarse field (256 -> 16 nodes).
     jitter_grid_scale: node count / shape of the fine field (256 -> 77 nodes).
   """
-  prob_no_mask: float = 0.5
-  prob_halo: float = 0.5
-  halo_radius: tuple[int, int] = (5, 14)
-  prob_fuzzy: float = 0.5
-  fuzzy_width: Range = (2.0, 10.0)
-  fuzzy_jitter: Range = (0.0, 3.0)
-  fuzzy_grid_scale: float = 0.06
-  jitter_grid_scale: float = 0.3
-  prob: float = 0.0
-  enabled: bool = False
-
-  def __post_init__(self):
-    _freeze_ranges(self, "fuzzy_width", "fuzzy_jitter")
-    for name in ("prob_no_mask", "prob_halo", "prob_fuzzy"):
-      object.__setattr__(self, name, check_prob(f"BoundaryConfig.{name}", getattr(self, name)))
-    object.__setattr__(self, "halo_radius",
-                       as_int_range("BoundaryConfig.halo_radius", self.halo_radius, 0))
-    for name in ("fuzzy_width", "fuzzy_jitter"):
-      if getattr(self, name)[0] < 0:
-        raise ValueError(f"BoundaryConfig.{name} must be non-negative, got {getattr(self, name)}")
-    for name in ("fuzzy_grid_scale", "jitter_grid_scale"):
-      v = _positive(f"BoundaryConfig.{name}", getattr(self, name))
-      if v > 1:
-        raise ValueError(f"BoundaryConfig.{name} must lie in (0, 1], got {v}")
-      object.__setattr__(self, name, v)
+  prob_no_mask: float = field(0.5, prob())
+  prob_halo: float = field(0.5, prob())
+  halo_radius: tuple[int, int] = field((5, 14), int_range(low=0))
+  prob_fuzzy: float = field(0.5, prob())
+  fuzzy_width: Range = field((2.0, 10.0), real_range(low=0.0))
+  fuzzy_jitter: Range = field((0.0, 3.0), real_range(low=0.0))
+  fuzzy_grid_scale: float = field(0.06, real(low=0.0, high=1.0, low_open=True))
+  jitter_grid_scale: float = field(0.3, real(low=0.0, high=1.0, low_open=True))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
-@dataclasses.dataclass(frozen=True)
+def _positive_prob(stage: dict) -> bool:
+  try:
+    return float(stage.get("prob", 0)) > 0
+  except (TypeError, ValueError):
+    return False  # the stage's own check names the bad value
+
+
+def getattr_fields(obj) -> dict:
+  """A dataclass's fields as a shallow dict (nested dataclasses kept as they are)."""
+  return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+# Label values are stored as int32 on the device.
+LABEL_MAX = 2 ** 31 - 1
+
+
+def as_stage(name: str, typ: type, value: Any):
+  """A stage config from an instance of `typ` or a dict of its fields."""
+  if isinstance(value, dict):
+    known = {f.name for f in dataclasses.fields(typ)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+      raise TypeError(f"{name} has no field(s) {unknown}; its fields are {sorted(known)}")
+    value = typ(**value)
+  if not isinstance(value, typ):
+    raise TypeError(f"{name} must be a {typ.__name__}, got {type(value).__name__}")
+  return value
+
+
+@config_class
 class SynthConfig:
   """Everything static about a generator: shapes, label tables and stage ranges.
 
@@ -859,12 +582,13 @@ class SynthConfig:
     >>> hash(cfg) == hash(SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2)))
     True
   """
-  shape: tuple[int, int, int]
-  label_values: tuple[int, ...]
-  spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-  output_labels: Optional[tuple[int, ...]] = None
-  flip_pairs: tuple[tuple[int, int], ...] = ()
-  background: int = 0
+  shape: tuple[int, int, int] = field(dataclasses.MISSING, sizes(3, low=2))
+  label_values: tuple[int, ...] = field(dataclasses.MISSING, integers(
+      low=0, high=LABEL_MAX, distinct=True, nonempty=True))
+  spacing: tuple[float, float, float] = field((1.0, 1.0, 1.0), positives(3))
+  output_labels: Optional[tuple[int, ...]] = field(None, optional(integers(high=LABEL_MAX)))
+  flip_pairs: tuple[tuple[int, int], ...] = field((), label_groups())
+  background: int = field(0, integer())
   affine: AffineConfig = AffineConfig()
   deformation: DeformationConfig = DeformationConfig()
   flip: FlipConfig = FlipConfig()
@@ -886,54 +610,21 @@ class SynthConfig:
   blur_cortex: BlurCortexConfig = BlurCortexConfig()
   boundary: BoundaryConfig = BoundaryConfig()
 
-  def __post_init__(self):
-    shape = tuple(int(s) for s in self.shape)
-    if len(shape) != 3 or min(shape) < 2:
-      raise ValueError(f"SynthConfig.shape must be 3 sizes >= 2, got {self.shape}")
-    object.__setattr__(self, "shape", shape)
-    spacing = tuple(float(s) for s in self.spacing)
-    if len(spacing) != 3 or min(spacing) <= 0:
-      raise ValueError(f"SynthConfig.spacing must be 3 positive numbers, got {self.spacing}")
-    object.__setattr__(self, "spacing", spacing)
-
-    values = tuple(int(v) for v in self.label_values)
-    if not values:
-      raise ValueError("SynthConfig.label_values is empty")
-    if min(values) < 0:
-      raise ValueError(f"SynthConfig.label_values must be non-negative, got {min(values)}")
-    dups = sorted({v for v in values if values.count(v) > 1})
-    if dups:
-      raise ValueError(f"SynthConfig.label_values has duplicates: {dups}")
-    object.__setattr__(self, "label_values", values)
-    object.__setattr__(self, "background", int(self.background))
+  def _check_together(self):
+    values = self.label_values
     if self.background not in values:
       raise ValueError(f"SynthConfig.background {self.background} is not in label_values")
-
-    if self.output_labels is not None:
-      out = tuple(int(v) for v in self.output_labels)
-      if len(out) != len(values):
-        raise ValueError(f"SynthConfig.output_labels has {len(out)} entries for "
-                         f"{len(values)} label_values")
-      object.__setattr__(self, "output_labels", out)
-
-    pairs = tuple((int(a), int(b)) for a, b in self.flip_pairs)
-    seen = set()
-    for a, b in pairs:
-      for v in (a, b):
+    if self.output_labels is not None and len(self.output_labels) != len(values):
+      raise ValueError(f"SynthConfig.output_labels has {len(self.output_labels)} entries for "
+                       f"{len(values)} label_values")
+    for pair in self.flip_pairs:
+      if len(pair) != 2:
+        raise ValueError(f"SynthConfig.flip_pairs must hold (left, right) pairs, got {pair}")
+      for v in pair:
         if v not in values:
           raise ValueError(f"SynthConfig.flip_pairs names label {v}, which is not in label_values")
-        if v in seen:
-          raise ValueError(f"SynthConfig.flip_pairs names label {v} twice")
-        seen.add(v)
-    object.__setattr__(self, "flip_pairs", pairs)
-
     for name, typ in _STAGE_TYPES.items():
-      stage = getattr(self, name)
-      if isinstance(stage, dict):
-        stage = typ(**stage)
-        object.__setattr__(self, name, stage)
-      if not isinstance(stage, typ):
-        raise TypeError(f"SynthConfig.{name} must be a {typ.__name__}, got {type(stage).__name__}")
+      object.__setattr__(self, name, as_stage(f"SynthConfig.{name}", typ, getattr(self, name)))
 
   @property
   def num_labels(self) -> int:
@@ -950,17 +641,17 @@ class SynthConfig:
     A stage dict with `prob > 0` for a disabled stage also enables it (unless it sets
     `enabled` itself).
     """
-    for name, value in list(changes.items()):
-      if name in _STAGE_TYPES and isinstance(value, dict):
-        stage = getattr(self, name)
-        value = dict(value)
-        # Asking for a positive probability on a disabled stage means "use this stage".
-        if not stage.enabled and "enabled" not in value and float(value.get("prob", 0)) > 0:
-          value["enabled"] = True
-        changes[name] = dataclasses.replace(stage, **value)
     unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
     if unknown:
       raise TypeError(f"SynthConfig has no field(s) {sorted(unknown)}")
+    for name, value in list(changes.items()):
+      if name in _STAGE_TYPES and isinstance(value, dict):
+        stage = getattr(self, name)
+        value = dict(getattr_fields(stage), **value)
+        # Asking for a positive probability on a disabled stage means "use this stage".
+        if not stage.enabled and "enabled" not in changes[name] and _positive_prob(value):
+          value["enabled"] = True
+        changes[name] = as_stage(f"SynthConfig.{name}", _STAGE_TYPES[name], value)
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict:
@@ -971,13 +662,8 @@ class SynthConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> "SynthConfig":
-    d = dict(d)
-    if d.get("flip_pairs") is not None:
-      d["flip_pairs"] = tuple(tuple(p) for p in d["flip_pairs"])
-    for name, typ in _STAGE_TYPES.items():
-      if name in d and isinstance(d[name], dict):
-        d[name] = typ(**d[name])
-    return cls(**d)
+    """A config from `to_dict`'s output (stages as dicts, lists for tuples)."""
+    return from_mapping(cls, d)
 
   @classmethod
   def from_json(cls, text: str) -> "SynthConfig":

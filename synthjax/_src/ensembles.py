@@ -70,29 +70,14 @@ from synthjax._src import draw
 from synthjax._src import nifti
 from synthjax._src import resample
 from synthjax._src import shell
-from synthjax._src.config import as_int_range, as_range, check_prob
+from synthjax._src.checks import (choice, config_class, field, flag, from_mapping, int_range,
+                                  integer, optional, prob, real_range, sizes)
 
 Range = tuple[float, float]
-_NAME = "EnsembleConfig"
 _LABEL_MODES = ("slot", "offset")
 
 
-def _int(name, value, minimum, allow_none=False):
-  if value is None and allow_none:
-    return None
-  try:
-    if isinstance(value, bool) or float(value) != int(value):
-      raise ValueError
-    value = int(value)
-  except (TypeError, ValueError, OverflowError):
-    what = "an integer or None" if allow_none else "an integer"
-    raise ValueError(f"{name} must be {what}, got {value!r}") from None
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}")
-  return value
-
-
-@dataclasses.dataclass(frozen=True)
+@config_class
 class EnsembleConfig:
   """Static, hashable settings of the label-ensemble generator.
 
@@ -146,72 +131,36 @@ class EnsembleConfig:
       label of the template stack (random shapes: `num_shape_labels[1]`). Template
       labels above it are not painted.
   """
-  shape: tuple[int, int, int] = (128, 128, 128)
-  num_templates: tuple[int, int] = (20, 39)
-  rotation: Range = (-180.0, 180.0)
-  scaling: Range = (0.5, 1.5)
-  shear: Range = (-0.5, 0.5)
-  prob_reflect: float = 0.5
-  translation: Range = (-0.4, 0.4)
-  shape_radius: Range = (0.1, 0.25)
-  shape_noise: Range = (0.0, 0.3)
-  num_shape_labels: tuple[int, int] = (1, 4)
-  shape_grid: int = 6
-  median_filter: bool = True
-  prob_sphere: float = 2.0 / 3.0
-  sphere_radius: Range = (0.375, 0.5625)
-  sphere_shift: Range = (-0.25, 0.25)
-  sphere_noise: Range = (0.02, 0.15)
-  sphere_grid_scale: Range = (0.0625, 0.25)
-  envelope_label: Optional[int] = 1
-  prob_envelope: float = 1.0
-  rim_label: Optional[int] = None
-  prob_rim: float = 0.5
-  rim_width: Range = (2.0, 4.0)
-  label_mode: str = "slot"
-  label_offset: int = 2
-  label_stride: Optional[int] = None
+  shape: tuple[int, int, int] = field((128, 128, 128), sizes(3, low=2))
+  num_templates: tuple[int, int] = field((20, 39), int_range(low=0, high_at_least=1,
+                                                           what="template"))
+  rotation: Range = field((-180.0, 180.0), real_range())
+  scaling: Range = field((0.5, 1.5), real_range(low=0.0, low_open=True))
+  shear: Range = field((-0.5, 0.5), real_range())
+  prob_reflect: float = field(0.5, prob())
+  translation: Range = field((-0.4, 0.4), real_range())
+  shape_radius: Range = field((0.1, 0.25), real_range(low=0.0, low_open=True))
+  shape_noise: Range = field((0.0, 0.3), real_range(low=0.0))
+  num_shape_labels: tuple[int, int] = field((1, 4), int_range(low=1))
+  shape_grid: int = field(6, integer(low=2))
+  median_filter: bool = field(True, flag())
+  prob_sphere: float = field(2.0 / 3.0, prob())
+  sphere_radius: Range = field((0.375, 0.5625), real_range(low=0.0, low_open=True))
+  sphere_shift: Range = field((-0.25, 0.25), real_range())
+  sphere_noise: Range = field((0.02, 0.15), real_range(low=0.0))
+  sphere_grid_scale: Range = field((0.0625, 0.25), real_range(low=0.0, high=1.0,
+                                                                low_open=True))
+  envelope_label: Optional[int] = field(1, optional(integer(low=1)))
+  prob_envelope: float = field(1.0, prob())
+  rim_label: Optional[int] = field(None, optional(integer(low=1)))
+  prob_rim: float = field(0.5, prob())
+  rim_width: Range = field((2.0, 4.0), real_range(low=0.0))
+  label_mode: str = field("slot", choice(_LABEL_MODES))
+  label_offset: int = field(2, integer(low=1))
+  label_stride: Optional[int] = field(None, optional(integer(low=1)))
 
-  def __post_init__(self):
-    n = _NAME
-    set_ = lambda name, value: object.__setattr__(self, name, value)
-    try:
-      shape = tuple(self.shape)
-      if len(shape) != 3:
-        raise ValueError
-      shape = tuple(_int(f"{n}.shape", s, 2) for s in shape)
-    except (TypeError, ValueError):
-      raise ValueError(f"{n}.shape must be three integers >= 2, got {self.shape!r}") from None
-    set_("shape", shape)
-    set_("num_templates", as_int_range(f"{n}.num_templates", self.num_templates, 0))
-    if self.num_templates[1] < 1:
-      raise ValueError(f"{n}.num_templates must allow at least one template, got "
-                       f"{self.num_templates}")
-    for name in ("rotation", "scaling", "shear", "translation", "shape_radius", "shape_noise",
-                 "sphere_radius", "sphere_shift", "sphere_noise", "sphere_grid_scale",
-                 "rim_width"):
-      set_(name, as_range(f"{n}.{name}", getattr(self, name)))
-    for name in ("scaling", "shape_radius", "sphere_radius"):
-      if getattr(self, name)[0] <= 0:
-        raise ValueError(f"{n}.{name} must be positive, got {getattr(self, name)}")
-    for name in ("shape_noise", "sphere_noise", "rim_width"):
-      if getattr(self, name)[0] < 0:
-        raise ValueError(f"{n}.{name} must be non-negative, got {getattr(self, name)}")
-    if self.sphere_grid_scale[0] <= 0 or self.sphere_grid_scale[1] > 1:
-      raise ValueError(f"{n}.sphere_grid_scale must lie in (0, 1], got {self.sphere_grid_scale}")
-    for name in ("prob_reflect", "prob_sphere", "prob_envelope", "prob_rim"):
-      set_(name, check_prob(f"{n}.{name}", getattr(self, name)))
-    set_("num_shape_labels", as_int_range(f"{n}.num_shape_labels", self.num_shape_labels, 1))
-    set_("shape_grid", _int(f"{n}.shape_grid", self.shape_grid, 2))
-    if not isinstance(self.median_filter, (bool, np.bool_)):
-      raise ValueError(f"{n}.median_filter must be a bool, got {self.median_filter!r}")
-    set_("median_filter", bool(self.median_filter))
-    set_("envelope_label", _int(f"{n}.envelope_label", self.envelope_label, 1, allow_none=True))
-    set_("rim_label", _int(f"{n}.rim_label", self.rim_label, 1, allow_none=True))
-    if self.label_mode not in _LABEL_MODES:
-      raise ValueError(f"{n}.label_mode must be one of {_LABEL_MODES}, got {self.label_mode!r}")
-    set_("label_offset", _int(f"{n}.label_offset", self.label_offset, 1))
-    set_("label_stride", _int(f"{n}.label_stride", self.label_stride, 1, allow_none=True))
+  def _check_together(self):
+    n = type(self).__name__
     if self.envelope_label is not None and self.envelope_label == self.rim_label:
       raise ValueError(f"{n}.envelope_label and {n}.rim_label must differ, both are "
                        f"{self.rim_label}")
@@ -240,7 +189,7 @@ class EnsembleConfig:
 
   @classmethod
   def from_dict(cls, d: dict) -> "EnsembleConfig":
-    return cls(**d)
+    return from_mapping(cls, d)
 
   @classmethod
   def from_json(cls, text: str) -> "EnsembleConfig":

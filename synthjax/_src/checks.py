@@ -1,0 +1,324 @@
+"""Declared field converters for the static config dataclasses.
+
+A config field declares what it holds with `field(default, check)`; the class decorator
+`config_class` makes the class a frozen dataclass whose `__post_init__` runs every field's
+check, stores the normalised value (Python floats, ints, bools and tuples, so the config
+hashes), then runs the class's own `_check_together` for rules across fields.
+
+One check per concept (a number, a range, an integer, an integer range, a probability, a
+flag, axes, a choice, label values), each raising `ValueError` with the field's name
+(`AffineConfig.rotation`) and the value it got. Every float is finite, every bool is a
+real bool (`"no"` and `1` are refused), and every integer field is an integer (`32.9` is
+refused, `32.0` from JSON is taken as 32).
+
+Examples:
+  >>> @config_class
+  ... class Blur:
+  ...   sigma: tuple = field((0.0, 1.0), real_range(low=0.0))
+  >>> Blur(sigma=[0, 2]).sigma
+  (0.0, 2.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+Check = Callable[[str, Any], Any]
+
+
+def field(default, check: Check):
+  """A dataclass field whose value is converted and validated by `check(name, value)`."""
+  return dataclasses.field(default=default, metadata={"check": check})
+
+
+def run_checks(obj) -> None:
+  """Converts every declared field of the dataclass `obj` in place (frozen or not)."""
+  cls = type(obj).__name__
+  for f in dataclasses.fields(obj):
+    check = f.metadata.get("check")
+    if check is not None:
+      object.__setattr__(obj, f.name, check(f"{cls}.{f.name}", getattr(obj, f.name)))
+
+
+def config_class(cls):
+  """A frozen dataclass whose declared fields are checked on construction (and replace)."""
+  together = getattr(cls, "_check_together", None)
+
+  def __post_init__(self):
+    run_checks(self)
+    if together is not None:
+      together(self)
+
+  cls.__post_init__ = __post_init__
+  return dataclasses.dataclass(frozen=True)(cls)
+
+
+# ---------------------------------------------------------------------------------------
+# Scalars
+
+
+def _bound_text(low, high, low_open, high_open) -> str:
+  if low is not None and high is not None:
+    return f"lie in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+  if low is not None:
+    if low == 0:
+      return "be positive" if low_open else "be non-negative"
+    return f"be {'>' if low_open else '>='} {low:g}"
+  return f"be {'<' if high_open else '<='} {high:g}"
+
+
+def _in_bounds(v, low, high, low_open, high_open) -> bool:
+  if low is not None and (v <= low if low_open else v < low):
+    return False
+  if high is not None and (v >= high if high_open else v > high):
+    return False
+  return True
+
+
+def to_float(name: str, value: Any) -> float:
+  """A finite number (not a bool, not a string) as a Python float."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.ndarray)):
+    raise ValueError(f"{name} must be a number, got {value!r}")
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number, got {value!r}") from None
+  if not math.isfinite(v):
+    raise ValueError(f"{name} must be a finite number, got {value!r}")
+  return v
+
+
+def to_int(name: str, value: Any) -> int:
+  """An integer (an integral float such as JSON's `32.0` included) as a Python int."""
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+  if isinstance(value, (numbers.Integral, np.integer)):
+    return int(value)
+  v = to_float(name, value) if isinstance(value, (numbers.Real, np.ndarray)) else None
+  if v is None or v != int(v):
+    raise ValueError(f"{name} must be an integer, got {value!r}")
+  return int(v)
+
+
+def real(*, low: Optional[float] = None, high: Optional[float] = None,
+         low_open: bool = False, high_open: bool = False) -> Check:
+  """A finite number within the given bounds."""
+  def check(name, value):
+    v = to_float(name, value)
+    if not _in_bounds(v, low, high, low_open, high_open):
+      raise ValueError(f"{name} must {_bound_text(low, high, low_open, high_open)}, got {value!r}")
+    return v
+  return check
+
+
+def positive() -> Check:
+  return real(low=0.0, low_open=True)
+
+
+def prob() -> Check:
+  """A probability in [0, 1]."""
+  def check(name, value):
+    v = to_float(name, value)
+    if not 0.0 <= v <= 1.0:
+      raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return v
+  return check
+
+
+def integer(*, low: Optional[int] = None, high: Optional[int] = None) -> Check:
+  """An integer within the given (inclusive) bounds."""
+  def check(name, value):
+    v = to_int(name, value)
+    if not _in_bounds(v, low, high, False, False):
+      bounds = " and ".join(t for t in (low is not None and f">= {low}",
+                                         high is not None and f"<= {high}") if t)
+      raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
+    return v
+  return check
+
+
+def flag() -> Check:
+  """A real bool (`True`/`False`, numpy's included); `"no"`, `0` and `1` are refused."""
+  def check(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+      raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+  return check
+
+
+def choice(options: tuple) -> Check:
+  """One of `options`."""
+  def check(name, value):
+    if not isinstance(value, str) or value not in options:
+      raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return str(value)
+  return check
+
+
+def optional(inner: Check) -> Check:
+  """`None`, or what `inner` accepts."""
+  def check(name, value):
+    return None if value is None else inner(name, value)
+  return check
+
+
+# ---------------------------------------------------------------------------------------
+# Pairs and tuples
+
+
+def _pair(name: str, value: Any, what: str) -> tuple:
+  if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+    raise ValueError(f"{name} must be a (low, high) pair of {what}, got {value!r}")
+  items = tuple(value)
+  if len(items) != 2:
+    raise ValueError(f"{name} must be a (low, high) pair of {what}, got {value!r}")
+  return items
+
+
+def real_range(*, low: Optional[float] = None, high: Optional[float] = None,
+               low_open: bool = False, high_open: bool = False) -> Check:
+  """A `(low, high)` pair of finite numbers, `low <= high`, both within the bounds."""
+  def check(name, value):
+    items = _pair(name, value, "numbers")
+    try:
+      lo, hi = (to_float(name, v) for v in items)
+    except ValueError:
+      raise ValueError(f"{name} must be a (low, high) pair of finite numbers, got "
+                       f"{value!r}") from None
+    if lo > hi:
+      raise ValueError(f"{name} must be a range with low <= high, got {(lo, hi)}")
+    for v in (lo, hi):
+      if not _in_bounds(v, low, high, low_open, high_open):
+        raise ValueError(f"{name} must {_bound_text(low, high, low_open, high_open)}, "
+                         f"got {(lo, hi)}")
+    return (lo, hi)
+  return check
+
+
+def int_range(*, low: int, high: Optional[int] = None, high_at_least: Optional[int] = None,
+              what: str = "") -> Check:
+  """A `(low, high)` pair of integers with `low <= first <= second <= high`.
+
+  `high_at_least` asks the second value (the static size it fixes) to allow at least that
+  many (`what` names them in the message).
+  """
+  def check(name, value):
+    items = _pair(name, value, "integers")
+    try:
+      lo, hi = (to_int(name, v) for v in items)
+    except ValueError:
+      raise ValueError(f"{name} must be a (low, high) pair of integers, got {value!r}") from None
+    if lo < low or lo > hi:
+      raise ValueError(f"{name} must be integers with {low} <= low <= high, got {(lo, hi)}")
+    if high is not None and hi > high:
+      raise ValueError(f"{name} allows at most {high}, got {(lo, hi)}")
+    if high_at_least is not None and hi < high_at_least:
+      raise ValueError(f"{name} must allow at least {high_at_least} {what}, got {(lo, hi)}")
+    return (lo, hi)
+  return check
+
+
+def _as_tuple(value) -> tuple:
+  if isinstance(value, (str, bytes, dict)):
+    raise TypeError
+  if isinstance(value, np.ndarray):
+    return tuple(value.reshape(-1).tolist())
+  return tuple(value) if hasattr(value, "__iter__") else (value,)
+
+
+def axes() -> Check:
+  """Distinct array axes among 0, 1, 2 (one axis may be given alone)."""
+  def check(name, value):
+    try:
+      out = tuple(to_int(name, a) for a in _as_tuple(value))
+    except (TypeError, ValueError):
+      out = ()
+    if not out or any(a not in (0, 1, 2) for a in out) or len(set(out)) != len(out):
+      raise ValueError(f"{name} must be distinct axes among 0, 1, 2, got {value!r}")
+    return out
+  return check
+
+
+def integers(*, low: Optional[int] = None, high: Optional[int] = None, distinct: bool = False,
+             nonempty: bool = False) -> Check:
+  """A tuple of integers (one may be given alone), each within `[low, high]`."""
+  def check(name, value):
+    try:
+      out = tuple(to_int(name, v) for v in _as_tuple(value))
+    except (TypeError, ValueError):
+      raise ValueError(f"{name} must be integers, got {value!r}") from None
+    if nonempty and not out:
+      raise ValueError(f"{name} is empty")
+    if low is not None and any(v < low for v in out):
+      raise ValueError(f"{name} must be integers >= {low}, got {value!r}")
+    if high is not None and any(v > high for v in out):
+      raise ValueError(f"{name} must be integers <= {high}, got {value!r}")
+    if distinct and len(set(out)) != len(out):
+      dups = sorted({v for v in out if out.count(v) > 1})
+      raise ValueError(f"{name} has duplicates: {dups}")
+    return out
+  return check
+
+
+def sizes(n: int, *, low: int) -> Check:
+  """Exactly `n` integers, each `>= low` (a shape)."""
+  def check(name, value):
+    try:
+      out = tuple(to_int(name, v) for v in _as_tuple(value))
+    except (TypeError, ValueError):
+      out = ()
+    if len(out) != n or min(out) < low:
+      raise ValueError(f"{name} must be {n} integers >= {low}, got {value!r}")
+    return out
+  return check
+
+
+def positives(n: int) -> Check:
+  """Exactly `n` finite positive numbers (a spacing)."""
+  def check(name, value):
+    try:
+      out = tuple(to_float(name, v) for v in _as_tuple(value))
+    except (TypeError, ValueError):
+      out = ()
+    if len(out) != n or min(out) <= 0:
+      raise ValueError(f"{name} must be {n} finite positive numbers, got {value!r}")
+    return out
+  return check
+
+
+def label_groups() -> Check:
+  """Non-empty groups of label values, each value in at most one group."""
+  def check(name, value):
+    try:
+      groups = tuple(tuple(to_int(name, v) for v in _as_tuple(g)) for g in _as_tuple(value))
+    except (TypeError, ValueError):
+      raise ValueError(f"{name} must be groups of label values, got {value!r}") from None
+    flat = [v for g in groups for v in g]
+    if any(not g for g in groups) or len(flat) != len(set(flat)):
+      raise ValueError(f"{name} must be non-empty groups naming each label at most once, "
+                       f"got {groups}")
+    return groups
+  return check
+
+
+def from_mapping(cls, d: Any):
+  """`cls(**d)` for a config dataclass, refusing a non-dict and unknown or missing fields
+  with a message naming them."""
+  name = cls.__name__
+  if not isinstance(d, dict):
+    raise ValueError(f"{name} must be given as a dict of its fields, got {type(d).__name__}")
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - set(fields))
+  if unknown:
+    raise ValueError(f"{name} has no field(s) {unknown}; its fields are {sorted(fields)}")
+  missing = sorted(n for n, f in fields.items() if n not in d
+                   and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING)
+  if missing:
+    raise ValueError(f"{name} is missing the field(s) {missing}")
+  return cls(**d)
