@@ -110,8 +110,6 @@ def _load_seeds(sources, config, seeds_root):
 
 
 PRESETS = ("synthseg", "fetal", "anatomix_views")
-MANIFEST = "manifest.json"
-RUN_FORMAT = "synthjax-run/1"
 
 
 def _versions():
@@ -121,47 +119,22 @@ def _versions():
   return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
 
 
-def _check_output_folder(out, manifest, overwrite):
-  """Refuses a non-empty folder unless it holds a previous run of the same command."""
-  if not os.path.isdir(out):
-    if os.path.exists(out):
-      raise UserError(f"{out}: exists and is not a folder")
-    return
-  entries = [e for e in os.listdir(out) if not e.startswith(".tmp-")]
-  if not entries:
-    return
-  path = os.path.join(out, MANIFEST)
-  if not os.path.exists(path):
-    raise UserError(f"{out}: folder is not empty and holds no synthjax run ({MANIFEST}); "
-                    "choose an empty or new folder")
-  try:
-    with open(path) as f:
-      previous = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path}: unreadable manifest ({e})") from e
-  same = {k: previous.get(k) == manifest[k] for k in ("format", "seed", "config", "sources",
-                                                       "output_format")}
-  if all(same.values()):
-    return
-  if not overwrite:
-    differs = ", ".join(k for k, v in same.items() if not v)
-    raise UserError(f"{out}: holds a run of another command ({differs} differ); pass "
-                    "--overwrite to replace it, or choose another folder")
-  # --overwrite on another run: remove that run's files only (never unrelated files).
-  for name in entries:
-    if name == MANIFEST or name.startswith("sample_") or name.startswith("samples."):
-      os.remove(os.path.join(out, name))
-
-
 def _start_run(out, manifest, overwrite):
-  """Checks OUT for this run (`_check_output_folder`), then records the run's manifest
-  before any sample is written."""
-  from synthjax._src import nifti
-  manifest = json.loads(json.dumps(manifest))
-  _check_output_folder(out, manifest, overwrite)
-  os.makedirs(out, exist_ok=True)
-  nifti.write_text_atomic(os.path.join(out, MANIFEST), json.dumps(manifest, indent=1),
-                          overwrite=True)
+  """Makes OUT ready for this run and records its manifest (`runs.start_run`); the folder's
+  lock is held until the process ends."""
+  from synthjax._src import runs
+  global _RUN_LOCK
+  _RUN_LOCK = runs.start_run(out, manifest, overwrite)
+
+
+_RUN_LOCK = None
+
+
+def _release_run_lock():
+  global _RUN_LOCK
+  if _RUN_LOCK is not None:
+    _RUN_LOCK.close()
+    _RUN_LOCK = None
 
 
 def _write_all(writer, n, make, what, out, quiet):
@@ -202,6 +175,7 @@ class _FilesThenSidecar:
 
 
 def cmd_generate(args):
+  from synthjax._src import runs
   import numpy as np
   import synthjax
   from synthjax._src import samples
@@ -216,7 +190,7 @@ def cmd_generate(args):
   sources, config = _sources_and_config(args)
   sources = _load_seeds(sources, config, args.seeds)
 
-  manifest = {"format": RUN_FORMAT, "command": "generate", "seed": args.seed,
+  manifest = {"format": runs.RUN_FORMAT, "command": "generate", "seed": args.seed,
               "config": config.to_dict(), "sources": [s[2] for s in sources],
               "output_format": args.format,
               "source_of_sample": "sources[index % len(sources)]", "n": args.n,
@@ -245,6 +219,7 @@ def cmd_generate(args):
 
 
 def cmd_views(args):
+  from synthjax._src import runs
   import numpy as np
   import synthjax
   from synthjax._src import samples
@@ -253,7 +228,7 @@ def cmd_views(args):
     raise UserError(f"-n must be >= 1, got {args.n}")
   sources, config = _sources_and_config(args)
   shared = not args.independent_spatial
-  manifest = {"format": RUN_FORMAT, "command": "views", "seed": args.seed,
+  manifest = {"format": runs.RUN_FORMAT, "command": "views", "seed": args.seed,
               "config": config.to_dict(), "sources": [src for _, _, src in sources],
               "output_format": "nifti-views", "shared_spatial": shared,
               "source_of_sample": "sources[index % len(sources)]", "n": args.n,
@@ -286,6 +261,7 @@ def cmd_views(args):
 
 
 def cmd_ensemble(args):
+  from synthjax._src import runs
   import numpy as np
   import synthjax
   from synthjax import ensembles
@@ -307,7 +283,7 @@ def cmd_ensemble(args):
                                                   return_paths=True)
     except (ValueError, FileNotFoundError) as e:
       raise UserError(str(e)) from e
-  manifest = {"format": RUN_FORMAT, "command": "ensemble", "seed": args.seed,
+  manifest = {"format": runs.RUN_FORMAT, "command": "ensemble", "seed": args.seed,
               "config": cfg.to_dict(), "sources": paths or "random shapes",
               "output_format": "nifti-labels", "n": args.n, "versions": _versions()}
   out = args.output
@@ -502,23 +478,47 @@ def build_parser():
   return parser
 
 
+class Terminated(BaseException):
+  """SIGTERM (how SLURM, Docker and Kubernetes stop a job), raised like KeyboardInterrupt so
+  that the same clean-up runs: queued files are finished, partial ones removed."""
+
+
+def _raise_terminated(signum, frame):
+  raise Terminated()
+
+
 def main(argv=None):
+  import signal
   parser = build_parser()
   args = parser.parse_args(argv)
+  previous = None
+  if threading_is_main():
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
   try:
     args.func(args)
-  except KeyboardInterrupt:
-    print(f"synthjax {args.command}: interrupted; finished files are kept, re-run the same "
+  except (KeyboardInterrupt, Terminated) as e:
+    what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    print(f"synthjax {args.command}: {what}; finished files are kept, re-run the same "
           "command to complete the set", file=sys.stderr)
-    return 130
+    return 143 if isinstance(e, Terminated) else 130
   except Exception as e:  # one line for the user; --debug shows the traceback
     if args.debug:
       raise
-    known = isinstance(e, (UserError, FileExistsError, FileNotFoundError))
+    from synthjax._src.runs import FolderError
+    known = isinstance(e, (UserError, FolderError, FileExistsError, FileNotFoundError))
     text = str(e) if known else f"{type(e).__name__}: {e}"
     print(f"synthjax {args.command}: error: {text}", file=sys.stderr)
     return 2
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)
+    _release_run_lock()
   return 0
+
+
+def threading_is_main():
+  import threading
+  return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

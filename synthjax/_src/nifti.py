@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 
 import numpy as np
 import nibabel as nib
@@ -34,11 +35,54 @@ def load_label_map(path):
       where = tuple(int(i) for i in np.argwhere(bad)[0])
       raise ValueError(f"{path}: label map has {int(bad.sum())} non-integer value(s), e.g. "
                        f"{data[where]!r} at voxel {where}")
+  check_int32_range(path, data)
   affine = np.asarray(img.affine, np.float64)
   spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
   # C order: NIfTI data comes Fortran-ordered, and converting a Fortran array to a JAX
   # array is a transposing copy (72 against 58 ms for a 256^3 int32 map on two cores).
   return np.ascontiguousarray(data, dtype=np.int32), affine, spacing
+
+
+_INT32 = np.iinfo(np.int32)
+
+
+def check_int32_range(path, data) -> None:
+  """Refuses label values that int32 cannot hold (a cast would wrap them silently and merge
+  structures)."""
+  if data.size == 0 or data.dtype.itemsize < 4 and np.issubdtype(data.dtype, np.integer):
+    return
+  lo, hi = data.min(), data.max()
+  if lo < _INT32.min or hi > _INT32.max:
+    bad = data[(data < _INT32.min) | (data > _INT32.max)]
+    raise ValueError(f"{path}: label value(s) outside the int32 range "
+                     f"[{_INT32.min}, {_INT32.max}], e.g. {bad.flat[0]!r} "
+                     f"({bad.size} voxel(s), dtype {data.dtype})")
+
+
+_umask_lock = threading.Lock()
+_umask_value = None
+
+
+def file_mode() -> int:
+  """The mode a plain `open()` gives a new file: 0o666 less the process umask (read once;
+  `tempfile.mkstemp` would leave 0o600, which a group cannot read)."""
+  global _umask_value
+  with _umask_lock:
+    if _umask_value is None:
+      _umask_value = os.umask(0o022)
+      os.umask(_umask_value)
+    return 0o666 & ~_umask_value
+
+
+def make_temp(folder, suffix=""):
+  """A new temporary file in `folder` (named `.tmp-*`, so interrupted runs' leftovers are
+  recognised), with the mode `open()` would give; returns `(fd, path)`."""
+  fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
+  os.fchmod(fd, file_mode())
+  return fd, tmp
+
+
+TMP_PREFIX = ".tmp-"
 
 
 def save_nifti(path, array, affine, *, overwrite=False):
@@ -52,7 +96,7 @@ def save_nifti(path, array, affine, *, overwrite=False):
     raise FileExistsError(f"{path}: exists (pass overwrite to replace it)")
   folder = os.path.dirname(os.path.abspath(path))
   suffix = ".nii.gz" if path.endswith(".nii.gz") else ".nii"
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+  fd, tmp = make_temp(folder, suffix)
   os.close(fd)
   try:
     img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, np.float64))
@@ -70,7 +114,7 @@ def write_text_atomic(path, text, *, overwrite=False):
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path}: exists (pass overwrite to replace it)")
   folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+  fd, tmp = make_temp(folder)
   try:
     with os.fdopen(fd, "w") as f:
       f.write(text)

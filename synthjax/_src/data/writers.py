@@ -101,7 +101,7 @@ def complete_samples(folder) -> set[int]:
   """Indices of the samples in `folder` whose params JSON exists (it is written last, so
   those samples are complete)."""
   return {int(m.group(1)) for name in os.listdir(folder) if (m := _NIFTI_DONE.fullmatch(name))}
-_TMP_PREFIX = ".tmp-"  # what nifti.save_nifti / write_text_atomic name their temporaries
+_TMP_PREFIX = nifti.TMP_PREFIX
 
 
 class NiftiWriter(_Writer):
@@ -364,7 +364,7 @@ def decode_record(record: bytes) -> dict:
 # ------------------------------------------------------------------------------------------
 # ArrayRecord shards
 
-def _shard_names(path):
+def shard_patterns(path):
   base = re.escape(os.path.basename(path))
   return (re.compile(base + r"\.(\d{5,})\.array_record"),
           re.compile(base + r"\.(\d{5,})\.indices\.json"),
@@ -373,7 +373,7 @@ def _shard_names(path):
 
 def _complete_shards(path) -> dict[int, str]:
   folder = os.path.dirname(os.path.abspath(path))
-  pattern = _shard_names(path)[0]
+  pattern = shard_patterns(path)[0]
   if not os.path.isdir(folder):
     return {}
   return {int(m.group(1)): os.path.join(folder, name) for name in os.listdir(folder)
@@ -438,7 +438,7 @@ class ArrayRecordWriter(_Writer):
     self._folder = os.path.dirname(os.path.abspath(self.path))
     os.makedirs(self._folder, exist_ok=True)
     if self.overwrite:
-      patterns = _shard_names(self.path)
+      patterns = shard_patterns(self.path)
       for name in os.listdir(self._folder):
         if any(p.fullmatch(name) for p in patterns):
           os.remove(os.path.join(self._folder, name))
@@ -503,7 +503,7 @@ class ArrayRecordWriter(_Writer):
     Returns:
       The removed paths, sorted.
     """
-    _, index_re, partial_re = _shard_names(self.path)
+    _, index_re, partial_re = shard_patterns(self.path)
     shards = _complete_shards(self.path)
     removed = []
     for name in sorted(os.listdir(self._folder)):
