@@ -22,13 +22,14 @@ def _expand_sources(patterns):
 
 def _load_sources(args):
   import numpy as np
-  from synthjax._src import nifti, phantom
+  from synthjax._src import nifti, phantom, samples
   if args.demo:
     if args.labels:
       raise UserError("give either --demo or LABELS, not both")
     labels, affine = phantom.brain_phantom(tuple(args.demo_shape), args.demo_spacing)
     spacing = (args.demo_spacing,) * 3
-    src = {"demo": {"shape": list(args.demo_shape), "spacing": args.demo_spacing}}
+    src = {"demo": {"shape": list(args.demo_shape), "spacing": args.demo_spacing},
+           "labels_sha256": samples.content_digest(labels)}
     return [(labels, affine, src)], spacing
   if not args.labels:
     raise UserError("no label maps given: pass LABELS (files, folders or globs) or --demo")
@@ -42,7 +43,8 @@ def _load_sources(args):
       spacing = sp
     elif not np.allclose(sp, spacing, rtol=1e-4):
       raise UserError(f"{path}: spacing {sp} differs from the first label map's {spacing}")
-    sources.append((labels, affine, {"path": os.path.abspath(path)}))
+    sources.append((labels, affine, {"path": os.path.abspath(path),
+                                     "labels_sha256": samples.content_digest(labels)}))
   return sources, spacing
 
 
@@ -83,6 +85,7 @@ def _sources_and_config(args):
 
 def _load_seeds(sources, config, seeds_root):
   """Adds each label map's seed maps to its source (FetalSynthGen layout under seeds_root)."""
+  from synthjax._src import samples
   from synthjax._src.data import seeds as seed_io
   sc = config.subclusters
   uses = sc.enabled and sc.source == "seeds"
@@ -105,7 +108,8 @@ def _load_seeds(sources, config, seeds_root):
     if seeds.shape[1:] != lab.shape:
       raise UserError(f"{src['path']}: seed maps have shape {seeds.shape[1:]}, the label map "
                       f"{lab.shape}")
-    out.append((lab, aff, dict(src, seeds=os.path.abspath(seeds_root)), seeds))
+    out.append((lab, aff, dict(src, seeds=os.path.abspath(seeds_root),
+                               seeds_sha256=samples.content_digest(seeds)), seeds))
   return out
 
 
@@ -361,12 +365,23 @@ def cmd_replay(args):
       side = json.load(f)
   except (OSError, ValueError) as e:
     raise UserError(f"{args.params}: cannot read params JSON ({e})") from e
-  if side.get("format") != samples.SIDECAR_FORMAT:
-    raise UserError(f"{args.params}: not a synthjax sample file (format {side.get('format')!r})")
-  config = SynthConfig.from_dict(side["config"])
-  params = synthjax.params_from_json(side["params"], config)
-  key = synthjax.key_from_json(side["key"])
+  if not isinstance(side, dict) or side.get("format") != samples.SIDECAR_FORMAT:
+    got = side.get("format") if isinstance(side, dict) else type(side).__name__
+    raise UserError(f"{args.params}: not a synthjax sample file (format {got!r})")
+  missing = [k for k in ("index", "key", "config", "params", "source") if k not in side]
+  if missing:
+    raise UserError(f"{args.params}: sample file lacks {missing}")
+  try:
+    config = SynthConfig.from_dict(side["config"])
+    params = synthjax.params_from_json(side["params"], config)
+    key = synthjax.key_from_json(side["key"])
+    index = int(side["index"])
+  except (ValueError, TypeError, OverflowError) as e:
+    raise UserError(f"{args.params}: {e}") from e
   src = side["source"]
+  if not isinstance(src, dict) or not ("demo" in src or "path" in src):
+    raise UserError(f"{args.params}: source must name a label map ('path') or 'demo', got "
+                    f"{src!r}")
   if "demo" in src:
     labels, affine = phantom.brain_phantom(tuple(src["demo"]["shape"]), src["demo"]["spacing"])
   else:
@@ -374,6 +389,7 @@ def cmd_replay(args):
       labels, affine, _ = nifti.load_label_map(src["path"])
     except (ValueError, FileNotFoundError) as e:
       raise UserError(f"label source of {args.params}: {e}") from e
+  _check_unchanged(args, src, "labels_sha256", labels, src.get("path", "the demo phantom"))
   seeds = None
   if "seeds" in src:
     from synthjax._src.data import seeds as seed_io
@@ -383,15 +399,31 @@ def cmd_replay(args):
                                      num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta)
     except (ValueError, FileNotFoundError) as e:
       raise UserError(f"seed maps of {args.params}: {e}") from e
+    _check_unchanged(args, src, "seeds_sha256", seeds, f"the seed maps under {src['seeds']}")
   image, seg = synthjax.synthesize(key, params, labels, config, seeds=seeds)
   out_affine = samples.output_affine(affine, labels.shape, config.shape,
                                      np.asarray(params["crop"]["position"]))
   os.makedirs(args.output, exist_ok=True)
-  stem = os.path.join(args.output, f"sample_{side['index']:05d}")
+  stem = os.path.join(args.output, f"sample_{index:05d}")
   nifti.save_nifti(stem + "_image.nii.gz", np.asarray(image), out_affine, overwrite=args.overwrite)
   nifti.save_nifti(stem + "_seg.nii.gz", np.asarray(seg, np.int32), out_affine,
                    overwrite=args.overwrite)
-  print(f"replayed sample {side['index']} to {stem}_image.nii.gz")
+  print(f"replayed sample {index} to {stem}_image.nii.gz")
+
+
+def _check_unchanged(args, src, field, array, what):
+  """Refuses to replay from an input whose content differs from the one recorded."""
+  from synthjax._src import samples
+  recorded = src.get(field)
+  if recorded is None:  # written before inputs were hashed: nothing to compare
+    return
+  if samples.content_digest(array) == recorded:
+    return
+  text = (f"{what} changed since {args.params} was written (its content hash differs), so "
+          "the replay would not reproduce the recorded sample")
+  if not args.force:
+    raise UserError(f"{text}; pass --force to replay anyway")
+  print(f"synthjax replay: warning: {text}; replaying anyway (--force)", file=sys.stderr)
 
 
 def build_parser():
@@ -474,6 +506,9 @@ def build_parser():
   r.add_argument("params", help="a sample_XXXXX_params.json written by generate")
   r.add_argument("-o", "--output", required=True, help="output folder")
   r.add_argument("--overwrite", action="store_true", help="replace existing files")
+  r.add_argument("--force", action="store_true",
+                 help="replay even if the label map or seed maps changed since the sample "
+                      "was written")
   r.set_defaults(func=cmd_replay)
   return parser
 
@@ -495,6 +530,9 @@ def main(argv=None):
   if threading_is_main():
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
   try:
+    seed = getattr(args, "seed", 0)
+    if not 0 <= seed < (1 << 32):
+      raise UserError(f"--seed must be in [0, 2**32), got {seed}")
     args.func(args)
   except (KeyboardInterrupt, Terminated) as e:
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"

@@ -247,3 +247,210 @@ def test_label_values_at_the_int32_limits_load_exactly(tmp_path):
   data[0, 0, 0], data[1, 1, 1] = 2 ** 31 - 1, -(2 ** 31)
   labels, _, _ = nifti.load_label_map(_save(tmp_path / "edge.nii.gz", data))
   assert labels[0, 0, 0] == 2 ** 31 - 1 and labels[1, 1, 1] == -(2 ** 31)
+
+
+# ---------------------------------------------------------------------------------------
+# Params: tampered files and `fixed`
+
+
+@pytest.fixture(scope="module")
+def every_stage():
+  """A config with every stage enabled, one sample's params as JSON-ready dicts, and its
+  template."""
+  import jax
+  import synthjax
+  from synthjax._src import generator, serialize
+  from synthjax._src.config import _STAGE_TYPES
+  base = synthjax.presets.fetal(tuple(range(8)), (16, 16, 16))
+  cfg = base.replace(**{s: {"enabled": True, "prob": 0.5} for s in _STAGE_TYPES
+                        if not getattr(base, s).enabled and s != "image_intensity"})
+  params = synthjax.sample_params(jax.random.key(3), cfg)
+  return cfg, serialize.params_to_dict(params), generator.params_template(cfg)
+
+
+def _outside(bounds, high):
+  """A value outside `bounds` (below its low end, or above its high end)."""
+  if bounds.low is not None:
+    return bounds.low if bounds.low_open else bounds.low - 1
+  return high + 1
+
+
+def _domain_cases():
+  from synthjax._src import registry
+  return [(s.name, name) for s in registry.STAGES for name in s.domain]
+
+
+@pytest.mark.parametrize("stage,entry", _domain_cases())
+def test_params_json_outside_a_stage_domain_is_refused(every_stage, stage, entry):
+  import copy
+  import synthjax
+  from synthjax._src import registry
+  cfg, data, template = every_stage
+  bounds = registry.BY_NAME[stage].domain[entry]
+  high = bounds.high
+  if bounds.at_most_rows:
+    high = template[stage][bounds.at_most_rows].shape[0]
+  bad = copy.deepcopy(data)
+  value = np.array(bad[stage][entry])
+  value.reshape(-1)[0] = _outside(bounds, high)
+  bad[stage][entry] = value.tolist()
+  with pytest.raises(ValueError, match=rf"params JSON {stage}\.{entry}(\[0\])* = .* is outside its domain"):
+    synthjax.params_from_json(bad, cfg)
+  synthjax.params_from_json(data, cfg)  # the untouched file loads
+
+
+@pytest.mark.parametrize("entry", ["rotation", "scaling", "shear", "translation"])
+def test_params_json_nan_is_refused(every_stage, entry):
+  import copy
+  import synthjax
+  cfg, data, _ = every_stage
+  bad = copy.deepcopy(data)
+  bad["affine"][entry][1] = float("nan")
+  with pytest.raises(ValueError, match=rf"affine\.{entry}\[1\] must be finite, got nan"):
+    synthjax.params_from_json(bad, cfg)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("null", "must be an object of stages"),
+    ("[1, 2]", "must be an object of stages"),
+    ('{"affine": 3}', "must be an object of stages"),
+    ("{not json", "not valid JSON"),
+])
+def test_params_json_that_is_not_params_is_refused(every_stage, text, message):
+  import synthjax
+  cfg, _, _ = every_stage
+  with pytest.raises(ValueError, match=message):
+    synthjax.params_from_json(text, cfg)
+
+
+@pytest.mark.parametrize("stage,entry,value,message", [
+    ("affine", "rotation", [0.0, "a", 0.0], r"affine\.rotation must hold numbers"),
+    ("flip", "applied", 1, r"flip\.applied must hold true/false"),
+    ("gmm", "means", [True] * 8, r"gmm\.means must hold numbers"),
+    ("ghosting", "num_ghosts", 2.5, r"ghosting\.num_ghosts must hold integers"),
+    ("motion", "num_transforms", 2 ** 40, r"num_transforms has values outside int32"),
+])
+def test_params_json_with_wrong_kinds_of_values_is_refused(every_stage, stage, entry, value,
+                                                         message):
+  import copy
+  import synthjax
+  cfg, data, _ = every_stage
+  bad = copy.deepcopy(data)
+  bad[stage][entry] = value
+  with pytest.raises(ValueError, match=message):
+    synthjax.params_from_json(bad, cfg)
+
+
+def test_params_json_applied_for_a_disabled_stage_is_refused(every_stage):
+  import copy
+  import synthjax
+  cfg, data, _ = every_stage
+  off = cfg.replace(spike={"enabled": False})
+  bad = copy.deepcopy(data)
+  bad["spike"]["applied"] = True
+  with pytest.raises(ValueError, match="params JSON spike.applied is true but the spike stage "
+                                       "is disabled"):
+    synthjax.params_from_json(bad, off)
+  bad["spike"]["applied"] = False
+  bad["spike"]["intensity"] = float("nan")  # not rendered: only its flag matters
+  synthjax.params_from_json(bad, off)
+
+
+@pytest.mark.parametrize("fixed,message", [
+    ({"affine": {"rotation": [0.0, float("nan"), 0.0]}}, r"fixed affine\.rotation\[1\] must be finite"),
+    ({"affine": {"scaling": [-1.0, 1.0, 1.0]}}, r"fixed affine\.scaling\[0\] = -1\.0 is outside its domain \(0, inf\]"),
+    ({"gibbs": {"alpha": 2.0}}, r"fixed gibbs\.alpha = 2\.0 is outside its domain \[0, 1\]"),
+    ({"crop": {"position": [0.5, 1.5, 0.5]}}, r"fixed crop\.position\[1\]"),
+])
+def test_fixed_outside_the_domain_is_refused(every_stage, fixed, message):
+  import jax
+  import synthjax
+  cfg, _, _ = every_stage
+  with pytest.raises(ValueError, match=message):
+    synthjax.sample_params(jax.random.key(0), cfg, fixed=fixed)
+
+
+def test_config_rotation_beyond_half_a_turn_is_refused():
+  import synthjax
+  with pytest.raises(ValueError, match=r"AffineConfig\.rotation must lie in \[-180, 180\]"):
+    synthjax.AffineConfig(rotation=(-1000, 1000))
+
+
+# ---------------------------------------------------------------------------------------
+# Replay and seeds
+
+
+@pytest.fixture
+def one_sample(tmp_path):
+  labels = np.zeros((12, 12, 12), np.int16)
+  labels[3:9, 3:9, 3:9] = 1
+  labels[5:7, 5:7, 5:7] = 2
+  path = _save(tmp_path / "map.nii.gz", labels)
+  out = tmp_path / "run"
+  cli("generate", path, "-n", "1", "-o", str(out), "--quiet")
+  return path, out / "sample_00000_params.json"
+
+
+def _replay(sidecar, out, *extra):
+  return cli("replay", str(sidecar), "-o", str(out), *extra, check=False)
+
+
+def test_replay_refuses_a_changed_label_map_unless_forced(one_sample, tmp_path):
+  path, sidecar = one_sample
+  side = json.loads(sidecar.read_text())
+  assert len(side["source"]["labels_sha256"]) == 64
+  img = nib.load(path)
+  data = np.asanyarray(img.dataobj).copy()
+  data[0, 0, 0] = 2  # one voxel edited
+  nib.save(nib.Nifti1Image(data, img.affine), path)
+  res = _replay(sidecar, tmp_path / "r1")
+  assert res.returncode == 2
+  assert f"{path} changed since {sidecar} was written" in res.stderr and "--force" in res.stderr
+  assert not (tmp_path / "r1").exists()
+  res = _replay(sidecar, tmp_path / "r2", "--force")
+  assert res.returncode == 0 and "replaying anyway (--force)" in res.stderr
+  assert (tmp_path / "r2" / "sample_00000_image.nii.gz").exists()
+
+
+def test_replay_of_a_recompressed_but_equal_map_is_bitwise(one_sample, tmp_path):
+  path, sidecar = one_sample
+  img = nib.load(path)
+  data = np.asanyarray(img.dataobj).astype(np.int32)  # another dtype on disk, same labels
+  nib.save(nib.Nifti1Image(data, img.affine, dtype=np.int32), path)
+  res = _replay(sidecar, tmp_path / "r")
+  assert res.returncode == 0, res.stderr
+  a = nib.load(sidecar.parent / "sample_00000_image.nii.gz").get_fdata()
+  b = nib.load(tmp_path / "r" / "sample_00000_image.nii.gz").get_fdata()
+  assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.pop("key"), r"sample file lacks \['key'\]"),
+    (lambda s: s.pop("config"), r"sample file lacks \['config'\]"),
+    (lambda s: s["params"]["affine"].update(rotation=[0, 1000, 0]), r"affine\.rotation\[1\] = 1000"),
+    (lambda s: s["config"]["gamma"].update(std=-1), r"GammaConfig\.std must be non-negative"),
+    (lambda s: s["config"]["spike"].update(enabled="no"), r"SpikeConfig\.enabled must be true or false"),
+    (lambda s: s.update(source={"nothing": 1}), "source must name a label map"),
+    (lambda s: s.update(format="other/1"), "not a synthjax sample file"),
+])
+def test_replay_of_a_tampered_sidecar_is_refused_naming_the_file(one_sample, tmp_path, edit,
+                                                                 message):
+  _, sidecar = one_sample
+  side = json.loads(sidecar.read_text())
+  edit(side)
+  bad = tmp_path / "bad_params.json"
+  bad.write_text(json.dumps(side))
+  res = _replay(bad, tmp_path / "r")
+  assert res.returncode == 2, res.stderr
+  assert str(bad) in res.stderr and "Traceback" not in res.stderr
+  assert len(res.stderr.strip().splitlines()) == 1
+  import re
+  assert re.search(message, res.stderr), res.stderr
+  assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("seed", [2 ** 32, 2 ** 70, -1])
+def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path, seed):
+  res = generate(tmp_path / "run", seed=seed, check=False)
+  assert res.returncode == 2 and "--seed must be in [0, 2**32)" in res.stderr
+  assert not (tmp_path / "run").exists()

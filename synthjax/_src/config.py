@@ -49,7 +49,7 @@ class AffineConfig:
   (0.5 renders it at half its linear size), drawn once per sample on top of `scaling`.
 
   Attributes:
-    rotation: range of each of the three rotation angles, in degrees.
+    rotation: range of each of the three rotation angles, in degrees (within ±180).
     scaling: range of each axis' sampling-grid factor (drawn per axis: also changes the
       aspect ratio); the anatomy appears `1 / scaling` times its size.
     shear: range of each of the six shear terms.
@@ -61,7 +61,7 @@ class AffineConfig:
     >>> AffineConfig(object_size=(0.5, 1.1)).object_size   # half to 1.1x the map's size
     (0.5, 1.1)
   """
-  rotation: Range = field((-15.0, 15.0), real_range())
+  rotation: Range = field((-15.0, 15.0), real_range(low=-180.0, high=180.0))
   scaling: Range = field((0.8, 1.2), real_range(low=0.0, low_open=True))
   shear: Range = field((-0.012, 0.012), real_range())
   translation: Range = field((0.0, 0.0), real_range())

@@ -30,6 +30,7 @@ from synthjax._src import fetal_artifacts
 from synthjax._src import intensity
 from synthjax._src import lookup
 from synthjax._src import motion
+from synthjax._src import param_checks
 from synthjax._src import registry
 from synthjax._src import resample
 from synthjax._src import resolution
@@ -85,19 +86,6 @@ def _sample_params_jit(key, config, fixed):
   return shell.map_keys(_sample_one, key, config, fixed)
 
 
-def _check_fixed_enabled(fixed, config):
-  for stage, sub in fixed.items():
-    stage_cfg = getattr(config, stage, None)
-    if stage_cfg is None or stage_cfg.enabled or not isinstance(sub, dict):
-      continue
-    applied = sub.get("applied")
-    if applied is None or isinstance(applied, jax.core.Tracer):
-      continue
-    if np.any(np.asarray(applied)):
-      raise ValueError(f"fixed[{stage!r}]['applied'] is True but the {stage} stage is disabled "
-                       f"in the config (enabled=False); enable it to apply it")
-
-
 def sample_params(key, config: SynthConfig, *, fixed=None) -> dict:
   """Draws every generation parameter of one sample (or of a batch of keys).
 
@@ -127,8 +115,9 @@ def sample_params(key, config: SynthConfig, *, fixed=None) -> dict:
   """
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
-  fixed = _check_fixed(fixed, params_template(config))
-  _check_fixed_enabled(fixed, config)
+  template = params_template(config)
+  fixed = _check_fixed(fixed, template)
+  param_checks.check_values(fixed, config, template, what="fixed")
   return _sample_params_jit(key, config, fixed)
 
 

@@ -18,9 +18,23 @@ def sample_keys(seed: int, index: int):
   Derived from `(seed, index)` alone, so a sample does not depend on which other samples
   were generated, in which order, or by how many workers.
   """
-  key = jax.random.fold_in(jax.random.key(int(seed)), int(index))
+  seed = int(seed)
+  if not 0 <= seed < (1 << 32):
+    # JAX keeps only the low 32 bits of a seed (without x64): 2**32 would alias seed 0.
+    raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+  key = jax.random.fold_in(jax.random.key(seed), int(index))
   params_key, synth_key = jax.random.split(key)
   return params_key, synth_key
+
+
+def content_digest(array) -> str:
+  """SHA-256 of an integer volume as the generator sees it (int32, C order, with its
+  shape): equal for equal maps however they are compressed or stored on disk."""
+  import hashlib
+  a = np.ascontiguousarray(array, np.int32)
+  h = hashlib.sha256(f"int32{a.shape}".encode())
+  h.update(a.tobytes())
+  return h.hexdigest()
 
 
 def output_affine(input_affine, input_shape, output_shape, crop_position) -> np.ndarray:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src import generator
+from synthjax._src import param_checks
 from synthjax._src.config import SynthConfig
 
 
@@ -59,11 +60,19 @@ def params_from_json(text, config: SynthConfig) -> dict:
   accepted too. Leading batch axes are kept.
 
   Raises:
-    ValueError: missing or unknown entries, or shapes that do not fit the config.
+    ValueError: not a JSON object of stages, missing or unknown entries, shapes that do not
+      fit the config, values that are not numbers or lie outside their stage's domain, or
+      an `applied` flag set for a stage the config disables (see `param_checks`).
   """
-  data = json.loads(text) if isinstance(text, (str, bytes)) else text
+  try:
+    data = json.loads(text) if isinstance(text, (str, bytes)) else text
+  except ValueError as e:
+    raise ValueError(f"params JSON is not valid JSON ({e})") from None
   if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
     data = data["params"]
+  if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    raise ValueError(f"params JSON must be an object of stages, each an object of entries, "
+                     f"got {_summary(data)}")
   template = params_template(config)
   data = dict(data)
   for stage in template:
@@ -80,16 +89,41 @@ def params_from_json(text, config: SynthConfig) -> dict:
   extra += [f"{s}.{n}" for s in data if s in template for n in data[s] if n not in template[s]]
   if extra:
     raise ValueError(f"params JSON has entries this config does not know: {extra}")
-  out = {}
+  host = {}
   for stage, entries in template.items():
-    out[stage] = {}
+    host[stage] = {}
     for name, spec in entries.items():
-      arr = np.asarray(data[stage][name], dtype=spec.dtype)
+      arr = _entry_array(data[stage][name], spec.dtype, f"{stage}.{name}")
       if arr.shape[arr.ndim - len(spec.shape):] != spec.shape or arr.ndim < len(spec.shape):
         raise ValueError(f"params JSON {stage}.{name} has shape {arr.shape}, expected "
                          f"{spec.shape} (config has {config.num_labels} labels)")
-      out[stage][name] = jnp.asarray(arr)
-  return out
+      host[stage][name] = arr
+  param_checks.check_values(host, config, template, what="params JSON")
+  return jax.tree.map(jnp.asarray, host)
+
+
+def _summary(data) -> str:
+  text = json.dumps(data) if not isinstance(data, (bytes, bytearray)) else repr(data)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _entry_array(value, dtype, path) -> np.ndarray:
+  """`value` as an array of `dtype`: booleans only for flags, integers only for counts."""
+  try:
+    raw = np.asarray(value)
+  except ValueError as e:  # ragged lists
+    raise ValueError(f"params JSON {path} is not a regular array ({e})") from None
+  kinds = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}[np.dtype(dtype).kind]
+  if raw.dtype.kind not in kinds or (np.dtype(dtype).kind != "b" and raw.dtype.kind == "b"):
+    want = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
+    raise ValueError(f"params JSON {path} must hold {want[np.dtype(dtype).kind]}, got "
+                     f"{_summary(value)}")
+  if np.dtype(dtype).kind in "iu" and raw.dtype.kind in "iu":
+    info = np.iinfo(dtype)
+    if raw.size and (raw.min() < info.min or raw.max() > info.max):
+      raise ValueError(f"params JSON {path} has values outside {np.dtype(dtype).name}: "
+                       f"{_summary(value)}")
+  return raw.astype(dtype)
 
 
 def key_to_json(key) -> list:
