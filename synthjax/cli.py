@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -81,6 +82,16 @@ def _sources_and_config(args):
     except ValueError as e:
       raise UserError(str(e)) from e
   return sources, config
+
+
+def _check_memory(config, sources, *, batch=1, extra_bytes=0):
+  """Refuses, before compiling or creating anything, a shape that cannot fit (`memory`)."""
+  from synthjax._src import memory
+  largest = max((s[0].shape for s in sources), key=math.prod)
+  try:
+    memory.check_fits(config, largest, batch=batch, extra_bytes=extra_bytes)
+  except ValueError as e:
+    raise UserError(str(e)) from e
 
 
 def _load_seeds(sources, config, seeds_root):
@@ -193,6 +204,8 @@ def cmd_generate(args):
     raise UserError(f"--workers must be >= 1, got {args.workers}")
   sources, config = _sources_and_config(args)
   sources = _load_seeds(sources, config, args.seeds)
+  # Host copies awaiting the writer threads: an image and a seg per pending sample.
+  _check_memory(config, sources, extra_bytes=8 * math.prod(config.shape) * (args.workers + 1))
 
   manifest = {"format": runs.RUN_FORMAT, "command": "generate", "seed": args.seed,
               "config": config.to_dict(), "sources": [s[2] for s in sources],
@@ -231,6 +244,7 @@ def cmd_views(args):
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
   sources, config = _sources_and_config(args)
+  _check_memory(config, sources, batch=2)
   shared = not args.independent_spatial
   manifest = {"format": runs.RUN_FORMAT, "command": "views", "seed": args.seed,
               "config": config.to_dict(), "sources": [src for _, _, src in sources],
@@ -321,6 +335,7 @@ def cmd_preview(args):
   config = _make_config(args, values, shape, spacing)
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
+  _check_memory(config, sources)
   if os.path.exists(args.output) and not args.overwrite:
     raise UserError(f"{args.output}: exists; pass --overwrite to replace it")
   rgb = preview.preview(labels, config, n=args.n, seed=args.seed)

@@ -454,3 +454,49 @@ def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path,
   res = generate(tmp_path / "run", seed=seed, check=False)
   assert res.returncode == 2 and "--seed must be in [0, 2**32)" in res.stderr
   assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Memory
+
+
+@pytest.mark.parametrize("preset,every_stage_on", [("synthseg", False), ("fetal", True)])
+def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on):
+  import jax
+  import synthjax
+  from synthjax._src import generator, memory
+  from synthjax._src.config import _STAGE_TYPES
+  n = 32
+  cfg = getattr(synthjax.presets, preset)(tuple(range(8)), (n, n, n))
+  if every_stage_on:
+    cfg = cfg.replace(**{s: {"enabled": True, "prob": 0.5} for s in _STAGE_TYPES
+                         if not getattr(cfg, s).enabled and s != "image_intensity"})
+  labels = np.zeros((n, n, n), np.int32)
+  labels[8:24, 8:24, 8:24] = 3
+  params = synthjax.sample_params(jax.random.key(0), cfg)
+  stats = generator._synthesize_jit.lower(jax.random.key(1), params, labels,
+                                          cfg).compile().memory_analysis()
+  used = stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes
+  estimate = memory.estimate_bytes(cfg, labels.shape)
+  assert used <= estimate < 3 * used, (used, estimate)
+
+
+def test_memory_check_refuses_what_does_not_fit():
+  import synthjax
+  from synthjax._src import memory
+  cfg = synthjax.presets.synthseg((0, 1), (256, 256, 256))
+  need = memory.estimate_bytes(cfg)
+  assert need == 256 ** 3 * 84
+  memory.check_fits(cfg, available=need)
+  with pytest.raises(ValueError, match=r"shape \(256, 256, 256\) needs about 1\.3 GiB .* but "
+                                       r"1\.0 GiB is available; use a smaller shape"):
+    memory.check_fits(cfg, available=2 ** 30)
+  assert memory.estimate_bytes(cfg, (300, 300, 300), batch=2) == 2 * (80 * 256 ** 3 + 4 * 300 ** 3)
+
+
+def test_cli_refuses_a_shape_beyond_memory_before_creating_anything(tmp_path):
+  res = generate(tmp_path / "run", "--shape", "1600", "1600", "1600", check=False)
+  assert res.returncode == 2
+  assert "needs about" in res.stderr and "use a smaller shape" in res.stderr
+  assert "Traceback" not in res.stderr
+  assert not (tmp_path / "run").exists()
