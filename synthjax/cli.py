@@ -71,17 +71,33 @@ def _make_config(args, label_values, shape, spacing):
 def _sources_and_config(args):
   """Loads the label maps, builds the config on their union of labels, validates them."""
   import numpy as np
-  import synthjax
   sources, spacing = _load_sources(args)
   values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
   shape = tuple(args.shape) if args.shape else sources[0][0].shape
   config = _make_config(args, values, shape, spacing)
+  _validate_sources(sources, config)
+  return sources, config
+
+
+def _validate_sources(sources, config):
+  """Refuses label values the config does not know; warns about maps that make a useless
+  dataset (one label) or whose background is not label 0."""
+  import numpy as np
+  import synthjax
   for labels, _, src in sources:
+    name = src.get("path", "demo")
     try:
-      synthjax.validate_labels(labels, config, name=src.get("path", "demo"))
+      synthjax.validate_labels(labels, config, name=name)
     except ValueError as e:
       raise UserError(str(e)) from e
-  return sources, config
+    present = np.unique(labels)
+    if present.size == 1:
+      print(f"synthjax: warning: {name}: holds a single label value ({int(present[0])}); every "
+            "sample will show one class", file=sys.stderr)
+    if config.background != 0 and 0 not in config.label_values:
+      print(f"synthjax: warning: {name}: has no label 0, so label {config.background} is taken "
+            "as the background (padding, and the label zeroed by prob_background_zero)",
+            file=sys.stderr)
 
 
 def _check_memory(config, sources, *, batch=1, extra_bytes=0):
@@ -335,6 +351,7 @@ def cmd_preview(args):
   config = _make_config(args, values, shape, spacing)
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
+  _validate_sources(sources, config)
   _check_memory(config, sources)
   if os.path.exists(args.output) and not args.overwrite:
     raise UserError(f"{args.output}: exists; pass --overwrite to replace it")

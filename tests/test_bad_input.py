@@ -500,3 +500,57 @@ def test_cli_refuses_a_shape_beyond_memory_before_creating_anything(tmp_path):
   assert "needs about" in res.stderr and "use a smaller shape" in res.stderr
   assert "Traceback" not in res.stderr
   assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Useless or broken input
+
+
+def test_single_label_map_and_missing_label_zero_are_named(tmp_path):
+  ones = np.ones((12, 12, 12), np.int16)
+  path = _save(tmp_path / "flat.nii.gz", ones)
+  res = cli("generate", path, "-n", "1", "-o", str(tmp_path / "a"), "--quiet", check=False)
+  assert res.returncode == 0, res.stderr
+  assert "flat.nii.gz: holds a single label value (1)" in res.stderr
+  assert "flat.nii.gz: has no label 0, so label 1 is taken as the background" in res.stderr
+  two = ones.copy()
+  two[4:8, 4:8, 4:8] = 0
+  path = _save(tmp_path / "ok.nii.gz", two)
+  res = cli("generate", path, "-n", "1", "-o", str(tmp_path / "b"), "--quiet")
+  assert "warning" not in res.stderr
+
+
+def test_unknown_label_values_are_refused_by_every_command(tmp_path):
+  import synthjax
+  labels = np.zeros((12, 12, 12), np.int16)
+  labels[4:8, 4:8, 4:8] = 7
+  path = _save(tmp_path / "map.nii.gz", labels)
+  cfg = synthjax.presets.synthseg((0, 1), (12, 12, 12))
+  (tmp_path / "cfg.json").write_text(cfg.to_json())
+  for cmd, out in (("generate", "g"), ("views", "v"), ("preview", "p.png")):
+    res = cli(cmd, path, "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / out),
+              check=False)
+    assert res.returncode == 2, (cmd, res.stderr)
+    assert "map.nii.gz: label value(s) not in config.label_values: 7 (64 voxels)" in res.stderr
+    assert not (tmp_path / out).exists()
+
+
+def test_assemble_refuses_patches_that_cover_nothing():
+  from synthjax.data import assemble
+  patches = np.ones((2, 4, 4, 4), np.float32)
+  with pytest.raises(ValueError, match=r"no patch covers any voxel of the volume of shape "
+                                       r"\(8, 8, 8\)"):
+    assemble(patches, np.array([[8, 0, 0], [0, 9, 0]]), (8, 8, 8))
+  out = assemble(patches, np.array([[8, 0, 0], [4, 4, 4]]), (8, 8, 8))  # one covers
+  assert out[4:, 4:, 4:].min() == 1 and out[:4].max() == 0
+
+
+def test_a_label_map_broken_after_the_source_was_built_gives_a_value_error(tmp_path):
+  from synthjax import data
+  labels = np.zeros((8, 8, 8), np.int16)
+  labels[2:6, 2:6, 2:6] = 1
+  path = _save(tmp_path / "m.nii", labels)  # uncompressed: read lazily, region by region
+  source = data.NiftiSource([path])
+  (tmp_path / "m.nii").write_bytes(b"garbage" * 10)
+  with pytest.raises(ValueError, match=r"m\.nii: cannot read data"):
+    source[0]["labels"][0:4, 0:4, 0:4]

@@ -179,8 +179,8 @@ def assemble(patches, origins, shape, mode="average", *, sigma_scale=0.125):
 
   Raises:
     ValueError: on an unknown `mode`, malformed `patches`, `origins` or `shape`, a count
-      mismatch between `patches` and `origins`, negative origins, or a non-positive
-      `sigma_scale`.
+      mismatch between `patches` and `origins`, negative origins, patches that all lie
+      outside the volume, or a non-positive `sigma_scale`.
 
   Examples:
     >>> import numpy as np
@@ -209,6 +209,9 @@ def assemble(patches, origins, shape, mode="average", *, sigma_scale=0.125):
   shape = _triple(shape, "shape")
   if min(shape) < 1:
     raise ValueError(f"shape must be positive along every axis, got {shape}")
+  if len(origins) and not np.any(np.all(origins < np.asarray(shape), axis=1)):
+    raise ValueError(f"no patch covers any voxel of the volume of shape {shape}: every origin "
+                     f"lies outside it (e.g. {origins[0].tolist()})")
 
   patch_shape = patches.shape[1:4]
   channels = patches.shape[4:]

@@ -21,6 +21,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import nibabel as nib
 
+from synthjax._src import nifti
+
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
 
@@ -90,7 +92,10 @@ class Volume:
       self._data = self._convert(_read_full(self.path, self._reader, self._canonical))
       return self._data
     if self._proxy is None:
-      self._proxy = nib.load(self.path).dataobj
+      try:
+        self._proxy = nib.load(self.path).dataobj
+      except Exception as e:  # the file changed or broke after the source was built
+        raise ValueError(f"{self.path}: cannot read data ({type(e).__name__}: {e})") from e
     return self._proxy
 
   def _convert(self, arr):
@@ -99,6 +104,7 @@ class Volume:
       arr = arr[..., 0]
     if self.kind == "image":
       return arr.astype(np.float32, copy=False)
+    nifti.check_int32_range(self.path, arr)
     if np.issubdtype(arr.dtype, np.integer):
       return arr.astype(np.int32, copy=False)
     bad = ~np.isfinite(arr) | (arr != np.round(arr))
