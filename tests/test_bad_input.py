@@ -554,3 +554,26 @@ def test_a_label_map_broken_after_the_source_was_built_gives_a_value_error(tmp_p
   (tmp_path / "m.nii").write_bytes(b"garbage" * 10)
   with pytest.raises(ValueError, match=r"m\.nii: cannot read data"):
     source[0]["labels"][0:4, 0:4, 0:4]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A 1 MiB tmpfs (needs the right to mount; skipped otherwise)."""
+  mnt = tmp_path / "disk"
+  mnt.mkdir()
+  res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                       capture_output=True)
+  if res.returncode != 0:
+    pytest.skip("cannot mount a tmpfs here")
+  yield mnt
+  subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_disk_full_is_a_clear_error_and_leaves_complete_samples(tiny_disk):
+  out = tiny_disk / "run"
+  res = cli("generate", *SMALL[:-1], "--shape", "48", "48", "48", "-n", "50", "-o", str(out),
+            "--quiet", check=False)
+  assert res.returncode == 2
+  assert "No space left on device" in res.stderr and "Traceback" not in res.stderr
+  assert len(res.stderr.strip().splitlines()) == 1
+  assert_no_partial(out)
