@@ -187,8 +187,8 @@ class _FilesThenSidecar:
     self.folder = folder
 
   def done(self):
-    from synthjax._src.data import writers
-    return writers.complete_samples(self.folder)
+    from synthjax._src.data import nifti_folder
+    return nifti_folder.complete_samples(self.folder)
 
   def write(self, sample):
     from synthjax._src import nifti
@@ -206,11 +206,10 @@ class _FilesThenSidecar:
 
 
 def cmd_generate(args):
-  from synthjax._src import runs
   import numpy as np
   import synthjax
-  from synthjax._src import samples
-  from synthjax._src.data import writers
+  from synthjax._src import runs, samples
+  from synthjax._src.data import arrayrecord, nifti_folder
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
@@ -232,9 +231,9 @@ def cmd_generate(args):
   _start_run(out, manifest, args.overwrite)
 
   if args.format == "nifti":
-    writer = writers.NiftiWriter(out, max_pending=args.workers)
+    writer = nifti_folder.NiftiWriter(out, max_pending=args.workers)
   else:
-    writer = writers.ArrayRecordWriter(os.path.join(out, "samples"))
+    writer = arrayrecord.ArrayRecordWriter(os.path.join(out, runs.ARRAYRECORD_PREFIX))
 
   def make(i):
     labels, affine, src, seeds = sources[i % len(sources)]
@@ -252,10 +251,9 @@ def cmd_generate(args):
 
 
 def cmd_views(args):
-  from synthjax._src import runs
   import numpy as np
   import synthjax
-  from synthjax._src import samples
+  from synthjax._src import runs, samples
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")

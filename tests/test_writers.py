@@ -14,8 +14,8 @@ import numpy as np
 import nibabel as nib
 import pytest
 
-from synthjax._src.data.writers import (ArrayRecordWriter, NiftiWriter, decode_record,
-                                        encode_record, read_arrayrecord, write_dataset)
+from synthjax.data import (ArrayRecordWriter, NiftiWriter, decode_record, encode_record,
+                           read_arrayrecord, write_dataset)
 
 SHAPE = (12, 10, 8)  # not a cube, so that a swapped axis shows
 N = 8                # NIfTI samples per run
@@ -61,7 +61,7 @@ def run_killed(writer_expr, n, kill_at):
       import os, signal, sys
       sys.path.insert(0, {os.path.dirname(__file__)!r})
       from test_writers import fake_sample
-      from synthjax._src.data.writers import ArrayRecordWriter, NiftiWriter, write_dataset
+      from synthjax.data import ArrayRecordWriter, NiftiWriter, write_dataset
 
       def make(i):
         if i == {kill_at}:

@@ -1,4 +1,4 @@
-"""Preview montages of the augmentation range, and a dependency-free PNG writer.
+"""Preview montages of the augmentation range, written as PNG.
 
 A montage shows the input labels, then `n` synthetic samples, each as three orthogonal
 mid-slices with the segmentation outline drawn over the image, so the range of contrasts,
@@ -7,9 +7,6 @@ deformations and resolutions is visible at a glance.
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 
 _OUTLINE = np.array([255, 64, 32], np.uint8)
@@ -17,21 +14,12 @@ _GAP = 4
 
 
 def save_png(path, rgb: np.ndarray) -> None:
-  """Writes an (H, W, 3) uint8 array as an 8-bit RGB PNG (no imaging library needed)."""
+  """Writes an (H, W, 3) uint8 array as an 8-bit RGB PNG (with Pillow)."""
+  from PIL import Image
   rgb = np.ascontiguousarray(rgb, np.uint8)
   if rgb.ndim != 3 or rgb.shape[2] != 3:
     raise ValueError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
-  h, w, _ = rgb.shape
-  raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-  def chunk(tag, payload):
-    body = tag + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-
-  png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-         + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-  with open(path, "wb") as f:
-    f.write(png)
+  Image.fromarray(rgb, "RGB").save(path, format="PNG")
 
 
 def label_colors(values) -> dict:

@@ -20,7 +20,7 @@ import re
 import sys
 
 from synthjax._src import nifti
-from synthjax._src.data import writers
+from synthjax._src.data import arrayrecord
 
 MANIFEST = "manifest.json"
 LOCK = ".synthjax-lock"
@@ -58,7 +58,7 @@ def run_files(folder, manifest: dict) -> list[str]:
   command, fmt = manifest.get("command"), manifest.get("output_format")
   names = [n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))]
   if command == "generate" and fmt == "arrayrecord":
-    patterns = writers.shard_patterns(os.path.join(folder, ARRAYRECORD_PREFIX))
+    patterns = arrayrecord.shard_patterns(os.path.join(folder, ARRAYRECORD_PREFIX))
     return sorted(n for n in names if any(p.fullmatch(n) for p in patterns))
   if command not in _SUFFIXES:
     raise FolderError(f"{os.path.join(folder, MANIFEST)}: a run of an unknown command "

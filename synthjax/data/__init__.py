@@ -6,9 +6,11 @@ from synthjax._src.data.pipeline import ExtractPatches, pipeline
 from synthjax._src.data.samplers import (LabelSampler, UniformSampler, WeightedSampler,
                                          extract_patch)
 from synthjax._src.data.sources import NiftiSource, Volume, expand_paths
-from synthjax._src.data.writers import (ArrayRecordSamples, ArrayRecordWriter, NiftiWriter,
-                                        decode_record, encode_record, read_arrayrecord,
-                                        write_dataset)
+from synthjax._src.data.arrayrecord import (ArrayRecordSamples, ArrayRecordWriter,
+                                            read_arrayrecord)
+from synthjax._src.data.nifti_folder import NiftiWriter
+from synthjax._src.data.records import decode_record, encode_record
+from synthjax._src.data.writers import write_dataset
 from synthjax._src.data.seeds import load_seed_maps, seed_map_paths
 from synthjax._src.data.synth import SynthesizeTransform, synthesize_batch
 from synthjax._src.data.splits import MixedSource, Subset, train_val_split
