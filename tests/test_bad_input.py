@@ -566,7 +566,7 @@ def tiny_disk(tmp_path):
   if res.returncode != 0:
     pytest.skip("cannot mount a tmpfs here")
   yield mnt
-  subprocess.run(["umount", str(mnt)], capture_output=True)
+  subprocess.run(["umount", "-l", str(mnt)], capture_output=True)  # lazy: never left mounted
 
 
 def test_disk_full_is_a_clear_error_and_leaves_complete_samples(tiny_disk):

@@ -96,7 +96,8 @@ STAGES: tuple[Stage, ...] = (
           domain={"rotation": ANGLE, "scaling": POSITIVE, "object_size": POSITIVE}),
     Stage("deformation", 1, 0,
           lambda k, c, f: spatial.sample_deformation(k, c.deformation, f),
-          domain={"std": NONNEG, "grid_scale": GRID}),
+          # A negative std negates the velocity (the inverse flow): valid in params.
+          domain={"grid_scale": GRID}),
     Stage("crop", 2, None, lambda k, c, f: spatial.sample_crop(k, f), configured=False,
           domain={"position": UNIT}),
     Stage("flip", 3, None, lambda k, c, f: spatial.sample_flip(k, c.flip, f)),
