@@ -460,7 +460,7 @@ def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path,
 # Memory
 
 
-@pytest.mark.parametrize("preset,every_stage_on", [("synthseg", False), ("fetal", True)])
+@pytest.mark.parametrize("preset,every_stage_on", [("fetal", True)])
 def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on):
   import jax
   import synthjax
