@@ -72,6 +72,16 @@ def test_overwrite_removes_only_the_replaced_runs_files(tmp_path):
   assert_no_partial(out)
 
 
+def test_a_shorter_resume_keeps_ownership_of_the_longer_runs_files(tmp_path):
+  out = tmp_path / "run"
+  generate(out, n=3, seed=0)
+  generate(out, n=1, seed=0)  # the same run, asked for fewer samples
+  assert json.loads((out / "manifest.json").read_text())["n"] == 3
+  generate(out, "--overwrite", n=1, seed=5)
+  assert not (out / "sample_00002_params.json").exists()
+  assert not (out / "sample_00002_image.nii.gz").exists()
+
+
 def test_interrupted_overwrite_finishes_before_new_samples(tmp_path):
   out = tmp_path / "run"
   generate(out, n=3, seed=0)

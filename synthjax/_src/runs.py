@@ -171,6 +171,9 @@ def start_run(out, manifest: dict, overwrite: bool):
     previous = _check(out, manifest, overwrite)  # again, now that no one else writes
     _remove(out, [e for e in os.listdir(out) if e.startswith(nifti.TMP_PREFIX)])
     current = _read_manifest(out) or {}
+    if not previous and isinstance(current.get("n"), int) and isinstance(manifest.get("n"), int):
+      # Resuming with a smaller -n keeps the larger count: the run owns those files too.
+      manifest["n"] = max(manifest["n"], current["n"])
     replacing = list(current.get("replacing", []))
     if previous:
       replacing.append({k: v for k, v in previous.items() if k != "replacing"})
