@@ -15,7 +15,6 @@ import scipy.ndimage as ndi
 import scipy.stats
 
 import synthjax
-from synthjax._src import generator
 from synthjax._src import registry
 from synthjax._src import spatial
 
