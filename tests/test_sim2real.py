@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import sim2real  # noqa: E402
-from examples.segmentation import metrics, scans  # noqa: E402
+from examples.segmentation import metrics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
