@@ -90,6 +90,44 @@ def test_fixed_names_come_from_the_template(cfg):
       np.testing.assert_array_equal(out[stage][name], value, err_msg=f"{stage}.{name}")
 
 
+def test_image_stages_render_through_one_signature_in_registry_order():
+  import inspect
+  phases = [s.phase for s in registry.STAGES]
+  assert set(phases) <= {"geometry", "source", "image", "kspace"}
+  # The fused phases come first; the k-space group is contiguous.
+  assert phases[:phases.index("image")] == sorted(phases[:phases.index("image")],
+                                                  key=["geometry", "source"].index)
+  k = [i for i, p in enumerate(phases) if p == "kspace"]
+  assert k == list(range(k[0], k[-1] + 1))
+  for s in registry.STAGES:
+    if s.phase == "image":
+      assert s.apply is not None and s.configured, s.name
+      assert list(inspect.signature(s.apply).parameters) == ["k", "x", "p", "c", "ctx"], s.name
+    else:
+      assert s.apply is None and s.off is None, s.name
+
+
+def test_a_registered_image_stage_is_rendered_where_the_registry_puts_it(cfg):
+  """Removing an image stage's record from the registry removes it from the image (the
+  render loop has no branch of its own for it)."""
+  import dataclasses
+  lab = np.zeros((16, 16, 16), np.int32)
+  lab[4:12, 4:12, 4:12] = 1
+  base = synthjax.presets.synthseg((0, 1), (16, 16, 16), noise={"prob": 1.0, "std": (0.1, 0.1)})
+  params = synthjax.sample_params(jax.random.key(0), base)
+  with_noise = np.asarray(generator.render(jax.random.key(1), params, lab, base)[0])
+  original = registry.STAGES
+  try:
+    registry.STAGES = tuple(s for s in original if s.name != "noise")
+    without = np.asarray(generator.render(jax.random.key(1), params, lab, base)[0])
+  finally:
+    registry.STAGES = original
+  assert np.abs(with_noise - without).mean() > 1e-3
+  off = np.asarray(generator.render(jax.random.key(1), params, lab,
+                                    base.replace(noise={"enabled": False}))[0])
+  np.testing.assert_array_equal(without, off)
+
+
 PUBLIC_RANDOM = [synthjax.sample_params, synthjax.synthesize, synthjax.sample_view_params,
                  synthjax.synthesize_views, synthjax.synthesize_sharded,
                  synthjax.ensembles.sample_ensemble_params, synthjax.ensembles.render_ensemble]

@@ -26,19 +26,14 @@ import jax.numpy as jnp
 
 from synthjax._src import artifacts
 from synthjax._src import draw
-from synthjax._src import fetal_artifacts
 from synthjax._src import intensity
 from synthjax._src import lookup
-from synthjax._src import motion
 from synthjax._src import param_checks
 from synthjax._src import registry
 from synthjax._src import resample
-from synthjax._src import resolution
 from synthjax._src import shell
-from synthjax._src import slice_stack
 from synthjax._src import spatial
 from synthjax._src import subclusters
-from synthjax._src import texture
 from synthjax._src.config import SynthConfig
 
 PARAM_STAGES = registry.NAMES
@@ -273,51 +268,23 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
     real = resample.sample_linear(jnp.asarray(real, jnp.float32), coords, cval=0.0)
     real = subclusters.scale_image(real, config.image_intensity.scale)
     image = jnp.where(params["image_intensity"]["applied"], real, image)
-  if config.texture.enabled:
-    image = texture.apply_texture(sub("texture"), image, params["texture"], config.texture,
-                                  index_map, background_index=bg)
-  if config.bias.enabled:
-    pb = params["bias"]
-    image = image * jax.lax.cond(
-        pb["applied"],
-        lambda: intensity.bias_field(sub("bias"), pb, config.bias, config.shape),
-        lambda: jnp.ones(config.shape, jnp.float32))
-  if config.gamma.enabled:
-    image = intensity.apply_gamma(image, params["gamma"], config.gamma)
-  else:
-    image = intensity.normalize(jnp.clip(image, 0.0, config.gamma.clip))
-  if config.blur_cortex.enabled:
-    cortex = lookup.take_small(np.asarray(seg_values) == config.blur_cortex.cortex_label,
-                               index_map)
-    image = fetal_artifacts.apply_blur_cortex(sub("blur_cortex"), image, params["blur_cortex"],
-                                              config.blur_cortex, cortex)
-  if config.resolution.enabled:
-    image = resolution.apply_resolution(image, params["resolution"], config.resolution,
-                                        config.spacing)
-  # MR acquisition artifacts: Gibbs truncation, ghosting and spikes on one spectrum with a
-  # magnitude reconstruction, then the Rician noise of that magnitude image.
-  if config.slice_stack.enabled:
-    image = slice_stack.apply_slice_stack(None, image, params["slice_stack"],
-                                          config.slice_stack, config.spacing)
-  if config.motion.enabled:
-    image = motion.apply_motion(image, params["motion"], config.motion, config.spacing)
-  image = artifacts.apply_kspace_stages(image, params, config)
-  if config.rician.enabled:
-    image = artifacts.add_rician(sub("rician"), image, params["rician"])
-  if config.noise.enabled:
-    image = intensity.add_noise(sub("noise"), image, params["noise"])
+  # The image stages and the k-space group, in registry order.
+  ctx = registry.RenderContext(index_map, np.asarray(seg_values), bg, config.shape,
+                               config.spacing)
+  kspace_done = False
+  for stage in registry.STAGES:
+    if stage.phase == "kspace" and not kspace_done:
+      image = artifacts.apply_kspace_stages(image, params, config)
+      kspace_done = True
+    if stage.phase != "image":
+      continue
+    cfg = getattr(config, stage.name)
+    if cfg.enabled:
+      k = sub(stage.name) if stage.synth_stream is not None else None
+      image = stage.apply(k, image, params[stage.name], cfg, ctx)
+    elif stage.off is not None:
+      image = stage.off(image, cfg)
   seg = lookup.take_small(seg_values, index_map)
-  if config.struct_noise.enabled:
-    # Where FetalSynthGen runs it: among its artifacts, after noise; the region is given
-    # by segmentation values.
-    region = lookup.take_small(np.isin(seg_values, config.struct_noise.region_labels), index_map)
-    image = texture.apply_struct_noise(sub("struct_noise"), image, params["struct_noise"],
-                                       config.struct_noise, region)
-  if config.boundary.enabled:
-    # Skull-stripping boundaries mask the image only (as FetalSynthGen), by the deformed
-    # foreground.
-    image = fetal_artifacts.apply_boundary(sub("boundary"), image, params["boundary"],
-                                           config.boundary, index_map != bg)
   image = intensity.normalize(image)
   return image.astype(jnp.float32), seg
 
