@@ -284,9 +284,7 @@ def cmd_views(args):
         files[name] = (np.asarray(segs[v], np.int32), aff)
     side = samples.make_sidecar(seed=args.seed, index=i, synth_key=skey, params_key=pkey,
                                 params=params, config=config, source=src,
-                                version=synthjax.__version__)
-    side["format"] = "synthjax-views/1"
-    side["shared_spatial"] = shared
+                                version=synthjax.__version__, shared_spatial=shared)
     return {"index": i, "files": files, "sidecar": side}
 
   _write_all(_FilesThenSidecar(out), args.n, make, "view pairs", out, True)
@@ -297,7 +295,7 @@ def cmd_ensemble(args):
   import numpy as np
   import synthjax
   from synthjax import ensembles
-  from synthjax._src import samples, serialize
+  from synthjax._src import samples
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
@@ -326,11 +324,9 @@ def cmd_ensemble(args):
     pkey, skey = samples.sample_keys(args.seed, i)
     params = ensembles.sample_ensemble_params(pkey, cfg)
     labels = np.asarray(ensembles.render_ensemble(skey, params, templates, cfg), np.int32)
-    side = {"format": "synthjax-ensemble/1", "synthjax_version": synthjax.__version__,
-            "seed": args.seed, "index": i, "key": serialize.key_to_json(skey),
-            "params_key": serialize.key_to_json(pkey), "templates": paths,
-            "config": cfg.to_dict(),
-            "params": serialize.params_to_dict({"ensemble": params})["ensemble"]}
+    side = samples.make_ensemble_sidecar(seed=args.seed, index=i, synth_key=skey,
+                                         params_key=pkey, params=params, config=cfg,
+                                         templates=paths, version=synthjax.__version__)
     return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
             "sidecar": side}
 

@@ -10,6 +10,8 @@ from synthjax._src import spatial
 from synthjax._src.config import SynthConfig
 
 SIDECAR_FORMAT = "synthjax-sample/1"
+VIEWS_SIDECAR_FORMAT = "synthjax-views/1"
+ENSEMBLE_SIDECAR_FORMAT = "synthjax-ensemble/1"
 
 
 def sample_keys(seed: int, index: int):
@@ -50,16 +52,38 @@ def output_affine(input_affine, input_shape, output_shape, crop_position) -> np.
   return np.asarray(input_affine, np.float64) @ shift
 
 
-def make_sidecar(*, seed, index, synth_key, params_key, params, config: SynthConfig,
-                 source: dict, version: str) -> dict:
+def _sidecar(fmt, *, seed, index, synth_key, params_key, version, config_dict, params_dict,
+             **inputs) -> dict:
   return {
-      "format": SIDECAR_FORMAT,
+      "format": fmt,
       "synthjax_version": version,
       "seed": int(seed),
       "index": int(index),
       "key": serialize.key_to_json(synth_key),
       "params_key": serialize.key_to_json(params_key),
-      "source": source,
-      "config": config.to_dict(),
-      "params": serialize.params_to_dict(params),
+      **inputs,
+      "config": config_dict,
+      "params": params_dict,
   }
+
+
+def make_sidecar(*, seed, index, synth_key, params_key, params, config: SynthConfig,
+                 source: dict, version: str, shared_spatial=None) -> dict:
+  """The params JSON of one sample (`SIDECAR_FORMAT`), or of a view pair when
+  `shared_spatial` is given (`VIEWS_SIDECAR_FORMAT`): everything replay needs."""
+  fmt = SIDECAR_FORMAT if shared_spatial is None else VIEWS_SIDECAR_FORMAT
+  side = _sidecar(fmt, seed=seed, index=index, synth_key=synth_key, params_key=params_key,
+                  version=version, config_dict=config.to_dict(),
+                  params_dict=serialize.params_to_dict(params), source=source)
+  if shared_spatial is not None:
+    side["shared_spatial"] = bool(shared_spatial)
+  return side
+
+
+def make_ensemble_sidecar(*, seed, index, synth_key, params_key, params, config,
+                          templates, version: str) -> dict:
+  """The params JSON of one label ensemble (`ENSEMBLE_SIDECAR_FORMAT`)."""
+  return _sidecar(ENSEMBLE_SIDECAR_FORMAT, seed=seed, index=index, synth_key=synth_key,
+                  params_key=params_key, version=version, config_dict=config.to_dict(),
+                  params_dict=serialize.params_to_dict({"ensemble": params})["ensemble"],
+                  templates=templates)
