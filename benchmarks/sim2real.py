@@ -479,34 +479,34 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
           images, targets = np.asarray(im), np.asarray(tg)
         losses.append(trainer.step({"image": images, "target": targets}))
       train_s += time.perf_counter() - t0
-      continue
-    if inside:
-      batch = {"labels": labels, "key": key_data}
-    else:
-      if isinstance(gen, SynthjaxGenerator):
-        images, targets = gen.render_host(labels, key_data, classes)
+    else:  # a synthetic step
+      if inside:
+        batch = {"labels": labels, "key": key_data}
       else:
-        pairs = [gen(lab, args.seed * 1_000_003 + j) for lab, j in zip(labels, indices)]
-        images = np.stack([scans.normalize_intensity(p[0]) for p in pairs])
-        segs = np.stack([p[1] for p in pairs]).astype(np.int32)
-        unknown = set(np.unique(segs).tolist()) - set(classes)
-        if unknown:
-          raise SystemExit(f"{gen.name}: produced label values {sorted(unknown)} not in "
-                           f"{classes}")
-        targets = np.searchsorted(np.asarray(classes), segs).astype(np.int32)
-      t1 = time.perf_counter()
-      render_s += t1 - t0
-      t0 = t1
-      if args.trainer == "torch":
-        if args.dim == 2:
-          im, tg = take(jax.random.wrap_key_data(key_data), images, targets)
-          images, targets = np.asarray(im), np.asarray(tg)
-        batch = {"image": images, "target": targets}
-      else:
-        batch = {"image": images, "seg": np.asarray(classes, np.int32)[targets],
-                 "key": key_data}
-    losses.append(trainer.step(batch))
-    train_s += time.perf_counter() - t0
+        if isinstance(gen, SynthjaxGenerator):
+          images, targets = gen.render_host(labels, key_data, classes)
+        else:
+          pairs = [gen(lab, args.seed * 1_000_003 + j) for lab, j in zip(labels, indices)]
+          images = np.stack([scans.normalize_intensity(p[0]) for p in pairs])
+          segs = np.stack([p[1] for p in pairs]).astype(np.int32)
+          unknown = set(np.unique(segs).tolist()) - set(classes)
+          if unknown:
+            raise SystemExit(f"{gen.name}: produced label values {sorted(unknown)} not in "
+                             f"{classes}")
+          targets = np.searchsorted(np.asarray(classes), segs).astype(np.int32)
+        t1 = time.perf_counter()
+        render_s += t1 - t0
+        t0 = t1
+        if args.trainer == "torch":
+          if args.dim == 2:
+            im, tg = take(jax.random.wrap_key_data(key_data), images, targets)
+            images, targets = np.asarray(im), np.asarray(tg)
+          batch = {"image": images, "target": targets}
+        else:
+          batch = {"image": images, "seg": np.asarray(classes, np.int32)[targets],
+                   "key": key_data}
+      losses.append(trainer.step(batch))
+      train_s += time.perf_counter() - t0
     last = step == args.steps
     if (args.eval_every and step % args.eval_every == 0) or last:
       result = evaluate(trainer, tests, classes, patch, spacing, final=last)

@@ -103,6 +103,20 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
   assert os.path.getsize(tmp_path / "s2r_mni152_T1w.png") > 1000
 
 
+def test_fine_tuning_evaluates_on_real_steps_too(mni, tmp_path):
+  """Evaluation and the final result do not depend on whether the step is a real one."""
+  folder, train, pair = mni
+  out = str(tmp_path / "ft.json")
+  sim2real.main(["--train", *train, "--test", f"{pair[0]}:{pair[1]}", "--real",
+                 f"{pair[0]}:{pair[1]}", "--real-every", "2", "--down", "8",
+                 "--generators", "synthjax:synthseg", "--steps", "4", "--eval-every", "2",
+                 "--features", "4", "8", "--slices", "4", "--json", out])
+  result = json.load(open(out))["results"]["synthjax:synthseg"]
+  assert [e["step"] for e in result["curves"]["mni152_T1w"]] == [2, 4]
+  assert result["final"]["mni152_T1w"]["mean_dice"] >= 0.0
+  assert len(result["losses"]) == 4
+
+
 def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
   folder, train, (image_path, label_path) = mni
   superior, inferior = sim2real.split_mni152(image_path, label_path, str(tmp_path))
