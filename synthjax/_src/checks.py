@@ -22,6 +22,7 @@ Examples:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
 from typing import Any, Callable, Optional
@@ -322,3 +323,23 @@ def from_mapping(cls, d: Any):
   if missing:
     raise ValueError(f"{name} is missing the field(s) {missing}")
   return cls(**d)
+
+
+class JsonConfig:
+  """JSON round trip for a config dataclass: `to_dict` / `to_json`, and `from_dict` /
+  `from_json`, which refuse unknown and missing fields (`from_mapping`)."""
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d: dict):
+    """A config from `to_dict`'s output (nested configs as dicts, lists for tuples)."""
+    return from_mapping(cls, d)
+
+  @classmethod
+  def from_json(cls, text: str):
+    return cls.from_dict(json.loads(text))

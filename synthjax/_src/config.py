@@ -9,10 +9,9 @@ removes a stage from the compiled program altogether.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Optional
 
-from synthjax._src.checks import (axes, choice, config_class, field, flag, from_mapping,
+from synthjax._src.checks import (JsonConfig, axes, choice, config_class, field, flag,
                                   int_range, integer, integers, label_groups, optional,
                                   positive, positives, prob, real, real_range, sizes)
 
@@ -553,7 +552,7 @@ def as_stage(name: str, typ: type, value: Any):
 
 
 @config_class
-class SynthConfig:
+class SynthConfig(JsonConfig):
   """Everything static about a generator: shapes, label tables and stage ranges.
 
   Attributes:
@@ -654,20 +653,6 @@ class SynthConfig:
         changes[name] = as_stage(f"SynthConfig.{name}", _STAGE_TYPES[name], value)
     return dataclasses.replace(self, **changes)
 
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), sort_keys=True)
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "SynthConfig":
-    """A config from `to_dict`'s output (stages as dicts, lists for tuples)."""
-    return from_mapping(cls, d)
-
-  @classmethod
-  def from_json(cls, text: str) -> "SynthConfig":
-    return cls.from_dict(json.loads(text))
 
 
 # Each stage's config type, from SynthConfig's own fields: a stage is a field whose default

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from typing import Optional
 
@@ -67,7 +66,7 @@ import jax.numpy as jnp
 from synthjax._src import draw
 from synthjax._src import resample
 from synthjax._src import shell
-from synthjax._src.checks import (choice, config_class, field, flag, from_mapping, int_range,
+from synthjax._src.checks import (JsonConfig, choice, config_class, field, flag, int_range,
                                   integer, optional, prob, real_range, sizes)
 
 Range = tuple[float, float]
@@ -75,7 +74,7 @@ _LABEL_MODES = ("slot", "offset")
 
 
 @config_class
-class EnsembleConfig:
+class EnsembleConfig(JsonConfig):
   """Static, hashable settings of the label-ensemble generator.
 
   Defaults mirror anatomix's `step1_generate_labels.py` where it has an equivalent (noted
@@ -178,19 +177,6 @@ class EnsembleConfig:
   def replace(self, **changes) -> "EnsembleConfig":
     return dataclasses.replace(self, **changes)
 
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), sort_keys=True)
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "EnsembleConfig":
-    return from_mapping(cls, d)
-
-  @classmethod
-  def from_json(cls, text: str) -> "EnsembleConfig":
-    return cls.from_dict(json.loads(text))
 
 
 # ---------------------------------------------------------------------------------------
