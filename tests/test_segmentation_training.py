@@ -161,6 +161,21 @@ def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, t
   assert again.returncode == 2 and "exists" in again.stderr
 
 
+def _children(pid):
+  """Pids of the processes whose parent is `pid` (Linux /proc; empty elsewhere)."""
+  out = []
+  for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid:
+        out.append(int(entry))
+  return out
+
+
 def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
   out = str(problem["root"] / "killed")
   args = [sys.executable, TRAIN, *problem["common"], "-o", out, "--workers", "1",
@@ -174,8 +189,14 @@ def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
       break
     time.sleep(0.01)
   assert proc.poll() is None, "the run ended before it could be killed"
+  workers = _children(proc.pid)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
+  # Its Grain workers notice that their parent is gone and end (no orphans).
+  deadline = time.time() + 30
+  while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+    time.sleep(0.1)
+  assert not [w for w in workers if os.path.exists(f"/proc/{w}")], workers
   done = len(_losses(out))
   assert 16 <= done < STEPS
   resumed = _train(problem, out, "--resume")

@@ -111,12 +111,27 @@ class ExtractPatches(grain.transforms.Map):
     return out
 
 
+def _exit_with_parent(parent: int, period: float = 1.0):
+  """Ends this worker once its parent is gone (a parent killed with SIGKILL cannot stop
+  its workers, which would otherwise live on, reparented, holding their memory)."""
+  import threading
+  import time
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(period)
+    os._exit(0)
+
+  threading.Thread(target=watch, name="synthjax-parent-watch", daemon=True).start()
+
+
 def _worker_init(worker_index: int, worker_count: int):
   # Data workers must never take the accelerator: hide it before any backend starts.
   os.environ["JAX_PLATFORMS"] = "cpu"
   os.environ["CUDA_VISIBLE_DEVICES"] = ""
   if "jax" in sys.modules:
     sys.modules["jax"].config.update("jax_platforms", "cpu")
+  _exit_with_parent(os.getppid())
 
 
 def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0,
