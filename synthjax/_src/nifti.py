@@ -49,7 +49,7 @@ _INT32 = np.iinfo(np.int32)
 def check_int32_range(path, data) -> None:
   """Refuses label values that int32 cannot hold (a cast would wrap them silently and merge
   structures)."""
-  if data.size == 0 or data.dtype.itemsize < 4 and np.issubdtype(data.dtype, np.integer):
+  if data.size == 0 or (np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize < 4):
     return
   lo, hi = data.min(), data.max()
   if lo < _INT32.min or hi > _INT32.max:

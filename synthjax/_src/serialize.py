@@ -113,8 +113,9 @@ def _entry_array(value, dtype, path) -> np.ndarray:
     raw = np.asarray(value)
   except ValueError as e:  # ragged lists
     raise ValueError(f"params JSON {path} is not a regular array ({e})") from None
-  kinds = {"b": "b", "i": "biu", "u": "biu", "f": "biuf"}[np.dtype(dtype).kind]
-  if raw.dtype.kind not in kinds or (np.dtype(dtype).kind != "b" and raw.dtype.kind == "b"):
+  # Flags take only booleans; numbers take no booleans, and counts no fractions.
+  kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[np.dtype(dtype).kind]
+  if raw.dtype.kind not in kinds:
     want = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
     raise ValueError(f"params JSON {path} must hold {want[np.dtype(dtype).kind]}, got "
                      f"{_summary(value)}")
