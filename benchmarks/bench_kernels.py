@@ -7,7 +7,7 @@ a warm-up), the old formulation next to the one synthjax uses now:
 
 * per-voxel standard normals: `jax.random.normal` (threefry) against `rng.voxel_normal`;
 * three separable axis products: `tensordot` + `moveaxis` against `resample.apply_separable`;
-* gamma: `x ** g` against `exp(g log x)` (as `intensity.apply_gamma`);
+* gamma: `x ** g` against `exp(g log x)` (as `gamma.apply_gamma`);
 * an 8-entry table indexed by a label map: a gather against `lookup.take_small`.
 
 These are kernels in isolation; what they buy inside the whole program is in RESULTS.md
@@ -30,7 +30,7 @@ def main(argv=None):
   import numpy as np
   import jax
   import jax.numpy as jnp
-  from synthjax._src import lookup, resample, rng
+  from synthjax._src.ops import lookup, resample, rng
 
   n = args.size
   shape = (n, n, n)

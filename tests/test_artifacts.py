@@ -16,7 +16,8 @@ import scipy.special
 import scipy.stats
 
 import synthjax
-from synthjax._src import artifacts
+from synthjax._src.stages import kspace
+from synthjax._src.stages import rician
 
 SHAPE = (16, 20, 24)  # distinct sizes, so an axis mix-up cannot pass
 ODD = (15, 18, 21)  # odd sizes: fftshift is not its own inverse there
@@ -108,10 +109,10 @@ def np_gibbs(x, alpha):
 def test_not_applied_is_exact_identity(stage):
   x = jnp.asarray(smooth_image())
   if stage == "rician":
-    out = jax.jit(artifacts.add_rician)(jax.random.key(0), x, rician_params(False, 0.1))
+    out = jax.jit(rician.add_rician)(jax.random.key(0), x, rician_params(False, 0.1))
   else:
-    fn = {"spike": artifacts.apply_spike, "ghosting": artifacts.apply_ghosting,
-          "gibbs": artifacts.apply_gibbs}[stage]
+    fn = {"spike": kspace.apply_spike, "ghosting": kspace.apply_ghosting,
+          "gibbs": kspace.apply_gibbs}[stage]
     p = {"spike": spike_params(False, intensity=3.0), "ghosting": ghost_params(False),
          "gibbs": gibbs_params(False, 0.7)}[stage]
     out = jit_apply(fn)(x, p)
@@ -123,22 +124,22 @@ def test_not_applied_is_exact_identity(stage):
 
 def test_kspace_stages_not_applied_together_is_identity_and_one_applied_is_that_one():
   x = jnp.asarray(smooth_image(1))
-  f = jax.jit(lambda x, s, g, b: artifacts.apply_kspace(x, spike=s, ghosting=g, gibbs=b))
+  f = jax.jit(lambda x, s, g, b: kspace.apply_kspace(x, spike=s, ghosting=g, gibbs=b))
   off = f(x, spike_params(False), ghost_params(False), gibbs_params(False))
   assert np.array_equal(np.asarray(off), np.asarray(x))
   # Only the ghosting applied: the others' masks are exactly 1 / their spikes exactly 0.
   only = f(x, spike_params(False), ghost_params(True, 5, 1, 0.6), gibbs_params(False))
   np.testing.assert_allclose(only, np_ghosting(np.asarray(x), 5, 1, 0.6), atol=2e-6)
-  alone = jit_apply(artifacts.apply_ghosting)(x, ghost_params(True, 5, 1, 0.6))
+  alone = jit_apply(kspace.apply_ghosting)(x, ghost_params(True, 5, 1, 0.6))
   np.testing.assert_array_equal(np.asarray(only), np.asarray(alone))
 
 
 @pytest.mark.parametrize("stage", ["spike", "ghosting", "gibbs"])
 def test_zero_strength_is_fft_round_trip(stage):
   x = smooth_image(2)
-  fn, p = {"spike": (artifacts.apply_spike, spike_params(intensity=0.0)),
-           "ghosting": (artifacts.apply_ghosting, ghost_params(intensity=0.0)),
-           "gibbs": (artifacts.apply_gibbs, gibbs_params(alpha=0.0))}[stage]
+  fn, p = {"spike": (kspace.apply_spike, spike_params(intensity=0.0)),
+           "ghosting": (kspace.apply_ghosting, ghost_params(intensity=0.0)),
+           "gibbs": (kspace.apply_gibbs, gibbs_params(alpha=0.0))}[stage]
   out = np.asarray(jit_apply(fn)(jnp.asarray(x), p))
   ref = np.abs(np.fft.ifftn(np.fft.fftn(x.astype(np.float64))))
   np.testing.assert_allclose(out, ref, atol=2e-6)
@@ -161,7 +162,7 @@ def test_spike_changes_exactly_the_chosen_coefficients_by_the_given_magnitude():
   positions = (cells + 0.5) / np.array(SHAPE)
   r = 2.5
   p = spike_params(num=2, positions=positions, intensity=r)
-  k2 = np.asarray(jax.jit(artifacts.add_spikes)(k, p))
+  k2 = np.asarray(jax.jit(kspace.add_spikes)(k, p))
   diff = k2 - np.asarray(k)
   expected = {centred_to_unshifted(c, SHAPE) for c in cells[:2]}
   changed = {tuple(int(i) for i in w) for w in np.argwhere(diff != 0)}
@@ -170,7 +171,7 @@ def test_spike_changes_exactly_the_chosen_coefficients_by_the_given_magnitude():
     np.testing.assert_allclose(abs(diff[where]), r * kmax, rtol=1e-6)
     np.testing.assert_allclose(diff[where], r * kmax, rtol=1e-6)  # real, as TorchIO adds
   # The whole stage against the numpy reference (TorchIO's add_artifact, magnitude).
-  out = np.asarray(jit_apply(artifacts.apply_spike)(x, p))
+  out = np.asarray(jit_apply(kspace.apply_spike)(x, p))
   ref = np_spike(np.asarray(x), positions, 2, r)
   np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * ref.max())
   assert np.abs(out - np.asarray(x)).max() > 0.5  # a visible herringbone
@@ -183,7 +184,7 @@ def test_spike_matches_numpy_reference_with_duplicates(shape):
                     [0, shape[1] - 1, 4]])  # the third repeats the first: added twice
   positions = (cells + 0.5) / np.array(shape)
   p = spike_params(num=3, positions=positions, intensity=-1.3)
-  out = np.asarray(jit_apply(artifacts.apply_spike)(jnp.asarray(x), p))
+  out = np.asarray(jit_apply(kspace.apply_spike)(jnp.asarray(x), p))
   ref = np_spike(x, positions, 3, -1.3)
   np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * ref.max())
 
@@ -191,7 +192,7 @@ def test_spike_matches_numpy_reference_with_duplicates(shape):
 def test_spike_count_is_masked_and_positions_recorded():
   cfg = synthjax.presets.synthseg((0, 1), (16, 16, 16), spike={"prob": 1.0, "num_spikes": (0, 3)})
   keys = jax.random.split(jax.random.key(0), 64)
-  p = jax.jit(jax.vmap(lambda k: artifacts.sample_spike(k, cfg.spike)))(keys)
+  p = jax.jit(jax.vmap(lambda k: kspace.sample_spike(k, cfg.spike)))(keys)
   assert p["positions"].shape == (64, 3, 3) and p["num_spikes"].dtype == jnp.int32
   assert set(np.asarray(p["num_spikes"]).tolist()) == {0, 1, 2, 3}
   assert np.all((np.asarray(p["positions"]) >= 0) & (np.asarray(p["positions"]) < 1))
@@ -199,7 +200,7 @@ def test_spike_count_is_masked_and_positions_recorded():
   assert np.all((intensity >= 1.0) & (intensity <= 3.0))
   x = jnp.asarray(smooth_image(4, (16, 16, 16)))
   k = jnp.fft.fftn(x)
-  add = jax.jit(artifacts.add_spikes)
+  add = jax.jit(kspace.add_spikes)
   for i in range(6):
     pi = jax.tree.map(lambda v: v[i], p)
     changed = np.count_nonzero(np.asarray(add(k, pi)) != np.asarray(k))
@@ -217,10 +218,10 @@ def test_ghosting_matches_numpy_reference(axis, num):
   p = ghost_params(num=num, axis=axis, intensity=0.8)
   for shape in (SHAPE, ODD):
     x = smooth_image(5, shape)
-    out = np.asarray(jit_apply(artifacts.apply_ghosting)(jnp.asarray(x), p))
+    out = np.asarray(jit_apply(kspace.apply_ghosting)(jnp.asarray(x), p))
     np.testing.assert_allclose(out, np_ghosting(x, num, axis, 0.8), atol=2e-6)
   # The k-space factor itself: exactly 1 - intensity on the lines, 1 elsewhere.
-  fac = np.broadcast_to(np.asarray(artifacts.ghosting_factor(SHAPE, p)), SHAPE)
+  fac = np.broadcast_to(np.asarray(kspace.ghosting_factor(SHAPE, p)), SHAPE)
   n = SHAPE[axis]
   line = np.fft.ifftshift((np.arange(n) % num == 0) & (np.arange(n) != n // 2))
   want = np.where(line, np.float32(1) - np.float32(0.8), 1).astype(np.float32)
@@ -230,7 +231,7 @@ def test_ghosting_matches_numpy_reference(axis, num):
 
 def test_ghosting_restore_band():
   x = smooth_image(6)
-  f = jit_apply(artifacts.apply_ghosting, restore=0.25)
+  f = jit_apply(kspace.apply_ghosting, restore=0.25)
   out = np.asarray(f(jnp.asarray(x), ghost_params(num=2, axis=2, intensity=1.0)))
   np.testing.assert_allclose(out, np_ghosting(x, 2, 2, 1.0, restore=0.25), atol=2e-6)
   # 24 * 0.25 = 6 lines -> |f| <= 3 restored; restore=0 would differ.
@@ -246,7 +247,7 @@ def test_ghosts_at_the_predicted_period(axis, num):
   x = np.zeros(SHAPE, np.float32)
   x[tuple(slice(c, c + 1) if a == axis else slice(c - 1, c + 2) for a, c in enumerate(src))] = 1
   intensity = 0.9
-  y = np.asarray(jit_apply(artifacts.apply_ghosting)(
+  y = np.asarray(jit_apply(kspace.apply_ghosting)(
       jnp.asarray(x), ghost_params(num=num, axis=axis, intensity=intensity)), np.float64)
   # Image-domain autocorrelation along the axis: peaks at multiples of n / num_ghosts.
   ac = np.array([np.sum(y * np.roll(y, lag, axis)) for lag in range(n)])
@@ -273,14 +274,14 @@ def test_ghosts_at_the_predicted_period(axis, num):
 @pytest.mark.parametrize("alpha", [0.3, 0.55, 0.85])
 def test_gibbs_matches_numpy_reference(alpha):
   x = smooth_image(7)
-  out = np.asarray(jit_apply(artifacts.apply_gibbs)(jnp.asarray(x), gibbs_params(alpha=alpha)))
+  out = np.asarray(jit_apply(kspace.apply_gibbs)(jnp.asarray(x), gibbs_params(alpha=alpha)))
   np.testing.assert_allclose(out, np_gibbs(x, alpha), atol=2e-6)
   xo = smooth_image(7, ODD)
-  out = jit_apply(artifacts.apply_gibbs)(jnp.asarray(xo), gibbs_params(alpha=alpha))
+  out = jit_apply(kspace.apply_gibbs)(jnp.asarray(xo), gibbs_params(alpha=alpha))
   np.testing.assert_allclose(np.asarray(out), np_gibbs(xo, alpha), atol=2e-6)
   # The truncated spectrum: zero outside the centred box, untouched inside.
   k = jnp.fft.fftn(jnp.asarray(x))
-  kt = np.fft.fftshift(np.asarray(k * artifacts.gibbs_factor(SHAPE, gibbs_params(alpha=alpha))))
+  kt = np.fft.fftshift(np.asarray(k * kspace.gibbs_factor(SHAPE, gibbs_params(alpha=alpha))))
   box = np_gibbs_mask(SHAPE, alpha)
   assert np.sum(np.abs(kt[~box]) ** 2) == 0.0
   np.testing.assert_array_equal(kt[box], np.fft.fftshift(np.asarray(k))[box])
@@ -296,7 +297,7 @@ def test_gibbs_keeps_cosines_inside_the_box_only():
   outside = 0.15 * cos(7 * i / 16) + 0.1 * cos(1 * j / 20 + 10 * l / 24)
   x = (1.0 + inside + outside).astype(np.float32)
   alpha = 0.4  # keeps |f| <= 4.8, 6, 7.2 along the axes
-  out = np.asarray(jit_apply(artifacts.apply_gibbs)(jnp.asarray(x), gibbs_params(alpha=alpha)))
+  out = np.asarray(jit_apply(kspace.apply_gibbs)(jnp.asarray(x), gibbs_params(alpha=alpha)))
   np.testing.assert_allclose(out, 1.0 + inside, atol=2e-6)
   spec = np.fft.fftshift(np.fft.fftn(out.astype(np.float64)))
   outside_energy = np.sum(np.abs(spec[~np_gibbs_mask(SHAPE, alpha)]) ** 2)
@@ -318,7 +319,7 @@ def rician_mean(a, s):
 def test_rician_moments(a, s):
   shape = (32, 32, 32)
   x = jnp.full(shape, a, jnp.float32)
-  y = np.asarray(jax.jit(artifacts.add_rician)(jax.random.key(1), x, rician_params(std=s)),
+  y = np.asarray(jax.jit(rician.add_rician)(jax.random.key(1), x, rician_params(std=s)),
                  np.float64).ravel()
   n = y.size
   mean = rician_mean(a, s)
@@ -332,15 +333,15 @@ def test_rician_moments(a, s):
   assert abs(np.mean(y ** 2) - m2) < 5 * np.std(y ** 2) / np.sqrt(n)
   assert y.min() >= 0
   # Another key, another realisation; the same key, the same bits.
-  y2 = np.asarray(artifacts.add_rician(jax.random.key(2), x, rician_params(std=s))).ravel()
+  y2 = np.asarray(rician.add_rician(jax.random.key(2), x, rician_params(std=s))).ravel()
   assert not np.array_equal(y, y2)
-  y1 = np.asarray(artifacts.add_rician(jax.random.key(1), x, rician_params(std=s))).ravel()
+  y1 = np.asarray(rician.add_rician(jax.random.key(1), x, rician_params(std=s))).ravel()
   np.testing.assert_array_equal(y1, y.astype(np.float32))
 
 
 def test_rician_zero_std_is_identity_on_a_non_negative_image():
   x = jnp.asarray(smooth_image(8))
-  out = jax.jit(artifacts.add_rician)(jax.random.key(3), x, rician_params(std=0.0))
+  out = jax.jit(rician.add_rician)(jax.random.key(3), x, rician_params(std=0.0))
   np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
 
 

@@ -17,7 +17,7 @@ import scipy.ndimage as ndi
 
 from synthjax import ensembles
 from synthjax._src import ensembles as E
-from synthjax._src import draw
+from synthjax._src.ops import draw
 
 SHAPE = (32, 32, 32)
 T_SHAPE = (24, 28, 20)  # templates of another shape than the output

@@ -1,4 +1,4 @@
-"""FetalSynthGen cortex blur and simulated boundaries (`synthjax/_src/fetal_artifacts.py`)."""
+"""FetalSynthGen cortex blur and simulated boundaries (`synthjax/_src/stages/blur_cortex.py`, `boundary.py`)."""
 
 import numpy as np
 import pytest
@@ -6,16 +6,18 @@ import jax
 import jax.numpy as jnp
 from scipy import ndimage
 
-from synthjax._src import fetal_artifacts as fa
+from synthjax._src.ops import morphology
+from synthjax._src.stages import blur_cortex
+from synthjax._src.stages import boundary
 
 N = 32
 SHAPE = (N, N, N)
-BLUR_CFG = fa.BlurCortexConfig(prob=0.7, enabled=True, nblur=(2, 8))
-BND_CFG = fa.BoundaryConfig(prob=1.0, enabled=True)
+BLUR_CFG = blur_cortex.BlurCortexConfig(prob=0.7, enabled=True, nblur=(2, 8))
+BND_CFG = boundary.BoundaryConfig(prob=1.0, enabled=True)
 # Shared jitted stages (configs static), so that tests reuse one compilation each.
-_blur = jax.jit(fa.apply_blur_cortex, static_argnums=3)
-_bnd = jax.jit(fa.apply_boundary, static_argnums=3)
-_sample_blur_batch = jax.jit(jax.vmap(lambda k: fa.sample_blur_cortex(k, BLUR_CFG)))
+_blur = jax.jit(blur_cortex.apply_blur_cortex, static_argnums=3)
+_bnd = jax.jit(boundary.apply_boundary, static_argnums=3)
+_sample_blur_batch = jax.jit(jax.vmap(lambda k: blur_cortex.sample_blur_cortex(k, BLUR_CFG)))
 
 
 def _ball(r):
@@ -44,30 +46,30 @@ def brain():
 
 
 def test_configs_defaults_and_validation():
-  c = fa.BlurCortexConfig()
+  c = blur_cortex.BlurCortexConfig()
   assert (c.enabled, c.prob, c.nblur) == (False, 0.0, (50, 199))
   assert (c.blob_sigma_shape, c.blob_sigma_scale, c.blur_std_shape, c.blur_std_scale) == (3, 1, 2, 1)
-  b = fa.BoundaryConfig()
+  b = boundary.BoundaryConfig()
   assert (b.enabled, b.prob, b.halo_radius) == (False, 0.0, (5, 14))
   assert (b.prob_no_mask, b.prob_halo, b.prob_fuzzy) == (0.5, 0.5, 0.5)
   hash(c), hash(b)
   bad = [
-      (fa.BlurCortexConfig, {"nblur": (5, 2)}, "nblur"),
-      (fa.BlurCortexConfig, {"nblur": (0, 0)}, "nblur"),
-      (fa.BlurCortexConfig, {"nblur": (1.5, 3)}, "nblur"),
-      (fa.BlurCortexConfig, {"blob_sigma_shape": 0.0}, "blob_sigma_shape"),
-      (fa.BlurCortexConfig, {"blur_std_scale": -1.0}, "blur_std_scale"),
-      (fa.BlurCortexConfig, {"max_blur_std": float("inf")}, "max_blur_std"),
-      (fa.BlurCortexConfig, {"prob": 1.5}, "prob"),
-      (fa.BlurCortexConfig, {"cortex_label": 2.5}, "cortex_label"),
-      (fa.BoundaryConfig, {"prob_halo": -0.1}, "prob_halo"),
-      (fa.BoundaryConfig, {"prob_no_mask": 2}, "prob_no_mask"),
-      (fa.BoundaryConfig, {"halo_radius": (-1, 3)}, "halo_radius"),
-      (fa.BoundaryConfig, {"halo_radius": (6, 5)}, "halo_radius"),
-      (fa.BoundaryConfig, {"fuzzy_width": (-1.0, 2.0)}, "fuzzy_width"),
-      (fa.BoundaryConfig, {"fuzzy_jitter": (3.0, 2.0)}, "fuzzy_jitter"),
-      (fa.BoundaryConfig, {"jitter_grid_scale": 1.5}, "jitter_grid_scale"),
-      (fa.BoundaryConfig, {"fuzzy_grid_scale": 0.0}, "fuzzy_grid_scale"),
+      (blur_cortex.BlurCortexConfig, {"nblur": (5, 2)}, "nblur"),
+      (blur_cortex.BlurCortexConfig, {"nblur": (0, 0)}, "nblur"),
+      (blur_cortex.BlurCortexConfig, {"nblur": (1.5, 3)}, "nblur"),
+      (blur_cortex.BlurCortexConfig, {"blob_sigma_shape": 0.0}, "blob_sigma_shape"),
+      (blur_cortex.BlurCortexConfig, {"blur_std_scale": -1.0}, "blur_std_scale"),
+      (blur_cortex.BlurCortexConfig, {"max_blur_std": float("inf")}, "max_blur_std"),
+      (blur_cortex.BlurCortexConfig, {"prob": 1.5}, "prob"),
+      (blur_cortex.BlurCortexConfig, {"cortex_label": 2.5}, "cortex_label"),
+      (boundary.BoundaryConfig, {"prob_halo": -0.1}, "prob_halo"),
+      (boundary.BoundaryConfig, {"prob_no_mask": 2}, "prob_no_mask"),
+      (boundary.BoundaryConfig, {"halo_radius": (-1, 3)}, "halo_radius"),
+      (boundary.BoundaryConfig, {"halo_radius": (6, 5)}, "halo_radius"),
+      (boundary.BoundaryConfig, {"fuzzy_width": (-1.0, 2.0)}, "fuzzy_width"),
+      (boundary.BoundaryConfig, {"fuzzy_jitter": (3.0, 2.0)}, "fuzzy_jitter"),
+      (boundary.BoundaryConfig, {"jitter_grid_scale": 1.5}, "jitter_grid_scale"),
+      (boundary.BoundaryConfig, {"fuzzy_grid_scale": 0.0}, "fuzzy_grid_scale"),
   ]
   for cls, kw, field in bad:
     with pytest.raises(ValueError, match=field):
@@ -93,40 +95,40 @@ def test_sample_blur_cortex_shapes_stats_and_fixing():
   # Fixing, including one sigma triple broadcast to every slot.
   # (Under jit, so that the unused gamma draw is dropped instead of compiled.)
   fixed = {"applied": True, "nblur": 4, "blur_std": [1.0, 0.0, 2.0], "blob_sigma": [2.0, 3.0, 4.0]}
-  f = jax.jit(lambda k: fa.sample_blur_cortex(k, cfg, fixed=fixed))(jax.random.key(1))
+  f = jax.jit(lambda k: blur_cortex.sample_blur_cortex(k, cfg, fixed=fixed))(jax.random.key(1))
   assert bool(f["applied"]) and int(f["nblur"]) == 4
   np.testing.assert_array_equal(f["blur_std"], [1.0, 0.0, 2.0])
   np.testing.assert_array_equal(f["blob_sigma"], np.tile([2.0, 3.0, 4.0], (8, 1)))
   with pytest.raises(ValueError, match="blob_sigma"):
-    jax.jit(lambda k: fa.sample_blur_cortex(k, cfg, fixed={"blob_sigma": np.ones((2, 3))}))(
+    jax.jit(lambda k: blur_cortex.sample_blur_cortex(k, cfg, fixed={"blob_sigma": np.ones((2, 3))}))(
         jax.random.key(1))
 
 
 def test_centres_inside_region_distinct_and_prior(brain):
   _, cortex, _ = brain
-  c, v = fa.sample_centres(jax.random.key(3), jnp.asarray(cortex), 64)
+  c, v = blur_cortex.sample_centres(jax.random.key(3), jnp.asarray(cortex), 64)
   c, v = np.asarray(c), np.asarray(v)
   assert v.all() and cortex[tuple(c.T)].all()
   assert len({tuple(x) for x in c}) == 64  # without replacement
   # Fewer region voxels than slots: every region voxel once, the rest invalid.
   small = np.zeros(SHAPE, bool)
   small[3, 4, 5] = small[10, 11, 12] = small[30, 1, 2] = True
-  c, v = fa.sample_centres(jax.random.key(4), jnp.asarray(small), 5)
+  c, v = blur_cortex.sample_centres(jax.random.key(4), jnp.asarray(small), 5)
   assert np.asarray(v).tolist() == [True] * 3 + [False] * 2
   assert {tuple(x) for x in np.asarray(c)[:3]} == {(3, 4, 5), (10, 11, 12), (30, 1, 2)}
   # Empty region: no valid centre.
-  _, v = fa.sample_centres(jax.random.key(4), jnp.zeros(SHAPE, bool), 5)
+  _, v = blur_cortex.sample_centres(jax.random.key(4), jnp.zeros(SHAPE, bool), 5)
   assert not np.asarray(v).any()
   # The peer's prior favours the ends of axis 0 (uniform: half the voxels there).
   full = jnp.ones(SHAPE, bool)
-  c, _ = fa.sample_centres(jax.random.key(5), full, 199, prior=True)
+  c, _ = blur_cortex.sample_centres(jax.random.key(5), full, 199, prior=True)
   x = np.asarray(c)[:, 0]
   assert ((x < 8) | (x >= 24)).mean() > 0.7
-  c, _ = fa.sample_centres(jax.random.key(5), full, 199, prior=False)
+  c, _ = blur_cortex.sample_centres(jax.random.key(5), full, 199, prior=False)
   x = np.asarray(c)[:, 0]
   assert 0.35 < ((x < 8) | (x >= 24)).mean() < 0.65
   # Prior values: min(1, G1 + G2) of the peer's two Gaussians, in the log domain.
-  lp = np.asarray(fa.cortex_prior_logits(SHAPE))
+  lp = np.asarray(blur_cortex.cortex_prior_logits(SHAPE))
   i, j, k = np.meshgrid(*[np.arange(N)] * 3, indexing="ij")
   rest = (j - N) ** 2 + (k - N // 2) ** 2
   ref = np.exp(-0.5 * (i ** 2 + rest) / 6 ** 2) + np.exp(-0.5 * ((i - N) ** 2 + rest) / 6 ** 2)
@@ -138,7 +140,7 @@ def test_blob_mask_matches_numpy():
   centres = rng.integers(0, N, (6, 3))
   sig = rng.gamma(3.0, 1.0, (6, 3)).astype(np.float32)
   active = np.array([1, 1, 0, 1, 1, 0], bool)
-  got = np.asarray(fa.blob_mask(jnp.asarray(centres), jnp.asarray(sig), jnp.asarray(active), SHAPE))
+  got = np.asarray(blur_cortex.blob_mask(jnp.asarray(centres), jnp.asarray(sig), jnp.asarray(active), SHAPE))
   g = np.stack(np.meshgrid(*[np.arange(N)] * 3, indexing="ij")).astype(np.float64)
   ref = np.zeros(SHAPE)
   for c, s, a in zip(centres, sig, active):
@@ -150,9 +152,9 @@ def test_blob_mask_matches_numpy():
 
 def test_blur_matches_scipy():
   x = np.random.default_rng(2).uniform(0, 1, SHAPE).astype(np.float32)
-  cfg = fa.BlurCortexConfig()
+  cfg = blur_cortex.BlurCortexConfig()
   for stds in ([1.3, 0.0, 2.7], [0.4, 4.0, 9.5], [12.0, 0.7, 1.0]):
-    got = np.asarray(fa.gaussian_blur(jnp.asarray(x), jnp.asarray(stds), cfg))
+    got = np.asarray(blur_cortex.gaussian_blur(jnp.asarray(x), jnp.asarray(stds), cfg))
     ref = ndimage.gaussian_filter(x.astype(np.float64), np.minimum(stds, cfg.max_blur_std),
                                   mode="reflect", truncate=4.0)
     np.testing.assert_allclose(got, ref, atol=2e-5)
@@ -172,8 +174,8 @@ def test_apply_blur_cortex_reference_and_identities(brain):
   key = jax.random.key(7)
   x, region = jnp.asarray(img), jnp.asarray(cortex)
   p = _blur_params()
-  out = np.asarray(fa.apply_blur_cortex(key, x, p, cfg, region))  # eager
-  g = np.asarray(fa.blur_cortex_weights(key, p, cfg, region))
+  out = np.asarray(blur_cortex.apply_blur_cortex(key, x, p, cfg, region))  # eager
+  g = np.asarray(blur_cortex.blur_cortex_weights(key, p, cfg, region))
   run = lambda k, x, q, r: _blur(k, x, q, cfg, r)
   np.testing.assert_allclose(np.asarray(run(key, x, p, region)), out, atol=1e-6)
   blur = ndimage.gaussian_filter(img.astype(np.float64), [1.5, 2.0, 0.8], mode="reflect")
@@ -182,7 +184,7 @@ def test_apply_blur_cortex_reference_and_identities(brain):
   assert g[cortex].max() == 1.0 and 0.0 < g.mean() < 0.5
   assert np.abs(out - img).max() > 0.05 and np.isfinite(out).all() and out.dtype == np.float32
   # Exactly the count: 5 active of 8 slots -> 5 distinct unit peaks.
-  c, v = fa.sample_centres(key, region, 8)
+  c, v = blur_cortex.sample_centres(key, region, 8)
   assert np.asarray(v).all() and (g[tuple(np.asarray(c)[:5].T)] == 1.0).all()
   # Identities: not applied, no blob, zero blur, empty region.
   for q, r in ((_blur_params(applied=False), region), (_blur_params(nblur=0), region),
@@ -190,7 +192,7 @@ def test_apply_blur_cortex_reference_and_identities(brain):
                (p, jnp.zeros(SHAPE, bool))):
     np.testing.assert_array_equal(np.asarray(run(key, x, q, r)), img)
   with pytest.raises(ValueError, match="region_mask"):
-    fa.apply_blur_cortex(key, x, p, cfg, region[:-1])
+    blur_cortex.apply_blur_cortex(key, x, p, cfg, region[:-1])
 
 
 def test_blur_cortex_jit_vmap(brain):
@@ -201,7 +203,7 @@ def test_blur_cortex_jit_vmap(brain):
   # Sampled params (the batch of the sampling test, its compilation reused), first three.
   ps = jax.tree.map(lambda a: a[:3], _sample_blur_batch(jax.random.split(jax.random.key(0), 400)))
   ps["applied"] = jnp.asarray([True, False, True])
-  run = lambda k, p: fa.apply_blur_cortex(k, x, p, cfg, region)
+  run = lambda k, p: blur_cortex.apply_blur_cortex(k, x, p, cfg, region)
   batch = np.asarray(jax.jit(jax.vmap(run))(skeys, ps))
   for i in range(3):
     p = jax.tree.map(lambda a: a[i], ps)
@@ -216,8 +218,8 @@ def test_blur_cortex_jit_vmap(brain):
 
 
 def test_sample_boundary_and_fixing():
-  cfg = fa.BoundaryConfig(prob=1.0, enabled=True)
-  p = jax.vmap(lambda k: fa.sample_boundary(k, cfg))(jax.random.split(jax.random.key(0), 400))
+  cfg = boundary.BoundaryConfig(prob=1.0, enabled=True)
+  p = jax.vmap(lambda k: boundary.sample_boundary(k, cfg))(jax.random.split(jax.random.key(0), 400))
   for name in ("applied", "no_mask", "halo", "fuzzy"):
     assert p[name].dtype == jnp.bool_
   assert np.asarray(p["applied"]).all()
@@ -227,7 +229,7 @@ def test_sample_boundary_and_fixing():
   assert r.dtype == np.int32 and r.min() == 5 and r.max() == 14
   w, j = np.asarray(p["fuzzy_width"]), np.asarray(p["fuzzy_jitter"])
   assert 2.0 <= w.min() and w.max() <= 10.0 and 0.0 <= j.min() and j.max() <= 3.0
-  f = fa.sample_boundary(jax.random.key(1), cfg, fixed={"no_mask": False, "halo": True,
+  f = boundary.sample_boundary(jax.random.key(1), cfg, fixed={"no_mask": False, "halo": True,
                                                         "halo_radius": 7, "fuzzy_width": 4.5})
   assert (not bool(f["no_mask"])) and bool(f["halo"]) and int(f["halo_radius"]) == 7
   assert float(f["fuzzy_width"]) == 4.5
@@ -237,8 +239,8 @@ def test_squared_distance_and_halo_match_scipy(brain):
   fg, _, _ = brain
   small = _sphere(SHAPE, (5, 27, 16), 2) | _sphere(SHAPE, (24, 8, 3), 1)
   small[16, 16, 31] = True
-  sq = jax.jit(lambda m: fa.squared_distance(m, 14))
-  dil = jax.jit(lambda m, r: fa.dilate_ball(m, r, 14))  # traced radius: one compilation
+  sq = jax.jit(lambda m: morphology.squared_distance(m, 14))
+  dil = jax.jit(lambda m, r: morphology.dilate_ball(m, r, 14))  # traced radius: one compilation
   for mask in (fg, small):
     d = np.asarray(sq(jnp.asarray(mask)))
     edt2 = np.rint(ndimage.distance_transform_edt(~mask) ** 2)
@@ -271,7 +273,7 @@ def test_apply_boundary_modes(brain):
   mask_of = lambda k, p: run(p, k) != 0  # the image is >= 0.1 everywhere
   # One eager call (the jitted ones below must agree with it).
   np.testing.assert_array_equal(
-      np.asarray(fa.apply_boundary(key, x, _bparams(halo=True, fuzzy=True), cfg, f)),
+      np.asarray(boundary.apply_boundary(key, x, _bparams(halo=True, fuzzy=True), cfg, f)),
       run(_bparams(halo=True, fuzzy=True)))
   # No mask / not applied: the input itself.
   np.testing.assert_array_equal(run(_bparams(no_mask=True, halo=True, fuzzy=True)), img)
@@ -305,7 +307,7 @@ def test_apply_boundary_modes(brain):
   np.testing.assert_array_equal(
       run(_bparams(halo=True, fuzzy=True, fuzzy_width=0.0, fuzzy_jitter=0.0)), img * halo)
   with pytest.raises(ValueError, match="foreground"):
-    fa.apply_boundary(key, x, _bparams(), cfg, f[:, :-1])
+    boundary.apply_boundary(key, x, _bparams(), cfg, f[:, :-1])
 
 
 def test_boundary_jit_vmap(brain):
@@ -316,7 +318,7 @@ def test_boundary_jit_vmap(brain):
         _bparams(fuzzy=True), _bparams(halo=True, fuzzy=True, fuzzy_width=3.0)]
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *ps)
   skeys = jax.random.split(jax.random.key(4), 4)
-  run = lambda k, p: fa.apply_boundary(k, x, p, cfg, f)
+  run = lambda k, p: boundary.apply_boundary(k, x, p, cfg, f)
   vrun = jax.jit(jax.vmap(run))
   batch = np.asarray(vrun(skeys, stacked))
   for i, p in enumerate(ps):
@@ -326,6 +328,6 @@ def test_boundary_jit_vmap(brain):
   np.testing.assert_array_equal(batch[0], np.asarray(x))
   # Sampled params go straight in (a batch of keys, vmapped).
   pk = jax.random.split(jax.random.key(5), 4)
-  sp = jax.vmap(lambda k: fa.sample_boundary(k, cfg))(pk)
+  sp = jax.vmap(lambda k: boundary.sample_boundary(k, cfg))(pk)
   out = vrun(skeys, sp)
   assert out.shape == (4,) + SHAPE and np.isfinite(np.asarray(out)).all()

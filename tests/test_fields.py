@@ -2,18 +2,18 @@
 
 References:
   * `scipy.ndimage.map_coordinates` (order 1) at align-corners positions over the first `n`
-    nodes of the small grid (`n = draw.grid_size(...)`) for `intensity.bias_field` and for
-    the velocity upsampling of `spatial.displacement_field`;
+    nodes of the small grid (`n = draw.grid_size(...)`) for `bias.bias_field` and for
+    the velocity upsampling of `geometry.displacement_field`;
   * an independent numpy/scipy scaling-and-squaring of the same velocity, and a 4th-order
     Runge-Kutta integration of the stationary velocity ODE, for `displacement_field`;
   * at the extremes of the SynthSeg and fetal preset ranges (64^3, params from
-    `synthjax.sample_params(..., fixed=...)`, maps from `spatial.coordinate_map`): the RK4
+    `synthjax.sample_params(..., fixed=...)`, maps from `geometry.coordinate_map`): the RK4
     flow above, inverse consistency of the flows of `v` and `-v`, an explicit numpy
     composition (deformation, affine in mm about the centre, crop offset) and `np.gradient`
     Jacobian determinants (no folding);
   * `scipy.spatial.transform.Rotation` (extrinsic x-y-z Euler angles, i.e. Rz @ Ry @ Rx)
-    for `spatial.affine_matrix`;
-  * uniform / centring arithmetic for `spatial.crop_offset`.
+    for `geometry.affine_matrix`;
+  * uniform / centring arithmetic for `geometry.crop_offset`.
 """
 
 import functools
@@ -27,9 +27,9 @@ from scipy import stats
 from scipy.spatial.transform import Rotation
 
 import synthjax
-from synthjax._src import draw
-from synthjax._src import intensity
-from synthjax._src import spatial
+from synthjax._src.ops import draw
+from synthjax._src.stages import bias
+from synthjax._src.stages import geometry
 from synthjax._src.config import BiasConfig, DeformationConfig
 
 
@@ -58,8 +58,8 @@ def _interp_field(field, pts):
 
 
 def _displacement_last(*args):
-  """`spatial.displacement_field` (channel-first) as a channel-last `(X, Y, Z, 3)` field."""
-  return jnp.moveaxis(spatial.displacement_field(*args), 0, -1)
+  """`geometry.displacement_field` (channel-first) as a channel-last `(X, Y, Z, 3)` field."""
+  return jnp.moveaxis(geometry.displacement_field(*args), 0, -1)
 
 
 def _grid(shape):
@@ -169,7 +169,7 @@ def _bias_reference(key, std, grid_scale):
 
 
 def _bias_fn(key, p):
-  return intensity.bias_field(key, p, BIAS_CFG, BIAS_SHAPE)
+  return bias.bias_field(key, p, BIAS_CFG, BIAS_SHAPE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -299,7 +299,7 @@ def _preset_maps(name):
   params = [synthjax.sample_params(jax.random.key(200 + j), cfg, fixed=f)
             for j, f in enumerate(fixed)]
   keys = jnp.stack([jax.random.key(100 + i) for i in SEEDS for _ in range(3)])
-  maps = np.asarray(jax.jit(jax.vmap(lambda k, p: spatial.coordinate_map(k, p, cfg, IN_SHAPE)))(
+  maps = np.asarray(jax.jit(jax.vmap(lambda k, p: geometry.coordinate_map(k, p, cfg, IN_SHAPE)))(
       keys, _stack(params)))
   # Without the affine the map is x + u(x) + crop offset.
   disp = []
@@ -414,13 +414,13 @@ def test_affine_matrix_matches_numpy_construction(mode):
   p = {k: jnp.asarray(v, jnp.float32) for k, v in raw.items()}
   if mode == "eager":
     with jax.disable_jit():
-      out = np.stack([np.asarray(spatial.affine_matrix(jax.tree.map(lambda a: a[i], p)))
+      out = np.stack([np.asarray(geometry.affine_matrix(jax.tree.map(lambda a: a[i], p)))
                       for i in range(2)])
   elif mode == "jit":
-    fn = jax.jit(spatial.affine_matrix)
+    fn = jax.jit(geometry.affine_matrix)
     out = np.stack([np.asarray(fn(jax.tree.map(lambda a: a[i], p))) for i in range(8)])
   else:
-    out = np.asarray(jax.jit(jax.vmap(spatial.affine_matrix))(p))
+    out = np.asarray(jax.jit(jax.vmap(geometry.affine_matrix))(p))
   for i, m in enumerate(out):
     ref = _affine_reference(*(np.float32(raw[k][i]).astype(np.float64)
                               for k in ("rotation", "scaling", "shear")))
@@ -431,7 +431,7 @@ def test_affine_matrix_pure_rotation_is_orthonormal():
   rng = np.random.default_rng(7)
   p = {"rotation": jnp.asarray(rng.uniform(-180, 180, (16, 3)), jnp.float32),
        "scaling": jnp.ones((16, 3), jnp.float32), "shear": jnp.zeros((16, 6), jnp.float32)}
-  mats = np.asarray(jax.vmap(spatial.affine_matrix)(p)).astype(np.float64)
+  mats = np.asarray(jax.vmap(geometry.affine_matrix)(p)).astype(np.float64)
   eye = np.broadcast_to(np.eye(3), mats.shape)
   np.testing.assert_allclose(mats @ np.swapaxes(mats, 1, 2), eye, atol=1e-6)
   np.testing.assert_allclose(np.linalg.det(mats), 1.0, atol=1e-6)
@@ -442,7 +442,7 @@ def test_affine_matrix_single_angle_is_right_handed_rotation_about_axis(axis):
   # +90 degrees about axis a maps e_{a+1} to e_{a+2} (cyclically) and fixes e_a.
   rot = np.zeros(3)
   rot[axis] = 90.0
-  m = np.asarray(spatial.affine_matrix({"rotation": jnp.asarray(rot, jnp.float32),
+  m = np.asarray(geometry.affine_matrix({"rotation": jnp.asarray(rot, jnp.float32),
                                         "scaling": jnp.ones(3), "shear": jnp.zeros(6)}))
   e = np.eye(3)
   np.testing.assert_allclose(m @ e[axis], e[axis], atol=1e-6)
@@ -468,13 +468,13 @@ def test_crop_offset_numpy_and_jax_paths_agree(in_shape, out_shape):
   pos += [np.float32(np.minimum(k, np.maximum(room, 0)) / (np.maximum(room, 0) + 1))
           for k in range(3)]
   pos = np.asarray(pos, np.float32)
-  jitted = jax.jit(lambda q: spatial.crop_offset(in_shape, out_shape, q))
-  batched = np.asarray(jax.vmap(lambda q: spatial.crop_offset(in_shape, out_shape, q))(
+  jitted = jax.jit(lambda q: geometry.crop_offset(in_shape, out_shape, q))
+  batched = np.asarray(jax.vmap(lambda q: geometry.crop_offset(in_shape, out_shape, q))(
       jnp.asarray(pos)))
   for q, b in zip(pos, batched):
     ref = _crop_offset_reference(in_shape, out_shape, q.astype(np.float64))
-    np.testing.assert_array_equal(spatial.crop_offset(in_shape, out_shape, q), ref)
-    np.testing.assert_array_equal(np.asarray(spatial.crop_offset(in_shape, out_shape,
+    np.testing.assert_array_equal(geometry.crop_offset(in_shape, out_shape, q), ref)
+    np.testing.assert_array_equal(np.asarray(geometry.crop_offset(in_shape, out_shape,
                                                                  jnp.asarray(q))), ref)
     np.testing.assert_array_equal(np.asarray(jitted(jnp.asarray(q))), ref)
     np.testing.assert_array_equal(b, ref)
@@ -484,20 +484,20 @@ def test_crop_offset_is_uniform_within_room():
   in_shape, out_shape = (40, 36, 33), (32, 32, 32)
   room = np.array(in_shape) - np.array(out_shape)
   pos = np.random.default_rng(9).uniform(size=(6000, 3))
-  offs = np.stack([spatial.crop_offset(in_shape, out_shape, q) for q in pos])
+  offs = np.stack([geometry.crop_offset(in_shape, out_shape, q) for q in pos])
   assert (offs >= 0).all() and (offs <= room).all()
   for a in range(3):
     counts = np.bincount(offs[:, a], minlength=room[a] + 1)
     assert len(counts) == room[a] + 1 and (counts > 0).all()
     assert stats.chisquare(counts).pvalue > 1e-3
-  np.testing.assert_array_equal(spatial.crop_offset(in_shape, out_shape, np.ones(3)), room)
-  np.testing.assert_array_equal(spatial.crop_offset(in_shape, out_shape, np.zeros(3)), 0)
+  np.testing.assert_array_equal(geometry.crop_offset(in_shape, out_shape, np.ones(3)), room)
+  np.testing.assert_array_equal(geometry.crop_offset(in_shape, out_shape, np.zeros(3)), 0)
 
 
 @pytest.mark.parametrize("n_in,n_out", [(30, 32), (30, 33), (1, 8), (17, 40)])
 def test_crop_offset_pads_centred(n_in, n_out):
   for q in (0.0, 0.5, 1.0):
-    off = spatial.crop_offset((n_in,) * 3, (n_out,) * 3, np.full(3, q))
+    off = geometry.crop_offset((n_in,) * 3, (n_out,) * 3, np.full(3, q))
     before = -off
     after = n_out - n_in - before
     assert (before >= 0).all() and (after >= 0).all()

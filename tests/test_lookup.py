@@ -1,11 +1,11 @@
-"""Small-table lookups (`synthjax._src.lookup`) against numpy indexing, eager/jit/vmap."""
+"""Small-table lookups (`synthjax._src.ops.lookup`) against numpy indexing, eager/jit/vmap."""
 
 import numpy as np
 import pytest
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import lookup
+from synthjax._src.ops import lookup
 from synthjax._src import generator
 import synthjax
 

@@ -1,4 +1,4 @@
-"""k-space motion artifact (`synthjax._src.motion`, issue #6 item 3).
+"""k-space motion artifact (`synthjax._src.stages.motion`).
 
 References written here:
   * a numpy / scipy implementation of TorchIO's `Motion` (each pose resampled with
@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from scipy import ndimage
 
-from synthjax._src import motion
-from synthjax._src.motion import MotionConfig
+from synthjax._src.stages import motion
+from synthjax._src.stages.motion import MotionConfig
 
 SHAPE = (24, 20, 16)  # distinct sizes, so an axis mix-up cannot pass
 SPACING = (1.0, 2.0, 0.5)  # anisotropic; powers of 2 keep integer shifts exact

@@ -102,7 +102,10 @@ def test_image_stages_render_through_one_signature_in_registry_order():
   for s in registry.STAGES:
     if s.phase == "image":
       assert s.apply is not None and s.configured, s.name
-      assert list(inspect.signature(s.apply).parameters) == ["k", "x", "p", "c", "ctx"], s.name
+      # (key, image, params, stage_config, ctx), all positional.
+      params = list(inspect.signature(s.apply).parameters.values())
+      assert len(params) == 5 and params[-1].name == "ctx", s.name
+      assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params), s.name
     else:
       assert s.apply is None and s.off is None, s.name
 
@@ -110,7 +113,6 @@ def test_image_stages_render_through_one_signature_in_registry_order():
 def test_a_registered_image_stage_is_rendered_where_the_registry_puts_it(cfg):
   """Removing an image stage's record from the registry removes it from the image (the
   render loop has no branch of its own for it)."""
-  import dataclasses
   lab = np.zeros((16, 16, 16), np.int32)
   lab[4:12, 4:12, 4:12] = 1
   base = synthjax.presets.synthseg((0, 1), (16, 16, 16), noise={"prob": 1.0, "std": (0.1, 0.1)})

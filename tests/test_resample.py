@@ -1,4 +1,4 @@
-"""Numerical tests of `synthjax._src.resample` against scipy/numpy references.
+"""Numerical tests of `synthjax._src.ops.resample` against scipy/numpy references.
 
 References:
   * `scipy.ndimage.map_coordinates` (order 0 and 1; modes "grid-constant" and "nearest")
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from scipy import ndimage
 
-from synthjax._src import resample
+from synthjax._src.ops import resample
 
 ATOL = 2e-5
 # One volume shape, and coordinates on a grid of the same shape, for the single-volume

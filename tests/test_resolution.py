@@ -1,4 +1,4 @@
-"""Numerical tests of `synthjax._src.resolution` against scipy/numpy references.
+"""Numerical tests of `synthjax._src.stages.resolution` against scipy/numpy references.
 
 References:
   * `scipy.ndimage.gaussian_filter1d(x, sigma, mode="reflect", truncate=4.0)` for
@@ -18,7 +18,8 @@ import jax.numpy as jnp
 from scipy import ndimage
 from scipy import stats
 
-from synthjax._src import resolution
+from synthjax._src.ops import filters
+from synthjax._src.stages import resolution
 from synthjax._src.config import ResolutionConfig
 
 # ---------------------------------------------------------------------------------------
@@ -71,11 +72,11 @@ def _check_gaussian(mats):
 
 def test_gaussian_matrix_matches_gaussian_filter1d_eager():
   with jax.disable_jit():
-    _check_gaussian([resolution.gaussian_matrix(N_GAUSS, s, RADIUS_MAX) for s in SIGMAS])
+    _check_gaussian([filters.gaussian_matrix(N_GAUSS, s, RADIUS_MAX) for s in SIGMAS])
 
 
 def test_gaussian_matrix_matches_gaussian_filter1d_traced_sigma():
-  fn = jax.jit(lambda s: resolution.gaussian_matrix(N_GAUSS, s, RADIUS_MAX))
+  fn = jax.jit(lambda s: filters.gaussian_matrix(N_GAUSS, s, RADIUS_MAX))
   _check_gaussian([fn(jnp.float32(s)) for s in SIGMAS])  # one compilation, traced sigma
   _check_gaussian(jax.vmap(fn)(jnp.asarray(SIGMAS, jnp.float32)))
 

@@ -1,4 +1,4 @@
-"""Statistical checks of the per-voxel hash generator (`synthjax._src.rng`).
+"""Statistical checks of the per-voxel hash generator (`synthjax._src.ops.rng`).
 
 References: closed-form moments of N(0, 1) and U(0, 1), `scipy.stats` tests with fixed
 significance levels; the generator's promise is exact replay, so eager, jit and vmap must
@@ -11,7 +11,7 @@ import scipy.stats
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import rng
+from synthjax._src.ops import rng
 
 SHAPE = (48, 48, 48)
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from scipy import ndimage
 
-from synthjax._src import resolution
+from synthjax._src.stages import resolution
 from synthjax._src.config import ResolutionConfig, SynthConfig
 
 BOX = ResolutionConfig(slice_profile="boxcar")

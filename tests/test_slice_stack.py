@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import scipy.ndimage
 
-from synthjax._src import slice_stack as ss
-from synthjax._src.slice_stack import SliceStackConfig
+from synthjax._src.stages import slice_stack
+from synthjax._src.stages.slice_stack import SliceStackConfig
 
 SHAPE = (32, 30, 28)  # distinct sizes, so an axis mix-up cannot pass
 ISO = (1.0, 1.0, 1.0)
@@ -47,17 +47,17 @@ def apply(x, p, cfg=CFG, spacing=ISO):
   """jit of apply_slice_stack, one compilation per (cfg, spacing)."""
   spacing = tuple(spacing)
   if (cfg, spacing) not in _CACHE:
-    _CACHE[cfg, spacing] = jax.jit(lambda x, p: ss.apply_slice_stack(None, x, p, cfg, spacing))
+    _CACHE[cfg, spacing] = jax.jit(lambda x, p: slice_stack.apply_slice_stack(x, p, cfg, spacing))
   return np.asarray(_CACHE[cfg, spacing](jnp.asarray(x), p))
 
 
-sample_jit = jax.jit(ss.sample_slice_stack, static_argnums=(1, 2, 3))
+sample_jit = jax.jit(slice_stack.sample_slice_stack, static_argnums=(1, 2, 3))
 
 
 def make_params(shape=SHAPE, spacing=ISO, cfg=CFG, active=(True, False, False), thickness=1.0,
                 gap=0.0, offset=0.0, rotation=0.0, translation=0.0, applied=True):
   """Params written directly (no sampling): motion (S, K, 3) broadcast from what is given."""
-  s, k = len(ss.slot_axes(cfg)), ss.max_slices(cfg, shape, spacing)
+  s, k = len(slice_stack.slot_axes(cfg)), slice_stack.max_slices(cfg, shape, spacing)
   vec = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (s,))
   motion = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (s, k, 3))
   return {"applied": jnp.asarray(applied), "num_stacks": jnp.int32(sum(active)),
@@ -148,7 +148,7 @@ def test_gap_larger_than_the_volume_gives_one_slice():
 
 def test_integer_translations_shift_exactly_their_slices():
   x = smooth_image(5)
-  k = ss.max_slices(CFG, SHAPE, ISO)
+  k = slice_stack.max_slices(CFG, SHAPE, ISO)
   trans = np.zeros((3, k, 3), np.float32)
   trans[2, 3] = (0.0, 2.0, 0.0)     # in-plane, 2 voxels along axis 1
   trans[2, 7] = (-3.0, 0.0, 0.0)    # in-plane, -3 voxels along axis 0
@@ -167,7 +167,7 @@ def test_integer_translations_shift_exactly_their_slices():
 
 def test_in_plane_rotations_about_the_centre_permute_the_slice():
   x = smooth_image(6)
-  k = ss.max_slices(CFG, SHAPE, ISO)
+  k = slice_stack.max_slices(CFG, SHAPE, ISO)
   rot = np.zeros((3, k, 3), np.float32)
   rot[2, 5] = (0.0, 0.0, 90.0)
   rot[2, 9] = (0.0, 0.0, 180.0)
@@ -195,7 +195,7 @@ def test_in_plane_rotations_about_the_centre_permute_the_slice():
 def test_absent_stacks_are_masked_and_none_present_is_identity():
   x = smooth_image(8)
   rng = np.random.default_rng(0)
-  k = ss.max_slices(CFG, SHAPE, ISO)
+  k = slice_stack.max_slices(CFG, SHAPE, ISO)
   keep = dict(thickness=[2.0, 2.5, 3.0], gap=[0.5, 1.0, 0.0], offset=[0.1, 0.5, 0.9],
               rotation=rng.normal(0, 2, (3, k, 3)), translation=rng.normal(0, 1, (3, k, 3)))
   single = [apply(x, make_params(active=one_hot(i), **keep)) for i in range(3)]
@@ -212,13 +212,13 @@ def test_blocks_of_planes_give_the_same_image(monkeypatch):
   # last one padded), 7 along axis 2 (4 blocks).
   x = smooth_image(10)
   rng = np.random.default_rng(1)
-  k = ss.max_slices(CFG, SHAPE, ISO)
+  k = slice_stack.max_slices(CFG, SHAPE, ISO)
   p = make_params(active=(True, True, True), thickness=[2.0, 2.5, 3.0], gap=[0.5, 1.0, 0.0],
                   offset=[0.1, 0.5, 0.9], rotation=rng.normal(0, 2, (3, k, 3)),
                   translation=rng.normal(0, 1, (3, k, 3)))
   whole = apply(x, p)
-  monkeypatch.setattr(ss, "BLOCK_VOXELS", 6720)
-  blocked = jax.jit(lambda x, p: ss.apply_slice_stack(None, x, p, CFG, ISO))(x, p)
+  monkeypatch.setattr(slice_stack, "BLOCK_VOXELS", 6720)
+  blocked = jax.jit(lambda x, p: slice_stack.apply_slice_stack(x, p, CFG, ISO))(x, p)
   np.testing.assert_allclose(np.asarray(blocked), whole, atol=1e-6)
 
 
@@ -238,7 +238,7 @@ WALK = {"thickness": 2.0, "gap": 1.0, "offset": 0.25, "rotation_std": 2.0,
 @functools.lru_cache(maxsize=None)
 def batch6():
   keys = jax.random.split(jax.random.key(0), 300)
-  p = jax.jit(jax.vmap(lambda k: ss.sample_slice_stack(k, CFG6, SHAPE, ISO, WALK)))(keys)
+  p = jax.jit(jax.vmap(lambda k: slice_stack.sample_slice_stack(k, CFG6, SHAPE, ISO, WALK)))(keys)
   return jax.tree_util.tree_map(np.asarray, p)
 
 
@@ -247,7 +247,7 @@ def test_stack_count_and_orthogonal_orientations():
   active, num = p["active"], p["num_stacks"]
   assert (active.sum(1) == num).all()
   assert set(num) == set(range(1, 7))
-  axes = np.asarray(ss.slot_axes(CFG6))
+  axes = np.asarray(slice_stack.slot_axes(CFG6))
   for row in active:
     counts = np.bincount(axes[row], minlength=3)
     assert counts.max() - counts.min() <= 1   # each orientation once before repeats
@@ -255,15 +255,15 @@ def test_stack_count_and_orthogonal_orientations():
   assert (first >= 5).all()                    # any orientation can be the lone stack
   assert 0.4 < p["applied"].mean() < 0.6
   # Fewer stacks than orientations: still one slot per orientation.
-  assert ss.slot_axes(SliceStackConfig(num_stacks=(1, 1))) == (0, 1, 2)
-  assert ss.slot_axes(SliceStackConfig(num_stacks=(1, 4), axes=(2, 1))) == (2, 1, 2, 1)
+  assert slice_stack.slot_axes(SliceStackConfig(num_stacks=(1, 1))) == (0, 1, 2)
+  assert slice_stack.slot_axes(SliceStackConfig(num_stacks=(1, 4), axes=(2, 1))) == (2, 1, 2, 1)
 
 
 # ---------------------------------------------------------------------------------------
 # Motion sampling
 
 
-_order = jax.jit(lambda n, m: ss.acquisition_order(n, m, 14))
+_order = jax.jit(lambda n, m: slice_stack.acquisition_order(n, m, 14))
 
 
 @pytest.mark.parametrize("num", [1, 2, 5, 7, 12])
@@ -313,7 +313,7 @@ def test_fixed_values_are_kept_and_used_others_vary():
 
 def test_params_for_another_shape_are_refused():
   with pytest.raises(ValueError, match="slice_stack params"):
-    ss.apply_slice_stack(None, jnp.zeros(SHAPE), make_params(shape=(16, 16, 16)), CFG, ISO)
+    slice_stack.apply_slice_stack(jnp.zeros(SHAPE), make_params(shape=(16, 16, 16)), CFG, ISO)
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,11 +329,11 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
       np.testing.assert_allclose(batch[name][i], np.asarray(v), rtol=1e-6, atol=1e-6,
                                  err_msg=name)
   # CFG's three slots are CFG6's first three (same axes and slice slots).
-  assert ss.slot_axes(CFG) == ss.slot_axes(CFG6)[:3]
+  assert slice_stack.slot_axes(CFG) == slice_stack.slot_axes(CFG6)[:3]
   batch = {n: (jnp.asarray(v[:, :3]) if v.ndim > 1 else jnp.asarray(v)) for n, v in batch.items()}
   batch = dict(batch, applied=jnp.asarray([True, True, False]))
   x = jnp.stack([jnp.asarray(smooth_image(i)) for i in range(3)])
-  run = jax.jit(jax.vmap(lambda x, p: ss.apply_slice_stack(None, x, p, CFG, ISO)))
+  run = jax.jit(jax.vmap(lambda x, p: slice_stack.apply_slice_stack(x, p, CFG, ISO)))
   out = np.asarray(run(x, batch))
   assert out.shape == (3,) + SHAPE and out.dtype == np.float32 and np.isfinite(out).all()
   for i in range(3):
@@ -348,7 +348,7 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
   assert np.abs(out[0] - calm).max() > 0.02
   assert abs(out[0].mean() - calm.mean()) < 0.02
   # Eager (no jit) gives the same image.
-  eager = ss.apply_slice_stack(None, x[0], p0, CFG, ISO)
+  eager = slice_stack.apply_slice_stack(x[0], p0, CFG, ISO)
   np.testing.assert_allclose(np.asarray(eager), out[0], atol=1e-5)
 
 
@@ -380,7 +380,7 @@ def test_config_is_hashable_and_normalised():
   a = SliceStackConfig(num_stacks=[2, 5], axes=[2, 0], thickness=[1, 2])
   assert a.num_stacks == (2, 5) and a.axes == (2, 0) and a.thickness == (1.0, 2.0)
   assert hash(a) == hash(SliceStackConfig(num_stacks=(2, 5), axes=(2, 0), thickness=(1, 2)))
-  assert ss.slot_axes(a) == (2, 0, 2, 0, 2, 0)
+  assert slice_stack.slot_axes(a) == (2, 0, 2, 0, 2, 0)
   assert not SliceStackConfig().enabled and SliceStackConfig().prob == 0.0
   # Overlapping slices (negative gap) are allowed while centres stay apart.
   assert SliceStackConfig(thickness=(2.0, 3.0), gap=(-1.0, 0.0)).gap == (-1.0, 0.0)

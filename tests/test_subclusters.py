@@ -10,8 +10,8 @@ import nibabel as nib
 
 import synthjax
 from synthjax import presets
-from synthjax._src import intensity
-from synthjax._src import subclusters
+from synthjax._src.stages import gmm
+from synthjax._src.stages import subclusters
 from synthjax.data import load_seed_maps
 
 SHAPE = (24, 20, 16)
@@ -85,7 +85,7 @@ def test_render_unapplied_is_label_gmm_bitwise_and_applied_uses_tables():
   classes = subclusters.procedural_classes(jax.random.key(4), p["subclusters"],
                                            cfg.subclusters, index, subclusters.meta_table(cfg))
   key = jax.random.key(5)
-  plain = intensity.render_gmm(key, p["gmm"], index, 0)
+  plain = gmm.render_gmm(key, p["gmm"], index, 0)
   off = dict(p["subclusters"], applied=jnp.asarray(False))
   np.testing.assert_array_equal(subclusters.render(key, p["gmm"], off, index, classes, 0), plain)
   fixed_std = dict(p["subclusters"], stds=jnp.zeros_like(p["subclusters"]["stds"]))

@@ -16,7 +16,7 @@ import scipy.stats
 
 import synthjax
 from synthjax._src import registry
-from synthjax._src import spatial
+from synthjax._src.stages import geometry
 
 ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
                flip={"enabled": False}, bias={"enabled": False}, gamma={"enabled": False},
@@ -142,7 +142,7 @@ def test_same_inputs_same_bits_and_key_changes_realisation():
 
 
 def rotation_matrix(deg):
-  """R = Rz @ Ry @ Rx, angles about axes 0, 1, 2 (spatial.affine_matrix docstring)."""
+  """R = Rz @ Ry @ Rx, angles about axes 0, 1, 2 (geometry.affine_matrix docstring)."""
   a, b, c = np.deg2rad(deg)
   rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
   ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
@@ -326,14 +326,14 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
   p_on = params(cfg, {"flip": {"applied": True}}, seed=4)
   p_off = params(cfg, {"flip": {"applied": False}}, seed=4)
   dkey = jax.random.fold_in(KEY, 1)
-  c_on = np.asarray(spatial.coordinate_map(dkey, p_on, cfg, lab.shape))
-  c_off = np.asarray(spatial.coordinate_map(dkey, p_off, cfg, lab.shape))
+  c_on = np.asarray(geometry.coordinate_map(dkey, p_on, cfg, lab.shape))
+  c_off = np.asarray(geometry.coordinate_map(dkey, p_off, cfg, lab.shape))
   x = np.arange(N, dtype=np.float32)[:, None, None] - (N - 1) / 2
   np.testing.assert_allclose(c_on[0], c_off[0] - 2 * x, atol=1e-4)
   np.testing.assert_array_equal(c_on[1:], c_off[1:])
   key = jax.random.key(99)
   _, seg_on = render("jit", key, p_on, lab, cfg)
-  ref = ndi.map_coordinates(lab, np.asarray(spatial.coordinate_map(
+  ref = ndi.map_coordinates(lab, np.asarray(geometry.coordinate_map(
       jax.random.fold_in(key, registry.synth_stream("deformation")), p_on, cfg, lab.shape),
       np.float64), order=0, mode="grid-constant", cval=0)
   assert np.mean(seg_on == swap_values(ref, pairs)) > 0.999  # rounding ties may differ
@@ -352,7 +352,7 @@ def test_crop(position, mode):
   lab = asym_labels(in_shape)
   p = params(cfg, {"crop": {"position": list(position)}})
   _, seg = render(mode, KEY, p, lab, cfg)
-  off = spatial.crop_offset(in_shape, OUT, np.asarray(position))
+  off = geometry.crop_offset(in_shape, OUT, np.asarray(position))
   room = np.subtract(in_shape, OUT)
   # The two corners; an interior position lies strictly inside the room.
   if position[0] == 0.0:
@@ -368,7 +368,7 @@ def test_crop(position, mode):
 def test_crop_position_covers_every_offset():
   in_shape, out_shape = (30, 24, 24), (24, 24, 24)
   pos = np.linspace(0.0, 1.0, 701)
-  offs = [int(spatial.crop_offset(in_shape, out_shape, np.array([q, 0.0, 0.0]))[0]) for q in pos]
+  offs = [int(geometry.crop_offset(in_shape, out_shape, np.array([q, 0.0, 0.0]))[0]) for q in pos]
   counts = np.bincount(offs)
   assert len(counts) == 7 and counts.min() > 0.8 * counts.mean()  # uniform over 0..room
 

@@ -12,8 +12,10 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import texture
-from synthjax._src import rng
+from synthjax._src.ops import fields
+from synthjax._src.stages import struct_noise
+from synthjax._src.stages import texture
+from synthjax._src.ops import rng
 
 SHAPE = (32, 32, 32)
 ODD = (24, 28, 33)  # distinct sizes, so an axis mix-up cannot pass
@@ -21,13 +23,13 @@ ODD = (24, 28, 33)  # distinct sizes, so an axis mix-up cannot pass
 
 # Jitted once per static configuration: eager calls would retrace the stages' `lax.cond`
 # on every call.
-noise = jax.jit(texture.multiscale_noise, static_argnums=(1, 3),
+noise = jax.jit(fields.multiscale_noise, static_argnums=(1, 3),
                 static_argnames=("finest", "normalize"))
-struct = jax.jit(texture.apply_struct_noise, static_argnums=3)
+struct = jax.jit(struct_noise.apply_struct_noise, static_argnums=3)
 textured = jax.jit(texture.apply_texture, static_argnums=3, static_argnames="background_index")
-blobs = jax.jit(texture.gaussian_blobs, static_argnums=0)
-voxels = jax.jit(texture.random_voxels, static_argnums=2)
-sample_sn = jax.jit(texture.sample_struct_noise, static_argnums=1)
+blobs = jax.jit(struct_noise.gaussian_blobs, static_argnums=0)
+voxels = jax.jit(struct_noise.random_voxels, static_argnums=2)
+sample_sn = jax.jit(struct_noise.sample_struct_noise, static_argnums=1)
 sample_tx = jax.jit(texture.sample_texture, static_argnums=(1, 2))
 
 
@@ -135,20 +137,20 @@ def test_noise_normalisation():
             noise(key, ODD, 3, 5, weights=0 * w, normalize="std")):
     assert np.all(np.asarray(z) == 0)
   with pytest.raises(ValueError, match="normalize"):
-    texture.multiscale_noise(key, SHAPE, 1, 1, normalize="l2")
+    fields.multiscale_noise(key, SHAPE, 1, 1, normalize="l2")
   with pytest.raises(ValueError, match="max_scales"):
-    texture.multiscale_noise(key, SHAPE, 1, 0)
+    fields.multiscale_noise(key, SHAPE, 1, 0)
 
 
 def test_noise_mean_zero_and_correlation_grows_with_scales():
   keys = jax.random.split(jax.random.key(7), 6)
-  draw = jax.jit(jax.vmap(lambda k, n: texture.multiscale_noise(k, SHAPE, n, 4, normalize="std"),
+  draw = jax.jit(jax.vmap(lambda k, n: fields.multiscale_noise(k, SHAPE, n, 4, normalize="std"),
                           in_axes=(0, None)))
   corr, means = [], []
   for n in (1, 2, 3, 4):
-    fields = np.asarray(draw(keys, n))
-    means.append(fields.mean())
-    corr.append(np.mean([lag_corr(f) for f in fields]))
+    drawn = np.asarray(draw(keys, n))
+    means.append(drawn.mean())
+    corr.append(np.mean([lag_corr(f) for f in drawn]))
   # Unit-std fields: the pooled mean is near 0 (coarse scales make single means vary).
   assert abs(means[0]) < 0.05 and all(abs(m) < 0.3 for m in means)
   # Coarser scales add long-range structure: the lag-4 correlation increases with each one.
@@ -213,7 +215,7 @@ def test_struct_noise_blob_centred_in_region():
     img = smooth_image()
     p = struct_params(num_blobs=1, sigmas=np.full(14, 1.5, np.float32))
     out = np.asarray(struct(key, jnp.asarray(img), p,
-                                                texture.StructNoiseConfig(), jnp.asarray(region)))
+                                                struct_noise.StructNoiseConfig(), jnp.asarray(region)))
     changed = np.abs(out - img) > 1e-6
     assert changed.any()
     c = np.asarray(centres[0])
@@ -222,7 +224,7 @@ def test_struct_noise_blob_centred_in_region():
 
 
 def test_struct_noise_closed_form():
-  cfg = texture.StructNoiseConfig()
+  cfg = struct_noise.StructNoiseConfig()
   key = jax.random.key(5)
   img = smooth_image()
   region = box_region()
@@ -240,7 +242,7 @@ def test_struct_noise_closed_form():
 
 
 def test_struct_noise_identities():
-  cfg = texture.StructNoiseConfig()
+  cfg = struct_noise.StructNoiseConfig()
   img = jnp.asarray(smooth_image())
   region = jnp.asarray(box_region())
   key = jax.random.key(1)
@@ -260,8 +262,8 @@ def test_struct_noise_identities():
 
 
 def test_sample_struct_noise_ranges_and_fixing():
-  cfg = texture.StructNoiseConfig(prob=0.5, enabled=True)
-  ps = jax.jit(jax.vmap(lambda k: texture.sample_struct_noise(k, cfg)))(
+  cfg = struct_noise.StructNoiseConfig(prob=0.5, enabled=True)
+  ps = jax.jit(jax.vmap(lambda k: struct_noise.sample_struct_noise(k, cfg)))(
       jax.random.split(jax.random.key(0), 200))
   assert ps["sigmas"].shape == (200, 14) and ps["sigmas"].dtype == jnp.float32
   assert ps["num_blobs"].dtype == jnp.int32 and ps["applied"].dtype == jnp.bool_
@@ -280,16 +282,16 @@ def test_sample_struct_noise_ranges_and_fixing():
   assert int(p["num_stages"]) == int(q["num_stages"])  # unfixed draws are unchanged
   with pytest.raises(ValueError, match="sigmas"):
     sample_sn(jax.random.key(1), cfg, {"sigmas": np.ones(3)})
-  assert not bool(sample_sn(jax.random.key(1), texture.StructNoiseConfig())["applied"])
+  assert not bool(sample_sn(jax.random.key(1), struct_noise.StructNoiseConfig())["applied"])
 
 
 def test_struct_noise_jit_vmap_match_single_calls():
-  sampling = texture.StructNoiseConfig(prob=0.7, enabled=True)
-  cfg = texture.StructNoiseConfig()  # same static shapes: shares the compiled program
+  sampling = struct_noise.StructNoiseConfig(prob=0.7, enabled=True)
+  cfg = struct_noise.StructNoiseConfig()  # same static shapes: shares the compiled program
   img = jnp.asarray(smooth_image())
   region = jnp.asarray(box_region())
   keys = jax.random.split(jax.random.key(2), 3)
-  ps = jax.jit(jax.vmap(lambda k: texture.sample_struct_noise(k, sampling)))(keys)
+  ps = jax.jit(jax.vmap(lambda k: struct_noise.sample_struct_noise(k, sampling)))(keys)
   ps["applied"] = jnp.asarray([True, False, True])
   ps["sigmas"] = ps["sigmas"] / 4  # blobs smaller than the volume
   fn = lambda k, p: struct(k, img, p, cfg, region)
@@ -299,7 +301,7 @@ def test_struct_noise_jit_vmap_match_single_calls():
     single = np.asarray(fn(keys[i], p))
     np.testing.assert_allclose(batch[i], single, atol=1e-5)
     if i == 0:  # one eager call (it retraces the cond each time)
-      eager = texture.apply_struct_noise(keys[i], img, p, cfg, region)
+      eager = struct_noise.apply_struct_noise(keys[i], img, p, cfg, region)
       np.testing.assert_allclose(np.asarray(eager), single, atol=1e-6)
   assert np.array_equal(batch[1], np.asarray(img))
   assert np.abs(batch[0] - np.asarray(img)).max() > 0.01
@@ -307,7 +309,7 @@ def test_struct_noise_jit_vmap_match_single_calls():
 
 def test_region_mask():
   labels = jnp.asarray(np.arange(27).reshape(3, 3, 3) % 5)
-  m = np.asarray(texture.region_mask(labels, (2, 41)))
+  m = np.asarray(struct_noise.region_mask(labels, (2, 41)))
   assert np.array_equal(m, np.asarray(labels) == 2)
 
 
@@ -434,7 +436,7 @@ def test_texture_jit_vmap_match_single_calls():
 ])
 def test_struct_noise_config_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    texture.StructNoiseConfig(**kwargs)
+    struct_noise.StructNoiseConfig(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -452,11 +454,11 @@ def test_texture_config_errors(kwargs, match):
 
 
 def test_configs_hashable_and_normalised():
-  s = texture.StructNoiseConfig(num_blobs=[2, 6], region_labels=[2, 41], std=[0.1, 0.2])
+  s = struct_noise.StructNoiseConfig(num_blobs=[2, 6], region_labels=[2, 41], std=[0.1, 0.2])
   assert s.num_blobs == (2, 6) and s.region_labels == (2, 41) and s.std == (0.1, 0.2)
-  assert texture.StructNoiseConfig(region_labels=3).region_labels == (3,)
+  assert struct_noise.StructNoiseConfig(region_labels=3).region_labels == (3,)
   t = texture.TextureConfig(num_scales=[2, 3])
   assert t.num_scales == (2, 3)
-  assert hash(s) == hash(texture.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 41),
+  assert hash(s) == hash(struct_noise.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 41),
                                                    std=(0.1, 0.2)))
   assert hash(t) is not None

@@ -63,8 +63,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import resample
+from synthjax._src.ops import draw
+from synthjax._src.ops import resample
 from synthjax._src import shell
 from synthjax._src.checks import (JsonConfig, choice, config_class, field, flag, int_range,
                                   integer, optional, prob, real_range, sizes)
@@ -379,7 +379,7 @@ def _mat3(a, b):
 def slot_matrix(rotation, scaling, shear, reflect):
   """Linear part `Rz Ry Rx @ Shear @ diag(±scaling)` of a slot's output-to-template map.
 
-  Rotation angles in degrees about axes 0, 1, 2 (as `spatial.affine_matrix`); `shear`
+  Rotation angles in degrees about axes 0, 1, 2 (as `geometry.affine_matrix`); `shear`
   holds the upper-triangular terms (0, 1), (0, 2), (1, 2) (anatomix). Returns a nested
   3x3 list of scalars.
   """

@@ -24,17 +24,19 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import artifacts
-from synthjax._src import draw
-from synthjax._src import intensity
-from synthjax._src import lookup
 from synthjax._src import param_checks
 from synthjax._src import registry
-from synthjax._src import resample
 from synthjax._src import shell
-from synthjax._src import spatial
-from synthjax._src import subclusters
 from synthjax._src.config import SynthConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import lookup
+from synthjax._src.ops import resample
+from synthjax._src.stages import gamma
+from synthjax._src.stages import geometry
+from synthjax._src.stages import gmm
+from synthjax._src.stages import image_intensity
+from synthjax._src.stages import kspace
+from synthjax._src.stages import subclusters
 
 PARAM_STAGES = registry.NAMES
 
@@ -235,7 +237,7 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
   # `spatial_key` lets paired views share one deformation realisation (`views.py`).
   deform_key = sub("deformation") if spatial_key is None else jax.random.fold_in(
       spatial_key, registry.synth_stream("deformation"))
-  coords = spatial.coordinate_components(deform_key, params, config, labels.shape)
+  coords = geometry.coordinate_components(deform_key, params, config, labels.shape)
   class_map = None
   if seeds is not None:
     classes = subclusters.seed_classes(jnp.asarray(seeds), params["subclusters"]["counts"], sc)
@@ -263,10 +265,10 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
     image = subclusters.render(sub("gmm"), params["gmm"], params["subclusters"], index_map,
                                class_map, bg)
   else:
-    image = intensity.render_gmm(sub("gmm"), params["gmm"], index_map, bg)
+    image = gmm.render_gmm(sub("gmm"), params["gmm"], index_map, bg)
   if real is not None:
     real = resample.sample_linear(jnp.asarray(real, jnp.float32), coords, cval=0.0)
-    real = subclusters.scale_image(real, config.image_intensity.scale)
+    real = image_intensity.scale_image(real, config.image_intensity.scale)
     image = jnp.where(params["image_intensity"]["applied"], real, image)
   # The image stages and the k-space group, in registry order.
   ctx = registry.RenderContext(index_map, np.asarray(seg_values), bg, config.shape,
@@ -274,7 +276,7 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
   kspace_done = False
   for stage in registry.STAGES:
     if stage.phase == "kspace" and not kspace_done:
-      image = artifacts.apply_kspace_stages(image, params, config)
+      image = kspace.apply_kspace_stages(image, params, config)
       kspace_done = True
     if stage.phase != "image":
       continue
@@ -285,7 +287,7 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
     elif stage.off is not None:
       image = stage.off(image, cfg)
   seg = lookup.take_small(seg_values, index_map)
-  image = intensity.normalize(image)
+  image = gamma.normalize(image)
   return image.astype(jnp.float32), seg
 
 

@@ -103,7 +103,7 @@ def preview(labels, config, *, n: int = 8, seed: int = 0):
   colors = label_colors(sorted(set(config.label_values) | set(np.unique(labels).tolist())))
   # The input as the generator sees it with identity spatial params: the centred window.
   from synthjax._src.data.samplers import extract_patch
-  from synthjax._src.spatial import crop_offset
+  from synthjax._src.stages.geometry import crop_offset
   offset = crop_offset(labels.shape, config.shape, np.full(3, 0.5, np.float32))
   window = extract_patch(labels, offset, config.shape, pad_value=config.background)
   rows = [render_row(labels=window, colors=colors)]

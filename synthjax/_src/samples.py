@@ -6,7 +6,7 @@ import numpy as np
 import jax
 
 from synthjax._src import serialize
-from synthjax._src import spatial
+from synthjax._src.stages import geometry
 from synthjax._src.config import SynthConfig
 
 SIDECAR_FORMAT = "synthjax-sample/1"
@@ -45,7 +45,7 @@ def output_affine(input_affine, input_shape, output_shape, crop_position) -> np.
   The spatial transform acts about the window's centre, so a sample rendered with identity
   spatial params coincides voxel for voxel with the input over that window.
   """
-  offset = spatial.crop_offset(tuple(input_shape), tuple(output_shape),
+  offset = geometry.crop_offset(tuple(input_shape), tuple(output_shape),
                                np.asarray(crop_position, np.float32))
   shift = np.eye(4)
   shift[:3, 3] = np.asarray(offset, np.float64)

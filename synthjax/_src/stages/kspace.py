@@ -1,4 +1,4 @@
-"""MR-physics artifact stages: k-space spike, ghosting, Gibbs ringing, and Rician noise.
+"""The k-space group: spike, ghosting and Gibbs ringing on one spectrum.
 
 The three k-space stages act on one spectrum: the image is transformed once
 (`fftn` of the float32 volume), Gibbs truncation and ghosting multiply it by separable
@@ -13,12 +13,12 @@ and MONAI's convention) is the frequency `f = i - n // 2`. Traced strengths (per
 cut-offs, spike positions) only select entries of these static arrays, so shapes stay
 static under `jit` and `vmap`.
 
-The params (strengths, positions, axis) are drawn by `sample_*` from the params key; only
-Rician noise draws a realisation, from the synthesis key.
+The params (strengths, positions, axis) are drawn by `sample_*` from the params key; the
+group draws no realisation.
 
 References:
   TorchIO `RandomSpike`, `RandomGhosting` (Pérez-García et al., CMPB 2021); MONAI
-  `RandGibbsNoise`, `RandRicianNoise`.
+  `RandGibbsNoise`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,71 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import rng
-from synthjax._src.config import GhostingConfig, GibbsConfig, RicianConfig, SpikeConfig
+from synthjax._src.ops import draw
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+from synthjax._src.checks import axes, config_class, field, flag, int_range, prob, real, real_range
+
+Range = tuple[float, float]
+
+
+@config_class
+class SpikeConfig:
+  """k-space spike (herringbone) artifact, as TorchIO's `RandomSpike`.
+
+  `n ~ U{num_spikes}` spikes at positions `U[0, 1)^3` (fractions of the centred k-space,
+  coefficient `floor(position * shape)` of `fftshift(fftn(x))`) each get `intensity * max|k|`
+  added (TorchIO's spike); the image is the magnitude of the inverse transform. Positions
+  are recorded for `num_spikes[1]` spikes; those past `n` are masked.
+
+  Attributes:
+    num_spikes: range of the (integer) number of spikes; the high end fixes the params shape.
+    intensity: range of the spike magnitude relative to the maximum k-space magnitude.
+  """
+  num_spikes: tuple[int, int] = field((1, 1), int_range(low=0, high_at_least=1, what="spike"))
+  intensity: Range = field((1.0, 3.0), real_range())
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
+
+
+@config_class
+class GhostingConfig:
+  """Ghosting along a phase-encoding axis, as TorchIO's `RandomGhosting`.
+
+  Along the drawn `axis`, every `num_ghosts`-th line of the centred k-space (indices
+  `0, n, 2n, ...`) is scaled by `1 - intensity`, which puts ghosts every
+  `shape[axis] / num_ghosts` voxels in the image. The lines at frequencies
+  `|f| <= round(restore * shape[axis]) // 2` are left untouched (with `restore = 0`, only
+  the central line: TorchIO's default). The image is the magnitude of the inverse transform.
+
+  Attributes:
+    num_ghosts: range of the (integer) line period `n`; 0 means no ghosting.
+    axes: the axes the phase-encoding axis is drawn from (uniformly).
+    intensity: range of the artifact strength (0: no ghosts; 1: the lines are zeroed).
+    restore: fraction of the k-space lines about the centre that are restored.
+  """
+  num_ghosts: tuple[int, int] = field((4, 10), int_range(low=0))
+  axes: tuple[int, ...] = field((0, 1, 2), axes())
+  intensity: Range = field((0.5, 1.0), real_range(low=0.0))
+  restore: float = field(0.0, real(low=0.0, high=1.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
+
+
+@config_class
+class GibbsConfig:
+  """Gibbs ringing by k-space truncation (MONAI's `RandGibbsNoise`, with a box).
+
+  k-space frequencies with `|f| > (1 - alpha) * shape / 2` along any axis are zeroed (a
+  centred box keeping a fraction `1 - alpha` of each axis' band, as a smaller acquisition
+  matrix; MONAI uses a ball) and the image is the magnitude of the inverse transform.
+
+  Attributes:
+    alpha: range of the truncation strength in [0, 1] (0: identity; 1: only the mean left).
+  """
+  alpha: Range = field((0.0, 0.8), real_range(low=0.0, high=1.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
 def frequencies(n: int) -> np.ndarray:
@@ -41,10 +103,6 @@ def _along(v: jax.Array, axis: int) -> jax.Array:
   shape = [1, 1, 1]
   shape[axis] = v.shape[0]
   return v.reshape(shape)
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling
 
 
 def sample_spike(key, cfg: SpikeConfig, fixed=None) -> dict:
@@ -87,18 +145,6 @@ def sample_gibbs(key, cfg: GibbsConfig, fixed=None) -> dict:
       "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
       "alpha": draw.pick(fixed, "alpha", draw.uniform(k[1], cfg.alpha)),
   }
-
-
-def sample_rician(key, cfg: RicianConfig, fixed=None) -> dict:
-  k = jax.random.split(key, 2)
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
-  }
-
-
-# ---------------------------------------------------------------------------------------
-# k-space operations (on the unshifted spectrum `fftn(x)`)
 
 
 def spike_indices(positions: jax.Array, shape) -> tuple[jax.Array, ...]:
@@ -207,14 +253,14 @@ def apply_kspace_stages(x: jax.Array, params: dict, config) -> jax.Array:
                       restore=config.ghosting.restore)
 
 
-# ---------------------------------------------------------------------------------------
-# Rician noise
-
-
-def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
-  """`sqrt((x + n1)^2 + n2^2)`, `n1, n2 ~ N(0, std)` drawn from `key`, if applied."""
-  def on(x):
-    n = rng.voxel_normal(key, (2,) + x.shape) * p["std"]
-    return jnp.sqrt((x + n[0]) ** 2 + n[1] ** 2)
-
-  return jax.lax.cond(p["applied"], on, lambda x: x, x)
+# One spectrum and one magnitude reconstruction for the group (`apply_kspace_stages`).
+STAGES = (
+    Stage("spike", 9, None, lambda k, c, f: sample_spike(k, c.spike, f),
+          domain={"positions": record.UNIT, "num_spikes": record.count("positions")},
+          phase="kspace"),
+    Stage("ghosting", 10, None, lambda k, c, f: sample_ghosting(k, c.ghosting, f),
+          domain={"axis": record.AXIS, "intensity": record.NONNEG,
+                  "num_ghosts": record.NONNEG}, phase="kspace"),
+    Stage("gibbs", 11, None, lambda k, c, f: sample_gibbs(k, c.gibbs, f),
+          domain={"alpha": record.UNIT}, phase="kspace"),
+)

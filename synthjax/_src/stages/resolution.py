@@ -15,18 +15,58 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import resample
-from synthjax._src.config import ResolutionConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import filters
+from synthjax._src.ops import resample
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+from synthjax._src.checks import choice, config_class, field, flag, optional, positive, prob, real
+
+
+SLICE_PROFILES = ("gaussian", "boxcar", "triangle")
+
+
+@config_class
+class ResolutionConfig:
+  """Acquisition resolution simulation (SynthSeg's `SampleResolution`, `MimicAcquisition`).
+
+  With probability `prob_iso` the acquisition is isotropic at `U[min_res, max_res_iso]`;
+  otherwise one random axis gets `U[min_res, max_res_aniso]` and the others `min_res`.
+  The slice thickness is `U[min_res, resolution]` per axis when `random_thickness`, else the
+  resolution. The image is blurred along each axis by the slice profile of that axis'
+  thickness, sampled on the low-resolution grid and linearly interpolated back onto the
+  output grid.
+
+  Attributes:
+    min_res: lowest resolution in mm; `None` means the config spacing (per axis).
+    blur_factor: Gaussian profile only: `sigma = blur_factor * thickness / spacing` voxels
+      (SynthSeg's rule; 0.5 voxel on axes at the native resolution).
+    blur_range: the profile's width (sigma or full width) is scaled by
+      `U[1/blur_range, blur_range]`.
+    slice_profile: "gaussian" (SynthSeg), "boxcar" (the average over a slab of full width
+      `thickness`, with fractional end weights) or "triangle" (that boxcar convolved with
+      itself: full width at half maximum `thickness`, base `2 * thickness`).
+  """
+  max_res_iso: float = field(4.0, positive())
+  max_res_aniso: float = field(8.0, positive())
+  min_res: Optional[float] = field(None, optional(positive()))
+  prob_iso: float = field(0.1, prob())
+  random_thickness: bool = field(True, flag())
+  blur_factor: float = field(0.75, positive())
+  blur_range: float = field(1.03, real(low=1.0))
+  slice_profile: str = field("gaussian", choice(SLICE_PROFILES))
+  prob: float = field(0.95, prob())
+  enabled: bool = field(True, flag())
+
 
 # SynthSeg blurs axes kept at the native resolution with sigma 0.5 voxel.
 NATIVE_SIGMA = 0.5
-TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 
 
 def min_resolution(cfg: ResolutionConfig, spacing) -> np.ndarray:
@@ -83,30 +123,7 @@ def max_radius(cfg: ResolutionConfig, spacing) -> int:
     half = top * cfg.blur_range * (0.5 if cfg.slice_profile == "boxcar" else 1.0)
     return int(math.floor(half + 0.5)) + 1
   sigma = max(cfg.blur_factor * top, NATIVE_SIGMA) * cfg.blur_range
-  return int(math.floor(TRUNCATE * sigma + 0.5)) + 1
-
-
-def _reflect(i, n):
-  # scipy's "reflect" (d c b a | a b c d | d c b a), valid for any offset.
-  m = np.mod(i, 2 * n)
-  return np.where(m >= n, 2 * n - 1 - m, m)
-
-
-def gaussian_matrix(n: int, sigma, radius_max: int) -> jax.Array:
-  """`(n, n)` matrix of a 1-D Gaussian filter with reflect boundaries.
-
-  Matches `scipy.ndimage.gaussian_filter1d(x, sigma, mode="reflect", truncate=4.0)` for any
-  `sigma` whose radius is at most `radius_max`; `sigma` may be traced.
-  """
-  d = np.arange(-radius_max, radius_max + 1)
-  rows = np.repeat(np.arange(n), d.size)
-  cols = _reflect(rows + np.tile(d, n), n)
-  sigma = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-3)
-  radius = jnp.floor(TRUNCATE * sigma + 0.5)
-  df = jnp.asarray(d, jnp.float32)
-  w = jnp.where(jnp.abs(df) <= radius, jnp.exp(-0.5 * (df / sigma) ** 2), 0.0)
-  w = w / jnp.sum(w)
-  return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(jnp.tile(w, n))
+  return int(math.floor(filters.TRUNCATE * sigma + 0.5)) + 1
 
 
 def _profile_cdf(x, width, profile: str):
@@ -130,7 +147,7 @@ def profile_matrix(n: int, width, radius_max: int, profile: str = "boxcar") -> j
   """
   d = np.arange(-radius_max, radius_max + 1)
   rows = np.repeat(np.arange(n), d.size)
-  cols = _reflect(rows + np.tile(d, n), n)
+  cols = filters.reflect(rows + np.tile(d, n), n)
   width = jnp.maximum(jnp.asarray(width, jnp.float32), 1e-3)
   df = jnp.asarray(d, jnp.float32)
   w = _profile_cdf(df + 0.5, width, profile) - _profile_cdf(df - 0.5, width, profile)
@@ -162,7 +179,7 @@ def axis_operators(p: dict, cfg: ResolutionConfig, shape, spacing):
     radius = min(radius_max, 4 * shape[a])
     if cfg.slice_profile == "gaussian":
       sigma = blur_sigma(p["thickness"][a], spacing[a], cfg.blur_factor, p["blur_scale"])
-      blur = gaussian_matrix(shape[a], sigma, radius)
+      blur = filters.gaussian_matrix(shape[a], sigma, radius)
     else:
       width = profile_width(p["thickness"][a], spacing[a], p["blur_scale"])
       blur = profile_matrix(shape[a], width, radius, cfg.slice_profile)
@@ -176,3 +193,10 @@ def apply_resolution(x: jax.Array, p: dict, cfg: ResolutionConfig, spacing) -> j
       p["applied"],
       lambda x: resample.apply_separable(x, axis_operators(p, cfg, x.shape, spacing)),
       lambda x: x, x)
+
+
+STAGE = Stage("resolution", 7, None,
+              lambda k, c, f: sample_resolution(k, c.resolution, c.spacing, f),
+              domain={"resolution": record.POSITIVE, "thickness": record.POSITIVE,
+                      "blur_scale": record.POSITIVE},
+              apply=lambda k, x, p, c, ctx: apply_resolution(x, p, c, ctx.spacing))

@@ -65,14 +65,60 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import resample
-from synthjax._src import resolution
-from synthjax._src import spatial
-from synthjax._src.config import SliceStackConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import filters
+from synthjax._src.ops import resample
+from synthjax._src.stages import geometry
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+from synthjax._src.checks import axes, config_class, field, flag, int_range, prob, real_range
+
+Range = tuple[float, float]
+
+
+@config_class
+class SliceStackConfig:
+  """Slice-stack acquisition with inter-slice motion and reconstruction (see module doc).
+
+  Defaults mirror FetalSynthGen's `SimulateMotion` scanner where it has an equivalent:
+  thickness U[1.5, 3.5] mm (`slice_thickness_min/max`); its `gap` U[1.5, 5.5] mm is the
+  distance between slice centres, which here is `thickness + gap`: gap U[0, 2] mm gives
+  centre distances in [1.5, 5.5] mm. The peer draws 2-6 stacks; the default here is 2-3
+  (one per orientation; the cost grows linearly with the number of stack slots). The
+  peer's motion comes from recorded fetal trajectories; here a random walk with steps of
+  up to 1 degree / 1 mm per slice reaches a few degrees / mm within a stack of ~40 slices.
+
+  Attributes:
+    num_stacks: range of the (integer) number of stacks; the high end, rounded up to a
+      multiple of `len(axes)`, is the (static) number of stack slots.
+    axes: the slice axes, in slot order (stack slot `i` uses `axes[i % len(axes)]`).
+    thickness: range of each stack's slice thickness (FWHM of the slice profile), in mm.
+    gap: range of each stack's gap between slices, in mm (negative: overlapping slices);
+      `thickness[0] + gap[0]` must be positive.
+    rotation_std: range of each stack's random-walk step std of the three rotation angles
+      (degrees per slice time).
+    translation_std: range of each stack's random-walk step std of the three translations
+      (mm per slice time).
+  """
+  num_stacks: tuple[int, int] = field((2, 3), int_range(low=1))
+  axes: tuple[int, ...] = field((0, 1, 2), axes())
+  thickness: Range = field((1.5, 3.5), real_range(low=0.0, low_open=True))
+  gap: Range = field((0.0, 2.0), real_range())
+  rotation_std: Range = field((0.0, 1.0), real_range(low=0.0))
+  translation_std: Range = field((0.0, 1.0), real_range(low=0.0))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
+
+  def _check_together(self):
+    if self.thickness[0] + self.gap[0] <= 0:
+      raise ValueError("SliceStackConfig.gap: thickness[0] + gap[0] (the smallest distance "
+                       f"between slice centres) must be positive, got thickness {self.thickness}"
+                       f" and gap {self.gap}")
+
 
 # Voxels per block of planes in the reconstruction (bounds its temporaries).
 BLOCK_VOXELS = 1 << 21
+
 
 # Gaussian sigma per unit FWHM (SVoRT's GAUSSIAN_FWHM): sigma = FWHM / (2 sqrt(2 ln 2)).
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -207,7 +253,7 @@ def sample_slice_stack(key, cfg: SliceStackConfig, shape, spacing, fixed=None) -
 def _rotations(angles: jax.Array) -> jax.Array:
   """`(K, 3, 3)` rotations for `(K, 3)` angles in degrees (the affine stage's convention)."""
   def one(a):
-    return spatial.affine_matrix({"rotation": a, "shear": jnp.zeros(6, jnp.float32),
+    return geometry.affine_matrix({"rotation": a, "shear": jnp.zeros(6, jnp.float32),
                                   "scaling": jnp.ones(3, jnp.float32)})
   return jax.vmap(one)(angles)
 
@@ -215,7 +261,7 @@ def _rotations(angles: jax.Array) -> jax.Array:
 def blur_radius_max(cfg: SliceStackConfig, spacing, axis: int, n: int) -> int:
   """Static kernel radius (voxels) covering the thickest slice profile along `axis`."""
   sigma = FWHM_TO_SIGMA * max(cfg.thickness[1], 1e-3) / float(spacing[axis])
-  return min(int(math.floor(resolution.TRUNCATE * sigma + 0.5)) + 1, 4 * n)
+  return min(int(math.floor(filters.TRUNCATE * sigma + 0.5)) + 1, 4 * n)
 
 
 def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotation,
@@ -241,7 +287,7 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
   # Slice profile: Gaussian along the stack axis, FWHM = thickness (sigma in voxels).
   sigma = FWHM_TO_SIGMA * thickness / s_a
   blurred = resample.apply_separable(
-      image, [resolution.gaussian_matrix(n_a, sigma, radius_max)], axes=(axis,))
+      image, [filters.gaussian_matrix(n_a, sigma, radius_max)], axes=(axis,))
 
   d = thickness + gap
   num = _num_slices(n_a, s_a, d, offset, rotation.shape[0])
@@ -285,13 +331,11 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
   return jnp.moveaxis(local, 0, axis)
 
 
-def apply_slice_stack(key, image: jax.Array, p: dict, cfg: SliceStackConfig,
+def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
                       spacing) -> jax.Array:
   """Acquires `image` as the stacks of `p` and returns their reconstruction, if applied.
 
   Args:
-    key: unused (every random quantity, the motion included, is in `p`); kept for the
-      common stage interface.
     image: `(X, Y, Z)` float32 volume (the [0, 1] image after the resolution stage).
     p: params from `sample_slice_stack` for this shape and spacing.
     cfg: the stage config (static).
@@ -302,7 +346,6 @@ def apply_slice_stack(key, image: jax.Array, p: dict, cfg: SliceStackConfig,
     or when the stage is not applied). Every output voxel is a convex combination of input
     voxels, so a [0, 1] image stays in [0, 1].
   """
-  del key
   shape = tuple(image.shape)
   spacing = tuple(float(s) for s in spacing)
   axes = slot_axes(cfg)
@@ -328,3 +371,11 @@ def apply_slice_stack(key, image: jax.Array, p: dict, cfg: SliceStackConfig,
     return jnp.where(count > 0, total / jnp.maximum(count, 1.0), x)
 
   return jax.lax.cond(p["applied"], on, lambda x: x.astype(jnp.float32), image)
+
+
+STAGE = Stage("slice_stack", 16, None,
+              lambda k, c, f: sample_slice_stack(k, c.slice_stack, c.shape, c.spacing, f),
+              domain={"thickness": record.POSITIVE, "rotation_std": record.NONNEG,
+                      "translation_std": record.NONNEG, "num_stacks": record.count("active", 1),
+                      "interleave": record.Bounds(1)},
+              apply=lambda k, x, p, c, ctx: apply_slice_stack(x, p, c, ctx.spacing))

@@ -1,4 +1,4 @@
-"""FetalSynthGen's intensity model: sub-label intensity classes and real-image intensities.
+"""FetalSynthGen's intensity model: sub-label intensity classes.
 
 A label map gives every voxel one Gaussian per label. FetalSynthGen instead merges labels
 into meta-labels (CSF, GM, WM, non-brain tissue) and splits each into `K` subclusters with
@@ -21,16 +21,70 @@ References:
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import lookup
-from synthjax._src import resample
-from synthjax._src import rng
-from synthjax._src.config import GMMConfig, SubclusterConfig, SynthConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import lookup
+from synthjax._src.ops import resample
+from synthjax._src.ops import rng
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
+  from synthjax._src.stages.gmm import GMMConfig
+from synthjax._src.checks import choice, config_class, field, flag, int_range, integer, integers, label_groups, prob, real, real_range
+
+Range = tuple[float, float]
+
+
+@config_class
+class SubclusterConfig:
+  """Sub-label intensity classes (FetalSynthGen's seeds, `ImageFromSeeds`).
+
+  Labels are merged into meta-labels and each meta-label `m` is split into `K_m` subclusters,
+  `K_m ~ U{num_subclusters}` per sample, each with its own Gaussian drawn from the GMM
+  priors (`SynthConfig.gmm`). Voxels outside every meta-label keep their label's Gaussian.
+
+  Two sources of the split:
+
+  * `"procedural"` (no files): meta-label `m` is the group `meta_labels[m - 1]` of label
+    values (by default every non-background label on its own); a smooth random field `f`
+    (a small Gaussian grid of `grid_scale * shape` nodes, upsampled, standardised) splits it
+    into `K_m` level-set regions, subcluster `floor(K_m * frac(Phi(f) + phase_m))`.
+  * `"seeds"`: precomputed seed maps in FetalSynthGen's layout, passed to `synthesize` as
+    `seeds` (`(max_subclusters, X, Y, Z)`, entry `K - 1` holding the union over meta-labels
+    of the `subclasses_K` maps, voxel values `10 * m + k`; see
+    `synthjax.data.load_seed_maps`).
+
+  Related classes (FetalSynthGen's `generation_classes`): for meta-labels listed in
+  `related_metas`, the subcluster means are `clip(mu_m + related_std * N(0, 1), 0,
+  gmm.mean[1])` about one shared mean `mu_m` instead of independent draws.
+
+  Attributes:
+    num_subclusters: range of the (integer) number of subclusters per meta-label; the high
+      end (at most 10) fixes the params shape.
+    source: `"procedural"` or `"seeds"`.
+    meta_labels: procedural source: groups of label values forming meta-labels 1, 2, ...;
+      `()` makes every non-background label its own meta-label.
+    num_meta: seeds source: the number of meta-labels (values `10 * m + k`, m = 1..num_meta).
+    related_metas: meta-labels (1-based) whose subclusters share a mean.
+    related_std: spread of related subcluster means about their shared mean.
+    grid_scale: procedural source: range of the split field's grid / shape ratio.
+  """
+  num_subclusters: tuple[int, int] = field((1, 6), int_range(low=1, high=10))
+  source: str = field("procedural", choice(("procedural", "seeds")))
+  meta_labels: tuple[tuple[int, ...], ...] = field((), label_groups())
+  num_meta: int = field(4, integer(low=1))
+  related_metas: tuple[int, ...] = field((), integers(low=1, distinct=True))
+  related_std: float = field(25.0, real(low=0.0))
+  grid_scale: Range = field((0.03, 0.08), real_range(low=0.0, high=1.0, low_open=True))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
 @functools.lru_cache(maxsize=64)
@@ -153,7 +207,7 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   """Per-voxel Gaussians: the subcluster's where a class applies, else the label's.
 
   With `class_map=None` (or `sub["applied"]` False) this is exactly the label GMM
-  (`intensity.render_gmm`), drawn from the same key.
+  (`gmm.render_gmm`), drawn from the same key.
   """
   means = gmm["means"].astype(jnp.float32)
   stds = gmm["stds"].astype(jnp.float32)
@@ -171,8 +225,7 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   return mu + sd * noise
 
 
-def scale_image(image: jax.Array, scale: float) -> jax.Array:
-  """Min-max scaling of a real image to [0, scale] (a constant image maps to 0)."""
-  lo, hi = jnp.min(image), jnp.max(image)
-  span = hi - lo
-  return jnp.where(span > 0, (image - lo) * (scale / jnp.where(span > 0, span, 1.0)), 0.0)
+STAGE = Stage("subclusters", 13, 5, lambda k, c, f: sample_subclusters(
+    k, c.subclusters, c.gmm, num_meta(c), f),
+              domain={"counts": record.Bounds(1, 10), "stds": record.NONNEG,
+                      "grid_scale": record.GRID}, phase="source")

@@ -35,15 +35,40 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import artifacts
-from synthjax._src import draw
-from synthjax._src import resample
-from synthjax._src import spatial
-from synthjax._src.config import MotionConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import resample
+from synthjax._src.stages import geometry
+from synthjax._src.stages import kspace
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+from synthjax._src.checks import axes, config_class, field, flag, int_range, prob, real, real_range
+
+Range = tuple[float, float]
 
 
-# ---------------------------------------------------------------------------------------
-# Sampling
+@config_class
+class MotionConfig:
+  """Rigid motion during the acquisition, as TorchIO's `RandomMotion`.
+
+  Attributes:
+    degrees: range of each movement's three rotation angles, in degrees (TorchIO: ±10).
+    translation: range of each movement's three translations, in mm (TorchIO: ±10).
+    num_transforms: range of the (integer) number of movements; the high end fixes the
+      params shape. TorchIO's default is exactly 2 movements, (2, 2).
+    axes: the axes the segment (slow phase-encoding) axis is drawn from, uniformly.
+      TorchIO always segments the last axis, (2,).
+    perturbation: jitter of each movement time, as a fraction of the interval
+      `1 / (n + 1)` between evenly spaced times (TorchIO: 0.3); at most 0.5 keeps the
+      times ordered.
+  """
+  degrees: Range = field((-10.0, 10.0), real_range())
+  translation: Range = field((-10.0, 10.0), real_range())
+  num_transforms: tuple[int, int] = field((2, 2), int_range(low=0, high_at_least=1,
+                                                             what="movement"))
+  axes: tuple[int, ...] = field((2,), axes())
+  perturbation: float = field(0.3, real(low=0.0, high=0.5))
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
 
 
 def sample_motion(key, cfg: MotionConfig, fixed=None) -> dict:
@@ -89,10 +114,6 @@ def sample_motion(key, cfg: MotionConfig, fixed=None) -> dict:
   }
 
 
-# ---------------------------------------------------------------------------------------
-# Application
-
-
 def segment_of_lines(n: int, times: jax.Array, count) -> jax.Array:
   """Segment index `0..K` of each line of an axis of size `n`, in the unshifted FFT order.
 
@@ -104,7 +125,7 @@ def segment_of_lines(n: int, times: jax.Array, count) -> jax.Array:
   active = jnp.arange(slots) < count
   bounds = jnp.floor(jnp.float32(n) * times.astype(jnp.float32)).astype(jnp.int32)
   bounds = jnp.where(active, bounds, n)  # beyond every line
-  centred = jnp.asarray(artifacts.frequencies(n) + n // 2)
+  centred = jnp.asarray(kspace.frequencies(n) + n // 2)
   return jnp.sum(bounds[None, :] <= centred[:, None], axis=1).astype(jnp.int32)
 
 
@@ -125,7 +146,7 @@ def moved_image(x: jax.Array, degrees, translation, spacing, cval) -> jax.Array:
   volume centre; points outside take `cval` (TorchIO fills with the image minimum).
   """
   shape = x.shape
-  mat = spatial.affine_matrix({"rotation": degrees, "shear": jnp.zeros(6, jnp.float32),
+  mat = geometry.affine_matrix({"rotation": degrees, "shear": jnp.zeros(6, jnp.float32),
                                "scaling": jnp.ones(3, jnp.float32)})
   sp = jnp.asarray(spacing, jnp.float32).reshape(3, 1, 1, 1)
   centre = jnp.asarray([(s - 1) / 2.0 for s in shape], jnp.float32).reshape(3, 1, 1, 1)
@@ -179,3 +200,9 @@ def apply_motion(image: jax.Array, p: dict, cfg: MotionConfig, spacing) -> jax.A
     return jnp.abs(jnp.fft.ifftn(k)).astype(jnp.float32)
 
   return jax.lax.cond(p["applied"], on, lambda x: x.astype(jnp.float32), image)
+
+
+STAGE = Stage("motion", 15, None, lambda k, c, f: sample_motion(k, c.motion, f),
+              domain={"axis": record.AXIS, "times": record.UNIT,
+                      "num_transforms": record.count("degrees")},
+              apply=lambda k, x, p, c, ctx: apply_motion(x, p, c, ctx.spacing))

@@ -1,28 +1,22 @@
-"""FetalSynthGen's super-resolution artifacts: cortex blur and skull-stripping boundaries.
+"""FetalSynthGen's cortex blur: the locally blurred cortex of imprecise super-resolution
+reconstructions.
 
-`blur_cortex` mimics the locally blurred cortex of imprecise super-resolution
-reconstructions: the whole image is blurred with a (per-axis) Gaussian, and the blurred
-image replaces the original inside a mixture of Gaussian blobs centred in the cortex,
+The whole image is blurred with a (per-axis) Gaussian, and the blurred image replaces the
+original inside a mixture of Gaussian blobs centred in the cortex,
 `out = x * (1 - g) + blur(x) * g`. Centres are drawn without replacement among the cortex
 voxels, with probabilities proportional to FetalSynthGen's prior that favours the two ends
 of axis 0 (frontal and occipital poles in its orientation).
-
-`boundary` mimics brain-extraction masks: no mask at all, the brain mask (`seg > 0`), a
-"halo" (the mask dilated by a ball of 5..14 voxels), and "fuzzy" irregular boundaries.
 
 Shapes stay static: the number of blobs has a static maximum (`nblur[1]` slots, the extra
 slots masked by the traced count); centres come from one Gumbel top-k over the volume
 (exact sampling without replacement, no Python loop); the blob mask is a sum of separable
 Gaussians (one contraction of per-axis profiles); the blur is one Gaussian matrix per axis
-(`resolution.gaussian_matrix`, scipy's `gaussian_filter` with `mode="reflect"`). The ball
-dilation thresholds an exact squared Euclidean distance transform truncated at a static
-radius (separable min-plus passes), so it equals `scipy.ndimage.binary_dilation` with a
-ball for any traced radius up to that maximum.
+(`ops.filters.gaussian_matrix`, scipy's `gaussian_filter` with `mode="reflect"`).
 
 References:
   FetalSynthGen (Medical-Image-Analysis-Laboratory/fetalsyngen),
-  `generator/augmentation/artifacts.py`: `BlurCortex`, `SimulatedBoundaries`;
-  `generator/artifacts/utils.py`: `mog_3d_tensor`, `gaussian_blur_3d`, `dilate`, `erode`.
+  `generator/augmentation/artifacts.py`: `BlurCortex`; `generator/artifacts/utils.py`:
+  `mog_3d_tensor`, `gaussian_blur_3d`.
   Sanchez et al., "Assessing data quality on fetal brain MRI reconstruction" (PIPPI 2024).
 """
 
@@ -34,21 +28,48 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import resample
-from synthjax._src import resolution
-from synthjax._src.config import BlurCortexConfig, BoundaryConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import filters
+from synthjax._src.ops import resample
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+from synthjax._src.checks import config_class, field, flag, int_range, integer, positive, prob
+
+
+@config_class
+class BlurCortexConfig:
+  """Local blur of the cortex (FetalSynthGen's `BlurCortex`).
+
+  The image is blurred with per-axis Gaussian stds `~ Gamma(blur_std_shape,
+  blur_std_scale)` voxels, and mixed back inside `nblur ~ U{nblur}` Gaussian blobs whose
+  per-axis sigmas are `~ Gamma(blob_sigma_shape, blob_sigma_scale)` voxels and whose centres
+  are cortex voxels (the `region_mask` given to `apply_blur_cortex`).
+
+  Attributes:
+    nblur: inclusive range of the number of blobs; `nblur[1]` fixes the params shape. The
+      peer's default `randint(50, 200)` is `(50, 199)`.
+    blob_sigma_shape, blob_sigma_scale: Gamma prior of the blob sigmas (peer: 3, 1).
+    blur_std_shape, blur_std_scale: Gamma prior of the blur stds (peer: 2, 1).
+    max_blur_std: blur stds are clipped to this (voxels), which bounds the static kernel
+      radius (`P(Gamma(2, 1) > 10) ~ 5e-4`).
+    frontal_prior: draw centres with the peer's prior (two isotropic Gaussians at both ends
+      of axis 0); `False` draws them uniformly in the region.
+    cortex_label: label value of the cortex (FeTA: 2), for the pipeline to build the
+      region mask; `apply_blur_cortex` itself takes the mask.
+  """
+  nblur: tuple[int, int] = field((50, 199), int_range(low=0, high_at_least=1, what="blob"))
+  blob_sigma_shape: float = field(3.0, positive())
+  blob_sigma_scale: float = field(1.0, positive())
+  blur_std_shape: float = field(2.0, positive())
+  blur_std_scale: float = field(1.0, positive())
+  max_blur_std: float = field(10.0, positive())
+  frontal_prior: bool = field(True, flag())
+  cortex_label: int = field(2, integer())
+  prob: float = field(0.0, prob())
+  enabled: bool = field(False, flag())
+
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-
-
-def _check_shape(name: str, mask, shape):
-  if tuple(mask.shape) != tuple(shape):
-    raise ValueError(f"{name} must have the image shape {tuple(shape)}, got {tuple(mask.shape)}")
-
-
-# ---------------------------------------------------------------------------------------
-# Cortex blur
 
 
 def sample_blur_cortex(key, cfg: BlurCortexConfig, fixed=None) -> dict:
@@ -151,7 +172,7 @@ def blob_mask(centres: jax.Array, sigmas: jax.Array, active: jax.Array, shape) -
 
 def blur_radius(cfg: BlurCortexConfig) -> int:
   """Static kernel radius bound for stds up to `cfg.max_blur_std` (scipy's truncate 4)."""
-  return int(math.floor(resolution.TRUNCATE * cfg.max_blur_std + 0.5)) + 1
+  return int(math.floor(filters.TRUNCATE * cfg.max_blur_std + 0.5)) + 1
 
 
 def gaussian_blur(x: jax.Array, stds: jax.Array, cfg: BlurCortexConfig) -> jax.Array:
@@ -163,7 +184,7 @@ def gaussian_blur(x: jax.Array, stds: jax.Array, cfg: BlurCortexConfig) -> jax.A
   """
   stds = jnp.minimum(jnp.asarray(stds, jnp.float32), cfg.max_blur_std)
   r = blur_radius(cfg)
-  mats = [resolution.gaussian_matrix(n, stds[a], min(r, 4 * n)) for a, n in enumerate(x.shape)]
+  mats = [filters.gaussian_matrix(n, stds[a], min(r, 4 * n)) for a, n in enumerate(x.shape)]
   return resample.apply_separable(x, mats)
 
 
@@ -189,7 +210,7 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
   Returns:
     The image, float32; `image` itself when not applied.
   """
-  _check_shape("region_mask", region_mask, image.shape)
+  record.check_mask_shape("region_mask", region_mask, image.shape)
   region_mask = jnp.asarray(region_mask).astype(bool)
 
   def on(x):
@@ -200,120 +221,8 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
   return jax.lax.cond(p["applied"], on, lambda x: x, image.astype(jnp.float32))
 
 
-# ---------------------------------------------------------------------------------------
-# Simulated boundaries
-
-
-def sample_boundary(key, cfg: BoundaryConfig, fixed=None) -> dict:
-  """Applied, the `no_mask`/`halo`/`fuzzy` switches, halo radius and fuzzy extents.
-
-  The switches are drawn independently (the peer draws `halo` and `fuzzy` only when
-  masking; here they are recorded but unused when `no_mask`).
-  """
-  k = jax.random.split(key, 7)
-  lo, hi = cfg.halo_radius
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "no_mask": draw.pick(fixed, "no_mask", draw.bernoulli(k[1], cfg.prob_no_mask)),
-      "halo": draw.pick(fixed, "halo", draw.bernoulli(k[2], cfg.prob_halo)),
-      "halo_radius": draw.pick(fixed, "halo_radius",
-                               jax.random.randint(k[3], (), lo, hi + 1, jnp.int32)),
-      "fuzzy": draw.pick(fixed, "fuzzy", draw.bernoulli(k[4], cfg.prob_fuzzy)),
-      "fuzzy_width": draw.pick(fixed, "fuzzy_width", draw.uniform(k[5], cfg.fuzzy_width)),
-      "fuzzy_jitter": draw.pick(fixed, "fuzzy_jitter", draw.uniform(k[6], cfg.fuzzy_jitter)),
-  }
-
-
-def squared_distance(mask: jax.Array, r_max: int) -> jax.Array:
-  """Squared Euclidean distance to the nearest `mask` voxel, exact wherever it is `<= r_max^2`.
-
-  The squared distance is separable, `min_a [(i-a)^2 + min_b [(j-b)^2 + min_c [(k-c)^2 +
-  f]]]` with `f = 0` on the mask; each pass is a min-plus filter over the offsets
-  `|o| <= r_max` (a distance `<= r_max` never needs a larger per-axis offset). Voxels farther
-  than `r_max` get a value `> r_max^2`. Outside the volume counts as not in the mask (as
-  `scipy.ndimage.binary_dilation`'s default border).
-
-  Cost: `3 * (2 r_max + 1)` fused shifted minima per voxel.
-  """
-  r_max = int(r_max)
-  big = float((r_max + 1) ** 2)
-  d = jnp.where(mask, 0.0, big).astype(jnp.float32)
-  for axis, n in enumerate(mask.shape):
-    r = min(r_max, n - 1)
-    if r <= 0:
-      continue
-    pad = [(0, 0)] * 3
-    pad[axis] = (r, r)
-    dp = jnp.pad(d, pad, constant_values=big)
-    out = d
-    for o in range(1, r + 1):
-      lo = jax.lax.slice_in_dim(dp, r - o, r - o + n, axis=axis)
-      hi = jax.lax.slice_in_dim(dp, r + o, r + o + n, axis=axis)
-      out = jnp.minimum(out, jnp.minimum(lo, hi) + float(o * o))
-    d = jnp.minimum(out, big)
-  return d
-
-
-def dilate_ball(mask: jax.Array, radius, r_max: int) -> jax.Array:
-  """Binary dilation by the ball `|v|^2 <= radius^2` (skimage's `ball(radius)`), exact for a
-  (traced) `radius <= r_max`; equals `scipy.ndimage.binary_dilation(mask, ball(radius))`."""
-  radius = jnp.clip(jnp.asarray(radius, jnp.float32), 0.0, float(r_max))
-  return squared_distance(mask, r_max) <= radius * radius
-
-
-def _smooth_uniform(key, shape, scale: float) -> jax.Array:
-  g = tuple(draw.max_grid_size(scale, n) for n in shape)
-  return resample.resize_linear(jax.random.uniform(key, g, jnp.float32), shape)
-
-
-def boundary_mask(key, p: dict, cfg: BoundaryConfig, foreground: jax.Array) -> jax.Array:
-  """The bool mask of `apply_boundary` (ignores `applied` and `no_mask`).
-
-  Voxels within `R(x) = halo * halo_radius + fuzzy * (fuzzy_width * u_c(x) + fuzzy_jitter *
-  u_f(x))` of the foreground, with the fields `u_c`, `u_f` in [0, 1] drawn from `key`:
-  plain (`R = 0`): `foreground`; halo only: `dilate_ball(foreground, halo_radius)`. Radii are
-  clipped to the config ranges' upper ends, which size the static distance transform.
-
-  One distance transform serves every mode (under `vmap` a switch between modes would
-  compute all of them); it is skipped (outside `vmap`) when neither halo nor fuzzy is on.
-  """
-  fg = jnp.asarray(foreground).astype(bool)
-  shape = fg.shape
-  h_max = cfg.halo_radius[1]
-  w_max, j_max = cfg.fuzzy_width[1], cfg.fuzzy_jitter[1]
-  r_max = int(math.ceil(h_max + w_max + j_max))
-
-  def dilated():
-    k1, k2 = jax.random.split(key)
-    width = jnp.clip(p["fuzzy_width"], 0.0, w_max)
-    jitter = jnp.clip(p["fuzzy_jitter"], 0.0, j_max)
-    extra = (width * _smooth_uniform(k1, shape, cfg.fuzzy_grid_scale)
-             + jitter * _smooth_uniform(k2, shape, cfg.jitter_grid_scale))
-    r_halo = jnp.clip(p["halo_radius"], 0, h_max).astype(jnp.float32)
-    radius = jnp.where(p["halo"], r_halo, 0.0) + jnp.where(p["fuzzy"], extra, 0.0)
-    return squared_distance(fg, r_max) <= radius * radius
-
-  return jax.lax.cond(p["halo"] | p["fuzzy"], dilated, lambda: fg)
-
-
-def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
-                   foreground: jax.Array) -> jax.Array:
-  """`image * mask` unless not applied or `no_mask` (then `image` unchanged).
-
-  Args:
-    key: synthesis key; draws the fuzzy fields.
-    image: `(X, Y, Z)` float image.
-    p: params from `sample_boundary`.
-    cfg: the stage config.
-    foreground: bool `(X, Y, Z)`, `seg > 0` of the deformed segmentation.
-
-  Returns:
-    The masked image, float32.
-  """
-  _check_shape("foreground", foreground, image.shape)
-
-  def on(x):
-    return x * boundary_mask(key, p, cfg, foreground).astype(x.dtype)
-
-  return jax.lax.cond(p["applied"] & ~p["no_mask"], on, lambda x: x,
-                      image.astype(jnp.float32))
+STAGE = Stage("blur_cortex", 19, 8, lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),
+              domain={"blob_sigma": record.POSITIVE, "blur_std": record.NONNEG,
+                      "nblur": record.count("blob_sigma")},
+              apply=lambda k, x, p, c, ctx: apply_blur_cortex(
+                  k, x, p, c, record.label_mask((c.cortex_label,), ctx)))

@@ -1,4 +1,4 @@
-"""Spatial stage: affine, diffeomorphic deformation, crop/pad and left/right flip.
+"""The geometry phase: affine, diffeomorphic deformation, crop/pad and left/right flip.
 
 The affine, the deformation and the crop are composed into one coordinate map from the
 output grid to the input label map, so the labels are resampled once per sample (nearest
@@ -14,17 +14,92 @@ References:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
 import jax
 import jax.numpy as jnp
 
-from synthjax._src import draw
-from synthjax._src import resample
-from synthjax._src.config import AffineConfig, DeformationConfig, FlipConfig, SynthConfig
+from synthjax._src.ops import draw
+from synthjax._src.ops import resample
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
+from synthjax._src.checks import config_class, field, flag, integer, optional, prob, real_range
+
+Range = tuple[float, float]
 
 
-# ---------------------------------------------------------------------------------------
-# Parameters
+@config_class
+class AffineConfig:
+  """Random affine transform about the centre of the output field of view.
+
+  The transform maps each output voxel to the point of the label map it samples (SynthSeg's
+  convention), so `scaling` scales the *sampling grid*: a factor `s > 1` covers a larger
+  part of the map and the anatomy appears `1 / s` times its size; `s < 1` enlarges it.
+  TorchIO's `RandomAffine(scales=...)` is the inverse (a factor above 1 enlarges).
+  `object_size` is the plain-language control: an isotropic factor on the anatomy's size
+  (0.5 renders it at half its linear size), drawn once per sample on top of `scaling`.
+
+  Attributes:
+    rotation: range of each of the three rotation angles, in degrees (within ±180).
+    scaling: range of each axis' sampling-grid factor (drawn per axis: also changes the
+      aspect ratio); the anatomy appears `1 / scaling` times its size.
+    shear: range of each of the six shear terms.
+    translation: range of each axis' translation, in mm.
+    object_size: optional range of the isotropic size factor of the anatomy (`None`: no
+      such draw, and no `object_size` entry in the params).
+
+  Examples:
+    >>> AffineConfig(object_size=(0.5, 1.1)).object_size   # half to 1.1x the map's size
+    (0.5, 1.1)
+  """
+  rotation: Range = field((-15.0, 15.0), real_range(low=-180.0, high=180.0))
+  scaling: Range = field((0.8, 1.2), real_range(low=0.0, low_open=True))
+  shear: Range = field((-0.012, 0.012), real_range())
+  translation: Range = field((0.0, 0.0), real_range())
+  prob: float = field(1.0, prob())
+  enabled: bool = field(True, flag())
+  object_size: Optional[Range] = field(None, optional(real_range(low=0.0, low_open=True)))
+
+
+@config_class
+class DeformationConfig:
+  """Stationary velocity field integrated by scaling and squaring (SynthSeg, VoxelMorph).
+
+  The velocity is drawn on a grid of `ceil(grid_scale * shape)` nodes per axis with a
+  standard deviation `std` (voxels of the output grid), upsampled to half resolution,
+  integrated there in `steps` squarings and upsampled to the output grid.
+
+  Attributes:
+    std: range of the velocity standard deviation, in output voxels.
+    grid_scale: range of the ratio between the small grid and the output shape. A range
+      (FetalSynthGen's `nonlin_scale`) draws the grid size per sample.
+    steps: number of squarings.
+  """
+  std: Range = field((0.0, 4.0), real_range(low=0.0))
+  grid_scale: Range = field((0.04, 0.04), real_range(low=0.0, high=1.0, low_open=True))
+  steps: int = field(7, integer(low=0))
+  prob: float = field(1.0, prob())
+  enabled: bool = field(True, flag())
+
+
+@config_class
+class FlipConfig:
+  """Left/right flip with swap of the paired labels (SynthSeg's `RandomFlip`).
+
+  The mirror is applied to the output grid inside the coordinate map, before the
+  deformation: without deformation the output is exactly mirrored; with it, the sample is
+  the mirror of one drawn with the mirrored (equally likely) deformation field.
+
+  Attributes:
+    axis: the array axis that runs left to right (0 for RAS-oriented volumes).
+  """
+  axis: int = field(0, integer(low=0, high=2))
+  prob: float = field(0.5, prob())
+  enabled: bool = field(True, flag())
 
 
 # Stream of the object-size draw, folded into the affine key (the other draws keep theirs).
@@ -66,10 +141,6 @@ def sample_flip(key, cfg: FlipConfig, fixed=None) -> dict:
 def sample_crop(key, fixed=None) -> dict:
   """Draws the crop position in [0, 1]^3 (fraction of the room left by the output)."""
   return {"position": draw.pick(fixed, "position", draw.uniform(key, (0.0, 1.0), (3,)))}
-
-
-# ---------------------------------------------------------------------------------------
-# Deterministic application
 
 
 def affine_matrix(p: dict) -> jax.Array:
@@ -207,3 +278,17 @@ def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Arra
   The stacked form of `coordinate_components`.
   """
   return jnp.stack(coordinate_components(key, params, config, in_shape))
+
+
+# The geometry phase: one coordinate map and one gather of the labels (`generator.render`).
+STAGES = (
+    Stage("affine", 0, None, lambda k, c, f: sample_affine(k, c.affine, f),
+          domain={"rotation": record.ANGLE, "scaling": record.POSITIVE,
+                  "object_size": record.POSITIVE}, phase="geometry"),
+    Stage("deformation", 1, 0, lambda k, c, f: sample_deformation(k, c.deformation, f),
+          # A negative std negates the velocity (the inverse flow): valid in params.
+          domain={"grid_scale": record.GRID}, phase="geometry"),
+    Stage("crop", 2, None, lambda k, c, f: sample_crop(k, f), configured=False,
+          domain={"position": record.UNIT}, phase="geometry"),
+    Stage("flip", 3, None, lambda k, c, f: sample_flip(k, c.flip, f), phase="geometry"),
+)

@@ -1,0 +1,2 @@
+"""Numerical kernels the stages share: resampling, lookups, keyed voxel noise, parameter
+draws, multi-scale fields, Gaussian filters and morphology."""

@@ -1,0 +1,1 @@
+"""One module per stage: its config, `sample`, `apply` and `Stage` record (`registry`)."""

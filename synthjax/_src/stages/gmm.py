@@ -1,0 +1,64 @@
+"""The intensity source: one Gaussian per label (SynthSeg's `SampleConditionalGMM`).
+
+Every per-label table is indexed with the label-index map (no one-hot volumes); the voxel
+noise is a keyed hash of the synthesis key (`ops.rng`).
+
+References:
+  Billot et al., SynthSeg (MedIA 2023): `SampleConditionalGMM`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from synthjax._src.ops import draw
+from synthjax._src.ops import lookup
+from synthjax._src.ops import rng
+from synthjax._src.stages import record
+from synthjax._src.stages.record import Stage
+from synthjax._src.checks import config_class, field, flag, prob, real_range
+
+Range = tuple[float, float]
+
+
+@config_class
+class GMMConfig:
+  """Per-label Gaussian intensities (SynthSeg's `SampleConditionalGMM`).
+
+  Attributes:
+    mean: range of the uniform prior on each label's mean intensity.
+    std: range of the uniform prior on each label's standard deviation.
+    prob_background_zero: probability that the background label gets mean 0 and std 0.
+  """
+  mean: Range = field((0.0, 250.0), real_range())
+  std: Range = field((0.0, 30.0), real_range(low=0.0))
+  prob_background_zero: float = field(0.05, prob())
+  prob: float = field(1.0, prob())  # kept for a uniform stage interface; the GMM is always rendered.
+  enabled: bool = field(True, flag())
+
+
+def sample_gmm(key, cfg: GMMConfig, num_labels: int, fixed=None) -> dict:
+  """Draws a mean and a std per generation label and the background-zero switch."""
+  k = jax.random.split(key, 3)
+  return {
+      "means": draw.pick(fixed, "means", draw.uniform(k[0], cfg.mean, (num_labels,))),
+      "stds": draw.pick(fixed, "stds", draw.uniform(k[1], cfg.std, (num_labels,))),
+      "background_zero": draw.pick(fixed, "background_zero",
+                                   draw.bernoulli(k[2], cfg.prob_background_zero)),
+  }
+
+
+def render_gmm(key, p: dict, index_map: jax.Array, background_index: int) -> jax.Array:
+  """`means[l] + stds[l] * N(0, 1)` at each voxel of label index `l`."""
+  means = p["means"].astype(jnp.float32)
+  stds = p["stds"].astype(jnp.float32)
+  zero_bg = p["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
+  means = jnp.where(zero_bg, 0.0, means)
+  stds = jnp.where(zero_bg, 0.0, stds)
+  noise = rng.voxel_normal(key, index_map.shape)
+  return lookup.take_small(means, index_map) + lookup.take_small(stds, index_map) * noise
+
+
+STAGE = Stage("gmm", 4, 1, lambda k, c, f: sample_gmm(k, c.gmm, c.num_labels, f),
+              domain={"stds": record.NONNEG}, phase="source")
