@@ -1,6 +1,7 @@
 """Test-session hygiene shared by every test module."""
 
 import gc
+import os
 
 import pytest
 
@@ -27,6 +28,42 @@ def _bound_compiled_code_maps():
     import jax
     jax.clear_caches()
     gc.collect()
+
+
+# Programs that take a noticeable time to compile (the presets' generators, the recipe's
+# train steps) are compiled again by every test process: both xdist workers and each CLI
+# or training subprocess. One persistent compilation cache for the session lets each be
+# compiled once; the executables are XLA's own, so results are bit for bit the same.
+_CACHE_MIN_COMPILE_SECS = 0.3
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """The session's persistent compilation cache folder, shared by the xdist workers (their
+  base temp folders share a parent) and by subprocesses (through the environment)."""
+  import jax
+  from jax._src import compilation_cache as cc
+  base = tmp_path_factory.getbasetemp()
+  folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
+  folder.mkdir(exist_ok=True)
+  settings = {"jax_compilation_cache_dir": str(folder),
+              "jax_persistent_cache_min_compile_time_secs": _CACHE_MIN_COMPILE_SECS,
+              "jax_persistent_cache_min_entry_size_bytes": 0}
+  before_config = {n: getattr(jax.config, n) for n in settings}
+  before_env = {n.upper(): os.environ.get(n.upper()) for n in settings}
+  cc.reset_cache()
+  for name, value in settings.items():
+    jax.config.update(name, value)
+    os.environ[name.upper()] = str(value)
+  yield str(folder)
+  cc.reset_cache()
+  for name, value in before_config.items():
+    jax.config.update(name, value)
+  for name, value in before_env.items():
+    if value is None:
+      os.environ.pop(name, None)
+    else:
+      os.environ[name] = value
 
 
 # pytest-xdist (`-n 2 --dist loadfile`) hands out whole modules in collection order; the

@@ -61,33 +61,11 @@ def write_problem(folder, shape, n_train=3):
   return paths, val_image, val_labels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  """One persistent compilation cache for this module's runs, in this process and in the
-  subprocesses: the recipe's programs are the same from run to run, and compiling a 3-D
-  U-Net step on the CPU takes most of each run's time."""
-  import jax
-  from jax._src import compilation_cache as cc
-  folder = str(tmp_path_factory.mktemp("jax-cache"))
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  before = {n: getattr(jax.config, n) for n in names}
-  cc.reset_cache()
-  for n, v in zip(names, (folder, 0.0, 0)):
-    jax.config.update(n, v)
-  yield folder
-  cc.reset_cache()
-  for n, v in before.items():
-    jax.config.update(n, v)
-
-
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory, compilation_cache):
   root = tmp_path_factory.mktemp("recipe")
   paths, val_image, val_labels = write_problem(str(root / "data"), (16, 16, 16))
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PLATFORMS="cpu")
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   common = paths + ["--shape", "16", "16", "16", "--features", "4", "8", "--batch", "2",
                     "--steps", str(STEPS), "--ckpt-every", "7", "--seed", "3", "--quiet"]
