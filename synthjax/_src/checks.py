@@ -29,6 +29,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+# The type of a `(low, high)` range field.
+Range = tuple[float, float]
+
 Check = Callable[[str, Any], Any]
 
 

@@ -28,12 +28,13 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (config_class, field, flag, int_range, integer, positive,
+                                  prob)
 from synthjax._src.ops import draw
 from synthjax._src.ops import filters
 from synthjax._src.ops import resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import config_class, field, flag, int_range, integer, positive, prob
 
 
 @config_class

@@ -19,14 +19,13 @@ import math
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (Range, config_class, field, flag, int_range, prob, real,
+                                  real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import morphology
 from synthjax._src.ops import resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import config_class, field, flag, int_range, prob, real, real_range
-
-Range = tuple[float, float]
 
 
 @config_class

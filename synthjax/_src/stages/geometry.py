@@ -20,6 +20,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (Range, config_class, field, flag, integer, optional, prob,
+                                  real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import resample
 from synthjax._src.stages import record
@@ -27,9 +29,6 @@ from synthjax._src.stages.record import Stage
 
 if TYPE_CHECKING:
   from synthjax._src.config import SynthConfig
-from synthjax._src.checks import config_class, field, flag, integer, optional, prob, real_range
-
-Range = tuple[float, float]
 
 
 @config_class

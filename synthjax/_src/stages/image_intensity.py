@@ -10,9 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import config_class, field, flag, positive, prob
 from synthjax._src.ops import draw
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import config_class, field, flag, positive, prob
 
 
 @config_class

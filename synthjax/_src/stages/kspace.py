@@ -27,12 +27,11 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (Range, axes, config_class, field, flag, int_range, prob,
+                                  real, real_range)
 from synthjax._src.ops import draw
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import axes, config_class, field, flag, int_range, prob, real, real_range
-
-Range = tuple[float, float]
 
 
 @config_class

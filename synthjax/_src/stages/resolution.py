@@ -21,12 +21,13 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (choice, config_class, field, flag, optional, positive,
+                                  prob, real)
 from synthjax._src.ops import draw
 from synthjax._src.ops import filters
 from synthjax._src.ops import resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import choice, config_class, field, flag, optional, positive, prob, real
 
 
 SLICE_PROFILES = ("gaussian", "boxcar", "triangle")

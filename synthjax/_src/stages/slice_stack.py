@@ -65,15 +65,14 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (Range, axes, config_class, field, flag, int_range, prob,
+                                  real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import filters
 from synthjax._src.ops import resample
 from synthjax._src.stages import geometry
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import axes, config_class, field, flag, int_range, prob, real_range
-
-Range = tuple[float, float]
 
 
 @config_class

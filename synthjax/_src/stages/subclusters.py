@@ -27,6 +27,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (Range, choice, config_class, field, flag, int_range,
+                                  integer, integers, label_groups, prob, real, real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
 from synthjax._src.ops import resample
@@ -37,9 +39,6 @@ from synthjax._src.stages.record import Stage
 if TYPE_CHECKING:
   from synthjax._src.config import SynthConfig
   from synthjax._src.stages.gmm import GMMConfig
-from synthjax._src.checks import choice, config_class, field, flag, int_range, integer, integers, label_groups, prob, real, real_range
-
-Range = tuple[float, float]
 
 
 @config_class

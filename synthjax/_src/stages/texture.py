@@ -18,14 +18,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.checks import (Range, config_class, field, flag, int_range, integer,
+                                  prob, real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import fields
 from synthjax._src.ops import lookup
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-from synthjax._src.checks import config_class, field, flag, int_range, integer, prob, real_range
-
-Range = tuple[float, float]
 
 
 @config_class
