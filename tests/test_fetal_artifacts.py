@@ -186,8 +186,9 @@ def test_apply_blur_cortex_reference_and_identities(brain):
   # Exactly the count: 5 active of 8 slots -> 5 distinct unit peaks.
   c, v = blur_cortex.sample_centres(key, region, 8)
   assert np.asarray(v).all() and (g[tuple(np.asarray(c)[:5].T)] == 1.0).all()
-  # Identities: not applied, no blob, zero blur, empty region.
-  for q, r in ((_blur_params(applied=False), region), (_blur_params(nblur=0), region),
+  # Identities: no blob, zero blur, empty region. (A stage that is not applied is skipped
+  # by the generator's render loop: tests/test_stages_wired.py.)
+  for q, r in ((_blur_params(nblur=0), region),
                (_blur_params(blur_std=[0.0, 0.0, 0.0]), region),
                (p, jnp.zeros(SHAPE, bool))):
     np.testing.assert_array_equal(np.asarray(run(key, x, q, r)), img)
@@ -202,14 +203,12 @@ def test_blur_cortex_jit_vmap(brain):
   skeys = jax.random.split(jax.random.key(11), 3)
   # Sampled params (the batch of the sampling test, its compilation reused), first three.
   ps = jax.tree.map(lambda a: a[:3], _sample_blur_batch(jax.random.split(jax.random.key(0), 400)))
-  ps["applied"] = jnp.asarray([True, False, True])
   run = lambda k, p: blur_cortex.apply_blur_cortex(k, x, p, cfg, region)
   batch = np.asarray(jax.jit(jax.vmap(run))(skeys, ps))
   for i in range(3):
     p = jax.tree.map(lambda a: a[i], ps)
     single = np.asarray(_blur(skeys[i], x, p, cfg, region))
     np.testing.assert_allclose(batch[i], single, atol=1e-5)
-  np.testing.assert_array_equal(batch[1], img)
   assert np.abs(batch[0] - batch[2]).max() > 1e-3  # other keys, other blobs
 
 
@@ -275,9 +274,8 @@ def test_apply_boundary_modes(brain):
   np.testing.assert_array_equal(
       np.asarray(boundary.apply_boundary(key, x, _bparams(halo=True, fuzzy=True), cfg, f)),
       run(_bparams(halo=True, fuzzy=True)))
-  # No mask / not applied: the input itself.
+  # No mask: the input itself.
   np.testing.assert_array_equal(run(_bparams(no_mask=True, halo=True, fuzzy=True)), img)
-  np.testing.assert_array_equal(run(_bparams(applied=False, halo=True)), img)
   # Plain mask: zero outside the foreground, unchanged inside.
   np.testing.assert_array_equal(run(_bparams()), img * fg)
   # Halo: the ball dilation. (Below, ball dilations by radius r are `edt^2 <= r^2`, which

@@ -99,3 +99,25 @@ def test_stage_off_exact_on_visible_replay_and_vmap(stage):
   for i, p in enumerate((p_on, p_skip)):
     np.testing.assert_allclose(imgs[i], synthjax.synthesize(keys[i], p, lab, on, **extra)[0],
                                atol=2e-5)
+
+
+def test_stages_on_by_default_are_skipped_when_not_applied():
+  """The render loop gates `applied` for every image stage: with bias, gamma, resolution
+  and noise enabled but not applied, the image is the one rendered with them disabled
+  (gamma's `off`, the clip and normalisation, in both)."""
+  always = [s.name for s in registry.STAGES if s.phase == "image" and s.name not in OPTIONAL]
+  assert sorted(always) == ["bias", "gamma", "noise", "resolution"]
+  on = BASE.replace(bias={"enabled": True, "prob": 1.0}, resolution={"enabled": True, "prob": 1.0},
+                    noise={"enabled": True, "prob": 1.0}, gamma={"prob": 1.0})
+  off = BASE.replace(**{s: {"enabled": False} for s in always})
+  lab = _labels()
+  p_on = synthjax.sample_params(jax.random.key(0), on)
+  assert all(bool(p_on[s]["applied"]) for s in always)
+  skipped = synthjax.sample_params(jax.random.key(0), on,
+                                   fixed={s: {"applied": False} for s in always})
+  img_skip = synthjax.synthesize(jax.random.key(1), skipped, lab, on)[0]
+  img_off = synthjax.synthesize(jax.random.key(1), synthjax.sample_params(jax.random.key(0), off),
+                                lab, off)[0]
+  np.testing.assert_allclose(img_skip, img_off, atol=1e-6)
+  img_on = synthjax.synthesize(jax.random.key(1), p_on, lab, on)[0]
+  assert np.abs(np.asarray(img_on) - np.asarray(img_off)).mean() > 1e-3

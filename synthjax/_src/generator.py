@@ -281,11 +281,15 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
     if stage.phase != "image":
       continue
     cfg = getattr(config, stage.name)
-    if cfg.enabled:
-      k = sub(stage.name) if stage.synth_stream is not None else None
-      image = stage.apply(k, image, params[stage.name], cfg, ctx)
-    elif stage.off is not None:
-      image = stage.off(image, cfg)
+    off = (lambda x: x) if stage.off is None else (lambda x: stage.off(x, cfg))
+    if not cfg.enabled:
+      image = off(image)
+      continue
+    k = sub(stage.name) if stage.synth_stream is not None else None
+    p = params[stage.name]
+    # `applied` is gated here, once for every stage; a cond rather than a where, so a
+    # stage that is not applied computes nothing (outside vmap, where it is a select).
+    image = jax.lax.cond(p["applied"], lambda x: stage.apply(k, x, p, cfg, ctx), off, image)
   seg = lookup.take_small(seg_values, index_map)
   image = gamma.normalize(image)
   return image.astype(jnp.float32), seg

@@ -54,9 +54,8 @@ def bias_field(key, p: dict, cfg: BiasConfig, shape) -> jax.Array:
 
 
 def apply_bias(key, image: jax.Array, p: dict, cfg: BiasConfig, ctx) -> jax.Array:
-  """The image times the bias field where applied."""
-  return image * jax.lax.cond(p["applied"], lambda: bias_field(key, p, cfg, ctx.shape),
-                              lambda: jnp.ones(ctx.shape, jnp.float32))
+  """The image times the bias field."""
+  return image * bias_field(key, p, cfg, ctx.shape)
 
 
 STAGE = Stage("bias", 5, 2, lambda k, c, f: sample_bias(k, c.bias, f),

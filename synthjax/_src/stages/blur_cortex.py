@@ -198,7 +198,7 @@ def blur_cortex_weights(key, p: dict, cfg: BlurCortexConfig, region_mask: jax.Ar
 
 def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
                       region_mask: jax.Array) -> jax.Array:
-  """`image * (1 - g) + blur(image) * g` with `g` the blob mask, if applied.
+  """`image * (1 - g) + blur(image) * g` with `g` the blob mask.
 
   Args:
     key: synthesis key; draws the blob centres.
@@ -209,17 +209,14 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
       deformed segmentation). An empty region leaves the image unchanged.
 
   Returns:
-    The image, float32; `image` itself when not applied.
+    The image, float32.
   """
   record.check_mask_shape("region_mask", region_mask, image.shape)
   region_mask = jnp.asarray(region_mask).astype(bool)
-
-  def on(x):
-    g = blur_cortex_weights(key, p, cfg, region_mask)
-    # Written as an update so that g = 0 or blur(x) = x returns x exactly.
-    return x + g * (gaussian_blur(x, p["blur_std"], cfg) - x)
-
-  return jax.lax.cond(p["applied"], on, lambda x: x, image.astype(jnp.float32))
+  x = image.astype(jnp.float32)
+  g = blur_cortex_weights(key, p, cfg, region_mask)
+  # Written as an update so that g = 0 or blur(x) = x returns x exactly.
+  return x + g * (gaussian_blur(x, p["blur_std"], cfg) - x)
 
 
 STAGE = Stage("blur_cortex", 19, 8, lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),

@@ -125,7 +125,7 @@ def boundary_mask(key, p: dict, cfg: BoundaryConfig, foreground: jax.Array) -> j
 
 def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
                    foreground: jax.Array) -> jax.Array:
-  """`image * mask` unless not applied or `no_mask` (then `image` unchanged).
+  """`image * mask`, or `image` unchanged when `no_mask`.
 
   Args:
     key: synthesis key; draws the fuzzy fields.
@@ -142,8 +142,7 @@ def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
   def on(x):
     return x * boundary_mask(key, p, cfg, foreground).astype(x.dtype)
 
-  return jax.lax.cond(p["applied"] & ~p["no_mask"], on, lambda x: x,
-                      image.astype(jnp.float32))
+  return jax.lax.cond(p["no_mask"], lambda x: x, on, image.astype(jnp.float32))
 
 
 # Skull-stripping boundaries mask the image by the deformed foreground.

@@ -45,13 +45,16 @@ def normalize(x: jax.Array) -> jax.Array:
 
 
 def apply_gamma(x: jax.Array, p: dict, cfg: GammaConfig) -> jax.Array:
-  """Clips to [0, clip], normalises to [0, 1], then raises to `exp(log_gamma)` if applied."""
+  """Clips to [0, clip], normalises to [0, 1], then raises to `exp(log_gamma)`.
+
+  Where the stage is not applied, the generator still clips and normalises (`STAGE.off`).
+  """
   x = normalize(jnp.clip(x, 0.0, cfg.clip))
   # exp(g log x) rather than x ** g: XLA's general power handles negative bases and
   # special exponents at twice the cost; here x is in [0, 1] and g > 0.
   powered = jnp.where(x > 0, jnp.exp(jnp.exp(p["log_gamma"]) * jnp.log(jnp.maximum(x, 1e-30))),
                       0.0)
-  return jnp.where(p["applied"], powered, x)
+  return powered
 
 
 STAGE = Stage("gamma", 6, None, lambda k, c, f: sample_gamma(k, c.gamma, f),

@@ -155,7 +155,7 @@ def moved_image(x: jax.Array, degrees, translation, spacing, cval) -> jax.Array:
 
 
 def apply_motion(image: jax.Array, p: dict, cfg: MotionConfig, spacing) -> jax.Array:
-  """Motion artifact of `p` on `image`; `image` itself when not applied.
+  """Motion artifact of `p` on `image`.
 
   Args:
     image: float `(X, Y, Z)` volume (in [0, 1] in the generator).
@@ -173,32 +173,29 @@ def apply_motion(image: jax.Array, p: dict, cfg: MotionConfig, spacing) -> jax.A
   spacing = tuple(float(s) for s in spacing)
   slots = p["times"].shape[0]
 
-  def on(x):
-    x = x.astype(jnp.float32)
-    # Movement i holds from time t_i on; sorting keeps each pose with its time when the
-    # times are given out of order. Unused slots move to the end (time 1: empty segment).
-    active = jnp.arange(slots) < p["num_transforms"]
-    order = jnp.argsort(jnp.where(active, p["times"].astype(jnp.float32), 2.0))
-    times = jnp.where(active, p["times"].astype(jnp.float32), 1.0)[order]
-    degrees, translation = p["degrees"][order], p["translation"][order]
-    # Pose of every line along each candidate axis, broadcast along that axis; the drawn
-    # axis selects one of them, so the mask of a pose is the same full-size array whatever
-    # the (traced) axis.
-    pose = None
-    for a, n in enumerate(shape):
-      lines = pose_of_segment(segment_of_lines(n, times, p["num_transforms"]))
-      b = [1, 1, 1]
-      b[a] = n
-      along = jnp.where(p["axis"] == a, lines.reshape(b), 0)
-      pose = along if pose is None else pose + along
-    cval = jnp.min(x)
-    k = jnp.where(pose == 0, jnp.fft.fftn(x), 0)
-    for i in range(slots):
-      xi = moved_image(x, degrees[i], translation[i], spacing, cval)
-      k = k + jnp.where(pose == i + 1, jnp.fft.fftn(xi), 0)
-    return jnp.abs(jnp.fft.ifftn(k)).astype(jnp.float32)
-
-  return jax.lax.cond(p["applied"], on, lambda x: x.astype(jnp.float32), image)
+  x = image.astype(jnp.float32)
+  # Movement i holds from time t_i on; sorting keeps each pose with its time when the
+  # times are given out of order. Unused slots move to the end (time 1: empty segment).
+  active = jnp.arange(slots) < p["num_transforms"]
+  order = jnp.argsort(jnp.where(active, p["times"].astype(jnp.float32), 2.0))
+  times = jnp.where(active, p["times"].astype(jnp.float32), 1.0)[order]
+  degrees, translation = p["degrees"][order], p["translation"][order]
+  # Pose of every line along each candidate axis, broadcast along that axis; the drawn
+  # axis selects one of them, so the mask of a pose is the same full-size array whatever
+  # the (traced) axis.
+  pose = None
+  for a, n in enumerate(shape):
+    lines = pose_of_segment(segment_of_lines(n, times, p["num_transforms"]))
+    b = [1, 1, 1]
+    b[a] = n
+    along = jnp.where(p["axis"] == a, lines.reshape(b), 0)
+    pose = along if pose is None else pose + along
+  cval = jnp.min(x)
+  k = jnp.where(pose == 0, jnp.fft.fftn(x), 0)
+  for i in range(slots):
+    xi = moved_image(x, degrees[i], translation[i], spacing, cval)
+    k = k + jnp.where(pose == i + 1, jnp.fft.fftn(xi), 0)
+  return jnp.abs(jnp.fft.ifftn(k)).astype(jnp.float32)
 
 
 STAGE = Stage("motion", 15, None, lambda k, c, f: sample_motion(k, c.motion, f),

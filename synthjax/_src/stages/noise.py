@@ -40,11 +40,7 @@ def sample_noise(key, cfg: NoiseConfig, fixed=None) -> dict:
 
 
 def add_noise(key, x: jax.Array, p: dict) -> jax.Array:
-  # A cond, not a where: an unapplied stage then draws no full-volume Gaussian (outside vmap).
-  return jax.lax.cond(
-      p["applied"],
-      lambda x: x + rng.voxel_normal(key, x.shape) * p["std"],
-      lambda x: x, x)
+  return x + rng.voxel_normal(key, x.shape) * p["std"]
 
 
 STAGE = Stage("noise", 8, 3, lambda k, c, f: sample_noise(k, c.noise, f),

@@ -39,9 +39,11 @@ class Stage:
       fused coordinate map and intensity source, rendered explicitly), `"kspace"` (one
       spectrum for the group), or `"image"`: `apply` in registry order.
     apply: image stages: `(key, image, params, stage_config, ctx) -> image`, with the
-      stage's synthesis key (None without a `synth_stream`) and a `RenderContext`.
+      stage's synthesis key (None without a `synth_stream`) and a `RenderContext`. The
+      render loop calls it only where `params["applied"]` (it gates `applied` once for
+      every stage), so `apply` renders unconditionally.
     off: image stages: `(image, stage_config) -> image` rendered when the config disables
-      the stage (None: the image passes unchanged).
+      the stage or the stage is not applied (None: the image passes unchanged).
   """
   name: str
   param_stream: int

@@ -189,11 +189,8 @@ def axis_operators(p: dict, cfg: ResolutionConfig, shape, spacing):
 
 
 def apply_resolution(x: jax.Array, p: dict, cfg: ResolutionConfig, spacing) -> jax.Array:
-  """Blurs and resamples `x` as acquired at `p["resolution"]`; identity if not applied."""
-  return jax.lax.cond(
-      p["applied"],
-      lambda x: resample.apply_separable(x, axis_operators(p, cfg, x.shape, spacing)),
-      lambda x: x, x)
+  """Blurs and resamples `x` as acquired at `p["resolution"]`."""
+  return resample.apply_separable(x, axis_operators(p, cfg, x.shape, spacing))
 
 
 STAGE = Stage("resolution", 7, None,

@@ -42,12 +42,9 @@ def sample_rician(key, cfg: RicianConfig, fixed=None) -> dict:
 
 
 def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
-  """`sqrt((x + n1)^2 + n2^2)`, `n1, n2 ~ N(0, std)` drawn from `key`, if applied."""
-  def on(x):
-    n = rng.voxel_normal(key, (2,) + x.shape) * p["std"]
-    return jnp.sqrt((x + n[0]) ** 2 + n[1] ** 2)
-
-  return jax.lax.cond(p["applied"], on, lambda x: x, x)
+  """`sqrt((x + n1)^2 + n2^2)`, `n1, n2 ~ N(0, std)` drawn from `key`."""
+  n = rng.voxel_normal(key, (2,) + x.shape) * p["std"]
+  return jnp.sqrt((x + n[0]) ** 2 + n[1] ** 2)
 
 
 STAGE = Stage("rician", 12, 4, lambda k, c, f: sample_rician(k, c.rician, f),

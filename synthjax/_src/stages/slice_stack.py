@@ -332,7 +332,7 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
 
 def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
                       spacing) -> jax.Array:
-  """Acquires `image` as the stacks of `p` and returns their reconstruction, if applied.
+  """Acquires `image` as the stacks of `p` and returns their reconstruction.
 
   Args:
     image: `(X, Y, Z)` float32 volume (the [0, 1] image after the resolution stage).
@@ -341,8 +341,8 @@ def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
     spacing: static voxel spacing in mm.
 
   Returns:
-    The average of the reconstructions of the stacks present (`image` itself when none is,
-    or when the stage is not applied). Every output voxel is a convex combination of input
+    The average of the reconstructions of the stacks present (`image` itself when none
+    is). Every output voxel is a convex combination of input
     voxels, so a [0, 1] image stays in [0, 1].
   """
   shape = tuple(image.shape)
@@ -354,22 +354,18 @@ def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
                      f"(stacks, slices), expected {(len(axes), need)} for shape {shape}, "
                      f"spacing {spacing}")
   radius = {a: blur_radius_max(cfg, spacing, a, shape[a]) for a in set(axes)}
-
-  def on(x):
-    x = x.astype(jnp.float32)
-    total = jnp.zeros(shape, jnp.float32)
-    for i, a in enumerate(axes):
-      # An absent stack costs nothing outside vmap.
-      total = total + jax.lax.cond(
-          p["active"][i],
-          lambda x, i=i, a=a: reconstruct_stack(
-              x, a, p["thickness"][i], p["gap"][i], p["offset"][i], p["rotation"][i],
-              p["translation"][i], spacing, radius[a]),
-          lambda x: jnp.zeros(shape, jnp.float32), x)
-    count = jnp.sum(p["active"].astype(jnp.float32))
-    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), x)
-
-  return jax.lax.cond(p["applied"], on, lambda x: x.astype(jnp.float32), image)
+  x = image.astype(jnp.float32)
+  total = jnp.zeros(shape, jnp.float32)
+  for i, a in enumerate(axes):
+    # An absent stack costs nothing outside vmap.
+    total = total + jax.lax.cond(
+        p["active"][i],
+        lambda x, i=i, a=a: reconstruct_stack(
+            x, a, p["thickness"][i], p["gap"][i], p["offset"][i], p["rotation"][i],
+            p["translation"][i], spacing, radius[a]),
+        lambda x: jnp.zeros(shape, jnp.float32), x)
+  count = jnp.sum(p["active"].astype(jnp.float32))
+  return jnp.where(count > 0, total / jnp.maximum(count, 1.0), x)
 
 
 STAGE = Stage("slice_stack", 16, None,

@@ -134,7 +134,7 @@ def gaussian_blobs(shape, centres: jax.Array, sigmas: jax.Array, active: jax.Arr
 
 def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
                        region: jax.Array) -> jax.Array:
-  """Blends multi-scale noise into `image` around random voxels of `region`, if applied.
+  """Blends multi-scale noise into `image` around random voxels of `region`.
 
   Args:
     key: synthesis key (noise field and blob centres).
@@ -145,22 +145,18 @@ def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
 
   Returns:
     `mask * clip(image + std * noise, 0, 2 max image) + (1 - mask) * image`; `image`
-    itself when not applied or when `region` is empty.
+    itself when `region` is empty.
   """
   shape = image.shape
-
-  def on(x):
-    k_noise, k_centres = jax.random.split(key)
-    x = x.astype(jnp.float32)
-    noise = fields.multiscale_noise(k_noise, shape, p["num_stages"], cfg.num_stages[1],
-                             finest=1, normalize="max")
-    noisy = jnp.clip(x + p["std"] * noise, 0.0, 2.0 * jnp.max(x))
-    centres, nonempty = random_voxels(k_centres, region, cfg.num_blobs[1])
-    active = (jnp.arange(cfg.num_blobs[1]) < p["num_blobs"]) & nonempty
-    mask = gaussian_blobs(shape, centres, p["sigmas"], active)
-    return mask * noisy + (1.0 - mask) * x
-
-  return jax.lax.cond(p["applied"], on, lambda x: x.astype(jnp.float32), image)
+  k_noise, k_centres = jax.random.split(key)
+  x = image.astype(jnp.float32)
+  noise = fields.multiscale_noise(k_noise, shape, p["num_stages"], cfg.num_stages[1],
+                                  finest=1, normalize="max")
+  noisy = jnp.clip(x + p["std"] * noise, 0.0, 2.0 * jnp.max(x))
+  centres, nonempty = random_voxels(k_centres, region, cfg.num_blobs[1])
+  active = (jnp.arange(cfg.num_blobs[1]) < p["num_blobs"]) & nonempty
+  mask = gaussian_blobs(shape, centres, p["sigmas"], active)
+  return mask * noisy + (1.0 - mask) * x
 
 
 # FetalSynthGen runs it among its artifacts, after the noise.

@@ -78,7 +78,7 @@ def texture_field(key, p: dict, cfg: TextureConfig, shape) -> jax.Array:
 
 def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map: jax.Array,
                   background_index: Optional[int] = None) -> jax.Array:
-  """Multiplies `image` by `max(1 + amplitude[index_map] * noise, 0)`, if applied.
+  """Multiplies `image` by `max(1 + amplitude[index_map] * noise, 0)`.
 
   Args:
     key: synthesis key (the noise field).
@@ -89,17 +89,14 @@ def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map:
     background_index: static label index left untextured (`None`: none).
 
   Returns:
-    The textured image (float32); `image` itself when not applied.
+    The textured image (float32).
   """
   amp = p["amplitude"].astype(jnp.float32)
   if background_index is not None:
     amp = amp.at[background_index].set(0.0)
-
-  def on(x):
-    noise = texture_field(key, p, cfg, x.shape)
-    return x * jnp.maximum(1.0 + lookup.take_small(amp, index_map) * noise, 0.0)
-
-  return jax.lax.cond(p["applied"], on, lambda x: x, image.astype(jnp.float32))
+  x = image.astype(jnp.float32)
+  noise = texture_field(key, p, cfg, x.shape)
+  return x * jnp.maximum(1.0 + lookup.take_small(amp, index_map) * noise, 0.0)
 
 
 STAGE = Stage("texture", 17, 6, lambda k, c, f: sample_texture(k, c.texture, c.num_labels, f),
