@@ -452,6 +452,17 @@ def _check_unchanged(args, src, field, array, what):
   print(f"synthjax replay: warning: {text}; replaying anyway (--force)", file=sys.stderr)
 
 
+def _add_run_arguments(parser, *, what: str, preset: str):
+  """The arguments every command that renders label maps takes."""
+  parser.add_argument("labels", nargs="*", metavar="LABELS",
+                      help="label maps: files, folders or globs")
+  parser.add_argument("-o", "--output", required=True, help="output folder")
+  parser.add_argument("-n", type=int, default=1, help=f"number of {what}")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--preset", choices=PRESETS, default=preset)
+  parser.add_argument("--config", help="a config JSON (SynthConfig.to_json) instead of a preset")
+
+
 def build_parser():
   parser = argparse.ArgumentParser(
       prog="synthjax", description="Synthetic images from label maps, with exact replay.")
@@ -459,12 +470,7 @@ def build_parser():
   sub = parser.add_subparsers(dest="command", required=True)
 
   g = sub.add_parser("generate", help="write N synthetic samples (image, seg, params JSON)")
-  g.add_argument("labels", nargs="*", metavar="LABELS", help="label maps: files, folders or globs")
-  g.add_argument("-o", "--output", required=True, help="output folder")
-  g.add_argument("-n", type=int, default=1, help="number of samples")
-  g.add_argument("--seed", type=int, default=0)
-  g.add_argument("--preset", choices=PRESETS, default="synthseg")
-  g.add_argument("--config", help="a config JSON (SynthConfig.to_json) instead of a preset")
+  _add_run_arguments(g, what="samples", preset="synthseg")
   g.add_argument("--seeds", metavar="DIR",
                  help="FetalSynthGen seed maps (its derivatives/seeds folder): sub-label "
                       "intensity classes from seeds (with --preset fetal)")
@@ -508,12 +514,7 @@ def build_parser():
   e.set_defaults(func=cmd_ensemble)
 
   w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)")
-  w.add_argument("labels", nargs="*", metavar="LABELS", help="label maps: files, folders or globs")
-  w.add_argument("-o", "--output", required=True, help="output folder")
-  w.add_argument("-n", type=int, default=1, help="number of pairs")
-  w.add_argument("--seed", type=int, default=0)
-  w.add_argument("--preset", choices=PRESETS, default="anatomix_views")
-  w.add_argument("--config", help="a config JSON instead of a preset")
+  _add_run_arguments(w, what="pairs", preset="anatomix_views")
   w.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
   w.add_argument("--independent-spatial", action="store_true",
                  help="draw the spatial transform per view (default: shared, voxel-aligned)")
