@@ -145,11 +145,12 @@ def test_synthesize_with_seeds_renders_selected_subclusters():
 def test_seeds_jit_vmap_and_replay():
   lab = _labels()
   seeds = _seeds(lab)
-  # The bias field and resolution simulation play no part in the seed path: off, for a
-  # smaller program.
+  # The image stages after the intensity source play no part in the seed path: off, for
+  # a smaller program.
   cfg = presets.fetal((0, 1, 2, 3), SHAPE, seeds=True, spacing=(1, 1, 1)).replace(
-      subclusters={"num_subclusters": (1, 4), "num_meta": 3}, bias={"enabled": False},
-      resolution={"enabled": False})
+      subclusters={"num_subclusters": (1, 4), "num_meta": 3},
+      **{s: {"enabled": False} for s in ("bias", "resolution", "slice_stack", "blur_cortex",
+                                         "struct_noise", "boundary")})
   keys = jax.random.split(jax.random.key(8), 3)
   params = synthjax.sample_params(keys, cfg)
   batch = jax.vmap(lambda k, p: synthjax.synthesize(k, p, lab, cfg, seeds=seeds))(keys, params)
