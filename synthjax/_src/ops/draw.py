@@ -40,6 +40,20 @@ def bernoulli(key, p: float) -> jax.Array:
   return jax.random.bernoulli(key, p)
 
 
+def applied_and_uniform(key, cfg, fixed, *names: str) -> dict:
+  """`applied ~ Bernoulli(cfg.prob)` and each of `names` drawn uniformly in the range
+  `getattr(cfg, name)`: the params of a stage whose strengths are plain ranges.
+
+  The key is split into `1 + len(names)` keys, `applied` first, then the names in order;
+  a value present in `fixed` is used as is.
+  """
+  k = jax.random.split(key, 1 + len(names))
+  out = {"applied": pick(fixed, "applied", bernoulli(k[0], cfg.prob))}
+  for i, name in enumerate(names):
+    out[name] = pick(fixed, name, uniform(k[i + 1], getattr(cfg, name)))
+  return out
+
+
 def stage_keys(key, n: int):
   return jax.random.split(key, n)
 

@@ -34,12 +34,7 @@ class BiasConfig:
 
 
 def sample_bias(key, cfg: BiasConfig, fixed=None) -> dict:
-  k = jax.random.split(key, 3)
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
-      "grid_scale": draw.pick(fixed, "grid_scale", draw.uniform(k[2], cfg.grid_scale)),
-  }
+  return draw.applied_and_uniform(key, cfg, fixed, "std", "grid_scale")
 
 
 def bias_field(key, p: dict, cfg: BiasConfig, shape) -> jax.Array:

@@ -125,12 +125,7 @@ def sample_affine(key, cfg: AffineConfig, fixed=None) -> dict:
 
 def sample_deformation(key, cfg: DeformationConfig, fixed=None) -> dict:
   """Draws the velocity std (voxels) and the small-grid scale, and whether applied."""
-  k = jax.random.split(key, 3)
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
-      "grid_scale": draw.pick(fixed, "grid_scale", draw.uniform(k[2], cfg.grid_scale)),
-  }
+  return draw.applied_and_uniform(key, cfg, fixed, "std", "grid_scale")
 
 
 def sample_flip(key, cfg: FlipConfig, fixed=None) -> dict:

@@ -139,11 +139,7 @@ def sample_ghosting(key, cfg: GhostingConfig, fixed=None) -> dict:
 
 
 def sample_gibbs(key, cfg: GibbsConfig, fixed=None) -> dict:
-  k = jax.random.split(key, 2)
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "alpha": draw.pick(fixed, "alpha", draw.uniform(k[1], cfg.alpha)),
-  }
+  return draw.applied_and_uniform(key, cfg, fixed, "alpha")
 
 
 def spike_indices(positions: jax.Array, shape) -> tuple[jax.Array, ...]:

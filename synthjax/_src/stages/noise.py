@@ -32,11 +32,7 @@ class NoiseConfig:
 
 
 def sample_noise(key, cfg: NoiseConfig, fixed=None) -> dict:
-  k = jax.random.split(key, 2)
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
-  }
+  return draw.applied_and_uniform(key, cfg, fixed, "std")
 
 
 def add_noise(key, x: jax.Array, p: dict) -> jax.Array:

@@ -34,11 +34,7 @@ class RicianConfig:
 
 
 def sample_rician(key, cfg: RicianConfig, fixed=None) -> dict:
-  k = jax.random.split(key, 2)
-  return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
-  }
+  return draw.applied_and_uniform(key, cfg, fixed, "std")
 
 
 def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
