@@ -47,13 +47,17 @@ def sample_gmm(key, cfg: GMMConfig, num_labels: int, fixed=None) -> dict:
   }
 
 
-def render_gmm(key, p: dict, index_map: jax.Array, background_index: int) -> jax.Array:
-  """`means[l] + stds[l] * N(0, 1)` at each voxel of label index `l`."""
+def label_tables(p: dict, background_index: int) -> tuple[jax.Array, jax.Array]:
+  """Each label's mean and std, with the background's zeroed where `background_zero`."""
   means = p["means"].astype(jnp.float32)
   stds = p["stds"].astype(jnp.float32)
   zero_bg = p["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
-  means = jnp.where(zero_bg, 0.0, means)
-  stds = jnp.where(zero_bg, 0.0, stds)
+  return jnp.where(zero_bg, 0.0, means), jnp.where(zero_bg, 0.0, stds)
+
+
+def render_gmm(key, p: dict, index_map: jax.Array, background_index: int) -> jax.Array:
+  """`means[l] + stds[l] * N(0, 1)` at each voxel of label index `l`."""
+  means, stds = label_tables(p, background_index)
   noise = rng.voxel_normal(key, index_map.shape)
   return lookup.take_small(means, index_map) + lookup.take_small(stds, index_map) * noise
 

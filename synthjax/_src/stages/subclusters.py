@@ -33,6 +33,7 @@ from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
 from synthjax._src.ops import resample
 from synthjax._src.ops import rng
+from synthjax._src.stages import gmm as gmm_stage
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -208,11 +209,7 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   With `class_map=None` (or `sub["applied"]` False) this is exactly the label GMM
   (`gmm.render_gmm`), drawn from the same key.
   """
-  means = gmm["means"].astype(jnp.float32)
-  stds = gmm["stds"].astype(jnp.float32)
-  zero_bg = gmm["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
-  means = jnp.where(zero_bg, 0.0, means)
-  stds = jnp.where(zero_bg, 0.0, stds)
+  means, stds = gmm_stage.label_tables(gmm, background_index)
   noise = rng.voxel_normal(key, index_map.shape)
   mu, sd = lookup.take_small(means, index_map), lookup.take_small(stds, index_map)
   if class_map is not None:
