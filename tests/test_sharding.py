@@ -1,9 +1,11 @@
-"""Batch sharded over 4 (forced host) CPU devices equals per-sample rendering (issue #5)."""
+"""Batch sharded over 4 (forced host) CPU devices equals per-sample rendering."""
 
 import os
 import subprocess
 import sys
 import textwrap
+
+from conftest import with_fast_compile
 
 
 def test_sharded_batch_matches_single_samples():
@@ -31,6 +33,6 @@ def test_sharded_batch_matches_single_samples():
       print("OK")
   """)
   env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+         "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=4")}
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
   assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-3000:]

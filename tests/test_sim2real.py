@@ -80,20 +80,23 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
   """Two generators, every other step a real one: the curves are evaluated on the real
   steps too, and the JSON, the table and the PNG are written."""
   folder, train, pair = mni
-  cfg_path = str(tmp_path / "mild.json")
+  cfg_path = str(tmp_path / "nobias.json")
   import synthjax
-  cfg = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8), gamma={"std": 0.1})
+  # The config's program is that of `synthseg~bias` (a disabled stage's ranges are not in
+  # it), so the second generator reuses the first one's compiled train step.
+  cfg = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8),
+                                  bias={"enabled": False, "std": (0.0, 0.25)})
   with open(cfg_path, "w") as f:
     f.write(cfg.to_json())
   out = str(tmp_path / "s2r.json")
   sim2real.main(["--train", *train, "--test", f"{pair[0]}:{pair[1]}", "--real",
                  f"{pair[0]}:{pair[1]}", "--real-every", "2", "--down", "8",
-                 "--generators", "synthjax:synthseg~bias", "config:mild", "--config",
-                 f"mild={cfg_path}", "--steps", "4", "--eval-every", "2", "--features", "4",
+                 "--generators", "synthjax:synthseg~bias", "config:nobias", "--config",
+                 f"nobias={cfg_path}", "--steps", "4", "--eval-every", "2", "--features", "4",
                  "8", "--slices", "4", "--json", out, "--table", str(tmp_path / "t.md")])
   result = json.load(open(out))
   assert result["meta"]["trainer"] == "jax" and result["meta"]["spacing"] == [8.0] * 3
-  for gen in ("synthjax:synthseg~bias", "config:mild"):
+  for gen in ("synthjax:synthseg~bias", "config:nobias"):
     curve = result["results"][gen]["curves"]["mni152_T1w"]
     # Steps 2 and 4 are real ones (`--real-every 2`): they are evaluated all the same.
     assert [e["step"] for e in curve] == [2, 4]
@@ -102,9 +105,9 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
     final = result["results"][gen]["final"]["mni152_T1w"]
     assert final["mean_dice"] >= 0.0 and set(final["hd95"]) == {"1", "2", "3"}
   assert result["generators"]["synthjax:synthseg~bias"]["bias"]["enabled"] is False
-  assert result["generators"]["config:mild"]["gamma"]["std"] == 0.1
+  assert result["generators"]["config:nobias"]["bias"]["std"] == [0.0, 0.25]
   table = open(tmp_path / "t.md").read()
-  assert table.count("| synthjax:synthseg~bias |") == 1 and "| config:mild |" in table
+  assert table.count("| synthjax:synthseg~bias |") == 1 and "| config:nobias |" in table
   assert os.path.getsize(tmp_path / "s2r_mni152_T1w.png") > 1000
 
 

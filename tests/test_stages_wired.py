@@ -61,6 +61,13 @@ def _inputs(stage):
   return {"image": np.sin(g[0] / 3.0) * np.cos(g[1] / 5.0) + g[2] / SHAPE[2]}
 
 
+def _params(key, config, fixed=None):
+  """Params drawn op by op: each new config would compile its own jitted sampler, and the
+  sampler is not under test here (tests/test_replay.py and the golden test cover it)."""
+  with jax.disable_jit():
+    return synthjax.sample_params(key, config, fixed=fixed)
+
+
 def test_every_optional_stage_is_tested_here():
   assert set(VISIBLE) <= set(STAGES) == set(OPTIONAL)
 
@@ -70,20 +77,21 @@ def test_stage_off_exact_on_visible_replay_and_vmap(stage):
   on = BASE.replace(**STAGES[stage])
   lab = _labels()
   k_params, k_synth = jax.random.key(0), jax.random.key(1)
-  # Not applied: the same image as the config without the stage.
-  p_skip = synthjax.sample_params(k_params, on, fixed={stage: {"applied": False}})
-  p_base = synthjax.sample_params(k_params, BASE)
+  # The stage draws from its own stream: the other stages' params are those of the base.
+  p_on = _params(k_params, on)
+  p_base = _params(k_params, BASE)
+  assert bool(p_on[stage]["applied"])
   for s in p_base:
     if s != stage:
-      jax.tree.map(np.testing.assert_array_equal, p_skip[s], p_base[s])
+      jax.tree.map(np.testing.assert_array_equal, p_on[s], p_base[s])
+  # Not applied: the same image as the config without the stage.
+  p_skip = {**p_on, stage: {**p_on[stage], "applied": jnp.zeros((), bool)}}
   extra = _inputs(stage)
   img_skip, seg_skip = synthjax.synthesize(k_synth, p_skip, lab, on, **extra)
   img_base, seg_base = synthjax.synthesize(k_synth, p_base, lab, BASE)
   np.testing.assert_allclose(img_skip, img_base, atol=1e-6)
   np.testing.assert_array_equal(seg_skip, seg_base)
   # Applied: a visible change of the image, none of the segmentation.
-  p_on = synthjax.sample_params(k_params, on)
-  assert bool(p_on[stage]["applied"])
   img_on, seg_on = synthjax.synthesize(k_synth, p_on, lab, on, **extra)
   assert np.abs(np.asarray(img_on) - np.asarray(img_base)).mean() > 1e-3
   assert np.isfinite(np.asarray(img_on)).all()
@@ -111,12 +119,12 @@ def test_stages_on_by_default_are_skipped_when_not_applied():
                     noise={"enabled": True, "prob": 1.0}, gamma={"prob": 1.0})
   off = BASE.replace(**{s: {"enabled": False} for s in always})
   lab = _labels()
-  p_on = synthjax.sample_params(jax.random.key(0), on)
+  p_on = _params(jax.random.key(0), on)
   assert all(bool(p_on[s]["applied"]) for s in always)
-  skipped = synthjax.sample_params(jax.random.key(0), on,
-                                   fixed={s: {"applied": False} for s in always})
+  skipped = _params(jax.random.key(0), on,
+                   fixed={s: {"applied": False} for s in always})
   img_skip = synthjax.synthesize(jax.random.key(1), skipped, lab, on)[0]
-  img_off = synthjax.synthesize(jax.random.key(1), synthjax.sample_params(jax.random.key(0), off),
+  img_off = synthjax.synthesize(jax.random.key(1), _params(jax.random.key(0), off),
                                 lab, off)[0]
   np.testing.assert_allclose(img_skip, img_off, atol=1e-6)
   img_on = synthjax.synthesize(jax.random.key(1), p_on, lab, on)[0]
