@@ -23,7 +23,7 @@ pytest.importorskip("orbax.checkpoint")
 import nibabel as nib
 
 from conftest import with_fast_compile
-from examples.segmentation import plot, train
+from examples.segmentation import plot, predict, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "segmentation", "train.py")
@@ -89,9 +89,10 @@ def _losses(run_dir):
 
 @pytest.fixture(scope="module")
 def reference(problem):
-  """An uninterrupted run with validation at the end (0 Grain workers)."""
+  """An uninterrupted run with validation at the end (0 Grain workers), in this process;
+  the runs below drive the command line in subprocesses."""
   out = str(problem["root"] / "reference")
-  _train(problem, out, "--val", problem["val"])
+  _train_here(problem, out, "--val", problem["val"])
   return out
 
 
@@ -111,7 +112,8 @@ def test_run_records_metrics_checkpoints_and_curves(reference):
   assert run["classes"] == [0, 1, 2] and run["model"]["features"] == [4, 8]
 
 
-def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, tmp_path):
+def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, tmp_path,
+                                                           capsys):
   # The scan in another orientation (LPS-like flips and an axis swap) at another spacing.
   img = nib.load(problem["val_image"])
   data = np.asarray(img.dataobj)
@@ -135,9 +137,8 @@ def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, t
     assert values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.34
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2}
   # Outputs are never silently replaced.
-  again = subprocess.run([sys.executable, PREDICT, reference, scan, "-o", out, "--quiet"],
-                         capture_output=True, text=True, env=problem["env"], timeout=300)
-  assert again.returncode == 2 and "exists" in again.stderr
+  assert predict.main([reference, scan, "-o", out, "--quiet"]) == 2
+  assert "exists" in capsys.readouterr().err
 
 
 def _children(pid):
