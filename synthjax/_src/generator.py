@@ -30,6 +30,7 @@ from synthjax._src import shell
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
+from synthjax._src.ops import precision
 from synthjax._src.ops import resample
 from synthjax._src.stages import gamma
 from synthjax._src.stages import geometry
@@ -289,10 +290,13 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
     p = params[stage.name]
     # `applied` is gated here, once for every stage; a cond rather than a where, so a
     # stage that is not applied computes nothing (outside vmap, where it is a select).
-    image = jax.lax.cond(p["applied"], lambda x: stage.apply(k, x, p, cfg, ctx), off, image)
+    # Both branches keep the image's dtype (float64 only with float64 params).
+    image = jax.lax.cond(p["applied"],
+                         lambda x: stage.apply(k, x, p, cfg, ctx).astype(x.dtype),
+                         lambda x: off(x).astype(x.dtype), image)
   seg = lookup.take_small(seg_values, index_map)
   image = gamma.normalize(image)
-  return image.astype(jnp.float32), seg
+  return image.astype(precision.float_dtype(*jax.tree.leaves(params))), seg
 
 
 def _inside(coords, shape):
@@ -352,7 +356,9 @@ def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=No
 
   Returns:
     `(image, seg)`: float32 image in [0, 1] and int32 segmentation (output label values),
-    both of shape `config.shape`.
+    both of shape `config.shape`. The image is differentiable with respect to the float
+    params of the intensity path (`jax.grad`); with `jax_enable_x64` and float64 params
+    it is computed and returned in float64.
 
   Raises:
     ValueError / TypeError at trace time for labels of the wrong rank or a non-integer dtype.

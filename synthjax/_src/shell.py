@@ -9,6 +9,7 @@ otherwise compile a second program).
 
 from __future__ import annotations
 
+import numpy as np
 import jax
 import jax.numpy as jnp
 
@@ -56,7 +57,12 @@ def check_entries(params, expected, *, name: str = "params", noun: str = "entrie
 
 
 def to_device(value, dtype):
-  """`value` as a device array of `dtype`; traced values (under jit or vmap) pass as they are."""
+  """`value` as a device array of `dtype`; traced values (under jit or vmap) pass as they are,
+  and so does a float64 array for a float entry when `jax_enable_x64` is on (the image is
+  then rendered in float64, as it is when the same params are traced)."""
   if isinstance(value, jax.core.Tracer):
     return value
+  if (getattr(value, "dtype", None) == np.float64 and jnp.issubdtype(dtype, jnp.floating)
+      and jax.config.jax_enable_x64):
+    return jnp.asarray(value)
   return jnp.asarray(value, dtype)

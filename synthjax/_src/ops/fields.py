@@ -23,6 +23,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.ops import precision
 from synthjax._src.ops import resample
 from synthjax._src.ops import rng
 
@@ -86,7 +87,7 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
     grid = grids[i]
     level = flat[offsets[i]:offsets[i + 1]].reshape(grid)
     if weights is not None:
-      level = level * jnp.asarray(weights, jnp.float32)[i]
+      level = level * precision.real(weights)[i]
     level = jnp.where(i < num_scales, level, 0.0)
     acc = level if acc is None else resample.resize_linear(acc, grid, axes) + level
   field = resample.resize_linear(acc, shape, axes)

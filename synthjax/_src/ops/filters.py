@@ -11,6 +11,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src.ops import precision
+
 
 TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 
@@ -30,9 +32,9 @@ def gaussian_matrix(n: int, sigma, radius_max: int) -> jax.Array:
   d = np.arange(-radius_max, radius_max + 1)
   rows = np.repeat(np.arange(n), d.size)
   cols = reflect(rows + np.tile(d, n), n)
-  sigma = jnp.maximum(jnp.asarray(sigma, jnp.float32), 1e-3)
+  sigma = jnp.maximum(precision.real(sigma), 1e-3)
   radius = jnp.floor(TRUNCATE * sigma + 0.5)
-  df = jnp.asarray(d, jnp.float32)
+  df = jnp.asarray(d, sigma.dtype)
   w = jnp.where(jnp.abs(df) <= radius, jnp.exp(-0.5 * (df / sigma) ** 2), 0.0)
   w = w / jnp.sum(w)
-  return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(jnp.tile(w, n))
+  return jnp.zeros((n, n), w.dtype).at[rows, cols].add(jnp.tile(w, n))

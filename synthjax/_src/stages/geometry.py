@@ -219,6 +219,13 @@ def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array
                                 axes=(1, 2, 3))
 
 
+_SPATIAL = ("affine", "deformation", "crop", "flip")
+
+
+def _as_float32(x):
+  return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+
 def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> list:
   """Input-voxel coordinates of each output voxel, as three `(X, Y, Z)` arrays.
 
@@ -230,7 +237,10 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
   full-resolution work is the field's upsampling and a few multiply-adds per voxel. The
   three components are kept apart (not stacked): XLA then fuses them into the label
   gather's index arithmetic, where slices of a stacked array made that gather 5x slower.
+  The map is float32 whatever the params' precision: it only places nearest-neighbour
+  label lookups.
   """
+  params = {s: jax.tree.map(_as_float32, params[s]) for s in _SPATIAL if s in params}
   shape = tuple(config.shape)
   sp = np.asarray(config.spacing, np.float32)
   centre = np.asarray([(s - 1) / 2.0 for s in shape], np.float32)

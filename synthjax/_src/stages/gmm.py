@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from synthjax._src.checks import Range, config_class, field, flag, prob, real_range
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
+from synthjax._src.ops import precision
 from synthjax._src.ops import rng
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
@@ -49,8 +50,8 @@ def sample_gmm(key, cfg: GMMConfig, num_labels: int, fixed=None) -> dict:
 
 def label_tables(p: dict, background_index: int) -> tuple[jax.Array, jax.Array]:
   """Each label's mean and std, with the background's zeroed where `background_zero`."""
-  means = p["means"].astype(jnp.float32)
-  stds = p["stds"].astype(jnp.float32)
+  means = precision.real(p["means"])
+  stds = precision.real(p["stds"])
   zero_bg = p["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
   return jnp.where(zero_bg, 0.0, means), jnp.where(zero_bg, 0.0, stds)
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from synthjax._src.checks import (Range, axes, config_class, field, flag, int_range, prob,
                                   real, real_range)
 from synthjax._src.ops import draw
+from synthjax._src.ops import precision
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -161,7 +162,7 @@ def add_spikes(k: jax.Array, p: dict, kmax=None) -> jax.Array:
     kmax = jnp.max(jnp.abs(k))
   s = p["positions"].shape[0]
   active = (jnp.arange(s) < p["num_spikes"]) & p["applied"]
-  value = jnp.where(active, p["intensity"] * kmax, 0.0).astype(jnp.float32)
+  value = jnp.where(active, p["intensity"] * kmax, 0.0)
   return k.at[spike_indices(p["positions"], k.shape)].add(value.astype(k.dtype))
 
 
@@ -170,7 +171,7 @@ def ghosting_factor(shape, p: dict, restore: float = 0.0) -> jax.Array:
   `1 - intensity` along `axis`, except the lines `|f| <= round(restore * n) // 2`."""
   period = p["num_ghosts"]
   safe = jnp.maximum(period, 1)
-  scale = (1.0 - p["intensity"]).astype(jnp.float32)
+  scale = precision.real(1.0 - p["intensity"])
   factor = None
   for a, n in enumerate(shape):
     f = frequencies(n)
@@ -178,7 +179,7 @@ def ghosting_factor(shape, p: dict, restore: float = 0.0) -> jax.Array:
     kept = np.abs(f) <= int(round(restore * n)) // 2
     line = (jnp.mod(centred, safe) == 0) & (period > 0) & jnp.asarray(~kept)
     line = line & p["applied"] & (p["axis"] == a)
-    fa = _along(jnp.where(line, scale, jnp.float32(1.0)), a)
+    fa = _along(jnp.where(line, scale, jnp.ones((), scale.dtype)), a)
     factor = fa if factor is None else factor * fa
   return factor
 
@@ -212,7 +213,8 @@ def apply_kspace(x: jax.Array, *, spike=None, ghosting=None, gibbs=None,
   shape = x.shape
 
   def on(x):
-    k = jnp.fft.fftn(x.astype(jnp.float32))
+    x = precision.real(x)
+    k = jnp.fft.fftn(x)
     kmax = jnp.max(jnp.abs(k)) if spike is not None else None
     factor = None
     if gibbs is not None:
@@ -224,7 +226,7 @@ def apply_kspace(x: jax.Array, *, spike=None, ghosting=None, gibbs=None,
       k = k * factor
     if spike is not None:
       k = add_spikes(k, spike, kmax)
-    return jnp.abs(jnp.fft.ifftn(k)).astype(jnp.float32)
+    return jnp.abs(jnp.fft.ifftn(k)).astype(x.dtype)
 
   return jax.lax.cond(applied, on, lambda x: x, x)
 

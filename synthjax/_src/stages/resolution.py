@@ -25,6 +25,7 @@ from synthjax._src.checks import (choice, config_class, field, flag, optional, p
                                   prob, real)
 from synthjax._src.ops import draw
 from synthjax._src.ops import filters
+from synthjax._src.ops import precision
 from synthjax._src.ops import resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
@@ -149,11 +150,11 @@ def profile_matrix(n: int, width, radius_max: int, profile: str = "boxcar") -> j
   d = np.arange(-radius_max, radius_max + 1)
   rows = np.repeat(np.arange(n), d.size)
   cols = filters.reflect(rows + np.tile(d, n), n)
-  width = jnp.maximum(jnp.asarray(width, jnp.float32), 1e-3)
-  df = jnp.asarray(d, jnp.float32)
+  width = jnp.maximum(precision.real(width), 1e-3)
+  df = jnp.asarray(d, width.dtype)
   w = _profile_cdf(df + 0.5, width, profile) - _profile_cdf(df - 0.5, width, profile)
   w = w / jnp.sum(w)
-  return jnp.zeros((n, n), jnp.float32).at[rows, cols].add(jnp.tile(w, n))
+  return jnp.zeros((n, n), w.dtype).at[rows, cols].add(jnp.tile(w, n))
 
 
 def down_up_matrix(n: int, factor) -> jax.Array:
@@ -162,10 +163,10 @@ def down_up_matrix(n: int, factor) -> jax.Array:
   Low-resolution samples sit at `k * factor`, `k < K = floor((n - 1) / factor) + 1`; output
   voxel `i` reads the low-resolution signal at `min(i / factor, K - 1)` (as `np.interp`).
   """
-  f = jnp.maximum(jnp.asarray(factor, jnp.float32), 1.0)
+  f = jnp.maximum(precision.real(factor), 1.0)
   k_count = jnp.floor((n - 1) / f) + 1.0
-  i = jnp.arange(n, dtype=jnp.float32)
-  k = jnp.arange(n, dtype=jnp.float32)
+  i = jnp.arange(n, dtype=f.dtype)
+  k = jnp.arange(n, dtype=f.dtype)
   t = jnp.minimum(i / f, k_count - 1.0)
   up = jnp.maximum(0.0, 1.0 - jnp.abs(t[:, None] - k[None, :]))
   down = jnp.maximum(0.0, 1.0 - jnp.abs(k[:, None] * f - i[None, :])) * (k < k_count)[:, None]

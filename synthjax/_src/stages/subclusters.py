@@ -31,6 +31,7 @@ from synthjax._src.checks import (Range, choice, config_class, field, flag, int_
                                   integer, integers, label_groups, prob, real, real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
+from synthjax._src.ops import precision
 from synthjax._src.ops import resample
 from synthjax._src.ops import rng
 from synthjax._src.stages import gmm as gmm_stage
@@ -213,8 +214,8 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   noise = rng.voxel_normal(key, index_map.shape)
   mu, sd = lookup.take_small(means, index_map), lookup.take_small(stds, index_map)
   if class_map is not None:
-    cm = jnp.concatenate([jnp.zeros(1), sub["means"].astype(jnp.float32).reshape(-1)])
-    cs = jnp.concatenate([jnp.zeros(1), sub["stds"].astype(jnp.float32).reshape(-1)])
+    cm = jnp.concatenate([jnp.zeros(1), precision.real(sub["means"]).reshape(-1)])
+    cs = jnp.concatenate([jnp.zeros(1), precision.real(sub["stds"]).reshape(-1)])
     use = sub["applied"] & (class_map > 0)
     mu = jnp.where(use, cm[class_map], mu)
     sd = jnp.where(use, cs[class_map], sd)

@@ -23,6 +23,7 @@ from synthjax._src.checks import (Range, config_class, field, flag, int_range, i
 from synthjax._src.ops import draw
 from synthjax._src.ops import fields
 from synthjax._src.ops import lookup
+from synthjax._src.ops import precision
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -89,12 +90,12 @@ def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map:
     background_index: static label index left untextured (`None`: none).
 
   Returns:
-    The textured image (float32).
+    The textured image (float32, or float64 with float64 params or image).
   """
-  amp = p["amplitude"].astype(jnp.float32)
+  amp = precision.real(p["amplitude"])
   if background_index is not None:
     amp = amp.at[background_index].set(0.0)
-  x = image.astype(jnp.float32)
+  x = precision.real(image)
   noise = texture_field(key, p, cfg, x.shape)
   return x * jnp.maximum(1.0 + lookup.take_small(amp, index_map) * noise, 0.0)
 
