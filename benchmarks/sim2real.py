@@ -161,20 +161,13 @@ def build_mni152(folder, n_train, seed=0):
   Returns `(train_paths, (image_path, labels_path))`.
   """
   import nibabel as nib
-  from nilearn import datasets
   from scipy import ndimage
+  from examples import mni152
   os.makedirs(folder, exist_ok=True)
-  t1 = datasets.load_mni152_template(resolution=1)
-  gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
-  wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
-  mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0.5
-  csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
-  labels = (np.argmax(np.stack([csf, gm, wm]), axis=0) + 1) * mask
-  labels = labels.astype(np.int16)
-  affine = t1.affine
+  t1, labels, affine = mni152.t1_and_tissues()
   image_path = os.path.join(folder, "mni152_T1w.nii.gz")
   label_path = os.path.join(folder, "mni152_dseg.nii.gz")
-  nib.save(nib.Nifti1Image(t1.get_fdata().astype(np.float32), affine), image_path)
+  nib.save(nib.Nifti1Image(t1.astype(np.float32), affine), image_path)
   nib.save(nib.Nifti1Image(labels, affine), label_path)
   rng = np.random.default_rng(seed)
   shape = labels.shape
