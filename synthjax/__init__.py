@@ -10,6 +10,7 @@ from synthjax._src.config import (AffineConfig, BiasConfig, BlurCortexConfig, Bo
 from synthjax._src.generator import sample_params, synthesize, validate_labels
 from synthjax._src.sharding import synthesize_sharded
 from synthjax._src.views import sample_view_params, synthesize_views
+from synthjax._src.warp import tta_predict, unwarp, warp
 from synthjax._src.serialize import (key_from_json, key_to_json, params_from_json,
                                      params_to_dict, params_to_json)
 
@@ -22,7 +23,7 @@ __all__ = [
     "SubclusterConfig", "ImageIntensityConfig", "MotionConfig",
     "SliceStackConfig", "TextureConfig", "StructNoiseConfig", "BlurCortexConfig",
     "BoundaryConfig",
-    "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
+    "sample_params", "synthesize", "validate_labels", "warp", "unwarp", "tta_predict", "synthesize_sharded",
     "sample_view_params", "synthesize_views",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
     "presets", "phantom", "ensembles",

@@ -131,7 +131,7 @@ def test_a_registered_image_stage_is_rendered_where_the_registry_puts_it(cfg):
 
 
 PUBLIC_RANDOM = [synthjax.sample_params, synthjax.synthesize, synthjax.sample_view_params,
-                 synthjax.synthesize_views, synthjax.synthesize_sharded,
+                 synthjax.synthesize_views, synthjax.synthesize_sharded, synthjax.warp,
                  synthjax.ensembles.sample_ensemble_params, synthjax.ensembles.render_ensemble]
 
 

@@ -322,7 +322,7 @@ def params_defaults(config: SynthConfig) -> dict:
   return jax.tree.map(np.asarray, _sample_one(jax.random.key(0), config, {}))
 
 
-def _as_device_params(params, config):
+def as_device_params(params, config):
   template = params_template(config)
   shell.check_entries(params, template, noun="stages")
   out = {}
@@ -384,7 +384,7 @@ def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=No
     seeds = jnp.asarray(np.asarray(seeds))
   if image is not None and not isinstance(image, jax.Array):
     image = jnp.asarray(np.asarray(image, np.float32))
-  return _synthesize_jit(key, _as_device_params(params, config), labels, config,
+  return _synthesize_jit(key, as_device_params(params, config), labels, config,
                          seeds=seeds, image=image)
 
 

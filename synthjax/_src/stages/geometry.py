@@ -226,6 +226,39 @@ def _as_float32(x):
   return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
 
 
+def _centre(shape):
+  return np.asarray([(s - 1) / 2.0 for s in shape], np.float32)
+
+
+def _affine_parts(params, config: SynthConfig, in_shape):
+  """`(lin, grid_lin, const, sign)` of the map `x -> grid_lin (x - centre) + const + lin u`:
+  `lin = D^-1 A D` (voxels to voxels), `sign` the flip's mirror (+-1 per axis) and
+  `grid_lin = lin diag(sign)`; `const` holds the translation, the crop offset and the
+  centre of the input window."""
+  shape = tuple(config.shape)
+  sp = np.asarray(config.spacing, np.float32)
+  centre = _centre(shape)
+  lin = jnp.eye(3, dtype=jnp.float32)
+  shift = jnp.zeros(3, jnp.float32)
+  if config.affine.enabled:
+    pa = params["affine"]
+    lin = jnp.where(pa["applied"], affine_matrix(pa), lin)
+    shift = jnp.where(pa["applied"], pa["translation"].astype(jnp.float32), shift)
+  lin = lin * (sp[None, :] / sp[:, None])  # D^-1 A D: voxels to voxels
+  grid_lin = lin
+  sign = jnp.ones(3, jnp.float32)
+  if config.flip.enabled:
+    # The flip mirrors the output grid before the deformation is added: a flip of the
+    # output for the deformation field u(-x), which is as likely as u(x). It costs no
+    # pass over the volume (the label swap is in the label table, `label_index`).
+    mirror = params["flip"]["applied"] & (jnp.arange(3) == config.flip.axis)
+    sign = jnp.where(mirror, -1.0, 1.0).astype(jnp.float32)
+    grid_lin = lin * sign[None, :]
+  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(jnp.float32)
+  const = shift / sp + offset + centre
+  return lin, grid_lin, const, sign
+
+
 def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> list:
   """Input-voxel coordinates of each output voxel, as three `(X, Y, Z)` arrays.
 
@@ -242,24 +275,8 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
   """
   params = {s: jax.tree.map(_as_float32, params[s]) for s in _SPATIAL if s in params}
   shape = tuple(config.shape)
-  sp = np.asarray(config.spacing, np.float32)
-  centre = np.asarray([(s - 1) / 2.0 for s in shape], np.float32)
-  lin = jnp.eye(3, dtype=jnp.float32)
-  shift = jnp.zeros(3, jnp.float32)
-  if config.affine.enabled:
-    pa = params["affine"]
-    lin = jnp.where(pa["applied"], affine_matrix(pa), lin)
-    shift = jnp.where(pa["applied"], pa["translation"].astype(jnp.float32), shift)
-  lin = lin * (sp[None, :] / sp[:, None])  # D^-1 A D: voxels to voxels
-  grid_lin = lin
-  if config.flip.enabled:
-    # The flip mirrors the output grid before the deformation is added: a flip of the
-    # output for the deformation field u(-x), which is as likely as u(x). It costs no
-    # pass over the volume (the label swap is in the label table, `label_index`).
-    mirror = params["flip"]["applied"] & (jnp.arange(3) == config.flip.axis)
-    grid_lin = lin * jnp.where(mirror, -1.0, 1.0).astype(jnp.float32)[None, :]
-  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(jnp.float32)
-  const = shift / sp + offset + centre
+  lin, grid_lin, const, _ = _affine_parts(params, config, in_shape)
+  centre = _centre(shape)
 
   grid = [jax.lax.broadcasted_iota(jnp.float32, shape, a) - centre[a] for a in range(3)]
   out = [grid_lin[i, 0] * grid[0] + grid_lin[i, 1] * grid[1] + grid_lin[i, 2] * grid[2]
@@ -274,6 +291,44 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
         lambda: jnp.zeros((3,) + shape, jnp.float32))
     out = [out[i] + full[i] for i in range(3)]
   return out
+
+
+def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
+                           iterations: int = 20) -> jax.Array:
+  """Output-voxel coordinates `(3,) + in_shape` of each input voxel: the inverse of
+  `coordinate_components`.
+
+  The forward map is `y = lin (S (x - c) + u(x)) + const` (`S` the flip's mirror, `u` the
+  deformation in output voxels). The affine part is inverted exactly; the deformation by the
+  fixed-point iteration `x <- c + S (w - u(x))` with `w = lin^-1 (y - const)`, starting
+  from the deformation's own inverse flow (the integration of the negated velocity), so a
+  few iterations reach float32 precision for the preset ranges.
+  """
+  params = {s: jax.tree.map(_as_float32, params[s]) for s in _SPATIAL if s in params}
+  shape = tuple(config.shape)
+  lin, _, const, sign = _affine_parts(params, config, in_shape)
+  centre = _centre(shape)
+  y = resample.grid_coords(tuple(in_shape)) - const.reshape(3, 1, 1, 1)
+  w = jnp.einsum("ij,j...->i...", jnp.linalg.inv(lin), y)
+  mirror = lambda v: sign.reshape(3, 1, 1, 1) * v
+  x = mirror(w) + centre.reshape(3, 1, 1, 1)
+  if not config.deformation.enabled:
+    return x
+  pd = params["deformation"]
+  u = jax.lax.cond(pd["applied"], lambda: displacement_field(key, pd, config.deformation, shape),
+                   lambda: jnp.zeros((3,) + shape, jnp.float32))
+  u_last = jnp.moveaxis(u, 0, -1)
+  disp = lambda x: jnp.moveaxis(resample.sample_linear(u_last, x, clamp=True), -1, 0)
+  # Start: w + u_inv(w), with u_inv the flow of -v, read where the mirrored w lands.
+  neg = {**pd, "std": -pd["std"]}
+  u_inv = jax.lax.cond(pd["applied"],
+                       lambda: displacement_field(key, neg, config.deformation, shape),
+                       lambda: jnp.zeros((3,) + shape, jnp.float32))
+  start = mirror(w) + centre.reshape(3, 1, 1, 1)
+  x = start + jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start,
+                                                  clamp=True), -1, 0)
+  step = lambda _, x: centre.reshape(3, 1, 1, 1) + mirror(w - disp(x))
+  return jax.lax.fori_loop(0, iterations, step, x)
 
 
 def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Array:
