@@ -294,15 +294,17 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
 
 
 def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
-                           iterations: int = 20) -> jax.Array:
+                           iterations: int = 10) -> jax.Array:
   """Output-voxel coordinates `(3,) + in_shape` of each input voxel: the inverse of
   `coordinate_components`.
 
   The forward map is `y = lin (S (x - c) + u(x)) + const` (`S` the flip's mirror, `u` the
   deformation in output voxels). The affine part is inverted exactly; the deformation by the
   fixed-point iteration `x <- c + S (w - u(x))` with `w = lin^-1 (y - const)`, starting
-  from the deformation's own inverse flow (the integration of the negated velocity), so a
-  few iterations reach float32 precision for the preset ranges.
+  from the deformation's own inverse flow (the integration of the negated velocity). For
+  the synthseg preset's largest deformations the composition with the forward map stops
+  improving after about five iterations (0.004-0.009 voxel RMS at 48^3, measured
+  2026-12-05); ten are run.
   """
   params = {s: jax.tree.map(_as_float32, params[s]) for s in _SPATIAL if s in params}
   shape = tuple(config.shape)
