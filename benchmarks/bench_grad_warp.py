@@ -23,19 +23,14 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
 
 
 def _median_time(fn, repeats):
-  import jax
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)), compile_s
+  first, median, _ = common.timed(fn, repeats)
+  return median, first
 
 
 def _labels(n):

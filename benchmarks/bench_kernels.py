@@ -27,7 +27,6 @@ def main(argv=None):
   ap.add_argument("--repeats", type=int, default=7)
   args = ap.parse_args(argv)
 
-  import numpy as np
   import jax
   import jax.numpy as jnp
   from synthjax._src.ops import lookup, resample, rng

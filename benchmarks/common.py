@@ -104,3 +104,19 @@ def label_paths(data_dir: Path, prog: str) -> list:
              f"  missing: {', '.join(missing)}\n"
              f"  pass --data DIR (the folder holding {'/'.join(SUBJECTS)})")
   return paths
+
+
+def timed(fn, repeats: int):
+  """`(first_call_s, median_s, times)` of `fn()` (a JAX computation, waited for): the first
+  call compiles, the median is over `repeats` more."""
+  import jax
+  import numpy as np
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - t0)
+  return first, float(np.median(times)), times
