@@ -217,3 +217,36 @@ def test_unwarp_refuses_a_volume_off_the_output_grid(sample):
   key, params = sample
   with pytest.raises(ValueError, match="expected the output grid"):
     synthjax.unwarp(key, params, np.zeros(IN_SHAPE, np.float32), CONFIG, in_shape=IN_SHAPE)
+
+
+@pytest.mark.parametrize("stage,name", [("affine", "rotation"), ("affine", "scaling"),
+                                        ("affine", "shear"), ("affine", "translation"),
+                                        ("deformation", "std")])
+def test_spatial_gradients_through_a_warped_image_match_central_differences(sample, stage,
+                                                                            name):
+  """With float64 params (x64, in this test only) the coordinate map is float64 too, and
+  the gradient of a cubic-spline warp matches central differences."""
+  key, params = sample
+  with jax.enable_x64(True):
+    wide = jax.tree.map(lambda x: x.astype(jnp.float64)
+                        if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    vol = jnp.asarray(_smooth(), jnp.float64)
+    w = jnp.asarray(np.random.default_rng(4).normal(size=(N, N, N)))
+
+    def loss(value):
+      p = {**wide, stage: {**wide[stage], name: value}}
+      return jnp.sum(synthjax.warp(key, p, vol, CONFIG, order=3) * w)
+
+    value = wide[stage][name]
+    grad = np.asarray(jax.jit(jax.grad(loss))(value)).ravel()
+    f = jax.jit(loss)
+    assert grad.dtype == np.float64 and np.abs(grad).max() > 1e-2
+    flat = np.asarray(value).ravel()
+    for i in range(min(flat.size, 3)):
+      h = 1e-6 * max(1.0, abs(flat[i]))
+      e = np.zeros(flat.size)
+      e[i] = h
+      e = e.reshape(np.shape(value))
+      fd = (float(f(value + e)) - float(f(value - e))) / (2 * h)
+      np.testing.assert_allclose(grad[i], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max(),
+                                 err_msg=f"{stage}.{name}[{i}]")

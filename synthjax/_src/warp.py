@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from synthjax._src import generator
 from synthjax._src import registry
 from synthjax._src.config import SynthConfig
+from synthjax._src.ops import precision
 from synthjax._src.ops import resample
 from synthjax._src.stages import geometry
 
@@ -114,6 +115,11 @@ def _deform_key(key):
   return jax.random.fold_in(key, registry.synth_stream("deformation"))
 
 
+def _map_dtype(params):
+  """float64 for float64 spatial params (x64), so gradients can be checked in float64."""
+  return precision.float_dtype(*jax.tree.leaves({s: params[s] for s in geometry.SPATIAL}))
+
+
 def _sample_channels(volume, coords, order, cval):
   if volume.ndim == 3:
     return _sample(volume, coords, order, cval)
@@ -122,13 +128,15 @@ def _sample_channels(volume, coords, order, cval):
 
 @functools.partial(jax.jit, static_argnames=("config", "order"))
 def _warp_jit(key, params, volume, config, order, cval):
-  coords = geometry.coordinate_components(_deform_key(key), params, config, volume.shape[-3:])
+  coords = geometry.coordinate_components(_deform_key(key), params, config, volume.shape[-3:],
+                                          dtype=_map_dtype(params))
   return _sample_channels(volume, coords, order, cval)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "order", "in_shape"))
 def _unwarp_jit(key, params, volume, config, order, in_shape, cval):
-  coords = geometry.inverse_coordinate_map(_deform_key(key), params, config, in_shape)
+  coords = geometry.inverse_coordinate_map(_deform_key(key), params, config, in_shape,
+                                           dtype=_map_dtype(params))
   return _sample_channels(volume, coords, order, cval)
 
 

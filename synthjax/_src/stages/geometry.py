@@ -137,24 +137,24 @@ def sample_crop(key, fixed=None) -> dict:
   return {"position": draw.pick(fixed, "position", draw.uniform(key, (0.0, 1.0), (3,)))}
 
 
-def affine_matrix(p: dict) -> jax.Array:
+def affine_matrix(p: dict, dtype=jnp.float32) -> jax.Array:
   """The 3x3 linear part `R @ Shear @ Scale` of the affine, in mm, about the FOV centre.
 
   `R = Rz @ Ry @ Rx` with angles `rotation` in degrees about axes 0, 1, 2. It maps output
   points to the label map's points, so `Scale = diag(scaling) / object_size` (the anatomy
   appears `object_size / scaling` times its size).
   """
-  a = jnp.deg2rad(p["rotation"].astype(jnp.float32))
+  a = jnp.deg2rad(p["rotation"].astype(dtype))
   c, s = jnp.cos(a), jnp.sin(a)
-  one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+  one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
   rx = jnp.array([[one, zero, zero], [zero, c[0], -s[0]], [zero, s[0], c[0]]])
   ry = jnp.array([[c[1], zero, s[1]], [zero, one, zero], [-s[1], zero, c[1]]])
   rz = jnp.array([[c[2], -s[2], zero], [s[2], c[2], zero], [zero, zero, one]])
-  sh = p["shear"].astype(jnp.float32)
+  sh = p["shear"].astype(dtype)
   shear = jnp.array([[one, sh[0], sh[1]], [sh[2], one, sh[3]], [sh[4], sh[5], one]])
-  scale = p["scaling"].astype(jnp.float32)
+  scale = p["scaling"].astype(dtype)
   if "object_size" in p:
-    scale = scale / p["object_size"].astype(jnp.float32)
+    scale = scale / p["object_size"].astype(dtype)
   return rz @ ry @ rx @ shear @ jnp.diag(scale)
 
 
@@ -219,18 +219,21 @@ def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array
                                 axes=(1, 2, 3))
 
 
-_SPATIAL = ("affine", "deformation", "crop", "flip")
+# The stages whose params place the labels (the coordinate map).
+SPATIAL = ("affine", "deformation", "crop", "flip")
 
 
-def _as_float32(x):
-  return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x
+def _cast(params, dtype):
+  """The spatial stages' params with their float entries in `dtype`."""
+  as_dtype = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  return {s: jax.tree.map(as_dtype, params[s]) for s in SPATIAL if s in params}
 
 
 def _centre(shape):
   return np.asarray([(s - 1) / 2.0 for s in shape], np.float32)
 
 
-def _affine_parts(params, config: SynthConfig, in_shape):
+def _affine_parts(params, config: SynthConfig, in_shape, dtype=jnp.float32):
   """`(lin, grid_lin, const, sign)` of the map `x -> grid_lin (x - centre) + const + lin u`:
   `lin = D^-1 A D` (voxels to voxels), `sign` the flip's mirror (+-1 per axis) and
   `grid_lin = lin diag(sign)`; `const` holds the translation, the crop offset and the
@@ -238,28 +241,29 @@ def _affine_parts(params, config: SynthConfig, in_shape):
   shape = tuple(config.shape)
   sp = np.asarray(config.spacing, np.float32)
   centre = _centre(shape)
-  lin = jnp.eye(3, dtype=jnp.float32)
-  shift = jnp.zeros(3, jnp.float32)
+  lin = jnp.eye(3, dtype=dtype)
+  shift = jnp.zeros(3, dtype)
   if config.affine.enabled:
     pa = params["affine"]
-    lin = jnp.where(pa["applied"], affine_matrix(pa), lin)
-    shift = jnp.where(pa["applied"], pa["translation"].astype(jnp.float32), shift)
+    lin = jnp.where(pa["applied"], affine_matrix(pa, dtype), lin)
+    shift = jnp.where(pa["applied"], pa["translation"].astype(dtype), shift)
   lin = lin * (sp[None, :] / sp[:, None])  # D^-1 A D: voxels to voxels
   grid_lin = lin
-  sign = jnp.ones(3, jnp.float32)
+  sign = jnp.ones(3, dtype)
   if config.flip.enabled:
     # The flip mirrors the output grid before the deformation is added: a flip of the
     # output for the deformation field u(-x), which is as likely as u(x). It costs no
     # pass over the volume (the label swap is in the label table, `label_index`).
     mirror = params["flip"]["applied"] & (jnp.arange(3) == config.flip.axis)
-    sign = jnp.where(mirror, -1.0, 1.0).astype(jnp.float32)
+    sign = jnp.where(mirror, -1.0, 1.0).astype(dtype)
     grid_lin = lin * sign[None, :]
-  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(jnp.float32)
+  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(dtype)
   const = shift / sp + offset + centre
   return lin, grid_lin, const, sign
 
 
-def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> list:
+def coordinate_components(key, params: dict, config: SynthConfig, in_shape,
+                          dtype=jnp.float32) -> list:
   """Input-voxel coordinates of each output voxel, as three `(X, Y, Z)` arrays.
 
   The map is `x -> D^-1 (A (S p(x) + D u(x)) + t) + offset + centre`, with `p(x)` the
@@ -270,15 +274,15 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
   full-resolution work is the field's upsampling and a few multiply-adds per voxel. The
   three components are kept apart (not stacked): XLA then fuses them into the label
   gather's index arithmetic, where slices of a stacked array made that gather 5x slower.
-  The map is float32 whatever the params' precision: it only places nearest-neighbour
-  label lookups.
+  The map is float32 (`dtype`) whatever the params' precision: for the labels it only places
+  nearest-neighbour lookups (`warp` asks for float64 with float64 params).
   """
-  params = {s: jax.tree.map(_as_float32, params[s]) for s in _SPATIAL if s in params}
+  params = _cast(params, dtype)
   shape = tuple(config.shape)
-  lin, grid_lin, const, _ = _affine_parts(params, config, in_shape)
+  lin, grid_lin, const, _ = _affine_parts(params, config, in_shape, dtype)
   centre = _centre(shape)
 
-  grid = [jax.lax.broadcasted_iota(jnp.float32, shape, a) - centre[a] for a in range(3)]
+  grid = [jax.lax.broadcasted_iota(dtype, shape, a) - centre[a] for a in range(3)]
   out = [grid_lin[i, 0] * grid[0] + grid_lin[i, 1] * grid[1] + grid_lin[i, 2] * grid[2]
          + const[i] for i in range(3)]
   if config.deformation.enabled:
@@ -288,13 +292,13 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape) -> l
         lambda: resample.resize_linear(
             jnp.einsum("ij,j...->i...", lin, half_displacement(key, pd, config.deformation, shape)),
             shape, axes=(1, 2, 3)),
-        lambda: jnp.zeros((3,) + shape, jnp.float32))
+        lambda: jnp.zeros((3,) + shape, dtype))
     out = [out[i] + full[i] for i in range(3)]
   return out
 
 
 def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
-                           iterations: int = 10) -> jax.Array:
+                           iterations: int = 10, dtype=jnp.float32) -> jax.Array:
   """Output-voxel coordinates `(3,) + in_shape` of each input voxel: the inverse of
   `coordinate_components`.
 
@@ -306,11 +310,11 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   improving after about five iterations (0.004-0.009 voxel RMS at 48^3, measured
   2026-12-05); ten are run.
   """
-  params = {s: jax.tree.map(_as_float32, params[s]) for s in _SPATIAL if s in params}
+  params = _cast(params, dtype)
   shape = tuple(config.shape)
-  lin, _, const, sign = _affine_parts(params, config, in_shape)
+  lin, _, const, sign = _affine_parts(params, config, in_shape, dtype)
   centre = _centre(shape)
-  y = resample.grid_coords(tuple(in_shape)) - const.reshape(3, 1, 1, 1)
+  y = resample.grid_coords(tuple(in_shape)).astype(dtype) - const.reshape(3, 1, 1, 1)
   w = jnp.einsum("ij,j...->i...", jnp.linalg.inv(lin), y)
   mirror = lambda v: sign.reshape(3, 1, 1, 1) * v
   x = mirror(w) + centre.reshape(3, 1, 1, 1)
@@ -318,14 +322,14 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
     return x
   pd = params["deformation"]
   u = jax.lax.cond(pd["applied"], lambda: displacement_field(key, pd, config.deformation, shape),
-                   lambda: jnp.zeros((3,) + shape, jnp.float32))
+                   lambda: jnp.zeros((3,) + shape, dtype))
   u_last = jnp.moveaxis(u, 0, -1)
   disp = lambda x: jnp.moveaxis(resample.sample_linear(u_last, x, clamp=True), -1, 0)
   # Start: w + u_inv(w), with u_inv the flow of -v, read where the mirrored w lands.
   neg = {**pd, "std": -pd["std"]}
   u_inv = jax.lax.cond(pd["applied"],
                        lambda: displacement_field(key, neg, config.deformation, shape),
-                       lambda: jnp.zeros((3,) + shape, jnp.float32))
+                       lambda: jnp.zeros((3,) + shape, dtype))
   start = mirror(w) + centre.reshape(3, 1, 1, 1)
   x = start + jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start,
                                                   clamp=True), -1, 0)
