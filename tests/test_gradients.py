@@ -26,7 +26,9 @@ CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N), (1.0, 1.0, 1.0)).rep
     noise={"prob": 1.0, "std": (0.02, 0.05)}, rician={"enabled": True, "prob": 1.0},
     texture={"enabled": True, "prob": 1.0}, spike={"enabled": True, "prob": 1.0},
     ghosting={"enabled": True, "prob": 1.0}, gibbs={"enabled": True, "prob": 1.0},
-    subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)})
+    subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)},
+    struct_noise={"enabled": True, "prob": 1.0, "region_labels": (2,), "sigma_mean": 2.0,
+                  "sigma_clip": (1.0, 4.0)})
 # The background keeps its Gaussian, so that the label GMM's means reach the image where
 # the sub-label classes do not apply.
 FIXED = {"resolution": {"resolution": [2.3, 1.7, 3.1], "thickness": [2.0, 1.5, 2.8]},
@@ -39,7 +41,7 @@ INTENSITY = [("gmm", "means"), ("gmm", "stds"), ("subclusters", "means"),
              ("resolution", "resolution"), ("resolution", "thickness"),
              ("resolution", "blur_scale"), ("noise", "std"), ("rician", "std"),
              ("texture", "amplitude"), ("texture", "weights"), ("spike", "intensity"),
-             ("ghosting", "intensity")]
+             ("ghosting", "intensity"), ("struct_noise", "std"), ("struct_noise", "sigmas")]
 # Zero by construction: the labels are resampled by nearest neighbour (affine,
 # deformation, crop), grid sizes are rounded (`grid_scale`), spikes sit at rounded
 # positions, and Gibbs ringing keeps a 0/1 band of frequencies.

@@ -32,6 +32,7 @@ from synthjax._src.checks import (config_class, field, flag, int_range, integer,
                                   prob)
 from synthjax._src.ops import draw
 from synthjax._src.ops import filters
+from synthjax._src.ops import precision
 from synthjax._src.ops import resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
@@ -160,7 +161,7 @@ def blob_mask(centres: jax.Array, sigmas: jax.Array, active: jax.Array, shape) -
   Each blob is the product of three 1-D profiles, so the sum is one contraction of
   `(K, n)` profiles instead of `K` full volumes.
   """
-  sig = jnp.maximum(sigmas.astype(jnp.float32), 1e-3)
+  sig = jnp.maximum(precision.real(sigmas), 1e-3)
   c = centres.astype(jnp.float32)
   prof = []
   for a, n in enumerate(shape):
@@ -183,7 +184,7 @@ def gaussian_blur(x: jax.Array, stds: jax.Array, cfg: BlurCortexConfig) -> jax.A
   leaves its axis unchanged. (The peer zero-pads with a `ceil(3 std)` kernel, which darkens
   the borders; the reflect boundary avoids that.)
   """
-  stds = jnp.minimum(jnp.asarray(stds, jnp.float32), cfg.max_blur_std)
+  stds = jnp.minimum(precision.real(stds), cfg.max_blur_std)
   r = blur_radius(cfg)
   mats = [filters.gaussian_matrix(n, stds[a], min(r, 4 * n)) for a, n in enumerate(x.shape)]
   return resample.apply_separable(x, mats)
@@ -213,7 +214,7 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
   """
   record.check_mask_shape("region_mask", region_mask, image.shape)
   region_mask = jnp.asarray(region_mask).astype(bool)
-  x = image.astype(jnp.float32)
+  x = precision.real(image)
   g = blur_cortex_weights(key, p, cfg, region_mask)
   # Written as an update so that g = 0 or blur(x) = x returns x exactly.
   return x + g * (gaussian_blur(x, p["blur_std"], cfg) - x)

@@ -21,6 +21,7 @@ from synthjax._src.checks import (Range, config_class, field, flag, int_range, i
                                   prob, real, real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import fields
+from synthjax._src.ops import precision
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -125,7 +126,7 @@ def gaussian_blobs(shape, centres: jax.Array, sigmas: jax.Array, active: jax.Arr
   """
   centres = centres.astype(jnp.float32)
   # A floor keeps a (user-fixed) zero width a one-voxel blob instead of 0 * inf = NaN.
-  inv = 1.0 / (2.0 * jnp.square(jnp.maximum(sigmas.astype(jnp.float32), 1e-3)))
+  inv = 1.0 / (2.0 * jnp.square(jnp.maximum(precision.real(sigmas), 1e-3)))
   g = [jnp.exp(-jnp.square(jnp.arange(n, dtype=jnp.float32)[None, :] - centres[:, a:a + 1])
                * inv[:, None]) for a, n in enumerate(shape)]
   g[0] = jnp.where(active[:, None], g[0], 0.0)
@@ -149,7 +150,7 @@ def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
   """
   shape = image.shape
   k_noise, k_centres = jax.random.split(key)
-  x = image.astype(jnp.float32)
+  x = precision.real(image)
   noise = fields.multiscale_noise(k_noise, shape, p["num_stages"], cfg.num_stages[1],
                                   finest=1, normalize="max")
   noisy = jnp.clip(x + p["std"] * noise, 0.0, 2.0 * jnp.max(x))
