@@ -305,10 +305,11 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   The forward map is `y = lin (S (x - c) + u(x)) + const` (`S` the flip's mirror, `u` the
   deformation in output voxels). The affine part is inverted exactly; the deformation by the
   fixed-point iteration `x <- c + S (w - u(x))` with `w = lin^-1 (y - const)`, starting
-  from the deformation's own inverse flow (the integration of the negated velocity). For
-  the synthseg preset's largest deformations the composition with the forward map stops
-  improving after about five iterations (0.004-0.009 voxel RMS at 48^3, measured
-  2026-12-05); ten are run.
+  from the deformation's own inverse flow (the integration of the negated velocity, its
+  displacement mirrored with the grid). For the synthseg preset's largest deformations the
+  composition with the forward map stops improving after about five iterations at 48^3
+  (0.004-0.008 voxel RMS, measured 2026-12-05); ten are run, since strong deformations of
+  small grids need more.
   """
   params = _cast(params, dtype)
   shape = tuple(config.shape)
@@ -325,14 +326,15 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
                    lambda: jnp.zeros((3,) + shape, dtype))
   u_last = jnp.moveaxis(u, 0, -1)
   disp = lambda x: jnp.moveaxis(resample.sample_linear(u_last, x, clamp=True), -1, 0)
-  # Start: w + u_inv(w), with u_inv the flow of -v, read where the mirrored w lands.
+  # Start: the mirrored w plus the flow of -v read there (exact without a flip and for
+  # small fields; the iteration corrects the rest).
   neg = {**pd, "std": -pd["std"]}
   u_inv = jax.lax.cond(pd["applied"],
                        lambda: displacement_field(key, neg, config.deformation, shape),
                        lambda: jnp.zeros((3,) + shape, dtype))
   start = mirror(w) + centre.reshape(3, 1, 1, 1)
-  x = start + jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start,
-                                                  clamp=True), -1, 0)
+  x = start + mirror(jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start,
+                                                         clamp=True), -1, 0))
   step = lambda _, x: centre.reshape(3, 1, 1, 1) + mirror(w - disp(x))
   return jax.lax.fori_loop(0, iterations, step, x)
 
