@@ -101,10 +101,8 @@ def float64_case():
   return loss, floats, grads
 
 
-def test_the_image_is_rendered_in_float64_from_float64_params(float64_case):
-  loss, floats, _ = float64_case
+def test_the_image_is_rendered_in_float64_from_float64_params():
   with jax.enable_x64(True):
-    assert isinstance(float(loss(floats)), float)
     params = synthjax.sample_params(jax.random.key(0), CONFIG)
     wide = jax.tree.map(lambda x: x.astype(jnp.float64)
                         if jnp.issubdtype(x.dtype, jnp.floating) else x, params)

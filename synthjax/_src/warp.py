@@ -105,7 +105,7 @@ def sample_cubic(volume: jax.Array, coords, *, cval=0.0) -> jax.Array:
 def _sample(volume, coords, order, cval):
   if order == 0:
     return resample.sample_nearest(volume, coords, cval=cval)
-  volume = volume.astype(jnp.promote_types(volume.dtype, jnp.float32))
+  volume = precision.real(volume)
   if order == 1:
     return resample.sample_linear(volume, coords, cval=cval)
   return sample_cubic(volume, coords, cval=cval)
@@ -252,11 +252,13 @@ def tta_predict(key, fn, image, config: SynthConfig, *, n: int, order: int = 1) 
     k_params, k_warp = jax.random.split(k)
     params = generator.sample_params(k_params, config)
     pred = fn(warp(k_warp, params, image, config, order=order))
-    back = unwarp(k_warp, params, pred, config, in_shape=image.shape, order=order)
-    cover = unwarp(k_warp, params, jnp.ones(config.shape, jnp.float32), config,
-                   in_shape=image.shape, order=order)
-    # Near the field of view's edge a mapped-back prediction is part `cval` (0): dividing
-    # by the mapped-back coverage undoes that.
-    total = total + back
-    seen = seen + cover
+    # The prediction and a volume of ones go back together (one inverse map): near the
+    # field of view's edge a mapped-back prediction is part `cval` (0), and dividing by
+    # the mapped-back ones undoes that.
+    channels = pred.reshape((-1,) + tuple(config.shape))
+    ones = jnp.ones((1,) + tuple(config.shape), channels.dtype)
+    back = unwarp(k_warp, params, jnp.concatenate([channels, ones]), config,
+                  in_shape=image.shape, order=order)
+    total = total + back[:-1].reshape(pred.shape[:-3] + image.shape)
+    seen = seen + back[-1]
   return jnp.where(seen > 0, total / jnp.where(seen > 0, seen, 1.0), 0.0)

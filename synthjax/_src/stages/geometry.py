@@ -318,9 +318,9 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   y = resample.grid_coords(tuple(in_shape)).astype(dtype) - const.reshape(3, 1, 1, 1)
   w = jnp.einsum("ij,j...->i...", jnp.linalg.inv(lin), y)
   mirror = lambda v: sign.reshape(3, 1, 1, 1) * v
-  x = mirror(w) + centre.reshape(3, 1, 1, 1)
+  start = mirror(w) + centre.reshape(3, 1, 1, 1)
   if not config.deformation.enabled:
-    return x
+    return start
   pd = params["deformation"]
   u = jax.lax.cond(pd["applied"], lambda: displacement_field(key, pd, config.deformation, shape),
                    lambda: jnp.zeros((3,) + shape, dtype))
@@ -332,7 +332,6 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   u_inv = jax.lax.cond(pd["applied"],
                        lambda: displacement_field(key, neg, config.deformation, shape),
                        lambda: jnp.zeros((3,) + shape, dtype))
-  start = mirror(w) + centre.reshape(3, 1, 1, 1)
   x = start + mirror(jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start,
                                                          clamp=True), -1, 0))
   step = lambda _, x: centre.reshape(3, 1, 1, 1) + mirror(w - disp(x))
