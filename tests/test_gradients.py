@@ -90,22 +90,26 @@ def _central_difference(loss, floats, stage, name, index, h):
 
 @pytest.fixture(scope="module")
 def float64_case():
+  """The loss, its float params and their gradient in float64, and the compiled gradient
+  (a function of the float params; the key, weights and other params are fixed)."""
   with jax.enable_x64(True):
     params = synthjax.sample_params(jax.random.key(0), CONFIG, fixed=FIXED)
     params = jax.tree.map(lambda x: x.astype(jnp.float64)
                           if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
     floats, rest = _split(params)
-    weights = jnp.asarray(np.random.default_rng(0).normal(size=(N, N, N)))
-    loss = jax.jit(_loss_fn(rest, jax.random.key(1), weights))
-    grads = jax.jit(jax.grad(loss))(floats)
-  return loss, floats, grads
+    weights = np.random.default_rng(0).normal(size=(N, N, N))
+    loss = jax.jit(_loss_fn(rest, jax.random.key(1), jnp.asarray(weights)))
+    grad = jax.jit(jax.grad(loss))
+    grads = grad(floats)
+  return loss, floats, grads, {"grad": grad, "rest": rest, "weights": weights,
+                               "params": params}
 
 
-def test_the_image_is_rendered_in_float64_from_float64_params():
+def test_the_image_is_rendered_in_float64_from_float64_params(float64_case):
+  wide = float64_case[3]["params"]
   with jax.enable_x64(True):
-    params = synthjax.sample_params(jax.random.key(0), CONFIG)
-    wide = jax.tree.map(lambda x: x.astype(jnp.float64)
-                        if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    params = jax.tree.map(lambda x: x.astype(jnp.float32)
+                          if jnp.issubdtype(x.dtype, jnp.floating) else x, wide)
     image64, seg64 = synthjax.synthesize(jax.random.key(1), wide, _labels(), CONFIG)
     image32, seg32 = synthjax.synthesize(jax.random.key(1), params, _labels(), CONFIG)
   assert image64.dtype == jnp.float64 and image32.dtype == jnp.float32
@@ -116,7 +120,7 @@ def test_the_image_is_rendered_in_float64_from_float64_params():
 
 @pytest.mark.parametrize("stage,name", INTENSITY, ids=[f"{s}.{n}" for s, n in INTENSITY])
 def test_intensity_gradients_match_central_differences(float64_case, stage, name):
-  loss, floats, grads = float64_case
+  loss, floats, grads, _ = float64_case
   grad = np.asarray(grads[stage][name]).ravel()
   value = np.asarray(floats[stage][name]).ravel()
   assert np.all(np.isfinite(grad))
@@ -130,31 +134,29 @@ def test_intensity_gradients_match_central_differences(float64_case, stage, name
 
 
 def test_label_geometry_grid_sizes_and_masks_have_exactly_zero_gradients(float64_case):
-  _, _, grads = float64_case
+  _, _, grads, _ = float64_case
   for stage, name in ZERO:
     grad = np.asarray(grads[stage][name])
     assert not np.isnan(grad).any(), f"{stage}.{name}"
     np.testing.assert_array_equal(grad, 0.0, err_msg=f"{stage}.{name}")
 
 
-def test_float32_gradients_are_finite_and_per_sample_under_vmap():
-  """The default float32 params: `jax.grad` under jit, and per-sample gradients of a
-  batch under `vmap`, equal to the single ones."""
-  keys = jax.random.split(jax.random.key(3), 2)
-  params = synthjax.sample_params(keys, CONFIG, fixed=FIXED)
-  floats, rest = _split(params)
-  weights = jnp.asarray(np.random.default_rng(1).normal(size=(N, N, N)), jnp.float32)
-
-  def grad_one(key, f, r):
-    return jax.grad(_loss_fn(r, key, weights))(f)
-
-  batched = jax.jit(jax.vmap(grad_one))(keys, floats, rest)
-  single = jax.jit(grad_one)
+def test_float32_gradients_under_vmap_are_the_single_float64_ones(float64_case):
+  """The default float32 params: per-sample gradients of a batch under `jit(vmap)` are
+  finite and equal, to float32 precision, the single float64 gradients."""
+  _, floats, _, case = float64_case
+  # Two samples: the fixture's params, and the same with every float param 3 % larger.
+  with jax.enable_x64(True):
+    batch64 = jax.tree.map(lambda x: jnp.stack([x, 1.03 * x]), floats)
+    single = [case["grad"](jax.tree.map(lambda x: x[i], batch64)) for i in range(2)]
+  batch = jax.tree.map(lambda x: np.asarray(x, np.float32), batch64)
+  loss32 = _loss_fn(case["rest"], jax.random.key(1), jnp.asarray(case["weights"], jnp.float32))
+  batched = jax.jit(jax.vmap(jax.grad(loss32)))(batch)
   for i in range(2):
-    one = single(keys[i], jax.tree.map(lambda x: x[i], floats), jax.tree.map(lambda x: x[i], rest))
     for stage, name in INTENSITY:
-      g = np.asarray(one[stage][name])
+      g = np.asarray(batched[stage][name][i])
+      want = np.asarray(single[i][stage][name])
       assert g.dtype == np.float32 and np.all(np.isfinite(g)), f"{stage}.{name}"
       assert np.abs(g).max() > 0, f"{stage}.{name}"
-      np.testing.assert_allclose(np.asarray(batched[stage][name][i]), g, rtol=1e-4,
-                                 atol=1e-5 * np.abs(g).max(), err_msg=f"{stage}.{name}")
+      np.testing.assert_allclose(g, want, rtol=2e-3, atol=2e-3 * np.abs(want).max(),
+                                 err_msg=f"{stage}.{name}[{i}]")

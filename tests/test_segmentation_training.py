@@ -188,7 +188,7 @@ def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
 def test_two_devices_match_one_device(problem, reference):
   out = str(problem["root"] / "two-devices")
   env = dict(problem["env"], XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))
-  _train(problem, out, "--val", problem["val"], env=env)
+  _train(problem, out, env=env)
   np.testing.assert_allclose(_losses(out)[:10], _losses(reference)[:10], rtol=1e-4)
   np.testing.assert_allclose(_losses(out), _losses(reference), rtol=2e-2)
 
@@ -235,29 +235,31 @@ def test_two_processes_share_weights_and_split_each_batch(problem, reference, tm
 
 
 def test_a_2d_net_learns_a_tiny_problem(tmp_path):
-  """Validation Dice on the 'real' scan rises far above chance within 300 steps."""
+  """Validation Dice on the 'real' scan rises far above chance within 400 steps."""
   import synthjax
-  paths, val_image, val_labels = write_problem(str(tmp_path / "data"), (32, 32, 32))
+  n = 16
+  paths, val_image, val_labels = write_problem(str(tmp_path / "data"), (n, n, n))
   cfg = synthjax.presets.synthseg(
-      (0, 1, 2), (32, 32, 32), (2.0, 2.0, 2.0), deformation={"std": (0.0, 1.0)},
+      (0, 1, 2), (n, n, n), (2.0, 2.0, 2.0), deformation={"std": (0.0, 1.0)},
       resolution={"prob": 0.0}, bias={"std": (0.0, 0.3)}, gamma={"std": 0.2})
   config = str(tmp_path / "mild.json")
   with open(config, "w") as f:
     f.write(cfg.to_json())
   argv = paths + ["-o", str(tmp_path / "run"), "--config", config, "--dim", "2",
-                  "--features", "8", "16", "32", "--steps", "300", "--batch", "2",
+                  "--features", "8", "16", "32", "--steps", "400", "--batch", "2",
                   "--slices", "8", "--lr", "3e-3", "--schedule", "constant",
-                  "--ckpt-every", "300", "--quiet",
+                  "--ckpt-every", "400", "--quiet",
                   "--val", f"{val_image}:{val_labels}"]
   result = train.run(train.build_parser().parse_args(argv))
   final = result.validations[-1]
   # Chance: a label of fraction q predicted at random with its own frequency scores ~q.
   truth = np.asarray(nib.load(val_labels).dataobj)
   chance = max(float(np.mean(truth == v)) for v in (1, 2))
-  assert chance < 0.15
-  # Seeds 0, 1, 2 gave 0.77..0.80 mean and at least 0.63 for each label (2026-12-04).
-  assert final["mean_dice"] > 0.6, final
-  assert min(final["dice"].values()) > 0.45, final
+  assert chance < 0.1
+  # Seeds 0..4 gave 0.57..0.68 mean and at least 0.39 for each label; the core (label 2)
+  # is a ball of about 3 voxels' radius (2026-12-05).
+  assert final["mean_dice"] > 0.5, final
+  assert min(final["dice"].values()) > 0.3, final
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -293,7 +295,7 @@ def _train_here(problem, out, *extra):
   return train.run(train.build_parser().parse_args(argv))
 
 
-def test_real_image_fine_tuning_interleaves_real_steps_and_resumes_exactly(problem):
+def test_real_image_fine_tuning_interleaves_real_steps_and_resumes_exactly(problem, reference):
   """Every 2nd step trains on the real pair (augmented by the generator's stages); a run
   stopped after 4 steps and resumed to 6 matches an uninterrupted 6-step run."""
   real = ["--real", problem["val"], "--real-every", "2", "--schedule", "constant",
@@ -306,7 +308,8 @@ def test_real_image_fine_tuning_interleaves_real_steps_and_resumes_exactly(probl
   _train_here(problem, parted, *real, "--steps", "4")
   _train_here(problem, parted, "--resume", "--steps", "6")
   assert _losses(parted) == _losses(whole)
-  # The real steps differ from synthetic ones at the same step.
-  plain = str(problem["root"] / "no-real")
-  _train_here(problem, plain, "--schedule", "constant", "--ckpt-every", "2", "--steps", "2")
-  assert _losses(plain)[1] != _losses(whole)[1]
+  # The real steps differ from synthetic ones at the same step. The reference run trains on
+  # synthetic batches only, from the same weights and the same first step (its schedule's
+  # rate at step 1 is the constant one's).
+  assert _losses(whole)[0] == _losses(reference)[0]
+  assert _losses(whole)[1] != _losses(reference)[1]

@@ -139,3 +139,13 @@ def test_generator_specs_switch_stages_off_and_set_fields():
                        ("synthjax:other", "unknown preset"), ("peer", "unknown generator")):
     with pytest.raises(SystemExit, match=message):
       sim2real.make_generator(bad, [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
+
+
+def test_cubic_zoom_is_scipys_cubic_zoom():
+  from scipy import ndimage
+  grid = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
+  shape = (17, 23, 9)
+  want = ndimage.zoom(grid, [n / k for n, k in zip(shape, grid.shape)], order=3)
+  got = sim2real._cubic_zoom(grid, shape)
+  assert got.dtype == np.float32 and got.shape == want.shape == shape
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -219,34 +219,48 @@ def test_unwarp_refuses_a_volume_off_the_output_grid(sample):
     synthjax.unwarp(key, params, np.zeros(IN_SHAPE, np.float32), CONFIG, in_shape=IN_SHAPE)
 
 
-@pytest.mark.parametrize("stage,name", [("affine", "rotation"), ("affine", "scaling"),
-                                        ("affine", "shear"), ("affine", "translation"),
-                                        ("deformation", "std")])
-def test_spatial_gradients_through_a_warped_image_match_central_differences(sample, stage,
-                                                                            name):
-  """With float64 params (x64, in this test only) the coordinate map is float64 too, and
-  the gradient of a cubic-spline warp matches central differences."""
+SPATIAL = [("affine", "rotation"), ("affine", "scaling"), ("affine", "shear"),
+           ("affine", "translation"), ("deformation", "std")]
+
+
+@pytest.fixture(scope="module")
+def spatial_float64(sample):
+  """The loss of a cubic-spline warp as a function of the spatial float params, its
+  gradient, and the params, in float64: one compiled loss and one compiled gradient."""
   key, params = sample
   with jax.enable_x64(True):
     wide = jax.tree.map(lambda x: x.astype(jnp.float64)
                         if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
     vol = jnp.asarray(_smooth(), jnp.float64)
     w = jnp.asarray(np.random.default_rng(4).normal(size=(N, N, N)))
+    values = {s: {n: wide[s][n] for t, n in SPATIAL if t == s} for s, _ in SPATIAL}
 
-    def loss(value):
-      p = {**wide, stage: {**wide[stage], name: value}}
+    def loss(values):
+      p = {s: {**wide[s], **values.get(s, {})} for s in wide}
       return jnp.sum(synthjax.warp(key, p, vol, CONFIG, order=3) * w)
 
-    value = wide[stage][name]
-    grad = np.asarray(jax.jit(jax.grad(loss))(value)).ravel()
-    f = jax.jit(loss)
-    assert grad.dtype == np.float64 and np.abs(grad).max() > 1e-2
-    flat = np.asarray(value).ravel()
+    loss = jax.jit(loss)
+    grads = jax.jit(jax.grad(loss))(values)
+  return loss, values, grads
+
+
+@pytest.mark.parametrize("stage,name", SPATIAL)
+def test_spatial_gradients_through_a_warped_image_match_central_differences(
+    spatial_float64, stage, name):
+  """With float64 params (x64, in this test only) the coordinate map is float64 too, and
+  the gradient of a cubic-spline warp matches central differences."""
+  loss, values, grads = spatial_float64
+  value = values[stage][name]
+  grad = np.asarray(grads[stage][name]).ravel()
+  assert grad.dtype == np.float64 and np.abs(grad).max() > 1e-2
+  flat = np.asarray(value).ravel()
+  with jax.enable_x64(True):
     for i in range(min(flat.size, 3)):
       h = 1e-6 * max(1.0, abs(flat[i]))
       e = np.zeros(flat.size)
       e[i] = h
       e = e.reshape(np.shape(value))
-      fd = (float(f(value + e)) - float(f(value - e))) / (2 * h)
+      at = lambda d: float(loss({**values, stage: {**values[stage], name: value + d}}))
+      fd = (at(e) - at(-e)) / (2 * h)
       np.testing.assert_allclose(grad[i], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max(),
                                  err_msg=f"{stage}.{name}[{i}]")
