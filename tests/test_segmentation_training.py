@@ -313,3 +313,22 @@ def test_real_image_fine_tuning_interleaves_real_steps_and_resumes_exactly(probl
   # rate at step 1 is the constant one's).
   assert _losses(whole)[0] == _losses(reference)[0]
   assert _losses(whole)[1] != _losses(reference)[1]
+
+
+def test_strength_curriculum_follows_the_step_and_resumes_exactly(problem):
+  """`--strength-start 0 --strength-ramp 4`: the generator's strength rises 0, 0.25, 0.5
+  with the step, in one compiled step, and a resumed run continues the ramp exactly."""
+  ramp = ["--strength-start", "0", "--strength-ramp", "4", "--schedule", "constant",
+          "--ckpt-every", "2"]
+  whole = str(problem["root"] / "ramp-whole")
+  _train_here(problem, whole, *ramp, "--steps", "3")
+  records = [r for r in plot.read_metrics(os.path.join(whole, "metrics.jsonl")) if "loss" in r]
+  assert [r["strength"] for r in records] == [0.0, 0.25, 0.5]
+  parted = str(problem["root"] / "ramp-parted")
+  _train_here(problem, parted, *ramp, "--steps", "2")
+  _train_here(problem, parted, "--resume", "--steps", "3")
+  again = [r for r in plot.read_metrics(os.path.join(parted, "metrics.jsonl")) if "loss" in r]
+  assert [r["strength"] for r in again] == [0.0, 0.25, 0.5]
+  assert _losses(parted) == _losses(whole)
+  problem_args = problem["paths"] + ["-o", str(problem["root"] / "ramp-bad"), "--quiet"]
+  assert train.main(problem_args + ["--strength-start", "1.5"]) == 2

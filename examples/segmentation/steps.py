@@ -70,20 +70,26 @@ def take_slices(keys, images, targets, num_slices: int):
   return (im.reshape((-1,) + im.shape[2:]), tg.reshape((-1,) + tg.shape[2:]))
 
 
-def render(batch: dict, synth_config, classes):
+def render(batch: dict, synth_config, classes, *, strength=None):
   """`(images, targets, keys)` of a batch: rendered by synthjax when `synth_config` is
-  given, else the batch's own `image` and `seg`; images normalised as real scans are."""
+  given (at augmentation `strength`, see `synthjax.sample_params`), else the batch's own
+  `image` and `seg`; images normalised as real scans are."""
   keys = jax.random.wrap_key_data(batch["key"])
   if synth_config is not None:
-    images, segs, _ = sdata.synthesize_batch(batch, synth_config)
+    images, segs, _ = sdata.synthesize_batch(batch, synth_config, strength=strength)
   else:
     images, segs = batch["image"], batch["seg"]
   images = jax.vmap(lambda x: scans.normalize_intensity(x, xp=jnp))(images)
   return images, to_class_index(segs, classes), keys
 
 
+def optimizer_step(opt_state):
+  """The number of updates `opt_state` has made (its first `count`: Adam's), traced."""
+  return optax.tree_utils.tree_get_all_with_path(opt_state, "count")[0][1]
+
+
 def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
-                    slices_per_volume: int = 8, mesh=None) -> Callable:
+                    slices_per_volume: int = 8, mesh=None, strength=None) -> Callable:
   """The jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
   Args:
@@ -95,13 +101,17 @@ def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
     dim: 2 or 3.
     slices_per_volume: slices per rendered volume for a 2-D net.
     mesh: the data mesh (weights replicated on it); None for the default device.
+    strength: optional augmentation-strength schedule, a function of the step (the
+      optimizer's update count, so a resumed run continues it exactly), e.g.
+      `optax.linear_schedule(0.2, 1.0, 1000)`; None renders the config's ranges.
 
   Returns:
     A jitted function; `metrics` holds the scalar `loss` and soft `dice`. `params` and
     `opt_state` are donated.
   """
   def step(params, opt_state, batch):
-    images, targets, keys = render(batch, synth_config, classes)
+    s = None if strength is None else strength(optimizer_step(opt_state))
+    images, targets, keys = render(batch, synth_config, classes, strength=s)
     if dim == 2:
       images, targets = take_slices(keys, images, targets, slices_per_volume)
 
@@ -112,7 +122,10 @@ def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
     (loss, dice), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return params, opt_state, {"loss": loss, "dice": dice}
+    metrics = {"loss": loss, "dice": dice}
+    if s is not None:
+      metrics["strength"] = s
+    return params, opt_state, metrics
 
   if mesh is None:
     return jax.jit(step, donate_argnums=(0, 1))

@@ -3,6 +3,7 @@
   python examples/segmentation/train.py LABELS... -o RUN [--preset fetal|synthseg]
       [--config cfg.json] [--shape X Y Z] [--down F] [--dim 2|3] [--steps N] [--batch B]
       [--seed S] [--val IMAGE:LABELS ...] [--eval-every K] [--ckpt-every K] [--resume]
+      [--strength-start S --strength-ramp N]
 
 The Grain pipeline cuts label patches (or whole maps) in CPU workers; each train step
 renders the images on the device (`synthjax.data.synthesize_batch`), runs the U-Net and
@@ -16,6 +17,12 @@ kept in `RUN/best`.
 Outputs: `RUN/run.json` (everything needed to rebuild the net and the generator),
 `RUN/metrics.jsonl` (one JSON object per step and per validation), `RUN/curves.png`,
 `RUN/checkpoints/`, `RUN/best/`.
+
+Curriculum: `--strength-start S --strength-ramp N` renders the first steps at augmentation
+strength S (`synthjax.sample_params(..., strength=)`: 0 is the plain label Gaussians on
+unmoved labels) and raises it linearly to the config's full ranges over N steps, in the
+same compiled step. The strength follows the optimizer's step count, so a resumed run
+continues the ramp exactly; each step's strength is in `metrics.jsonl`.
 
 Devices and hosts: the batch is split over every local device (set
 `XLA_FLAGS=--xla_force_host_platform_device_count=N` to try it on a CPU), and with
@@ -77,6 +84,12 @@ def build_parser():
                       "fine-tuning), augmented by the generator's spatial and intensity stages")
   p.add_argument("--real-every", type=int, default=5,
                  help="with --real: every K-th step trains on a real batch")
+  p.add_argument("--strength-start", type=float, default=None, metavar="S",
+                 help="augmentation curriculum: the generator's strength starts at S in "
+                      "[0, 1] (0: plain label Gaussians on unmoved labels) and rises "
+                      "linearly to 1 (the config's ranges) over --strength-ramp steps")
+  p.add_argument("--strength-ramp", type=int, default=1000, metavar="N",
+                 help="with --strength-start: steps to reach full strength")
   p.add_argument("--ckpt-every", type=int, default=100)
   p.add_argument("--workers", type=int, default=0, help="Grain worker processes")
   p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -112,6 +125,18 @@ def load_config(args, values, spacing, shape):
     return cfg.replace(shape=tuple(shape)) if args.shape else cfg
   build = {"fetal": synthjax.presets.fetal, "synthseg": synthjax.presets.synthseg}[args.preset]
   return build(tuple(values), tuple(shape), tuple(spacing))
+
+
+def strength_schedule(args):
+  """The generator's augmentation strength as a function of the step (None: full)."""
+  if args.strength_start is None:
+    return None
+  if not 0.0 <= args.strength_start <= 1.0:
+    raise UserError(f"--strength-start must be in [0, 1], got {args.strength_start}")
+  if args.strength_ramp < 1:
+    raise UserError(f"--strength-ramp must be a positive integer, got {args.strength_ramp}")
+  import optax
+  return optax.linear_schedule(args.strength_start, 1.0, args.strength_ramp)
 
 
 def model_config(args) -> dict:
@@ -272,6 +297,7 @@ def run(args, parser=None) -> TrainResult:
                     f"devices")
   if args.down < 1:
     raise UserError(f"--down must be a positive integer, got {args.down}")
+  strength = strength_schedule(args)
 
   # Label maps and the generator.
   paths = args.labels
@@ -354,7 +380,8 @@ def run(args, parser=None) -> TrainResult:
   mesh = steps.data_mesh()
   params, opt_state = steps.replicate(mesh, (params, opt_state))
   train_step = steps.make_train_step(graphdef, tx, synth_config=cfg, classes=classes,
-                                     dim=args.dim, slices_per_volume=args.slices, mesh=mesh)
+                                     dim=args.dim, slices_per_volume=args.slices, mesh=mesh,
+                                     strength=strength)
   predict = steps.make_predictor(graphdef, dim=args.dim)
 
   ds = sdata.pipeline(source, patch_size=cfg.shape, batch_size=args.batch // nproc,
@@ -371,7 +398,8 @@ def run(args, parser=None) -> TrainResult:
                              pad_label=cfg.background)
     real_it = iter(real_ds)
     real_step = steps.make_train_step(graphdef, tx, synth_config=real_cfg, classes=classes,
-                                      dim=args.dim, slices_per_volume=args.slices, mesh=mesh)
+                                      dim=args.dim, slices_per_volume=args.slices, mesh=mesh,
+                                      strength=strength)
   ckpt = checkpoints.Checkpoints(args.out, real=real_source is not None)
   start = 0
   if args.resume and ckpt.latest_step() is not None:
@@ -403,6 +431,8 @@ def run(args, parser=None) -> TrainResult:
       losses.append(loss)
       log.write({"step": step, "loss": loss, "dice": float(steps.to_host(out["dice"])),
                  "samples_per_s": args.batch / dt, "seconds": dt,
+                 **({"strength": float(steps.to_host(out["strength"]))}
+                    if "strength" in out else {}),
                  **({"real": True} if real_now else {})})
       if bar is not None:
         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{args.batch / dt:.2f}")

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from synthjax._src import param_checks
 from synthjax._src import registry
 from synthjax._src import shell
+from synthjax._src import strength as strength_lib
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
@@ -60,7 +61,7 @@ def _check_fixed(fixed, template_names):
   return fixed
 
 
-def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
+def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
   params = {}
   for stage in registry.STAGES:
     k = jax.random.fold_in(key, stage.param_stream)
@@ -76,15 +77,23 @@ def _sample_one(key, config: SynthConfig, fixed: dict) -> dict:
         entries = {n: draw.pick(f, n, jnp.zeros(s.shape, s.dtype)) for n, s in shapes.items()}
         entries["applied"] = jnp.zeros((), bool)
     params[stage.name] = sampler(k, f) if entries is None else entries
+    if strength is not None:
+      params[stage.name] = strength_lib.weaken(k, stage.strength, params[stage.name], f,
+                                               strength, config)
   return params
 
 
 @functools.partial(jax.jit, static_argnums=1)
-def _sample_params_jit(key, config, fixed):
-  return shell.map_keys(_sample_one, key, config, fixed)
+def _sample_params_jit(key, config, fixed, strength=None):
+  if strength is None:
+    return shell.map_keys(_sample_one, key, config, fixed)
+  if not shell.is_key_batch(key):
+    return _sample_one(key, config, fixed, strength)
+  return jax.vmap(lambda k, s: _sample_one(k, config, fixed, s),
+                  in_axes=(0, 0 if strength.ndim else None))(key, strength)
 
 
-def sample_params(key, config: SynthConfig, *, fixed=None) -> dict:
+def sample_params(key, config: SynthConfig, *, fixed=None, strength=None) -> dict:
   """Draws every generation parameter of one sample (or of a batch of keys).
 
   Args:
@@ -95,6 +104,14 @@ def sample_params(key, config: SynthConfig, *, fixed=None) -> dict:
       [0, 0, 10]}, "flip": {"applied": False}}`). A present value is used exactly; a
       missing or `None` one is drawn. Draws that depend on a fixed value (e.g. slice
       thickness on resolution) use it. Unknown names raise `ValueError`.
+    strength: optional augmentation strength in [0, 1], a scalar or one per key (a
+      traced value is fine: changing it never recompiles). It moves every stage's draws
+      toward the stage's identity: 0 gives the unmoved labels rendered by the plain
+      label Gaussians, 1 (or None) the config's ranges. Stages with a magnitude (angles,
+      stds, resolutions, artifact intensities) shrink it by `strength`; stages without
+      one (flip, sub-label classes, slice stacks, boundaries, cortex blur) are applied
+      with their probability times `strength`; the label Gaussians, the crop and a real
+      image as intensities are left alone. Fixed values are kept as given.
 
   Returns:
     A dict of stage dicts of arrays, one per stage of `PARAM_STAGES` (`affine`,
@@ -110,13 +127,19 @@ def sample_params(key, config: SynthConfig, *, fixed=None) -> dict:
     >>> p = synthjax.sample_params(jax.random.key(0), cfg, fixed={"flip": {"applied": False}})
     >>> bool(p["flip"]["applied"])
     False
+    >>> mild = synthjax.sample_params(jax.random.key(0), cfg, strength=0.0)
+    >>> bool(mild["affine"]["applied"] | mild["bias"]["applied"])
+    False
   """
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
   template = params_template(config)
   fixed = _check_fixed(fixed, template)
   param_checks.check_values(fixed, config, template, what="fixed")
-  return _sample_params_jit(key, config, fixed)
+  if strength is None:
+    return _sample_params_jit(key, config, fixed)
+  num_keys = key.shape[0] if shell.is_key_batch(key) else None
+  return _sample_params_jit(key, config, fixed, strength_lib.as_strength(strength, num_keys))
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import numpy as np
 import grain
 
 
-def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None):
+def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None, strength=None,
+                     step=None):
   """Renders a pipeline batch on the device; call it inside the jitted training step.
 
   Args:
@@ -23,6 +24,10 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None):
       `seeds` (B, K, X, Y, Z) for seed subclusters, `image` for `image_intensity`).
     config: the static `SynthConfig`.
     fixed: optional fixed params (shared by the batch), as for `sample_params`.
+    strength: optional augmentation strength in [0, 1] (see `sample_params`): a number or
+      traced scalar, one per sample `(B,)`, or a schedule, a function of `step` such as
+      `optax.linear_schedule(0.2, 1.0, 5000)`, for a curriculum that never recompiles.
+    step: the training step a `strength` schedule is evaluated at (traced is fine).
 
   Returns:
     `(images, segs, params)`: (B, X, Y, Z) float32, (B, X, Y, Z) int32 and the batched
@@ -33,7 +38,11 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None):
 
   keys = jax.random.wrap_key_data(batch["key"])
   pair = jax.vmap(jax.random.split)(keys)
-  params = generator.sample_params(pair[:, 0], config, fixed=fixed)
+  if callable(strength):
+    if step is None:
+      raise ValueError("a strength schedule needs the step: synthesize_batch(..., step=step)")
+    strength = strength(step)
+  params = generator.sample_params(pair[:, 0], config, fixed=fixed, strength=strength)
   extra = {}
   if config.subclusters.enabled and config.subclusters.source == "seeds":
     extra["seeds"] = batch["seeds"]

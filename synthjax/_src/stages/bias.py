@@ -54,4 +54,5 @@ def apply_bias(key, image: jax.Array, p: dict, cfg: BiasConfig, ctx) -> jax.Arra
 
 
 STAGE = Stage("bias", 5, 2, lambda k, c, f: sample_bias(k, c.bias, f),
-              domain={"std": record.NONNEG, "grid_scale": record.GRID}, apply=apply_bias)
+              domain={"std": record.NONNEG, "grid_scale": record.GRID}, apply=apply_bias,
+              strength={"std": 0.0})

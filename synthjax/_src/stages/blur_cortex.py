@@ -223,5 +223,6 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
 STAGE = Stage("blur_cortex", 19, 8, lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),
               domain={"blob_sigma": record.POSITIVE, "blur_std": record.NONNEG,
                       "nblur": record.count("blob_sigma")},
+              strength={},
               apply=lambda k, x, p, c, ctx: apply_blur_cortex(
                   k, x, p, c, record.label_mask((c.cortex_label,), ctx)))

@@ -149,5 +149,6 @@ def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
 STAGE = Stage("boundary", 20, 9, lambda k, c, f: sample_boundary(k, c.boundary, f),
               domain={"halo_radius": record.NONNEG, "fuzzy_width": record.NONNEG,
                       "fuzzy_jitter": record.NONNEG},
+              strength={},
               apply=lambda k, x, p, c, ctx: apply_boundary(
                   k, x, p, c, ctx.index_map != ctx.background_index))

@@ -350,11 +350,14 @@ def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Arra
 STAGES = (
     Stage("affine", 0, None, lambda k, c, f: sample_affine(k, c.affine, f),
           domain={"rotation": record.ANGLE, "scaling": record.POSITIVE,
-                  "object_size": record.POSITIVE}, phase="geometry"),
+                  "object_size": record.POSITIVE}, phase="geometry",
+          strength={"rotation": 0.0, "scaling": 1.0, "shear": 0.0, "translation": 0.0,
+                    "object_size": 1.0}),
     Stage("deformation", 1, 0, lambda k, c, f: sample_deformation(k, c.deformation, f),
           # A negative std negates the velocity (the inverse flow): valid in params.
-          domain={"grid_scale": record.GRID}, phase="geometry"),
+          domain={"grid_scale": record.GRID}, phase="geometry", strength={"std": 0.0}),
     Stage("crop", 2, None, lambda k, c, f: sample_crop(k, f), configured=False,
           domain={"position": record.UNIT}, phase="geometry"),
-    Stage("flip", 3, None, lambda k, c, f: sample_flip(k, c.flip, f), phase="geometry"),
+    Stage("flip", 3, None, lambda k, c, f: sample_flip(k, c.flip, f), phase="geometry",
+          strength={}),
 )

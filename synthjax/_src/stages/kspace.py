@@ -254,10 +254,10 @@ def apply_kspace_stages(x: jax.Array, params: dict, config) -> jax.Array:
 STAGES = (
     Stage("spike", 9, None, lambda k, c, f: sample_spike(k, c.spike, f),
           domain={"positions": record.UNIT, "num_spikes": record.count("positions")},
-          phase="kspace"),
+          phase="kspace", strength={"intensity": 0.0}),
     Stage("ghosting", 10, None, lambda k, c, f: sample_ghosting(k, c.ghosting, f),
           domain={"axis": record.AXIS, "intensity": record.NONNEG,
-                  "num_ghosts": record.NONNEG}, phase="kspace"),
+                  "num_ghosts": record.NONNEG}, phase="kspace", strength={"intensity": 0.0}),
     Stage("gibbs", 11, None, lambda k, c, f: sample_gibbs(k, c.gibbs, f),
-          domain={"alpha": record.UNIT}, phase="kspace"),
+          domain={"alpha": record.UNIT}, phase="kspace", strength={"alpha": 0.0}),
 )

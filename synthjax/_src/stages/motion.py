@@ -201,4 +201,5 @@ def apply_motion(image: jax.Array, p: dict, cfg: MotionConfig, spacing) -> jax.A
 STAGE = Stage("motion", 15, None, lambda k, c, f: sample_motion(k, c.motion, f),
               domain={"axis": record.AXIS, "times": record.UNIT,
                       "num_transforms": record.count("degrees")},
-              apply=lambda k, x, p, c, ctx: apply_motion(x, p, c, ctx.spacing))
+              apply=lambda k, x, p, c, ctx: apply_motion(x, p, c, ctx.spacing),
+              strength={"degrees": 0.0, "translation": 0.0})

@@ -41,4 +41,4 @@ def add_noise(key, x: jax.Array, p: dict) -> jax.Array:
 
 STAGE = Stage("noise", 8, 3, lambda k, c, f: sample_noise(k, c.noise, f),
               domain={"std": record.NONNEG},
-              apply=lambda k, x, p, c, ctx: add_noise(k, x, p))
+              apply=lambda k, x, p, c, ctx: add_noise(k, x, p), strength={"std": 0.0})

@@ -10,7 +10,7 @@ its masks from.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 import jax
@@ -44,6 +44,12 @@ class Stage:
       every stage), so `apply` renders unconditionally.
     off: image stages: `(image, stage_config) -> image` rendered when the config disables
       the stage or the stage is not applied (None: the image passes unchanged).
+    strength: how `sample_params(..., strength=s)` weakens the stage (`strength.py`): a
+      mapping from entries to their identity values (numbers, or functions of the
+      `SynthConfig`), which the draws move toward, the stage not applied at `s = 0`; an
+      empty mapping for a stage without a magnitude, applied with probability times `s`;
+      or None for what is rendered rather than how it is altered (the intensity sources,
+      the crop), which `s` leaves alone.
   """
   name: str
   param_stream: int
@@ -54,6 +60,7 @@ class Stage:
   phase: str = "image"
   apply: Optional[Callable] = None
   off: Optional[Callable] = None
+  strength: Optional[Mapping[str, Any]] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -198,4 +198,5 @@ STAGE = Stage("resolution", 7, None,
               lambda k, c, f: sample_resolution(k, c.resolution, c.spacing, f),
               domain={"resolution": record.POSITIVE, "thickness": record.POSITIVE,
                       "blur_scale": record.POSITIVE},
-              apply=lambda k, x, p, c, ctx: apply_resolution(x, p, c, ctx.spacing))
+              apply=lambda k, x, p, c, ctx: apply_resolution(x, p, c, ctx.spacing),
+              strength={"resolution": lambda c: c.spacing, "thickness": lambda c: c.spacing})

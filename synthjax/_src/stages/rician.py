@@ -45,4 +45,4 @@ def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
 
 STAGE = Stage("rician", 12, 4, lambda k, c, f: sample_rician(k, c.rician, f),
               domain={"std": record.NONNEG},
-              apply=lambda k, x, p, c, ctx: add_rician(k, x, p))
+              apply=lambda k, x, p, c, ctx: add_rician(k, x, p), strength={"std": 0.0})

@@ -373,4 +373,5 @@ STAGE = Stage("slice_stack", 16, None,
               domain={"thickness": record.POSITIVE, "rotation_std": record.NONNEG,
                       "translation_std": record.NONNEG, "num_stacks": record.count("active", 1),
                       "interleave": record.Bounds(1)},
-              apply=lambda k, x, p, c, ctx: apply_slice_stack(x, p, c, ctx.spacing))
+              apply=lambda k, x, p, c, ctx: apply_slice_stack(x, p, c, ctx.spacing),
+              strength={})

@@ -165,4 +165,5 @@ STAGE = Stage("struct_noise", 18, 7, lambda k, c, f: sample_struct_noise(k, c.st
               domain={"std": record.NONNEG, "sigmas": record.POSITIVE,
                       "num_blobs": record.count("sigmas"), "num_stages": record.Bounds(1)},
               apply=lambda k, x, p, c, ctx: apply_struct_noise(
-                  k, x, p, c, record.label_mask(c.region_labels, ctx)))
+                  k, x, p, c, record.label_mask(c.region_labels, ctx)),
+              strength={"std": 0.0})

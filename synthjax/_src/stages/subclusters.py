@@ -225,4 +225,4 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
 STAGE = Stage("subclusters", 13, 5, lambda k, c, f: sample_subclusters(
     k, c.subclusters, c.gmm, num_meta(c), f),
               domain={"counts": record.Bounds(1, 10), "stds": record.NONNEG,
-                      "grid_scale": record.GRID}, phase="source")
+                      "grid_scale": record.GRID}, phase="source", strength={})

@@ -104,4 +104,5 @@ STAGE = Stage("texture", 17, 6, lambda k, c, f: sample_texture(k, c.texture, c.n
               domain={"amplitude": record.NONNEG, "weights": record.NONNEG,
                       "num_scales": record.count("weights", 1)},
               apply=lambda k, x, p, c, ctx: apply_texture(
-                  k, x, p, c, ctx.index_map, background_index=ctx.background_index))
+                  k, x, p, c, ctx.index_map, background_index=ctx.background_index),
+              strength={"amplitude": 0.0})

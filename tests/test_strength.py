@@ -1,0 +1,173 @@
+"""The traced augmentation strength of `sample_params(..., strength=s)`: 0 renders the plain
+Gaussian mixture of the unmoved labels, 1 is the config (to float32 rounding), magnitudes
+shrink by exactly `s` toward each stage's identity, and changing `s` never recompiles."""
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+import synthjax
+from synthjax._src import generator
+from synthjax._src import registry
+
+N = 16
+# Every stage family on: spatial, intensity, artifacts with a magnitude, and gated stages
+# (flip, sub-label classes).
+CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N), (1.0, 1.0, 1.0)).replace(
+    affine={"prob": 1.0}, deformation={"prob": 1.0}, bias={"prob": 1.0},
+    gamma={"prob": 1.0}, resolution={"prob": 1.0}, noise={"prob": 1.0, "std": (0.02, 0.05)},
+    rician={"enabled": True, "prob": 1.0}, gibbs={"enabled": True, "prob": 1.0},
+    texture={"enabled": True, "prob": 1.0},
+    subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)})
+# What `s` leaves alone: what is rendered, not how it is altered.
+SOURCES = {"gmm", "crop", "image_intensity"}
+KEYS = jax.random.split(jax.random.key(0), 256)
+
+
+def _labels():
+  lab = np.zeros((N, N, N), np.int32)
+  lab[3:13, 3:13, 3:13] = 1
+  lab[6:10, 6:10, 6:10] = 2
+  lab[5:8, 9:12, 4:12] = 3
+  return lab
+
+
+@pytest.fixture(scope="module")
+def batches():
+  """Params of 256 keys without a strength and at strengths 0, 0.25, 0.5 and 1."""
+  out = {None: synthjax.sample_params(KEYS, CONFIG)}
+  for s in (0.0, 0.25, 0.5, 1.0):
+    out[s] = synthjax.sample_params(KEYS, CONFIG, strength=s)
+  return out
+
+
+def test_every_stage_declares_how_it_weakens():
+  template = generator.params_template(CONFIG)
+  for stage in registry.STAGES:
+    if stage.name in SOURCES:
+      assert stage.strength is None, stage.name
+      continue
+    assert stage.strength is not None, f"{stage.name}: no strength table"
+    assert "applied" in template[stage.name], stage.name
+    for name, identity in stage.strength.items():
+      ident = np.asarray(identity(CONFIG) if callable(identity) else identity, np.float64)
+      assert np.all(np.isfinite(ident)), (stage.name, name)
+
+
+def test_strength_one_is_the_config(batches):
+  """Flags and integers exactly; floats to XLA's rounding of the other program."""
+  for a, b in zip(jax.tree.leaves(batches[None]), jax.tree.leaves(batches[1.0])):
+    a, b = np.asarray(a), np.asarray(b)
+    if np.issubdtype(a.dtype, np.floating):
+      np.testing.assert_allclose(b, a, rtol=4e-7, atol=1e-7)
+    else:
+      np.testing.assert_array_equal(b, a)
+
+
+def test_magnitudes_shrink_by_exactly_the_strength_toward_the_identity(batches):
+  full = batches[1.0]
+  for s in (0.25, 0.5):
+    p = batches[s]
+    for stage in registry.STAGES:
+      for name, identity in (stage.strength or {}).items():
+        if name not in full[stage.name]:
+          continue
+        ident = np.asarray(identity(CONFIG) if callable(identity) else identity, np.float32)
+        want = ident + np.float32(s) * (np.asarray(full[stage.name][name]) - ident)
+        np.testing.assert_allclose(p[stage.name][name], want, rtol=1e-6, atol=1e-6,
+                                   err_msg=f"{stage.name}.{name} at {s}")
+      # The stage's other entries are the full strength's draws.
+      for name, value in p[stage.name].items():
+        if name != "applied" and name not in (stage.strength or {}):
+          np.testing.assert_array_equal(value, full[stage.name][name],
+                                        err_msg=f"{stage.name}.{name}")
+
+
+def test_gated_stages_apply_with_probability_times_strength(batches):
+  full = np.asarray(batches[1.0]["flip"]["applied"])
+  assert 0.3 < full.mean() < 0.7  # the preset's flip probability, 0.5
+  previous = np.zeros_like(full)
+  for s in (0.0, 0.25, 0.5, 1.0):
+    applied = np.asarray(batches[s]["flip"]["applied"])
+    # Applied at s only where applied at full strength, and at every lower s too.
+    assert not np.any(applied & ~full) and not np.any(previous & ~applied)
+    # Binomial: 256 draws of probability 0.5 * s, within 4 standard deviations.
+    p = 0.5 * s
+    assert abs(applied.mean() - p) <= 4 * np.sqrt(max(p * (1 - p), 1e-9) / 256) + 1e-9, s
+    previous = applied
+  # Stages with a magnitude are on wherever the config applies them, off only at s = 0.
+  for s in (0.25, 0.5):
+    np.testing.assert_array_equal(batches[s]["bias"]["applied"], batches[1.0]["bias"]["applied"])
+  for stage in registry.STAGES:
+    if stage.name not in SOURCES and "applied" in batches[0.0][stage.name]:
+      assert not np.any(batches[0.0][stage.name]["applied"]), stage.name
+
+
+def test_the_spread_of_the_params_grows_with_the_strength(batches):
+  spreads = [float(np.std(batches[s]["affine"]["rotation"])) for s in (0.0, 0.25, 0.5, 1.0)]
+  assert spreads[0] == 0.0 and spreads == sorted(spreads) and spreads[-1] > 5.0, spreads
+  noise = [float(np.mean(batches[s]["noise"]["std"])) for s in (0.0, 0.25, 0.5, 1.0)]
+  assert noise == sorted(noise) and noise[0] == 0.0, noise
+
+
+def test_strength_zero_renders_the_plain_gmm_of_the_unmoved_labels():
+  key, synth_key = jax.random.key(3), jax.random.key(4)
+  labels = _labels()
+  p0 = synthjax.sample_params(key, CONFIG, strength=0.0)
+  image, seg = synthjax.synthesize(synth_key, p0, labels, CONFIG)
+  plain = CONFIG.replace(**{s.name: {"enabled": False} for s in registry.STAGES
+                            if s.configured and s.name not in SOURCES})
+  p_plain = synthjax.sample_params(key, plain)
+  np.testing.assert_array_equal(p_plain["gmm"]["means"], p0["gmm"]["means"])
+  want_image, want_seg = synthjax.synthesize(synth_key, p_plain, labels, plain)
+  np.testing.assert_array_equal(seg, want_seg)
+  np.testing.assert_array_equal(seg, labels)  # the unmoved labels (identity output labels)
+  np.testing.assert_allclose(image, want_image, atol=1e-6)
+
+
+def test_per_key_strengths_under_vmap_and_jit_match_single_calls():
+  keys = KEYS[:3]
+  s = np.array([0.0, 0.4, 0.9], np.float32)
+  batch = synthjax.sample_params(keys, CONFIG, strength=s)
+  traced = jax.jit(lambda k, s: synthjax.sample_params(k, CONFIG, strength=s))
+  for i in range(3):
+    one = synthjax.sample_params(keys[i], CONFIG, strength=float(s[i]))
+    again = traced(keys[i], jnp.float32(s[i]))
+    for a, b, c in zip(jax.tree.leaves(batch), jax.tree.leaves(one), jax.tree.leaves(again)):
+      np.testing.assert_array_equal(np.asarray(a)[i], b)
+      np.testing.assert_array_equal(b, c)
+
+
+def test_changing_the_strength_never_recompiles(batches):
+  size = generator._sample_params_jit._cache_size()
+  for s in (0.1, 0.7, np.float32(0.3), jnp.float32(0.9)):
+    synthjax.sample_params(KEYS, CONFIG, strength=s)
+  assert generator._sample_params_jit._cache_size() == size
+
+
+def test_fixed_values_are_kept_whatever_the_strength():
+  fixed = {"affine": {"rotation": [10.0, 0.0, 0.0], "applied": True},
+           "noise": {"std": 0.04}}
+  p = synthjax.sample_params(jax.random.key(1), CONFIG, fixed=fixed, strength=0.0)
+  assert bool(p["affine"]["applied"]) and not bool(p["bias"]["applied"])
+  np.testing.assert_array_equal(p["affine"]["rotation"], [10.0, 0.0, 0.0])
+  np.testing.assert_array_equal(p["affine"]["scaling"], [1.0, 1.0, 1.0])  # drawn: identity
+  np.testing.assert_allclose(p["noise"]["std"], 0.04)
+
+
+@pytest.mark.parametrize("strength,error,match", [
+    (1.5, ValueError, r"strength must be in \[0, 1\], got 1.5"),
+    (-0.1, ValueError, r"in \[0, 1\]"),
+    ([0.5, 0.5], ValueError, "must be a scalar, got shape"),
+    ("strong", TypeError, "strength must be a number"),
+    (True, TypeError, "got a bool"),
+])
+def test_bad_strengths_are_named(strength, error, match):
+  with pytest.raises(error, match=match):
+    synthjax.sample_params(jax.random.key(0), CONFIG, strength=strength)
+
+
+def test_a_strength_per_key_must_match_the_keys():
+  with pytest.raises(ValueError, match=r"one per key \(4,\)"):
+    synthjax.sample_params(KEYS[:4], CONFIG, strength=np.ones(3, np.float32))
