@@ -171,3 +171,28 @@ def test_bad_strengths_are_named(strength, error, match):
 def test_a_strength_per_key_must_match_the_keys():
   with pytest.raises(ValueError, match=r"one per key \(4,\)"):
     synthjax.sample_params(KEYS[:4], CONFIG, strength=np.ones(3, np.float32))
+
+
+def test_synthesize_batch_takes_a_schedule_of_the_step():
+  import optax
+  from synthjax import data as sdata
+  schedule = optax.linear_schedule(0.2, 1.0, 8)
+  # A light config: the rendering is not under test here.
+  cfg = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
+      affine={"prob": 1.0}, deformation={"enabled": False}, bias={"enabled": False},
+      resolution={"enabled": False})
+  keys = jax.random.split(jax.random.key(5), 2)
+  batch = {"labels": np.stack([_labels()] * 2), "key": jax.random.key_data(keys)}
+  run = jax.jit(lambda b, step: sdata.synthesize_batch(b, cfg, strength=schedule, step=step))
+  for step in (0, 6):
+    images, segs, params = run(batch, step)
+    pair = jax.vmap(jax.random.split)(keys)
+    want = synthjax.sample_params(pair[:, 0], cfg, strength=float(schedule(step)))
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b)
+  # At step 0 (strength 0.2) the rotations are a fifth of those at full strength.
+  full = synthjax.sample_params(pair[:, 0], cfg)
+  np.testing.assert_allclose(run(batch, 0)[2]["affine"]["rotation"],
+                             0.2 * np.asarray(full["affine"]["rotation"]), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="needs the step"):
+    sdata.synthesize_batch(batch, cfg, strength=schedule)
