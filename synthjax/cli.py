@@ -431,7 +431,8 @@ def cmd_replay(args):
                                      np.asarray(params["crop"]["position"]))
   os.makedirs(args.output, exist_ok=True)
   stem = os.path.join(args.output, f"sample_{index:05d}")
-  nifti.save_nifti(stem + "_image.nii.gz", np.asarray(image), out_affine, overwrite=args.overwrite)
+  nifti.save_nifti(stem + "_image.nii.gz", nifti.nifti_layout(image), out_affine,
+                   overwrite=args.overwrite)
   nifti.save_nifti(stem + "_seg.nii.gz", np.asarray(seg, np.int32), out_affine,
                    overwrite=args.overwrite)
   print(f"replayed sample {index} to {stem}_image.nii.gz")

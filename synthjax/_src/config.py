@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, Optional
 
 from synthjax._src.checks import (JsonConfig, config_class, field, integer, integers,
-                                  label_groups, optional, positives, sizes)
+                                  label_groups, optional, positives, real, sizes)
 from synthjax._src.stages.bias import BiasConfig
 from synthjax._src.stages.blur_cortex import BlurCortexConfig
 from synthjax._src.stages.boundary import BoundaryConfig
@@ -81,6 +81,13 @@ class SynthConfig(JsonConfig):
       `label_values`), e.g. 0 for labels merged into background; `None` keeps them.
     flip_pairs: `(left, right)` generation-label pairs swapped by a left/right flip.
     background: the label value used for padding and for `prob_background_zero`.
+    num_channels: contrasts rendered from one deformed label map (SynthSeg's
+      `n_channels`): the spatial stages and their realisation are shared, and each channel
+      draws its own label Gaussians, bias field and gamma (`channels.py`). Above 1 the
+      image has shape `(num_channels, X, Y, Z)`.
+    channel_correlation: in [0, 1], the correlation of each channel's label means with
+      channel 0's (cornucopia's correlated channels), through a Gaussian copula, so each
+      mean stays uniform on the GMM's range; 0 draws them independently.
     affine, deformation, flip, gmm, bias, gamma, resolution, noise: the stage configs.
     spike, ghosting, gibbs, rician: the MR artifact stages (disabled unless asked for).
     subclusters, image_intensity: FetalSynthGen's intensity models (disabled unless asked
@@ -105,6 +112,8 @@ class SynthConfig(JsonConfig):
   output_labels: Optional[tuple[int, ...]] = field(None, optional(integers(high=LABEL_MAX)))
   flip_pairs: tuple[tuple[int, int], ...] = field((), label_groups())
   background: int = field(0, integer())
+  num_channels: int = field(1, integer(low=1, high=16))
+  channel_correlation: float = field(0.0, real(low=0.0, high=1.0))
   affine: AffineConfig = AffineConfig()
   deformation: DeformationConfig = DeformationConfig()
   flip: FlipConfig = FlipConfig()

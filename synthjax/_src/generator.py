@@ -24,6 +24,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from synthjax._src import channels
 from synthjax._src import param_checks
 from synthjax._src import registry
 from synthjax._src import shell
@@ -67,6 +68,8 @@ def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
     k = jax.random.fold_in(key, stage.param_stream)
     f = fixed.get(stage.name) or {}
     sampler = lambda k, f, stage=stage: stage.sample(k, config, f)
+    if config.num_channels > 1 and stage.name in channels.CHANNEL_STAGES:
+      sampler = channels.per_channel(sampler, config, stage.name)
     entries = None
     if stage.configured and not getattr(config, stage.name).enabled:
       shapes = jax.eval_shape(sampler, k, {})
@@ -75,7 +78,7 @@ def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
         # the right shapes (or the fixed values), so its params can be fed back as `fixed`
         # or replayed, and sampling it costs nothing.
         entries = {n: draw.pick(f, n, jnp.zeros(s.shape, s.dtype)) for n, s in shapes.items()}
-        entries["applied"] = jnp.zeros((), bool)
+        entries["applied"] = jnp.zeros(shapes["applied"].shape, bool)
     params[stage.name] = sampler(k, f) if entries is None else entries
     if strength is not None:
       params[stage.name] = strength_lib.weaken(k, stage.strength, params[stage.name], f,
@@ -243,6 +246,14 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
   views and the sharded batch render through it."""
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
+  if config.num_channels > 1:
+    return channels.render_channels(_render_one, key, params, labels, config, seeds, image,
+                                    spatial_key)
+  return _render_one(key, params, labels, config, seeds, image, spatial_key)
+
+
+def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None,
+                spatial_key=None):
   check_labels(labels, config)
   _check_extra_inputs(labels, seeds, image, config)
   labels = jnp.asarray(labels)
@@ -379,9 +390,10 @@ def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=No
 
   Returns:
     `(image, seg)`: float32 image in [0, 1] and int32 segmentation (output label values),
-    both of shape `config.shape`. The image is differentiable with respect to the float
-    params of the intensity path (`jax.grad`); with `jax_enable_x64` and float64 params
-    it is computed and returned in float64.
+    both of shape `config.shape`; with `config.num_channels = C > 1` the image is
+    `(C, *config.shape)`, one contrast per channel of the one segmentation. The image is
+    differentiable with respect to the float params of the intensity path (`jax.grad`);
+    with `jax_enable_x64` and float64 params it is computed and returned in float64.
 
   Raises:
     ValueError / TypeError at trace time for labels of the wrong rank or a non-integer dtype.

@@ -85,6 +85,13 @@ def make_temp(folder, suffix=""):
 TMP_PREFIX = ".tmp-"
 
 
+def nifti_layout(image):
+  """A synthesized image as NIfTI stores it: `(X, Y, Z)`, or a multi-contrast `(C, X, Y, Z)`
+  with the channels last (the file's 4th dimension, as scanners write contrasts)."""
+  image = np.asarray(image)
+  return np.moveaxis(image, 0, -1) if image.ndim == 4 else image
+
+
 def save_nifti(path, array, affine, *, overwrite=False):
   """Writes `array` with `affine` to `path` atomically (temporary name, then rename).
 

@@ -15,6 +15,7 @@ import functools
 
 import jax
 
+from synthjax._src import channels
 from synthjax._src import generator
 from synthjax._src.config import SynthConfig
 
@@ -53,12 +54,11 @@ def sample_view_params(key, config: SynthConfig, *, shared_spatial: bool = True,
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _views_jit(key, params, labels, config, shared_spatial, seeds, image):
   keys = jax.random.split(key, 2)
-
-  def one(k, p):
-    return generator.render(k, p, labels, config, seeds, image,
-                                 spatial_key=keys[0] if shared_spatial else k)
-
-  return jax.vmap(one)(keys, params)
+  if shared_spatial:
+    # The views' anatomy is shared as a multi-contrast sample's channels are.
+    return channels.render_aligned(generator.render, keys, params, 0, labels, config, seeds,
+                                   image, spatial_key=keys[0])
+  return jax.vmap(lambda k, p: generator.render(k, p, labels, config, seeds, image))(keys, params)
 
 
 def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial: bool = True,

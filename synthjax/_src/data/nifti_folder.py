@@ -156,7 +156,7 @@ class NiftiWriter(Writer):
       # The sample stops being complete before any of its files change.
       os.remove(json_path)
     # Without a JSON, existing image/seg files are leftovers of an interrupted write.
-    nifti.save_nifti(img_path, image, affine, overwrite=True)
+    nifti.save_nifti(img_path, nifti.nifti_layout(image), affine, overwrite=True)
     nifti.save_nifti(seg_path, seg, affine, overwrite=True)
     nifti.write_text_atomic(json_path, text, overwrite=self.overwrite)
 

@@ -20,7 +20,8 @@ import numpy as np
 
 
 def check_sample(sample) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, dict]:
-  """Validates a sample; returns `(index, image, seg, affine float64, sidecar)`."""
+  """Validates a sample; returns `(index, image, seg, affine float64, sidecar)`. The image
+  is `(X, Y, Z)`, or `(C, X, Y, Z)` for a multi-contrast sample (`num_channels`)."""
   missing = [k for k in ("image", "seg", "affine", "index", "sidecar") if k not in sample]
   if missing:
     raise ValueError(f"sample lacks key(s) {missing}; has {sorted(sample)}")
@@ -32,10 +33,12 @@ def check_sample(sample) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, dict]
     raise ValueError(f"sample index must be >= 0, got {index}")
   image, seg = np.asarray(sample["image"]), np.asarray(sample["seg"])
   affine = np.asarray(sample["affine"], np.float64)
-  if image.ndim != 3:
-    raise ValueError(f"sample {index}: image must be 3-D, got shape {image.shape}")
-  if seg.shape != image.shape:
-    raise ValueError(f"sample {index}: seg shape {seg.shape} != image shape {image.shape}")
+  if image.ndim not in (3, 4):
+    raise ValueError(f"sample {index}: image must be 3-D, or 4-D with channels first, got "
+                     f"shape {image.shape}")
+  if seg.shape != image.shape[-3:]:
+    raise ValueError(f"sample {index}: seg shape {seg.shape} != image shape "
+                     f"{image.shape[-3:]}")
   if not np.issubdtype(seg.dtype, np.integer):
     raise ValueError(f"sample {index}: seg must have an integer dtype, got {seg.dtype}")
   if affine.shape != (4, 4):
