@@ -10,12 +10,14 @@ import jax.numpy as jnp
 import nibabel as nib
 
 import synthjax
+from conftest import three_labels
 from synthjax._src import channels
 
 N = 16
 C = 3
 CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
-    num_channels=C, affine={"prob": 1.0}, bias={"prob": 1.0}, gamma={"prob": 1.0})
+    num_channels=C, channel_correlation=0.5, affine={"prob": 1.0}, bias={"prob": 1.0},
+    gamma={"prob": 1.0})
 # Piecewise constant: no within-label spread, field or blur, so each channel's image is
 # constant on each label of the (shared) segmentation.
 FLAT = CONFIG.replace(gmm={"std": (0.0, 0.0), "prob_background_zero": 0.0},
@@ -24,11 +26,7 @@ FLAT = CONFIG.replace(gmm={"std": (0.0, 0.0), "prob_background_zero": 0.0},
 
 
 def _labels():
-  lab = np.zeros((N, N, N), np.int32)
-  lab[3:13, 3:13, 3:13] = 1
-  lab[6:10, 6:10, 6:10] = 2
-  lab[5:8, 9:12, 4:12] = 3
-  return lab
+  return three_labels(N)
 
 
 def _channel(params, c):
@@ -86,18 +84,33 @@ def test_channel_zero_is_the_one_channel_image_of_its_params():
   assert np.abs(np.asarray(images[1]) - np.asarray(images[0])).mean() > 1e-2
 
 
-@pytest.mark.parametrize("rho", [0.0, 0.8])
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.8])
 def test_channel_means_have_the_configured_correlation(rho):
+  """The copula on 4096 draws per channel: uniform marginals, correlation `rho`."""
   cfg = CONFIG.replace(channel_correlation=rho)
-  p = synthjax.sample_params(jax.random.split(jax.random.key(5), 512), cfg)
-  means = np.asarray(p["gmm"]["means"])  # (512, C, labels)
   lo, hi = cfg.gmm.mean
+  draws = np.random.default_rng(0).uniform(lo, hi, size=(C, 4096)).astype(np.float32)
+  means = np.asarray(channels._correlate(jnp.asarray(draws), None, cfg))
+  np.testing.assert_array_equal(means[0], draws[0])
   for c in range(1, C):
-    r = np.corrcoef(means[:, 0].ravel(), means[:, c].ravel())[0, 1]
-    assert abs(r - rho) < 0.08, (c, r)
-    # The spread of each channel's means stays that of the uniform range.
-    np.testing.assert_allclose(means[:, c].std(), (hi - lo) / np.sqrt(12), rtol=0.08)
-    assert means[:, c].min() >= lo - 1e-3 and means[:, c].max() <= hi + 1e-3
+    r = np.corrcoef(means[0], means[c])[0, 1]
+    assert abs(r - rho) < 0.04, (c, r)
+    # Uniform on the range: its mean, its spread, its quartiles.
+    assert means[c].min() >= lo and means[c].max() <= hi
+    np.testing.assert_allclose(means[c].std(), (hi - lo) / np.sqrt(12), rtol=0.04)
+    np.testing.assert_allclose(np.quantile(means[c], [0.25, 0.5, 0.75]),
+                               lo + (hi - lo) * np.array([0.25, 0.5, 0.75]), atol=0.03 * (hi - lo))
+  # A fixed mean is kept as given.
+  fixed = np.asarray(channels._correlate(jnp.asarray(draws), {"means": draws}, cfg))
+  np.testing.assert_array_equal(fixed, draws)
+
+
+def test_sampled_channel_means_are_correlated():
+  """sample_params applies the copula (CONFIG's correlation is 0.5): 32 samples' means."""
+  means = np.stack([synthjax.sample_params(jax.random.key(100 + i), CONFIG)["gmm"]["means"]
+                    for i in range(32)])  # (32, C, labels)
+  r = np.corrcoef(means[:, 0].ravel(), means[:, 1].ravel())[0, 1]
+  assert 0.25 < r < 0.75, r
 
 
 def test_replay_fixing_and_vmap_work_as_for_one_channel():

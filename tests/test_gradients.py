@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 import synthjax
+from conftest import three_labels
 
 N = 16
 # Spatial stages on (their params have zero gradients), every stage on the intensity path
@@ -52,11 +53,7 @@ ZERO = [("affine", "rotation"), ("affine", "scaling"), ("affine", "shear"),
 
 
 def _labels():
-  lab = np.zeros((N, N, N), np.int32)
-  lab[3:13, 3:13, 3:13] = 1
-  lab[6:10, 6:10, 6:10] = 2
-  lab[5:8, 9:12, 4:12] = 3
-  return lab
+  return three_labels(N)
 
 
 def _split(params):
