@@ -470,14 +470,16 @@ def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path,
 # Memory
 
 
-@pytest.mark.parametrize("preset,every_stage_on", [("fetal", True)])
-def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on):
+@pytest.mark.parametrize("preset,every_stage_on,channels", [("fetal", True, 1),
+                                                          ("synthseg", False, 3)])
+def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on, channels):
   import jax
   import synthjax
   from synthjax._src import generator, memory
   from synthjax._src.config import _STAGE_TYPES
   n = 32
-  cfg = getattr(synthjax.presets, preset)(tuple(range(8)), (n, n, n))
+  cfg = getattr(synthjax.presets, preset)(tuple(range(8)), (n, n, n)).replace(
+      num_channels=channels)
   if every_stage_on:
     cfg = cfg.replace(**{s: {"enabled": True, "prob": 0.5} for s in _STAGE_TYPES
                          if not getattr(cfg, s).enabled and s != "image_intensity"})
