@@ -142,6 +142,13 @@ def test_changing_the_strength_never_recompiles(batches):
   assert generator._sample_params_jit._cache_size() == size
 
 
+def test_a_disabled_stage_keeps_its_zeros_at_any_strength():
+  cfg = CONFIG.replace(affine={"enabled": False})
+  p = synthjax.sample_params(jax.random.key(2), cfg, strength=0.5)
+  for name, value in p["affine"].items():
+    np.testing.assert_array_equal(value, np.zeros_like(value), err_msg=name)
+
+
 def test_fixed_values_are_kept_whatever_the_strength():
   fixed = {"affine": {"rotation": [10.0, 0.0, 0.0], "applied": True},
            "noise": {"std": 0.04}}

@@ -79,10 +79,11 @@ def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
         # or replayed, and sampling it costs nothing.
         entries = {n: draw.pick(f, n, jnp.zeros(s.shape, s.dtype)) for n, s in shapes.items()}
         entries["applied"] = jnp.zeros(shapes["applied"].shape, bool)
-    params[stage.name] = sampler(k, f) if entries is None else entries
-    if strength is not None:
-      params[stage.name] = strength_lib.weaken(k, stage.strength, params[stage.name], f,
-                                               strength, config)
+    if entries is None:
+      entries = sampler(k, f)
+      if strength is not None:
+        entries = strength_lib.weaken(k, stage.strength, entries, f, strength, config)
+    params[stage.name] = entries
   return params
 
 
