@@ -71,7 +71,8 @@ def per_channel(sampler, config, name: str):
   num = config.num_channels
 
   def sample(key, fixed):
-    shapes = jax.eval_shape(lambda k: sampler(k, {}), key)
+    # Entry shapes of one channel, to tell per-channel fixed values from shared ones.
+    shapes = jax.eval_shape(lambda k: sampler(k, {}), key) if fixed else {}
     keys = channel_keys(key, num)
     draws = [sampler(keys[c], _channel_fixed(fixed, shapes, c, num)) for c in range(num)]
     out = jax.tree.map(lambda *xs: jnp.stack(xs), *draws)

@@ -89,12 +89,7 @@ def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _sample_params_jit(key, config, fixed, strength=None):
-  if strength is None:
-    return shell.map_keys(_sample_one, key, config, fixed)
-  if not shell.is_key_batch(key):
-    return _sample_one(key, config, fixed, strength)
-  return jax.vmap(lambda k, s: _sample_one(k, config, fixed, s),
-                  in_axes=(0, 0 if strength.ndim else None))(key, strength)
+  return shell.map_keys(_sample_one, key, config, fixed, strength)
 
 
 def sample_params(key, config: SynthConfig, *, fixed=None, strength=None) -> dict:

@@ -22,11 +22,17 @@ def is_key_batch(key) -> bool:
   return key.ndim >= 2
 
 
-def map_keys(sample_one, key, config, fixed):
-  """`sample_one(key, config, fixed)`, mapped with `vmap` over a batch of keys."""
+def map_keys(sample_one, key, config, fixed, per_key=None):
+  """`sample_one(key, config, fixed[, per_key])`, mapped with `vmap` over a batch of keys.
+
+  `per_key` (optional, an array) is passed on too: mapped with the keys where it has a
+  leading axis, shared by every key where it is a scalar.
+  """
+  extra = () if per_key is None else (per_key,)
   if is_key_batch(key):
-    return jax.vmap(lambda k: sample_one(k, config, fixed))(key)
-  return sample_one(key, config, fixed)
+    axes = (0,) + tuple(0 if jnp.ndim(a) else None for a in extra)
+    return jax.vmap(lambda k, *a: sample_one(k, config, fixed, *a), in_axes=axes)(key, *extra)
+  return sample_one(key, config, fixed, *extra)
 
 
 def check_names(given, allowed, *, subject: str, noun: str, allowed_are: str):
