@@ -13,6 +13,7 @@ feeds its own share of the batch (`jax.make_array_from_process_local_data`).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -34,16 +35,34 @@ _SLICE_STREAM = 0x51CE
 
 def make_optimizer(lr: float, steps: int, *, schedule: str = "cosine",
                    warmup: int = 0) -> optax.GradientTransformation:
-  """Adam with a constant or warmup-cosine learning rate (to `lr / 100` at `steps`)."""
+  """Adam with a constant or warmup-cosine learning rate (to `lr / 100` at `steps`).
+
+  Equal settings give the same object, so that the train steps built from it are compiled
+  once per process (`make_train_step` is cached on its arguments).
+  """
+  if schedule not in ("constant", "cosine"):
+    raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+  # A constant rate does not depend on the run's length.
+  horizon = int(steps) if schedule == "cosine" else None
+  return _optimizer(float(lr), schedule, int(warmup), horizon)
+
+
+@functools.lru_cache(maxsize=16)
+def _optimizer(lr, schedule, warmup, horizon):
   if schedule == "constant":
     rate = optax.constant_schedule(lr) if warmup <= 0 else optax.join_schedules(
         [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-  elif schedule == "cosine":
-    rate = optax.warmup_cosine_decay_schedule(0.0 if warmup > 0 else lr, lr, max(warmup, 0),
-                                              max(steps, warmup + 1), end_value=lr / 100)
   else:
-    raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    rate = optax.warmup_cosine_decay_schedule(0.0 if warmup > 0 else lr, lr, max(warmup, 0),
+                                              max(horizon, warmup + 1), end_value=lr / 100)
   return optax.adam(rate)
+
+
+@functools.lru_cache(maxsize=16)
+def linear_ramp(start: float, steps: int) -> Callable:
+  """`optax.linear_schedule(start, 1.0, steps)`, one object per setting (see
+  `make_optimizer`)."""
+  return optax.linear_schedule(float(start), 1.0, int(steps))
 
 
 def class_table(classes: Sequence[int]) -> jnp.ndarray:
@@ -92,6 +111,10 @@ def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
                     slices_per_volume: int = 8, mesh=None, strength=None) -> Callable:
   """The jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
+  Cached on its arguments: a second run in the same process with the same net, optimizer
+  (`make_optimizer`), generator and mesh reuses the compiled step instead of tracing and
+  compiling it again.
+
   Args:
     graphdef: the U-Net's `nnx` graph definition.
     tx: the Optax optimizer.
@@ -109,6 +132,12 @@ def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
     A jitted function; `metrics` holds the scalar `loss` and soft `dice`. `params` and
     `opt_state` are donated.
   """
+  return _train_step(graphdef, tx, synth_config, tuple(int(c) for c in classes), int(dim),
+                     int(slices_per_volume), mesh, strength)
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(graphdef, tx, synth_config, classes, dim, slices_per_volume, mesh, strength):
   def step(params, opt_state, batch):
     s = None if strength is None else strength(optimizer_step(opt_state))
     images, targets, keys = render(batch, synth_config, classes, strength=s)
@@ -133,9 +162,11 @@ def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
   return jax.jit(step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
 
 
+@functools.lru_cache(maxsize=16)
 def make_predictor(graphdef, *, dim: int) -> Callable:
   """Jitted `predict(params, patches) -> probabilities`, patches `(B, px, py, pz)` in,
-  `(B, px, py, pz, C)` out; a 2-D net takes patches with `pz == 1`."""
+  `(B, px, py, pz, C)` out; a 2-D net takes patches with `pz == 1`. Cached on its
+  arguments, as `make_train_step`."""
 
   @jax.jit
   def predict(params, patches):

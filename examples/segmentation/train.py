@@ -135,8 +135,8 @@ def strength_schedule(args):
     raise UserError(f"--strength-start must be in [0, 1], got {args.strength_start}")
   if args.strength_ramp < 1:
     raise UserError(f"--strength-ramp must be a positive integer, got {args.strength_ramp}")
-  import optax
-  return optax.linear_schedule(args.strength_start, 1.0, args.strength_ramp)
+  from examples.segmentation import steps
+  return steps.linear_ramp(args.strength_start, args.strength_ramp)
 
 
 def model_config(args) -> dict:
