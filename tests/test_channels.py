@@ -156,6 +156,20 @@ def test_cli_writes_a_4d_nifti_and_replays_it(tmp_path):
       nib.load(os.path.join(rep, "sample_00000_image.nii.gz")).dataobj))
 
 
+def test_preview_shows_each_channel_of_a_sample_on_its_own_row():
+  from synthjax._src import preview, samples
+  labels = _labels()
+  rgb = preview.preview(labels, CONFIG, n=1, seed=0)
+  pkey, skey = samples.sample_keys(0, 0)
+  image, seg = synthjax.synthesize(skey, synthjax.sample_params(pkey, CONFIG), labels, CONFIG)
+  rows = [preview.render_row(image=np.asarray(image[c]), seg=np.asarray(seg)) for c in range(C)]
+  want = preview.montage([preview.render_row(labels=labels, colors=preview.label_colors(
+      (0, 1, 2, 3)))] + rows)
+  np.testing.assert_array_equal(rgb, want)
+  assert rgb.shape[0] == (1 + C) * N + C * 4  # the label row, one row per channel, gaps
+  assert not np.array_equal(rows[0][0], rows[1][0])
+
+
 def test_bad_channel_settings_are_named():
   with pytest.raises(ValueError, match="num_channels"):
     CONFIG.replace(num_channels=0)

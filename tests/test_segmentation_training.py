@@ -278,6 +278,7 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path):
     (["--shape", "17", "16", "16"], "divisible by 2"),
     (["--down", "0"], "--down must be a positive integer"),
     ("foreign folder", "not empty"),
+    ("two channels", "num_channels"),
 ])
 def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
   out = str(tmp_path / "run")
@@ -285,6 +286,13 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
     os.makedirs(out)
     open(os.path.join(out, "notes.txt"), "w").close()
     extra = []
+  elif extra == "two channels":
+    import synthjax
+    config = str(tmp_path / "two.json")
+    with open(config, "w") as f:
+      f.write(synthjax.presets.synthseg((0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
+                                        num_channels=2).to_json())
+    extra = ["--config", config]
   argv = problem["paths"] + ["-o", out, "--steps", "1", "--features", "4", "8", "--quiet",
                              *extra]
   assert train.main(argv) == 2

@@ -319,6 +319,9 @@ def run(args, parser=None) -> TrainResult:
   shape = tuple(args.shape) if args.shape else maps[0].shape
   cfg = synthjax.SynthConfig.from_dict(stored["synth_config"]) if stored else load_config(
       args, values, spacings[0], shape)
+  if cfg.num_channels != 1:
+    raise UserError(f"the config renders {cfg.num_channels} channels (num_channels); the "
+                    f"recipe's net and its real scans take one: set num_channels to 1")
   for path, m in zip(paths, maps):
     try:
       synthjax.validate_labels(m, cfg, name=path)

@@ -89,7 +89,9 @@ def preview(labels, config, *, n: int = 8, seed: int = 0):
   """RGB montage (H, W, 3) uint8 of the input labels and `n` samples of `config`.
 
   Sample `i` uses the keys of `synthjax generate --seed seed` sample `i`. Usable in a
-  notebook (`plt.imshow(preview(...))`) or saved with `save_png`.
+  notebook (`plt.imshow(preview(...))`) or saved with `save_png`. A multi-contrast config
+  (`num_channels > 1`) shows each sample as one row per channel, all outlined by the
+  sample's one segmentation.
 
   Args:
     labels: integer label map (any shape; cropped or padded to `config.shape`).
@@ -111,5 +113,7 @@ def preview(labels, config, *, n: int = 8, seed: int = 0):
     pkey, skey = samples.sample_keys(seed, i)
     params = generator.sample_params(pkey, config)
     image, seg = generator.synthesize(skey, params, labels, config)
-    rows.append(render_row(image=np.asarray(image), seg=np.asarray(seg)))
+    image = np.asarray(image)
+    for channel in (image,) if image.ndim == 3 else image:  # (C, X, Y, Z): channels first
+      rows.append(render_row(image=channel, seg=np.asarray(seg)))
   return montage(rows)
