@@ -113,7 +113,7 @@ def preview(labels, config, *, n: int = 8, seed: int = 0):
     pkey, skey = samples.sample_keys(seed, i)
     params = generator.sample_params(pkey, config)
     image, seg = generator.synthesize(skey, params, labels, config)
-    image = np.asarray(image)
+    image, seg = np.asarray(image), np.asarray(seg)
     for channel in (image,) if image.ndim == 3 else image:  # (C, X, Y, Z): channels first
-      rows.append(render_row(image=channel, seg=np.asarray(seg)))
+      rows.append(render_row(image=channel, seg=seg))
   return montage(rows)
