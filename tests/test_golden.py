@@ -87,10 +87,9 @@ def compute():
 
 def compute_with_default_flags():
   """`compute()` in a fresh process with XLA's default flags: the rest of the suite compiles
-  with a faster flag (tests/conftest.py), and this record is of what users run."""
-  from conftest import FAST_COMPILE_FLAG
-  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "").replace(
-      FAST_COMPILE_FLAG, "").strip())
+  with faster flags (tests/conftest.py), and this record is of what users run."""
+  from conftest import without_fast_compile
+  env = dict(os.environ, XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")))
   proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--print"], env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

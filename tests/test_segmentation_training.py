@@ -22,7 +22,7 @@ pytest.importorskip("orbax.checkpoint")
 
 import nibabel as nib
 
-from conftest import with_fast_compile
+from conftest import with_fast_compile, without_fast_compile
 from examples.segmentation import plot, predict, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -244,8 +244,10 @@ def test_two_processes_share_weights_and_split_each_batch(problem, reference, tm
   np.testing.assert_allclose(r0["losses"][:10], _losses(reference)[:10], rtol=1e-4)
 
 
-def test_a_2d_net_learns_a_tiny_problem(tmp_path):
-  """Validation Dice on the 'real' scan rises far above chance within 400 steps."""
+def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
+  """Validation Dice on the 'real' scan rises far above chance within 400 steps, trained by
+  the command line in a process with XLA's default flags, as users train (the suite's
+  compile-time flags slow down long runs, tests/conftest.py)."""
   import synthjax
   n = 16
   paths, val_image, val_labels = write_problem(str(tmp_path / "data"), (n, n, n))
@@ -255,13 +257,20 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path):
   config = str(tmp_path / "mild.json")
   with open(config, "w") as f:
     f.write(cfg.to_json())
-  argv = paths + ["-o", str(tmp_path / "run"), "--config", config, "--dim", "2",
+  out = str(tmp_path / "run")
+  argv = paths + ["-o", out, "--config", config, "--dim", "2",
                   "--features", "8", "16", "32", "--steps", "400", "--batch", "2",
                   "--slices", "8", "--lr", "3e-3", "--schedule", "constant",
                   "--ckpt-every", "400", "--quiet",
                   "--val", f"{val_image}:{val_labels}"]
-  result = train.run(train.build_parser().parse_args(argv))
-  final = result.validations[-1]
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")))
+  proc = subprocess.run([sys.executable, TRAIN, *argv], capture_output=True, text=True,
+                        env=env, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  final = [r for r in plot.read_metrics(os.path.join(out, "metrics.jsonl"))
+           if "mean_dice" in r][-1]
+  assert final["step"] == 400
   # Chance: a label of fraction q predicted at random with its own frequency scores ~q.
   truth = np.asarray(nib.load(val_labels).dataobj)
   chance = max(float(np.mean(truth == v)) for v in (1, 2))
