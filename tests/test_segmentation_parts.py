@@ -79,16 +79,18 @@ def test_group_and_instance_norm_match_numpy():
 ])
 def test_unet_shapes_vmap_and_shape_errors(options):
   net = model.UNet(5, rngs=nnx.Rngs(0), **options)
+  # Jitted as the train step runs it (eagerly, each layer's ops would compile one by one).
+  apply = nnx.jit(lambda m, v: m(v))
   size = (8, 8, 8)[:options["dim"]]
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3,) + size + (1,)), jnp.float32)
-  y = net(x)
+  y = apply(net, x)
   assert y.shape == (3,) + size + (5,)
   # Per-sample maps: a batch equals its samples one by one (norms are per sample).
-  one = jnp.concatenate([net(x[i:i + 1]) for i in range(3)])
+  one = jnp.concatenate([apply(net, x[i:i + 1]) for i in range(3)])
   np.testing.assert_allclose(np.asarray(y), np.asarray(one), atol=1e-5)
   bad = (3,) + tuple(n + 1 for n in size) + (1,)
   with pytest.raises(ValueError, match="divisible by"):
-    net(jnp.zeros(bad))
+    apply(net, jnp.zeros(bad))
 
 
 def test_dice_ce_loss_matches_monai_formula():
