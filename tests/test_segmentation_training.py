@@ -29,6 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "segmentation", "train.py")
 PREDICT = os.path.join(ROOT, "examples", "segmentation", "predict.py")
 STEPS = 20
+CKPT_EVERY = 7
+# Two checkpoints are kept: the last full multiple of CKPT_EVERY and the final step.
+KEPT = [str(STEPS // CKPT_EVERY * CKPT_EVERY), str(STEPS)]
 
 
 def blob_map(shape, seed, labels=(1, 2)):
@@ -79,7 +82,8 @@ def problem(tmp_path_factory, compilation_cache):
   with open(config, "w") as f:
     f.write(light.to_json())
   common = paths + ["--config", config, "--features", "4", "8", "--batch", "2",
-                    "--steps", str(STEPS), "--ckpt-every", "7", "--seed", "3", "--quiet"]
+                    "--steps", str(STEPS), "--ckpt-every", str(CKPT_EVERY), "--seed", "3",
+                    "--quiet"]
   return {"root": root, "paths": paths, "val": f"{val_image}:{val_labels}",
           "val_image": val_image, "val_labels": val_labels, "env": env, "common": common}
 
@@ -115,7 +119,7 @@ def test_run_records_metrics_checkpoints_and_curves(reference):
   assert np.mean([r["loss"] for r in steps[-5:]]) < np.mean([r["loss"] for r in steps[:5]])
   val = [r for r in records if "mean_dice" in r]
   assert [r["step"] for r in val] == [STEPS] and set(val[0]["dice"]) == {"1", "2"}
-  assert sorted(os.listdir(os.path.join(reference, "checkpoints"))) == ["14", str(STEPS)]
+  assert sorted(os.listdir(os.path.join(reference, "checkpoints"))) == KEPT
   assert os.listdir(os.path.join(reference, "best")) == [str(STEPS)]
   assert os.path.getsize(os.path.join(reference, "curves.png")) > 1000
   run = json.load(open(os.path.join(reference, "run.json")))
@@ -175,7 +179,8 @@ def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
   metrics = os.path.join(out, "metrics.jsonl")
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
-    if len(_losses(out)) >= 9 if os.path.exists(metrics) else False:
+    # Killed after the first checkpoint, so the resume restores one.
+    if len(_losses(out)) >= CKPT_EVERY + 2 if os.path.exists(metrics) else False:
       break
     time.sleep(0.01)
   assert proc.poll() is None, "the run ended before it could be killed"
@@ -188,11 +193,11 @@ def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
     time.sleep(0.1)
   assert not [w for w in workers if os.path.exists(f"/proc/{w}")], workers
   done = len(_losses(out))
-  assert 9 <= done < STEPS
+  assert CKPT_EVERY + 2 <= done < STEPS
   # The resumed run needs no fresh process: it runs here.
   _train_here(problem, out, "--resume")
   assert _losses(out) == _losses(reference)  # bit for bit, as JSON floats
-  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["14", str(STEPS)]
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
 
 
 def test_two_devices_match_one_device(problem, reference):
