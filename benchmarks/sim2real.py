@@ -9,8 +9,11 @@ real slice, its ground truth and each generator's prediction).
 
 Generators:
 - `synthjax:PRESET` (`synthseg`, `fetal`), rendered inside the train step; for ablations,
-  a suffix `~STAGE` switches a stage off and `+STAGE.FIELD=JSON` sets one field
-  (`synthjax:fetal~boundary~slice_stack`, `synthjax:synthseg+gmm.prob_background_zero=1`);
+  a suffix `~STAGE` switches a stage off, `+STAGE.FIELD=JSON` sets one field of a stage and
+  `+FIELD=JSON` one of the config (`synthjax:fetal~boundary~slice_stack`,
+  `synthjax:synthseg+gmm.prob_background_zero=1`, `synthjax:fetal+noise_spacing=null`);
+  `synthjax:fetal@seeds` draws the sub-label classes from FetalSynthGen's seed maps
+  (`--seeds`);
 - `config:NAME`, a SynthConfig JSON given with `--config NAME=cfg.json` (its shape and
   spacing are replaced by the run's);
 - `torchio`: `RandomLabelsToImage`, `RandomAffine`, `RandomElasticDeformation`,
@@ -75,6 +78,25 @@ def load_train_maps(paths, down):
       raise SystemExit(f"{p}: spacing {sp} differs from {paths[0]}'s {spacing}")
     maps.append(arr)
   return maps, tuple(spacing)
+
+
+def load_seed_stacks(paths, seeds_root, down, num_subclusters, num_meta):
+  """FetalSynthGen's seed maps of each label map (`synthjax.data.load_seed_maps`), each
+  of the `K` layers coarsened by `down` with the labels' majority vote: `(K, X, Y, Z)` int8
+  arrays on the training grid, in RAS orientation as the maps."""
+  import nibabel as nib
+  from synthjax import data as sdata
+  from examples.segmentation import scans
+  out = []
+  for p in paths:
+    stack = sdata.load_seed_maps(p, seeds_root, num_subclusters=num_subclusters,
+                                 num_meta=num_meta)
+    ornt = nib.orientations.io_orientation(nib.load(p).affine)
+    layers = [scans.downsample_labels(
+        np.ascontiguousarray(nib.orientations.apply_orientation(layer, ornt)).astype(np.int32),
+        (down,) * 3) for layer in stack]
+    out.append(np.stack(layers).astype(np.int8))
+  return out
 
 
 def pad_to(volume, shape, value=0):
@@ -223,7 +245,12 @@ class SynthjaxGenerator:
     self.name, self.config = name, config
     self._host = None
 
-  def render_host(self, labels, key_data, classes, image=None):
+  @property
+  def uses_seeds(self):
+    sc = self.config.subclusters
+    return sc.enabled and sc.source == "seeds"
+
+  def render_host(self, labels, key_data, classes, image=None, seeds=None):
     """Renders on the host (for the torch trainer): numpy images and class indices."""
     import jax
     from examples.segmentation import steps
@@ -233,6 +260,8 @@ class SynthjaxGenerator:
     batch = {"labels": labels, "key": key_data}
     if image is not None:
       batch["image"] = image
+    if seeds is not None:
+      batch["seeds"] = seeds
     images, targets = self._host(batch)
     return np.asarray(images), np.asarray(targets)
 
@@ -278,6 +307,11 @@ class CornucopiaGenerator:
     return image[0].numpy().astype(np.float32), label[0].numpy()
 
 
+def synthjax_presets():
+  import synthjax
+  return synthjax.presets
+
+
 def dataclasses_is(obj):
   import dataclasses
   return dataclasses.is_dataclass(obj)
@@ -288,22 +322,32 @@ def make_generator(spec, values, shape, spacing, configs):
   if spec.startswith("synthjax:"):
     import re
     preset, *changes = re.split(r"(?=[~+])", spec.split(":", 1)[1])
+    preset, at_seeds = (preset[:-len("@seeds")], True) if preset.endswith("@seeds") else (
+        preset, False)
     build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}
     if preset not in build:
       raise SystemExit(f"{spec}: unknown preset {preset!r} (synthseg, fetal)")
-    cfg = build[preset](tuple(values), tuple(shape), tuple(spacing))
+    if at_seeds and preset != "fetal":
+      raise SystemExit(f"{spec}: '@seeds' (FetalSynthGen's seed maps) is for the fetal preset")
+    kwargs = {"seeds": True} if at_seeds else {}
+    cfg = build[preset](tuple(values), tuple(shape), tuple(spacing), **kwargs)
     for change in changes:
       if change.startswith("~"):  # ~STAGE: the stage off
         stage, update = change[1:], {"enabled": False}
-      else:  # +STAGE.FIELD=JSON: one field set
+      else:  # +STAGE.FIELD=JSON: one field set; +FIELD=JSON: a config field
         target, _, value = change[1:].partition("=")
         stage, _, field = target.partition(".")
         try:
-          update = {field: json.loads(value)}
+          update = {field or stage: json.loads(value)}
         except json.JSONDecodeError:
-          raise SystemExit(f"{spec}: {change!r} needs +STAGE.FIELD=JSON") from None
-        if isinstance(update[field], list):
-          update[field] = tuple(update[field])
+          raise SystemExit(f"{spec}: {change!r} needs +STAGE.FIELD=JSON or +FIELD=JSON") from None
+        update = {k: tuple(v) if isinstance(v, list) else v for k, v in update.items()}
+        if not field:
+          try:
+            cfg = cfg.replace(**update)
+          except (TypeError, ValueError) as e:
+            raise SystemExit(f"{spec}: {change!r}: {e}") from None
+          continue
       if not hasattr(cfg, stage) or not dataclasses_is(getattr(cfg, stage)):
         raise SystemExit(f"{spec}: the config has no stage {stage!r}")
       try:
@@ -447,7 +491,20 @@ def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
   return out
 
 
-def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=()):
+def mean_over_scans(result):
+  """The mean over test scans of each scan's mean Dice and of each label's Dice (labels
+  missing from a scan's truth are left out of that label's mean)."""
+  per_label = {}
+  for rec in result.values():
+    for label, v in rec["per_label"].items():
+      per_label.setdefault(label, []).append(v)
+  return {"mean_dice": float(np.mean([r["mean_dice"] for r in result.values()])),
+          "min_dice": float(np.min([r["mean_dice"] for r in result.values()])),
+          "per_label": {k: float(np.nanmean(v)) for k, v in per_label.items()}}
+
+
+def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(),
+                  seeds=None):
   from synthjax import data as sdata
   from examples.segmentation import scans, steps
   import jax
@@ -455,6 +512,12 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
   inside = gen.inside_step and args.trainer == "jax"
   trainer = trainer_cls(args, classes, gen.config if inside else None)
   curves = {name: [] for name, _, _ in tests}
+  mean_curve = []
+  use_seeds = isinstance(gen, SynthjaxGenerator) and gen.uses_seeds
+  if use_seeds and seeds is None:
+    raise SystemExit(f"{gen.name}: uses seed maps; give their folder with --seeds")
+  if use_seeds and real:
+    raise SystemExit(f"{gen.name}: real-image fine-tuning does not take seed maps")
   losses, render_s, train_s = [], 0.0, 0.0
   take = jax.jit(lambda k, i, t: steps.take_slices(k, i, t, args.slices))
   if real:
@@ -469,6 +532,7 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
   for step in range(1, args.steps + 1):
     which, indices = batch_plan(args.seed, step, args.batch, len(maps))
     labels = np.stack([maps[i] for i in which])
+    seed_batch = np.stack([seeds[i] for i in which]) if use_seeds else None
     key_data = np.stack([sdata.sample_key_data(args.seed, j) for j in indices])
     t0 = time.perf_counter()
     if real and step % args.real_every == 0:
@@ -488,9 +552,11 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
     else:  # a synthetic step
       if inside:
         batch = {"labels": labels, "key": key_data}
+        if use_seeds:
+          batch["seeds"] = seed_batch
       else:
         if isinstance(gen, SynthjaxGenerator):
-          images, targets = gen.render_host(labels, key_data, classes)
+          images, targets = gen.render_host(labels, key_data, classes, seeds=seed_batch)
         else:
           pairs = [gen(lab, args.seed * 1_000_003 + j) for lab, j in zip(labels, indices)]
           images = np.stack([scans.normalize_intensity(p[0]) for p in pairs])
@@ -521,16 +587,56 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
         curves[name].append(entry)
         if last:
           final = result
-      means = ", ".join(f"{n} {r['mean_dice']:.3f}" for n, r in result.items())
+      mean = dict(mean_over_scans(result), step=step)
+      mean_curve.append(mean)
+      if len(result) <= 3:
+        means = ", ".join(f"{n} {r['mean_dice']:.3f}" for n, r in result.items())
+      else:
+        means = (f"mean over {len(result)} scans {mean['mean_dice']:.3f} (lowest "
+                 f"{mean['min_dice']:.3f}); per label " + " ".join(
+                     f"{k}:{v:.2f}" for k, v in mean["per_label"].items()))
       print(f"  {gen.name} [{args.trainer}] step {step}: loss {np.mean(losses[-10:]):.4f}; "
             f"mean Dice {means}", flush=True)
-  return {"curves": curves, "losses": losses, "render_seconds": render_s,
-          "train_seconds": train_s, "final": final}
+  return {"curves": curves, "mean_curve": mean_curve, "losses": losses,
+          "render_seconds": render_s, "train_seconds": train_s, "final": final}
+
+
+def summary_table(results, tests, args):
+  """The mean over scans per generator at each evaluation step and per label at the end,
+  then each scan's mean Dice at each evaluation step."""
+  lines = []
+  first = next(iter(results.values()))
+  steps = [e["step"] for e in first["mean_curve"]]
+  labels = list(first["mean_curve"][-1]["per_label"])
+  lines.append(f"Mean over {len(tests)} test scan(s); trainer {args.trainer}, {args.dim}-D net "
+               f"{'-'.join(map(str, args.features))} ch, batch {args.batch}"
+               f"{f' x {args.slices} slices' if args.dim == 2 else ''}, labels coarsened "
+               f"{args.down}x, seed {args.seed}.")
+  lines.append("")
+  lines.append("| generator | " + " | ".join(f"step {k}" for k in steps) + " | "
+               + " | ".join(f"Dice {l} (end)" for l in labels) + " | lowest scan (end) |")
+  lines.append("|---|" + "---|" * (len(steps) + len(labels) + 1))
+  for gen, r in results.items():
+    end = r["mean_curve"][-1]
+    lines.append(f"| {gen} | " + " | ".join(f"{e['mean_dice']:.3f}" for e in r["mean_curve"])
+                 + " | " + " | ".join(f"{end['per_label'].get(l, float('nan')):.2f}"
+                                      for l in labels) + f" | {end['min_dice']:.3f} |")
+  lines.append("")
+  lines.append("Mean Dice of each scan at steps " + " / ".join(map(str, steps)) + ":")
+  lines.append("")
+  lines.append("| scan | " + " | ".join(results) + " |")
+  lines.append("|---|" + "---|" * len(results))
+  for name, _, _ in tests:
+    lines.append(f"| {name} | " + " | ".join(
+        " / ".join(f"{e['mean_dice']:.2f}" for e in r["curves"][name])
+        for r in results.values()) + " |")
+  lines.append("")
+  return "\n".join(lines)
 
 
 def markdown_table(results, tests, args):
-  lines = []
-  for name, _, _ in tests:
+  lines = [summary_table(results, tests, args)] if len(tests) > 1 else []
+  for name, _, _ in tests[:3]:
     labels = None
     for gen, r in results.items():
       labels = list(r["final"][name]["per_label"])
@@ -555,6 +661,29 @@ def markdown_table(results, tests, args):
                    + f" | {hd_text} |")
     lines.append("")
   return "\n".join(lines)
+
+
+def save_curves_png(path, results):
+  """Mean Dice over the test scans against the step, one line per generator, with the
+  lowest and highest scan shaded."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.0, 4.0))
+  for gen, r in results.items():
+    steps = [e["step"] for e in r["mean_curve"]]
+    per_scan = np.array([[e["mean_dice"] for e in c] for c in r["curves"].values()])
+    line, = ax.plot(steps, [e["mean_dice"] for e in r["mean_curve"]], marker="o", label=gen)
+    ax.fill_between(steps, per_scan.min(axis=0), per_scan.max(axis=0), alpha=0.15,
+                    color=line.get_color())
+  ax.set_xlabel("step")
+  ax.set_ylabel("mean Dice (mean over scans; band: lowest to highest scan)")
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def save_png(path, name, image, truth, results, classes):
@@ -583,6 +712,15 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--train", nargs="*", default=[], help="training label maps")
   p.add_argument("--test", nargs="*", default=[], metavar="IMAGE:LABELS")
+  p.add_argument("--test-dir", nargs="*", default=[], metavar="DIR",
+                 help="test on every image/label pair below DIR (BIDS-like names, see "
+                      "--image-suffix and --label-suffix)")
+  p.add_argument("--image-suffix", default="_T2w", help="image names end with this")
+  p.add_argument("--label-suffix", default="_dseg",
+                 help="a label map's name: its image's with this suffix instead")
+  p.add_argument("--seeds", metavar="DIR",
+                 help="FetalSynthGen's seed-map folder (holding subclasses_K) of the training "
+                      "maps, for generators 'synthjax:fetal@seeds'")
   p.add_argument("--mni152", type=int, default=0, metavar="N",
                  help="add the MNI152 test pair and N label maps deformed from it")
   p.add_argument("--mni152-split", action="store_true",
@@ -623,6 +761,9 @@ def main(argv=None):
   from examples.segmentation import scans, train as train_script
   train_paths = train_script.expand_paths(args.train) if args.train else []
   test_pairs = scans.parse_pairs(args.test)
+  for folder in args.test_dir:
+    test_pairs += scans.find_pairs(folder, image_suffix=args.image_suffix,
+                                   label_suffix=args.label_suffix)
   real_pairs = scans.parse_pairs(args.real)
   if args.mni152:
     paths, pair = build_mni152(args.work, args.mni152, seed=args.seed)
@@ -642,6 +783,11 @@ def main(argv=None):
   multiple = 2 ** (len(args.features) - 1)
   shape = common_shape(maps, multiple, args.dim)
   maps = [pad_to(m, shape) for m in maps]
+  seeds = None
+  if args.seeds:
+    sc = synthjax_presets().fetal((0,), (8, 8, 8), seeds=True).subclusters
+    seeds = [np.stack([pad_to(layer, shape) for layer in stack]) for stack in load_seed_stacks(
+        train_paths, args.seeds, args.down, sc.num_subclusters[1], sc.num_meta)]
   tests = [load_test(pair, spacing) for pair in test_pairs]
   tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i)
             for i, spec in enumerate(args.probe)]
@@ -691,7 +837,7 @@ def main(argv=None):
       raise SystemExit(f"{spec}: real-image fine-tuning uses synthjax's stages; use it with "
                        f"synthjax generators only")
     results[spec] = run_generator(gen, args, maps, classes, shape, spacing, tests, patch,
-                                  real)
+                                  real, seeds)
     results[spec]["wall_seconds"] = time.perf_counter() - t0
     gens_meta[spec] = gen.config.to_dict() if hasattr(gen, "config") else repr(
         getattr(gen, "transform", None))
@@ -702,6 +848,8 @@ def main(argv=None):
   png_dir = args.png_dir or os.path.dirname(os.path.abspath(args.json))
   os.makedirs(png_dir, exist_ok=True)
   stem = os.path.splitext(os.path.basename(args.json))[0]
+  if len(tests) > 1:
+    save_curves_png(os.path.join(png_dir, f"{stem}_curves.png"), results)
   for name, image, truth in tests:
     save_png(os.path.join(png_dir, f"{stem}_{name}.png"), name, image, truth, results, values)
   write_json(final=True)

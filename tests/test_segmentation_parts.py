@@ -2,6 +2,7 @@
 the DiceCE loss, metrics, slice sampling, scan geometry (orientation, spacing, blocks)."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -249,3 +250,28 @@ def test_scan_errors_name_the_file(tmp_path):
     scans.parse_pairs(["a.nii.gz"])
   with pytest.raises(scans.ScanError, match="no such file"):
     scans.parse_pairs([f"{pf}:{tmp_path}/missing.nii.gz"])
+
+
+def test_find_pairs_takes_every_bids_like_pair_of_a_folder(tmp_path):
+  for sub in ("sub-b", "sub-a"):
+    folder = tmp_path / sub / "anat"
+    folder.mkdir(parents=True)
+    for kind in ("T2w", "dseg", "mask"):
+      (folder / f"{sub}_{kind}.nii.gz").write_bytes(b"")
+  (tmp_path / "sub-c.nii").write_bytes(b"")
+  (tmp_path / "sub-c_T2w.nii").write_bytes(b"")
+  (tmp_path / "sub-c_dseg.nii").write_bytes(b"")
+  got = scans.find_pairs(tmp_path)
+  rel = [tuple(os.path.relpath(p, tmp_path) for p in pair) for pair in got]
+  assert rel == [("sub-a/anat/sub-a_T2w.nii.gz", "sub-a/anat/sub-a_dseg.nii.gz"),
+                 ("sub-b/anat/sub-b_T2w.nii.gz", "sub-b/anat/sub-b_dseg.nii.gz"),
+                 ("sub-c_T2w.nii", "sub-c_dseg.nii")]
+  masks = scans.find_pairs(tmp_path / "sub-a", image_suffix="_mask", label_suffix="_dseg")
+  assert [os.path.basename(p) for p in masks[0]] == ["sub-a_mask.nii.gz", "sub-a_dseg.nii.gz"]
+  os.remove(tmp_path / "sub-b" / "anat" / "sub-b_dseg.nii.gz")
+  with pytest.raises(scans.ScanError, match="sub-b_T2w.nii.gz: no label map .*sub-b_dseg"):
+    scans.find_pairs(tmp_path)
+  with pytest.raises(scans.ScanError, match=r"no image named \*_T1w"):
+    scans.find_pairs(tmp_path, image_suffix="_T1w")
+  with pytest.raises(scans.ScanError, match="nowhere: no such folder"):
+    scans.find_pairs(tmp_path / "nowhere")

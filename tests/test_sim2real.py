@@ -88,27 +88,52 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
                                   bias={"enabled": False, "std": (0.0, 0.25)})
   with open(cfg_path, "w") as f:
     f.write(cfg.to_json())
+  # A BIDS-like test folder of two scans: the pair, and the pair mirrored along x.
+  for sub, flip in (("sub-a", False), ("sub-b", True)):
+    os.makedirs(tmp_path / "test" / sub / "anat")
+    for src, kind in ((pair[0], "T1w"), (pair[1], "dseg")):
+      img = nib.load(src)
+      data = np.asarray(img.dataobj)
+      nib.save(nib.Nifti1Image(data[::-1] if flip else data, img.affine),
+               str(tmp_path / "test" / sub / "anat" / f"{sub}_{kind}.nii.gz"))
   out = str(tmp_path / "s2r.json")
-  sim2real.main(["--train", *train, "--test", f"{pair[0]}:{pair[1]}", "--real",
+  sim2real.main(["--train", *train, "--test-dir", str(tmp_path / "test"), "--image-suffix",
+                 "_T1w", "--real",
                  f"{pair[0]}:{pair[1]}", "--real-every", "2", "--down", "8",
                  "--generators", "synthjax:synthseg~bias", "config:nobias", "--config",
                  f"nobias={cfg_path}", "--steps", "4", "--eval-every", "2", "--features", "4",
                  "8", "--slices", "4", "--json", out, "--table", str(tmp_path / "t.md")])
   result = json.load(open(out))
   assert result["meta"]["trainer"] == "jax" and result["meta"]["spacing"] == [8.0] * 3
+  assert [os.path.basename(p[0]) for p in result["meta"]["test_pairs"]] == [
+      "sub-a_T1w.nii.gz", "sub-b_T1w.nii.gz"]
   for gen in ("synthjax:synthseg~bias", "config:nobias"):
-    curve = result["results"][gen]["curves"]["mni152_T1w"]
-    # Steps 2 and 4 are real ones (`--real-every 2`): they are evaluated all the same.
-    assert [e["step"] for e in curve] == [2, 4]
-    assert all(0.0 <= e["mean_dice"] <= 1.0 for e in curve)
+    curves = result["results"][gen]["curves"]
+    assert set(curves) == {"sub-a_T1w", "sub-b_T1w"}
+    for curve in curves.values():
+      # Steps 2 and 4 are real ones (`--real-every 2`): they are evaluated all the same.
+      assert [e["step"] for e in curve] == [2, 4]
+      assert all(0.0 <= e["mean_dice"] <= 1.0 for e in curve)
+    # The mean over scans, of each scan's mean Dice and of each label's Dice.
+    for k, mean in enumerate(result["results"][gen]["mean_curve"]):
+      scans = [c[k] for c in curves.values()]
+      assert mean["step"] == scans[0]["step"]
+      assert mean["mean_dice"] == pytest.approx(np.mean([e["mean_dice"] for e in scans]))
+      assert mean["min_dice"] == pytest.approx(min(e["mean_dice"] for e in scans))
+      for label in ("1", "2", "3"):
+        assert mean["per_label"][label] == pytest.approx(
+            np.mean([e["per_label"][label] for e in scans]))
     assert len(result["results"][gen]["losses"]) == 4
-    final = result["results"][gen]["final"]["mni152_T1w"]
+    final = result["results"][gen]["final"]["sub-b_T1w"]
     assert final["mean_dice"] >= 0.0 and set(final["hd95"]) == {"1", "2", "3"}
   assert result["generators"]["synthjax:synthseg~bias"]["bias"]["enabled"] is False
   assert result["generators"]["config:nobias"]["bias"]["std"] == [0.0, 0.25]
   table = open(tmp_path / "t.md").read()
-  assert table.count("| synthjax:synthseg~bias |") == 1 and "| config:nobias |" in table
-  assert os.path.getsize(tmp_path / "s2r_mni152_T1w.png") > 1000
+  assert "Mean over 2 test scan(s)" in table and "| sub-b_T1w |" in table
+  # A row of the mean table, a column head of the per-scan table, a row per scan table.
+  assert table.count("| config:nobias |") == 4
+  for png in ("s2r_sub-a_T1w.png", "s2r_sub-b_T1w.png", "s2r_curves.png"):
+    assert os.path.getsize(tmp_path / png) > 1000
 
 
 def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
@@ -133,10 +158,15 @@ def test_generator_specs_switch_stages_off_and_set_fields():
   cfg = gen.config
   assert not cfg.bias.enabled and cfg.gmm.prob_background_zero == 1.0
   assert cfg.affine.object_size == (0.5, 1.1) and cfg.spacing == (2.0, 2.0, 2.0)
+  cfg = sim2real.make_generator("synthjax:fetal@seeds+noise_spacing=[0.5, 0.5, 0.5]",
+                                list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {}).config
+  assert cfg.subclusters.source == "seeds" and cfg.noise_spacing == (0.5, 0.5, 0.5)
   for bad, message in (("synthjax:synthseg~nope", "no stage 'nope'"),
                        ("synthjax:synthseg+gmm.nope=1", "nope"),
                        ("synthjax:synthseg+gmm.prob_background_zero=x", "JSON"),
-                       ("synthjax:other", "unknown preset"), ("peer", "unknown generator")):
+                       ("synthjax:other", "unknown preset"), ("peer", "unknown generator"),
+                       ("synthjax:synthseg@seeds", "fetal preset"),
+                       ("synthjax:fetal+nope=1", "nope")):
     with pytest.raises(SystemExit, match=message):
       sim2real.make_generator(bad, [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
 

@@ -295,6 +295,35 @@ def parse_pairs(pairs: Optional[Sequence[str]]):
   return out
 
 
+def find_pairs(folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg"):
+  """Every `(image, labels)` pair of a BIDS-like folder, sorted by image path.
+
+  An image is any `*{image_suffix}.nii[.gz]` below `folder`; its label map is the file of the
+  same name with `label_suffix` in place of `image_suffix`, in the same folder.
+
+  Raises:
+    ScanError: no such folder, no image in it, or an image without its label map (named).
+  """
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    raise ScanError(f"{folder}: no such folder")
+  pairs = []
+  for root, dirs, files in os.walk(folder):
+    dirs.sort()
+    for name in sorted(files):
+      for ext in (".nii.gz", ".nii"):
+        if name.endswith(image_suffix + ext):
+          stem = name[: -len(image_suffix + ext)]
+          labels = os.path.join(root, stem + label_suffix + ext)
+          if not os.path.exists(labels):
+            raise ScanError(f"{os.path.join(root, name)}: no label map {labels}")
+          pairs.append((os.path.join(root, name), labels))
+          break
+  if not pairs:
+    raise ScanError(f"{folder}: no image named *{image_suffix}.nii[.gz] below it")
+  return sorted(pairs)
+
+
 def load_pair(image_path, label_path, target_spacing):
   """A real scan and its label map, both on the training grid (canonical orientation):
   `(scan, labels)`, the labels coarsened by majority vote where the factors are integers

@@ -10,6 +10,7 @@ compiled program altogether.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Optional
 
 from synthjax._src.checks import (JsonConfig, config_class, field, integer, integers,
@@ -77,6 +78,12 @@ class SynthConfig(JsonConfig):
       ones padded with `background`.
     label_values: the generation label values, in a fixed order (each gets a Gaussian).
     spacing: voxel spacing in mm of the label maps and of the output.
+    noise_spacing: the voxel spacing in mm that the per-voxel standard deviations are
+      given for (the GMM's and subclusters' stds, the noise stage's std), or None for
+      `spacing`. Rendered on voxels of another volume, they scale by
+      `sqrt(prod(noise_spacing) / prod(spacing))`: the spread of the mean of independent
+      voxels, so a 2 mm voxel of a config given at 0.5 mm has the spread of 64 averaged
+      0.5 mm voxels (`voxel_std_scale`).
     output_labels: the segmentation value of each generation label (same length as
       `label_values`), e.g. 0 for labels merged into background; `None` keeps them.
     flip_pairs: `(left, right)` generation-label pairs swapped by a left/right flip.
@@ -109,6 +116,7 @@ class SynthConfig(JsonConfig):
   label_values: tuple[int, ...] = field(dataclasses.MISSING, integers(
       low=0, high=LABEL_MAX, distinct=True, nonempty=True))
   spacing: tuple[float, float, float] = field((1.0, 1.0, 1.0), positives(3))
+  noise_spacing: Optional[tuple[float, float, float]] = field(None, optional(positives(3)))
   output_labels: Optional[tuple[int, ...]] = field(None, optional(integers(high=LABEL_MAX)))
   flip_pairs: tuple[tuple[int, int], ...] = field((), label_groups())
   background: int = field(0, integer())
@@ -150,6 +158,13 @@ class SynthConfig(JsonConfig):
           raise ValueError(f"SynthConfig.flip_pairs names label {v}, which is not in label_values")
     for name, typ in _STAGE_TYPES.items():
       object.__setattr__(self, name, as_stage(f"SynthConfig.{name}", typ, getattr(self, name)))
+
+  @property
+  def voxel_std_scale(self) -> float:
+    """The factor on per-voxel standard deviations for this grid (`noise_spacing`)."""
+    if self.noise_spacing is None:
+      return 1.0
+    return math.sqrt(math.prod(self.noise_spacing) / math.prod(self.spacing))
 
   @property
   def num_labels(self) -> int:

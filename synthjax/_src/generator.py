@@ -294,16 +294,16 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
   real = image
   if sc.enabled:
     image = subclusters.render(sub("gmm"), params["gmm"], params["subclusters"], index_map,
-                               class_map, bg)
+                               class_map, bg, config.voxel_std_scale)
   else:
-    image = gmm.render_gmm(sub("gmm"), params["gmm"], index_map, bg)
+    image = gmm.render_gmm(sub("gmm"), params["gmm"], index_map, bg, config.voxel_std_scale)
   if real is not None:
     real = resample.sample_linear(jnp.asarray(real, jnp.float32), coords, cval=0.0)
     real = image_intensity.scale_image(real, config.image_intensity.scale)
     image = jnp.where(params["image_intensity"]["applied"], real, image)
   # The image stages and the k-space group, in registry order.
   ctx = registry.RenderContext(index_map, np.asarray(seg_values), bg, config.shape,
-                               config.spacing)
+                               config.spacing, config.voxel_std_scale)
   kspace_done = False
   for stage in registry.STAGES:
     if stage.phase == "kspace" and not kspace_done:

@@ -48,8 +48,14 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None, stren
     extra["seeds"] = batch["seeds"]
   if config.image_intensity.enabled:
     extra["image"] = batch["image"]
-  images, segs = jax.vmap(lambda k, p, l, e: generator.synthesize(k, p, l, config, **e))(
-      pair[:, 1], params, batch["labels"], extra)
+  render = lambda k, p, l, e: generator.synthesize(k, p, l, config, **e)
+  if batch["labels"].shape[0] == 1:
+    # A batch of one renders as the single call: under vmap every stage's `applied` cond
+    # becomes a select that computes the stage whether it is applied or not.
+    one = jax.tree.map(lambda x: x[0], (pair[:, 1], params, batch["labels"], extra))
+    images, segs = jax.tree.map(lambda x: x[None], render(*one))
+  else:
+    images, segs = jax.vmap(render)(pair[:, 1], params, batch["labels"], extra)
   return images, segs, params
 
 

@@ -48,17 +48,22 @@ def sample_gmm(key, cfg: GMMConfig, num_labels: int, fixed=None) -> dict:
   }
 
 
-def label_tables(p: dict, background_index: int) -> tuple[jax.Array, jax.Array]:
-  """Each label's mean and std, with the background's zeroed where `background_zero`."""
+def label_tables(p: dict, background_index: int,
+                 std_scale: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """Each label's mean and std (times `std_scale`, `SynthConfig.voxel_std_scale`), with the
+  background's zeroed where `background_zero`."""
   means = precision.real(p["means"])
   stds = precision.real(p["stds"])
+  if std_scale != 1.0:
+    stds = stds * std_scale
   zero_bg = p["background_zero"] & (jnp.arange(means.shape[0]) == background_index)
   return jnp.where(zero_bg, 0.0, means), jnp.where(zero_bg, 0.0, stds)
 
 
-def render_gmm(key, p: dict, index_map: jax.Array, background_index: int) -> jax.Array:
-  """`means[l] + stds[l] * N(0, 1)` at each voxel of label index `l`."""
-  means, stds = label_tables(p, background_index)
+def render_gmm(key, p: dict, index_map: jax.Array, background_index: int,
+               std_scale: float = 1.0) -> jax.Array:
+  """`means[l] + std_scale * stds[l] * N(0, 1)` at each voxel of label index `l`."""
+  means, stds = label_tables(p, background_index, std_scale)
   noise = rng.voxel_normal(key, index_map.shape)
   return lookup.take_small(means, index_map) + lookup.take_small(stds, index_map) * noise
 

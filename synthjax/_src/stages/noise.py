@@ -35,10 +35,12 @@ def sample_noise(key, cfg: NoiseConfig, fixed=None) -> dict:
   return draw.applied_and_uniform(key, cfg, fixed, "std")
 
 
-def add_noise(key, x: jax.Array, p: dict) -> jax.Array:
-  return x + rng.voxel_normal(key, x.shape) * p["std"]
+def add_noise(key, x: jax.Array, p: dict, scale: float = 1.0) -> jax.Array:
+  """`x` plus voxel noise of std `p["std"]` (times `scale`, `SynthConfig.voxel_std_scale`)."""
+  std = p["std"] if scale == 1.0 else p["std"] * scale
+  return x + rng.voxel_normal(key, x.shape) * std
 
 
 STAGE = Stage("noise", 8, 3, lambda k, c, f: sample_noise(k, c.noise, f),
               domain={"std": record.NONNEG},
-              apply=lambda k, x, p, c, ctx: add_noise(k, x, p), strength={"std": 0.0})
+              apply=lambda k, x, p, c, ctx: add_noise(k, x, p, ctx.std_scale), strength={"std": 0.0})

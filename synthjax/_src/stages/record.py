@@ -97,12 +97,14 @@ def count(rows_of: str, low: int = 0) -> Bounds:
 class RenderContext(NamedTuple):
   """What an image stage may read besides the image: the deformed label-index map (masks
   are looked up from it through small tables, no one-hot volumes), the segmentation value
-  of each label index, the background's index, and the grid."""
+  of each label index, the background's index, the grid, and the factor on per-voxel
+  standard deviations (`SynthConfig.voxel_std_scale`)."""
   index_map: jax.Array
   seg_values: np.ndarray
   background_index: int
   shape: tuple
   spacing: tuple
+  std_scale: float = 1.0
 
 
 def label_mask(values, ctx: RenderContext):

@@ -204,13 +204,15 @@ def procedural_classes(key, p: dict, cfg: SubclusterConfig, index_map: jax.Array
   return jnp.where(inside, 1 + m0 * k_max + sub, 0)
 
 
-def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, background_index: int):
-  """Per-voxel Gaussians: the subcluster's where a class applies, else the label's.
+def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, background_index: int,
+           std_scale: float = 1.0):
+  """Per-voxel Gaussians: the subcluster's where a class applies, else the label's; every
+  std times `std_scale` (`SynthConfig.voxel_std_scale`).
 
   With `class_map=None` (or `sub["applied"]` False) this is exactly the label GMM
   (`gmm.render_gmm`), drawn from the same key.
   """
-  means, stds = gmm_stage.label_tables(gmm, background_index)
+  means, stds = gmm_stage.label_tables(gmm, background_index, std_scale)
   noise = rng.voxel_normal(key, index_map.shape)
   mu, sd = lookup.take_small(means, index_map), lookup.take_small(stds, index_map)
   if class_map is not None:
@@ -218,7 +220,7 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
     cs = jnp.concatenate([jnp.zeros(1), precision.real(sub["stds"]).reshape(-1)])
     use = sub["applied"] & (class_map > 0)
     mu = jnp.where(use, cm[class_map], mu)
-    sd = jnp.where(use, cs[class_map], sd)
+    sd = jnp.where(use, cs[class_map] * std_scale if std_scale != 1.0 else cs[class_map], sd)
   return mu + sd * noise
 
 
