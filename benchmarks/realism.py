@@ -9,8 +9,9 @@ intensity normalisation), loads the real `IMAGE/LABELS` pairs onto the same grid
   normalised intensity and of the within-tissue spread, and per pair of touching tissues,
   of the contrast (`synthjax.realism`);
 - `STEM.json`: those distributions' quantiles, the per-feature distances and the summary
-  `distance` per config (`synthjax.realism.realism_distance`); with `--rank-against`
-  sim2real JSONs, the Spearman correlation between the distance and the Dice they report.
+  `distance` and `coverage` per config (`synthjax.realism.realism_distance`); with
+  `--rank-against` sim2real JSONs, the Spearman correlation of each with the Dice they
+  report (a distance that ranks configs as the Dice does correlates negatively).
 
 Usage (from the repository root)::
 
@@ -131,9 +132,10 @@ def spearman(x, y) -> float:
   return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def rank_against(distances, files):
-  """Spearman's correlation of the distance with each sim2real JSON's mean Dice over scans
-  (at the last step and at each evaluation step), over the configs measured in both."""
+def rank_against(scores, files):
+  """Spearman's correlation of a score per config with the mean Dice over scans that the
+  sim2real JSONs report (averaged over the files that have the config, e.g. two seeds), at
+  each evaluation step, over the configs measured in both."""
   dice = {}
   for path in files:
     with open(path) as f:
@@ -143,12 +145,12 @@ def rank_against(distances, files):
         dice.setdefault(e["step"], {}).setdefault(gen, []).append(e["mean_dice"])
   out = {}
   for step, by_gen in sorted(dice.items()):
-    common = [g for g in distances if g in by_gen]
+    common = [g for g in scores if g in by_gen]
     if len(common) >= 3:
-      d = [distances[g] for g in common]
+      d = [scores[g] for g in common]
       m = [float(np.mean(by_gen[g])) for g in common]
-      out[str(step)] = {"configs": common, "distance": d, "mean_dice": m,
-                        "spearman_distance_dice": spearman(d, m)}
+      out[str(step)] = {"configs": common, "score": d, "mean_dice": m,
+                        "spearman": spearman(d, m)}
   return out
 
 
@@ -165,6 +167,9 @@ def main(argv=None):
   p.add_argument("--config", nargs="*", default=[], metavar="NAME=FILE")
   p.add_argument("--seeds", metavar="DIR", help="seed-map folder for 'synthjax:fetal@seeds'")
   p.add_argument("--down", type=int, default=4)
+  p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                 help="crop or pad the coarsened maps to this shape, centred (default: the "
+                      "smallest multiple of 8 holding every map)")
   p.add_argument("-n", type=int, default=24, help="synthetic samples per config")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--columns", type=int, default=6, help="slices per row of the picture")
@@ -182,7 +187,7 @@ def main(argv=None):
   if not real_pairs:
     raise SystemExit("give real pairs (--real-dir or --real)")
   maps, spacing = sim2real.load_train_maps(train_paths, args.down)
-  shape = sim2real.common_shape(maps, 8, 3)
+  shape = tuple(args.shape) if args.shape else sim2real.common_shape(maps, 8, 3)
   maps = [sim2real.pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
@@ -216,7 +221,7 @@ def main(argv=None):
                   "pairs": [list(q) for q in pairs]},
          "real": {k: describe(real_stats, k) for k in ("intensity", "spread", "contrast")},
          "configs": {}}
-  rows, distances = [], {}
+  rows, distances, coverages = [], {}, {}
   for spec in args.configs:
     gen = sim2real.make_generator(spec, values, shape, spacing, configs)
     samples = render_samples(gen, maps, seeds, values, args.n, args.seed)
@@ -224,7 +229,7 @@ def main(argv=None):
     dist = realism.realism_distance(synth_stats, real_stats)
     distances[spec] = dist["distance"]
     out["configs"][spec] = {
-        "distance": dist["distance"],
+        "distance": dist["distance"], "coverage": dist["coverage"],
         "per_feature": {kind: {(f"{k[0]}-{k[1]}" if isinstance(k, tuple) else str(k)): v
                                for k, v in dist[kind].items()}
                         for kind in ("intensity", "spread", "contrast")},
@@ -232,15 +237,18 @@ def main(argv=None):
     rows.append((f"{spec}  (distance {dist['distance']:.2f})", samples))
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in spec)
     save_distributions_png(f"{stem}_{safe}.png", spec, synth_stats, real_stats, values, pairs)
-    print(f"{spec}: distance {dist['distance']:.3f} (spread "
+    coverages[spec] = dist["coverage"]
+    print(f"{spec}: distance {dist['distance']:.3f}, coverage {dist['coverage']:.2f} (spread "
           f"{np.mean(list(dist['spread'].values())):.3f}, contrast "
           f"{np.mean(list(dist['contrast'].values())):.3f})", flush=True)
   save_samples_png(f"{stem}_samples.png", rows, real, args.columns)
   if args.rank_against:
-    out["rank"] = rank_against(distances, args.rank_against)
-    for step, r in out["rank"].items():
-      print(f"step {step}: Spearman(distance, Dice) = {r['spearman_distance_dice']:.2f} over "
-            f"{len(r['configs'])} configs")
+    out["rank"] = {"distance": rank_against(distances, args.rank_against),
+                   "coverage": rank_against(coverages, args.rank_against)}
+    for name, ranks in out["rank"].items():
+      for step, r in ranks.items():
+        print(f"step {step}: Spearman({name}, Dice) = {r['spearman']:.2f} over "
+              f"{len(r['configs'])} configs")
   with open(args.json + ".tmp", "w") as f:
     json.dump(out, f, indent=1)
   os.replace(args.json + ".tmp", args.json)

@@ -87,5 +87,10 @@ def test_realism_distance_grows_as_synthetic_noise_departs_from_real():
   assert set(out["spread"]) == {0, 1} and set(out["contrast"]) == {(0, 1)}
   assert out["distance"] == pytest.approx(np.mean(list(out["spread"].values())
                                                   + list(out["contrast"].values())))
+  # Coverage: real spreads and contrasts inside the synthetic 5-95 % range.
+  assert realism.realism_distance(_stats_of(0.05, seed=1, n=40), real)["coverage"] > 0.8
+  assert out["coverage"] == 0.0  # twice the noise: every real value outside
+  wide = _stats_of(0.02, seed=3, n=20) + _stats_of(0.1, seed=4, n=20)
+  assert realism.realism_distance(wide, real)["coverage"] == 1.0
   with pytest.raises(ValueError, match="both"):
     realism.realism_distance([{"intensity": {}, "spread": {}, "contrast": {}}], real)

@@ -118,23 +118,32 @@ def realism_distance(synthetic, real) -> dict:
     real: `tissue_statistics` of the real images (a list).
 
   Returns:
-    `{"distance": float, "spread": {v: W1}, "contrast": {(a, b): W1},
+    `{"distance": float, "coverage": float, "spread": {v: W1}, "contrast": {(a, b): W1},
     "intensity": {v: W1}}`: per tissue and pair, the 1-Wasserstein distance between the
     synthetic and real distributions of `log(max(x, LOG_FLOOR))` (spread, contrast) and of
     the median intensity; `distance` is the mean of the spread and contrast entries (the
-    intensities, randomised on purpose, are reported but not summed).
+    intensities, randomised on purpose, are reported but not summed). `coverage` is the
+    fraction of real spreads and contrasts inside the synthetic 5th-95th percentile range
+    of the same tissue or pair, averaged over them: a randomised generator should cover the
+    real values without matching their distribution.
 
   Raises:
     ValueError: no tissue or pair measured in both sets.
   """
-  out = {}
+  out, covered = {}, []
   for kind in ("intensity", "spread", "contrast"):
     s, r = _collect(synthetic, kind), _collect(real, kind)
     f = (lambda a: a) if kind == "intensity" else (lambda a: np.log(np.maximum(a, LOG_FLOOR)))
-    out[kind] = {k: wasserstein1(f(s[k]), f(r[k])) for k in sorted(set(s) & set(r))}
+    keys = sorted(set(s) & set(r))
+    out[kind] = {k: wasserstein1(f(s[k]), f(r[k])) for k in keys}
+    if kind != "intensity":
+      for k in keys:
+        lo, hi = np.percentile(s[k], (5, 95))
+        covered.append(float(np.mean((r[k] >= lo) & (r[k] <= hi))))
   summed = list(out["spread"].values()) + list(out["contrast"].values())
   if not summed:
     raise ValueError("no tissue or tissue pair is measured in both the synthetic and the "
                      "real images")
   out["distance"] = float(np.mean(summed))
+  out["coverage"] = float(np.mean(covered))
   return out
