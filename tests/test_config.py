@@ -389,6 +389,43 @@ def test_fetal_preset():
   for stage in ("affine", "deformation", "bias", "gamma", "resolution", "noise"):
     assert getattr(cfg, stage).prob == 0.9, stage
   assert fetal(range(8), (40, 40, 40), noise={"prob": 0.0}).noise.std == cfg.noise.std
+  # At FetalSynthGen's own 0.5 mm grid, its voxel ranges as its generator config states them.
+  assert cfg.deformation.std == (0, 4) and cfg.deformation.grid_scale == (0.03, 0.06)
+  assert cfg.bias.grid_scale == (0.004, 0.02) and cfg.boundary.halo_radius == (5, 14)
+  assert cfg.noise_spacing == (0.5, 0.5, 0.5) and cfg.voxel_std_scale == 1.0
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0), (0.8, 0.8, 3.2)])
+def test_fetal_preset_keeps_its_lengths_in_millimetres(spacing):
+  """The fetal preset's voxel-counted ranges describe FetalSynthGen's 0.5 mm grid; on
+  another grid each is converted so that it spans the same millimetres."""
+  ref, cfg = fetal(range(8), (40, 40, 40)), fetal(range(8), (40, 40, 40), spacing)
+  mm = float(np.prod(spacing)) ** (1 / 3)  # the geometric mean voxel size
+  r = 0.5 / mm
+  assert cfg.spacing == spacing
+  # Velocity std, in mm; small-grid node spacings (1 / grid_scale voxels), in mm.
+  assert np.multiply(cfg.deformation.std, mm) == pytest.approx(np.multiply(ref.deformation.std, 0.5))
+  for stage in ("deformation", "bias", "subclusters"):
+    got = mm / np.asarray(getattr(cfg, stage).grid_scale)
+    want = 0.5 / np.asarray(getattr(ref, stage).grid_scale)
+    assert got == pytest.approx(want), stage
+  b, rb = cfg.boundary, ref.boundary
+  assert b.halo_radius == (max(1, round(5 * r)), max(1, round(14 * r)))
+  assert np.multiply(b.fuzzy_width, mm) == pytest.approx(np.multiply(rb.fuzzy_width, 0.5))
+  assert np.multiply(b.fuzzy_jitter, mm) == pytest.approx(np.multiply(rb.fuzzy_jitter, 0.5))
+  assert b.fuzzy_grid_scale == pytest.approx(min(1.0, rb.fuzzy_grid_scale / r))
+  assert b.jitter_grid_scale == pytest.approx(min(1.0, rb.jitter_grid_scale / r))
+  c, rc = cfg.blur_cortex, ref.blur_cortex
+  for f in ("blob_sigma_scale", "blur_std_scale", "max_blur_std"):
+    assert getattr(c, f) * mm == pytest.approx(getattr(rc, f) * 0.5), f
+  n, rn = cfg.struct_noise, ref.struct_noise
+  for f in ("sigma_mean", "sigma_std", "sigma_clip"):
+    assert np.multiply(getattr(n, f), mm) == pytest.approx(np.multiply(getattr(rn, f), 0.5)), f
+  # Per-voxel stds: given for 0.5 mm voxels, so scaled by the root of the volume ratio.
+  assert cfg.voxel_std_scale == pytest.approx(np.sqrt(0.125 / np.prod(spacing)))
+  # What is not counted in voxels stays: millimetres, degrees, probabilities, intensities.
+  for stage in ("affine", "resolution", "slice_stack", "gmm", "noise", "gamma", "flip"):
+    assert getattr(cfg, stage) == getattr(ref, stage), stage
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ replace `SynthConfig` fields; a dict for a stage updates that stage's fields onl
 
 from __future__ import annotations
 
+import math
+
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
                                   NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
@@ -113,9 +115,13 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
   return _build(base, overrides)
 
 
+# The voxel size FetalSynthGen renders at, in mm: its ranges in voxels describe this grid.
+FETALSYNTHGEN_SPACING = 0.5
+
+
 def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
           **overrides) -> SynthConfig:
-  """FetalSynthGen default generator ranges.
+  """FetalSynthGen default generator ranges, in millimetres.
 
   Rotations ±20°, shear ±0.02, scaling ±0.1 per axis (of the sampling grid: the anatomy
   appears at `1 / scaling`), and an isotropic object size of 0.5–1.1 times the map's
@@ -131,6 +137,16 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
   FetalSynthGen's defaults; a positive `prob` enables one. Its super-resolution artifacts
   are on with its documented defaults: cortex blur and structural noise (p 0.4, FeTA
   labels only), skull-stripping boundaries, and the slice-stack acquisition (p 0.4).
+
+  FetalSynthGen renders on a 0.5 mm grid, and the ranges above that count voxels describe
+  that grid: the velocity std (4 voxels: 2 mm), the node spacings of the small grids of the
+  velocity, the bias and the procedural subclusters (`grid_scale`: one node per
+  `1 / grid_scale` voxels), the halo radius and fuzzy widths of the boundaries, and the blob
+  and blur widths of the cortex blur and the structural noise. On another `spacing` the
+  preset converts each to that grid, so the anatomy is deformed, the fields vary and the
+  artifacts extend over the same millimetres (`_fetal_lengths`); the per-voxel stds (GMM,
+  subclusters, noise) are given for 0.5 mm voxels (`noise_spacing`), so a 2 mm voxel has
+  the spread of 64 averaged 0.5 mm voxels. At 0.5 mm the ranges are FetalSynthGen's own.
 
   Sub-label intensity classes are always on, as in FetalSynthGen: 1..6 subclusters per
   meta-label (wider than FetalSynthGen's stored config, 1..3), with the
@@ -148,29 +164,45 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
     **overrides: `SynthConfig` fields or stage dicts.
   """
   p = 0.9
+  r = _voxel_ratio(spacing)
   base = SynthConfig(
       shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
+      noise_spacing=(FETALSYNTHGEN_SPACING,) * 3,
       background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
       gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.0),
       affine=AffineConfig(rotation=(-20.0, 20.0), scaling=(0.9, 1.1), shear=(-0.02, 0.02),
                           translation=(0.0, 0.0), prob=p, object_size=(0.5, 1.1)),
-      deformation=DeformationConfig(std=(0.0, 4.0), grid_scale=(0.03, 0.06), steps=7, prob=p),
+      deformation=DeformationConfig(std=(0.0, 4.0 * r), grid_scale=_grid(0.03, 0.06, r),
+                                    steps=7, prob=p),
       flip=FlipConfig(axis=0, prob=0.5),
-      bias=BiasConfig(std=(0.01, 0.3), grid_scale=(0.004, 0.02), prob=p),
+      bias=BiasConfig(std=(0.01, 0.3), grid_scale=_grid(0.004, 0.02, r), prob=p),
       gamma=GammaConfig(std=0.1, clip=300.0, prob=p),
       resolution=ResolutionConfig(max_res_iso=1.5, max_res_aniso=1.5, min_res=0.5,
                                   prob_iso=0.1, random_thickness=True, blur_factor=0.75,
                                   blur_range=1.03, prob=p),
       noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
-      subclusters=_fetal_subclusters(label_values, seeds),
-      **_fetal_sr_artifacts(label_values),
+      subclusters=_fetal_subclusters(label_values, seeds, r),
+      **_fetal_sr_artifacts(label_values, r),
       **_artifacts_off(),
   )
   return _build(base, overrides)
 
 
-def _fetal_sr_artifacts(label_values) -> dict:
-  """FetalSynthGen's super-resolution artifacts with its documented defaults.
+def _voxel_ratio(spacing) -> float:
+  """FetalSynthGen's voxel size over `spacing`'s (their geometric mean): a length of `n`
+  of its voxels is `n * ratio` voxels of `spacing`."""
+  return FETALSYNTHGEN_SPACING / math.prod(float(s) for s in spacing) ** (1.0 / 3.0)
+
+
+def _grid(low, high, r):
+  """A small grid's `grid_scale` range for voxels `1 / r` times FetalSynthGen's: the same
+  node spacing in mm (at most one node per voxel)."""
+  return (min(1.0, low / r), min(1.0, high / r))
+
+
+def _fetal_sr_artifacts(label_values, r: float = 1.0) -> dict:
+  """FetalSynthGen's super-resolution artifacts with its documented defaults, their voxel
+  lengths converted by `r` (`_voxel_ratio`).
 
   Cortex blur (p 0.4, 50..199 blobs in the cortex, label 2) and structural noise (p 0.4,
   std 0.2..0.4, 5..14 blobs in the white matter, label 3) need FeTA labels and stay off
@@ -181,10 +213,17 @@ def _fetal_sr_artifacts(label_values) -> dict:
   """
   feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
   return dict(
-      blur_cortex=BlurCortexConfig(nblur=(50, 199), cortex_label=2, prob=0.4, enabled=feta),
-      struct_noise=StructNoiseConfig(std=(0.2, 0.4), num_blobs=(5, 14), region_labels=(3,),
-                                     prob=0.4, enabled=feta),
-      boundary=BoundaryConfig(prob_no_mask=0.5, prob_halo=0.5, halo_radius=(5, 14),
+      blur_cortex=BlurCortexConfig(nblur=(50, 199), blob_sigma_scale=1.0 * r,
+                                   blur_std_scale=1.0 * r, max_blur_std=10.0 * r,
+                                   cortex_label=2, prob=0.4, enabled=feta),
+      struct_noise=StructNoiseConfig(std=(0.2, 0.4), num_blobs=(5, 14), sigma_mean=25.0 * r,
+                                     sigma_std=5.0 * r, sigma_clip=(1.0 * r, 40.0 * r),
+                                     region_labels=(3,), prob=0.4, enabled=feta),
+      boundary=BoundaryConfig(prob_no_mask=0.5, prob_halo=0.5,
+                              halo_radius=(max(1, round(5 * r)), max(1, round(14 * r))),
+                              fuzzy_width=(2.0 * r, 10.0 * r), fuzzy_jitter=(0.0, 3.0 * r),
+                              fuzzy_grid_scale=min(1.0, 0.06 / r),
+                              jitter_grid_scale=min(1.0, 0.3 / r),
                               prob_fuzzy=0.5, prob=1.0, enabled=True),
       slice_stack=SliceStackConfig(num_stacks=(2, 6), thickness=(1.5, 3.5), gap=(0.0, 2.0),
                                    rotation_std=(0.0, 0.5), translation_std=(0.0, 0.5),
@@ -192,7 +231,7 @@ def _fetal_sr_artifacts(label_values) -> dict:
   )
 
 
-def _fetal_subclusters(label_values, seeds: bool) -> SubclusterConfig:
+def _fetal_subclusters(label_values, seeds: bool, r: float = 1.0) -> SubclusterConfig:
   if seeds:
     return SubclusterConfig(num_subclusters=(1, 6), source="seeds", num_meta=4,
                             related_metas=(1, 2, 3), related_std=25.0, prob=1.0, enabled=True)
@@ -200,7 +239,7 @@ def _fetal_subclusters(label_values, seeds: bool) -> SubclusterConfig:
   return SubclusterConfig(num_subclusters=(1, 6), source="procedural",
                           meta_labels=FETA_META_LABELS if feta else (),
                           related_metas=(1, 2, 3) if feta else (), related_std=25.0,
-                          grid_scale=(0.03, 0.08), prob=1.0, enabled=True)
+                          grid_scale=_grid(0.03, 0.08, r), prob=1.0, enabled=True)
 
 
 def anatomix_views(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> SynthConfig:
