@@ -76,7 +76,9 @@ def describe(stats_list, kind):
           for k, v in sorted(pooled.items())}
 
 
-def save_samples_png(path, rows, real, n_cols):
+def save_samples_png(path, rows, real, n_cols, shape=None):
+  """Axial slices of each row's samples and of the real scans; with `shape`, every slice is
+  cropped or padded to it (centred), so that all show the same field of view."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -87,9 +89,11 @@ def save_samples_png(path, rows, real, n_cols):
     picks = np.linspace(0, len(pairs) - 1, n_cols).round().astype(int)
     for c, k in enumerate(picks):
       image, labels = pairs[k]
+      image = image[:, :, brain_slice(labels)]
+      if shape is not None:
+        image = sim2real.pad_to(image, tuple(shape[:2]))
       ax = axes[r, c]
-      ax.imshow(np.rot90(image[:, :, brain_slice(labels)]), cmap="gray", vmin=0, vmax=1,
-                interpolation="nearest")
+      ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
       ax.set_axis_off()
     axes[r, 0].set_title(name, fontsize=7, loc="left")
   fig.tight_layout()
@@ -135,13 +139,13 @@ def spearman(x, y) -> float:
 def rank_against(scores, files):
   """Spearman's correlation of a score per config with the mean Dice over scans that the
   sim2real JSONs report (averaged over the files that have the config, e.g. two seeds), at
-  each evaluation step, over the configs measured in both."""
+  each evaluation step, over the configs measured in both. Files are named as
+  `sim2real_summary.py` takes them (`PATH::TAG` for runs of another commit)."""
+  import sim2real_summary
   dice = {}
-  for path in files:
-    with open(path) as f:
-      res = json.load(f)["results"]
-    for gen, r in res.items():
-      for e in r.get("mean_curve", []):
+  for gen, runs in sim2real_summary.collect(files).items():
+    for _, r in runs:
+      for e in r["mean_curve"]:
         dice.setdefault(e["step"], {}).setdefault(gen, []).append(e["mean_dice"])
   out = {}
   for step, by_gen in sorted(dice.items()):
@@ -174,6 +178,8 @@ def main(argv=None):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--columns", type=int, default=6, help="slices per row of the picture")
   p.add_argument("--rank-against", nargs="*", default=[], metavar="SIM2REAL_JSON")
+  p.add_argument("--alias", nargs="*", default=[], metavar="SPEC=NAME",
+                 help="the generator name a config has in the sim2real JSONs, where it differs")
   p.add_argument("--json", required=True)
   args = p.parse_args(argv)
   from synthjax import realism
@@ -241,10 +247,12 @@ def main(argv=None):
     print(f"{spec}: distance {dist['distance']:.3f}, coverage {dist['coverage']:.2f} (spread "
           f"{np.mean(list(dist['spread'].values())):.3f}, contrast "
           f"{np.mean(list(dist['contrast'].values())):.3f})", flush=True)
-  save_samples_png(f"{stem}_samples.png", rows, real, args.columns)
+  save_samples_png(f"{stem}_samples.png", rows, real, args.columns, shape)
   if args.rank_against:
-    out["rank"] = {"distance": rank_against(distances, args.rank_against),
-                   "coverage": rank_against(coverages, args.rank_against)}
+    alias = dict(a.rsplit("=", 1) for a in args.alias)
+    named = lambda scores: {alias.get(k, k): v for k, v in scores.items()}
+    out["rank"] = {"distance": rank_against(named(distances), args.rank_against),
+                   "coverage": rank_against(named(coverages), args.rank_against)}
     for name, ranks in out["rank"].items():
       for step, r in ranks.items():
         print(f"step {step}: Spearman({name}, Dice) = {r['spearman']:.2f} over "

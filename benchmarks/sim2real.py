@@ -677,7 +677,7 @@ def save_curves_png(path, results):
     ax.fill_between(steps, per_scan.min(axis=0), per_scan.max(axis=0), alpha=0.15,
                     color=line.get_color())
   ax.set_xlabel("step")
-  ax.set_ylabel("mean Dice (mean over scans; band: lowest to highest scan)")
+  ax.set_ylabel("mean Dice over scans (band: their range)")
   ax.set_ylim(0, 1)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)

@@ -3,7 +3,8 @@
 For each generator (over all files that ran it, e.g. two seeds), the mean Dice over the test
 scans at each evaluation step, per seed and averaged; per label at the last step; and the
 mean over the scans of each `--group NAME=REGEX` (scan names matching REGEX). With `--base`,
-every row also gives its difference to that generator at each step.
+every row also gives its difference to that generator at each step, over the seeds both
+ran.
 
 Usage (from the repository root)::
 
@@ -21,15 +22,17 @@ import numpy as np
 
 
 def collect(paths):
-  """`{generator: [(seed, result), ...]}` over the files, in the order first seen."""
+  """`{generator: [(seed, result), ...]}` over the files, in the order first seen. A path
+  given as `PATH::TAG` names its generators `GENERATOR [TAG]` (runs of another commit)."""
   out = {}
   for path in paths:
+    path, _, tag = path.partition("::")
     with open(path) as f:
       data = json.load(f)
     seed = data["meta"]["args"]["seed"]
     for gen, r in data["results"].items():
       if "mean_curve" in r:
-        out.setdefault(gen, []).append((seed, r))
+        out.setdefault(f"{gen} [{tag}]" if tag else gen, []).append((seed, r))
   return out
 
 
@@ -51,8 +54,8 @@ def table(runs, base=None, groups=()):
         return e
     return None
 
-  def mean_at(gen, step):
-    v = [at(r, step)["mean_dice"] for _, r in runs[gen] if at(r, step)]
+  def mean_at(gen, step, seeds):
+    v = [at(r, step)["mean_dice"] for s, r in runs[gen] if at(r, step) and s in seeds]
     return float(np.mean(v)) if v else float("nan")
 
   head = (["generator", "seeds"] + [f"step {s}" for s in steps]
@@ -66,8 +69,9 @@ def table(runs, base=None, groups=()):
       per = [at(r, s)["mean_dice"] for _, r in rs if at(r, s)]
       cells.append(f"**{np.mean(per):.3f}**" + (f" ({' / '.join(f'{v:.3f}' for v in per)})"
                                                  if len(per) > 1 else "") if per else "—")
-    if base:
-      cells += [f"{mean_at(gen, s) - mean_at(base, s):+.3f}" if base in runs else "—"
+    if base:  # over the seeds both ran
+      both = {s for s, _ in rs} & {s for s, _ in runs.get(base, [])}
+      cells += [f"{mean_at(gen, s, both) - mean_at(base, s, both):+.3f}" if both else "—"
                 for s in steps]
     ends = [at(r, last) for _, r in rs if at(r, last)]
     cells += [f"{np.mean([e['per_label'][l] for e in ends]):.2f}" if ends else "—"

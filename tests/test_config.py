@@ -384,6 +384,7 @@ def test_fetal_preset():
   assert cfg.spacing == (0.5, 0.5, 0.5)
   assert cfg.flip_pairs == () and cfg.background == 0
   assert (cfg.gmm.mean, cfg.gmm.std) == ((25, 225), (5, 25))
+  assert cfg.gmm.prob_background_zero == 0.5  # FetalSynthSeg's
   assert cfg.affine.rotation == (-20, 20) and cfg.affine.scaling == (0.9, 1.1)
   assert cfg.resolution.min_res == 0.5 and cfg.resolution.max_res_iso == 1.5
   for stage in ("affine", "deformation", "bias", "gamma", "resolution", "noise"):

@@ -132,7 +132,10 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
   0.03–0.06 × shape; bias std 0.01–0.3 on a grid of 0.004–0.02 × shape; gamma std 0.1;
   resolution 0.5–1.5 mm; noise std 5–15 on a 0–255 scale (5/255–15/255 here); every
   stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
-  pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25].
+  pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25];
+  the background's Gaussian is zero in half of the samples, as FetalSynthSeg trains
+  ("set the background to zero every once in a while", p 0.5): skull-stripped fetal
+  reconstructions show a zero background, others show maternal tissue.
   The MR artifact stages (spike, ghosting, gibbs, rician, motion) are off, as in
   FetalSynthGen's defaults; a positive `prob` enables one. Its super-resolution artifacts
   are on with its documented defaults: cortex blur and structural noise (p 0.4, FeTA
@@ -169,7 +172,7 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
       shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
       noise_spacing=(FETALSYNTHGEN_SPACING,) * 3,
       background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
-      gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.0),
+      gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.5),
       affine=AffineConfig(rotation=(-20.0, 20.0), scaling=(0.9, 1.1), shear=(-0.02, 0.02),
                           translation=(0.0, 0.0), prob=p, object_size=(0.5, 1.1)),
       deformation=DeformationConfig(std=(0.0, 4.0 * r), grid_scale=_grid(0.03, 0.06, r),
