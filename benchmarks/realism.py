@@ -95,8 +95,11 @@ def save_samples_png(path, rows, real, n_cols, shape=None):
       ax = axes[r, c]
       ax.imshow(np.rot90(image), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
       ax.set_axis_off()
-    axes[r, 0].set_title(name, fontsize=7, loc="left")
-  fig.tight_layout()
+    # A text, not a title: a long config name must not shrink the images (tight_layout).
+    axes[r, 0].text(0.0, 1.03, name, transform=axes[r, 0].transAxes, fontsize=7,
+                    ha="left", va="bottom")
+  fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.25 / len(every),
+                      wspace=0.03, hspace=0.2)
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
