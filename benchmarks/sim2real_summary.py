@@ -21,9 +21,12 @@ import re
 import numpy as np
 
 
-def collect(paths):
+def collect(paths, alias=None):
   """`{generator: [(seed, result), ...]}` over the files, in the order first seen. A path
-  given as `PATH::TAG` names its generators `GENERATOR [TAG]` (runs of another commit)."""
+  given as `PATH::TAG` names its generators `GENERATOR [TAG]` (runs of another commit);
+  `alias` maps a generator name to the one it is reported under (the same config spelt
+  otherwise in another run)."""
+  alias = alias or {}
   out = {}
   for path in paths:
     path, _, tag = path.partition("::")
@@ -32,6 +35,7 @@ def collect(paths):
     seed = data["meta"]["args"]["seed"]
     for gen, r in data["results"].items():
       if "mean_curve" in r:
+        gen = alias.get(gen, gen)
         out.setdefault(f"{gen} [{tag}]" if tag else gen, []).append((seed, r))
   return out
 
@@ -86,9 +90,12 @@ def main(argv=None):
   p.add_argument("json", nargs="+")
   p.add_argument("--base", help="generator the deltas are taken against")
   p.add_argument("--group", action="append", default=[], metavar="NAME=REGEX")
+  p.add_argument("--alias", action="append", default=[], metavar="NAME=>AS",
+                 help="report generator NAME as AS")
   args = p.parse_args(argv)
   groups = [tuple(g.split("=", 1)) for g in args.group]
-  print(table(collect(args.json), args.base, groups))
+  alias = dict(a.split("=>", 1) for a in args.alias)
+  print(table(collect(args.json, alias), args.base, groups))
 
 
 if __name__ == "__main__":
