@@ -1,4 +1,4 @@
-"""MR artifact stages (issue #6, item 3): k-space spike, ghosting, Gibbs ringing, Rician noise.
+"""MR artifact stages: k-space spike, ghosting, Gibbs ringing, Rician noise.
 
 The apply functions are compared with numpy references written here after TorchIO's
 `Spike` / `Ghosting` and MONAI's `GibbsNoise` / `RicianNoise` (centred spectrum

@@ -1,4 +1,4 @@
-"""NiftiSource, patch samplers, splits and numpy keys (issue #3, capabilities 1-3, 7)."""
+"""NiftiSource, patch samplers, splits and numpy keys."""
 
 import pickle
 

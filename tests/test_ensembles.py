@@ -1,4 +1,4 @@
-"""Label ensembles (issue #6, item 6; anatomix step 1).
+"""Label ensembles (anatomix step 1).
 
 The painted maps are compared with a numpy reference built from
 `scipy.ndimage.affine_transform(order=0)` per slot, the deformed sphere with a numpy sphere

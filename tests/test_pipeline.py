@@ -1,4 +1,4 @@
-"""`synthjax.data.pipeline`: determinism across workers, resume, sharding, keys (issue #3.5)."""
+"""`synthjax.data.pipeline`: determinism across workers, resume, sharding, keys."""
 
 import contextlib
 import dataclasses

@@ -1,4 +1,4 @@
-"""The replay contract of `sample_params` / `synthesize` (issue #2, points 1-5)."""
+"""The replay contract of `sample_params` / `synthesize` (its points 1-5 in the README)."""
 
 import hashlib
 import json

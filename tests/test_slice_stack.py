@@ -1,5 +1,5 @@
-"""Slice-stack acquisition with inter-slice motion (issue #6, item 4: FetalSynthGen's
-`SimulateMotion`), pure JAX.
+"""Slice-stack acquisition with inter-slice motion (FetalSynthGen's `SimulateMotion`), pure
+JAX.
 
 The reconstruction is compared with numpy/scipy references written here: the slice profile
 is `scipy.ndimage.gaussian_filter1d` along the slice axis (FWHM = thickness), the slices are

@@ -1,4 +1,4 @@
-"""Multi-scale noise, FetalSynthGen's structural noise and anatomix's texture (issue #6, items 4-5).
+"""Multi-scale noise, FetalSynthGen's structural noise and anatomix's texture.
 
 The noise field is compared with a numpy cascade (align-corners linear interpolation along
 each axis), its statistics (mean, normalisation, correlation at a lag growing with the
