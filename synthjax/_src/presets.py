@@ -147,7 +147,7 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
   `1 / grid_scale` voxels), the halo radius and fuzzy widths of the boundaries, and the blob
   and blur widths of the cortex blur and the structural noise. On another `spacing` the
   preset converts each to that grid, so the anatomy is deformed, the fields vary and the
-  artifacts extend over the same millimetres (`_fetal_lengths`); the per-voxel stds (GMM,
+  artifacts extend over the same millimetres (`_voxel_ratio`); the per-voxel stds (GMM,
   subclusters, noise) are given for 0.5 mm voxels (`noise_spacing`), so a 2 mm voxel has
   the spread of 64 averaged 0.5 mm voxels. At 0.5 mm the ranges are FetalSynthGen's own.
 

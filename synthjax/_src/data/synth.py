@@ -31,7 +31,8 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None, stren
 
   Returns:
     `(images, segs, params)`: (B, X, Y, Z) float32, (B, X, Y, Z) int32 and the batched
-    params (record them to replay any sample).
+    params (record them to replay any sample). A batch of one renders through the single
+    call, where a stage that is not applied costs nothing; a larger batch is vmapped.
   """
   import jax
   from synthjax._src import generator
