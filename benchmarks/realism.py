@@ -200,10 +200,7 @@ def main(argv=None):
   maps = [sim2real.pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
-    sc = sim2real.synthjax_presets().fetal((0,), (8, 8, 8), seeds=True).subclusters
-    seeds = [np.stack([sim2real.pad_to(layer, shape) for layer in stack])
-             for stack in sim2real.load_seed_stacks(train_paths, args.seeds, args.down,
-                                                    sc.num_subclusters[1], sc.num_meta)]
+    seeds = sim2real.load_seed_stacks(train_paths, args.seeds, args.down, shape)
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   real = [sim2real.load_test(pair, spacing)[1:] for pair in real_pairs]
   # Pairs that touch in at least half of the real label maps.

@@ -80,21 +80,24 @@ def load_train_maps(paths, down):
   return maps, tuple(spacing)
 
 
-def load_seed_stacks(paths, seeds_root, down, num_subclusters, num_meta):
-  """FetalSynthGen's seed maps of each label map (`synthjax.data.load_seed_maps`), each
-  of the `K` layers coarsened by `down` with the labels' majority vote: `(K, X, Y, Z)` int8
-  arrays on the training grid, in RAS orientation as the maps."""
+def load_seed_stacks(paths, seeds_root, down, shape):
+  """FetalSynthGen's seed maps of each label map (`synthjax.data.load_seed_maps`), as many
+  as `presets.fetal(..., seeds=True)` draws, each of the `K` layers coarsened by `down`
+  with the labels' majority vote and centred in `shape`: `(K, *shape)` int8 arrays on the
+  training grid, in RAS orientation as the maps."""
   import nibabel as nib
+  import synthjax
   from synthjax import data as sdata
   from examples.segmentation import scans
+  sc = synthjax.presets.fetal((0,), (8, 8, 8), seeds=True).subclusters
   out = []
   for p in paths:
-    stack = sdata.load_seed_maps(p, seeds_root, num_subclusters=num_subclusters,
-                                 num_meta=num_meta)
+    stack = sdata.load_seed_maps(p, seeds_root, num_subclusters=sc.num_subclusters[1],
+                                 num_meta=sc.num_meta)
     ornt = nib.orientations.io_orientation(nib.load(p).affine)
-    layers = [scans.downsample_labels(
+    layers = [pad_to(scans.downsample_labels(
         np.ascontiguousarray(nib.orientations.apply_orientation(layer, ornt)).astype(np.int32),
-        (down,) * 3) for layer in stack]
+        (down,) * 3), shape) for layer in stack]
     out.append(np.stack(layers).astype(np.int8))
   return out
 
@@ -305,11 +308,6 @@ class CornucopiaGenerator:
     with torch.no_grad():
       image, label = self.transform(torch.from_numpy(labels.astype(np.int64))[None])
     return image[0].numpy().astype(np.float32), label[0].numpy()
-
-
-def synthjax_presets():
-  import synthjax
-  return synthjax.presets
 
 
 def dataclasses_is(obj):
@@ -785,9 +783,7 @@ def main(argv=None):
   maps = [pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
-    sc = synthjax_presets().fetal((0,), (8, 8, 8), seeds=True).subclusters
-    seeds = [np.stack([pad_to(layer, shape) for layer in stack]) for stack in load_seed_stacks(
-        train_paths, args.seeds, args.down, sc.num_subclusters[1], sc.num_meta)]
+    seeds = load_seed_stacks(train_paths, args.seeds, args.down, shape)
   tests = [load_test(pair, spacing) for pair in test_pairs]
   tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i)
             for i, spec in enumerate(args.probe)]
