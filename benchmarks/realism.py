@@ -173,6 +173,8 @@ def main(argv=None):
                       "config:NAME)")
   p.add_argument("--config", nargs="*", default=[], metavar="NAME=FILE")
   p.add_argument("--seeds", metavar="DIR", help="seed-map folder for 'synthjax:fetal@seeds'")
+  p.add_argument("--priors", metavar="FILE",
+                 help="intensity priors for 'synthjax:PRESET@priors' (estimate_priors.py)")
   p.add_argument("--down", type=int, default=4)
   p.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
                  help="crop or pad the coarsened maps to this shape, centred (default: the "
@@ -189,10 +191,8 @@ def main(argv=None):
   from examples.segmentation import scans, train as train_script
 
   train_paths = train_script.expand_paths(args.train)
-  real_pairs = scans.parse_pairs(args.real)
-  for folder in args.real_dir:
-    real_pairs += scans.find_pairs(folder, image_suffix=args.image_suffix,
-                                   label_suffix=args.label_suffix)
+  real_pairs = scans.parse_pairs(args.real) + scans.pairs_in(
+      args.real_dir, image_suffix=args.image_suffix, label_suffix=args.label_suffix)
   if not real_pairs:
     raise SystemExit("give real pairs (--real-dir or --real)")
   maps, spacing = sim2real.load_train_maps(train_paths, args.down)
@@ -200,7 +200,7 @@ def main(argv=None):
   maps = [sim2real.pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
-    seeds = sim2real.load_seed_stacks(train_paths, args.seeds, args.down, shape)
+    seeds = sim2real.load_seed_stacks(train_paths, args.seeds, spacing, shape)
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   real = [sim2real.load_test(pair, spacing)[1:] for pair in real_pairs]
   # Pairs that touch in at least half of the real label maps.
@@ -211,6 +211,7 @@ def main(argv=None):
   pairs = tuple(sorted(k for k, c in seen.items() if 2 * c >= len(real)))
   real_stats = [realism.tissue_statistics(im, lab, values, pairs) for im, lab in real]
   configs = dict(c.split("=", 1) for c in args.config)
+  priors = sim2real.read_priors(args.priors)
   print(f"{len(maps)} maps {shape} at {spacing} mm; {len(real)} real scans; "
         f"{len(pairs)} touching pairs", flush=True)
 
@@ -229,7 +230,7 @@ def main(argv=None):
          "configs": {}}
   rows, distances, coverages = [], {}, {}
   for spec in args.configs:
-    gen = sim2real.make_generator(spec, values, shape, spacing, configs)
+    gen = sim2real.make_generator(spec, values, shape, spacing, configs, priors)
     samples = render_samples(gen, maps, seeds, values, args.n, args.seed)
     synth_stats = [realism.tissue_statistics(im, lab, values, pairs) for im, lab in samples]
     dist = realism.realism_distance(synth_stats, real_stats)

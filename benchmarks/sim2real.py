@@ -49,6 +49,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -64,27 +65,31 @@ import numpy as np
 # Data
 
 
-def load_train_maps(paths, down):
-  """Label maps in RAS orientation coarsened by `down`; returns `(maps, spacing)`."""
+def load_train_maps(paths, down, spacing=None):
+  """Label maps in RAS orientation coarsened by `down`, or brought to `spacing` (mm, maps of
+  any voxel size: `scans.resample_labels`); returns `(maps, spacing)`."""
   from examples.segmentation import scans
-  reader = scans.LabelReader(down=down)
-  maps, spacing = [], None
+  reader = scans.LabelReader(down=down) if spacing is None else scans.LabelReader(
+      spacing=tuple(float(s) for s in spacing))
+  maps, first = [], None
   for p in paths:
     arr, affine = reader(p)
     sp = scans.spacing_of(affine)
-    if spacing is None:
-      spacing = sp
-    elif not np.allclose(sp, spacing, rtol=1e-3):
-      raise SystemExit(f"{p}: spacing {sp} differs from {paths[0]}'s {spacing}")
+    if first is None:
+      first = sp
+    elif not np.allclose(sp, first, rtol=1e-3):
+      raise SystemExit(f"{p}: spacing {sp} differs from {paths[0]}'s {first}; give --spacing "
+                       f"to bring maps of different voxel sizes to one grid")
     maps.append(arr)
-  return maps, tuple(spacing)
+  return maps, tuple(first)
 
 
-def load_seed_stacks(paths, seeds_root, down, shape):
+def load_seed_stacks(paths, seeds_root, spacing, shape):
   """FetalSynthGen's seed maps of each label map (`synthjax.data.load_seed_maps`), as many
-  as `presets.fetal(..., seeds=True)` draws, each of the `K` layers coarsened by `down`
+  as `presets.fetal(..., seeds=True)` draws, each of the `K` layers coarsened to `spacing`
   with the labels' majority vote and centred in `shape`: `(K, *shape)` int8 arrays on the
-  training grid, in RAS orientation as the maps."""
+  training grid (`spacing`, an integer multiple of the maps'), in RAS orientation as the
+  maps."""
   import nibabel as nib
   import synthjax
   from synthjax import data as sdata
@@ -94,10 +99,16 @@ def load_seed_stacks(paths, seeds_root, down, shape):
   for p in paths:
     stack = sdata.load_seed_maps(p, seeds_root, num_subclusters=sc.num_subclusters[1],
                                  num_meta=sc.num_meta)
-    ornt = nib.orientations.io_orientation(nib.load(p).affine)
+    img = nib.load(p)
+    ornt = nib.orientations.io_orientation(img.affine)
+    own = scans.spacing_of(img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape))
+    factors = scans.integer_factors(own, spacing)
+    if factors is None:
+      raise SystemExit(f"{p}: seed maps need a training spacing {spacing} that is a whole "
+                       f"multiple of the map's {own}")
     layers = [pad_to(scans.downsample_labels(
         np.ascontiguousarray(nib.orientations.apply_orientation(layer, ornt)).astype(np.int32),
-        (down,) * 3), shape) for layer in stack]
+        factors), shape) for layer in stack]
     out.append(np.stack(layers).astype(np.int8))
   return out
 
@@ -158,14 +169,15 @@ def split_mni152(image_path, label_path, folder):
   return out[0], out[1]
 
 
-def synthetic_probe(spec, down, shape, spacing, seed):
-  """A test pair rendered from a label map (`MAP:SIZE`): the map coarsened by `down`, shown
+def synthetic_probe(spec, down, shape, spacing, seed, target=None):
+  """A test pair rendered from a label map (`MAP:SIZE`): the map coarsened by `down` (or
+  brought to the `target` spacing), shown
   at SIZE times its size, by the synthseg preset with no other spatial change."""
   import jax
   import synthjax
   from examples.segmentation import scans
   path, size = spec.rsplit(":", 1)
-  (labels,), _ = load_train_maps([path], down)
+  (labels,), _ = load_train_maps([path], down, target)
   labels = pad_to(labels, shape)
   values = sorted(np.unique(labels).tolist())
   cfg = synthjax.presets.synthseg(values, shape, spacing)
@@ -315,19 +327,37 @@ def dataclasses_is(obj):
   return dataclasses.is_dataclass(obj)
 
 
-def make_generator(spec, values, shape, spacing, configs):
+def read_priors(path):
+  """The `--priors` file's intensity priors, or None without one."""
+  if not path:
+    return None
+  import synthjax
+  try:
+    return synthjax.priors.load(path)
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
+
+
+def make_generator(spec, values, shape, spacing, configs, priors=None):
   import synthjax
   if spec.startswith("synthjax:"):
-    import re
     preset, *changes = re.split(r"(?=[~+])", spec.split(":", 1)[1])
-    preset, at_seeds = (preset[:-len("@seeds")], True) if preset.endswith("@seeds") else (
-        preset, False)
+    preset, *ats = preset.split("@")
+    unknown = sorted(set(ats) - {"seeds", "priors"})
+    if unknown:
+      raise SystemExit(f"{spec}: unknown '@{unknown[0]}' (@seeds, @priors)")
     build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}
     if preset not in build:
       raise SystemExit(f"{spec}: unknown preset {preset!r} (synthseg, fetal)")
-    if at_seeds and preset != "fetal":
-      raise SystemExit(f"{spec}: '@seeds' (FetalSynthGen's seed maps) is for the fetal preset")
-    kwargs = {"seeds": True} if at_seeds else {}
+    kwargs = {}
+    if "seeds" in ats:
+      if preset != "fetal":
+        raise SystemExit(f"{spec}: '@seeds' (FetalSynthGen's seed maps) is for the fetal preset")
+      kwargs["seeds"] = True
+    if "priors" in ats:
+      if priors is None:
+        raise SystemExit(f"{spec}: '@priors' needs --priors FILE (benchmarks/estimate_priors.py)")
+      kwargs["priors"] = priors
     cfg = build[preset](tuple(values), tuple(shape), tuple(spacing), **kwargs)
     for change in changes:
       if change.startswith("~"):  # ~STAGE: the stage off
@@ -608,8 +638,8 @@ def summary_table(results, tests, args):
   labels = list(first["mean_curve"][-1]["per_label"])
   lines.append(f"Mean over {len(tests)} test scan(s); trainer {args.trainer}, {args.dim}-D net "
                f"{'-'.join(map(str, args.features))} ch, batch {args.batch}"
-               f"{f' x {args.slices} slices' if args.dim == 2 else ''}, labels coarsened "
-               f"{args.down}x, seed {args.seed}.")
+               f"{f' x {args.slices} slices' if args.dim == 2 else ''}, {grid_text(args)}, "
+               f"seed {args.seed}.")
   lines.append("")
   lines.append("| generator | " + " | ".join(f"step {k}" for k in steps) + " | "
                + " | ".join(f"Dice {l} (end)" for l in labels) + " | lowest scan (end) |")
@@ -632,6 +662,12 @@ def summary_table(results, tests, args):
   return "\n".join(lines)
 
 
+def grid_text(args):
+  if args.spacing:
+    return f"labels at {'x'.join(f'{v:g}' for v in args.spacing)} mm"
+  return f"labels coarsened {args.down}x"
+
+
 def markdown_table(results, tests, args):
   lines = [summary_table(results, tests, args)] if len(tests) > 1 else []
   for name, _, _ in tests[:3]:
@@ -642,7 +678,7 @@ def markdown_table(results, tests, args):
     lines.append(f"Test scan `{name}`; trainer {args.trainer}, {args.dim}-D net "
                  f"{'-'.join(map(str, args.features))} ch, {args.steps} steps of batch "
                  f"{args.batch}{f' x {args.slices} slices' if args.dim == 2 else ''}, "
-                 f"labels coarsened {args.down}x, seed {args.seed}.")
+                 f"{grid_text(args)}, seed {args.seed}.")
     lines.append("")
     lines.append("| generator | mean Dice (final) | best along the run (step) | "
                  + " | ".join(f"Dice {l}" for l in labels) + " | mean HD95 (mm) |")
@@ -713,12 +749,19 @@ def main(argv=None):
   p.add_argument("--test-dir", nargs="*", default=[], metavar="DIR",
                  help="test on every image/label pair below DIR (BIDS-like names, see "
                       "--image-suffix and --label-suffix)")
+  p.add_argument("--test-match", metavar="REGEX",
+                 help="keep the test pairs whose image path matches (e.g. an age range)")
+  p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
+                 help="training spacing (one or three values): brings label maps of any voxel "
+                      "size to it (default: the maps' spacing times --down)")
   p.add_argument("--image-suffix", default="_T2w", help="image names end with this")
   p.add_argument("--label-suffix", default="_dseg",
                  help="a label map's name: its image's with this suffix instead")
   p.add_argument("--seeds", metavar="DIR",
                  help="FetalSynthGen's seed-map folder (holding subclasses_K) of the training "
                       "maps, for generators 'synthjax:fetal@seeds'")
+  p.add_argument("--priors", metavar="FILE",
+                 help="intensity priors for 'synthjax:PRESET@priors' (estimate_priors.py)")
   p.add_argument("--mni152", type=int, default=0, metavar="N",
                  help="add the MNI152 test pair and N label maps deformed from it")
   p.add_argument("--mni152-split", action="store_true",
@@ -736,7 +779,8 @@ def main(argv=None):
                                                      "cornucopia"])
   p.add_argument("--config", nargs="*", default=[], metavar="NAME=FILE")
   p.add_argument("--dim", type=int, choices=(2, 3), default=2)
-  p.add_argument("--down", type=int, default=4)
+  p.add_argument("--down", type=int, default=None,
+                 help="coarsening factor of the label maps (default 4; or --spacing)")
   p.add_argument("--steps", type=int, default=1000)
   p.add_argument("--eval-every", type=int, default=100)
   p.add_argument("--batch", type=int, default=2)
@@ -759,9 +803,13 @@ def main(argv=None):
   from examples.segmentation import scans, train as train_script
   train_paths = train_script.expand_paths(args.train) if args.train else []
   test_pairs = scans.parse_pairs(args.test)
-  for folder in args.test_dir:
-    test_pairs += scans.find_pairs(folder, image_suffix=args.image_suffix,
-                                   label_suffix=args.label_suffix)
+  if args.test_match:
+    test_pairs = [t for t in test_pairs if re.search(args.test_match, t[0])]
+  try:
+    test_pairs += scans.pairs_in(args.test_dir, image_suffix=args.image_suffix,
+                                 label_suffix=args.label_suffix, match=args.test_match)
+  except scans.ScanError as e:
+    raise SystemExit(f"--test-dir: {e}") from None
   real_pairs = scans.parse_pairs(args.real)
   if args.mni152:
     paths, pair = build_mni152(args.work, args.mni152, seed=args.seed)
@@ -776,16 +824,26 @@ def main(argv=None):
     raise SystemExit("give training label maps (--train or --mni152) and test pairs "
                      "(--test, --probe or --mni152)")
   configs = dict(c.split("=", 1) for c in args.config)
+  priors = read_priors(args.priors)
 
-  maps, spacing = load_train_maps(train_paths, args.down)
+  target = None
+  if args.spacing:
+    if len(args.spacing) not in (1, 3) or min(args.spacing) <= 0:
+      raise SystemExit(f"--spacing takes one or three positive lengths, got {args.spacing}")
+    target = tuple(args.spacing) * (3 // len(args.spacing))
+    if args.down is not None:
+      raise SystemExit("give --down or --spacing, not both")
+  elif args.down is None:
+    args.down = 4
+  maps, spacing = load_train_maps(train_paths, args.down, target)
   multiple = 2 ** (len(args.features) - 1)
   shape = common_shape(maps, multiple, args.dim)
   maps = [pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
-    seeds = load_seed_stacks(train_paths, args.seeds, args.down, shape)
+    seeds = load_seed_stacks(train_paths, args.seeds, spacing, shape)
   tests = [load_test(pair, spacing) for pair in test_pairs]
-  tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i)
+  tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i, target=target)
             for i, spec in enumerate(args.probe)]
   real = []
   if args.real_every:
@@ -826,7 +884,7 @@ def main(argv=None):
           "shape": list(shape), "spacing": list(spacing), "labels": values}
   os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
   for spec in args.generators:
-    gen = make_generator(spec, values, shape, spacing, configs)
+    gen = make_generator(spec, values, shape, spacing, configs, priors)
     classes = values
     t0 = time.perf_counter()
     if real and not isinstance(gen, SynthjaxGenerator):

@@ -1,6 +1,6 @@
 """synthjax: synthetic medical images from label maps in JAX, with exact replay."""
 
-from synthjax import ensembles, phantom, presets, realism
+from synthjax import ensembles, phantom, presets, priors, realism
 from synthjax._src.config import (AffineConfig, BiasConfig, BlurCortexConfig, BoundaryConfig,
                                   DeformationConfig, FlipConfig, GammaConfig, GhostingConfig,
                                   GibbsConfig, GMMConfig, ImageIntensityConfig, MotionConfig,
@@ -27,5 +27,5 @@ __all__ = [
     "warp", "unwarp", "tta_predict",
     "sample_view_params", "synthesize_views",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
-    "presets", "phantom", "ensembles", "realism",
+    "presets", "phantom", "ensembles", "priors", "realism",
 ]

@@ -266,6 +266,11 @@ def test_find_pairs_takes_every_bids_like_pair_of_a_folder(tmp_path):
   assert rel == [("sub-a/anat/sub-a_T2w.nii.gz", "sub-a/anat/sub-a_dseg.nii.gz"),
                  ("sub-b/anat/sub-b_T2w.nii.gz", "sub-b/anat/sub-b_dseg.nii.gz"),
                  ("sub-c_T2w.nii", "sub-c_dseg.nii")]
+  # Several folders, filtered by a regular expression on the image path.
+  picked = scans.pairs_in([tmp_path / "sub-a", tmp_path / "sub-b"], match="sub-(b|c)")
+  assert [os.path.basename(p[0]) for p in picked] == ["sub-b_T2w.nii.gz"]
+  with pytest.raises(scans.ScanError, match="matches 'sub-z'"):
+    scans.pairs_in([tmp_path], match="sub-z")
   masks = scans.find_pairs(tmp_path / "sub-a", image_suffix="_mask", label_suffix="_dseg")
   assert [os.path.basename(p) for p in masks[0]] == ["sub-a_mask.nii.gz", "sub-a_dseg.nii.gz"]
   os.remove(tmp_path / "sub-b" / "anat" / "sub-b_dseg.nii.gz")
@@ -275,3 +280,54 @@ def test_find_pairs_takes_every_bids_like_pair_of_a_folder(tmp_path):
     scans.find_pairs(tmp_path, image_suffix="_T1w")
   with pytest.raises(scans.ScanError, match="nowhere: no such folder"):
     scans.find_pairs(tmp_path / "nowhere")
+
+
+def _nested_spheres(shape, spacing, radii_mm):
+  """Labels 1.. in concentric shells of the given outer radii (mm), 0 outside."""
+  g = np.stack(np.meshgrid(*[(np.arange(n) - n / 2 + 0.5) * s for n, s in zip(shape, spacing)],
+                           indexing="ij"), -1)
+  r = np.linalg.norm(g, axis=-1)
+  labels = np.zeros(shape, np.int32)
+  for v, radius in sorted(enumerate(radii_mm, start=1), key=lambda t: -t[1]):
+    labels[r < radius] = v
+  return labels
+
+
+def test_labels_resampled_to_any_spacing_keep_each_volume():
+  spacing, target = (0.8, 0.8, 0.8), (2.0, 2.0, 2.0)
+  labels = _nested_spheres((60, 60, 50), spacing, (18.0, 12.0, 8.0))
+  out, voxel_affine = scans.resample_labels(labels, spacing, target)
+  assert out.shape == (24, 24, 20) and out.dtype == np.int32
+  np.testing.assert_allclose(np.diag(voxel_affine)[:3], [2.5, 2.5, 2.5])
+  # mm^3 per label within 7 % of the fine map's (the inner ball, 4 coarse voxels in radius,
+  # loses 5 %: its blurred indicator falls below its neighbour's at the curved edge).
+  for v in (0, 1, 2, 3):
+    fine, coarse = (labels == v).sum() * 0.8 ** 3, (out == v).sum() * 2.0 ** 3
+    assert coarse == pytest.approx(fine, rel=0.07), v
+  # It agrees with scipy's nearest-neighbour zoom wherever that is not at a boundary.
+  nearest = ndimage.zoom(labels, 0.4, order=0, grid_mode=True, mode="grid-constant")
+  assert nearest.shape == out.shape
+  assert (out == nearest).mean() > 0.9
+  # Integer factors: the block majority vote exactly.
+  out2, aff2 = scans.resample_labels(labels, spacing, (1.6, 1.6, 1.6))
+  np.testing.assert_array_equal(out2, scans.downsample_labels(labels, (2, 2, 2)))
+  np.testing.assert_allclose(aff2, scans.block_affine((2, 2, 2)))
+
+
+def test_label_reader_brings_maps_of_any_voxel_size_to_one_spacing(tmp_path):
+  maps = {}
+  for name, s in (("fine", 0.5), ("atlas", 0.8)):
+    shape = tuple(int(round(40 / s)) for _ in range(3))
+    path = tmp_path / f"{name}_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(_nested_spheres(shape, (s,) * 3, (15.0, 8.0)),
+                             np.diag([s, s, s, 1.0])), str(path))
+    maps[name] = scans.LabelReader(spacing=(2.0, 2.0, 2.0))(str(path))
+  for data, affine in maps.values():
+    assert data.shape == (20, 20, 20)
+    np.testing.assert_allclose(np.diag(affine)[:3], [2.0, 2.0, 2.0])
+  agree = (maps["fine"][0] == maps["atlas"][0]).mean()
+  assert agree > 0.95
+  with pytest.raises(scans.ScanError, match="not both"):
+    scans.LabelReader(down=2, spacing=(2.0, 2.0, 2.0))
+  with pytest.raises(scans.ScanError, match="three positive lengths"):
+    scans.LabelReader(spacing=(2.0, 0.0, 2.0))

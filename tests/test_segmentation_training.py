@@ -291,6 +291,10 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
     (["--val", "nope.nii.gz"], "IMAGE:LABELS"),
     (["--shape", "17", "16", "16"], "divisible by 2"),
     (["--down", "0"], "--down must be a positive integer"),
+    (["--down", "2", "--spacing", "4"], "--down or --spacing, not both"),
+    (["--spacing", "2", "0", "2"], "--spacing takes one or three positive lengths"),
+    ("priors not JSON", "not an intensity priors JSON"),
+    ("priors of label 9", "label(s) [9]"),
     ("foreign folder", "not empty"),
     ("two channels", "num_channels"),
 ])
@@ -307,12 +311,35 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
       f.write(synthjax.presets.synthseg((0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
                                         num_channels=2).to_json())
     extra = ["--config", config]
+  elif extra.__class__ is str and extra.startswith("priors"):
+    import synthjax
+    path = str(tmp_path / "priors.json")
+    with open(path, "w") as f:
+      f.write("nope" if extra.endswith("JSON") else synthjax.priors.IntensityPriors(
+          mean=((9, 1.0, 2.0),), std=((9, 1.0, 2.0),)).to_json())
+    extra = ["--priors", path]
   argv = problem["paths"] + ["-o", out, "--steps", "1", "--features", "4", "8", "--quiet",
                              *extra]
   assert train.main(argv) == 2
   err = capsys.readouterr().err
   assert message in err and err.count("\n") == 1
   assert not os.path.exists(os.path.join(out, "run.json"))
+
+
+def test_spacing_and_priors_reach_the_preset(problem, tmp_path):
+  import synthjax
+  priors = synthjax.priors.IntensityPriors(mean=((1, 50.0, 60.0),), std=((1, 1.0, 2.0),),
+                                           spacing=(1.0, 1.0, 1.0))
+  path = str(tmp_path / "priors.json")
+  with open(path, "w") as f:
+    f.write(priors.to_json())
+  args = train.build_parser().parse_args(problem["paths"] + [
+      "-o", str(tmp_path / "run"), "--preset", "fetal", "--spacing", "4", "--priors", path])
+  cfg = train.load_config(args, (0, 1, 2), (4.0, 4.0, 4.0), (8, 8, 8))
+  assert cfg.gmm.label_mean == priors.mean and cfg.spacing == (4.0, 4.0, 4.0)
+  assert cfg.shape == (8, 8, 8)
+  # Measured on 1 mm voxels, given for the preset's 0.5 mm noise voxel.
+  assert cfg.gmm.label_std == priors.stds_at((0.5, 0.5, 0.5))
 
 
 def test_resume_refuses_changed_arguments(problem, reference, capsys):

@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import sim2real  # noqa: E402
+import synthjax  # noqa: E402
 from examples.segmentation import metrics  # noqa: E402
 
 
@@ -81,7 +82,6 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
   steps too, and the JSON, the table and the PNG are written."""
   folder, train, pair = mni
   cfg_path = str(tmp_path / "nobias.json")
-  import synthjax
   # The config's program is that of `synthseg~bias` (a disabled stage's ranges are not in
   # it), so the second generator reuses the first one's compiled train step.
   cfg = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8),
@@ -161,6 +161,14 @@ def test_generator_specs_switch_stages_off_and_set_fields():
   cfg = sim2real.make_generator("synthjax:fetal@seeds+noise_spacing=[0.5, 0.5, 0.5]",
                                 list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {}).config
   assert cfg.subclusters.source == "seeds" and cfg.noise_spacing == (0.5, 0.5, 0.5)
+  priors = synthjax.priors.IntensityPriors(mean=((1, 100.0, 120.0),), std=((1, 2.0, 3.0),),
+                                           spacing=(2.0, 2.0, 2.0))
+  cfg = sim2real.make_generator("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
+                                (2.0, 2.0, 2.0), {}, priors).config
+  assert cfg.gmm.label_mean == priors.mean and cfg.gmm.label_std == priors.std
+  with pytest.raises(SystemExit, match="needs --priors"):
+    sim2real.make_generator("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
+                            (2.0, 2.0, 2.0), {})
   for bad, message in (("synthjax:synthseg~nope", "no stage 'nope'"),
                        ("synthjax:synthseg+gmm.nope=1", "nope"),
                        ("synthjax:synthseg+gmm.prob_background_zero=x", "JSON"),

@@ -6,7 +6,9 @@ spacing. A scan is mapped back exactly the same way, so a prediction lands on th
 own grid with its affine.
 
 - Label maps are coarsened by an integer factor with a majority vote in each block (every
-  label keeps its share of the volume, unlike striding, which drops thin structures).
+  label keeps its share of the volume, unlike striding, which drops thin structures), and
+  brought to any other spacing by a soft majority vote: each label's indicator is blurred
+  and interpolated as an image would be, and the largest wins.
 - Images are coarsened by block averaging for integer factors (a real thick voxel
   averages the tissue inside it) and otherwise resampled linearly after a Gaussian
   anti-aliasing blur (sigma = (f - 1) / 2 voxels for a factor f, as scikit-image's
@@ -153,6 +155,34 @@ def resample(volume, spacing, target_spacing, *, order: int, out_shape=None):
   return out, scale
 
 
+def resample_labels(labels, spacing, target_spacing, *, out_shape=None):
+  """A label map brought from `spacing` to `target_spacing`: `(labels, voxel_affine)`, the
+  second mapping the new grid's voxels to the old one's (so the new affine is
+  `affine @ voxel_affine`).
+
+  Integer factors that divide the shape take the block majority vote (`downsample_labels`).
+  Other factors take a soft majority vote: each label's indicator is resampled as an image
+  (Gaussian anti-aliasing, linear interpolation) and each voxel takes the label of the
+  largest value, so every label keeps about its share of the volume. The indicators are
+  resampled one label at a time (no one-hot volume).
+  """
+  labels = np.asarray(labels)
+  factors = integer_factors(spacing, target_spacing)
+  if factors is not None and all(n % f == 0 for n, f in zip(labels.shape, factors)):
+    return downsample_labels(labels, factors), block_affine(factors)
+  best = best_value = scale = None
+  for v in np.unique(labels):
+    frac, scale = resample((labels == v).astype(np.float32), spacing, target_spacing, order=1,
+                           out_shape=out_shape)
+    if best is None:
+      best, best_value = frac, np.full(frac.shape, v, np.int32)
+    else:
+      better = frac > best
+      best = np.where(better, frac, best)
+      best_value = np.where(better, np.int32(v), best_value)
+  return best_value, np.diag(np.append(scale, 1.0))
+
+
 def normalize_intensity(image, *, xp=np):
   """Robust min-max: the minimum to 0, the 99.5th percentile to 1, clipped to [0, 1].
 
@@ -173,8 +203,18 @@ class LabelReader:
 
   Attributes:
     down: integer coarsening factor (1 keeps the map), applied with a majority vote.
+    spacing: the spacing in mm to bring every map to instead (`resample_labels`), so that
+      maps of different voxel sizes train together; `down` must then be 1.
   """
   down: int = 1
+  spacing: Optional[tuple] = None
+
+  def __post_init__(self):
+    if self.spacing is not None and self.down != 1:
+      raise ScanError(f"give a coarsening factor (down={self.down}) or a spacing "
+                      f"({self.spacing} mm), not both")
+    if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
+      raise ScanError(f"spacing must be three positive lengths in mm, got {self.spacing}")
 
   def __call__(self, path):
     img = load(path, kind="label map")
@@ -187,8 +227,12 @@ class LabelReader:
     if data.min() < 0 or data.max() > np.iinfo(np.int32).max:
       raise ScanError(f"{path}: label values must lie in [0, 2**31), got "
                       f"[{data.min()}, {data.max()}]")
-    data = downsample_labels(data.astype(np.int32), (self.down,) * 3)
-    return data, affine @ block_affine((self.down,) * 3)
+    if self.spacing is None:
+      data = downsample_labels(data.astype(np.int32), (self.down,) * 3)
+      return data, affine @ block_affine((self.down,) * 3)
+    data, voxel_affine = resample_labels(data.astype(np.int32), spacing_of(affine),
+                                         self.spacing)
+    return data, affine @ voxel_affine
 
 
 @dataclasses.dataclass
@@ -233,8 +277,10 @@ class Scan:
     return from_canonical(out, self.ornt)
 
 
-def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3) -> Scan:
-  """Reads a real scan and brings it to the training grid (see the module docstring).
+def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3,
+              normalize: bool = True) -> Scan:
+  """Reads a real scan and brings it to the training grid (see the module docstring);
+  `normalize=False` keeps its own intensities (for measuring them, `synthjax.priors`).
 
   Raises:
     ScanError: unreadable file, rank other than 3, invalid spacing, non-finite values, or a
@@ -259,7 +305,8 @@ def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3) -> Scan:
   else:
     on_grid, _ = resample(data, spacing, target, order=1)
     origin = (0.0, 0.0, 0.0)
-  return Scan(path=os.fspath(path), image=normalize_intensity(on_grid),
+  image = normalize_intensity(on_grid) if normalize else on_grid.astype(np.float32)
+  return Scan(path=os.fspath(path), image=image,
               native_shape=tuple(img.shape), affine=np.asarray(img.affine),
               canonical_shape=tuple(data.shape), ornt=ornt, spacing=spacing,
               target_spacing=target, origin=origin)
@@ -324,11 +371,30 @@ def find_pairs(folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg
   return sorted(pairs)
 
 
-def load_pair(image_path, label_path, target_spacing):
+def pairs_in(folders, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg",
+             match: Optional[str] = None):
+  """The pairs of every folder (`find_pairs`), those whose image path matches the regular
+  expression `match` where one is given.
+
+  Raises:
+    ScanError: as `find_pairs`, or no pair matching `match`.
+  """
+  import re
+  pairs = []
+  for folder in folders:
+    pairs += find_pairs(folder, image_suffix=image_suffix, label_suffix=label_suffix)
+  if match:
+    pairs = [pr for pr in pairs if re.search(match, pr[0])]
+    if not pairs:
+      raise ScanError(f"no image path in {list(folders)} matches {match!r}")
+  return pairs
+
+
+def load_pair(image_path, label_path, target_spacing, *, normalize: bool = True):
   """A real scan and its label map, both on the training grid (canonical orientation):
   `(scan, labels)`, the labels coarsened by majority vote where the factors are integers
-  (as the image is block-averaged), else by nearest neighbour."""
-  scan = load_scan(image_path, target_spacing)
+  (as the image is block-averaged), else by nearest neighbour. `normalize` as `load_scan`."""
+  scan = load_scan(image_path, target_spacing, normalize=normalize)
   truth = load_truth(label_path, scan)
   canon = np.ascontiguousarray(nib.orientations.apply_orientation(truth, scan.ornt))
   factors = integer_factors(scan.spacing, target_spacing)

@@ -1,7 +1,8 @@
 """Train a U-Net to segment real scans from synthetic images rendered in the train step.
 
   python examples/segmentation/train.py LABELS... -o RUN [--preset fetal|synthseg]
-      [--config cfg.json] [--shape X Y Z] [--down F] [--dim 2|3] [--steps N] [--batch B]
+      [--config cfg.json] [--shape X Y Z] [--down F | --spacing MM] [--priors FILE]
+      [--dim 2|3] [--steps N] [--batch B]
       [--seed S] [--val IMAGE:LABELS ...] [--eval-every K] [--ckpt-every K] [--resume]
       [--strength-start S --strength-ramp N]
 
@@ -60,6 +61,12 @@ def build_parser():
   p.add_argument("--shape", type=int, nargs=3, help="training patch (default: the maps' shape)")
   p.add_argument("--down", type=int, default=1,
                  help="coarsen the label maps by this integer factor (majority vote)")
+  p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
+                 help="bring every label map to this spacing (one or three values; soft "
+                      "majority vote), so that maps of different voxel sizes train together")
+  p.add_argument("--priors", metavar="FILE",
+                 help="intensity priors of real scans (synthjax.priors JSON, "
+                      "benchmarks/estimate_priors.py) for the preset")
   p.add_argument("--dim", type=int, choices=(2, 3), default=3)
   p.add_argument("--slices", type=int, default=8, help="2-D: slices per rendered volume")
   p.add_argument("--steps", type=int, default=1000)
@@ -124,7 +131,12 @@ def load_config(args, values, spacing, shape):
                       f"{tuple(spacing)} (after --down {args.down})")
     return cfg.replace(shape=tuple(shape)) if args.shape else cfg
   build = {"fetal": synthjax.presets.fetal, "synthseg": synthjax.presets.synthseg}[args.preset]
-  return build(tuple(values), tuple(shape), tuple(spacing))
+  priors = None
+  try:
+    priors = synthjax.priors.load(args.priors) if getattr(args, "priors", None) else None
+    return build(tuple(values), tuple(shape), tuple(spacing), priors=priors)
+  except ValueError as e:
+    raise UserError(f"{e}" if priors is None else f"{args.priors}: {e}") from e
 
 
 def strength_schedule(args):
@@ -172,6 +184,8 @@ def absolute_inputs(args):
   for name in ("val", "real"):
     pairs = scans.parse_pairs(getattr(args, name))
     setattr(args, name, [f"{os.path.abspath(i)}:{os.path.abspath(l)}" for i, l in pairs])
+  if getattr(args, "priors", None):
+    args.priors = os.path.abspath(args.priors)
   return args
 
 
@@ -303,7 +317,17 @@ def run(args, parser=None) -> TrainResult:
   paths = args.labels
   if not paths:
     raise UserError("no label maps given: pass LABELS (files, folders or globs)")
-  reader = scans.LabelReader(down=args.down)
+  spacing = getattr(args, "spacing", None)
+  if spacing is not None:
+    if len(spacing) not in (1, 3) or min(spacing) <= 0:
+      raise UserError(f"--spacing takes one or three positive lengths in mm, got {spacing}")
+    if args.down != 1:
+      raise UserError("give --down or --spacing, not both")
+    spacing = tuple(spacing) * (3 // len(spacing))
+  if args.config and getattr(args, "priors", None):
+    raise UserError("--priors sets a preset's ranges; with --config, put them in the config "
+                    "(synthjax.priors.apply)")
+  reader = scans.LabelReader(down=args.down, spacing=spacing)
   try:
     source = sdata.NiftiSource.from_files(paths, reader=reader, cache=True)
     maps = [source[i]["labels"].read() for i in range(len(source))]

@@ -15,6 +15,9 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from synthjax._src.stages import gmm
 
 # Stages drawn once per channel.
 CHANNEL_STAGES = ("gmm", "bias", "gamma")
@@ -53,7 +56,12 @@ def _correlate(means, fixed, config):
   channel 0's mean of the same label is `channel_correlation`."""
   rho = config.channel_correlation
   lo, hi = config.gmm.mean
-  if rho == 0.0 or hi <= lo or (fixed and fixed.get("means") is not None):
+  if config.gmm.label_mean:  # each label's own range (its uniform is kept per label)
+    lo, hi = gmm.per_label_range(config.gmm.mean, config.gmm.label_mean, config.label_values,
+                                 "label_mean")
+    hi = np.maximum(hi, lo + np.float32(1e-6))  # a label with a single value stays put
+  if rho == 0.0 or np.all(np.asarray(hi) <= np.asarray(lo)) or (
+      fixed and fixed.get("means") is not None):
     return means
   # Uniforms with Gaussian-copula correlation r have Pearson correlation
   # (6 / pi) asin(r / 2); this r gives `rho`.

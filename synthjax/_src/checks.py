@@ -310,6 +310,29 @@ def label_groups() -> Check:
   return check
 
 
+def label_ranges(*, low: Optional[float] = None) -> Check:
+  """`(label, low, high)` triples: distinct integer labels, each with a range of finite
+  numbers `low <= high` (each `>= low` when given)."""
+  def check(name, value):
+    try:
+      rows = tuple(tuple(_as_tuple(r)) for r in _as_tuple(value))
+    except TypeError:
+      raise ValueError(f"{name} must be (label, low, high) triples, got {value!r}") from None
+    out = []
+    for r in rows:
+      if len(r) != 3:
+        raise ValueError(f"{name} must be (label, low, high) triples, got {r!r}")
+      label = to_int(name, r[0])
+      lo, hi = real_range(low=low)(f"{name}[label {label}]", r[1:])
+      out.append((label, lo, hi))
+    labels = [r[0] for r in out]
+    if len(set(labels)) != len(labels):
+      raise ValueError(f"{name} names a label more than once: "
+                       f"{sorted({v for v in labels if labels.count(v) > 1})}")
+    return tuple(out)
+  return check
+
+
 def from_mapping(cls, d: Any):
   """`cls(**d)` for a config dataclass, refusing a non-dict and unknown or missing fields
   with a message naming them."""

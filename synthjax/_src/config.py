@@ -158,6 +158,11 @@ class SynthConfig(JsonConfig):
           raise ValueError(f"SynthConfig.flip_pairs names label {v}, which is not in label_values")
     for name, typ in _STAGE_TYPES.items():
       object.__setattr__(self, name, as_stage(f"SynthConfig.{name}", typ, getattr(self, name)))
+    for field_name in ("label_mean", "label_std"):
+      unknown = sorted({r[0] for r in getattr(self.gmm, field_name)} - set(values))
+      if unknown:
+        raise ValueError(f"SynthConfig.gmm.{field_name} names label(s) {unknown}, which are "
+                         f"not in label_values")
 
   @property
   def voxel_std_scale(self) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from synthjax._src import priors as priors_lib
 from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
                                   GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
                                   NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
@@ -58,11 +59,13 @@ def _artifacts_off() -> dict:
               rician=RicianConfig(std=(0.0, 0.05), prob=0.0, enabled=False))
 
 
-def _build(base: SynthConfig, overrides: dict) -> SynthConfig:
-  return base.replace(**overrides) if overrides else base
+def _build(base: SynthConfig, overrides: dict, priors=None) -> SynthConfig:
+  cfg = base.replace(**overrides) if overrides else base
+  return cfg if priors is None else priors_lib.apply(cfg, priors)
 
 
-def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> SynthConfig:
+def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), *, priors=None,
+             **overrides) -> SynthConfig:
   """SynthSeg `BrainGenerator` defaults.
 
   Means U[0, 250] and stds U[0, 30] per label, background zeroed in 5% of samples; scaling
@@ -88,6 +91,9 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
     label_values: the generation label values.
     shape: output shape.
     spacing: voxel spacing in mm.
+    priors: `synthjax.priors.estimate`'s ranges measured on real scans of the target
+      contrast: the labels they name draw their Gaussians from them (SynthSeg's
+      contrast-specific training); None keeps the wide ranges.
     **overrides: `SynthConfig` fields (e.g. `output_labels`, `flip_pairs`) or stage dicts.
 
   Examples:
@@ -112,7 +118,7 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> Synth
       noise=NoiseConfig(std=(0.0, 0.0), prob=0.0, enabled=False),
       **_artifacts_off(),
   )
-  return _build(base, overrides)
+  return _build(base, overrides, priors)
 
 
 # The voxel size FetalSynthGen renders at, in mm: its ranges in voxels describe this grid.
@@ -120,7 +126,7 @@ FETALSYNTHGEN_SPACING = 0.5
 
 
 def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
-          **overrides) -> SynthConfig:
+          priors=None, **overrides) -> SynthConfig:
   """FetalSynthGen default generator ranges, in millimetres.
 
   Rotations ±20°, shear ±0.02, scaling ±0.1 per axis (of the sampling grid: the anatomy
@@ -164,6 +170,9 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
     shape: output shape.
     spacing: voxel spacing in mm.
     seeds: use precomputed seed maps instead of the procedural split.
+    priors: `synthjax.priors.estimate`'s ranges measured on real fetal scans: the labels
+      they name draw their Gaussians from them (stds converted to the 0.5 mm noise voxel);
+      None keeps FetalSynthGen's ranges.
     **overrides: `SynthConfig` fields or stage dicts.
   """
   p = 0.9
@@ -188,7 +197,7 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
       **_fetal_sr_artifacts(label_values, r),
       **_artifacts_off(),
   )
-  return _build(base, overrides)
+  return _build(base, overrides, priors)
 
 
 def _voxel_ratio(spacing) -> float:
@@ -235,10 +244,12 @@ def _fetal_sr_artifacts(label_values, r: float = 1.0) -> dict:
 
 
 def _fetal_subclusters(label_values, seeds: bool, r: float = 1.0) -> SubclusterConfig:
-  if seeds:
-    return SubclusterConfig(num_subclusters=(1, 6), source="seeds", num_meta=4,
-                            related_metas=(1, 2, 3), related_std=25.0, prob=1.0, enabled=True)
   feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
+  if seeds:
+    # FetalSynthGen's seed meta-labels 1..3 are CSF, GM and WM (4: non-brain tissue).
+    return SubclusterConfig(num_subclusters=(1, 6), source="seeds", num_meta=4,
+                            meta_labels=FETA_META_LABELS if feta else (),
+                            related_metas=(1, 2, 3), related_std=25.0, prob=1.0, enabled=True)
   return SubclusterConfig(num_subclusters=(1, 6), source="procedural",
                           meta_labels=FETA_META_LABELS if feta else (),
                           related_metas=(1, 2, 3) if feta else (), related_std=25.0,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import Range, config_class, field, flag, prob, real_range
+from synthjax._src.checks import (Range, config_class, field, flag, label_ranges, prob,
+                                  real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
 from synthjax._src.ops import precision
@@ -29,20 +31,49 @@ class GMMConfig:
     mean: range of the uniform prior on each label's mean intensity.
     std: range of the uniform prior on each label's standard deviation.
     prob_background_zero: probability that the background label gets mean 0 and std 0.
+    label_mean: `(label, low, high)` triples: the labels named draw their mean from their
+      own range instead of `mean` (contrast-specific priors, SynthSeg's `prior_means`;
+      `synthjax.priors.estimate` measures them on real scans).
+    label_std: the same for the standard deviation.
   """
   mean: Range = field((0.0, 250.0), real_range())
   std: Range = field((0.0, 30.0), real_range(low=0.0))
   prob_background_zero: float = field(0.05, prob())
   prob: float = field(1.0, prob())  # kept for a uniform stage interface; the GMM is always rendered.
   enabled: bool = field(True, flag())
+  label_mean: tuple = field((), label_ranges())
+  label_std: tuple = field((), label_ranges(low=0.0))
 
 
-def sample_gmm(key, cfg: GMMConfig, num_labels: int, fixed=None) -> dict:
-  """Draws a mean and a std per generation label and the background-zero switch."""
+def per_label_range(default: Range, rows: tuple, label_values, field_name: str):
+  """`(low, high)` arrays over `label_values`: each label's own row, else `default`."""
+  own = {r[0]: r[1:] for r in rows}
+  unknown = sorted(set(own) - set(int(v) for v in label_values))
+  if unknown:
+    raise ValueError(f"GMMConfig.{field_name} names label(s) {unknown}, which are not in the "
+                     f"config's label_values {tuple(label_values)}")
+  lo, hi = zip(*(own.get(int(v), default) for v in label_values))
+  return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+
+
+def _draw(key, default: Range, rows: tuple, label_values, field_name: str):
+  if not rows:
+    return draw.uniform(key, default, (len(label_values),))
+  lo, hi = per_label_range(default, rows, label_values, field_name)
+  return draw.uniform(key, (lo, hi), (len(label_values),))
+
+
+def sample_gmm(key, cfg: GMMConfig, label_values, fixed=None) -> dict:
+  """Draws a mean and a std per generation label (from its own range where the config gives
+  one) and the background-zero switch."""
+  if isinstance(label_values, int):  # a count: every label draws from the shared ranges
+    label_values = tuple(range(label_values))
   k = jax.random.split(key, 3)
   return {
-      "means": draw.pick(fixed, "means", draw.uniform(k[0], cfg.mean, (num_labels,))),
-      "stds": draw.pick(fixed, "stds", draw.uniform(k[1], cfg.std, (num_labels,))),
+      "means": draw.pick(fixed, "means", _draw(k[0], cfg.mean, cfg.label_mean, label_values,
+                                               "label_mean")),
+      "stds": draw.pick(fixed, "stds", _draw(k[1], cfg.std, cfg.label_std, label_values,
+                                             "label_std")),
       "background_zero": draw.pick(fixed, "background_zero",
                                    draw.bernoulli(k[2], cfg.prob_background_zero)),
   }
@@ -68,5 +99,5 @@ def render_gmm(key, p: dict, index_map: jax.Array, background_index: int,
   return lookup.take_small(means, index_map) + lookup.take_small(stds, index_map) * noise
 
 
-STAGE = Stage("gmm", 4, 1, lambda k, c, f: sample_gmm(k, c.gmm, c.num_labels, f),
+STAGE = Stage("gmm", 4, 1, lambda k, c, f: sample_gmm(k, c.gmm, c.label_values, f),
               domain={"stds": record.NONNEG}, phase="source")

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src.checks import (Range, choice, config_class, field, flag, int_range,
-                                  integer, integers, label_groups, prob, real, real_range)
+                                  integer, integers, label_groups, label_ranges, prob, real,
+                                  real_range)
 from synthjax._src.ops import draw
 from synthjax._src.ops import lookup
 from synthjax._src.ops import precision
@@ -66,16 +67,25 @@ class SubclusterConfig:
   `related_metas`, the subcluster means are `clip(mu_m + related_std * N(0, 1), 0,
   gmm.mean[1])` about one shared mean `mu_m` instead of independent draws.
 
+  Contrast-specific ranges (`synthjax.priors.apply` fills them from real scans): a
+  meta-label named in `meta_mean` draws its subcluster means (and the shared mean) from its
+  own range, related means clipped to it; `meta_std` does the same for the stds.
+
   Attributes:
     num_subclusters: range of the (integer) number of subclusters per meta-label; the high
       end (at most 10) fixes the params shape.
     source: `"procedural"` or `"seeds"`.
     meta_labels: procedural source: groups of label values forming meta-labels 1, 2, ...;
-      `()` makes every non-background label its own meta-label.
+      `()` makes every non-background label its own meta-label. Seeds source: the label
+      values each seed meta-label covers, for `synthjax.priors.apply` (the split itself
+      comes from the seed maps).
     num_meta: seeds source: the number of meta-labels (values `10 * m + k`, m = 1..num_meta).
     related_metas: meta-labels (1-based) whose subclusters share a mean.
     related_std: spread of related subcluster means about their shared mean.
     grid_scale: procedural source: range of the split field's grid / shape ratio.
+    meta_mean: `(meta_label, low, high)` triples (1-based meta-labels): their own ranges
+      of the subcluster means instead of `gmm.mean`.
+    meta_std: the same for the subcluster stds instead of `gmm.std`.
   """
   num_subclusters: tuple[int, int] = field((1, 6), int_range(low=1, high=10))
   source: str = field("procedural", choice(("procedural", "seeds")))
@@ -86,6 +96,8 @@ class SubclusterConfig:
   grid_scale: Range = field((0.03, 0.08), real_range(low=0.0, high=1.0, low_open=True))
   prob: float = field(0.0, prob())
   enabled: bool = field(False, flag())
+  meta_mean: tuple = field((), label_ranges(low=0.0))
+  meta_std: tuple = field((), label_ranges(low=0.0))
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,24 +146,41 @@ def sample_subclusters(key, cfg: SubclusterConfig, gmm: GMMConfig, n_meta: int,
   k = jax.random.split(key, 7)
   lo, hi = cfg.num_subclusters
   shape = (n_meta, hi)
-  independent = draw.uniform(k[2], gmm.mean, shape)
-  shared = draw.uniform(k[3], gmm.mean, (n_meta, 1))
+  mean_range = _meta_range(gmm.mean, cfg.meta_mean, n_meta, "meta_mean")
+  independent = draw.uniform(k[2], mean_range, shape)
+  shared = draw.uniform(k[3], mean_range, (n_meta, 1))
   related = np.zeros((n_meta, 1), bool)
   for m in cfg.related_metas:
     if m <= n_meta:
       related[m - 1] = True
+  clip_lo, clip_hi = (mean_range if cfg.meta_mean else (0.0, max(gmm.mean[1], 0.0)))
   near = jnp.clip(shared + cfg.related_std * jax.random.normal(k[4], shape, jnp.float32),
-                  0.0, max(gmm.mean[1], 0.0))
+                  clip_lo, clip_hi)
   return {
       "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
       "counts": draw.pick(fixed, "counts",
                           jax.random.randint(k[1], (n_meta,), lo, hi + 1, jnp.int32)),
       "means": draw.pick(fixed, "means", jnp.where(jnp.asarray(related), near, independent)),
-      "stds": draw.pick(fixed, "stds", draw.uniform(k[5], gmm.std, shape)),
+      "stds": draw.pick(fixed, "stds", draw.uniform(
+          k[5], _meta_range(gmm.std, cfg.meta_std, n_meta, "meta_std"), shape)),
       "phase": draw.pick(fixed, "phase", draw.uniform(k[6], (0.0, 1.0), (n_meta,))),
       "grid_scale": draw.pick(fixed, "grid_scale",
                               draw.uniform(jax.random.fold_in(key, 7), cfg.grid_scale)),
   }
+
+
+def _meta_range(default: Range, rows: tuple, n_meta: int, field_name: str):
+  """`default`, or with `rows` `(n_meta, 1)` low and high arrays: each meta-label's own
+  range, else `default`."""
+  if not rows:
+    return default
+  own = {r[0]: r[1:] for r in rows}
+  unknown = sorted(m for m in own if not 1 <= m <= n_meta)
+  if unknown:
+    raise ValueError(f"SubclusterConfig.{field_name} names meta-label(s) {unknown}; the "
+                     f"config has meta-labels 1..{n_meta}")
+  lo, hi = zip(*(own.get(m, default) for m in range(1, n_meta + 1)))
+  return np.asarray(lo, np.float32)[:, None], np.asarray(hi, np.float32)[:, None]
 
 
 def seed_classes(seeds: jax.Array, counts: jax.Array, cfg: SubclusterConfig) -> jax.Array:
