@@ -13,7 +13,8 @@ Generators:
   `+FIELD=JSON` one of the config (`synthjax:fetal~boundary~slice_stack`,
   `synthjax:synthseg+gmm.prob_background_zero=1`, `synthjax:fetal+noise_spacing=null`);
   `synthjax:fetal@seeds` draws the sub-label classes from FetalSynthGen's seed maps
-  (`--seeds`);
+  (`--seeds`); `@priors` takes the intensity priors of `--priors FILE`, `@nopriors` the
+  preset's wide ranges (the fetal preset's T2w priors off);
 - `config:NAME`, a SynthConfig JSON given with `--config NAME=cfg.json` (its shape and
   spacing are replaced by the run's);
 - `torchio`: `RandomLabelsToImage`, `RandomAffine`, `RandomElasticDeformation`,
@@ -343,9 +344,9 @@ def make_generator(spec, values, shape, spacing, configs, priors=None):
   if spec.startswith("synthjax:"):
     preset, *changes = re.split(r"(?=[~+])", spec.split(":", 1)[1])
     preset, *ats = preset.split("@")
-    unknown = sorted(set(ats) - {"seeds", "priors"})
+    unknown = sorted(set(ats) - {"seeds", "priors", "nopriors"})
     if unknown:
-      raise SystemExit(f"{spec}: unknown '@{unknown[0]}' (@seeds, @priors)")
+      raise SystemExit(f"{spec}: unknown '@{unknown[0]}' (@seeds, @priors, @nopriors)")
     build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}
     if preset not in build:
       raise SystemExit(f"{spec}: unknown preset {preset!r} (synthseg, fetal)")
@@ -358,6 +359,8 @@ def make_generator(spec, values, shape, spacing, configs, priors=None):
       if priors is None:
         raise SystemExit(f"{spec}: '@priors' needs --priors FILE (benchmarks/estimate_priors.py)")
       kwargs["priors"] = priors
+    if "nopriors" in ats:  # the preset's own wide ranges (the fetal preset's T2w ones off)
+      kwargs["priors"] = None
     cfg = build[preset](tuple(values), tuple(shape), tuple(spacing), **kwargs)
     for change in changes:
       if change.startswith("~"):  # ~STAGE: the stage off

@@ -14,6 +14,7 @@ import pytest
 import synthjax
 from synthjax import priors as priors_lib
 from synthjax._src.stages import gmm as gmm_stage
+from synthjax._src.stages import subclusters
 
 ATLAS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fetal-sb-atlas"
 ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
@@ -130,13 +131,17 @@ def synthseg_with_priors():
 def test_preset_draws_the_labels_of_the_priors_from_their_ranges(synthseg_with_priors):
   cfg = synthseg_with_priors
   keys = jax.random.split(jax.random.key(0), 400)
-  batched = jax.vmap(lambda k: synthjax.sample_params(k, cfg))(keys)
-  eager = synthjax.sample_params(keys[3], cfg)
-  jitted = jax.jit(lambda k: synthjax.sample_params(k, cfg))(keys[3])
+  draw = lambda k: gmm_stage.sample_gmm(k, cfg.gmm, cfg.label_values)  # noqa: E731
+  batched = jax.vmap(draw)(keys)
+  eager = draw(keys[3])
+  jitted = jax.jit(draw)(keys[3])
   for p in (eager, jitted):
-    np.testing.assert_array_equal(p["gmm"]["means"], batched["gmm"]["means"][3])
-  means = np.asarray(batched["gmm"]["means"])
-  stds = np.asarray(batched["gmm"]["stds"])
+    np.testing.assert_array_equal(p["means"], batched["means"][3])
+  # The full sampler draws the stage's params from its own key: the same ranges.
+  full = synthjax.sample_params(keys[3], cfg)["gmm"]["means"]
+  assert 40.0 <= full[1] <= 60.0 and 150.0 <= full[2] <= 160.0
+  means = np.asarray(batched["means"])
+  stds = np.asarray(batched["stds"])
   assert 40.0 <= means[:, 1].min() and means[:, 1].max() <= 60.0
   assert 150.0 <= means[:, 2].min() and means[:, 2].max() <= 160.0
   # No noise_spacing in synthseg: stds hold at its 2 mm voxel, as measured.
@@ -144,8 +149,8 @@ def test_preset_draws_the_labels_of_the_priors_from_their_ranges(synthseg_with_p
   # Labels without priors keep the preset's ranges, drawn as without priors.
   plain = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8), (2.0,) * 3)
   assert means[:, 3].min() < 30.0 and means[:, 3].max() > 220.0
-  ref = jax.vmap(lambda k: synthjax.sample_params(k, plain))(keys)
-  np.testing.assert_array_equal(means[:, [0, 3]], np.asarray(ref["gmm"]["means"])[:, [0, 3]])
+  ref = jax.vmap(lambda k: gmm_stage.sample_gmm(k, plain.gmm, plain.label_values))(keys)
+  np.testing.assert_array_equal(means[:, [0, 3]], np.asarray(ref["means"])[:, [0, 3]])
 
 
 def test_stds_are_converted_to_the_noise_voxel():
@@ -167,7 +172,8 @@ def test_fetal_subclusters_draw_from_the_hull_of_their_labels():
     assert cfg.subclusters.meta_mean == ((1, 150.0, 250.0), (2, 90.0, 120.0))
     assert cfg.subclusters.meta_std == ((1, 1.0, 3.0), (2, 1.0, 1.5))
     keys = jax.random.split(jax.random.key(1), 300)
-    sub = jax.vmap(lambda k: synthjax.sample_params(k, cfg))(keys)["subclusters"]
+    sub = jax.vmap(lambda k: subclusters.sample_subclusters(
+        k, cfg.subclusters, cfg.gmm, subclusters.num_meta(cfg)))(keys)
     m, s = np.asarray(sub["means"]), np.asarray(sub["stds"])
     assert 150.0 <= m[:, 0].min() and m[:, 0].max() <= 250.0
     assert 90.0 <= m[:, 1].min() and m[:, 1].max() <= 120.0
@@ -226,7 +232,8 @@ def test_mni152_t1_white_matter_is_brighter_than_grey_matter_and_csf():
   pytest.importorskip("nilearn")
   from examples import mni152
   t1, labels, _ = mni152.t1_and_tissues()
-  p = priors_lib.estimate([t1], [labels], spacing=1.0, mean_margin=0.0, std_factor=1.0)
+  t1, labels = t1[::2, ::2, ::2], labels[::2, ::2, ::2]  # 2 mm: the same tissues, faster
+  p = priors_lib.estimate([t1], [labels], spacing=2.0, mean_margin=0.0, std_factor=1.0)
   mean, std = ranges(p)
   assert p.labels == (1, 2, 3)
   assert mean[3][0] > mean[2][0] + 30.0 > mean[1][0] + 30.0  # T1: WM > GM > CSF
@@ -282,3 +289,23 @@ def test_estimate_priors_command_reads_a_folder_of_pairs(tmp_path):
   assert mean[1][1] / mean[1][0] == pytest.approx(500.0 / 300.0, rel=0.02)  # sub-c left out
   with pytest.raises(SystemExit, match="matches 'sub-z'"):
     estimate_priors.main(["--real-dir", str(tmp_path), "--match", "sub-z", "--out", str(out)])
+
+
+def test_fetal_preset_draws_feta_tissues_from_the_fetal_t2w_priors():
+  t2w = priors_lib.FETAL_T2W
+  cfg = synthjax.presets.fetal(tuple(range(8)), (8, 8, 8), (2.0,) * 3)
+  assert cfg.gmm.label_mean == t2w.mean and cfg.subclusters.meta_mean  # classes too
+  # Means alone: the stds keep FetalSynthGen's ranges for 0.5 mm voxels.
+  assert t2w.std == () and cfg.gmm.label_std == () and cfg.subclusters.meta_std == ()
+  # T2w: fluid brightest, the cortex darkest of the cerebrum.
+  low = {v: lo for v, lo, _ in t2w.mean}
+  high = {v: hi for v, _, hi in t2w.mean}
+  assert low[4] > low[3] > low[2] and high[4] > high[3] > high[2]
+  wide = synthjax.presets.fetal(tuple(range(8)), (8, 8, 8), (2.0,) * 3, priors=None)
+  assert wide.gmm.label_mean == () and wide.subclusters.meta_mean == ()
+  assert wide == cfg.replace(gmm={"label_mean": (), "label_std": ()},
+                             subclusters={"meta_mean": (), "meta_std": ()})
+  other = synthjax.presets.fetal((0, 1, 2), (8, 8, 8))  # not FeTA's labels: no priors
+  assert other.gmm.label_mean == ()
+  with pytest.raises(ValueError, match="'fetal_t1w'"):
+    synthjax.presets.fetal(tuple(range(8)), (8, 8, 8), priors="fetal_t1w")

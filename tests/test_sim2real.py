@@ -166,6 +166,11 @@ def test_generator_specs_switch_stages_off_and_set_fields():
   cfg = sim2real.make_generator("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
                                 (2.0, 2.0, 2.0), {}, priors).config
   assert cfg.gmm.label_mean == priors.mean and cfg.gmm.label_std == priors.std
+  fetal = [sim2real.make_generator(spec, list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0),
+                                   {}).config for spec in ("synthjax:fetal",
+                                                           "synthjax:fetal@nopriors")]
+  assert fetal[0].gmm.label_mean == synthjax.priors.FETAL_T2W.mean
+  assert fetal[1].gmm.label_mean == () and fetal[1].subclusters.meta_mean == ()
   with pytest.raises(SystemExit, match="needs --priors"):
     sim2real.make_generator("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
                             (2.0, 2.0, 2.0), {})

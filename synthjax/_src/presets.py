@@ -126,7 +126,7 @@ FETALSYNTHGEN_SPACING = 0.5
 
 
 def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
-          priors=None, **overrides) -> SynthConfig:
+          priors="fetal_t2w", **overrides) -> SynthConfig:
   """FetalSynthGen default generator ranges, in millimetres.
 
   Rotations ±20°, shear ±0.02, scaling ±0.1 per axis (of the sampling grid: the anatomy
@@ -138,7 +138,11 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
   0.03–0.06 × shape; bias std 0.01–0.3 on a grid of 0.004–0.02 × shape; gamma std 0.1;
   resolution 0.5–1.5 mm; noise std 5–15 on a 0–255 scale (5/255–15/255 here); every
   stage applied with probability 0.9; flip p 0.5 (FeTA labels are not lateralised, so no
-  pairs by default). Intensities as FetalSynthGen's GMM: means U[25, 225], stds U[5, 25];
+  pairs by default). Intensities: fetal brain MRI is T2-weighted, and on FeTA labels each
+  tissue's Gaussian (and its sub-label classes') is drawn from the ranges measured on real
+  fetal T2w volumes (`synthjax.priors.FETAL_T2W`: bright CSF and ventricles, a dark
+  cortex); other labels draw from FetalSynthGen's GMM ranges, means U[25, 225] and stds
+  U[5, 25] (`priors=None`: every label does, as FetalSynthGen);
   the background's Gaussian is zero in half of the samples, as FetalSynthSeg trains
   ("set the background to zero every once in a while", p 0.5): skull-stripped fetal
   reconstructions show a zero background, others show maternal tissue.
@@ -170,9 +174,11 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
     shape: output shape.
     spacing: voxel spacing in mm.
     seeds: use precomputed seed maps instead of the procedural split.
-    priors: `synthjax.priors.estimate`'s ranges measured on real fetal scans: the labels
-      they name draw their Gaussians from them (stds converted to the 0.5 mm noise voxel);
-      None keeps FetalSynthGen's ranges.
+    priors: intensity ranges measured on real fetal scans (`synthjax.priors.estimate`):
+      the labels they name draw their Gaussians from them (stds converted to the 0.5 mm
+      noise voxel). `"fetal_t2w"` (the default) takes `synthjax.priors.FETAL_T2W` when the
+      label values are FeTA's (and none otherwise); None keeps FetalSynthGen's ranges
+      for every label.
     **overrides: `SynthConfig` fields or stage dicts.
   """
   p = 0.9
@@ -197,6 +203,12 @@ def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
       **_fetal_sr_artifacts(label_values, r),
       **_artifacts_off(),
   )
+  if isinstance(priors, str):
+    if priors != "fetal_t2w":
+      raise ValueError(f"presets.fetal: priors must be an IntensityPriors, None or "
+                       f"'fetal_t2w', got {priors!r}")
+    feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
+    priors = priors_lib.FETAL_T2W if feta else None
   return _build(base, overrides, priors)
 
 
