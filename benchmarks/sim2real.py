@@ -831,9 +831,10 @@ def main(argv=None):
 
   target = None
   if args.spacing:
-    if len(args.spacing) not in (1, 3) or min(args.spacing) <= 0:
-      raise SystemExit(f"--spacing takes one or three positive lengths, got {args.spacing}")
-    target = tuple(args.spacing) * (3 // len(args.spacing))
+    try:
+      target = scans.spacing_option(args.spacing)
+    except scans.ScanError as e:
+      raise SystemExit(str(e)) from None
     if args.down is not None:
       raise SystemExit("give --down or --spacing, not both")
   elif args.down is None:

@@ -371,6 +371,18 @@ def find_pairs(folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg
   return sorted(pairs)
 
 
+def spacing_option(values, option: str = "--spacing"):
+  """A command line's spacing (one length for every axis, or three) as three floats.
+
+  Raises:
+    ScanError: other than one or three values, or a length that is not positive.
+  """
+  values = tuple(float(v) for v in values)
+  if len(values) not in (1, 3) or min(values) <= 0:
+    raise ScanError(f"{option} takes one or three positive lengths in mm, got {list(values)}")
+  return values * (3 // len(values))
+
+
 def pairs_in(folders, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg",
              match: Optional[str] = None):
   """The pairs of every folder (`find_pairs`), those whose image path matches the regular

@@ -319,11 +319,12 @@ def run(args, parser=None) -> TrainResult:
     raise UserError("no label maps given: pass LABELS (files, folders or globs)")
   spacing = getattr(args, "spacing", None)
   if spacing is not None:
-    if len(spacing) not in (1, 3) or min(spacing) <= 0:
-      raise UserError(f"--spacing takes one or three positive lengths in mm, got {spacing}")
     if args.down != 1:
       raise UserError("give --down or --spacing, not both")
-    spacing = tuple(spacing) * (3 // len(spacing))
+    try:
+      spacing = scans.spacing_option(spacing)
+    except scans.ScanError as e:
+      raise UserError(str(e)) from e
   if args.config and getattr(args, "priors", None):
     raise UserError("--priors sets a preset's ranges; with --config, put them in the config "
                     "(synthjax.priors.apply)")
