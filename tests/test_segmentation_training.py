@@ -297,6 +297,10 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
     ("priors of label 9", "label(s) [9]"),
     ("foreign folder", "not empty"),
     ("two channels", "num_channels"),
+    (["--seeds", "seeds"], "are for --preset fetal, not synthseg"),
+    (["--preset", "fetal", "--seeds", "no-such-folder"], "no such seeds folder"),
+    ("seeds config without --seeds", "give their folder with --seeds"),
+    (["--preset", "fetal", "--seeds", "seeds", "--real", "REAL"], "not seed maps"),
 ])
 def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
   out = str(tmp_path / "run")
@@ -311,6 +315,11 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
       f.write(synthjax.presets.synthseg((0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
                                         num_channels=2).to_json())
     extra = ["--config", config]
+  elif extra == "seeds config without --seeds":
+    config = str(tmp_path / "seeds.json")
+    with open(config, "w") as f:
+      f.write(_seeds_config().to_json())
+    extra = ["--config", config]
   elif extra.__class__ is str and extra.startswith("priors"):
     import synthjax
     path = str(tmp_path / "priors.json")
@@ -318,6 +327,8 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
       f.write("nope" if extra.endswith("JSON") else synthjax.priors.IntensityPriors(
           mean=((9, 1.0, 2.0),), std=((9, 1.0, 2.0),)).to_json())
     extra = ["--priors", path]
+  extra = [{"seeds": str(tmp_path), "no-such-folder": str(tmp_path / "nope"),
+            "REAL": problem["val"]}.get(a, a) for a in extra]
   argv = problem["paths"] + ["-o", out, "--steps", "1", "--features", "4", "8", "--quiet",
                              *extra]
   assert train.main(argv) == 2
@@ -340,6 +351,53 @@ def test_spacing_and_priors_reach_the_preset(problem, tmp_path):
   assert cfg.shape == (8, 8, 8)
   # Measured on 1 mm voxels, given for the preset's 0.5 mm noise voxel.
   assert cfg.gmm.label_std == priors.stds_at((0.5, 0.5, 0.5))
+
+
+def _seeds_config():
+  """The recipe's light config with its two labels' sub-label classes drawn from seed maps."""
+  import synthjax
+  return synthjax.presets.synthseg(
+      (0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
+      **{s: {"enabled": False} for s in ("deformation", "bias", "resolution")},
+      subclusters={"source": "seeds", "num_subclusters": (1, 2), "num_meta": 2,
+                   "meta_labels": ((1,), (2,)), "prob": 1.0, "enabled": True})
+
+
+def _write_seed_maps(paths, root, classes):
+  """FetalSynthGen's layout for each map: `classes(lab, m, k)` fills meta-label m's voxels."""
+  for path in paths:
+    lab = np.asarray(nib.load(path).dataobj)
+    stem = os.path.basename(path)[:-len(".nii.gz")]
+    for k in (1, 2):
+      for m in (1, 2):
+        layer = np.where(lab == m, 10 * m + classes(lab, m, k), 0).astype(np.int8)
+        folder = os.path.join(root, f"subclasses_{k}", "anat")
+        os.makedirs(folder, exist_ok=True)
+        nib.save(nib.Nifti1Image(layer, np.diag([2.0, 2.0, 2.0, 1.0])),
+                 os.path.join(folder, f"{stem}_mlabel_{m}.nii.gz"))
+
+
+def test_seed_maps_reach_the_train_step(problem, tmp_path):
+  """`--seeds` feeds each patch's seed maps to the rendering: the same run with seed maps
+  that split the tissues into classes (a half-space each) and with seed maps of one class
+  per tissue trains on different images, and the run records the folder."""
+  config = str(tmp_path / "seeds.json")
+  with open(config, "w") as f:
+    f.write(_seeds_config().to_json())
+  halves = lambda lab, m, k: (np.arange(lab.shape[0])[:, None, None] * k // lab.shape[0]
+                              + np.zeros(lab.shape, int))
+  one = lambda lab, m, k: np.zeros(lab.shape, int)
+  losses = []
+  for name, classes in (("halves", halves), ("one", one)):
+    seeds = str(tmp_path / name)
+    _write_seed_maps(problem["paths"], seeds, classes)
+    out = str(tmp_path / f"run-{name}")
+    result = _train_here(problem, out, "--config", config, "--seeds", seeds, "--steps", "3")
+    assert len(result.losses) == 3 and np.all(np.isfinite(result.losses))
+    with open(os.path.join(out, "run.json")) as f:
+      assert json.load(f)["args"]["seeds"] == seeds
+    losses.append(result.losses)
+  assert losses[0] != losses[1]
 
 
 def test_resume_refuses_changed_arguments(problem, reference, capsys):

@@ -227,11 +227,24 @@ class LabelReader:
     if data.min() < 0 or data.max() > np.iinfo(np.int32).max:
       raise ScanError(f"{path}: label values must lie in [0, 2**31), got "
                       f"[{data.min()}, {data.max()}]")
+    return self._to_grid(data.astype(np.int32), affine)
+
+  def layer(self, data, path):
+    """`data`, an integer volume on the grid of the label map at `path` (one of its seed
+    maps), brought to the grid this reader reads that map on (`synthjax.data.seed_patches`'s
+    `to_grid`)."""
+    img = load(path, kind="label map")
+    if tuple(np.shape(data)) != tuple(img.shape[:3]):
+      raise ScanError(f"{path}: a volume of shape {tuple(np.shape(data))} is not on this "
+                      f"label map's grid {tuple(img.shape[:3])}")
+    oriented, affine, _ = canonical(nib.Nifti1Image(np.asarray(data, np.int32), img.affine))
+    return self._to_grid(oriented, affine)[0]
+
+  def _to_grid(self, data, affine):
     if self.spacing is None:
-      data = downsample_labels(data.astype(np.int32), (self.down,) * 3)
+      data = downsample_labels(data, (self.down,) * 3)
       return data, affine @ block_affine((self.down,) * 3)
-    data, voxel_affine = resample_labels(data.astype(np.int32), spacing_of(affine),
-                                         self.spacing)
+    data, voxel_affine = resample_labels(data, spacing_of(affine), self.spacing)
     return data, affine @ voxel_affine
 
 

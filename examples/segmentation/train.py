@@ -2,6 +2,7 @@
 
   python examples/segmentation/train.py LABELS... -o RUN [--preset fetal|synthseg]
       [--config cfg.json] [--shape X Y Z] [--down F | --spacing MM] [--priors FILE]
+      [--seeds DIR]
       [--dim 2|3] [--steps N] [--batch B]
       [--seed S] [--val IMAGE:LABELS ...] [--eval-every K] [--ckpt-every K] [--resume]
       [--strength-start S --strength-ramp N]
@@ -18,6 +19,12 @@ kept in `RUN/best`.
 Outputs: `RUN/run.json` (everything needed to rebuild the net and the generator),
 `RUN/metrics.jsonl` (one JSON object per step and per validation), `RUN/curves.png`,
 `RUN/checkpoints/`, `RUN/best/`.
+
+Seed maps: `--preset fetal --seeds DIR` draws the sub-label intensity classes from
+FetalSynthGen's seed maps (`DIR/subclasses_K/.../<map>_mlabel_M.nii.gz`) instead of the
+procedural split; the Grain workers bring each map's seeds to the training grid as its
+labels (`--down`, `--spacing`) and cut them with every label patch
+(`synthjax.data.seed_patches`).
 
 Curriculum: `--strength-start S --strength-ramp N` renders the first steps at augmentation
 strength S (`synthjax.sample_params(..., strength=)`: 0 is the plain label Gaussians on
@@ -67,6 +74,9 @@ def build_parser():
   p.add_argument("--priors", metavar="FILE",
                  help="intensity priors of real scans (synthjax.priors JSON, "
                       "benchmarks/estimate_priors.py) for the preset")
+  p.add_argument("--seeds", metavar="DIR",
+                 help="FetalSynthGen's seed maps (the folder holding subclasses_1, ...): "
+                      "the fetal preset's sub-label classes come from them")
   p.add_argument("--dim", type=int, choices=(2, 3), default=3)
   p.add_argument("--slices", type=int, default=8, help="2-D: slices per rendered volume")
   p.add_argument("--steps", type=int, default=1000)
@@ -129,12 +139,26 @@ def load_config(args, values, spacing, shape):
     if not np.allclose(cfg.spacing, spacing, rtol=1e-3):
       raise UserError(f"{args.config}: spacing {cfg.spacing} differs from the label maps' "
                       f"{tuple(spacing)} (after --down {args.down})")
+    sub = cfg.subclusters
+    uses_seeds = sub.enabled and sub.source == "seeds"
+    if uses_seeds and not getattr(args, "seeds", None):
+      raise UserError(f"{args.config}: its sub-label classes come from seed maps "
+                      f"(subclusters.source 'seeds'); give their folder with --seeds")
+    if getattr(args, "seeds", None) and not uses_seeds:
+      raise UserError(f"--seeds: {args.config} draws no sub-label classes from seed maps "
+                      f"(subclusters.source 'seeds')")
     return cfg.replace(shape=tuple(shape)) if args.shape else cfg
   build = {"fetal": synthjax.presets.fetal, "synthseg": synthjax.presets.synthseg}[args.preset]
+  kwargs = {}
+  if getattr(args, "seeds", None):
+    if args.preset != "fetal":
+      raise UserError(f"--seeds: FetalSynthGen's seed maps are for --preset fetal, not "
+                      f"{args.preset}")
+    kwargs["seeds"] = True
   priors = None
   try:
     priors = synthjax.priors.load(args.priors) if getattr(args, "priors", None) else None
-    return build(tuple(values), tuple(shape), tuple(spacing), priors=priors)
+    return build(tuple(values), tuple(shape), tuple(spacing), priors=priors, **kwargs)
   except ValueError as e:
     raise UserError(f"{e}" if priors is None else f"{args.priors}: {e}") from e
 
@@ -184,8 +208,9 @@ def absolute_inputs(args):
   for name in ("val", "real"):
     pairs = scans.parse_pairs(getattr(args, name))
     setattr(args, name, [f"{os.path.abspath(i)}:{os.path.abspath(l)}" for i, l in pairs])
-  if getattr(args, "priors", None):
-    args.priors = os.path.abspath(args.priors)
+  for name in ("priors", "seeds"):
+    if getattr(args, name, None):
+      setattr(args, name, os.path.abspath(getattr(args, name)))
   return args
 
 
@@ -328,6 +353,9 @@ def run(args, parser=None) -> TrainResult:
   if args.config and getattr(args, "priors", None):
     raise UserError("--priors sets a preset's ranges; with --config, put them in the config "
                     "(synthjax.priors.apply)")
+  if args.real and getattr(args, "seeds", None):
+    raise UserError("--real: real-image fine-tuning takes the real image's intensities, "
+                    "not seed maps; drop --seeds or --real")
   reader = scans.LabelReader(down=args.down, spacing=spacing)
   try:
     source = sdata.NiftiSource.from_files(paths, reader=reader, cache=True)
@@ -352,6 +380,15 @@ def run(args, parser=None) -> TrainResult:
       synthjax.validate_labels(m, cfg, name=path)
     except ValueError as e:
       raise UserError(str(e)) from e
+  # Seed maps of every label map are found before anything is written.
+  names = ("labels", "key")
+  transforms = []
+  if cfg.subclusters.enabled and cfg.subclusters.source == "seeds":
+    try:
+      transforms.append(sdata.seed_patches(source, args.seeds, cfg, to_grid=reader.layer))
+    except (ValueError, FileNotFoundError) as e:
+      raise UserError(str(e)) from e
+    names += ("seeds",)
   classes = sorted(set(cfg.segmentation_values))
   factor = 2 ** (len(args.features) - 1)
   spatial = cfg.shape[:2] if args.dim == 2 else cfg.shape
@@ -416,7 +453,7 @@ def run(args, parser=None) -> TrainResult:
                       seed=args.seed, workers=args.workers,
                       patches_per_volume=args.patches_per_volume, pad_small=True,
                       shard=(pid, nproc) if nproc > 1 else None,
-                      pad_label=cfg.background)
+                      pad_label=cfg.background, transforms=transforms)
   it = iter(ds)
   real_it, real_step = None, None
   if real_source is not None:
@@ -439,7 +476,6 @@ def run(args, parser=None) -> TrainResult:
   if main_process and not args.quiet:
     from tqdm import tqdm
     bar = tqdm(total=args.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-  names = ("labels", "key")
   losses, samples, validations = [], [], []
   step = start
   try:

@@ -11,7 +11,7 @@ from synthjax._src.data.arrayrecord import (ArrayRecordSamples, ArrayRecordWrite
 from synthjax._src.data.nifti_folder import NiftiWriter
 from synthjax._src.data.records import decode_record, encode_record
 from synthjax._src.data.writers import write_dataset
-from synthjax._src.data.seeds import load_seed_maps, seed_map_paths
+from synthjax._src.data.seeds import SeedPatches, load_seed_maps, seed_map_paths, seed_patches
 from synthjax._src.data.synth import SynthesizeTransform, synthesize_batch
 from synthjax._src.data.splits import MixedSource, Subset, train_val_split
 
@@ -21,6 +21,7 @@ __all__ = [
     "train_val_split", "Subset", "MixedSource",
     "grid_patches", "assemble", "sliding_window",
     "synthesize_batch", "SynthesizeTransform", "load_seed_maps", "seed_map_paths",
+    "seed_patches", "SeedPatches",
     "NiftiWriter", "ArrayRecordWriter", "ArrayRecordSamples", "read_arrayrecord",
     "encode_record", "decode_record", "write_dataset",
 ]

@@ -7,17 +7,22 @@ Layout (FetalSynthGen `data/derivatives/seeds`)::
 for `K` subclusters (1..6) and meta-label `M` (1 CSF, 2 GM, 3 WM, 4 non-brain tissue), an
 integer map whose non-zero voxels hold `10 * M + k`, `k < K`. `load_seed_maps` stacks them
 into the `(K_max, X, Y, Z)` array `synthesize(..., seeds=...)` takes: entry `K - 1` is the
-union over meta-labels of the `subclasses_K` maps.
+union over meta-labels of the `subclasses_K` maps. `seed_patches` feeds them to a Grain
+pipeline, cut with each label patch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
+from typing import Callable, Optional
 
+import grain
 import numpy as np
 
 from synthjax._src import nifti
+from synthjax._src.data.samplers import extract_patch
 
 _EXTENSIONS = (".nii.gz", ".nii")
 
@@ -105,3 +110,105 @@ def load_seed_maps(label_path, seeds_root, *, num_subclusters: int = 6,
                          f"meta-label in subclasses_{k}")
       layer[data != 0] = data[data != 0]
   return stacked
+
+
+@dataclasses.dataclass
+class SeedPatches(grain.transforms.Map):
+  """Adds to each pipeline element the seed maps of its patch, `seeds` `(K, X, Y, Z)` int8.
+
+  The seed stack of the element's volume (`load_seed_maps`, brought to the grid its label
+  source reads by `to_grid`) is cut at the element's `origin` with the size of its
+  `labels`, padded with 0 (no meta-label) where the patch leaves the volume, so that label
+  and seed patches stay voxel for voxel aligned. Built by `seed_patches`; pass it in
+  `pipeline(..., transforms=[...])`. Each worker reads a volume's seed files once and keeps
+  the stack (int8: `K` bytes per voxel).
+
+  Attributes:
+    label_paths: the label map of each volume of the source, in the source's order.
+    shapes: the shape each volume has in the source (checked against its seed stack).
+    seeds_root: the `seeds` folder holding `subclasses_1`, `subclasses_2`, ...
+    num_subclusters: `K`, the largest number of subclusters loaded.
+    num_meta: the number of meta-labels.
+    to_grid: `None` (the source reads the maps as stored), or a picklable
+      `(layer, label_path) -> layer` bringing an integer volume on a label map's own grid
+      to the grid the source reads that map on (orientation, coarsening, resampling).
+  """
+  label_paths: tuple
+  shapes: tuple
+  seeds_root: str
+  num_subclusters: int = 6
+  num_meta: int = 4
+  to_grid: Optional[Callable] = None
+
+  def __post_init__(self):
+    self._stacks = {}
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_stacks"] = {}
+    return state
+
+  def stack(self, v: int) -> np.ndarray:
+    """The `(K, X, Y, Z)` int8 seed stack of volume `v` on the source's grid."""
+    if v not in self._stacks:
+      path = self.label_paths[v]
+      stack = load_seed_maps(path, self.seeds_root, num_subclusters=self.num_subclusters,
+                             num_meta=self.num_meta)
+      if self.to_grid is not None:
+        stack = np.stack([np.asarray(self.to_grid(layer, path)) for layer in stack])
+      if tuple(stack.shape[1:]) != tuple(self.shapes[v]):
+        raise ValueError(f"{self.seeds_root}: the seed maps of {path} have shape "
+                         f"{tuple(stack.shape[1:])} on the training grid, the label map "
+                         f"{tuple(self.shapes[v])}")
+      self._stacks[v] = stack.astype(np.int8)
+    return self._stacks[v]
+
+  def map(self, element):
+    stack = self.stack(int(element["volume"]))
+    size = tuple(np.shape(element["labels"]))
+    patch = extract_patch(np.moveaxis(stack, 0, -1), element["origin"], size, pad_value=0)
+    return {**element, "seeds": np.ascontiguousarray(np.moveaxis(patch, -1, 0))}
+
+
+def seed_patches(source, seeds_root, config, *, to_grid: Optional[Callable] = None
+                 ) -> SeedPatches:
+  """The pipeline transform that feeds FetalSynthGen's seed maps to the train step.
+
+  A config whose subclusters come from seed maps (`presets.fetal(..., seeds=True)`) renders
+  a batch only with its `seeds` (`synthesize_batch`); this transform cuts them from each
+  label map's seed files with the label patch. Every map's seed files are looked up here,
+  so that a missing one fails before training starts.
+
+  Args:
+    source: the label source of the pipeline (`NiftiSource`): its paths name the seeds.
+    seeds_root: the `seeds` folder (FetalSynthGen's `data/derivatives/seeds` layout).
+    config: the `SynthConfig`; its `subclusters` give `K` and the number of meta-labels.
+    to_grid: see `SeedPatches` (e.g. the label reader's own coarsening).
+
+  Returns:
+    A `SeedPatches` transform.
+
+  Raises:
+    ValueError: a config whose subclusters do not come from seed maps.
+    FileNotFoundError: a missing seeds folder or seed file (named).
+
+  Examples:
+    >>> cfg = synthjax.presets.fetal(values, (64,) * 3, seeds=True)  # doctest: +SKIP
+    >>> ds = pipeline(source, patch_size=64, batch_size=2, seed=0,  # doctest: +SKIP
+    ...               transforms=[seed_patches(source, "seeds/", cfg)])
+  """
+  sub = config.subclusters
+  if not (sub.enabled and sub.source == "seeds"):
+    raise ValueError("the config's subclusters do not come from seed maps "
+                     "(SubclusterConfig.source='seeds'); it needs no seed folder")
+  paths, shapes = [], []
+  for i in range(len(source)):
+    element = source[i]
+    paths.append(os.fspath(element["path"]))
+    shapes.append(tuple(int(n) for n in element["shape"]))
+  k = int(sub.num_subclusters[1])
+  for path in paths:
+    seed_map_paths(path, seeds_root, num_subclusters=k, num_meta=int(sub.num_meta))
+  return SeedPatches(label_paths=tuple(paths), shapes=tuple(shapes),
+                     seeds_root=os.fspath(seeds_root), num_subclusters=k,
+                     num_meta=int(sub.num_meta), to_grid=to_grid)
