@@ -538,6 +538,10 @@ def build_parser():
                  help="replay even if the label map or seed maps changed since the sample "
                       "was written")
   r.set_defaults(func=cmd_replay)
+  for compiling in (g, v, e, w, r):
+    compiling.add_argument("--no-cache", action="store_true",
+                           help="do not keep compiled programs in ~/.cache/synthjax "
+                                "(also: SYNTHJAX_NO_CACHE=1)")
   return parser
 
 
@@ -561,6 +565,9 @@ def main(argv=None):
     seed = getattr(args, "seed", 0)
     if not 0 <= seed < (1 << 32):
       raise UserError(f"--seed must be in [0, 2**32), got {seed}")
+    if getattr(args, "no_cache", None) is False:
+      from synthjax._src import compile_cache
+      compile_cache.enable()
     args.func(args)
   except (KeyboardInterrupt, Terminated) as e:
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"

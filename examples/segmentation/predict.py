@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `examples.segmentation` i
 import numpy as np
 
 from examples.segmentation import scans
-from examples.segmentation.cli import UserError
+from examples.segmentation.cli import UserError, add_cache_option
 
 
 def build_parser():
@@ -32,6 +32,7 @@ def build_parser():
   p.add_argument("run", help="a run folder written by train.py")
   p.add_argument("images", nargs="+", help="NIfTI scans")
   p.add_argument("-o", "--out", required=True, help="output folder")
+  add_cache_option(p)
   p.add_argument("--last", action="store_true",
                  help="use the latest checkpoint (default: the best by validation Dice)")
   p.add_argument("--tta", action="store_true", help="average with the mirrored scan")

@@ -53,10 +53,10 @@ if __package__ in (None, ""):  # run as a script: make `examples.segmentation` i
 import numpy as np
 
 from examples.segmentation import scans
-from examples.segmentation.cli import UserError
+from examples.segmentation.cli import UserError, add_cache_option
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
-RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every")
+RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every", "no_cache")
 
 
 def build_parser():
@@ -115,6 +115,7 @@ def build_parser():
   p.add_argument("--num-processes", type=int, default=1)
   p.add_argument("--process-id", type=int, default=0)
   p.add_argument("--debug", action="store_true", help="show tracebacks")
+  add_cache_option(p)
   return p
 
 
