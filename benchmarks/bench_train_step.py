@@ -49,7 +49,7 @@ def bench_size(size, args):
   from flax import nnx
   import synthjax
   from synthjax.phantom import brain_phantom
-  from examples.segmentation import losses, model, steps
+  from synthjax.train import build_model, dice_ce_loss, make_train_step, render
 
   labels, _ = brain_phantom((size,) * 3, spacing=192.0 / size)
   values = sorted(np.unique(labels).tolist())
@@ -59,7 +59,7 @@ def bench_size(size, args):
   mcfg = {"dim": 3, "features": args.features, "convs_per_level": args.convs,
           "norm": args.norm, "activation": "leaky_relu", "upsample": "transpose",
           "conv_impl": args.conv_impl}
-  net = model.build(mcfg, len(classes), seed=0)
+  net = build_model(mcfg, len(classes), seed=0)
   graphdef, state = nnx.split(net)
   params = nnx.to_pure_dict(state)
   tx = optax.adam(1e-3)
@@ -68,7 +68,7 @@ def bench_size(size, args):
   batch = {"labels": jnp.asarray(np.broadcast_to(labels, (b,) + labels.shape).copy()),
            "key": jax.random.key_data(jax.random.split(jax.random.key(0), b))}
 
-  step = steps.make_train_step(graphdef, tx, synth_config=cfg, classes=classes, dim=3)
+  step = make_train_step(graphdef, tx, synth_config=cfg, classes=classes, dim=3)
   state_box = [params, opt_state]
 
   def full():
@@ -77,14 +77,14 @@ def bench_size(size, args):
     return m["loss"]
 
   compile_s, step_s, step_all = timed(full, args.repeats)
-  render = jax.jit(lambda bt: steps.render(bt, cfg, classes)[:2])
-  _, render_s, _ = timed(lambda: render(batch), args.repeats)
-  images, targets = render(batch)
+  render_fn = jax.jit(lambda bt: render(bt, cfg, classes)[:2])
+  _, render_s, _ = timed(lambda: render_fn(batch), args.repeats)
+  images, targets = render_fn(batch)
 
   @jax.jit
   def net_step(p, o, x, t):
     def loss_fn(p):
-      return losses.dice_ce_loss(nnx.merge(graphdef, p)(x[..., None]), t)[0]
+      return dice_ce_loss(nnx.merge(graphdef, p)(x[..., None]), t)[0]
     loss, g = jax.value_and_grad(loss_fn)(p)
     u, o = tx.update(g, o, p)
     return optax.apply_updates(p, u), o, loss

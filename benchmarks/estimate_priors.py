@@ -37,7 +37,7 @@ def main(argv=None):
   args = p.parse_args(argv)
 
   import synthjax
-  from examples.segmentation import scans
+  from synthjax import scans
   try:
     pairs = scans.pairs_in(args.real_dir, image_suffix=args.image_suffix,
                            label_suffix=args.label_suffix, match=args.match)

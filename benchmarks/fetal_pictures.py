@@ -55,7 +55,7 @@ def main(argv=None):
   import numpy as np
 
   import sim2real
-  from examples.segmentation import scans
+  from synthjax import scans
   spacing = (args.spacing,) * 3
   labels, _ = scans.LabelReader(spacing=spacing)(args.labels)
   shape = tuple(int(np.ceil(n / 8) * 8) for n in labels.shape)

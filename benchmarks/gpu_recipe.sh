@@ -19,7 +19,7 @@ for i, s in enumerate([(144, 144, 144), (136, 150, 140), (150, 140, 136)]):
   lab, aff = brain_phantom(s, 1.4)
   nib.save(nib.Nifti1Image(lab.astype(np.int16), aff), f"/tmp/ph{i}_dseg.nii.gz")
 PY
-timeout 100 python3 examples/segmentation/train.py /tmp/ph*_dseg.nii.gz -o /tmp/gpurun --shape 128 128 128 \
+timeout 100 python3 -m synthjax.cli train /tmp/ph*_dseg.nii.gz -o /tmp/gpurun --shape 128 128 128 \
   --steps 60 --batch 2 --workers 4 --ckpt-every 30 --features 16 32 64 128 --quiet 2>&1 | grep -v -i warn | tail -5 | tee -a "$OUT/log.txt"
 cp /tmp/gpurun/metrics.jsonl "$OUT/train_py_gpu_metrics.jsonl" 2>/dev/null
 python3 - "$OUT" <<'PY'

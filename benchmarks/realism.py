@@ -188,7 +188,8 @@ def main(argv=None):
   p.add_argument("--json", required=True)
   args = p.parse_args(argv)
   from synthjax import realism
-  from examples.segmentation import scans, train as train_script
+  from synthjax import scans
+  from synthjax._src.train import train as train_script
 
   train_paths = train_script.expand_paths(args.train)
   real_pairs = scans.parse_pairs(args.real) + scans.pairs_in(

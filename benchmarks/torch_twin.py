@@ -1,4 +1,4 @@
-"""A PyTorch twin of the recipe's U-Net (`examples/segmentation/model.py`), for CPU.
+"""A PyTorch twin of the recipe's U-Net (`synthjax/_src/train/model.py`), for CPU.
 
 Same architecture, layer for layer: `len(features)` levels of `convs` x (3^d conv, instance
 norm with affine, LeakyReLU 0.01), 2x max-pooling, stride-2 kernel-2 transposed

@@ -1,4 +1,5 @@
-"""The `synthjax` command: generate datasets, replay samples, preview and inspect label maps."""
+"""The `synthjax` command: generate datasets, replay samples, preview and inspect label maps,
+train a segmentation network and segment real scans with it."""
 
 from __future__ import annotations
 
@@ -453,6 +454,33 @@ def _check_unchanged(args, src, field, array, what):
   print(f"synthjax replay: warning: {text}; replaying anyway (--force)", file=sys.stderr)
 
 
+def _run_recipe(name, args):
+  """Runs the recipe's driver `synthjax._src.train.<name>` on the parsed arguments; its bad
+  input (and a missing `train` extra) becomes a `UserError`."""
+  import importlib
+  from synthjax._src import scans
+  from synthjax._src.train import cli as recipe
+  driver = importlib.import_module(f"synthjax._src.train.{name}")
+  # The recipe records its arguments in run.json and compares them on --resume: only its own.
+  own = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "func")})
+  try:
+    recipe.require_extra()
+    if name == "train":
+      driver.run(own, driver.build_parser())
+    else:
+      driver.run(own)
+  except (recipe.UserError, scans.ScanError) as e:
+    raise UserError(str(e)) from e
+
+
+def cmd_train(args):
+  _run_recipe("train", args)
+
+
+def cmd_segment(args):
+  _run_recipe("segment", args)
+
+
 def _add_run_arguments(parser, *, what: str, preset: str):
   """The arguments every command that renders label maps takes."""
   parser.add_argument("labels", nargs="*", metavar="LABELS",
@@ -542,6 +570,20 @@ def build_parser():
     compiling.add_argument("--no-cache", action="store_true",
                            help="do not keep compiled programs in ~/.cache/synthjax "
                                 "(also: SYNTHJAX_NO_CACHE=1)")
+
+  # The recipe's own parsers add these arguments too (--no-cache included), so the two
+  # command lines cannot drift apart. Importing the drivers needs no `train` extra.
+  from synthjax._src.train import segment, train
+  for name, driver, func, text in (
+      ("train", train, cmd_train, "train a U-Net on synthetic images (the 'train' extra)"),
+      ("segment", segment, cmd_segment, "segment real scans with a trained run")):
+    t = sub.add_parser(name, help=text, description=driver.__doc__.splitlines()[0])
+    driver.add_arguments(t)
+    t.set_defaults(func=func)
+    for action in t._actions:
+      if action.dest == "debug":
+        # Its default would overwrite `synthjax --debug train`'s: without one, either works.
+        action.default = argparse.SUPPRESS
   return parser
 
 
@@ -571,8 +613,12 @@ def main(argv=None):
     args.func(args)
   except (KeyboardInterrupt, Terminated) as e:
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-    print(f"synthjax {args.command}: {what}; finished files are kept, re-run the same "
-          "command to complete the set", file=sys.stderr)
+    then = {"train": "checkpoints are kept, re-run the same command with --resume to "
+                     "continue the run",
+            "segment": "finished scans are kept, re-run with the remaining scans"}.get(
+                args.command, "finished files are kept, re-run the same command to complete "
+                              "the set")
+    print(f"synthjax {args.command}: {what}; {then}", file=sys.stderr)
     return 143 if isinstance(e, Terminated) else 130
   except Exception as e:  # one line for the user; --debug shows the traceback
     if args.debug:

@@ -216,10 +216,52 @@ def test_info_reports_shape_labels_and_presets(tmp_path):
   assert "preset fetal:    does not know" in out
 
 
-@pytest.mark.parametrize("cmd", [[], ["generate"], ["replay"], ["preview"], ["info"]])
+@pytest.mark.parametrize("cmd", [[], ["generate"], ["replay"], ["preview"], ["info"],
+                                 ["train"], ["segment"]])
 def test_help(cmd):
   out = cli(*cmd, "--help")
   assert "usage: synthjax" in out.stdout
+  if not cmd:
+    assert "train" in out.stdout and "segment" in out.stdout
+
+
+def test_train_and_segment_take_the_recipes_arguments():
+  from synthjax._src.train import segment, train
+  for name, driver in (("train", train), ("segment", segment)):
+    own = cli(name, "--help").stdout.split("options:")[1]
+    recipe = driver.build_parser().format_help().split("options:")[1]
+    assert own == recipe
+    assert own.count("--no-cache") == 1
+
+
+EXTRA_LINE = "needs the 'train' extra"
+
+
+@pytest.mark.parametrize("argv", [["train", "maps/*.nii.gz", "-o", "run"],
+                                  ["segment", "run", "scan.nii.gz", "-o", "out"]])
+@pytest.mark.parametrize("module", ["flax", "optax", "orbax.checkpoint"])
+def test_train_and_segment_name_the_missing_extra(tmp_path, monkeypatch, argv, module):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setitem(sys.modules, module, None)  # as if not installed: import fails
+  out = cli(*argv, "--no-cache", check=False)
+  assert out.returncode == 2 and "Traceback" not in out.stderr
+  line = out.stderr.strip()
+  assert "\n" not in line and line.startswith(f"synthjax {argv[0]}: error: {EXTRA_LINE}")
+  assert module in line and "pip install 'synthjax[train]'" in line
+  assert not os.listdir(tmp_path)  # nothing written
+
+
+def test_train_without_the_extra_in_a_new_process(tmp_path):
+  site = tmp_path / "site"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text("import sys\nsys.modules['flax'] = None\n")
+  path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+  out = subprocess.run([sys.executable, "-m", "synthjax.cli", "train", str(tmp_path / "x"),
+                        "-o", str(tmp_path / "run")], capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path})
+  assert out.returncode == 2
+  assert out.stderr == ("synthjax train: error: needs the 'train' extra (flax missing): "
+                        "pip install 'synthjax[train]'\n")
 
 
 @pytest.mark.parametrize("case", ["missing", "float_labels", "not_nifti", "empty_glob"])

@@ -8,7 +8,7 @@ import nibabel as nib
 import pytest
 
 from synthjax import data, presets
-from examples.segmentation import scans
+from synthjax._src import scans
 
 K, META = 6, 4
 SHAPES = [(20, 18, 16), (18, 20, 14)]

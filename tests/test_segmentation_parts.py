@@ -17,7 +17,8 @@ from flax import nnx
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from examples.segmentation import losses, metrics, model, scans, steps
+from synthjax._src import scans
+from synthjax._src.train import losses, metrics, model, steps
 
 MODES = ["eager", "jit"]
 

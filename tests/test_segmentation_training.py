@@ -23,11 +23,12 @@ pytest.importorskip("orbax.checkpoint")
 import nibabel as nib
 
 from conftest import with_fast_compile, without_fast_compile
-from examples.segmentation import plot, predict, train
+from synthjax import cli
+from synthjax._src.train import plot, segment, train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "examples", "segmentation", "train.py")
-PREDICT = os.path.join(ROOT, "examples", "segmentation", "predict.py")
+# The commands as users run them, in a fresh process.
+TRAIN = ["-m", "synthjax.cli", "train"]
+SEGMENT = ["-m", "synthjax.cli", "segment"]
 STEPS = 20
 CKPT_EVERY = 7
 # Two checkpoints are kept: the last full multiple of CKPT_EVERY and the final step.
@@ -89,7 +90,7 @@ def problem(tmp_path_factory, compilation_cache):
 
 
 def _train(problem, out, *extra, env=None, check=True):
-  proc = subprocess.run([sys.executable, TRAIN, *problem["common"], "-o", out, *extra],
+  proc = subprocess.run([sys.executable, *TRAIN, *problem["common"], "-o", out, *extra],
                         capture_output=True, text=True, env=env or problem["env"], timeout=300)
   if check:
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -136,7 +137,7 @@ def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, t
   scan = str(tmp_path / "moved_T1w.nii.gz")
   nib.save(nib.Nifti1Image(moved, affine), scan)
   out = str(tmp_path / "pred")
-  proc = subprocess.run([sys.executable, PREDICT, reference, scan, problem["val_image"],
+  proc = subprocess.run([sys.executable, *SEGMENT, reference, scan, problem["val_image"],
                          "-o", out, "--tta", "--quiet"], capture_output=True, text=True,
                         env=problem["env"], timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -151,7 +152,7 @@ def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, t
     assert values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.34
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2}
   # Outputs are never silently replaced.
-  assert predict.main([reference, scan, "-o", out, "--quiet"]) == 2
+  assert segment.main([reference, scan, "-o", out, "--quiet"]) == 2
   assert "exists" in capsys.readouterr().err
 
 
@@ -172,7 +173,7 @@ def _children(pid):
 
 def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
   out = str(problem["root"] / "killed")
-  args = [sys.executable, TRAIN, *problem["common"], "-o", out, "--workers", "1",
+  args = [sys.executable, *TRAIN, *problem["common"], "-o", out, "--workers", "1",
           "--val", problem["val"]]
   proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           env=problem["env"])
@@ -210,13 +211,12 @@ def test_two_devices_match_one_device(problem, reference):
 
 DRIVER = """
 import sys, json, numpy as np, jax
-sys.path.insert(0, {root!r})
-from examples.segmentation import train
+from synthjax._src.train import train
 args = train.build_parser().parse_args(json.loads(sys.argv[1]))
 result = train.run(args)
 leaves = jax.tree.leaves(result.params)
 np.savez(sys.argv[2], samples=np.stack(result.samples), losses=np.array(result.losses),
-         **{{f"w{{i}}": w for i, w in enumerate(leaves)}})
+         **{f"w{i}": w for i, w in enumerate(leaves)})
 """
 
 
@@ -227,7 +227,7 @@ def test_two_processes_share_weights_and_split_each_batch(problem, reference, tm
     port = s.getsockname()[1]
   driver = str(tmp_path / "driver.py")
   with open(driver, "w") as f:
-    f.write(DRIVER.format(root=ROOT))
+    f.write(DRIVER)
   procs = []
   for i in range(2):
     argv = problem["common"] + ["-o", out, "--coordinator", f"127.0.0.1:{port}",
@@ -270,7 +270,7 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
                   "--val", f"{val_image}:{val_labels}"]
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache, JAX_PLATFORMS="cpu",
              XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")))
-  proc = subprocess.run([sys.executable, TRAIN, *argv], capture_output=True, text=True,
+  proc = subprocess.run([sys.executable, *TRAIN, *argv], capture_output=True, text=True,
                         env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   final = [r for r in plot.read_metrics(os.path.join(out, "metrics.jsonl"))
@@ -448,3 +448,28 @@ def test_strength_curriculum_follows_the_step_and_resumes_exactly(problem):
   problem_args = problem["paths"] + ["-o", str(problem["root"] / "ramp-bad"), "--quiet"]
   assert train.main(problem_args + ["--strength-start", "1.5"]) == 2
   assert train.main(problem_args + ["--strength-start", "0.5", "--strength-ramp", "0"]) == 2
+
+
+def test_synthjax_train_and_segment_commands(problem, tmp_path, capsys):
+  """`synthjax train` then `synthjax segment` on the validation scan, in this process: the
+  segmentation lies on the scan's grid and holds only the run's labels."""
+  run = str(tmp_path / "run")
+  argv = ["train", *problem["common"], "-o", run, "--steps", "2", "--val", problem["val"]]
+  assert cli.main(argv) == 0, capsys.readouterr().err
+  out = str(tmp_path / "seg")
+  assert cli.main(["segment", run, problem["val_image"], "-o", out, "--quiet"]) == 0
+  img = nib.load(problem["val_image"])
+  seg = nib.load(os.path.join(out, "val_T1w_seg.nii.gz"))
+  assert seg.shape == img.shape
+  np.testing.assert_allclose(seg.affine, img.affine, atol=1e-5)
+  assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2}
+  # Bad input is one line naming the command and the file, with status 2.
+  capsys.readouterr()
+  assert cli.main(["segment", run, str(tmp_path / "nope.nii.gz"), "-o", out]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("synthjax segment: error: ") and "nope.nii.gz" in err
+  assert err.count("\n") == 1
+  assert cli.main(["train", *problem["common"], "-o", run]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("synthjax train: error: ") and "--resume" in err
+  assert err.count("\n") == 1

@@ -1,6 +1,6 @@
 """Segment real scans with a trained run.
 
-  python examples/segmentation/predict.py RUN IMAGE... -o OUT [--last] [--tta]
+  synthjax segment RUN IMAGE... -o OUT [--last] [--tta]
 
 Each scan (any NIfTI of any size, spacing and orientation) is reoriented to RAS, brought
 to the training spacing and normalised like the training images, segmented by
@@ -16,20 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-
-if __package__ in (None, ""):  # run as a script: make `examples.segmentation` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import numpy as np
 
-from examples.segmentation import scans
-from examples.segmentation.cli import UserError, add_cache_option
+from synthjax._src import scans
+from synthjax._src.train.cli import UserError, add_cache_option
 
 
-def build_parser():
-  p = argparse.ArgumentParser(prog="predict.py", description=__doc__.splitlines()[0])
-  p.add_argument("run", help="a run folder written by train.py")
+def add_arguments(p):
+  """Adds the arguments of `synthjax segment` to the parser `p` (its own, or a subparser)."""
+  p.add_argument("run", help="a run folder written by `synthjax train`")
   p.add_argument("images", nargs="+", help="NIfTI scans")
   p.add_argument("-o", "--out", required=True, help="output folder")
   add_cache_option(p)
@@ -41,6 +37,11 @@ def build_parser():
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--debug", action="store_true", help="show tracebacks")
   return p
+
+
+def build_parser():
+  return add_arguments(argparse.ArgumentParser(prog="synthjax segment",
+                                               description=__doc__.splitlines()[0]))
 
 
 def _stem(path):
@@ -58,7 +59,7 @@ class Segmenter:
     import jax
     import synthjax
     from flax import nnx
-    from examples.segmentation import checkpoints, model, steps
+    from synthjax._src.train import checkpoints, model, steps
     run_json = os.path.join(run_dir, "run.json")
     if not os.path.exists(run_json):
       raise UserError(f"{run_dir}: not a run folder (no run.json)")
@@ -83,7 +84,7 @@ class Segmenter:
     self.predict = steps.make_predictor(graphdef, dim=self.record["model"]["dim"])
 
   def __call__(self, image_path, *, tta=False, batch_size=4):
-    from examples.segmentation.train import segment_scan
+    from synthjax._src.train.train import segment_scan
     scan = scans.load_scan(image_path, self.config.spacing)
     seg, conf = segment_scan(self.predict, self.params, scan, self.classes, self.config,
                              self.args, tta=tta, batch_size=batch_size)
@@ -143,9 +144,6 @@ def run(args):
 
 
 def main(argv=None):
-  from examples.segmentation import cli
-  return cli.main("predict.py", build_parser(), lambda args, _: run(args), argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+  """`synthjax segment ARGS...` without the other commands: returns the exit status."""
+  from synthjax._src.train import cli
+  return cli.main("synthjax segment", build_parser(), lambda args, _: run(args), argv)

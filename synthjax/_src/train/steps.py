@@ -25,8 +25,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from synthjax import data as sdata
 
-from examples.segmentation import losses
-from examples.segmentation import scans
+from synthjax._src.train import losses
+from synthjax._src import scans
 
 # Stream of the sample key used to pick a 2-D net's slices (the generator uses the key's
 # split halves; folding in a constant gives an independent stream).

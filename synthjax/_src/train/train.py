@@ -1,6 +1,6 @@
 """Train a U-Net to segment real scans from synthetic images rendered in the train step.
 
-  python examples/segmentation/train.py LABELS... -o RUN [--preset fetal|synthseg]
+  synthjax train LABELS... -o RUN [--preset fetal|synthseg]
       [--config cfg.json] [--shape X Y Z] [--down F | --spacing MM] [--priors FILE]
       [--seeds DIR]
       [--dim 2|3] [--steps N] [--batch B]
@@ -44,23 +44,19 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
-
-if __package__ in (None, ""):  # run as a script: make `examples.segmentation` importable
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import numpy as np
 
-from examples.segmentation import scans
-from examples.segmentation.cli import UserError, add_cache_option
+from synthjax._src import scans
+from synthjax._src.train.cli import UserError, add_cache_option
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
 RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every", "no_cache")
 
 
-def build_parser():
-  p = argparse.ArgumentParser(prog="train.py", description=__doc__.splitlines()[0])
+def add_arguments(p):
+  """Adds the arguments of `synthjax train` to the parser `p` (its own, or a subparser)."""
   p.add_argument("labels", nargs="*", help="label maps: NIfTI files, folders or globs")
   p.add_argument("-o", "--out", required=True, help="run folder")
   p.add_argument("--preset", choices=("fetal", "synthseg"), default="synthseg")
@@ -119,6 +115,11 @@ def build_parser():
   return p
 
 
+def build_parser():
+  return add_arguments(argparse.ArgumentParser(prog="synthjax train",
+                                               description=__doc__.splitlines()[0]))
+
+
 def expand_paths(patterns):
   """Files, folders (their .nii/.nii.gz) and globs, as absolute paths in a stable order."""
   from synthjax.data import expand_paths as expand
@@ -172,7 +173,7 @@ def strength_schedule(args):
     raise UserError(f"--strength-start must be in [0, 1], got {args.strength_start}")
   if args.strength_ramp < 1:
     raise UserError(f"--strength-ramp must be a positive integer, got {args.strength_ramp}")
-  from examples.segmentation import steps
+  from synthjax._src.train import steps
   return steps.linear_ramp(args.strength_start, args.strength_ramp)
 
 
@@ -245,7 +246,7 @@ class MetricsLog:
   checkpoint's step so the file matches an uninterrupted run."""
 
   def __init__(self, path, *, keep_until=None, enabled=True):
-    from examples.segmentation.plot import read_metrics
+    from synthjax._src.train.plot import read_metrics
     self.path, self.enabled = path, enabled
     if not enabled:
       return
@@ -266,7 +267,7 @@ class MetricsLog:
 
 def validate(predict, params, val_scans, classes, cfg, args):
   """Segments every validation scan; returns `{"dice": {label: mean}, "mean_dice", ...}`."""
-  from examples.segmentation import metrics
+  from synthjax._src.train import metrics
   per_scan = []
   labels = [c for c in classes if c != 0]
   for scan, truth in val_scans:
@@ -281,7 +282,7 @@ def validate(predict, params, val_scans, classes, cfg, args):
 
 def segment_scan(predict, params, scan, classes, cfg, args, *, tta=False, batch_size=4):
   """`(segmentation, confidence)` of a `scans.Scan` on its own grid."""
-  from examples.segmentation import steps
+  from synthjax._src.train import steps
   perm = steps.flip_permutation(classes, cfg.flip_pairs, cfg.output_labels, cfg.label_values)
   probs = steps.segment_array(predict, params, scan.image, dim=args.dim, patch=cfg.shape,
                               batch_size=batch_size, flip_axes=(0,) if tta else (),
@@ -322,11 +323,11 @@ def run(args, parser=None) -> TrainResult:
   args, stored = prepare_run(args, parser)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("train.py: run folder checked")
+    multihost_utils.sync_global_devices("synthjax train: run folder checked")
   import synthjax
   from flax import nnx
   from synthjax import data as sdata
-  from examples.segmentation import checkpoints, model, plot, steps
+  from synthjax._src.train import checkpoints, model, plot, steps
 
   pid, nproc = jax.process_index(), jax.process_count()
   main_process = pid == 0
@@ -531,9 +532,6 @@ def run(args, parser=None) -> TrainResult:
 
 
 def main(argv=None):
-  from examples.segmentation import cli
-  return cli.main("train.py", build_parser(), run, argv)
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+  """`synthjax train ARGS...` without the other commands: returns the exit status."""
+  from synthjax._src.train import cli
+  return cli.main("synthjax train", build_parser(), run, argv)
