@@ -1,6 +1,6 @@
 """Sim-to-real: train the same U-Net on each generator's images, test on real scans.
 
-For every generator under test, the recipe's U-Net (`examples/segmentation`) is trained
+For every generator under test, the recipe's U-Net (`synthjax.train`) is trained
 from the same initial weights, on the same label maps in the same order, for the same
 number of steps, on synthetic images only; every `--eval-every` steps it segments the
 real `--test` scans, and the Dice of each label is recorded. At the end it also records
@@ -29,7 +29,7 @@ of the same net, `torch_twin.py`, for CPUs where XLA's convolutions are slow). T
 and the table say which one ran.
 
 Real data: `--test IMAGE:LABELS` pairs (any NIfTI; brought to the training grid as
-`predict.py` does, the labels by majority vote or nearest neighbour), and `--mni152 N`:
+`synthjax segment` does, the labels by majority vote or nearest neighbour), and `--mni152 N`:
 nilearn's MNI152 2009 T1 template with a 4-class map built from its tissue maps
 (background, CSF = brain mask minus GM minus WM, GM, WM) as the test pair, and N label maps
 deformed from that map (random affine + smooth displacement) as the training maps.
@@ -62,6 +62,10 @@ sys.path.insert(0, HERE)
 
 import numpy as np
 
+from synthjax._src.mni152 import build_mni152, split_mni152  # noqa: F401 (the benchmark's API)
+from synthjax._src.scans import common_shape, load_test, pad_to  # noqa: F401
+from synthjax._src.specs import config_from_spec
+
 # --------------------------------------------------------------------------------------
 # Data
 
@@ -69,7 +73,7 @@ import numpy as np
 def load_train_maps(paths, down, spacing=None):
   """Label maps in RAS orientation coarsened by `down`, or brought to `spacing` (mm, maps of
   any voxel size: `scans.resample_labels`); returns `(maps, spacing)`."""
-  from examples.segmentation import scans
+  from synthjax import scans
   reader = scans.LabelReader(down=down) if spacing is None else scans.LabelReader(
       spacing=tuple(float(s) for s in spacing))
   maps, first = [], None
@@ -94,7 +98,7 @@ def load_seed_stacks(paths, seeds_root, spacing, shape):
   import nibabel as nib
   import synthjax
   from synthjax import data as sdata
-  from examples.segmentation import scans
+  from synthjax import scans
   sc = synthjax.presets.fetal((0,), (8, 8, 8), seeds=True).subclusters
   out = []
   for p in paths:
@@ -114,69 +118,13 @@ def load_seed_stacks(paths, seeds_root, spacing, shape):
   return out
 
 
-def pad_to(volume, shape, value=0):
-  """Centre `volume` in `shape` (cropping where it is larger)."""
-  out = np.full(shape, value, volume.dtype)
-  src, dst = [], []
-  for n, m in zip(volume.shape, shape):
-    if n >= m:
-      a = (n - m) // 2
-      src.append(slice(a, a + m))
-      dst.append(slice(0, m))
-    else:
-      a = (m - n) // 2
-      src.append(slice(0, n))
-      dst.append(slice(a, a + n))
-  out[tuple(dst)] = volume[tuple(src)]
-  return out
-
-
-def common_shape(maps, multiple, dim):
-  shape = np.max([m.shape for m in maps], axis=0)
-  shape = [int(-(-n // multiple) * multiple) for n in shape]
-  if dim == 2:  # slices need no padding along z
-    shape[2] = int(np.max([m.shape[2] for m in maps]))
-  return tuple(shape)
-
-
-def load_test(pair, spacing):
-  """A real scan and its labels on the training grid: `(name, image, truth)`."""
-  from examples.segmentation import scans
-  scan, grid = scans.load_pair(pair[0], pair[1], spacing)
-  name = os.path.basename(pair[0]).split(".nii")[0]
-  return name, scan.image, grid
-
-
-def split_mni152(image_path, label_path, folder):
-  """Cuts the MNI152 pair at the middle of the brain along the S axis: the superior half
-  for real-image fine-tuning, the inferior half for testing (no test voxel is trained on).
-  Returns `(superior_pair, inferior_pair)`."""
-  import nibabel as nib
-  img, lab = nib.load(image_path), nib.load(label_path)
-  labels = np.asarray(lab.dataobj)
-  zs = np.nonzero(labels.any(axis=(0, 1)))[0]
-  mid = int((zs[0] + zs[-1] + 1) // 2)
-  out = []
-  for part, sl in (("superior", slice(mid, None)), ("inferior", slice(0, mid))):
-    pair = []
-    for src, kind in ((img, "T1w"), (lab, "dseg")):
-      data = np.asarray(src.dataobj)[:, :, sl]
-      affine = src.affine.copy()
-      affine[:3, 3] = src.affine[:3, :3] @ [0, 0, sl.start or 0] + src.affine[:3, 3]
-      path = os.path.join(folder, f"mni152_{part}_{kind}.nii.gz")
-      nib.save(nib.Nifti1Image(data, affine), path)
-      pair.append(path)
-    out.append(tuple(pair))
-  return out[0], out[1]
-
-
 def synthetic_probe(spec, down, shape, spacing, seed, target=None):
   """A test pair rendered from a label map (`MAP:SIZE`): the map coarsened by `down` (or
   brought to the `target` spacing), shown
   at SIZE times its size, by the synthseg preset with no other spatial change."""
   import jax
   import synthjax
-  from examples.segmentation import scans
+  from synthjax import scans
   path, size = spec.rsplit(":", 1)
   (labels,), _ = load_train_maps([path], down, target)
   labels = pad_to(labels, shape)
@@ -191,62 +139,6 @@ def synthetic_probe(spec, down, shape, spacing, seed, target=None):
   image, seg = synthjax.synthesize(jax.random.key(seed + 1), params, labels, cfg)
   name = f"probe-{os.path.basename(path).split('.nii')[0]}-x{float(size):g}"
   return name, scans.normalize_intensity(np.asarray(image)), np.asarray(seg, np.int32)
-
-
-def _cubic_zoom(grid, shape):
-  """`scipy.ndimage.zoom(grid, shape / grid.shape, order=3)`, as float32, applied one axis
-  at a time: the cubic spline is a tensor product, so each axis is a small matrix (the
-  1-D zoom of the identity), and the whole costs a few tensor products instead of 64 taps
-  per output voxel (0.3 s instead of 4 s at 1 mm)."""
-  from scipy import ndimage
-  out = grid.astype(np.float64)
-  for ax, n in enumerate(shape):
-    k = grid.shape[ax]
-    matrix = ndimage.zoom(np.eye(k), (n / k, 1.0), order=3)
-    out = np.moveaxis(np.tensordot(matrix, out, axes=([1], [ax])), 0, ax)
-  return out.astype(np.float32)
-
-
-def build_mni152(folder, n_train, seed=0):
-  """Writes the MNI152 test pair and `n_train` deformed training maps to `folder`.
-
-  Returns `(train_paths, (image_path, labels_path))`.
-  """
-  import nibabel as nib
-  from scipy import ndimage
-  from examples import mni152
-  os.makedirs(folder, exist_ok=True)
-  t1, labels, affine = mni152.t1_and_tissues()
-  image_path = os.path.join(folder, "mni152_T1w.nii.gz")
-  label_path = os.path.join(folder, "mni152_dseg.nii.gz")
-  nib.save(nib.Nifti1Image(t1.astype(np.float32), affine), image_path)
-  nib.save(nib.Nifti1Image(labels, affine), label_path)
-  rng = np.random.default_rng(seed)
-  shape = labels.shape
-  grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape],
-                              indexing="ij"))
-  centre = (np.array(shape, np.float32) - 1) / 2
-  paths = []
-  for i in range(n_train):
-    angles = np.deg2rad(rng.uniform(-10, 10, 3))
-    scale = rng.uniform(0.9, 1.1, 3)
-    rot = np.eye(3)
-    for ax, a in enumerate(angles):
-      c, s = np.cos(a), np.sin(a)
-      r = np.eye(3)
-      i0, i1 = [k for k in range(3) if k != ax]
-      r[i0, i0], r[i0, i1], r[i1, i0], r[i1, i1] = c, -s, s, c
-      rot = rot @ r
-    m = (rot * scale).astype(np.float32)
-    coords = np.tensordot(m, grid - centre[:, None, None, None], axes=1) + centre[:, None, None, None]
-    for ax in range(3):  # smooth displacement, up to ~4 voxels
-      noise = rng.normal(size=tuple(max(2, n // 16) for n in shape)).astype(np.float32)
-      coords[ax] += 2.0 * _cubic_zoom(noise, shape)
-    deformed = ndimage.map_coordinates(labels, coords, order=0, mode="constant", cval=0)
-    path = os.path.join(folder, f"mni152_deformed{i}_dseg.nii.gz")
-    nib.save(nib.Nifti1Image(deformed.astype(np.int16), affine), path)
-    paths.append(path)
-  return paths, (image_path, label_path)
 
 
 # --------------------------------------------------------------------------------------
@@ -269,7 +161,7 @@ class SynthjaxGenerator:
   def render_host(self, labels, key_data, classes, image=None, seeds=None):
     """Renders on the host (for the torch trainer): numpy images and class indices."""
     import jax
-    from examples.segmentation import steps
+    from synthjax._src.train import steps
     if self._host is None:
       cfg = self.config
       self._host = jax.jit(lambda b: steps.render(b, cfg, classes)[:2])
@@ -323,11 +215,6 @@ class CornucopiaGenerator:
     return image[0].numpy().astype(np.float32), label[0].numpy()
 
 
-def dataclasses_is(obj):
-  import dataclasses
-  return dataclasses.is_dataclass(obj)
-
-
 def read_priors(path):
   """The `--priors` file's intensity priors, or None without one."""
   if not path:
@@ -340,65 +227,17 @@ def read_priors(path):
 
 
 def make_generator(spec, values, shape, spacing, configs, priors=None):
-  import synthjax
-  if spec.startswith("synthjax:"):
-    preset, *changes = re.split(r"(?=[~+])", spec.split(":", 1)[1])
-    preset, *ats = preset.split("@")
-    unknown = sorted(set(ats) - {"seeds", "priors", "nopriors"})
-    if unknown:
-      raise SystemExit(f"{spec}: unknown '@{unknown[0]}' (@seeds, @priors, @nopriors)")
-    build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}
-    if preset not in build:
-      raise SystemExit(f"{spec}: unknown preset {preset!r} (synthseg, fetal)")
-    kwargs = {}
-    if "seeds" in ats:
-      if preset != "fetal":
-        raise SystemExit(f"{spec}: '@seeds' (FetalSynthGen's seed maps) is for the fetal preset")
-      kwargs["seeds"] = True
-    if "priors" in ats:
-      if priors is None:
-        raise SystemExit(f"{spec}: '@priors' needs --priors FILE (benchmarks/estimate_priors.py)")
-      kwargs["priors"] = priors
-    if "nopriors" in ats:  # the preset's own wide ranges (the fetal preset's T2w ones off)
-      kwargs["priors"] = None
-    cfg = build[preset](tuple(values), tuple(shape), tuple(spacing), **kwargs)
-    for change in changes:
-      if change.startswith("~"):  # ~STAGE: the stage off
-        stage, update = change[1:], {"enabled": False}
-      else:  # +STAGE.FIELD=JSON: one field set; +FIELD=JSON: a config field
-        target, _, value = change[1:].partition("=")
-        stage, _, field = target.partition(".")
-        try:
-          update = {field or stage: json.loads(value)}
-        except json.JSONDecodeError:
-          raise SystemExit(f"{spec}: {change!r} needs +STAGE.FIELD=JSON or +FIELD=JSON") from None
-        update = {k: tuple(v) if isinstance(v, list) else v for k, v in update.items()}
-        if not field:
-          try:
-            cfg = cfg.replace(**update)
-          except (TypeError, ValueError) as e:
-            raise SystemExit(f"{spec}: {change!r}: {e}") from None
-          continue
-      if not hasattr(cfg, stage) or not dataclasses_is(getattr(cfg, stage)):
-        raise SystemExit(f"{spec}: the config has no stage {stage!r}")
-      try:
-        cfg = cfg.replace(**{stage: update})
-      except (TypeError, ValueError) as e:
-        raise SystemExit(f"{spec}: {change!r}: {e}") from None
-    return SynthjaxGenerator(spec, cfg)
-  if spec.startswith("config:"):
-    name = spec.split(":", 1)[1]
-    if name not in configs:
-      raise SystemExit(f"{spec}: give its file with --config {name}=cfg.json")
-    with open(configs[name]) as f:
-      cfg = synthjax.SynthConfig.from_dict(json.load(f))
-    cfg = cfg.replace(shape=tuple(shape), spacing=tuple(spacing))
-    return SynthjaxGenerator(spec, cfg)
+  """The generator a spec names: `torchio`, `cornucopia`, or a synthjax config built from
+  the spec string (`synthjax:...`, `config:NAME`; `synthjax._src.specs`)."""
   if spec == "torchio":
     return TorchioGenerator(spacing)
   if spec == "cornucopia":
     return CornucopiaGenerator(spacing)
-  raise SystemExit(f"unknown generator {spec!r}")
+  try:
+    return SynthjaxGenerator(spec, config_from_spec(spec, values, shape, spacing, configs,
+                                                    priors))
+  except ValueError as e:
+    raise SystemExit(str(e)) from None
 
 
 # --------------------------------------------------------------------------------------
@@ -410,7 +249,7 @@ class JaxTrainer:
 
   def __init__(self, args, classes, synth_config):
     from flax import nnx
-    from examples.segmentation import model, steps
+    from synthjax._src.train import model, steps
     net = model.build(model_config(args), len(classes), seed=args.seed)
     graphdef, state = nnx.split(net)
     self.params = nnx.to_pure_dict(state)
@@ -424,7 +263,7 @@ class JaxTrainer:
 
   def step_fn_for(self, synth_config):
     """Another train step on the same net and optimizer, rendering with `synth_config`."""
-    from examples.segmentation import steps
+    from synthjax._src.train import steps
     return steps.make_train_step(self.graphdef, self.tx, synth_config=synth_config,
                                  classes=self.classes, dim=self.args.dim,
                                  slices_per_volume=self.args.slices)
@@ -435,7 +274,7 @@ class JaxTrainer:
     return float(out["loss"])
 
   def predict(self, image, patch):
-    from examples.segmentation import steps
+    from synthjax._src.train import steps
     return steps.segment_array(self.predict_fn, self.params, image, dim=self.args.dim,
                                patch=patch)
 
@@ -473,7 +312,7 @@ class TorchTrainer:
 
   def predict(self, image, patch):
     import torch
-    from examples.segmentation import steps
+    from synthjax._src.train import steps
     net = self.net
 
     def predict_fn(_, patches):
@@ -505,7 +344,7 @@ def batch_plan(seed, step, batch, n_maps):
 
 
 def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
-  from examples.segmentation import metrics
+  from synthjax._src.train import metrics
   out = {}
   labels = [c for c in classes if c != 0]
   table = np.asarray(sorted(classes), np.int32)
@@ -537,7 +376,8 @@ def mean_over_scans(result):
 def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(),
                   seeds=None):
   from synthjax import data as sdata
-  from examples.segmentation import scans, steps
+  from synthjax import scans
+  from synthjax._src.train import steps
   import jax
   trainer_cls = JaxTrainer if args.trainer == "jax" else TorchTrainer
   inside = gen.inside_step and args.trainer == "jax"
@@ -803,7 +643,8 @@ def main(argv=None):
   commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, cwd=ROOT).stdout.strip()
 
-  from examples.segmentation import scans, train as train_script
+  from synthjax import scans
+  from synthjax._src.train import train as train_script
   train_paths = train_script.expand_paths(args.train) if args.train else []
   test_pairs = scans.parse_pairs(args.test)
   if args.test_match:

@@ -1,1 +1,1 @@
-"""Runnable examples; `examples.segmentation` is the training recipe."""
+"""Runnable examples; `segmentation/` holds the scripts of `synthjax train` and `synthjax segment`."""

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Label 0 is everything outside the brain mask (scalp, skull, air): it is fitted too.
 NAMES = {0: "outside the brain"}
@@ -180,7 +177,7 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   if args.down < 1 or args.steps < 1:
     p.error("--down and --steps must be positive integers")
-  from examples import mni152
+  from synthjax._src import mni152
   t1, labels, _ = mni152.t1_and_tissues()
   image, labels = coarsen(t1, labels, args.down)
   result = fit(image, labels, float(args.down), steps=args.steps, lr=args.lr, seed=args.seed)

@@ -1,7 +1,9 @@
-"""The sim-to-real benchmark's data and its end-to-end run at a tiny size."""
+"""The sim-to-real benchmark's data (the MNI152 pair, test scans on the training grid,
+generator specs) and its command line end to end at a tiny size."""
 
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -12,18 +14,18 @@ nilearn = pytest.importorskip("nilearn")
 
 import nibabel as nib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import synthjax
+from synthjax._src import mni152, scans, specs
+from synthjax._src.train import metrics
 
-import sim2real  # noqa: E402
-import synthjax  # noqa: E402
-from examples.segmentation import metrics  # noqa: E402
+SIM2REAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "benchmarks", "sim2real.py")
 
 
 @pytest.fixture(scope="module")
 def mni(tmp_path_factory):
   folder = str(tmp_path_factory.mktemp("mni"))
-  train, pair = sim2real.build_mni152(folder, 1, seed=0)
+  train, pair = mni152.build_mni152(folder, 1, seed=0)
   return folder, train, pair
 
 
@@ -57,7 +59,7 @@ def test_mni152_label_map_follows_the_tissue_maps(mni):
 
 def test_test_pair_lands_on_the_training_grid(mni):
   _, _, pair = mni
-  name, image, truth = sim2real.load_test(pair, (2.0, 2.0, 2.0))
+  name, image, truth = scans.load_test(pair, (2.0, 2.0, 2.0))
   assert name == "mni152_T1w" and image.shape == truth.shape
   full = np.asarray(nib.load(pair[1]).dataobj)
   # 197 x 233 x 189 voxels do not split into 2-voxel blocks, so image and labels are
@@ -69,15 +71,15 @@ def test_test_pair_lands_on_the_training_grid(mni):
 
 def test_pad_to_and_common_shape():
   a = np.arange(24).reshape(2, 3, 4)
-  out = sim2real.pad_to(a, (4, 3, 2))
+  out = scans.pad_to(a, (4, 3, 2))
   np.testing.assert_array_equal(out[1:3, :, :], a[:, :, 1:3])
   assert out[0].sum() == 0 and out[3].sum() == 0
   maps = [np.zeros((10, 7, 5)), np.zeros((9, 12, 6))]
-  assert sim2real.common_shape(maps, 8, 3) == (16, 16, 8)
-  assert sim2real.common_shape(maps, 8, 2) == (16, 16, 6)
+  assert scans.common_shape(maps, 8, 3) == (16, 16, 8)
+  assert scans.common_shape(maps, 8, 2) == (16, 16, 6)
 
 
-def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
+def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path, compilation_cache):
   """Two generators, every other step a real one: the curves are evaluated on the real
   steps too, and the JSON, the table and the PNG are written."""
   folder, train, pair = mni
@@ -97,12 +99,14 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
       nib.save(nib.Nifti1Image(data[::-1] if flip else data, img.affine),
                str(tmp_path / "test" / sub / "anat" / f"{sub}_{kind}.nii.gz"))
   out = str(tmp_path / "s2r.json")
-  sim2real.main(["--train", *train, "--test-dir", str(tmp_path / "test"), "--image-suffix",
-                 "_T1w", "--real",
-                 f"{pair[0]}:{pair[1]}", "--real-every", "2", "--down", "8",
-                 "--generators", "synthjax:synthseg~bias", "config:nobias", "--config",
-                 f"nobias={cfg_path}", "--steps", "4", "--eval-every", "2", "--features", "4",
-                 "8", "--slices", "4", "--json", out, "--table", str(tmp_path / "t.md")])
+  argv = ["--train", *train, "--test-dir", str(tmp_path / "test"), "--image-suffix", "_T1w",
+          "--real", f"{pair[0]}:{pair[1]}", "--real-every", "2", "--down", "8",
+          "--generators", "synthjax:synthseg~bias", "config:nobias", "--config",
+          f"nobias={cfg_path}", "--steps", "4", "--eval-every", "2", "--features", "4", "8",
+          "--slices", "4", "--json", out, "--table", str(tmp_path / "t.md")]
+  proc = subprocess.run([sys.executable, SIM2REAL, *argv], capture_output=True, text=True,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.load(open(out))
   assert result["meta"]["trainer"] == "jax" and result["meta"]["spacing"] == [8.0] * 3
   assert [os.path.basename(p[0]) for p in result["meta"]["test_pairs"]] == [
@@ -138,7 +142,7 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path):
 
 def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
   folder, train, (image_path, label_path) = mni
-  superior, inferior = sim2real.split_mni152(image_path, label_path, str(tmp_path))
+  superior, inferior = mni152.split_mni152(image_path, label_path, str(tmp_path))
   full = nib.load(label_path)
   sup, inf = nib.load(superior[1]), nib.load(inferior[1])
   assert sup.shape[2] + inf.shape[2] == full.shape[2]
@@ -152,27 +156,25 @@ def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
 
 
 def test_generator_specs_switch_stages_off_and_set_fields():
-  gen = sim2real.make_generator(
+  cfg = specs.config_from_spec(
       "synthjax:synthseg~bias+gmm.prob_background_zero=1+affine.object_size=[0.5, 1.1]",
       [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
-  cfg = gen.config
   assert not cfg.bias.enabled and cfg.gmm.prob_background_zero == 1.0
   assert cfg.affine.object_size == (0.5, 1.1) and cfg.spacing == (2.0, 2.0, 2.0)
-  cfg = sim2real.make_generator("synthjax:fetal@seeds+noise_spacing=[0.5, 0.5, 0.5]",
-                                list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {}).config
+  cfg = specs.config_from_spec("synthjax:fetal@seeds+noise_spacing=[0.5, 0.5, 0.5]",
+                               list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {})
   assert cfg.subclusters.source == "seeds" and cfg.noise_spacing == (0.5, 0.5, 0.5)
   priors = synthjax.priors.IntensityPriors(mean=((1, 100.0, 120.0),), std=((1, 2.0, 3.0),),
                                            spacing=(2.0, 2.0, 2.0))
-  cfg = sim2real.make_generator("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
-                                (2.0, 2.0, 2.0), {}, priors).config
+  cfg = specs.config_from_spec("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
+                               (2.0, 2.0, 2.0), {}, priors)
   assert cfg.gmm.label_mean == priors.mean and cfg.gmm.label_std == priors.std
-  fetal = [sim2real.make_generator(spec, list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0),
-                                   {}).config for spec in ("synthjax:fetal",
-                                                           "synthjax:fetal@nopriors")]
+  fetal = [specs.config_from_spec(spec, list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {})
+           for spec in ("synthjax:fetal", "synthjax:fetal@nopriors")]
   assert fetal[0].gmm.label_mean == synthjax.priors.FETAL_T2W.mean
   assert fetal[1].gmm.label_mean == () and fetal[1].subclusters.meta_mean == ()
-  with pytest.raises(SystemExit, match="needs --priors"):
-    sim2real.make_generator("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
+  with pytest.raises(ValueError, match="needs --priors"):
+    specs.config_from_spec("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
                             (2.0, 2.0, 2.0), {})
   for bad, message in (("synthjax:synthseg~nope", "no stage 'nope'"),
                        ("synthjax:synthseg+gmm.nope=1", "nope"),
@@ -180,8 +182,8 @@ def test_generator_specs_switch_stages_off_and_set_fields():
                        ("synthjax:other", "unknown preset"), ("peer", "unknown generator"),
                        ("synthjax:synthseg@seeds", "fetal preset"),
                        ("synthjax:fetal+nope=1", "nope")):
-    with pytest.raises(SystemExit, match=message):
-      sim2real.make_generator(bad, [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
+    with pytest.raises(ValueError, match=message):
+      specs.config_from_spec(bad, [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
 
 
 def test_cubic_zoom_is_scipys_cubic_zoom():
@@ -189,6 +191,6 @@ def test_cubic_zoom_is_scipys_cubic_zoom():
   grid = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
   shape = (17, 23, 9)
   want = ndimage.zoom(grid, [n / k for n, k in zip(shape, grid.shape)], order=3)
-  got = sim2real._cubic_zoom(grid, shape)
+  got = mni152._cubic_zoom(grid, shape)
   assert got.dtype == np.float32 and got.shape == want.shape == shape
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

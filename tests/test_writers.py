@@ -58,8 +58,7 @@ def interrupt_at(k, exc=KeyboardInterrupt):
 def run_killed(writer_expr, n, kill_at):
   """Runs `write_dataset(writer_expr, range(n), ...)` in a process SIGKILLed at `kill_at`."""
   script = textwrap.dedent(f"""
-      import os, signal, sys
-      sys.path.insert(0, {os.path.dirname(__file__)!r})
+      import os, signal
       from test_writers import fake_sample
       from synthjax.data import ArrayRecordWriter, NiftiWriter, write_dataset
 
@@ -70,8 +69,11 @@ def run_killed(writer_expr, n, kill_at):
 
       write_dataset({writer_expr}, range({n}), make)
   """)
+  # The child imports this file's `fake_sample`: its folder goes on the child's path.
+  path = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH"))
+                         if p)
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path})
   assert out.returncode == -signal.SIGKILL, out.stderr
 
 

@@ -459,3 +459,37 @@ class ArraySource:
     return {"labels": self.labels[i], "image": image, "shape": tuple(self.labels[i].shape),
             "spacing": np.asarray(self.spacing), "affine": np.diag(list(self.spacing) + [1.0]),
             "path": self.names[i], "index": i}
+
+
+def pad_to(volume, shape, value=0):
+  """Centre `volume` in `shape` (cropping where it is larger)."""
+  out = np.full(shape, value, volume.dtype)
+  src, dst = [], []
+  for n, m in zip(volume.shape, shape):
+    if n >= m:
+      a = (n - m) // 2
+      src.append(slice(a, a + m))
+      dst.append(slice(0, m))
+    else:
+      a = (m - n) // 2
+      src.append(slice(0, n))
+      dst.append(slice(a, a + n))
+  out[tuple(dst)] = volume[tuple(src)]
+  return out
+
+
+def common_shape(maps, multiple, dim):
+  """The smallest shape holding every map whose sizes are multiples of `multiple` (a U-Net's
+  total downsampling), except along z for a 2-D net (`dim` 2), which sees single slices."""
+  shape = np.max([m.shape for m in maps], axis=0)
+  shape = [int(-(-n // multiple) * multiple) for n in shape]
+  if dim == 2:  # slices need no padding along z
+    shape[2] = int(np.max([m.shape[2] for m in maps]))
+  return tuple(shape)
+
+
+def load_test(pair, spacing):
+  """A real scan and its labels on the training grid: `(name, image, truth)`."""
+  scan, grid = load_pair(pair[0], pair[1], spacing)
+  name = os.path.basename(pair[0]).split(".nii")[0]
+  return name, scan.image, grid
