@@ -11,7 +11,7 @@ B=benchmarks/bench_train_step.py
 timeout 120 python3 $B --sizes 64 128 --repeats 5 --json "$OUT/train_step_gpu.json" 2>&1 | grep -v -i warn | tee -a "$OUT/log.txt"
 # 2. FetalSynthSeg's size: 5 levels of 32..512 channels, batch 1, fetal preset, 128^3 and 256^3.
 timeout 180 python3 $B --sizes 128 256 --batch 1 --features 32 64 128 256 512 --preset fetal --repeats 3 --json "$OUT/train_step_gpu_fetalsynthseg.json" 2>&1 | grep -v -i warn | tee -a "$OUT/log.txt"
-# 3. The whole loop (Grain workers, checkpoints) with train.py, 3-D, 128^3 patches.
+# 3. The whole loop (Grain workers, checkpoints) with synthjax train, 3-D, 128^3 patches.
 python3 - <<'PY'
 import nibabel as nib, numpy as np
 from synthjax.phantom import brain_phantom
