@@ -414,7 +414,8 @@ def run(args, parser=None) -> TrainResult:
   if args.real:
     if args.real_every < 1:
       raise UserError(f"--real-every must be a positive integer, got {args.real_every}")
-    labels_list, images, names = [], [], []
+    # Not `names`: that tuple holds the batch fields of the synthetic steps.
+    labels_list, images, real_names = [], [], []
     for image_path, label_path in scans.parse_pairs(args.real):
       scan, grid = scans.load_pair(image_path, label_path, cfg.spacing)
       try:
@@ -423,8 +424,8 @@ def run(args, parser=None) -> TrainResult:
         raise UserError(str(e)) from e
       labels_list.append(grid)
       images.append(scan.image)
-      names.append(image_path)
-    real_source = scans.ArraySource(labels_list, images, names, cfg.spacing)
+      real_names.append(image_path)
+    real_source = scans.ArraySource(labels_list, images, real_names, cfg.spacing)
     # The real image replaces the generator's intensities; the spatial and intensity
     # stages (bias, gamma, resolution, noise...) then augment it.
     real_cfg = cfg.replace(image_intensity={"prob": 1.0, "enabled": True})
