@@ -473,3 +473,27 @@ def test_synthjax_train_and_segment_commands(problem, tmp_path, capsys):
   err = capsys.readouterr().err
   assert err.startswith("synthjax train: error: ") and "--resume" in err
   assert err.count("\n") == 1
+
+
+def test_curves_are_redrawn_at_every_checkpoint_and_validation(problem, monkeypatch):
+  """curves.png follows the run: redrawn (atomically) after the checkpoint of step 2, the
+  validation of step 3 and the checkpoint and validation of step 4, each time from the
+  metrics written so far."""
+  out = str(problem["root"] / "curves")
+  metrics = os.path.join(out, "metrics.jsonl")
+  drawn = []
+  original = plot.plot_curves
+
+  def record(metrics_path, png_path, **kw):
+    records = plot.read_metrics(metrics_path)
+    drawn.append(([r["step"] for r in records if "loss" in r],
+                  [r["step"] for r in records if "mean_dice" in r]))
+    assert metrics_path == metrics and png_path == os.path.join(out, "curves.png")
+    return original(metrics_path, png_path, **kw)
+
+  monkeypatch.setattr(plot, "plot_curves", record)
+  _train_here(problem, out, "--steps", "4", "--ckpt-every", "2", "--eval-every", "3",
+              "--val", problem["val"])
+  assert drawn == [([1, 2], []), ([1, 2, 3], [3]), ([1, 2, 3, 4], [3, 4])]
+  assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
+  assert not [n for n in os.listdir(out) if ".tmp" in n]

@@ -60,7 +60,13 @@ def plot_curves(metrics_path, png_path, *, title=""):
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  tmp = png_path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, png_path)
+  # A temporary file in the same folder, then a rename: a reader (or a kill) mid-write never
+  # sees a torn PNG, since the curves are redrawn while the run goes on.
+  tmp = f"{png_path}.tmp-{os.getpid()}.png"
+  try:
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, png_path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.remove(tmp)

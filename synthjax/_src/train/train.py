@@ -17,8 +17,8 @@ to those of an uninterrupted run. Every `--eval-every` steps the net segments th
 kept in `RUN/best`.
 
 Outputs: `RUN/run.json` (everything needed to rebuild the net and the generator),
-`RUN/metrics.jsonl` (one JSON object per step and per validation), `RUN/curves.png`,
-`RUN/checkpoints/`, `RUN/best/`.
+`RUN/metrics.jsonl` (one JSON object per step and per validation), `RUN/curves.png`
+(redrawn at every checkpoint and validation), `RUN/checkpoints/`, `RUN/best/`.
 
 Seed maps: `--preset fetal --seeds DIR` draws the sub-label intensity classes from
 FetalSynthGen's seed maps (`DIR/subclasses_K/.../<map>_mlabel_M.nii.gz`) instead of the
@@ -475,6 +475,10 @@ def run(args, parser=None) -> TrainResult:
   log = MetricsLog(os.path.join(args.out, "metrics.jsonl"),
                    keep_until=start if args.resume else None, enabled=main_process)
 
+  def draw_curves():
+    plot.plot_curves(log.path, os.path.join(args.out, "curves.png"),
+                     title=os.path.basename(os.path.abspath(args.out)))
+
   bar = None
   if main_process and not args.quiet:
     from tqdm import tqdm
@@ -504,7 +508,8 @@ def run(args, parser=None) -> TrainResult:
       if bar is not None:
         bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{args.batch / dt:.2f}")
         bar.update(1)
-      if step % args.ckpt_every == 0 or step == args.steps:
+      saved = step % args.ckpt_every == 0 or step == args.steps
+      if saved:
         ckpt.save(step, params, opt_state, it, real_it)
       evaluate = val_scans and ((args.eval_every and step % args.eval_every == 0)
                                 or step == args.steps)
@@ -516,6 +521,9 @@ def run(args, parser=None) -> TrainResult:
         ckpt.save_best(step, steps.host_tree(params), result["mean_dice"])
         if bar is not None:
           bar.write(f"step {step}: validation mean Dice {result['mean_dice']:.4f}")
+      if (saved or evaluate) and main_process:
+        # Redrawn as the run goes, so a long or killed run shows its curves so far.
+        draw_curves()
   finally:
     if bar is not None:
       bar.close()
@@ -525,9 +533,8 @@ def run(args, parser=None) -> TrainResult:
       close = getattr(iterator, "close", None)
       if close is not None:
         close()
-  if main_process:
-    plot.plot_curves(os.path.join(args.out, "metrics.jsonl"),
-                     os.path.join(args.out, "curves.png"), title=os.path.basename(args.out))
+  if main_process and step == start:
+    draw_curves()  # nothing left to train (a resume of a finished run)
   return TrainResult(step=step, losses=losses, samples=samples, validations=validations,
                      params=steps.host_tree(params))
 
