@@ -5,6 +5,7 @@ The runs are small (16^3 maps, a 2-level U-Net). Subprocesses share a persistent
 compilation cache, so the same train step is compiled once for all of them.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -111,7 +112,7 @@ def reference(problem):
   return out
 
 
-def test_run_records_metrics_checkpoints_and_curves(reference):
+def test_run_records_metrics_checkpoints_and_curves(problem, reference):
   records = plot.read_metrics(os.path.join(reference, "metrics.jsonl"))
   steps = [r for r in records if "loss" in r]
   assert [r["step"] for r in steps] == list(range(1, STEPS + 1))
@@ -125,6 +126,15 @@ def test_run_records_metrics_checkpoints_and_curves(reference):
   assert os.path.getsize(os.path.join(reference, "curves.png")) > 1000
   run = json.load(open(os.path.join(reference, "run.json")))
   assert run["classes"] == [0, 1, 2] and run["model"]["features"] == [4, 8]
+  # Provenance: the stack's versions, the source's commit, the label maps' digests.
+  assert set(run["versions"]) == {"synthjax", "jax", "flax", "optax", "orbax-checkpoint",
+                                  "grain", "numpy", "nibabel", "python"}
+  assert run["versions"]["numpy"] == np.__version__
+  assert run["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
+  git = run["git"]
+  assert git is None or (len(git["commit"]) == 40 and isinstance(git["dirty"], bool))
+  assert run["label_sha256"] == {
+      p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in problem["paths"]}
 
 
 def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, tmp_path,
@@ -497,3 +507,36 @@ def test_curves_are_redrawn_at_every_checkpoint_and_validation(problem, monkeypa
   assert drawn == [([1, 2], []), ([1, 2, 3], [3]), ([1, 2, 3, 4], [3, 4])]
   assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
   assert not [n for n in os.listdir(out) if ".tmp" in n]
+
+
+def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_path, capsys):
+  """A resumed run replays its maps: one changed (or gone) since run.json recorded its
+  SHA-256 is refused in one line naming it, before anything is written."""
+  maps = []
+  for i, path in enumerate(problem["paths"]):
+    maps.append(str(tmp_path / f"map{i}_dseg.nii.gz"))
+    with open(path, "rb") as src, open(maps[-1], "wb") as dst:
+      dst.write(src.read())
+  with open(os.path.join(reference, "run.json")) as f:
+    record = json.load(f)
+  record["args"]["labels"] = record["label_paths"] = maps
+  record["label_sha256"] = {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in maps}
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "run.json").write_text(json.dumps(record))
+  with open(maps[1], "rb") as f:
+    original = f.read()
+  img = nib.load(maps[1])
+  changed = np.asarray(img.dataobj).copy()
+  changed[0, 0, 0] = 2
+  nib.save(nib.Nifti1Image(changed, img.affine), maps[1])
+  os.remove(maps[2])
+  for name, message in ((maps[1], "changed since the run started"), (maps[2], "missing")):
+    assert train.main(["-o", str(run), "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"synthjax train: error: {name}: ") and message in err, err
+    assert err.count("\n") == 1
+    assert os.listdir(run) == ["run.json"]
+    # Restored byte for byte, the next check is the next map's.
+    with open(maps[1], "wb") as f:
+      f.write(original)

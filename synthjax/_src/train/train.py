@@ -18,7 +18,9 @@ kept in `RUN/best`.
 
 Outputs: `RUN/run.json` (everything needed to rebuild the net and the generator),
 `RUN/metrics.jsonl` (one JSON object per step and per validation), `RUN/curves.png`
-(redrawn at every checkpoint and validation), `RUN/checkpoints/`, `RUN/best/`.
+(redrawn at every checkpoint and validation), `RUN/checkpoints/`, `RUN/best/`. run.json
+also records the versions of the stack, the git commit of the synthjax source and the
+SHA-256 of every label map; `--resume` refuses maps that changed since.
 
 Seed maps: `--preset fetal --seeds DIR` draws the sub-label intensity classes from
 FetalSynthGen's seed maps (`DIR/subclasses_K/.../<map>_mlabel_M.nii.gz`) instead of the
@@ -49,6 +51,7 @@ import time
 import numpy as np
 
 from synthjax._src import scans
+from synthjax._src.train import runinfo
 from synthjax._src.train.cli import UserError, add_cache_option
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
@@ -225,7 +228,9 @@ def prepare_run(args, parser):
       raise UserError(f"{args.out}: no run to resume (no run.json)")
     with open(run_json) as f:
       stored = json.load(f)
-    return check_resume_args(args, parser, stored["args"]), stored
+    args = check_resume_args(args, parser, stored["args"])
+    runinfo.check_labels(stored, run_json)
+    return args, stored
   if os.path.exists(run_json):
     raise UserError(f"{args.out}: holds a run already; pass --resume to continue it or "
                     f"choose another folder")
@@ -436,7 +441,7 @@ def run(args, parser=None) -> TrainResult:
                        if k not in ("coordinator", "num_processes", "process_id", "debug")},
               "synth_config": cfg.to_dict(), "model": model_config(args), "classes": classes,
               "label_paths": paths, "spacing": list(cfg.spacing),
-              "versions": {"synthjax": synthjax.__version__, "jax": jax.__version__}}
+              **runinfo.provenance(paths)}
     atomic_write(os.path.join(args.out, "run.json"), json.dumps(record, indent=1))
 
   # Model, optimizer, devices.
