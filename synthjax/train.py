@@ -12,6 +12,7 @@ from synthjax._src.train.metrics import dice_per_label, hausdorff95, mean_score
 from synthjax._src.train.model import UNet
 from synthjax._src.train.model import build as build_model
 from synthjax._src.train.plot import plot_curves, read_metrics
+from synthjax._src.train.qc import label_volumes, qc_picture
 from synthjax._src.train.segment import Segmenter
 from synthjax._src.train.segment import build_parser as build_segment_parser
 from synthjax._src.train.segment import main as segment_main
@@ -28,4 +29,4 @@ __all__ = ["build_model", "UNet", "dice_ce_loss", "make_optimizer", "make_train_
            "dice_per_label", "mean_score", "hausdorff95", "read_metrics", "plot_curves",
            "build_train_parser", "run_train", "train_main", "TrainResult", "load_config",
            "build_segment_parser", "run_segment", "segment_main", "Segmenter",
-           "segment_scan", "UserError"]
+           "segment_scan", "UserError", "label_volumes", "qc_picture"]

@@ -161,9 +161,43 @@ def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, t
     values = np.asarray(conf.dataobj)
     assert values.min() >= 0.0 and values.max() <= 1.0 and values.max() > 0.34
     assert set(np.unique(np.asarray(seg.dataobj)).tolist()) <= {0, 1, 2}
+    _check_volumes_and_qc(out, name, seg)
+  # The run it used, in one line.
+  summary = [l for l in proc.stderr.splitlines() if "trained with synthjax" in l]
+  assert len(summary) == 1 and reference in summary[0] and "[0, 1, 2]" in summary[0]
   # Outputs are never silently replaced.
   assert segment.main([reference, scan, "-o", out, "--quiet"]) == 2
   assert "exists" in capsys.readouterr().err
+
+
+def _check_volumes_and_qc(out, name, seg):
+  """`<name>_volumes.json` holds the written segmentation's counts times the voxel volume;
+  `<name>_qc.png` is a picture of the expected size with the image and coloured outlines
+  in each of its three panels."""
+  from PIL import Image
+  from synthjax._src.train import qc
+  labels = np.asarray(seg.dataobj)
+  mm3 = abs(float(np.linalg.det(seg.affine[:3, :3])))
+  with open(os.path.join(out, f"{name}_volumes.json")) as f:
+    volumes = json.load(f)
+  assert volumes["voxel_volume_mm3"] == pytest.approx(mm3)
+  assert set(volumes["labels"]) == {"1", "2"}
+  for v in (1, 2):
+    count = int(np.sum(labels == v))
+    assert volumes["labels"][str(v)]["voxels"] == count
+    assert volumes["labels"][str(v)]["mL"] == pytest.approx(count * mm3 / 1000)
+  png = np.asarray(Image.open(os.path.join(out, f"{name}_qc.png")).convert("RGB"))
+  assert png.shape == (round(qc.FIGSIZE[1] * qc.DPI), round(qc.FIGSIZE[0] * qc.DPI), 3)
+  colours = {tuple(c) for c in png.reshape(-1, 3)}
+  assert len(colours) > 20
+  width = png.shape[1]
+  # The panels fill the first three quarters of the width (qc.py's grid), the legend the rest.
+  for i in range(3):
+    panel = png[60:-30, int(width * (0.03 + 0.25 * i)):int(width * (0.2 + 0.25 * i))]
+    grey = (panel.max(-1) - panel.min(-1)) < 8
+    assert grey.mean() > 0.3 and panel[grey].std() > 5, i  # an image, not a blank
+    if int(np.sum(labels != 0)) > 0:
+      assert (~grey).sum() > 10, i  # label outlines in colour
 
 
 def _children(pid):
@@ -540,3 +574,51 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
     # Restored byte for byte, the next check is the next map's.
     with open(maps[1], "wb") as f:
       f.write(original)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no run.json", "run.json: no such file"),
+    ("no weights", "checkpoints: no checkpoint"),
+    ("another major version", "written by synthjax 99.0.0"),
+    ("no classes", "missing required key 'classes'"),
+    ("no args.dim", "missing required key 'args.dim'"),
+    ("4-D scan", "must be 3-D"),
+    ("zero spacing", "invalid affine"),
+    ("NaN spacing", "invalid affine"),
+])
+def test_segment_refuses_bad_runs_and_scans(problem, reference, tmp_path, capsys, case,
+                                            message):
+  run, scan = reference, problem["val_image"]
+  if case in ("4-D scan", "zero spacing", "NaN spacing"):
+    scan = str(tmp_path / "bad_T1w.nii.gz")
+    data = np.asarray(nib.load(problem["val_image"]).dataobj)
+    if case == "4-D scan":
+      nib.save(nib.Nifti1Image(np.stack([data, data], -1), np.eye(4)), scan)
+    else:
+      # Through the sform alone: nibabel cannot write such an affine as a qform.
+      img = nib.Nifti1Image(data, None)
+      img.header.set_sform(np.diag([2.0, 0.0 if case == "zero spacing" else np.nan, 2.0, 1.0]),
+                           code=2)
+      img.header.set_qform(None, code=0)
+      nib.save(img, scan)
+  else:
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    with open(os.path.join(reference, "run.json")) as f:
+      record = json.load(f)
+    if case == "another major version":
+      record["versions"]["synthjax"] = "99.0.0"
+    elif case == "no classes":
+      del record["classes"]
+    elif case == "no args.dim":
+      del record["args"]["dim"]
+    if case != "no run.json":
+      with open(os.path.join(run, "run.json"), "w") as f:
+        json.dump(record, f)
+  before = sorted(os.listdir(run))
+  out = str(tmp_path / "seg")
+  assert cli.main(["segment", run, scan, "-o", out, "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("synthjax segment: error: ") and message in err, err
+  assert err.count("\n") == 1
+  assert not os.path.exists(out) and sorted(os.listdir(run)) == before

@@ -3,8 +3,9 @@
   python examples/segmentation/predict.py RUN SCANS... -o OUT [--last] [--tta]
 
 is the same as `synthjax segment RUN SCANS... -o OUT` (`synthjax segment --help` lists the
-options): `OUT/<name>_seg.nii.gz` holds each scan's labels on its own grid and
-`OUT/<name>_conf.nii.gz` their confidence. Needs the `train` extra.
+options): `OUT/<name>_seg.nii.gz` holds each scan's labels on its own grid,
+`OUT/<name>_conf.nii.gz` their confidence, `OUT/<name>_volumes.json` each label's volume
+and `OUT/<name>_qc.png` a picture to check them. Needs the `train` extra.
 """
 
 import sys

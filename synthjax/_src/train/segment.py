@@ -7,8 +7,14 @@ to the training spacing and normalised like the training images, segmented by
 Gaussian-blended sliding windows of the training patch (slice by slice for a 2-D net),
 and mapped back to its own grid. `OUT/<name>_seg.nii.gz` holds the labels and
 `OUT/<name>_conf.nii.gz` the softmax maximum (in [0, 1]), both with the scan's affine.
-`--tta` averages the prediction with that of the left/right mirror image (swapping
-left/right labels).
+`OUT/<name>_volumes.json` holds each label's voxel count and volume in mL on the scan's
+grid, and `OUT/<name>_qc.png` three orthogonal slices through the segmented region with
+the labels outlined and their volumes. `--tta` averages the prediction with that of the
+left/right mirror image (swapping left/right labels).
+
+The run's provenance (synthjax version and commit, classes, spacing) is printed to stderr;
+a run folder without run.json or weights, or whose run.json another major version of
+synthjax wrote, is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -16,11 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
 from synthjax._src import scans
+from synthjax._src.train import qc, runinfo
 from synthjax._src.train.cli import UserError, add_cache_option
+
+# What `synthjax segment` writes for each scan, after its name.
+OUTPUTS = ("_seg.nii.gz", "_conf.nii.gz", "_volumes.json", "_qc.png")
 
 
 def add_arguments(p):
@@ -59,12 +70,22 @@ class Segmenter:
     import jax
     import synthjax
     from flax import nnx
-    from synthjax._src.train import checkpoints, model, steps
+    from synthjax._src.train import checkpoints, model, runinfo, steps
     run_json = os.path.join(run_dir, "run.json")
     if not os.path.exists(run_json):
-      raise UserError(f"{run_dir}: not a run folder (no run.json)")
-    with open(run_json) as f:
-      self.record = json.load(f)
+      raise UserError(f"{run_json}: no such file; {run_dir} is not a run folder")
+    try:
+      with open(run_json) as f:
+        self.record = json.load(f)
+    except (OSError, ValueError) as e:
+      raise UserError(f"{run_json}: cannot read the run record ({e})") from e
+    runinfo.check_record(self.record, run_json)
+    # Checked before Orbax opens the folder: its managers would create missing folders.
+    if not (_has_steps(os.path.join(run_dir, "checkpoints"))
+            or (best and _has_steps(os.path.join(run_dir, "best")))):
+      raise UserError(f"{os.path.join(run_dir, 'checkpoints')}: no checkpoint (the run's "
+                      f"weights); train the run first")
+    self.run_dir = run_dir
     self.args = argparse.Namespace(**self.record["args"])
     self.config = synthjax.SynthConfig.from_dict(self.record["synth_config"])
     self.classes = self.record["classes"]
@@ -91,6 +112,12 @@ class Segmenter:
     return seg, conf, scan
 
 
+def _has_steps(folder):
+  """Whether `folder` holds a finished Orbax step (a folder named by its step number)."""
+  return os.path.isdir(folder) and any(
+      n.isdigit() and os.path.isdir(os.path.join(folder, n)) for n in os.listdir(folder))
+
+
 def save(path, array, affine):
   """Writes a NIfTI atomically (temporary name, then rename), with the umask's mode."""
   import nibabel as nib
@@ -106,35 +133,44 @@ def save(path, array, affine):
 
 
 def run(args):
+  """Segments `args.images` with the run `args.run` (`build_parser`); returns, for each
+  scan, the paths written (segmentation, confidence, volumes JSON, QC picture)."""
   outputs = []
   for image in args.images:
     if not os.path.exists(image):
       raise UserError(f"{image}: no such file")
+    # The header only (3-D, valid affine), so that a bad scan is refused before any output.
+    scans.load(image)
     stem = _stem(image)
-    pair = (os.path.join(args.out, f"{stem}_seg.nii.gz"),
-            os.path.join(args.out, f"{stem}_conf.nii.gz"))
+    paths = tuple(os.path.join(args.out, f"{stem}{suffix}") for suffix in OUTPUTS)
     if not args.overwrite:
-      for p in pair:
+      for p in paths:
         if os.path.exists(p):
           raise UserError(f"{p}: exists; pass --overwrite to replace it")
-    outputs.append((image, pair))
+    outputs.append((image, paths))
   stems = [_stem(i) for i in args.images]
   dups = sorted({s for s in stems if stems.count(s) > 1})
   if dups:
     raise UserError(f"two scans share the output name {dups[0]!r}; segment them into "
                     f"separate folders")
   segmenter = Segmenter(args.run, best=not args.last)
+  print(f"synthjax segment: {runinfo.summary(segmenter.record, args.run)}", file=sys.stderr)
   os.makedirs(args.out, exist_ok=True)
   bar = None
   if not args.quiet:
     from tqdm import tqdm
     bar = tqdm(total=len(outputs), desc="predict", unit="scan", dynamic_ncols=True)
   try:
-    for image, (seg_path, conf_path) in outputs:
+    for image, (seg_path, conf_path, volumes_path, qc_path) in outputs:
       seg, conf, scan = segmenter(image, tta=args.tta, batch_size=args.batch_size)
       dtype = np.uint8 if max(segmenter.classes) < 256 else np.int32
-      save(seg_path, seg.astype(dtype), scan.affine)
+      seg = seg.astype(dtype)
+      save(seg_path, seg, scan.affine)
       save(conf_path, conf, scan.affine)
+      volumes = qc.label_volumes(seg, scan.affine, segmenter.classes)
+      qc.write_json(volumes_path, {"scan": os.path.abspath(image),
+                                   "segmentation": os.path.abspath(seg_path), **volumes})
+      qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
       if bar is not None:
         bar.update(1)
   finally:
