@@ -19,6 +19,7 @@ how that is checked before workers start and how it is released.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -237,28 +238,44 @@ def _copy_tree(x):
   return _copy_out(x)
 
 
+def _release(box: list) -> None:
+  """Closes the Grain iterator in `box` and lets it go while the interpreter still runs:
+  Grain's iterators close again when collected, which fails once modules are torn down."""
+  if box:
+    box.pop().close()
+    gc.collect()
+
+
 class BatchIterator(grain.DatasetIterator):
   """The iterator of a `pipeline`: Grain's, with its batches in ordinary memory.
 
   Forwards `get_state` / `set_state` (exact resume) and is a context manager; `close()`
-  (or leaving the `with` block, or dropping the iterator, or the interpreter's exit)
-  stops the workers and frees every shared-memory segment in flight.
+  (or leaving the `with` block, dropping the iterator, or the interpreter's exit) stops
+  the workers and frees every shared-memory segment in flight. A closed iterator cannot
+  be used again (take its `get_state()` before closing it).
   """
 
   def __init__(self, parent: grain.DatasetIterator):
     super().__init__(parent)
-    self._finalizer = weakref.finalize(self, parent.close)
+    # The Grain iterator lives in `_box` only, so that closing can let it go.
+    self._parents = ()
+    self._box = [parent]
+    self._finalizer = weakref.finalize(self, _release, self._box)
+
+  @property
+  def _grain(self) -> grain.DatasetIterator:
+    if not self._box:
+      raise ValueError("the pipeline's iterator is closed")
+    return self._box[0]
 
   def __next__(self):
-    if self._closed:
-      raise ValueError("the pipeline's iterator is closed")
-    return _copy_tree(next(self._parent))
+    return _copy_tree(next(self._grain))
 
   def get_state(self):
-    return self._parent.get_state()
+    return self._grain.get_state()
 
   def set_state(self, state):
-    self._parent.set_state(state)
+    self._grain.set_state(state)
 
   def close(self) -> None:
     self._closed = True
