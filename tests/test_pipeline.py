@@ -1,7 +1,12 @@
 """`synthjax.data.pipeline`: determinism across workers, resume, sharding, keys."""
 
-import contextlib
 import dataclasses
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import nibabel as nib
@@ -27,14 +32,9 @@ def source(tmp_path_factory):
   return data.NiftiSource.from_pairs(folder, cache=False)
 
 
-@contextlib.contextmanager
 def iterate(ds):
-  it = iter(ds)
-  try:
-    yield it
-  finally:
-    if hasattr(it, "close"):
-      it.close()
+  """The pipeline's iterator, a context manager that closes it (stops its workers)."""
+  return iter(ds)
 
 
 def take(ds, n, state=None):
@@ -203,3 +203,128 @@ def test_host_synthesis_transform_matches_device_synthesis(source):
   np.testing.assert_allclose(host["image"], np.asarray(images), atol=1e-6, rtol=0)
   assert host["params"]["gmm"]["means"].shape == (2, 7)
   assert not hasattr(pickle.loads(pickle.dumps(transform)), "_fn")
+
+
+# Shared memory ------------------------------------------------------------------------
+
+def test_buffer_is_sized_from_the_batch_bytes_and_the_budget(source):
+  nbytes = data.batch_nbytes(source, PATCH, 2)
+  assert nbytes == 2 * (8 ** 3 * (4 + 4) + 36)  # int32 labels, float32 images, index/key...
+  assert data.batch_nbytes(source, PATCH, 2, [data.SeedPatches((), (), "", 3)]) == \
+      nbytes + 2 * 8 ** 3 * 3
+  assert data.shm_in_flight(2, 1, nbytes) == 2 * 4 * nbytes
+  kw = dict(patch_size=PATCH, batch_size=2, seed=3, workers=2)
+  ds = data.pipeline(source, shm_budget=data.shm_in_flight(2, 2, nbytes), **kw)
+  assert _buffer(ds) == 2
+  assert _buffer(data.pipeline(source, shm_budget=data.shm_in_flight(2, 2, nbytes) - 1,
+                               **kw)) == 1
+
+
+def _buffer(ds):
+  """The per-worker buffer of a pipeline's multiprocess prefetch (None: no workers)."""
+  todo = [ds]
+  while todo:
+    d = todo.pop()
+    if type(d).__name__ == "ProcessPrefetchIterDataset":
+      return d._buffer_size
+    todo.extend(getattr(d, "_parents", ()))
+    todo.extend(getattr(d, "_datasets", None) or ())  # Grain's interleave of the workers
+  return None
+
+
+def test_too_little_shared_memory_falls_back_to_no_workers(source, tmp_path, monkeypatch,
+                                                           caplog):
+  kw = dict(patch_size=PATCH, batch_size=2, seed=3, patches_per_volume=2)
+  serial = take(data.pipeline(source, **kw), 3)
+  real_statvfs = os.statvfs
+
+  class Tiny:
+    f_bavail, f_frsize = 4, 4096  # 16 kB free
+
+  monkeypatch.setattr(os, "statvfs",
+                      lambda p: Tiny() if os.fspath(p) == str(tmp_path) else real_statvfs(p))
+  monkeypatch.setenv("SYNTHJAX_SHM_DIR", str(tmp_path))
+  assert data.shm_free_bytes() == 16384
+  with caplog.at_level(logging.WARNING, logger="synthjax.data"):
+    ds = data.pipeline(source, workers=2, **kw)
+  assert _buffer(ds) is None
+  [record] = caplog.records
+  message = record.getMessage()
+  assert "\n" not in message and "workers=0" in message and "--shm-size" in message
+  assert "emptyDir" in message
+  assert_batches_equal(serial, take(ds, 3))
+
+
+_SHM_SCRIPT = r'''
+import gc, os, sys, time
+import numpy as np, nibabel as nib
+from synthjax import data
+
+def segments():
+  return sorted(os.listdir("/dev/shm"))
+
+def main(folder, close):
+  rng = np.random.default_rng(0)
+  for i in range(2):
+    lab = rng.integers(0, 3, (32, 32, 32)).astype(np.int16)
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), os.path.join(folder, f"v{i}_dseg.nii.gz"))
+  source = data.NiftiSource.from_folder(folder)
+  start = segments()
+  ds = data.pipeline(source, patch_size=24, batch_size=2, seed=0, workers=2,
+                     patches_per_volume=4)
+  it = iter(ds)
+  batches = [next(it) for _ in range(3)]
+  time.sleep(1.0)  # the workers fill their buffers
+  used = [n for n in segments() if not n.startswith("sem.")]
+  print("in use", len(used), flush=True)
+  assert used, "no batch went through shared memory"
+  assert all(type(b["labels"]) is np.ndarray for b in batches)
+  if close == "close":
+    with it:
+      next(it)
+    del it, ds
+    gc.collect()
+    for _ in range(50):
+      if segments() == start:
+        break
+      time.sleep(0.1)
+    print("after close", len(segments()) - len(start), flush=True)
+    assert segments() == start, (start, segments())
+  # close == "exit": leave the iterator and batches alive at exit.
+  globals()["keep"] = (batches, it) if close == "exit" else batches
+
+if __name__ == "__main__":
+  main(sys.argv[1], sys.argv[2])
+'''
+
+
+def _in_small_shm(tmp_path, args, size="64m"):
+  """Runs the script above in a mount namespace with its own `size` tmpfs on /dev/shm."""
+  if shutil.which("unshare") is None:
+    pytest.skip("no unshare")
+  probe = subprocess.run(["unshare", "-m", "sh", "-c",
+                          "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True)
+  if probe.returncode != 0:
+    pytest.skip("mount namespaces with a tmpfs are not permitted here")
+  script = tmp_path / "shm_script.py"
+  script.write_text(_SHM_SCRIPT)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "JAX_PLATFORMS": "cpu"}
+  cmd = (f"mount -t tmpfs -o size={size} tmpfs /dev/shm && {shlex.quote(sys.executable)} "
+         + " ".join(shlex.quote(str(a)) for a in [script, *args])
+         + '; rc=$?; echo "left $(ls /dev/shm | wc -l)"; exit $rc')
+  return subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True,
+                        env=env, timeout=300)
+
+
+@pytest.mark.parametrize("close", ["close", "exit"])
+def test_shared_memory_is_freed_on_close_and_exit_without_tracebacks(tmp_path, close):
+  folder = tmp_path / "vols"
+  folder.mkdir()
+  r = _in_small_shm(tmp_path, [folder, close])
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert "in use" in r.stdout
+  if close == "close":
+    assert "after close 0" in r.stdout
+  assert "left 0" in r.stdout  # nothing left in /dev/shm once the interpreter is gone
+  for text in ("Traceback", "Exception ignored", "leaked"):
+    assert text not in r.stderr, r.stderr

@@ -2,7 +2,8 @@
 
 from synthjax._src.data.grid import assemble, grid_patches, sliding_window
 from synthjax._src.data.keys import sample_key_data
-from synthjax._src.data.pipeline import ExtractPatches, pipeline
+from synthjax._src.data.pipeline import (BatchIterator, ExtractPatches, batch_nbytes, pipeline,
+                                          shm_free_bytes, shm_in_flight)
 from synthjax._src.data.samplers import (LabelSampler, UniformSampler, WeightedSampler,
                                          extract_patch)
 from synthjax._src.data.sources import NiftiSource, Volume, expand_paths
@@ -17,6 +18,7 @@ from synthjax._src.data.splits import MixedSource, Subset, train_val_split
 
 __all__ = [
     "NiftiSource", "Volume", "expand_paths", "pipeline", "ExtractPatches", "sample_key_data",
+    "BatchIterator", "batch_nbytes", "shm_in_flight", "shm_free_bytes",
     "UniformSampler", "LabelSampler", "WeightedSampler", "extract_patch",
     "train_val_split", "Subset", "MixedSource",
     "grid_patches", "assemble", "sliding_window",

@@ -10,13 +10,21 @@ iterator's state (`get_state` / `set_state`) resumes it exactly.
 Each element carries `key`, the raw words of `jax.random.fold_in(jax.random.key(seed), j)`
 computed in numpy (workers never call JAX), so synthesis on the device is reproducible:
 `keys = jax.random.wrap_key_data(batch["key"])`.
+
+Workers hand their batches to the main process through POSIX shared memory (`/dev/shm`
+on Linux), which containers often keep small; see `pipeline` for how much of it is used,
+how that is checked before workers start and how it is released.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import logging
+import math
 import os
 import sys
+import weakref
 from typing import Optional, Sequence
 
 import numpy as np
@@ -28,6 +36,21 @@ from synthjax._src.data.splits import describe_element
 
 _STREAM_PERMUTATION = 1
 _STREAM_PATCH = 2
+
+SHM_DIR_ENV = "SYNTHJAX_SHM_DIR"
+"""Environment variable naming the shared-memory folder `pipeline` checks (`/dev/shm`)."""
+
+# Arrays smaller than this travel from the workers pickled with their batch instead of in
+# a shared-memory segment of their own (index, volume, origin and key: a few bytes each).
+_MIN_SHM_BYTES = 64 << 10
+# Batches a worker computes ahead in its own (private) memory, on Grain's default number
+# of reading threads; Grain's default (500 per worker) holds gigabytes of 64^3 patches.
+_WORKER_READ_THREADS = 16
+_WORKER_READ_AHEAD = 16
+# Per-sample bytes of `index`, `volume`, `origin` and `key`.
+_FIXED_SAMPLE_BYTES = 8 + 8 + 3 * 4 + 2 * 4
+
+_log = logging.getLogger("synthjax.data")
 
 
 def _as_size(patch_size):
@@ -111,6 +134,16 @@ class ExtractPatches(grain.transforms.Map):
     return out
 
 
+def _contiguous(element):
+  """The element with C-ordered arrays: patches cut from a NIfTI volume (Fortran-ordered)
+  are not, and Grain sends such an array through a pipe, pickled, not shared memory."""
+  if isinstance(element, dict):
+    return {k: _contiguous(v) for k, v in element.items()}
+  if isinstance(element, np.ndarray) and not element.flags.c_contiguous:
+    return np.ascontiguousarray(element)
+  return element
+
+
 def _exit_with_parent(parent: int, period: float = 1.0):
   """Ends this worker once its parent is gone (a parent killed with SIGKILL cannot stop
   its workers, which would otherwise live on, reparented, holding their memory)."""
@@ -134,12 +167,148 @@ def _worker_init(worker_index: int, worker_count: int):
   _exit_with_parent(os.getppid())
 
 
+def _has_images(source) -> bool:
+  """Whether the source's elements carry an image (`True` where it cannot tell)."""
+  while source is not None:
+    if hasattr(source, "image_paths"):
+      return source.image_paths is not None
+    source = getattr(source, "source", None)
+  return True
+
+
+def batch_nbytes(source, patch_size, batch_size: int, transforms: Sequence = ()) -> int:
+  """Bytes of one batch of `pipeline(source, patch_size=..., batch_size=...)`.
+
+  Counts `labels` (int32), `image` (float32, image sources), `index`, `volume`, `origin`
+  and `key`, plus `bytes_per_voxel` of each transform that declares it (`seed_patches`:
+  `seeds`, `SynthesizeTransform`: the rendered `image` and `seg`).
+  """
+  size = _as_size(patch_size)
+  if size is None:
+    size = tuple(describe_element(source, 0)["shape"])
+  per_voxel = 4 + (4 if _has_images(source) else 0)
+  per_voxel += sum(int(getattr(t, "bytes_per_voxel", 0)) for t in transforms)
+  return int(batch_size) * (math.prod(size) * per_voxel + _FIXED_SAMPLE_BYTES)
+
+
+def shm_in_flight(workers: int, per_worker_buffer_size: int, batch_bytes: int) -> int:
+  """Shared memory that `pipeline` holds at most for batches on their way from the workers.
+
+  From Grain's code (0.2.18): each worker has up to `per_worker_buffer_size` batches in
+  its queue and one more waiting to enter it; in the main process a thread per worker
+  reads `per_worker_buffer_size` more ahead and holds one waiting for room. A batch handed
+  to the caller is copied out of shared memory and its segment freed at once. (Measured
+  peaks, 2 workers, 2 MB batches: 6 batches with a buffer of 1, 9 with 2.)
+  """
+  return int(workers) * (2 * int(per_worker_buffer_size) + 2) * int(batch_bytes)
+
+
+def shm_free_bytes(folder: Optional[str] = None) -> Optional[int]:
+  """Free bytes of the shared-memory folder (`$SYNTHJAX_SHM_DIR`, else `/dev/shm`), or
+  `None` where it cannot be read (no such folder, as on macOS)."""
+  folder = folder or os.environ.get(SHM_DIR_ENV) or "/dev/shm"
+  try:
+    st = os.statvfs(folder)
+  except OSError:
+    return None
+  return st.f_bavail * st.f_frsize
+
+
+def _copy_out(leaf):
+  """A plain-memory copy of a batch array Grain opened from shared memory, whose segment
+  is unlinked at once (Grain would only unlink it when the array is collected)."""
+  shm = getattr(leaf, "shm", None)
+  if shm is None or not isinstance(leaf, np.ndarray):
+    return leaf
+  out = np.array(leaf, subok=False)
+  if getattr(leaf, "_unlink_on_del", False):
+    leaf._unlink_on_del = False
+    try:
+      shm.unlink()
+    except FileNotFoundError:
+      pass
+  return out
+
+
+def _copy_tree(x):
+  if isinstance(x, dict):
+    return {k: _copy_tree(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return type(x)(_copy_tree(v) for v in x)
+  return _copy_out(x)
+
+
+def _release(box: list) -> None:
+  """Closes the Grain iterator in `box` and lets it go while the interpreter still runs:
+  Grain's iterators close again when collected, which fails once modules are torn down."""
+  if box:
+    box.pop().close()
+    gc.collect()
+
+
+class BatchIterator(grain.DatasetIterator):
+  """The iterator of a `pipeline`: Grain's, with its batches in ordinary memory.
+
+  Forwards `get_state` / `set_state` (exact resume) and is a context manager; `close()`
+  (or leaving the `with` block, dropping the iterator, or the interpreter's exit) stops
+  the workers and frees every shared-memory segment in flight. A closed iterator cannot
+  be used again (take its `get_state()` before closing it).
+  """
+
+  def __init__(self, parent: grain.DatasetIterator):
+    super().__init__(parent)
+    # The Grain iterator lives in `_box` only, so that closing can let it go.
+    self._parents = ()
+    self._box = [parent]
+    self._finalizer = weakref.finalize(self, _release, self._box)
+
+  @property
+  def _grain(self) -> grain.DatasetIterator:
+    if not self._box:
+      raise ValueError("the pipeline's iterator is closed")
+    return self._box[0]
+
+  def __next__(self):
+    return _copy_tree(next(self._grain))
+
+  def get_state(self):
+    return self._grain.get_state()
+
+  def set_state(self, state):
+    self._grain.set_state(state)
+
+  def close(self) -> None:
+    self._closed = True
+    self._finalizer()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+    return False
+
+  def __str__(self) -> str:
+    return "BatchIterator"
+
+
+class _BatchIterDataset(grain.IterDataset):
+  """`pipeline`'s dataset: its iterators are `BatchIterator`s."""
+
+  def __iter__(self) -> BatchIterator:
+    return BatchIterator(self._parent.__iter__())
+
+  def __str__(self) -> str:
+    return "BatchIterDataset"
+
+
 def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0,
              patches_per_volume: int = 1, sampler=None, shuffle: bool = True,
              num_epochs: Optional[int] = None, drop_remainder: bool = True,
              shard: Optional[tuple] = None, transforms: Sequence = (),
              worker_buffer_size: int = 2, pad_label: int = 0,
-             pad_small: bool = False) -> grain.IterDataset:
+             pad_small: bool = False, shm_budget: Optional[int] = None,
+             shm_dir: Optional[str] = None) -> grain.IterDataset:
   """Batches of patches (labels, images where present) with per-sample JAX keys.
 
   Args:
@@ -157,20 +326,46 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
       `(jax.process_index(), jax.process_count())`); each sample goes to exactly one shard
       and keeps its global index and key.
     transforms: extra Grain transforms applied to each sample in the workers.
-    worker_buffer_size: batches prefetched per worker.
+    worker_buffer_size: batches prefetched per worker, at most (see Shared memory).
     pad_label: label value for patch voxels outside the volume.
     pad_small: allow volumes smaller than the patch (padded with `pad_label`, like MONAI's
       `SpatialPad`); by default such a volume is an error naming its file (as TorchIO).
+    shm_budget: bytes of shared memory the workers may hold; default half the free space
+      of `shm_dir` when the pipeline is built.
+    shm_dir: the shared-memory folder whose free space is checked; default
+      `$SYNTHJAX_SHM_DIR`, else `/dev/shm`. Python's shared memory (`shm_open`) always
+      lives in `/dev/shm` on Linux: this only says where to look for its space.
+
+  Shared memory:
+    With `workers > 0`, each batch travels from its worker to this process in shared
+    memory, which containers often keep small (Docker: 64 MB unless
+    `docker run --shm-size=...`; Kubernetes: whatever an `emptyDir` with
+    `medium: Memory` mounted on `/dev/shm` allows). At most
+    `workers * (2 * per_worker_buffer_size + 2) * batch_nbytes(...)` bytes are held
+    (`shm_in_flight`), where `per_worker_buffer_size` is the largest value in
+    `[1, worker_buffer_size]` that fits `shm_budget`. Batches are copied into ordinary
+    memory as the iterator returns them and their segments freed at once, so nothing the
+    caller keeps holds shared memory, and `close()` on the iterator (it is also a context
+    manager, and closes itself when dropped or at exit) stops the workers and frees the
+    rest.
+
+    If even one buffered batch per worker does not fit the budget, the pipeline runs with
+    `workers=0` and logs one warning naming the cure: a job then trains (more slowly)
+    instead of dying with `Worker process was terminated unexpectedly with exit code -7`
+    (SIGBUS on a full `/dev/shm`), and its batches are the same as with workers. The
+    choice is checked once, here: other processes filling the folder later are not seen.
 
   Returns:
-    A `grain.IterDataset`; its batches are dicts of stacked numpy arrays: `labels`
-    (B, X, Y, Z) int32, `image` (B, X, Y, Z) float32 (image sources), `index` (B,) the
-    global sample index, `volume` (B,), `origin` (B, 3) and `key` (B, 2) uint32.
+    A `grain.IterDataset` whose iterators are `BatchIterator`s; its batches are dicts of
+    stacked numpy arrays: `labels` (B, X, Y, Z) int32, `image` (B, X, Y, Z) float32
+    (image sources), `index` (B,) the global sample index, `volume` (B,), `origin` (B, 3)
+    and `key` (B, 2) uint32.
 
   Examples:
     >>> ds = pipeline(NiftiSource.from_folder("labels/"), patch_size=64, batch_size=4,
     ...               seed=0, workers=2)  # doctest: +SKIP
-    >>> it = iter(ds); batch = next(it); state = it.get_state()  # doctest: +SKIP
+    >>> with iter(ds) as it:  # doctest: +SKIP
+    ...   batch = next(it); state = it.get_state()
   """
   if not 0 <= int(seed) < (1 << 32):
     raise ValueError(f"seed must be in [0, 2**32), got {seed}")
@@ -207,14 +402,37 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
     if not 0 <= index < count:
       raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     ds = ds[index::count]
-  ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-  if workers > 0 and hasattr(ds, "enable_shared_memory_output"):
-    # Grain sends worker outputs through shared memory only when the dataset given to
-    # mp_prefetch says so, and `to_iter_dataset` hides it: without this every batch is
-    # pickled through a pipe (tens of MB/s).
-    ds.enable_shared_memory_output()
-  it = ds.to_iter_dataset()
+  ds = ds.map(_contiguous).batch(int(batch_size), drop_remainder=drop_remainder)
+  buffer = max(1, int(worker_buffer_size))
   if workers > 0:
+    nbytes = batch_nbytes(source, size, batch_size, transforms)
+    free = shm_free_bytes(shm_dir)
+    budget = shm_budget if shm_budget is not None else (None if free is None else free // 2)
+    if budget is not None:
+      if free is not None:
+        budget = min(int(budget), free)
+      fits = [b for b in range(1, buffer + 1) if shm_in_flight(workers, b, nbytes) <= budget]
+      if not fits:
+        folder = shm_dir or os.environ.get(SHM_DIR_ENV) or "/dev/shm"
+        need = shm_in_flight(workers, 1, nbytes)
+        _log.warning(
+            "synthjax pipeline: %d workers need %.0f MB of shared memory (budget %.0f MB of "
+            "%s); running with workers=0 instead. Cure: docker run --shm-size=%dm (or a "
+            "larger emptyDir medium: Memory on /dev/shm in Kubernetes), fewer workers, or "
+            "workers=0.", workers, need / 2**20, budget / 2**20, folder,
+            max(64, 2 ** math.ceil(math.log2(2 * need / 2**20))))
+        workers = 0
+      else:
+        buffer = fits[-1]
+  if workers > 0:
+    # Batches are stacked in the workers' own memory and copied into shared memory only
+    # as they enter a worker's queue. (`enable_shared_memory_output` would stack them in
+    # shared memory, where the worker's read-ahead holds hundreds and, when the workers
+    # stop, leaves them behind until the interpreter exits.)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=_WORKER_READ_THREADS,
+                                              prefetch_buffer_size=_WORKER_READ_AHEAD))
+    it = grain.experimental.WithOptionsIterDataset(
+        it, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
     # Grain <= 0.2.18 reads an absl flag in mp_prefetch and fails in scripts that do not
     # parse flags (google/grain#1355); the defaults are what such scripts want.
     from absl import flags
@@ -222,6 +440,8 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=int(workers),
-                                     per_worker_buffer_size=int(worker_buffer_size)),
+                                     per_worker_buffer_size=buffer),
         worker_init_fn=_worker_init)
-  return it
+  else:
+    it = ds.to_iter_dataset()
+  return _BatchIterDataset(it)

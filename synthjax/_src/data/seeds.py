@@ -148,6 +148,11 @@ class SeedPatches(grain.transforms.Map):
     state["_stacks"] = {}
     return state
 
+  @property
+  def bytes_per_voxel(self) -> int:
+    """Bytes it adds per voxel (`seeds`, int8), for `batch_nbytes`."""
+    return int(self.num_subclusters)
+
   def stack(self, v: int) -> np.ndarray:
     """The `(K, X, Y, Z)` int8 seed stack of volume `v` on the source's grid."""
     if v not in self._stacks:

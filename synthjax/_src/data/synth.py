@@ -71,6 +71,8 @@ class SynthesizeTransform(grain.transforms.Map):
     config: the `SynthConfig`; its shape must equal the patch size.
   """
   config: object
+  # Bytes it adds per voxel (`image` float32 and `seg` int32), for `batch_nbytes`.
+  bytes_per_voxel = 8
 
   def map(self, element):
     import jax
