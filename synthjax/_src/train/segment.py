@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from synthjax._src import scans
-from synthjax._src.train import qc, runinfo
+from synthjax._src.train import metrics, qc, runinfo
 from synthjax._src.train.cli import UserError, add_cache_option
 
 # What `synthjax segment` writes for each scan, after its name.
@@ -167,7 +167,7 @@ def run(args):
       seg = seg.astype(dtype)
       save(seg_path, seg, scan.affine)
       save(conf_path, conf, scan.affine)
-      volumes = qc.label_volumes(seg, scan.affine, segmenter.classes)
+      volumes = metrics.label_volumes(seg, scan.affine, segmenter.classes)
       qc.write_json(volumes_path, {"scan": os.path.abspath(image),
                                    "segmentation": os.path.abspath(seg_path), **volumes})
       qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
