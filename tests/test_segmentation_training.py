@@ -337,6 +337,9 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
     (["--down", "0"], "--down must be a positive integer"),
     (["--down", "2", "--spacing", "4"], "--down or --spacing, not both"),
     (["--spacing", "2", "0", "2"], "--spacing takes one or three positive lengths"),
+    (["--spacing", "-2"], "--spacing takes one or three positive lengths"),
+    (["--spacing", "nan"], "got [nan]"),
+    (["--spacing", "150"], "(at most 100)"),
     ("priors not JSON", "not an intensity priors JSON"),
     ("priors of label 9", "label(s) [9]"),
     ("foreign folder", "not empty"),
@@ -379,6 +382,101 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
   err = capsys.readouterr().err
   assert message in err and err.count("\n") == 1
   assert not os.path.exists(os.path.join(out, "run.json"))
+
+
+def write_bad_nifti(src, dst, case):
+  """A broken copy of the NIfTI `src` at `dst`: `case` says how it is broken."""
+  import gzip
+  img = nib.load(src)
+  data = np.asarray(img.dataobj)
+  if case == "4-D":
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), dst)
+  elif case == "2-D":
+    nib.save(nib.Nifti1Image(data[:, :, 0], img.affine), dst)
+  elif case in ("NaN", "constant"):
+    bad = data.astype(np.float32)
+    if case == "NaN":
+      bad[1, 2, 3] = np.nan
+    else:
+      bad[:] = 7.0
+    nib.save(nib.Nifti1Image(bad, img.affine), dst)
+  elif case == "unknown label":
+    bad = data.copy()
+    bad[0, 0, :3] = 7
+    nib.save(nib.Nifti1Image(bad, img.affine), dst)
+  elif case.endswith("spacing"):
+    bad = nib.Nifti1Image(data, None)
+    if case == "no spacing":  # pixdim 0 and neither qform nor sform
+      bad.header.set_sform(None, code=0)
+      bad.header["pixdim"][1:4] = 0
+    else:  # through the sform alone: nibabel cannot write such an affine as a qform
+      length = {"zero spacing": 0.0, "NaN spacing": np.nan, "huge spacing": 150.0}[case]
+      bad.header.set_sform(np.diag([2.0, length, 2.0, 1.0]), code=2)
+    bad.header.set_qform(None, code=0)
+    nib.save(bad, dst)
+  elif case == "not NIfTI":
+    with open(dst, "w") as f:
+      f.write("subject,age\n1,30\n")
+  elif case == "uncompressed as .gz":
+    with gzip.open(src) as f:
+      raw = f.read()
+    with open(dst, "wb") as f:
+      f.write(raw)
+  elif case == "corrupt gzip":  # truncated: the header reads, the voxels do not
+    with open(src, "rb") as f:
+      raw = f.read()
+    with open(dst, "wb") as f:
+      f.write(raw[: len(raw) // 2])
+  elif case != "missing":
+    raise ValueError(case)
+  return dst
+
+
+BAD_FILES = {
+    "4-D": "must be 3-D, got shape (16, 16, 16, 2)", "2-D": "must be 3-D, got shape (16, 16)",
+    "NaN": "1 non-finite voxel", "constant": "constant intensities",
+    "zero spacing": "invalid affine", "NaN spacing": "invalid affine",
+    "huge spacing": "absurd spacing [2.0, 150.0, 2.0] mm", "no spacing": "no voxel spacing",
+    "not NIfTI": "cannot read as NIfTI", "uncompressed as .gz": "cannot read as NIfTI",
+    "corrupt gzip": "corrupt or truncated", "missing": "no such file",
+    "unknown label": "label value(s) not in config.label_values: 7 (3 voxels)",
+}
+
+
+@pytest.mark.parametrize("where,case", [
+    ("labels", c) for c in ("4-D", "2-D", "zero spacing", "huge spacing", "no spacing",
+                            "not NIfTI", "corrupt gzip", "missing", "unknown label")] + [
+    ("val", c) for c in ("NaN", "constant", "4-D", "NaN spacing", "uncompressed as .gz",
+                         "corrupt gzip")] + [
+    ("val labels", c) for c in ("2-D", "corrupt gzip")] + [
+    ("real", c) for c in ("NaN", "constant")] + [
+    ("segment", c) for c in ("2-D", "NaN", "constant", "huge spacing", "no spacing",
+                             "not NIfTI", "corrupt gzip", "missing")])
+def test_bad_files_are_one_clear_line(problem, reference, tmp_path, capsys, where, case):
+  """A bad label map (train), scan or label map of --val or --real (train) or scan
+  (segment) is refused in one line naming the file, with status 2, before anything is
+  written and before anything is compiled."""
+  src = {"labels": problem["paths"][0], "val labels": problem["val_labels"]}.get(
+      where, problem["val_image"])
+  bad = write_bad_nifti(src, str(tmp_path / f"bad_{where[:3]}.nii.gz"), case)
+  capsys.readouterr()  # nibabel's warnings about the file it wrote
+  out = str(tmp_path / "out")
+  if where == "segment":
+    argv = ["segment", reference, problem["val_image"], bad, "-o", out, "--quiet"]
+  else:
+    common = problem["common"]
+    if where == "labels":
+      common = [bad] + common[len(problem["paths"]):]  # --config: the light one, labels 0-2
+    pair = (f"{problem['val_image']}:{bad}" if where == "val labels"
+            else f"{bad}:{problem['val_labels']}")
+    extra = {"val": ["--val", pair], "val labels": ["--val", pair],
+             "real": ["--real", pair]}.get(where, [])
+    argv = ["train", *common, "-o", out, *extra]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"synthjax {argv[0]}: error: {bad}: "), err
+  assert BAD_FILES[case] in err and err.count("\n") == 1, err
+  assert not os.path.exists(out)
 
 
 def test_spacing_and_priors_reach_the_preset(problem, tmp_path):
@@ -582,6 +680,7 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
     ("another major version", "written by synthjax 99.0.0"),
     ("no classes", "missing required key 'classes'"),
     ("no args.dim", "missing required key 'args.dim'"),
+    ("run.json not JSON", "cannot read the run record"),
     ("4-D scan", "must be 3-D"),
     ("zero spacing", "invalid affine"),
     ("NaN spacing", "invalid affine"),
@@ -612,7 +711,10 @@ def test_segment_refuses_bad_runs_and_scans(problem, reference, tmp_path, capsys
       del record["classes"]
     elif case == "no args.dim":
       del record["args"]["dim"]
-    if case != "no run.json":
+    if case == "run.json not JSON":
+      with open(os.path.join(run, "run.json"), "w") as f:
+        f.write(json.dumps(record)[:100])
+    elif case != "no run.json":
       with open(os.path.join(run, "run.json"), "w") as f:
         json.dump(record, f)
   before = sorted(os.listdir(run))

@@ -139,8 +139,9 @@ def run(args):
   for image in args.images:
     if not os.path.exists(image):
       raise UserError(f"{image}: no such file")
-    # The header only (3-D, valid affine), so that a bad scan is refused before any output.
-    scans.load(image)
+    # Read and checked in full (3-D, spacing, intensities), so that a bad scan is refused
+    # before any output is written.
+    scans.check_image(image)
     stem = _stem(image)
     paths = tuple(os.path.join(args.out, f"{stem}{suffix}") for suffix in OUTPUTS)
     if not args.overwrite:

@@ -372,9 +372,9 @@ def run(args, parser=None) -> TrainResult:
   spacings = [tuple(source[i]["spacing"]) for i in range(len(source))]
   for path, sp in zip(paths, spacings):
     if not np.allclose(sp, spacings[0], rtol=1e-3):
-      raise UserError(f"{path}: spacing {tuple(round(s, 4) for s in sp)} differs from "
-                      f"{paths[0]}'s {tuple(round(s, 4) for s in spacings[0])}; resample the "
-                      f"maps to one spacing")
+      raise UserError(f"{path}: spacing {tuple(round(float(s), 4) for s in sp)} differs "
+                      f"from {paths[0]}'s {tuple(round(float(s), 4) for s in spacings[0])}; "
+                      f"resample the maps to one spacing")
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   shape = tuple(args.shape) if args.shape else maps[0].shape
   cfg = synthjax.SynthConfig.from_dict(stored["synth_config"]) if stored else load_config(
