@@ -245,6 +245,91 @@ def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
 
 
+def test_sigterm_and_resume_gives_bit_identical_losses(problem, reference):
+  """`kill -TERM` (how SLURM, Docker and Kubernetes stop a job) after the first checkpoint:
+  exit status 143 and one line saying how to continue; `--resume` then finishes the run
+  with the losses of an uninterrupted one."""
+  out = str(problem["root"] / "terminated")
+  proc = subprocess.Popen([sys.executable, *TRAIN, *problem["common"], "-o", out],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=problem["env"])
+  metrics = os.path.join(out, "metrics.jsonl")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and len(_losses(out)) >= CKPT_EVERY + 1:
+      break
+    time.sleep(0.01)
+  assert proc.poll() is None, "the run ended before it could be stopped"
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 143, err[-3000:]
+  assert err.strip().splitlines()[-1] == (
+      "synthjax train: terminated (SIGTERM); checkpoints are kept, re-run the same command "
+      "with --resume to continue the run")
+  assert CKPT_EVERY + 1 <= len(_losses(out)) < STEPS
+  assert str(CKPT_EVERY) in os.listdir(os.path.join(out, "checkpoints"))
+  _train_here(problem, out, "--resume")
+  assert _losses(out) == _losses(reference)
+
+
+def _stop_at_step(monkeypatch, n, exc):
+  """Makes the train step built next raise `exc` at its `n`-th call."""
+  from synthjax._src.train import steps
+  make = steps.make_train_step
+
+  def make_stopping(*args, **kwargs):
+    step = make(*args, **kwargs)
+    calls = []
+
+    def stopping(*a, **k):
+      calls.append(1)
+      if len(calls) == n:
+        raise exc
+      return step(*a, **k)
+    return stopping
+  monkeypatch.setattr(steps, "make_train_step", make_stopping)
+
+
+def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monkeypatch,
+                                                       capsys):
+  """Ctrl-C (KeyboardInterrupt in a train step) exits with status 130 and one line; a disk
+  that fills up while a checkpoint is written (the write raises ENOSPC) is one line naming
+  the run folder, status 2, and keeps the previous checkpoint. `--resume` after both
+  finishes the run with the losses of an uninterrupted one."""
+  import errno
+  import grain
+  out = str(problem["root"] / "interrupted")
+  _stop_at_step(monkeypatch, 3, KeyboardInterrupt())
+  assert cli.main(["train", *problem["common"], "-o", out]) == 130
+  err = capsys.readouterr().err
+  assert err == ("synthjax train: interrupted; checkpoints are kept, re-run the same command "
+                 "with --resume to continue the run\n")
+  assert len(_losses(out)) == 2 and not os.listdir(os.path.join(out, "checkpoints"))
+  monkeypatch.undo()
+  # The checkpoint of step 2 * CKPT_EVERY fails half-written: the disk is full.
+  save = grain.checkpoint.CheckpointHandler.save
+  calls = []
+
+  def full_disk(self, directory, *args, **kwargs):
+    calls.append(directory)
+    if len(calls) == 2:
+      with open(os.path.join(str(directory), "partial"), "w") as f:
+        f.write("{")
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    return save(self, directory, *args, **kwargs)
+  monkeypatch.setattr(grain.checkpoint.CheckpointHandler, "save", full_disk)
+  assert cli.main(["train", *problem["common"], "-o", out, "--resume"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"synthjax train: error: {out}: no space left on the device at "
+                        f"step {2 * CKPT_EVERY} "), err
+  assert f"the checkpoint of step {CKPT_EVERY} is kept" in err and "--resume" in err
+  assert err.count("\n") == 1
+  monkeypatch.undo()
+  _train_here(problem, out, "--resume")
+  assert _losses(out) == _losses(reference)
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
+
+
 def test_two_devices_match_one_device(problem, reference):
   out = str(problem["root"] / "two-devices")
   env = dict(problem["env"], XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))
@@ -477,6 +562,55 @@ def test_bad_files_are_one_clear_line(problem, reference, tmp_path, capsys, wher
   assert err.startswith(f"synthjax {argv[0]}: error: {bad}: "), err
   assert BAD_FILES[case] in err and err.count("\n") == 1, err
   assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("suffix", segment.OUTPUTS)
+def test_segment_never_overwrites_without_overwrite(problem, reference, tmp_path, capsys,
+                                                    suffix):
+  """Any one of a scan's four outputs already there is refused in one line naming it,
+  before anything is written; the file is left as it was."""
+  out = tmp_path / "seg"
+  out.mkdir()
+  existing = out / f"val_T1w{suffix}"
+  existing.write_text("an earlier result")
+  assert cli.main(["segment", reference, problem["val_image"], "-o", str(out), "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert err == (f"synthjax segment: error: {existing}: exists; pass --overwrite to replace "
+                 f"it\n")
+  assert os.listdir(out) == [existing.name] and existing.read_text() == "an earlier result"
+
+
+def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, monkeypatch):
+  """Every file the recipe writes goes through a temporary name and a rename: stopped
+  before the rename, neither a partial file nor the temporary one is left, and a file
+  already there keeps its content. `synthjax segment` stopped between a scan's files keeps
+  none of that scan's."""
+  from synthjax._src.train import cli as recipe_cli, qc
+
+  def stopped(src, dst):
+    raise KeyboardInterrupt()
+  monkeypatch.setattr(os, "replace", stopped)
+  old = tmp_path / "run.json"
+  old.write_text("old")
+  writers = [lambda p: recipe_cli.atomic_write(p, "new"), lambda p: qc.write_json(p, {}),
+             lambda p: segment.save(p, np.zeros((2, 2, 2), np.uint8), np.eye(4))]
+  for i, write in enumerate(writers):
+    for path in (str(old), str(tmp_path / f"new{i}.nii.gz")):
+      with pytest.raises(KeyboardInterrupt):
+        write(path)
+      assert sorted(os.listdir(tmp_path)) == ["run.json"] and old.read_text() == "old"
+  monkeypatch.undo()
+  # The segmentation and confidence written, the volumes stopped: none of the scan's files
+  # is kept.
+  saved, save = [], segment.save
+  monkeypatch.setattr(segment, "save", lambda p, *a: (saved.append(p), save(p, *a)))
+  monkeypatch.setattr(qc, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+  out = str(tmp_path / "seg")
+  with pytest.raises(KeyboardInterrupt):
+    segment.run(segment.build_parser().parse_args(
+        [reference, problem["val_image"], "-o", out, "--quiet"]))
+  assert [os.path.basename(p) for p in saved] == ["val_T1w_seg.nii.gz", "val_T1w_conf.nii.gz"]
+  assert os.listdir(out) == []
 
 
 def test_spacing_and_priors_reach_the_preset(problem, tmp_path):

@@ -22,10 +22,9 @@ DPI = 100
 
 
 def write_json(path, record):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, path)
+  """Writes `record` as JSON to `path`, atomically (`cli.atomic_write`)."""
+  from synthjax._src.train.cli import atomic_write
+  atomic_write(path, json.dumps(record, indent=1))
 
 
 def _centre(seg):

@@ -9,7 +9,9 @@ and mapped back to its own grid. `OUT/<name>_seg.nii.gz` holds the labels and
 `OUT/<name>_conf.nii.gz` the softmax maximum (in [0, 1]), both with the scan's affine.
 `OUT/<name>_volumes.json` holds each label's voxel count and volume in mL on the scan's
 grid, and `OUT/<name>_qc.png` three orthogonal slices through the segmented region with
-the labels outlined and their volumes. `--tta` averages the prediction with that of the
+the labels outlined and their volumes. Existing outputs are refused unless `--overwrite`
+is given; each file is written under a temporary name and renamed, and a scan stopped
+between its files (Ctrl-C, SIGTERM) keeps none of them. `--tta` averages the prediction with that of the
 left/right mirror image (swapping left/right labels).
 
 The run's provenance (synthjax version and commit, classes, spacing) is printed to stderr;
@@ -20,6 +22,7 @@ synthjax wrote, is refused before anything is written.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -166,12 +169,27 @@ def run(args):
       seg, conf, scan = segmenter(image, tta=args.tta, batch_size=args.batch_size)
       dtype = np.uint8 if max(segmenter.classes) < 256 else np.int32
       seg = seg.astype(dtype)
-      save(seg_path, seg, scan.affine)
-      save(conf_path, conf, scan.affine)
-      volumes = metrics.label_volumes(seg, scan.affine, segmenter.classes)
-      qc.write_json(volumes_path, {"scan": os.path.abspath(image),
-                                   "segmentation": os.path.abspath(seg_path), **volumes})
-      qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
+      written = []
+      try:
+        save(seg_path, seg, scan.affine)
+        written.append(seg_path)
+        save(conf_path, conf, scan.affine)
+        written.append(conf_path)
+        volumes = metrics.label_volumes(seg, scan.affine, segmenter.classes)
+        qc.write_json(volumes_path, {"scan": os.path.abspath(image),
+                                     "segmentation": os.path.abspath(seg_path), **volumes})
+        written.append(volumes_path)
+        qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
+      except BaseException as e:
+        # Stopped (Ctrl-C, SIGTERM, a full disk) between this scan's files: none of them is
+        # kept, so that a re-run without --overwrite finds only whole sets.
+        for p in written:
+          os.remove(p)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+          raise UserError(f"{args.out}: no space left on the device while writing the "
+                          f"outputs of {image} ({os.strerror(e.errno)}); the scans before "
+                          f"it are done") from e
+        raise
       if bar is not None:
         bar.update(1)
   finally:

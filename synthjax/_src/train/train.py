@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -52,7 +53,7 @@ import numpy as np
 
 from synthjax._src import scans
 from synthjax._src.train import runinfo
-from synthjax._src.train.cli import UserError, add_cache_option
+from synthjax._src.train.cli import UserError, add_cache_option, atomic_write
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
 RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every", "no_cache")
@@ -237,13 +238,6 @@ def prepare_run(args, parser):
   if os.path.isdir(args.out) and os.listdir(args.out):
     raise UserError(f"{args.out}: folder is not empty; choose a new or empty folder")
   return args, None
-
-
-def atomic_write(path, text):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 class MetricsLog:
@@ -489,7 +483,7 @@ def run(args, parser=None) -> TrainResult:
     from tqdm import tqdm
     bar = tqdm(total=args.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
   losses, samples, validations = [], [], []
-  step = start
+  step = saved_step = start
   try:
     for step in range(start + 1, args.steps + 1):
       t0 = time.perf_counter()
@@ -516,6 +510,7 @@ def run(args, parser=None) -> TrainResult:
       saved = step % args.ckpt_every == 0 or step == args.steps
       if saved:
         ckpt.save(step, params, opt_state, it, real_it)
+        saved_step = step
       evaluate = val_scans and ((args.eval_every and step % args.eval_every == 0)
                                 or step == args.steps)
       if evaluate:
@@ -529,6 +524,14 @@ def run(args, parser=None) -> TrainResult:
       if (saved or evaluate) and main_process:
         # Redrawn as the run goes, so a long or killed run shows its curves so far.
         draw_curves()
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    kept = (f"the checkpoint of step {saved_step} is kept" if saved_step
+            else "no checkpoint was written yet")
+    raise UserError(f"{args.out}: no space left on the device at step {step} "
+                    f"({os.strerror(e.errno)}: {e.filename or e}); {kept}: free some space "
+                    f"and continue the run with --resume") from e
   finally:
     if bar is not None:
       bar.close()
