@@ -5,7 +5,9 @@ The runs are small (16^3 maps, a 2-level U-Net). Subprocesses share a persistent
 compilation cache, so the same train step is compiled once for all of them.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -610,6 +612,18 @@ def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, 
     segment.run(segment.build_parser().parse_args(
         [reference, problem["val_image"], "-o", out, "--quiet"]))
   assert [os.path.basename(p) for p in saved] == ["val_T1w_seg.nii.gz", "val_T1w_conf.nii.gz"]
+  assert os.listdir(out) == []
+  # The same with a full disk: one line naming the output folder, status 2.
+  import errno
+  full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(out, "x"))
+  monkeypatch.setattr(qc, "write_json", lambda *a: (_ for _ in ()).throw(full))
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    assert segment.main([reference, problem["val_image"], "-o", out, "--quiet"]) == 2
+  lines = err.getvalue().splitlines()  # the run's provenance, then the error
+  assert len(lines) == 2 and "trained with synthjax" in lines[0], lines
+  assert lines[1].startswith(f"synthjax segment: error: {out}: no space left on the device "
+                             f"while writing the outputs of "), lines
   assert os.listdir(out) == []
 
 
