@@ -9,14 +9,16 @@ and mapped back to its own grid. `OUT/<name>_seg.nii.gz` holds the labels and
 `OUT/<name>_conf.nii.gz` the softmax maximum (in [0, 1]), both with the scan's affine.
 `OUT/<name>_volumes.json` holds each label's voxel count and volume in mL on the scan's
 grid, and `OUT/<name>_qc.png` three orthogonal slices through the segmented region with
-the labels outlined and their volumes. Existing outputs are refused unless `--overwrite`
-is given; each file is written under a temporary name and renamed, and a scan stopped
-between its files (Ctrl-C, SIGTERM) keeps none of them. `--tta` averages the prediction with that of the
+the labels outlined and their volumes. `--tta` averages the prediction with that of the
 left/right mirror image (swapping left/right labels).
 
 The run's provenance (synthjax version and commit, classes, spacing) is printed to stderr;
 a run folder without run.json or weights, or whose run.json another major version of
-synthjax wrote, is refused before anything is written.
+synthjax wrote, and any scan that cannot be segmented (read in full and checked: 3-D, a
+sane spacing, finite and not constant intensities) are refused before anything is
+written. Existing outputs are refused unless `--overwrite` is given; each file is written
+under a temporary name and renamed, and a scan stopped between its files (Ctrl-C,
+SIGTERM, a full disk) keeps none of them.
 """
 
 from __future__ import annotations
