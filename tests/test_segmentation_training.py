@@ -332,6 +332,28 @@ def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monke
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
 
 
+def test_full_disk_at_the_start_is_one_line_and_the_command_runs_again(problem, tmp_path,
+                                                                       monkeypatch, capsys):
+  """run.json cannot be written: one line, status 2, an empty run folder that the same
+  command may use once there is space (nothing compiled)."""
+  import errno
+  out = str(tmp_path / "run")
+
+  def full(path, text):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+  monkeypatch.setattr(train, "atomic_write", full)
+  assert train.main([*problem["common"], "-o", out]) == 2
+  err = capsys.readouterr().err
+  assert err == (f"synthjax train: error: {out}: no space left on the device for run.json "
+                 f"(No space left on device); free some space and run the same command "
+                 f"again\n")
+  assert os.listdir(out) == []
+  monkeypatch.undo()
+  args, stored = train.prepare_run(train.build_parser().parse_args(
+      [*problem["common"], "-o", out]), train.build_parser())
+  assert stored is None  # the folder is accepted for a new run
+
+
 def test_two_devices_match_one_device(problem, reference):
   out = str(problem["root"] / "two-devices")
   env = dict(problem["env"], XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))

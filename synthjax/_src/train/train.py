@@ -436,7 +436,14 @@ def run(args, parser=None) -> TrainResult:
               "synth_config": cfg.to_dict(), "model": model_config(args), "classes": classes,
               "label_paths": paths, "spacing": list(cfg.spacing),
               **runinfo.provenance(paths)}
-    atomic_write(os.path.join(args.out, "run.json"), json.dumps(record, indent=1))
+    try:
+      atomic_write(os.path.join(args.out, "run.json"), json.dumps(record, indent=1))
+    except OSError as e:
+      if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise
+      raise UserError(f"{args.out}: no space left on the device for run.json "
+                      f"({os.strerror(e.errno)}); free some space and run the same command "
+                      f"again") from e
 
   # Model, optimizer, devices.
   net = model.build(model_config(args), len(classes), seed=args.seed)
