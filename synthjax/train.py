@@ -8,11 +8,12 @@ Matplotlib). Real scans on the training grid are `synthjax.scans`.
 from synthjax._src.train.checkpoints import Checkpoints
 from synthjax._src.train.cli import UserError
 from synthjax._src.train.losses import dice_ce_loss
-from synthjax._src.train.metrics import dice_per_label, hausdorff95, mean_score
+from synthjax._src.train.metrics import (dice_per_label, hausdorff95, label_volumes,
+                                         mean_score)
 from synthjax._src.train.model import UNet
 from synthjax._src.train.model import build as build_model
 from synthjax._src.train.plot import plot_curves, read_metrics
-from synthjax._src.train.qc import label_volumes, qc_picture
+from synthjax._src.train.qc import qc_picture
 from synthjax._src.train.segment import Segmenter
 from synthjax._src.train.segment import build_parser as build_segment_parser
 from synthjax._src.train.segment import main as segment_main

@@ -114,23 +114,104 @@ def test_dice_ce_loss_matches_monai_formula():
   assert float(losses.dice_ce_loss(jnp.asarray(perfect), jnp.asarray(targets))[0]) < 1e-4
 
 
-def test_dice_per_label_and_hausdorff95_against_brute_force():
+def _brute_surface(mask):
+  """Voxels of `mask` with a face neighbour outside it, the array padded with background."""
+  padded = np.pad(mask, 1)
+  inner = np.ones_like(mask)
+  for axis in range(mask.ndim):
+    for shift in (-1, 1):
+      inner &= np.roll(padded, shift, axis)[1:-1, 1:-1, 1:-1]
+  return mask & ~inner
+
+
+def _brute_metrics(pred, truth, label, spacing):
+  """Dice (MONAI's `ignore_empty`) and HD95 (the larger directed 95th percentile of the
+  distances between surface voxels, from all pairs), for one label."""
+  p, t = pred == label, truth == label
+  dice = 2 * np.sum(p & t) / (p.sum() + t.sum()) if t.any() else np.nan
+  if not p.any() or not t.any():
+    return dice, np.nan
+  dist = cdist(np.argwhere(_brute_surface(p)) * spacing,
+               np.argwhere(_brute_surface(t)) * spacing)
+  return dice, max(np.percentile(dist.min(1), 95), np.percentile(dist.min(0), 95))
+
+
+def _metric_cases():
+  """(pred, truth, spacing): shifted cubes (one touching the border), random blobs, a label
+  only in the prediction, one only in the truth, scattered voxels."""
+  cases = []
   truth = np.zeros((20, 20, 20), np.int32)
   truth[4:12, 4:12, 4:12] = 1
+  truth[0:5, 15:20, 10:20] = 2  # touches the array's border
   pred = np.zeros_like(truth)
   pred[6:14, 4:12, 4:12] = 1
-  pred[0, 0, 0] = 2  # a label missing from the truth
-  d = metrics.dice_per_label(pred, truth, [1, 2, 3])
+  pred[0:4, 14:20, 12:20] = 2
+  pred[0, 0, 0] = 3  # only in the prediction
+  truth[18, 0, 0] = 4  # only in the truth
+  cases.append((pred, truth, (1.0, 2.0, 0.5)))
+  rng = np.random.default_rng(0)
+  for seed, spacing in ((1, (1.0, 1.0, 1.0)), (2, (0.8, 1.2, 3.0))):
+    smooth = lambda: ndimage.gaussian_filter(rng.normal(size=(14, 16, 12)), 2.0)
+    a, b = smooth(), smooth() * 0.5
+    t = np.digitize(a, np.quantile(a, [0.5, 0.8])).astype(np.int32)
+    p = np.digitize(a + b, np.quantile(a + b, [0.55, 0.85])).astype(np.int32)
+    p[rng.random(p.shape) < 0.01] = 1  # scattered false positives
+    cases.append((p, t, spacing))
+  return cases
+
+
+def test_metrics_against_brute_force():
+  for pred, truth, spacing in _metric_cases():
+    labels = [1, 2, 3, 4]
+    dice = metrics.dice_per_label(pred, truth, labels)
+    for v in labels:
+      ref_dice, ref_hd = _brute_metrics(pred, truth, v, np.asarray(spacing))
+      np.testing.assert_allclose(dice[v], ref_dice, rtol=1e-12)
+      np.testing.assert_allclose(metrics.hausdorff95(pred, truth, v, spacing), ref_hd,
+                                 rtol=1e-9)
+  pred, truth, _ = _metric_cases()[0]
+  d = metrics.dice_per_label(pred, truth, [1, 2, 3, 4, 5])
   assert d[1] == pytest.approx(2 * 6 * 64 / (512 + 512))
-  assert d[2] == 0.0 and np.isnan(d[3])
-  assert metrics.mean_score(d) == pytest.approx((d[1] + 0.0) / 2)
-  spacing = (1.0, 2.0, 0.5)
-  surf = lambda m: np.argwhere(m & ~ndimage.binary_erosion(m))
-  sp, st = surf(pred == 1) * spacing, surf(truth == 1) * spacing
-  dist = cdist(sp, st)
-  ref = np.percentile(np.concatenate([dist.min(1), dist.min(0)]), 95)
-  assert metrics.hausdorff95(pred, truth, 1, spacing) == pytest.approx(ref, rel=1e-6)
+  # A label the truth lacks has no score (MONAI's default), predicted or not; one the
+  # prediction misses scores 0.
+  assert np.isnan(d[3]) and np.isnan(d[5]) and d[4] == 0.0
+  assert metrics.mean_score(d) == pytest.approx((d[1] + d[2] + 0.0) / 3)
+  other = metrics.dice_per_label(pred, truth, [3, 5], ignore_empty=False)
+  assert other == {3: 0.0, 5: 1.0}
   assert np.isnan(metrics.hausdorff95(pred, truth, 3))
+  assert np.isnan(metrics.hausdorff95(pred, truth, 4))
+  assert metrics.hausdorff95(truth, truth, 1, (2.0, 1.0, 1.0)) == 0.0
+  # Volumes: voxel counts times |det| of the affine's 3x3 part, in mL.
+  affine = np.array([[0, 1.5, 0, 3], [-2.0, 0, 0, 1], [0, 0, 0.5, 0], [0, 0, 0, 1]])
+  vol = metrics.label_volumes(truth, affine, [0, 1, 2, 7])
+  assert vol["voxel_volume_mm3"] == pytest.approx(1.5)
+  assert set(vol["labels"]) == {"1", "2", "4", "7"}
+  assert vol["labels"]["1"] == {"voxels": 512, "mL": pytest.approx(512 * 1.5 / 1000)}
+  assert vol["labels"]["7"] == {"voxels": 0, "mL": 0.0}
+
+
+def test_metrics_match_monai():
+  """Dice per label as `DiceMetric(include_background=True)` on one-hot maps (with and
+  without `ignore_empty`) and HD95 as `compute_hausdorff_distance(percentile=95, spacing)`,
+  NaN included, on the cases above."""
+  pytest.importorskip("monai")
+  import warnings
+  import torch
+  from monai.metrics import DiceMetric, compute_hausdorff_distance
+  labels = [1, 2, 3, 4]
+  for pred, truth, spacing in _metric_cases():
+    one_hot = lambda a: torch.as_tensor(np.stack([a == v for v in labels])[None]).float()
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # MONAI warns of the empty labels
+      hd = compute_hausdorff_distance(one_hot(pred), one_hot(truth), include_background=True,
+                                      percentile=95, spacing=[float(s) for s in spacing])
+    for ignore_empty in (True, False):
+      dice = DiceMetric(include_background=True, reduction="none",
+                        ignore_empty=ignore_empty)(one_hot(pred), one_hot(truth))
+      ours = metrics.dice_per_label(pred, truth, labels, ignore_empty=ignore_empty)
+      np.testing.assert_allclose([ours[v] for v in labels], dice[0].numpy(), rtol=1e-6)
+    ours = [metrics.hausdorff95(pred, truth, v, spacing) for v in labels]
+    np.testing.assert_allclose(ours, hd[0].numpy(), rtol=1e-5)
 
 
 def test_take_slices_draws_distinct_slices_that_follow_the_key():

@@ -5,7 +5,9 @@ The runs are small (16^3 maps, a 2-level U-Net). Subprocesses share a persistent
 compilation cache, so the same train step is compiled once for all of them.
 """
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import signal
@@ -245,6 +247,113 @@ def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
 
 
+def test_sigterm_and_resume_gives_bit_identical_losses(problem, reference):
+  """`kill -TERM` (how SLURM, Docker and Kubernetes stop a job) after the first checkpoint:
+  exit status 143 and one line saying how to continue; `--resume` then finishes the run
+  with the losses of an uninterrupted one."""
+  out = str(problem["root"] / "terminated")
+  proc = subprocess.Popen([sys.executable, *TRAIN, *problem["common"], "-o", out],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=problem["env"])
+  metrics = os.path.join(out, "metrics.jsonl")
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if os.path.exists(metrics) and len(_losses(out)) >= CKPT_EVERY + 1:
+      break
+    time.sleep(0.01)
+  assert proc.poll() is None, "the run ended before it could be stopped"
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 143, err[-3000:]
+  assert err.strip().splitlines()[-1] == (
+      "synthjax train: terminated (SIGTERM); checkpoints are kept, re-run the same command "
+      "with --resume to continue the run")
+  assert CKPT_EVERY + 1 <= len(_losses(out)) < STEPS
+  assert str(CKPT_EVERY) in os.listdir(os.path.join(out, "checkpoints"))
+  _train_here(problem, out, "--resume")
+  assert _losses(out) == _losses(reference)
+
+
+def _stop_at_step(monkeypatch, n, exc):
+  """Makes the train step built next raise `exc` at its `n`-th call."""
+  from synthjax._src.train import steps
+  make = steps.make_train_step
+
+  def make_stopping(*args, **kwargs):
+    step = make(*args, **kwargs)
+    calls = []
+
+    def stopping(*a, **k):
+      calls.append(1)
+      if len(calls) == n:
+        raise exc
+      return step(*a, **k)
+    return stopping
+  monkeypatch.setattr(steps, "make_train_step", make_stopping)
+
+
+def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monkeypatch,
+                                                       capsys):
+  """Ctrl-C (KeyboardInterrupt in a train step) exits with status 130 and one line; a disk
+  that fills up while a checkpoint is written (the write raises ENOSPC) is one line naming
+  the run folder, status 2, and keeps the previous checkpoint. `--resume` after both
+  finishes the run with the losses of an uninterrupted one."""
+  import errno
+  import grain
+  out = str(problem["root"] / "interrupted")
+  _stop_at_step(monkeypatch, 3, KeyboardInterrupt())
+  assert cli.main(["train", *problem["common"], "-o", out]) == 130
+  err = capsys.readouterr().err
+  assert err == ("synthjax train: interrupted; checkpoints are kept, re-run the same command "
+                 "with --resume to continue the run\n")
+  assert len(_losses(out)) == 2 and not os.listdir(os.path.join(out, "checkpoints"))
+  monkeypatch.undo()
+  # The checkpoint of step 2 * CKPT_EVERY fails half-written: the disk is full.
+  save = grain.checkpoint.CheckpointHandler.save
+  calls = []
+
+  def full_disk(self, directory, *args, **kwargs):
+    calls.append(directory)
+    if len(calls) == 2:
+      with open(os.path.join(str(directory), "partial"), "w") as f:
+        f.write("{")
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+    return save(self, directory, *args, **kwargs)
+  monkeypatch.setattr(grain.checkpoint.CheckpointHandler, "save", full_disk)
+  assert cli.main(["train", *problem["common"], "-o", out, "--resume"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"synthjax train: error: {out}: no space left on the device at "
+                        f"step {2 * CKPT_EVERY} "), err
+  assert f"the checkpoint of step {CKPT_EVERY} is kept" in err and "--resume" in err
+  assert err.count("\n") == 1
+  monkeypatch.undo()
+  _train_here(problem, out, "--resume")
+  assert _losses(out) == _losses(reference)
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
+
+
+def test_full_disk_at_the_start_is_one_line_and_the_command_runs_again(problem, tmp_path,
+                                                                       monkeypatch, capsys):
+  """run.json cannot be written: one line, status 2, an empty run folder that the same
+  command may use once there is space (nothing compiled)."""
+  import errno
+  out = str(tmp_path / "run")
+
+  def full(path, text):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+  monkeypatch.setattr(train, "atomic_write", full)
+  assert train.main([*problem["common"], "-o", out]) == 2
+  err = capsys.readouterr().err
+  assert err == (f"synthjax train: error: {out}: no space left on the device for run.json "
+                 f"(No space left on device); free some space and run the same command "
+                 f"again\n")
+  assert os.listdir(out) == []
+  monkeypatch.undo()
+  args, stored = train.prepare_run(train.build_parser().parse_args(
+      [*problem["common"], "-o", out]), train.build_parser())
+  assert stored is None  # the folder is accepted for a new run
+
+
 def test_two_devices_match_one_device(problem, reference):
   out = str(problem["root"] / "two-devices")
   env = dict(problem["env"], XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))
@@ -337,6 +446,9 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
     (["--down", "0"], "--down must be a positive integer"),
     (["--down", "2", "--spacing", "4"], "--down or --spacing, not both"),
     (["--spacing", "2", "0", "2"], "--spacing takes one or three positive lengths"),
+    (["--spacing", "-2"], "--spacing takes one or three positive lengths"),
+    (["--spacing", "nan"], "got [nan]"),
+    (["--spacing", "150"], "(at most 100)"),
     ("priors not JSON", "not an intensity priors JSON"),
     ("priors of label 9", "label(s) [9]"),
     ("foreign folder", "not empty"),
@@ -379,6 +491,162 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
   err = capsys.readouterr().err
   assert message in err and err.count("\n") == 1
   assert not os.path.exists(os.path.join(out, "run.json"))
+
+
+def write_bad_nifti(src, dst, case):
+  """A broken copy of the NIfTI `src` at `dst`: `case` says how it is broken."""
+  import gzip
+  img = nib.load(src)
+  data = np.asarray(img.dataobj)
+  if case == "4-D":
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), dst)
+  elif case == "2-D":
+    nib.save(nib.Nifti1Image(data[:, :, 0], img.affine), dst)
+  elif case in ("NaN", "constant"):
+    bad = data.astype(np.float32)
+    if case == "NaN":
+      bad[1, 2, 3] = np.nan
+    else:
+      bad[:] = 7.0
+    nib.save(nib.Nifti1Image(bad, img.affine), dst)
+  elif case == "unknown label":
+    bad = data.copy()
+    bad[0, 0, :3] = 7
+    nib.save(nib.Nifti1Image(bad, img.affine), dst)
+  elif case.endswith("spacing"):
+    bad = nib.Nifti1Image(data, None)
+    if case == "no spacing":  # pixdim 0 and neither qform nor sform
+      bad.header.set_sform(None, code=0)
+      bad.header["pixdim"][1:4] = 0
+    else:  # through the sform alone: nibabel cannot write such an affine as a qform
+      length = {"zero spacing": 0.0, "NaN spacing": np.nan, "huge spacing": 150.0}[case]
+      bad.header.set_sform(np.diag([2.0, length, 2.0, 1.0]), code=2)
+    bad.header.set_qform(None, code=0)
+    nib.save(bad, dst)
+  elif case == "not NIfTI":
+    with open(dst, "w") as f:
+      f.write("subject,age\n1,30\n")
+  elif case == "uncompressed as .gz":
+    with gzip.open(src) as f:
+      raw = f.read()
+    with open(dst, "wb") as f:
+      f.write(raw)
+  elif case == "corrupt gzip":  # truncated: the header reads, the voxels do not
+    with open(src, "rb") as f:
+      raw = f.read()
+    with open(dst, "wb") as f:
+      f.write(raw[: len(raw) // 2])
+  elif case != "missing":
+    raise ValueError(case)
+  return dst
+
+
+BAD_FILES = {
+    "4-D": "must be 3-D, got shape (16, 16, 16, 2)", "2-D": "must be 3-D, got shape (16, 16)",
+    "NaN": "1 non-finite voxel", "constant": "constant intensities",
+    "zero spacing": "invalid affine", "NaN spacing": "invalid affine",
+    "huge spacing": "absurd spacing [2.0, 150.0, 2.0] mm", "no spacing": "no voxel spacing",
+    "not NIfTI": "cannot read as NIfTI", "uncompressed as .gz": "cannot read as NIfTI",
+    "corrupt gzip": "corrupt or truncated", "missing": "no such file",
+    "unknown label": "label value(s) not in config.label_values: 7 (3 voxels)",
+}
+
+
+@pytest.mark.parametrize("where,case", [
+    ("labels", c) for c in ("4-D", "2-D", "zero spacing", "huge spacing", "no spacing",
+                            "not NIfTI", "corrupt gzip", "missing", "unknown label")] + [
+    ("val", c) for c in ("NaN", "constant", "4-D", "NaN spacing", "uncompressed as .gz",
+                         "corrupt gzip")] + [
+    ("val labels", c) for c in ("2-D", "corrupt gzip")] + [
+    ("real", c) for c in ("NaN", "constant")] + [
+    ("segment", c) for c in ("2-D", "NaN", "constant", "huge spacing", "no spacing",
+                             "not NIfTI", "corrupt gzip", "missing")])
+def test_bad_files_are_one_clear_line(problem, reference, tmp_path, capsys, where, case):
+  """A bad label map (train), scan or label map of --val or --real (train) or scan
+  (segment) is refused in one line naming the file, with status 2, before anything is
+  written and before anything is compiled."""
+  src = {"labels": problem["paths"][0], "val labels": problem["val_labels"]}.get(
+      where, problem["val_image"])
+  bad = write_bad_nifti(src, str(tmp_path / f"bad_{where[:3]}.nii.gz"), case)
+  capsys.readouterr()  # nibabel's warnings about the file it wrote
+  out = str(tmp_path / "out")
+  if where == "segment":
+    argv = ["segment", reference, problem["val_image"], bad, "-o", out, "--quiet"]
+  else:
+    common = problem["common"]
+    if where == "labels":
+      common = [bad] + common[len(problem["paths"]):]  # --config: the light one, labels 0-2
+    pair = (f"{problem['val_image']}:{bad}" if where == "val labels"
+            else f"{bad}:{problem['val_labels']}")
+    extra = {"val": ["--val", pair], "val labels": ["--val", pair],
+             "real": ["--real", pair]}.get(where, [])
+    argv = ["train", *common, "-o", out, *extra]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f"synthjax {argv[0]}: error: {bad}: "), err
+  assert BAD_FILES[case] in err and err.count("\n") == 1, err
+  assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("suffix", segment.OUTPUTS)
+def test_segment_never_overwrites_without_overwrite(problem, reference, tmp_path, capsys,
+                                                    suffix):
+  """Any one of a scan's four outputs already there is refused in one line naming it,
+  before anything is written; the file is left as it was."""
+  out = tmp_path / "seg"
+  out.mkdir()
+  existing = out / f"val_T1w{suffix}"
+  existing.write_text("an earlier result")
+  assert cli.main(["segment", reference, problem["val_image"], "-o", str(out), "--quiet"]) == 2
+  err = capsys.readouterr().err
+  assert err == (f"synthjax segment: error: {existing}: exists; pass --overwrite to replace "
+                 f"it\n")
+  assert os.listdir(out) == [existing.name] and existing.read_text() == "an earlier result"
+
+
+def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, monkeypatch):
+  """Every file the recipe writes goes through a temporary name and a rename: stopped
+  before the rename, neither a partial file nor the temporary one is left, and a file
+  already there keeps its content. `synthjax segment` stopped between a scan's files keeps
+  none of that scan's."""
+  from synthjax._src.train import cli as recipe_cli, qc
+
+  def stopped(src, dst):
+    raise KeyboardInterrupt()
+  monkeypatch.setattr(os, "replace", stopped)
+  old = tmp_path / "run.json"
+  old.write_text("old")
+  writers = [lambda p: recipe_cli.atomic_write(p, "new"), lambda p: qc.write_json(p, {}),
+             lambda p: segment.save(p, np.zeros((2, 2, 2), np.uint8), np.eye(4))]
+  for i, write in enumerate(writers):
+    for path in (str(old), str(tmp_path / f"new{i}.nii.gz")):
+      with pytest.raises(KeyboardInterrupt):
+        write(path)
+      assert sorted(os.listdir(tmp_path)) == ["run.json"] and old.read_text() == "old"
+  monkeypatch.undo()
+  # The segmentation and confidence written, the volumes stopped: none of the scan's files
+  # is kept.
+  saved, save = [], segment.save
+  monkeypatch.setattr(segment, "save", lambda p, *a: (saved.append(p), save(p, *a)))
+  monkeypatch.setattr(qc, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+  out = str(tmp_path / "seg")
+  with pytest.raises(KeyboardInterrupt):
+    segment.run(segment.build_parser().parse_args(
+        [reference, problem["val_image"], "-o", out, "--quiet"]))
+  assert [os.path.basename(p) for p in saved] == ["val_T1w_seg.nii.gz", "val_T1w_conf.nii.gz"]
+  assert os.listdir(out) == []
+  # The same with a full disk: one line naming the output folder, status 2.
+  import errno
+  full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(out, "x"))
+  monkeypatch.setattr(qc, "write_json", lambda *a: (_ for _ in ()).throw(full))
+  err = io.StringIO()
+  with contextlib.redirect_stderr(err):
+    assert segment.main([reference, problem["val_image"], "-o", out, "--quiet"]) == 2
+  lines = err.getvalue().splitlines()  # the run's provenance, then the error
+  assert len(lines) == 2 and "trained with synthjax" in lines[0], lines
+  assert lines[1].startswith(f"synthjax segment: error: {out}: no space left on the device "
+                             f"while writing the outputs of "), lines
+  assert os.listdir(out) == []
 
 
 def test_spacing_and_priors_reach_the_preset(problem, tmp_path):
@@ -582,6 +850,7 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
     ("another major version", "written by synthjax 99.0.0"),
     ("no classes", "missing required key 'classes'"),
     ("no args.dim", "missing required key 'args.dim'"),
+    ("run.json not JSON", "cannot read the run record"),
     ("4-D scan", "must be 3-D"),
     ("zero spacing", "invalid affine"),
     ("NaN spacing", "invalid affine"),
@@ -612,7 +881,10 @@ def test_segment_refuses_bad_runs_and_scans(problem, reference, tmp_path, capsys
       del record["classes"]
     elif case == "no args.dim":
       del record["args"]["dim"]
-    if case != "no run.json":
+    if case == "run.json not JSON":
+      with open(os.path.join(run, "run.json"), "w") as f:
+        f.write(json.dumps(record)[:100])
+    elif case != "no run.json":
       with open(os.path.join(run, "run.json"), "w") as f:
         json.dump(record, f)
   before = sorted(os.listdir(run))

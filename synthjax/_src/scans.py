@@ -28,6 +28,8 @@ import numpy as np
 import nibabel as nib
 
 UPPER_PERCENTILE = 99.5
+# Voxel sizes above this (in mm) are refused as a header error (e.g. metres as mm).
+MAX_SPACING_MM = 100.0
 
 
 class ScanError(ValueError):
@@ -35,19 +37,27 @@ class ScanError(ValueError):
 
 
 def load(path: str, *, kind: str = "image"):
-  """Reads a 3-D NIfTI file; returns the nibabel image (checked, with a 4-D singleton dropped).
+  """Reads a 3-D NIfTI file's header; returns the nibabel image (checked, with a 4-D
+  singleton dropped). The voxels are read later (`read_data`).
 
   Raises:
-    ScanError: missing or unreadable file, a rank other than 3, or a bad spacing.
+    ScanError: missing or unreadable file, a rank other than 3, or a bad spacing (none in
+      the header, not positive, not finite, or more than `MAX_SPACING_MM`).
   """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise ScanError(f"{path}: no such file")
+  if os.path.isdir(path):
+    raise ScanError(f"{path}: is a folder, not a NIfTI file")
   try:
-    img = nib.load(path)
+    # Quiet: nibabel logs header fixes (such as zero pixdims) that are refused below.
+    with nib.imageglobals.LoggingOutputSuppressor():
+      img = nib.load(path)
     shape = img.shape
   except Exception as e:  # nibabel raises many types for bad files
     raise ScanError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from e
+  if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 and -2, single file or pair
+    raise ScanError(f"{path}: not a NIfTI file (nibabel reads it as {type(img).__name__})")
   if len(shape) == 4 and shape[3] == 1:
     img = img.slicer[..., 0]
     shape = img.shape
@@ -55,17 +65,70 @@ def load(path: str, *, kind: str = "image"):
     raise ScanError(f"{path}: {kind} must be 3-D, got shape {tuple(shape)}")
   if min(shape) < 1:
     raise ScanError(f"{path}: {kind} is empty, shape {tuple(shape)}")
+  header = img.header
+  if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+    pixdim = _stored_pixdim(path, header)
+    if not np.all(pixdim > 0):
+      raise ScanError(f"{path}: {kind} has no voxel spacing in its header (pixdim "
+                      f"{pixdim.tolist()}, no qform or sform)")
   zooms = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
   if not np.all(np.isfinite(img.affine)) or not np.all(zooms > 0):
     raise ScanError(f"{path}: {kind} has an invalid affine (spacing {zooms.tolist()})")
+  if np.any(zooms > MAX_SPACING_MM):
+    raise ScanError(f"{path}: {kind} has an absurd spacing {np.round(zooms, 4).tolist()} mm "
+                    f"(more than {MAX_SPACING_MM:g} mm); check its header's units")
   return img
+
+
+def _stored_pixdim(path, header):
+  """The voxel sizes as the file stores them (nibabel replaces zeros by ones on reading)."""
+  from nibabel.openers import ImageOpener
+  try:
+    with ImageOpener(path) as f:
+      raw = type(header).from_fileobj(f, check=False)
+    return np.asarray(raw["pixdim"][1:4], float)
+  except Exception:  # a pair's header in another file, or a header nibabel read otherwise
+    return np.asarray(header["pixdim"][1:4], float)
+
+
+def read_data(img, path=None):
+  """The voxels of a nibabel image (as stored); a truncated or corrupt file is a `ScanError`
+  naming it."""
+  path = os.fspath(path or img.get_filename() or "<image>")
+  try:
+    return np.asanyarray(img.dataobj)
+  except Exception as e:  # gzip, zlib and nibabel raise many types for a corrupt file
+    raise ScanError(f"{path}: cannot read its voxels, the file is corrupt or truncated "
+                    f"({type(e).__name__}: {e})") from e
+
+
+def check_image(path) -> None:
+  """Reads a scan fully and checks what `load_scan` checks (3-D, spacing, finite and not
+  constant intensities), without resampling it: for refusing bad input before any output
+  is written.
+
+  Raises:
+    ScanError: as `load` and `load_scan`.
+  """
+  img = load(path)
+  _check_intensities(np.asarray(read_data(img, path), np.float32), path)
+
+
+def _check_intensities(data, path):
+  finite = np.isfinite(data)
+  if not np.all(finite):
+    raise ScanError(f"{path}: image has {int((~finite).sum())} non-finite voxel(s)")
+  lo, hi = float(data.min()), float(data.max())
+  if lo == hi:
+    raise ScanError(f"{path}: image has constant intensities (every voxel is {lo:g}); "
+                    f"nothing to segment")
 
 
 def canonical(img):
   """`(data, affine, ornt)`: the data in the closest RAS orientation, and the orientation
   transform `ornt` that `from_canonical` undoes."""
   ornt = nib.orientations.io_orientation(img.affine)
-  data = np.asanyarray(img.dataobj)
+  data = read_data(img)
   data = nib.orientations.apply_orientation(data, ornt)
   affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape)
   return np.ascontiguousarray(data), affine, ornt
@@ -296,14 +359,12 @@ def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3,
   `normalize=False` keeps its own intensities (for measuring them, `synthjax.priors`).
 
   Raises:
-    ScanError: unreadable file, rank other than 3, invalid spacing, non-finite values, or a
-      resampled grid larger than `max_voxels`.
+    ScanError: unreadable file, rank other than 3, invalid spacing, non-finite or constant
+      values, or a resampled grid larger than `max_voxels`.
   """
   img = load(path)
   data, affine_c, ornt = canonical(img)
   data = np.asarray(data, np.float32)
-  if not np.all(np.isfinite(data)):
-    raise ScanError(f"{path}: image has {int((~np.isfinite(data)).sum())} non-finite voxel(s)")
   spacing = spacing_of(affine_c)
   target = tuple(float(s) for s in target_spacing)
   grid = [int(round(n * s / t)) for n, s, t in zip(data.shape, spacing, target)]
@@ -311,6 +372,7 @@ def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3,
     raise ScanError(f"{path}: spacing {tuple(round(s, 3) for s in spacing)} mm resampled to "
                     f"the training spacing {target} mm gives a grid of {grid} voxels, too large "
                     f"(more than {max_voxels})")
+  _check_intensities(data, path)
   factors = integer_factors(spacing, target)
   if factors is not None and all(n % f == 0 for n, f in zip(data.shape, factors)):
     on_grid = downsample_image(data, factors)
@@ -333,7 +395,7 @@ def load_truth(path, scan: Scan):
                     f"{scan.path} shape {tuple(scan.native_shape)}")
   if not np.allclose(img.affine, scan.affine, atol=1e-3):
     raise ScanError(f"{path}: label map affine differs from its image {scan.path}")
-  data = np.asanyarray(img.dataobj)
+  data = read_data(img, path)
   if not np.issubdtype(data.dtype, np.integer):
     bad = ~np.isfinite(data) | (data != np.round(data))
     if bad.any():
@@ -388,11 +450,13 @@ def spacing_option(values, option: str = "--spacing"):
   """A command line's spacing (one length for every axis, or three) as three floats.
 
   Raises:
-    ScanError: other than one or three values, or a length that is not positive.
+    ScanError: other than one or three values, or a length that is not positive and
+      finite or is more than `MAX_SPACING_MM`.
   """
   values = tuple(float(v) for v in values)
-  if len(values) not in (1, 3) or min(values) <= 0:
-    raise ScanError(f"{option} takes one or three positive lengths in mm, got {list(values)}")
+  if len(values) not in (1, 3) or not all(0 < v <= MAX_SPACING_MM for v in values):
+    raise ScanError(f"{option} takes one or three positive lengths in mm (at most "
+                    f"{MAX_SPACING_MM:g}), got {list(values)}")
   return values * (3 // len(values))
 
 

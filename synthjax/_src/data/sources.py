@@ -171,6 +171,10 @@ def _header(path, reader, canonical):
 def _call_reader(reader, path):
   try:
     out = reader(path)
+  except ValueError as e:
+    if str(e).startswith(f"{path}: "):
+      raise  # already one line naming the file (synthjax.scans' readers)
+    raise ValueError(f"{path}: custom reader failed ({type(e).__name__}: {e})") from e
   except Exception as e:
     raise ValueError(f"{path}: custom reader failed ({type(e).__name__}: {e})") from e
   if isinstance(out, tuple) and len(out) == 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from synthjax._src import scans
@@ -13,6 +14,20 @@ EXTRA_MODULES = ("flax", "optax", "orbax.checkpoint", "scipy", "matplotlib")
 
 class UserError(Exception):
   """Bad input: printed as one line with exit status 2."""
+
+
+def atomic_write(path, text: str):
+  """Writes `text` to `path` through a temporary name and a rename, so that the file is
+  either the old one or the whole new one, even if the process is stopped; the temporary
+  file is removed if writing fails or is interrupted."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def add_cache_option(parser):

@@ -1,10 +1,24 @@
-"""Segmentation metrics on label maps: Dice per label and the 95% Hausdorff distance.
+"""Segmentation metrics on label maps, as MONAI computes them: Dice per label, the 95%
+Hausdorff distance, and each label's volume.
 
-Dice follows the usual convention (MONAI `DiceMetric`, the FeTA challenge): a label absent
-from both maps has no score (NaN) and is left out of means. The 95% Hausdorff distance
-(MONAI `compute_hausdorff_distance(percentile=95)`) is taken between the two surfaces
-(voxels of the label with a neighbour outside it), in mm; it is NaN when either map lacks
-the label.
+The recipe's validation (`synthjax train --val`), `synthjax segment` (volumes) and the
+sim-to-real benchmark (`benchmarks/sim2real.py`) all use these functions.
+
+Conventions (MONAI 1.6, checked against it in tests/test_segmentation_parts.py):
+
+- Labels are given explicitly (`labels`), each scored as one channel of a one-hot map; leave
+  out 0 for MONAI's `include_background=False`.
+- Dice is `DiceMetric(ignore_empty=True)`, MONAI's default: a label absent from the truth
+  has no score (NaN), even where the prediction holds it, and is left out of means.
+  `ignore_empty=False` gives MONAI's other convention: 1 if both maps lack the label, 0 if
+  only the truth does.
+- The 95% Hausdorff distance is `compute_hausdorff_distance(percentile=95, spacing=...)`:
+  the surface of a label is its voxels with a face neighbour outside it (voxels on the
+  array's border count as surface); the distances from each surface voxel of one map to
+  the nearest of the other are taken in mm (`spacing`, along the array's axes), and the
+  result is the larger of the two directed 95th percentiles (linear interpolation). It is
+  NaN when either map lacks the label (MONAI's value too).
+- Volumes are voxel counts times the voxel volume (|det| of the affine's 3x3 part), in mL.
 """
 
 from __future__ import annotations
@@ -12,38 +26,72 @@ from __future__ import annotations
 import numpy as np
 
 
-def dice_per_label(pred, truth, labels):
-  """`{label: dice}` for each label value in `labels` (NaN where both maps lack it)."""
+def dice_per_label(pred, truth, labels, *, ignore_empty: bool = True):
+  """`{label: dice}` for each label value in `labels`.
+
+  A label absent from the truth scores NaN (`ignore_empty`, MONAI's default), else 1 if
+  the prediction lacks it too and 0 if not.
+  """
   pred, truth = np.asarray(pred), np.asarray(truth)
   if pred.shape != truth.shape:
     raise ValueError(f"prediction shape {pred.shape} differs from the truth {truth.shape}")
   out = {}
   for v in labels:
     p, t = pred == v, truth == v
-    denom = int(p.sum()) + int(t.sum())
-    out[int(v)] = float(2.0 * np.logical_and(p, t).sum() / denom) if denom else float("nan")
+    n_truth, n_pred = int(t.sum()), int(p.sum())
+    if n_truth:
+      out[int(v)] = float(2.0 * np.logical_and(p, t).sum() / (n_truth + n_pred))
+    else:
+      out[int(v)] = float("nan") if ignore_empty else (0.0 if n_pred else 1.0)
   return out
 
 
 def mean_score(scores: dict) -> float:
-  """Mean over the labels that have a score (NaN if none has)."""
+  """Mean over the labels that have a (finite) score (NaN if none has)."""
   values = [v for v in scores.values() if np.isfinite(v)]
   return float(np.mean(values)) if values else float("nan")
 
 
-def _surface(mask):
+def surface(mask):
+  """The voxels of `mask` with a face neighbour outside it or outside the array."""
   from scipy import ndimage
+  mask = np.asarray(mask, bool)
   return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
 def hausdorff95(pred, truth, label, spacing=(1.0, 1.0, 1.0)):
-  """95th percentile of the symmetric surface distances of `label`, in mm (NaN if absent)."""
+  """The 95% Hausdorff distance of `label` between the two maps, in mm (NaN if either lacks
+  it): the larger of the 95th percentiles of the surface distances from the prediction to
+  the truth and from the truth to the prediction."""
   from scipy import ndimage
   p, t = np.asarray(pred) == label, np.asarray(truth) == label
+  if p.shape != t.shape:
+    raise ValueError(f"prediction shape {p.shape} differs from the truth {t.shape}")
   if not p.any() or not t.any():
     return float("nan")
-  sp, st = _surface(p), _surface(t)
-  dt_t = ndimage.distance_transform_edt(~st, sampling=spacing)
-  dt_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
-  distances = np.concatenate([dt_t[sp], dt_p[st]])
-  return float(np.percentile(distances, 95))
+  spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (p.ndim,)))
+  sp, st = surface(p), surface(t)
+  to_truth = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
+  to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
+  return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
+
+
+def voxel_volume(affine) -> float:
+  """The volume of one voxel in mm^3 (|det| of the affine's 3x3 part)."""
+  return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])))
+
+
+def label_volumes(seg, affine, labels) -> dict:
+  """`{"voxel_volume_mm3", "labels": {value: {"voxels", "mL"}}}` of every label in `labels`
+  other than 0 (absent ones with 0 voxels), and of any other non-zero value in `seg`."""
+  mm3 = voxel_volume(affine)
+  values, counts = np.unique(np.asarray(seg), return_counts=True)
+  found = dict(zip(values.tolist(), counts.tolist()))
+  keys = sorted({int(v) for v in labels} | set(found))
+  out = {}
+  for v in keys:
+    if v == 0:
+      continue
+    n = int(found.get(v, 0))
+    out[str(v)] = {"voxels": n, "mL": n * mm3 / 1000.0}
+  return {"voxel_volume_mm3": mm3, "labels": out}

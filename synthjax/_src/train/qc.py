@@ -1,9 +1,9 @@
-"""Quality control of a segmented scan: label volumes and a picture to look at.
+"""Quality control of a segmented scan: a picture to look at.
 
-`label_volumes` measures each label on the scan's own grid; `qc_picture` draws three
-orthogonal slices (axial, coronal, sagittal, in RAS orientation as `synthjax.scans`
-loads scans) through the centre of the segmented region, with every label's boundary
-outlined in its own colour and a legend of label values and volumes in mL.
+`qc_picture` draws three orthogonal slices (axial, coronal, sagittal, in RAS orientation as
+`synthjax.scans` loads scans) through the centre of the segmented region, with every
+label's boundary outlined in its own colour and a legend of label values and volumes in mL
+(`metrics.label_volumes`, on the scan's own grid, re-exported here).
 """
 
 from __future__ import annotations
@@ -14,38 +14,17 @@ import os
 import numpy as np
 
 from synthjax._src import scans
+from synthjax._src.train.metrics import label_volumes, voxel_volume  # noqa: F401
 
 # Pixel size of the picture (at DPI): three square panels and a legend column.
 FIGSIZE = (13.0, 4.6)
 DPI = 100
 
 
-def voxel_volume(affine) -> float:
-  """The volume of one voxel in mm^3 (|det| of the affine's 3x3 part)."""
-  return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])))
-
-
-def label_volumes(seg, affine, labels) -> dict:
-  """`{"voxel_volume_mm3", "labels": {value: {"voxels", "mL"}}}` of every label in `labels`
-  other than 0 (absent ones with 0 voxels), and of any other non-zero value in `seg`."""
-  mm3 = voxel_volume(affine)
-  values, counts = np.unique(np.asarray(seg), return_counts=True)
-  found = dict(zip(values.tolist(), counts.tolist()))
-  keys = sorted({int(v) for v in labels} | set(found))
-  out = {}
-  for v in keys:
-    if v == 0:
-      continue
-    n = int(found.get(v, 0))
-    out[str(v)] = {"voxels": n, "mL": n * mm3 / 1000.0}
-  return {"voxel_volume_mm3": mm3, "labels": out}
-
-
 def write_json(path, record):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=1)
-  os.replace(tmp, path)
+  """Writes `record` as JSON to `path`, atomically (`cli.atomic_write`)."""
+  from synthjax._src.train.cli import atomic_write
+  atomic_write(path, json.dumps(record, indent=1))
 
 
 def _centre(seg):

@@ -14,12 +14,17 @@ left/right mirror image (swapping left/right labels).
 
 The run's provenance (synthjax version and commit, classes, spacing) is printed to stderr;
 a run folder without run.json or weights, or whose run.json another major version of
-synthjax wrote, is refused before anything is written.
+synthjax wrote, and any scan that cannot be segmented (read in full and checked: 3-D, a
+sane spacing, finite and not constant intensities) are refused before anything is
+written. Existing outputs are refused unless `--overwrite` is given; each file is written
+under a temporary name and renamed, and a scan stopped between its files (Ctrl-C,
+SIGTERM, a full disk) keeps none of them.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -27,7 +32,7 @@ import sys
 import numpy as np
 
 from synthjax._src import scans
-from synthjax._src.train import qc, runinfo
+from synthjax._src.train import metrics, qc, runinfo
 from synthjax._src.train.cli import UserError, add_cache_option
 
 # What `synthjax segment` writes for each scan, after its name.
@@ -139,8 +144,9 @@ def run(args):
   for image in args.images:
     if not os.path.exists(image):
       raise UserError(f"{image}: no such file")
-    # The header only (3-D, valid affine), so that a bad scan is refused before any output.
-    scans.load(image)
+    # Read and checked in full (3-D, spacing, intensities), so that a bad scan is refused
+    # before any output is written.
+    scans.check_image(image)
     stem = _stem(image)
     paths = tuple(os.path.join(args.out, f"{stem}{suffix}") for suffix in OUTPUTS)
     if not args.overwrite:
@@ -165,12 +171,27 @@ def run(args):
       seg, conf, scan = segmenter(image, tta=args.tta, batch_size=args.batch_size)
       dtype = np.uint8 if max(segmenter.classes) < 256 else np.int32
       seg = seg.astype(dtype)
-      save(seg_path, seg, scan.affine)
-      save(conf_path, conf, scan.affine)
-      volumes = qc.label_volumes(seg, scan.affine, segmenter.classes)
-      qc.write_json(volumes_path, {"scan": os.path.abspath(image),
-                                   "segmentation": os.path.abspath(seg_path), **volumes})
-      qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
+      written = []
+      try:
+        save(seg_path, seg, scan.affine)
+        written.append(seg_path)
+        save(conf_path, conf, scan.affine)
+        written.append(conf_path)
+        volumes = metrics.label_volumes(seg, scan.affine, segmenter.classes)
+        qc.write_json(volumes_path, {"scan": os.path.abspath(image),
+                                     "segmentation": os.path.abspath(seg_path), **volumes})
+        written.append(volumes_path)
+        qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
+      except BaseException as e:
+        # Stopped (Ctrl-C, SIGTERM, a full disk) between this scan's files: none of them is
+        # kept, so that a re-run without --overwrite finds only whole sets.
+        for p in written:
+          os.remove(p)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+          raise UserError(f"{args.out}: no space left on the device while writing the "
+                          f"outputs of {image} ({os.strerror(e.errno)}); the scans before "
+                          f"it are done") from e
+        raise
       if bar is not None:
         bar.update(1)
   finally:

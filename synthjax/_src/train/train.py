@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -52,7 +53,7 @@ import numpy as np
 
 from synthjax._src import scans
 from synthjax._src.train import runinfo
-from synthjax._src.train.cli import UserError, add_cache_option
+from synthjax._src.train.cli import UserError, add_cache_option, atomic_write
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
 RESUMABLE = ("steps", "workers", "quiet", "resume", "eval_every", "ckpt_every", "no_cache")
@@ -239,13 +240,6 @@ def prepare_run(args, parser):
   return args, None
 
 
-def atomic_write(path, text):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 class MetricsLog:
   """`metrics.jsonl`: appended and flushed line by line; on resume, cut back to the
   checkpoint's step so the file matches an uninterrupted run."""
@@ -372,9 +366,9 @@ def run(args, parser=None) -> TrainResult:
   spacings = [tuple(source[i]["spacing"]) for i in range(len(source))]
   for path, sp in zip(paths, spacings):
     if not np.allclose(sp, spacings[0], rtol=1e-3):
-      raise UserError(f"{path}: spacing {tuple(round(s, 4) for s in sp)} differs from "
-                      f"{paths[0]}'s {tuple(round(s, 4) for s in spacings[0])}; resample the "
-                      f"maps to one spacing")
+      raise UserError(f"{path}: spacing {tuple(round(float(s), 4) for s in sp)} differs "
+                      f"from {paths[0]}'s {tuple(round(float(s), 4) for s in spacings[0])}; "
+                      f"resample the maps to one spacing")
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   shape = tuple(args.shape) if args.shape else maps[0].shape
   cfg = synthjax.SynthConfig.from_dict(stored["synth_config"]) if stored else load_config(
@@ -442,7 +436,14 @@ def run(args, parser=None) -> TrainResult:
               "synth_config": cfg.to_dict(), "model": model_config(args), "classes": classes,
               "label_paths": paths, "spacing": list(cfg.spacing),
               **runinfo.provenance(paths)}
-    atomic_write(os.path.join(args.out, "run.json"), json.dumps(record, indent=1))
+    try:
+      atomic_write(os.path.join(args.out, "run.json"), json.dumps(record, indent=1))
+    except OSError as e:
+      if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise
+      raise UserError(f"{args.out}: no space left on the device for run.json "
+                      f"({os.strerror(e.errno)}); free some space and run the same command "
+                      f"again") from e
 
   # Model, optimizer, devices.
   net = model.build(model_config(args), len(classes), seed=args.seed)
@@ -489,7 +490,7 @@ def run(args, parser=None) -> TrainResult:
     from tqdm import tqdm
     bar = tqdm(total=args.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
   losses, samples, validations = [], [], []
-  step = start
+  step = saved_step = start
   try:
     for step in range(start + 1, args.steps + 1):
       t0 = time.perf_counter()
@@ -516,6 +517,7 @@ def run(args, parser=None) -> TrainResult:
       saved = step % args.ckpt_every == 0 or step == args.steps
       if saved:
         ckpt.save(step, params, opt_state, it, real_it)
+        saved_step = step
       evaluate = val_scans and ((args.eval_every and step % args.eval_every == 0)
                                 or step == args.steps)
       if evaluate:
@@ -529,6 +531,14 @@ def run(args, parser=None) -> TrainResult:
       if (saved or evaluate) and main_process:
         # Redrawn as the run goes, so a long or killed run shows its curves so far.
         draw_curves()
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    kept = (f"the checkpoint of step {saved_step} is kept" if saved_step
+            else "no checkpoint was written yet")
+    raise UserError(f"{args.out}: no space left on the device at step {step} "
+                    f"({os.strerror(e.errno)}: {e.filename or e}); {kept}: free some space "
+                    f"and continue the run with --resume") from e
   finally:
     if bar is not None:
       bar.close()
