@@ -465,3 +465,21 @@ def test_synthseg_noise_is_disabled_and_a_positive_prob_enables_it():
   with pytest.raises(ValueError, match="noise stage is disabled"):
     synthjax.sample_params(jax.random.key(0), cfg, fixed={"noise": {"applied": True}})
   synthjax.sample_params(jax.random.key(0), cfg, fixed={"noise": {"applied": False}})
+
+
+def test_type_checkers_see_the_configs_as_frozen_dataclasses():
+  """PEP 681: `config_class` is declared a dataclass transform (frozen, with `field` as a
+  field specifier), and the package ships `py.typed` (PEP 561), so pyright and mypy check
+  `SynthConfig(...)` and stage configs like any dataclass."""
+  import importlib.resources
+  import sys
+  from synthjax._src import checks
+  if sys.version_info >= (3, 11):
+    spec = checks.config_class.__dataclass_transform__
+    # Python 3.11 keeps `frozen_default` (PEP 681's, read by pyright) among `kwargs`.
+    assert spec.get("frozen_default", spec["kwargs"].get("frozen_default")) is True
+    assert checks.field in spec["field_specifiers"]
+  assert importlib.resources.files("synthjax").joinpath("py.typed").is_file()
+  cfg = SynthConfig()
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.shape = (8, 8, 8)

@@ -453,4 +453,6 @@ def test_configs_hashable_and_normalised():
   assert t.num_scales == (2, 3)
   assert hash(s) == hash(struct_noise.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 41),
                                                    std=(0.1, 0.2)))
-  assert hash(t) is not None
+  assert hash(t) == hash(texture.TextureConfig(num_scales=(2, 3)))
+  assert t == texture.TextureConfig(num_scales=(2.0, 3.0))  # JSON's floats normalised
+  assert t != texture.TextureConfig(num_scales=(2, 4))

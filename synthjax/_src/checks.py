@@ -29,6 +29,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+try:
+  from typing import dataclass_transform
+except ImportError:  # Python 3.10: the decorator only informs type checkers
+  def dataclass_transform(**_):
+    return lambda f: f
+
 # The type of a `(low, high)` range field.
 Range = tuple[float, float]
 
@@ -49,6 +55,7 @@ def run_checks(obj) -> None:
       object.__setattr__(obj, f.name, check(f"{cls}.{f.name}", getattr(obj, f.name)))
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(field, dataclasses.field))
 def config_class(cls):
   """A frozen dataclass whose declared fields are checked on construction (and replace)."""
   together = getattr(cls, "_check_together", None)
