@@ -480,6 +480,6 @@ def test_type_checkers_see_the_configs_as_frozen_dataclasses():
     assert spec.get("frozen_default", spec["kwargs"].get("frozen_default")) is True
     assert checks.field in spec["field_specifiers"]
   assert importlib.resources.files("synthjax").joinpath("py.typed").is_file()
-  cfg = SynthConfig()
+  cfg = SynthConfig(shape=(8, 8, 8), label_values=(0, 1))
   with pytest.raises(dataclasses.FrozenInstanceError):
     cfg.shape = (8, 8, 8)
