@@ -62,7 +62,7 @@ def _bound_compiled_code_maps():
 # train steps) are compiled again by every test process: both xdist workers and each CLI
 # or training subprocess. One persistent compilation cache for the session lets each be
 # compiled once; the executables are XLA's own, so results are bit for bit the same.
-_CACHE_MIN_COMPILE_SECS = 0.0
+_CACHE_MIN_COMPILE_SECS = 0.3
 
 
 @pytest.fixture(scope="session", autouse=True)
