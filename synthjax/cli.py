@@ -382,76 +382,30 @@ def cmd_info(args):
 
 
 def cmd_replay(args):
-  import numpy as np
-  import synthjax
-  from synthjax._src import nifti, phantom, samples
-  from synthjax._src.config import SynthConfig
-
-  try:
-    with open(args.params) as f:
-      side = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{args.params}: cannot read params JSON ({e})") from e
-  if not isinstance(side, dict) or side.get("format") != samples.SIDECAR_FORMAT:
-    got = side.get("format") if isinstance(side, dict) else type(side).__name__
-    raise UserError(f"{args.params}: not a synthjax sample file (format {got!r})")
-  missing = [k for k in ("index", "key", "config", "params", "source") if k not in side]
-  if missing:
-    raise UserError(f"{args.params}: sample file lacks {missing}")
-  try:
-    config = SynthConfig.from_dict(side["config"])
-    params = synthjax.params_from_json(side["params"], config)
-    key = synthjax.key_from_json(side["key"])
-    index = int(side["index"])
-  except (ValueError, TypeError, OverflowError) as e:
-    raise UserError(f"{args.params}: {e}") from e
-  src = side["source"]
-  if not isinstance(src, dict) or not ("demo" in src or "path" in src):
-    raise UserError(f"{args.params}: source must name a label map ('path') or 'demo', got "
-                    f"{src!r}")
-  if "demo" in src:
-    labels, affine = phantom.brain_phantom(tuple(src["demo"]["shape"]), src["demo"]["spacing"])
-  else:
+  """Replays through `synthjax.replay`; a changed input is refused unless --force."""
+  import warnings
+  from synthjax._src import nifti, replay
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", replay.InputChangedWarning)
     try:
-      labels, affine, _ = nifti.load_label_map(src["path"])
+      sample = replay.load_sample(args.params, force=args.force)
+    except replay.InputChangedError as e:
+      raise UserError(f"{e.detail}; pass --force to replay anyway") from e
     except (ValueError, FileNotFoundError) as e:
-      raise UserError(f"label source of {args.params}: {e}") from e
-  _check_unchanged(args, src, "labels_sha256", labels, src.get("path", "the demo phantom"))
-  seeds = None
-  if "seeds" in src:
-    from synthjax._src.data import seeds as seed_io
-    sc = config.subclusters
-    try:
-      seeds = seed_io.load_seed_maps(src["path"], src["seeds"],
-                                     num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta)
-    except (ValueError, FileNotFoundError) as e:
-      raise UserError(f"seed maps of {args.params}: {e}") from e
-    _check_unchanged(args, src, "seeds_sha256", seeds, f"the seed maps under {src['seeds']}")
-  image, seg = synthjax.synthesize(key, params, labels, config, seeds=seeds)
-  out_affine = samples.output_affine(affine, labels.shape, config.shape,
-                                     np.asarray(params["crop"]["position"]))
+      raise UserError(str(e)) from e
+  for w in caught:
+    if isinstance(w.message, replay.InputChangedWarning):
+      print(f"synthjax replay: warning: {w.message.detail}; replaying anyway (--force)",
+            file=sys.stderr)
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  image, seg, affine = replay.replay(sample)
+  index = sample.index
   os.makedirs(args.output, exist_ok=True)
   stem = os.path.join(args.output, f"sample_{index:05d}")
-  nifti.save_nifti(stem + "_image.nii.gz", nifti.nifti_layout(image), out_affine,
-                   overwrite=args.overwrite)
-  nifti.save_nifti(stem + "_seg.nii.gz", np.asarray(seg, np.int32), out_affine,
-                   overwrite=args.overwrite)
+  nifti.save_nifti(stem + "_image.nii.gz", image, affine, overwrite=args.overwrite)
+  nifti.save_nifti(stem + "_seg.nii.gz", seg, affine, overwrite=args.overwrite)
   print(f"replayed sample {index} to {stem}_image.nii.gz")
-
-
-def _check_unchanged(args, src, field, array, what):
-  """Refuses to replay from an input whose content differs from the one recorded."""
-  from synthjax._src import samples
-  recorded = src.get(field)
-  if recorded is None:  # written before inputs were hashed: nothing to compare
-    return
-  if samples.content_digest(array) == recorded:
-    return
-  text = (f"{what} changed since {args.params} was written (its content hash differs), so "
-          "the replay would not reproduce the recorded sample")
-  if not args.force:
-    raise UserError(f"{text}; pass --force to replay anyway")
-  print(f"synthjax replay: warning: {text}; replaying anyway (--force)", file=sys.stderr)
 
 
 def _run_recipe(name, args):
