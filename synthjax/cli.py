@@ -178,34 +178,6 @@ def _write_all(writer, n, make, what, out, quiet):
   print(f"wrote {len(written)} {what} to {out}" + (f" ({skipped} already there)" if skipped else ""))
 
 
-class _FilesThenSidecar:
-  """A `write_dataset` writer for samples made of several NIfTI files: each sample's files
-  are written first and its params JSON last, so a sample is complete iff its JSON exists
-  (as with `NiftiWriter`). A sample is `{"index", "files": {path: (array, affine)},
-  "sidecar"}`."""
-
-  def __init__(self, folder):
-    self.folder = folder
-
-  def done(self):
-    from synthjax._src.data import nifti_folder
-    return nifti_folder.complete_samples(self.folder)
-
-  def write(self, sample):
-    from synthjax._src import nifti
-    for path, (array, affine) in sample["files"].items():
-      nifti.save_nifti(path, array, affine, overwrite=True)
-    stem = os.path.join(self.folder, f"sample_{sample['index']:05d}")
-    nifti.write_text_atomic(stem + "_params.json", json.dumps(sample["sidecar"]),
-                            overwrite=True)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
-
-
 def cmd_generate(args):
   import numpy as np
   import synthjax
@@ -255,6 +227,7 @@ def cmd_views(args):
   import numpy as np
   import synthjax
   from synthjax._src import runs, samples
+  from synthjax._src.data import nifti_folder
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
@@ -288,15 +261,15 @@ def cmd_views(args):
                                 version=synthjax.__version__, shared_spatial=shared)
     return {"index": i, "files": files, "sidecar": side}
 
-  _write_all(_FilesThenSidecar(out), args.n, make, "view pairs", out, True)
+  _write_all(nifti_folder.NiftiFilesWriter(out), args.n, make, "view pairs", out, True)
 
 
 def cmd_ensemble(args):
-  from synthjax._src import runs
   import numpy as np
   import synthjax
   from synthjax import ensembles
-  from synthjax._src import samples
+  from synthjax._src import runs, samples
+  from synthjax._src.data import nifti_folder
 
   if args.n < 1:
     raise UserError(f"-n must be >= 1, got {args.n}")
@@ -331,7 +304,7 @@ def cmd_ensemble(args):
     return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
             "sidecar": side}
 
-  _write_all(_FilesThenSidecar(out), args.n, make, "label ensembles", out, True)
+  _write_all(nifti_folder.NiftiFilesWriter(out), args.n, make, "label ensembles", out, True)
 
 
 def cmd_preview(args):
