@@ -408,15 +408,44 @@ def cmd_segment(args):
   _run_recipe("segment", args)
 
 
-def _add_run_arguments(parser, *, what: str, preset: str):
-  """The arguments every command that renders label maps takes."""
+def _option(*flags, parents=(), **kwargs):
+  """A parent parser (for `parents=`) declaring one option, after its own `parents`."""
+  parser = argparse.ArgumentParser(add_help=False, parents=list(parents))
+  parser.add_argument(*flags, **kwargs)
+  return parser
+
+
+def _shared_options():
+  """Parent parsers of the options several subcommands take, each declared once here."""
+  demo_grid = _option("--demo-shape", type=int, nargs=3, default=(96, 96, 96),
+                      help=argparse.SUPPRESS)
+  demo_grid = _option("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS,
+                      parents=[demo_grid])
+  return {
+      "seed": _option("--seed", type=int, default=0),
+      "demo_grid": demo_grid,  # preview takes 'demo' as LABELS instead of --demo
+      "demo": _option("--demo", action="store_true", help="use the built-in brain phantom",
+                      parents=[demo_grid]),
+      "quiet": _option("--quiet", action="store_true", help="no progress bar"),
+      "no_cache": _option("--no-cache", action="store_true",
+                          help="do not keep compiled programs in ~/.cache/synthjax "
+                               "(also: SYNTHJAX_NO_CACHE=1)"),
+      "overwrite_run": _option("--overwrite", action="store_true",
+                               help="replace a previous run of another command in OUT"),
+      "shape": lambda **kw: _option("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), **kw),
+  }
+
+
+def _run_arguments(*, what: str, preset: str):
+  """A parent parser of the arguments every command that renders label maps takes."""
+  parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("labels", nargs="*", metavar="LABELS",
                       help="label maps: files, folders or globs")
   parser.add_argument("-o", "--output", required=True, help="output folder")
   parser.add_argument("-n", type=int, default=1, help=f"number of {what}")
-  parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--preset", choices=PRESETS, default=preset)
   parser.add_argument("--config", help="a config JSON (SynthConfig.to_json) instead of a preset")
+  return parser
 
 
 def build_parser():
@@ -424,68 +453,54 @@ def build_parser():
       prog="synthjax", description="Synthetic images from label maps, with exact replay.")
   parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
   sub = parser.add_subparsers(dest="command", required=True)
+  o = _shared_options()
 
-  g = sub.add_parser("generate", help="write N synthetic samples (image, seg, params JSON)")
-  _add_run_arguments(g, what="samples", preset="synthseg")
+  g = sub.add_parser("generate", help="write N synthetic samples (image, seg, params JSON)",
+                     parents=[_run_arguments(what="samples", preset="synthseg"), o["seed"],
+                              o["shape"](help="output shape (default: the first label map's)"),
+                              o["demo"], o["overwrite_run"], o["quiet"], o["no_cache"]])
   g.add_argument("--seeds", metavar="DIR",
                  help="FetalSynthGen seed maps (its derivatives/seeds folder): sub-label "
                       "intensity classes from seeds (with --preset fetal)")
-  g.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                 help="output shape (default: the first label map's)")
-  g.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
-  g.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
-  g.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
   g.add_argument("--workers", type=int, default=4,
                  help="background threads writing (compressing) samples")
   g.add_argument("--format", choices=("nifti", "arrayrecord"), default="nifti")
-  g.add_argument("--overwrite", action="store_true",
-                 help="replace a previous run of another command in OUT")
-  g.add_argument("--quiet", action="store_true", help="no progress bar")
   g.set_defaults(func=cmd_generate)
 
-  v = sub.add_parser("preview", help="PNG montage of the input labels and N samples")
+  v = sub.add_parser("preview", help="PNG montage of the input labels and N samples",
+                     parents=[o["seed"], o["shape"](), o["demo_grid"], o["no_cache"]])
   v.add_argument("labels", metavar="LABELS", help="a label map, or 'demo' for the phantom")
   v.add_argument("-o", "--output", required=True, help="the PNG to write")
   v.add_argument("-n", type=int, default=8, help="number of samples")
-  v.add_argument("--seed", type=int, default=0)
   v.add_argument("--preset", choices=PRESETS, default="synthseg")
   v.add_argument("--config", help="a config JSON instead of a preset")
-  v.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
   v.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
-  v.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
-  v.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
   v.set_defaults(func=cmd_preview)
 
-  e = sub.add_parser("ensemble", help="write N synthetic label maps (anatomix label ensembles)")
+  e = sub.add_parser("ensemble", help="write N synthetic label maps (anatomix label ensembles)",
+                     parents=[o["seed"], o["shape"](default=(128, 128, 128)),
+                              o["overwrite_run"], o["no_cache"]])
   e.add_argument("-o", "--output", required=True, help="output folder")
   e.add_argument("-n", type=int, default=1, help="number of label maps")
-  e.add_argument("--seed", type=int, default=0)
-  e.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"))
   e.add_argument("--templates", nargs="+", metavar="PATH",
                  help="template label maps (files, folders or globs); default: random shapes")
   e.add_argument("--num-templates", type=int, nargs=2, metavar=("LO", "HI"),
                  help="range of the number of templates per map (default 20 39)")
-  e.add_argument("--overwrite", action="store_true",
-                 help="replace a previous run of another command in OUT")
   e.set_defaults(func=cmd_ensemble)
 
-  w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)")
-  _add_run_arguments(w, what="pairs", preset="anatomix_views")
-  w.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
+  w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)",
+                     parents=[_run_arguments(what="pairs", preset="anatomix_views"), o["seed"],
+                              o["shape"](), o["demo"], o["overwrite_run"], o["no_cache"]])
   w.add_argument("--independent-spatial", action="store_true",
                  help="draw the spatial transform per view (default: shared, voxel-aligned)")
-  w.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
-  w.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
-  w.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
-  w.add_argument("--overwrite", action="store_true",
-                 help="replace a previous run of another command in OUT")
   w.set_defaults(func=cmd_views)
 
   i = sub.add_parser("info", help="shape, spacing, orientation and labels of a label map")
   i.add_argument("file", help="a NIfTI label map")
   i.set_defaults(func=cmd_info)
 
-  r = sub.add_parser("replay", help="regenerate one sample bit for bit from its params JSON")
+  r = sub.add_parser("replay", help="regenerate one sample bit for bit from its params JSON",
+                     parents=[o["no_cache"]])
   r.add_argument("params", help="a sample_XXXXX_params.json written by generate")
   r.add_argument("-o", "--output", required=True, help="output folder")
   r.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -493,10 +508,6 @@ def build_parser():
                  help="replay even if the label map or seed maps changed since the sample "
                       "was written")
   r.set_defaults(func=cmd_replay)
-  for compiling in (g, v, e, w, r):
-    compiling.add_argument("--no-cache", action="store_true",
-                           help="do not keep compiled programs in ~/.cache/synthjax "
-                                "(also: SYNTHJAX_NO_CACHE=1)")
 
   # The recipe's own parsers add these arguments too (--no-cache included), so the two
   # command lines cannot drift apart. Importing the drivers needs no `train` extra.
