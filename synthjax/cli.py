@@ -184,8 +184,6 @@ def cmd_generate(args):
   from synthjax._src import runs, samples
   from synthjax._src.data import arrayrecord, nifti_folder
 
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   if args.shape and min(args.shape) < 2:
     raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
   if args.workers < 1:
@@ -229,8 +227,6 @@ def cmd_views(args):
   from synthjax._src import runs, samples
   from synthjax._src.data import nifti_folder
 
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   sources, config = _sources_and_config(args)
   _check_memory(config, sources, batch=2)
   shared = not args.independent_spatial
@@ -271,8 +267,6 @@ def cmd_ensemble(args):
   from synthjax._src import runs, samples
   from synthjax._src.data import nifti_folder
 
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   overrides = {"shape": tuple(args.shape)}
   if args.num_templates:
     overrides["num_templates"] = tuple(args.num_templates)
@@ -317,8 +311,6 @@ def cmd_preview(args):
   values = sorted(np.unique(labels).tolist())
   shape = tuple(args.shape) if args.shape else labels.shape
   config = _make_config(args, values, shape, spacing)
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   _validate_sources(sources, config)
   _check_memory(config, sources)
   if os.path.exists(args.output) and not args.overwrite:
@@ -545,6 +537,8 @@ def main(argv=None):
     seed = getattr(args, "seed", 0)
     if not 0 <= seed < (1 << 32):
       raise UserError(f"--seed must be in [0, 2**32), got {seed}")
+    if getattr(args, "n", 1) < 1:  # generate, preview, ensemble, views
+      raise UserError(f"-n must be >= 1, got {args.n}")
     if getattr(args, "no_cache", None) is False:
       from synthjax._src import compile_cache
       compile_cache.enable()
