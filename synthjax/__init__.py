@@ -8,6 +8,8 @@ from synthjax._src.config import (AffineConfig, BiasConfig, BlurCortexConfig, Bo
                                   SpikeConfig, StructNoiseConfig, SubclusterConfig,
                                   SynthConfig, TextureConfig)
 from synthjax._src.generator import sample_params, synthesize, validate_labels
+from synthjax._src.replay import (InputChangedError, InputChangedWarning, Sample, load_sample,
+                                  replay)
 from synthjax._src.sharding import synthesize_sharded
 from synthjax._src.views import sample_view_params, synthesize_views
 from synthjax._src.warp import tta_predict, unwarp, warp
@@ -26,6 +28,7 @@ __all__ = [
     "sample_params", "synthesize", "validate_labels", "synthesize_sharded",
     "warp", "unwarp", "tta_predict",
     "sample_view_params", "synthesize_views",
+    "load_sample", "replay", "Sample", "InputChangedError", "InputChangedWarning",
     "params_to_json", "params_from_json", "params_to_dict", "key_to_json", "key_from_json",
     "presets", "phantom", "ensembles", "priors", "realism",
 ]

@@ -178,42 +178,12 @@ def _write_all(writer, n, make, what, out, quiet):
   print(f"wrote {len(written)} {what} to {out}" + (f" ({skipped} already there)" if skipped else ""))
 
 
-class _FilesThenSidecar:
-  """A `write_dataset` writer for samples made of several NIfTI files: each sample's files
-  are written first and its params JSON last, so a sample is complete iff its JSON exists
-  (as with `NiftiWriter`). A sample is `{"index", "files": {path: (array, affine)},
-  "sidecar"}`."""
-
-  def __init__(self, folder):
-    self.folder = folder
-
-  def done(self):
-    from synthjax._src.data import nifti_folder
-    return nifti_folder.complete_samples(self.folder)
-
-  def write(self, sample):
-    from synthjax._src import nifti
-    for path, (array, affine) in sample["files"].items():
-      nifti.save_nifti(path, array, affine, overwrite=True)
-    stem = os.path.join(self.folder, f"sample_{sample['index']:05d}")
-    nifti.write_text_atomic(stem + "_params.json", json.dumps(sample["sidecar"]),
-                            overwrite=True)
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
-
-
 def cmd_generate(args):
   import numpy as np
   import synthjax
   from synthjax._src import runs, samples
   from synthjax._src.data import arrayrecord, nifti_folder
 
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   if args.shape and min(args.shape) < 2:
     raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
   if args.workers < 1:
@@ -255,9 +225,8 @@ def cmd_views(args):
   import numpy as np
   import synthjax
   from synthjax._src import runs, samples
+  from synthjax._src.data import nifti_folder
 
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   sources, config = _sources_and_config(args)
   _check_memory(config, sources, batch=2)
   shared = not args.independent_spatial
@@ -288,18 +257,16 @@ def cmd_views(args):
                                 version=synthjax.__version__, shared_spatial=shared)
     return {"index": i, "files": files, "sidecar": side}
 
-  _write_all(_FilesThenSidecar(out), args.n, make, "view pairs", out, True)
+  _write_all(nifti_folder.NiftiFilesWriter(out), args.n, make, "view pairs", out, True)
 
 
 def cmd_ensemble(args):
-  from synthjax._src import runs
   import numpy as np
   import synthjax
   from synthjax import ensembles
-  from synthjax._src import samples
+  from synthjax._src import runs, samples
+  from synthjax._src.data import nifti_folder
 
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   overrides = {"shape": tuple(args.shape)}
   if args.num_templates:
     overrides["num_templates"] = tuple(args.num_templates)
@@ -331,7 +298,7 @@ def cmd_ensemble(args):
     return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
             "sidecar": side}
 
-  _write_all(_FilesThenSidecar(out), args.n, make, "label ensembles", out, True)
+  _write_all(nifti_folder.NiftiFilesWriter(out), args.n, make, "label ensembles", out, True)
 
 
 def cmd_preview(args):
@@ -344,8 +311,6 @@ def cmd_preview(args):
   values = sorted(np.unique(labels).tolist())
   shape = tuple(args.shape) if args.shape else labels.shape
   config = _make_config(args, values, shape, spacing)
-  if args.n < 1:
-    raise UserError(f"-n must be >= 1, got {args.n}")
   _validate_sources(sources, config)
   _check_memory(config, sources)
   if os.path.exists(args.output) and not args.overwrite:
@@ -382,76 +347,30 @@ def cmd_info(args):
 
 
 def cmd_replay(args):
-  import numpy as np
-  import synthjax
-  from synthjax._src import nifti, phantom, samples
-  from synthjax._src.config import SynthConfig
-
-  try:
-    with open(args.params) as f:
-      side = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{args.params}: cannot read params JSON ({e})") from e
-  if not isinstance(side, dict) or side.get("format") != samples.SIDECAR_FORMAT:
-    got = side.get("format") if isinstance(side, dict) else type(side).__name__
-    raise UserError(f"{args.params}: not a synthjax sample file (format {got!r})")
-  missing = [k for k in ("index", "key", "config", "params", "source") if k not in side]
-  if missing:
-    raise UserError(f"{args.params}: sample file lacks {missing}")
-  try:
-    config = SynthConfig.from_dict(side["config"])
-    params = synthjax.params_from_json(side["params"], config)
-    key = synthjax.key_from_json(side["key"])
-    index = int(side["index"])
-  except (ValueError, TypeError, OverflowError) as e:
-    raise UserError(f"{args.params}: {e}") from e
-  src = side["source"]
-  if not isinstance(src, dict) or not ("demo" in src or "path" in src):
-    raise UserError(f"{args.params}: source must name a label map ('path') or 'demo', got "
-                    f"{src!r}")
-  if "demo" in src:
-    labels, affine = phantom.brain_phantom(tuple(src["demo"]["shape"]), src["demo"]["spacing"])
-  else:
+  """Replays through `synthjax.replay`; a changed input is refused unless --force."""
+  import warnings
+  from synthjax._src import nifti, replay
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", replay.InputChangedWarning)
     try:
-      labels, affine, _ = nifti.load_label_map(src["path"])
+      sample = replay.load_sample(args.params, force=args.force)
+    except replay.InputChangedError as e:
+      raise UserError(f"{e.detail}; pass --force to replay anyway") from e
     except (ValueError, FileNotFoundError) as e:
-      raise UserError(f"label source of {args.params}: {e}") from e
-  _check_unchanged(args, src, "labels_sha256", labels, src.get("path", "the demo phantom"))
-  seeds = None
-  if "seeds" in src:
-    from synthjax._src.data import seeds as seed_io
-    sc = config.subclusters
-    try:
-      seeds = seed_io.load_seed_maps(src["path"], src["seeds"],
-                                     num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta)
-    except (ValueError, FileNotFoundError) as e:
-      raise UserError(f"seed maps of {args.params}: {e}") from e
-    _check_unchanged(args, src, "seeds_sha256", seeds, f"the seed maps under {src['seeds']}")
-  image, seg = synthjax.synthesize(key, params, labels, config, seeds=seeds)
-  out_affine = samples.output_affine(affine, labels.shape, config.shape,
-                                     np.asarray(params["crop"]["position"]))
+      raise UserError(str(e)) from e
+  for w in caught:
+    if isinstance(w.message, replay.InputChangedWarning):
+      print(f"synthjax replay: warning: {w.message.detail}; replaying anyway (--force)",
+            file=sys.stderr)
+    else:
+      warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+  image, seg, affine = replay.replay(sample)
+  index = sample.index
   os.makedirs(args.output, exist_ok=True)
   stem = os.path.join(args.output, f"sample_{index:05d}")
-  nifti.save_nifti(stem + "_image.nii.gz", nifti.nifti_layout(image), out_affine,
-                   overwrite=args.overwrite)
-  nifti.save_nifti(stem + "_seg.nii.gz", np.asarray(seg, np.int32), out_affine,
-                   overwrite=args.overwrite)
+  nifti.save_nifti(stem + "_image.nii.gz", image, affine, overwrite=args.overwrite)
+  nifti.save_nifti(stem + "_seg.nii.gz", seg, affine, overwrite=args.overwrite)
   print(f"replayed sample {index} to {stem}_image.nii.gz")
-
-
-def _check_unchanged(args, src, field, array, what):
-  """Refuses to replay from an input whose content differs from the one recorded."""
-  from synthjax._src import samples
-  recorded = src.get(field)
-  if recorded is None:  # written before inputs were hashed: nothing to compare
-    return
-  if samples.content_digest(array) == recorded:
-    return
-  text = (f"{what} changed since {args.params} was written (its content hash differs), so "
-          "the replay would not reproduce the recorded sample")
-  if not args.force:
-    raise UserError(f"{text}; pass --force to replay anyway")
-  print(f"synthjax replay: warning: {text}; replaying anyway (--force)", file=sys.stderr)
 
 
 def _run_recipe(name, args):
@@ -481,15 +400,44 @@ def cmd_segment(args):
   _run_recipe("segment", args)
 
 
-def _add_run_arguments(parser, *, what: str, preset: str):
-  """The arguments every command that renders label maps takes."""
+def _option(*flags, parents=(), **kwargs):
+  """A parent parser (for `parents=`) declaring one option, after its own `parents`."""
+  parser = argparse.ArgumentParser(add_help=False, parents=list(parents))
+  parser.add_argument(*flags, **kwargs)
+  return parser
+
+
+def _shared_options():
+  """Parent parsers of the options several subcommands take, each declared once here."""
+  demo_grid = _option("--demo-shape", type=int, nargs=3, default=(96, 96, 96),
+                      help=argparse.SUPPRESS)
+  demo_grid = _option("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS,
+                      parents=[demo_grid])
+  return {
+      "seed": _option("--seed", type=int, default=0),
+      "demo_grid": demo_grid,  # preview takes 'demo' as LABELS instead of --demo
+      "demo": _option("--demo", action="store_true", help="use the built-in brain phantom",
+                      parents=[demo_grid]),
+      "quiet": _option("--quiet", action="store_true", help="no progress bar"),
+      "no_cache": _option("--no-cache", action="store_true",
+                          help="do not keep compiled programs in ~/.cache/synthjax "
+                               "(also: SYNTHJAX_NO_CACHE=1)"),
+      "overwrite_run": _option("--overwrite", action="store_true",
+                               help="replace a previous run of another command in OUT"),
+      "shape": lambda **kw: _option("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), **kw),
+  }
+
+
+def _run_arguments(*, what: str, preset: str):
+  """A parent parser of the arguments every command that renders label maps takes."""
+  parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("labels", nargs="*", metavar="LABELS",
                       help="label maps: files, folders or globs")
   parser.add_argument("-o", "--output", required=True, help="output folder")
   parser.add_argument("-n", type=int, default=1, help=f"number of {what}")
-  parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--preset", choices=PRESETS, default=preset)
   parser.add_argument("--config", help="a config JSON (SynthConfig.to_json) instead of a preset")
+  return parser
 
 
 def build_parser():
@@ -497,68 +445,54 @@ def build_parser():
       prog="synthjax", description="Synthetic images from label maps, with exact replay.")
   parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
   sub = parser.add_subparsers(dest="command", required=True)
+  o = _shared_options()
 
-  g = sub.add_parser("generate", help="write N synthetic samples (image, seg, params JSON)")
-  _add_run_arguments(g, what="samples", preset="synthseg")
+  g = sub.add_parser("generate", help="write N synthetic samples (image, seg, params JSON)",
+                     parents=[_run_arguments(what="samples", preset="synthseg"), o["seed"],
+                              o["shape"](help="output shape (default: the first label map's)"),
+                              o["demo"], o["overwrite_run"], o["quiet"], o["no_cache"]])
   g.add_argument("--seeds", metavar="DIR",
                  help="FetalSynthGen seed maps (its derivatives/seeds folder): sub-label "
                       "intensity classes from seeds (with --preset fetal)")
-  g.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                 help="output shape (default: the first label map's)")
-  g.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
-  g.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
-  g.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
   g.add_argument("--workers", type=int, default=4,
                  help="background threads writing (compressing) samples")
   g.add_argument("--format", choices=("nifti", "arrayrecord"), default="nifti")
-  g.add_argument("--overwrite", action="store_true",
-                 help="replace a previous run of another command in OUT")
-  g.add_argument("--quiet", action="store_true", help="no progress bar")
   g.set_defaults(func=cmd_generate)
 
-  v = sub.add_parser("preview", help="PNG montage of the input labels and N samples")
+  v = sub.add_parser("preview", help="PNG montage of the input labels and N samples",
+                     parents=[o["seed"], o["shape"](), o["demo_grid"], o["no_cache"]])
   v.add_argument("labels", metavar="LABELS", help="a label map, or 'demo' for the phantom")
   v.add_argument("-o", "--output", required=True, help="the PNG to write")
   v.add_argument("-n", type=int, default=8, help="number of samples")
-  v.add_argument("--seed", type=int, default=0)
   v.add_argument("--preset", choices=PRESETS, default="synthseg")
   v.add_argument("--config", help="a config JSON instead of a preset")
-  v.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
   v.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
-  v.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
-  v.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
   v.set_defaults(func=cmd_preview)
 
-  e = sub.add_parser("ensemble", help="write N synthetic label maps (anatomix label ensembles)")
+  e = sub.add_parser("ensemble", help="write N synthetic label maps (anatomix label ensembles)",
+                     parents=[o["seed"], o["shape"](default=(128, 128, 128)),
+                              o["overwrite_run"], o["no_cache"]])
   e.add_argument("-o", "--output", required=True, help="output folder")
   e.add_argument("-n", type=int, default=1, help="number of label maps")
-  e.add_argument("--seed", type=int, default=0)
-  e.add_argument("--shape", type=int, nargs=3, default=(128, 128, 128), metavar=("X", "Y", "Z"))
   e.add_argument("--templates", nargs="+", metavar="PATH",
                  help="template label maps (files, folders or globs); default: random shapes")
   e.add_argument("--num-templates", type=int, nargs=2, metavar=("LO", "HI"),
                  help="range of the number of templates per map (default 20 39)")
-  e.add_argument("--overwrite", action="store_true",
-                 help="replace a previous run of another command in OUT")
   e.set_defaults(func=cmd_ensemble)
 
-  w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)")
-  _add_run_arguments(w, what="pairs", preset="anatomix_views")
-  w.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"))
+  w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)",
+                     parents=[_run_arguments(what="pairs", preset="anatomix_views"), o["seed"],
+                              o["shape"](), o["demo"], o["overwrite_run"], o["no_cache"]])
   w.add_argument("--independent-spatial", action="store_true",
                  help="draw the spatial transform per view (default: shared, voxel-aligned)")
-  w.add_argument("--demo", action="store_true", help="use the built-in brain phantom")
-  w.add_argument("--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS)
-  w.add_argument("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS)
-  w.add_argument("--overwrite", action="store_true",
-                 help="replace a previous run of another command in OUT")
   w.set_defaults(func=cmd_views)
 
   i = sub.add_parser("info", help="shape, spacing, orientation and labels of a label map")
   i.add_argument("file", help="a NIfTI label map")
   i.set_defaults(func=cmd_info)
 
-  r = sub.add_parser("replay", help="regenerate one sample bit for bit from its params JSON")
+  r = sub.add_parser("replay", help="regenerate one sample bit for bit from its params JSON",
+                     parents=[o["no_cache"]])
   r.add_argument("params", help="a sample_XXXXX_params.json written by generate")
   r.add_argument("-o", "--output", required=True, help="output folder")
   r.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -566,10 +500,6 @@ def build_parser():
                  help="replay even if the label map or seed maps changed since the sample "
                       "was written")
   r.set_defaults(func=cmd_replay)
-  for compiling in (g, v, e, w, r):
-    compiling.add_argument("--no-cache", action="store_true",
-                           help="do not keep compiled programs in ~/.cache/synthjax "
-                                "(also: SYNTHJAX_NO_CACHE=1)")
 
   # The recipe's own parsers add these arguments too (--no-cache included), so the two
   # command lines cannot drift apart. Importing the drivers needs no `train` extra.
@@ -607,6 +537,8 @@ def main(argv=None):
     seed = getattr(args, "seed", 0)
     if not 0 <= seed < (1 << 32):
       raise UserError(f"--seed must be in [0, 2**32), got {seed}")
+    if getattr(args, "n", 1) < 1:  # generate, preview, ensemble, views
+      raise UserError(f"-n must be >= 1, got {args.n}")
     if getattr(args, "no_cache", None) is False:
       from synthjax._src import compile_cache
       compile_cache.enable()

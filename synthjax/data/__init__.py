@@ -9,7 +9,7 @@ from synthjax._src.data.samplers import (LabelSampler, UniformSampler, WeightedS
 from synthjax._src.data.sources import NiftiSource, Volume, expand_paths
 from synthjax._src.data.arrayrecord import (ArrayRecordSamples, ArrayRecordWriter,
                                             read_arrayrecord)
-from synthjax._src.data.nifti_folder import NiftiWriter
+from synthjax._src.data.nifti_folder import NiftiFilesWriter, NiftiWriter
 from synthjax._src.data.records import decode_record, encode_record
 from synthjax._src.data.writers import write_dataset
 from synthjax._src.data.seeds import SeedPatches, load_seed_maps, seed_map_paths, seed_patches
@@ -24,6 +24,7 @@ __all__ = [
     "grid_patches", "assemble", "sliding_window",
     "synthesize_batch", "SynthesizeTransform", "load_seed_maps", "seed_map_paths",
     "seed_patches", "SeedPatches",
-    "NiftiWriter", "ArrayRecordWriter", "ArrayRecordSamples", "read_arrayrecord",
+    "NiftiWriter", "NiftiFilesWriter", "ArrayRecordWriter", "ArrayRecordSamples",
+    "read_arrayrecord",
     "encode_record", "decode_record", "write_dataset",
 ]

@@ -188,6 +188,46 @@ class NiftiWriter(Writer):
             f"max_pending={self.max_pending})")
 
 
+
+class NiftiFilesWriter(Writer):
+  """A `write_dataset` writer for samples made of any set of NIfTI files (view pairs, label
+  ensembles), with the same completeness rule as `NiftiWriter`: each sample's files are
+  written first (each atomically) and its `sample_{index:05d}_params.json` last, so a sample
+  is complete iff its JSON exists.
+
+  A sample is `{"index": i, "files": {path: (array, affine)}, "sidecar": dict}`. Writes are
+  synchronous; files of a complete sample are not written again by `write_dataset`.
+
+  Examples:
+    >>> w = NiftiFilesWriter("out")                                          # doctest: +SKIP
+    >>> write_dataset(w, range(4), make_sample)                               # doctest: +SKIP
+  """
+
+  def __init__(self, folder):
+    self.folder = os.fspath(folder)
+
+  def done(self) -> set[int]:
+    """Returns the indices of the complete samples in the folder."""
+    return complete_samples(self.folder)
+
+  def write(self, sample: dict) -> None:
+    """Writes the sample's files, then its params JSON (replacing existing ones)."""
+    import json
+    for path, (array, affine) in sample["files"].items():
+      nifti.save_nifti(path, array, affine, overwrite=True)
+    stem = os.path.join(self.folder, f"sample_{int(sample['index']):05d}")
+    nifti.write_text_atomic(stem + "_params.json", json.dumps(sample["sidecar"]), overwrite=True)
+
+  def close(self) -> None:
+    """Nothing to flush: every write is finished when `write` returns."""
+
+  def _close_after_error(self):
+    pass
+
+  def __repr__(self):
+    return f"NiftiFilesWriter({self.folder!r})"
+
+
 def _nifti_seg(index, seg):
   if seg.dtype.itemsize < 8:
     return seg
