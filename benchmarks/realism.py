@@ -201,7 +201,7 @@ def main(argv=None):
   maps = [sim2real.pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
-    seeds = sim2real.load_seed_stacks(train_paths, args.seeds, spacing, shape)
+    seeds = sim2real.load_seed_stacks(train_paths, args.seeds, shape, args.down)
   values = sorted(set().union(*(np.unique(m).tolist() for m in maps)))
   real = [sim2real.load_test(pair, spacing)[1:] for pair in real_pairs]
   # Pairs that touch in at least half of the real label maps.

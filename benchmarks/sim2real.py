@@ -70,12 +70,19 @@ from synthjax._src.specs import config_from_spec
 # Data
 
 
-def load_train_maps(paths, down, spacing=None):
-  """Label maps in RAS orientation coarsened by `down`, or brought to `spacing` (mm, maps of
-  any voxel size: `scans.resample_labels`); returns `(maps, spacing)`."""
+def label_reader(down, spacing=None):
+  """How the benchmark reads label maps (and their seed maps): in RAS orientation,
+  coarsened by `down`, or brought to `spacing` (mm, maps of any voxel size)."""
   from synthjax import scans
-  reader = scans.LabelReader(down=down) if spacing is None else scans.LabelReader(
-      spacing=tuple(float(s) for s in spacing))
+  if spacing is None:
+    return scans.LabelReader(down=down)
+  return scans.LabelReader(spacing=tuple(float(s) for s in spacing))
+
+
+def load_train_maps(paths, down, spacing=None):
+  """Label maps read by `label_reader(down, spacing)`; returns `(maps, spacing)`."""
+  from synthjax import scans
+  reader = label_reader(down, spacing)
   maps, first = [], None
   for p in paths:
     arr, affine = reader(p)
@@ -89,32 +96,21 @@ def load_train_maps(paths, down, spacing=None):
   return maps, tuple(first)
 
 
-def load_seed_stacks(paths, seeds_root, spacing, shape):
+def load_seed_stacks(paths, seeds_root, shape, down, spacing=None):
   """FetalSynthGen's seed maps of each label map (`synthjax.data.load_seed_maps`), as many
-  as `presets.fetal(..., seeds=True)` draws, each of the `K` layers coarsened to `spacing`
-  with the labels' majority vote and centred in `shape`: `(K, *shape)` int8 arrays on the
-  training grid (`spacing`, an integer multiple of the maps'), in RAS orientation as the
-  maps."""
-  import nibabel as nib
+  as `presets.fetal(..., seeds=True)` draws, each of the `K` layers read as its map is
+  (`label_reader(down, spacing)`) and centred in `shape`: `(K, *shape)` int8 arrays on
+  the training grid."""
   import synthjax
   from synthjax import data as sdata
-  from synthjax import scans
+  reader = label_reader(down, spacing)
   sc = synthjax.presets.fetal((0,), (8, 8, 8), seeds=True).subclusters
   out = []
   for p in paths:
     stack = sdata.load_seed_maps(p, seeds_root, num_subclusters=sc.num_subclusters[1],
                                  num_meta=sc.num_meta)
-    img = nib.load(p)
-    ornt = nib.orientations.io_orientation(img.affine)
-    own = scans.spacing_of(img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape))
-    factors = scans.integer_factors(own, spacing)
-    if factors is None:
-      raise SystemExit(f"{p}: seed maps need a training spacing {spacing} that is a whole "
-                       f"multiple of the map's {own}")
-    layers = [pad_to(scans.downsample_labels(
-        np.ascontiguousarray(nib.orientations.apply_orientation(layer, ornt)).astype(np.int32),
-        factors), shape) for layer in stack]
-    out.append(np.stack(layers).astype(np.int8))
+    out.append(np.stack([pad_to(reader.layer(layer, p), shape) for layer in stack])
+               .astype(np.int8))
   return out
 
 
@@ -686,7 +682,7 @@ def main(argv=None):
   maps = [pad_to(m, shape) for m in maps]
   seeds = None
   if args.seeds:
-    seeds = load_seed_stacks(train_paths, args.seeds, spacing, shape)
+    seeds = load_seed_stacks(train_paths, args.seeds, shape, args.down, target)
   tests = [load_test(pair, spacing) for pair in test_pairs]
   tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i, target=target)
             for i, spec in enumerate(args.probe)]

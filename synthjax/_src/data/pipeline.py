@@ -402,7 +402,6 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
     if not 0 <= index < count:
       raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
     ds = ds[index::count]
-  ds = ds.map(_contiguous).batch(int(batch_size), drop_remainder=drop_remainder)
   buffer = max(1, int(worker_buffer_size))
   if workers > 0:
     nbytes = batch_nbytes(source, size, batch_size, transforms)
@@ -424,6 +423,9 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
         workers = 0
       else:
         buffer = fits[-1]
+  if workers > 0:
+    ds = ds.map(_contiguous)  # only arrays in C order go through shared memory
+  ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
   if workers > 0:
     # Batches are stacked in the workers' own memory and copied into shared memory only
     # as they enter a worker's queue. (`enable_shared_memory_output` would stack them in
