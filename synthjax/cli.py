@@ -517,32 +517,14 @@ def build_parser():
   return parser
 
 
-class Terminated(BaseException):
-  """SIGTERM (how SLURM, Docker and Kubernetes stop a job), raised like KeyboardInterrupt so
-  that the same clean-up runs: queued files are finished, partial ones removed."""
-
-
-def _raise_terminated(signum, frame):
-  raise Terminated()
-
-
 def main(argv=None):
-  import signal
+  from synthjax._src.stops import Terminated, check, handled
   parser = build_parser()
   args = parser.parse_args(argv)
-  previous = None
-  if threading_is_main():
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
   try:
-    seed = getattr(args, "seed", 0)
-    if not 0 <= seed < (1 << 32):
-      raise UserError(f"--seed must be in [0, 2**32), got {seed}")
-    if getattr(args, "n", 1) < 1:  # generate, preview, ensemble, views
-      raise UserError(f"-n must be >= 1, got {args.n}")
-    if getattr(args, "no_cache", None) is False:
-      from synthjax._src import compile_cache
-      compile_cache.enable()
-    args.func(args)
+    with handled():
+      _run(args)
+      check()  # a stop swallowed after the last unit of work still reports as one
   except (KeyboardInterrupt, Terminated) as e:
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
     then = {"train": "checkpoints are kept, re-run the same command with --resume to "
@@ -561,15 +543,20 @@ def main(argv=None):
     print(f"synthjax {args.command}: error: {text}", file=sys.stderr)
     return 2
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
     _release_run_lock()
   return 0
 
 
-def threading_is_main():
-  import threading
-  return threading.current_thread() is threading.main_thread()
+def _run(args):
+  seed = getattr(args, "seed", 0)
+  if not 0 <= seed < (1 << 32):
+    raise UserError(f"--seed must be in [0, 2**32), got {seed}")
+  if getattr(args, "n", 1) < 1:  # generate, preview, ensemble, views
+    raise UserError(f"-n must be >= 1, got {args.n}")
+  if getattr(args, "no_cache", None) is False:
+    from synthjax._src import compile_cache
+    compile_cache.enable()
+  args.func(args)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,29 @@ def test_nifti_interrupt_then_resume(tmp_path, nifti_reference, max_pending):
   assert files(tmp_path) == nifti_reference
 
 
+def test_a_sigterm_swallowed_by_a_finalizer_stops_before_the_next_sample(tmp_path, capfd):
+  """A signal handler's exception can land where Python swallows it (a finalizer, JAX's
+  garbage-collector callback): the stop still happens, at the next sample, and nothing is
+  printed as an error where it was swallowed."""
+  from synthjax._src import stops
+
+  class SignalledWhileFinalized:
+    def __del__(self):
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  def make(i):
+    if i == 2:
+      SignalledWhileFinalized()  # collected at once: the handler raises inside __del__
+    return fake_sample(i)
+
+  with stops.handled(), pytest.raises(stops.Terminated):
+    write_dataset(NiftiWriter(tmp_path, max_pending=2), range(N), make, progress=False)
+  assert NiftiWriter(tmp_path).done() == {0, 1, 2}  # sample 2 finished, 3 never started
+  assert capfd.readouterr().err == ""
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are restored
+  stops.check()  # and nothing is left pending
+
+
 def test_nifti_sigkill_then_resume(tmp_path, nifti_reference):
   run_killed(f"NiftiWriter({str(tmp_path)!r})", N, kill_at=5)
   # What a killed run can leave besides its own: a stray temporary (also one whose name looks

@@ -17,6 +17,8 @@ import operator
 import sys
 from typing import Callable, Iterable
 
+from synthjax._src import stops
+
 
 class Writer:
   """Context-manager plumbing shared by the writers."""
@@ -60,6 +62,7 @@ def write_dataset(writer, indices: Iterable[int], make_sample: Callable[[int], d
   with writer, tqdm(total=len(todo), unit="sample", file=sys.stderr, disable=not progress,
                     dynamic_ncols=True) as bar:
     for i in todo:
+      stops.check()
       sample = make_sample(i)
       if operator.index(sample["index"]) != i:
         raise ValueError(f"make_sample({i}) returned a sample with index {sample['index']!r}")

@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from synthjax._src import scans
+from synthjax._src import scans, stops
 from synthjax._src.train import metrics, qc, runinfo
 from synthjax._src.train.cli import UserError, add_cache_option
 
@@ -168,6 +168,7 @@ def run(args):
     bar = tqdm(total=len(outputs), desc="predict", unit="scan", dynamic_ncols=True)
   try:
     for image, (seg_path, conf_path, volumes_path, qc_path) in outputs:
+      stops.check()
       seg, conf, scan = segmenter(image, tta=args.tta, batch_size=args.batch_size)
       dtype = np.uint8 if max(segmenter.classes) < 256 else np.int32
       seg = seg.astype(dtype)

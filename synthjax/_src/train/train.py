@@ -51,7 +51,7 @@ import time
 
 import numpy as np
 
-from synthjax._src import scans
+from synthjax._src import scans, stops
 from synthjax._src.train import runinfo
 from synthjax._src.train.cli import UserError, add_cache_option, atomic_write
 
@@ -493,6 +493,7 @@ def run(args, parser=None) -> TrainResult:
   step = saved_step = start
   try:
     for step in range(start + 1, args.steps + 1):
+      stops.check()
       t0 = time.perf_counter()
       real_now = real_it is not None and step % args.real_every == 0
       local = next(real_it) if real_now else next(it)
