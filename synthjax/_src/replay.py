@@ -191,3 +191,35 @@ def replay(path, *, force: bool = False):
   s = path if isinstance(path, Sample) else load_sample(path, force=force)
   image, seg = synthjax.synthesize(s.key, s.params, s.labels, s.config, seeds=s.seeds)
   return nifti.nifti_layout(image), np.asarray(seg, np.int32), s.output_affine
+
+
+def replay_to(path, folder, *, force: bool = False, overwrite: bool = False) -> tuple[str, str]:
+  """Replays a sample (`replay`) into `folder` as `sample_XXXXX_{image,seg}.nii.gz`, as
+  `synthjax replay` writes it.
+
+  Args:
+    path: the sample's params JSON, or a `Sample` from `load_sample`.
+    folder: the output folder, created if missing.
+    force: as for `replay`.
+    overwrite: replace existing files (else FileExistsError).
+
+  Returns:
+    The paths of the image and the seg written.
+
+  Raises:
+    FileExistsError: a file exists and `overwrite` is False.
+    FileNotFoundError, ValueError: as `load_sample`.
+
+  Examples:
+    >>> replay_to("out/sample_00002_params.json", "again")           # doctest: +SKIP
+    ('again/sample_00002_image.nii.gz', 'again/sample_00002_seg.nii.gz')
+  """
+  from synthjax._src import nifti
+  s = path if isinstance(path, Sample) else load_sample(path, force=force)
+  image, seg, affine = replay(s)
+  os.makedirs(folder, exist_ok=True)
+  stem = os.path.join(folder, f"sample_{s.index:05d}")
+  paths = stem + "_image.nii.gz", stem + "_seg.nii.gz"
+  nifti.save_nifti(paths[0], image, affine, overwrite=overwrite)
+  nifti.save_nifti(paths[1], seg, affine, overwrite=overwrite)
+  return paths
