@@ -467,7 +467,7 @@ def real_samples():
   config = synthjax.presets.synthseg(sorted(np.unique(labels).tolist()), (16, 16, 16),
                                      (8.0, 8.0, 8.0))
   out = []
-  for i in range(2):  # as cli.cmd_generate builds them
+  for i in range(2):  # as datasets.generate builds them
     pkey, skey = samples.sample_keys(11, i)
     params = synthjax.sample_params(pkey, config)
     image, seg = synthjax.synthesize(skey, params, labels, config)
