@@ -11,6 +11,7 @@ A Markdown block runs unless the line before its fence is a `<!-- not-run: why -
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import importlib
 import io
@@ -31,7 +32,9 @@ NOT_RUN = {
     "docs/generation.md": 1,  # a FeTA label map and FetalSynthGen's seed maps
 }
 
-# Modules whose docstring examples are not run yet. Empty: every example runs.
+# Modules whose docstring examples are not run yet (a module named here is left out whole).
+# Empty: every module's examples run; single examples that need data not in the repository
+# carry `# doctest: +SKIP` (the seed maps of `seed_patches`).
 DOCTEST_SKIP_MODULES: tuple[str, ...] = ()
 
 _FENCE = re.compile(r"^```(\S*)\s*$")
@@ -143,3 +146,20 @@ def test_ci_runs_the_readme_test_command():
   ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
   assert test in ci.splitlines(), f"{test!r} is not a line of .ci/run"
   assert install.replace("[test]", "[test,docs]") in ci or install in ci
+
+
+def test_stage_reference_lists_every_stage_and_field():
+  """The generated page follows the registry: every stage, and each config field's default."""
+  sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+  try:
+    import stage_reference
+  finally:
+    sys.path.remove(str(ROOT / "docs" / "_ext"))
+  from synthjax._src import registry
+  from synthjax._src.stages.bias import BiasConfig
+  page = stage_reference.render()
+  for stage in registry.STAGES:
+    assert f"(stage-{stage.name})=\n## `{stage.name}`" in page
+  for f in dataclasses.fields(BiasConfig):
+    assert f"| `{f.name}` | `{f.default!r}` |" in page
+  assert page.index("## `affine`") < page.index("## `gmm`") < page.index("## `boundary`")
