@@ -350,15 +350,16 @@ def sample_ensemble_params(key, cfg: EnsembleConfig, *, fixed=None) -> dict:
 
   Returns:
     A flat dict of arrays:
-      `num_templates` int32 `()`: active slots (the first ones); the rest paint nothing.
-      `template_index` int32 `(n,)`: template of each slot, taken modulo the stack size.
-      `rotation` (deg), `scaling`, `shear`, `translation` (fraction of the output size)
-        float32 `(n, 3)`, `reflect` bool `(n, 3)`: each slot's affine.
-      `shape_radius`, `shape_noise` float32 `(n,)`, `num_shape_labels` int32 `(n,)`:
-        random-shapes source only.
-      `sphere_applied` bool, `sphere_radius` (fraction of `min(shape)`), `sphere_shift`
-        `(3,)` (fraction of the shape), `sphere_noise`, `sphere_grid_scale`: the mask.
-      `envelope_applied`, `rim_applied` bool, `rim_width` (voxels).
+
+    - `num_templates` int32 `()`: active slots (the first ones); the rest paint nothing.
+    - `template_index` int32 `(n,)`: template of each slot, taken modulo the stack size.
+    - `rotation` (deg), `scaling`, `shear`, `translation` (fraction of the output size)
+      float32 `(n, 3)`, `reflect` bool `(n, 3)`: each slot's affine.
+    - `shape_radius`, `shape_noise` float32 `(n,)`, `num_shape_labels` int32 `(n,)`:
+      random-shapes source only.
+    - `sphere_applied` bool, `sphere_radius` (fraction of `min(shape)`), `sphere_shift`
+      `(3,)` (fraction of the shape), `sphere_noise`, `sphere_grid_scale`: the mask.
+    - `envelope_applied`, `rim_applied` bool, `rim_width` (voxels).
   """
   if not isinstance(cfg, EnsembleConfig):
     raise TypeError(f"cfg must be an EnsembleConfig, got {type(cfg).__name__}")

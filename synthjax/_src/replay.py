@@ -122,8 +122,14 @@ def load_sample(path, *, force: bool = False) -> Sample:
       (`InputChangedError`, unless `force`).
 
   Examples:
-    >>> s = synthjax.load_sample("out/sample_00002_params.json")    # doctest: +SKIP
-    >>> s.index, s.labels.shape                                      # doctest: +SKIP
+    >>> import synthjax
+    >>> from synthjax.cli import main
+    >>> main(["generate", "--demo", "--shape", "16", "16", "16", "-n", "3", "-o", "out",
+    ...       "--seed", "0", "--quiet", "--no-cache"])
+    wrote 3 samples to out
+    0
+    >>> s = synthjax.load_sample("out/sample_00002_params.json")
+    >>> s.index, s.labels.shape    # the demo phantom, cropped to the output shape
     (2, (96, 96, 96))
   """
   import synthjax
@@ -180,10 +186,15 @@ def replay(path, *, force: bool = False):
     FileNotFoundError, ValueError: as `load_sample`.
 
   Examples:
-    >>> image, seg, affine = synthjax.replay("out/sample_00002_params.json")  # doctest: +SKIP
-    >>> import nibabel as nib                                                 # doctest: +SKIP
-    >>> written = nib.load("out/sample_00002_image.nii.gz").dataobj           # doctest: +SKIP
-    >>> np.asanyarray(written).tobytes() == image.tobytes()                   # doctest: +SKIP
+    >>> import nibabel as nib, synthjax
+    >>> from synthjax.cli import main
+    >>> main(["generate", "--demo", "--shape", "16", "16", "16", "-n", "3", "-o", "run",
+    ...       "--seed", "0", "--quiet", "--no-cache"])
+    wrote 3 samples to run
+    0
+    >>> image, seg, affine = synthjax.replay("run/sample_00002_params.json")
+    >>> written = nib.load("run/sample_00002_image.nii.gz").dataobj
+    >>> np.asanyarray(written).tobytes() == image.tobytes()
     True
   """
   import synthjax

@@ -39,8 +39,16 @@ def synthesize_sharded(keys, params, labels, config: SynthConfig, *, devices=Non
     `(images, segs)` of shape `(B,) + config.shape`, sharded over the devices.
 
   Examples:
-    >>> # XLA_FLAGS=--xla_force_host_platform_device_count=4 gives 4 CPU devices.
-    >>> images, segs = synthesize_sharded(keys, params, labels, cfg)  # doctest: +SKIP
+    >>> import synthjax
+    >>> cfg = synthjax.presets.synthseg((0, 1), (16, 16, 16))
+    >>> labels = np.zeros((2, 16, 16, 16), np.int32)
+    >>> labels[:, 4:12, 4:12, 4:12] = 1
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> params = synthjax.sample_params(keys, cfg)
+    >>> # over jax.devices(); XLA_FLAGS=--xla_force_host_platform_device_count=2 gives 2 CPUs
+    >>> images, segs = synthesize_sharded(keys, params, labels, cfg)
+    >>> images.shape, segs.shape
+    ((2, 16, 16, 16), (2, 16, 16, 16))
   """
   devices = tuple(jax.devices() if devices is None else devices)
   b = int(np.shape(labels)[0]) if np.ndim(labels) == 4 else None

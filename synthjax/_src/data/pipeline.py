@@ -362,10 +362,18 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
     and `key` (B, 2) uint32.
 
   Examples:
-    >>> ds = pipeline(NiftiSource.from_folder("labels/"), patch_size=64, batch_size=4,
-    ...               seed=0, workers=2)  # doctest: +SKIP
-    >>> with iter(ds) as it:  # doctest: +SKIP
+    >>> import nibabel as nib
+    >>> from synthjax.data import NiftiSource
+    >>> os.makedirs("labels", exist_ok=True)
+    >>> for i in range(2):
+    ...   nib.save(nib.Nifti1Image(np.full((24, 24, 24), i, np.int16), np.eye(4)),
+    ...            f"labels/map{i}.nii.gz")
+    >>> ds = pipeline(NiftiSource.from_folder("labels/"), patch_size=16, batch_size=2,
+    ...               seed=0, workers=0)   # workers=2 or more for real trainings
+    >>> with iter(ds) as it:
     ...   batch = next(it); state = it.get_state()
+    >>> batch["labels"].shape, batch["labels"].dtype, batch["key"].shape
+    ((2, 16, 16, 16), dtype('int32'), (2, 2))
   """
   if not 0 <= int(seed) < (1 << 32):
     raise ValueError(f"seed must be in [0, 2**32), got {seed}")

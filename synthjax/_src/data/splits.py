@@ -46,7 +46,7 @@ class Subset:
 
 
 def train_val_split(source, *, val_fraction: float = 0.2, min_val: int = 1, seed: int = 0):
-  """Splits a source into `(train, val)` `Subset`s with a seeded permutation.
+  """Splits a source into `(train, val)`, two `Subset` views, by a seeded permutation.
 
   The validation set has `max(min_val, round(val_fraction * n))` elements and the training
   set keeps at least one; the same seed always gives the same split.
