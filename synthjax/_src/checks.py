@@ -25,7 +25,8 @@ import dataclasses
 import json
 import math
 import numbers
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -86,9 +87,7 @@ def _bound_text(low, high, low_open, high_open) -> str:
 def _in_bounds(v, low, high, low_open, high_open) -> bool:
   if low is not None and (v <= low if low_open else v < low):
     return False
-  if high is not None and (v >= high if high_open else v > high):
-    return False
-  return True
+  return high is None or (v < high if high_open else v <= high)
 
 
 def to_float(name: str, value: Any) -> float:
@@ -116,7 +115,7 @@ def to_int(name: str, value: Any) -> int:
   return int(v)
 
 
-def real(*, low: Optional[float] = None, high: Optional[float] = None,
+def real(*, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> Check:
   """A finite number within the given bounds."""
   def check(name, value):
@@ -141,7 +140,7 @@ def prob() -> Check:
   return check
 
 
-def integer(*, low: Optional[int] = None, high: Optional[int] = None) -> Check:
+def integer(*, low: int | None = None, high: int | None = None) -> Check:
   """An integer within the given (inclusive) bounds."""
   def check(name, value):
     v = to_int(name, value)
@@ -191,7 +190,7 @@ def _pair(name: str, value: Any, what: str) -> tuple:
   return items
 
 
-def real_range(*, low: Optional[float] = None, high: Optional[float] = None,
+def real_range(*, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> Check:
   """A `(low, high)` pair of finite numbers, `low <= high`, both within the bounds."""
   def check(name, value):
@@ -211,7 +210,7 @@ def real_range(*, low: Optional[float] = None, high: Optional[float] = None,
   return check
 
 
-def int_range(*, low: int, high: Optional[int] = None, high_at_least: Optional[int] = None,
+def int_range(*, low: int, high: int | None = None, high_at_least: int | None = None,
               what: str = "") -> Check:
   """A `(low, high)` pair of integers with `low <= first <= second <= high`.
 
@@ -255,7 +254,7 @@ def axes() -> Check:
   return check
 
 
-def integers(*, low: Optional[int] = None, high: Optional[int] = None, distinct: bool = False,
+def integers(*, low: int | None = None, high: int | None = None, distinct: bool = False,
              nonempty: bool = False) -> Check:
   """A tuple of integers (one may be given alone), each within `[low, high]`."""
   def check(name, value):
@@ -317,7 +316,7 @@ def label_groups() -> Check:
   return check
 
 
-def label_ranges(*, low: Optional[float] = None) -> Check:
+def label_ranges(*, low: float | None = None) -> Check:
   """`(label, low, high)` triples: distinct integer labels, each with a range of finite
   numbers `low <= high` (each `>= low` when given)."""
   def check(name, value):

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any
 
-from synthjax._src.checks import (JsonConfig, config_class, field, integer, integers,
-                                  label_groups, optional, positives, real, sizes)
+from synthjax._src.checks import (
+  JsonConfig,
+  config_class,
+  field,
+  integer,
+  integers,
+  label_groups,
+  optional,
+  positives,
+  real,
+  sizes,
+)
 from synthjax._src.stages.bias import BiasConfig
 from synthjax._src.stages.blur_cortex import BlurCortexConfig
 from synthjax._src.stages.boundary import BoundaryConfig
@@ -116,8 +126,8 @@ class SynthConfig(JsonConfig):
   label_values: tuple[int, ...] = field(dataclasses.MISSING, integers(
       low=0, high=LABEL_MAX, distinct=True, nonempty=True))
   spacing: tuple[float, float, float] = field((1.0, 1.0, 1.0), positives(3))
-  noise_spacing: Optional[tuple[float, float, float]] = field(None, optional(positives(3)))
-  output_labels: Optional[tuple[int, ...]] = field(None, optional(integers(high=LABEL_MAX)))
+  noise_spacing: tuple[float, float, float] | None = field(None, optional(positives(3)))
+  output_labels: tuple[int, ...] | None = field(None, optional(integers(high=LABEL_MAX)))
   flip_pairs: tuple[tuple[int, int], ...] = field((), label_groups())
   background: int = field(0, integer())
   num_channels: int = field(1, integer(low=1, high=16))
@@ -180,7 +190,7 @@ class SynthConfig(JsonConfig):
     """The output segmentation value of each generation label."""
     return self.output_labels if self.output_labels is not None else self.label_values
 
-  def replace(self, **changes) -> "SynthConfig":
+  def replace(self, **changes) -> SynthConfig:
     """Returns a copy with fields replaced; a dict for a stage updates that stage's fields.
 
     A stage dict with `prob > 0` for a disabled stage also enables it (unless it sets

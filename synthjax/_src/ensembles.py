@@ -57,17 +57,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Optional
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.ops import draw
-from synthjax._src.ops import resample
 from synthjax._src import shell
-from synthjax._src.checks import (JsonConfig, choice, config_class, field, flag, int_range,
-                                  integer, optional, prob, real_range, sizes)
+from synthjax._src.checks import (
+  JsonConfig,
+  choice,
+  config_class,
+  field,
+  flag,
+  int_range,
+  integer,
+  optional,
+  prob,
+  real_range,
+  sizes,
+)
+from synthjax._src.ops import draw, resample
 
 Range = tuple[float, float]
 _LABEL_MODES = ("slot", "offset")
@@ -146,14 +155,14 @@ class EnsembleConfig(JsonConfig):
   sphere_noise: Range = field((0.02, 0.15), real_range(low=0.0))
   sphere_grid_scale: Range = field((0.0625, 0.25), real_range(low=0.0, high=1.0,
                                                                 low_open=True))
-  envelope_label: Optional[int] = field(1, optional(integer(low=1)))
+  envelope_label: int | None = field(1, optional(integer(low=1)))
   prob_envelope: float = field(1.0, prob())
-  rim_label: Optional[int] = field(None, optional(integer(low=1)))
+  rim_label: int | None = field(None, optional(integer(low=1)))
   prob_rim: float = field(0.5, prob())
   rim_width: Range = field((2.0, 4.0), real_range(low=0.0))
   label_mode: str = field("slot", choice(_LABEL_MODES))
   label_offset: int = field(2, integer(low=1))
-  label_stride: Optional[int] = field(None, optional(integer(low=1)))
+  label_stride: int | None = field(None, optional(integer(low=1)))
 
   def _check_together(self):
     n = type(self).__name__
@@ -174,7 +183,7 @@ class EnsembleConfig(JsonConfig):
     """Static number of template slots (`num_templates[1]`)."""
     return self.num_templates[1]
 
-  def replace(self, **changes) -> "EnsembleConfig":
+  def replace(self, **changes) -> EnsembleConfig:
     return dataclasses.replace(self, **changes)
 
 
@@ -191,7 +200,7 @@ def _stride(cfg: EnsembleConfig, max_template_label) -> int:
   return max(int(max_template_label), 1)
 
 
-def max_label(cfg: EnsembleConfig, max_template_label: Optional[int] = None) -> int:
+def max_label(cfg: EnsembleConfig, max_template_label: int | None = None) -> int:
   """Largest label value `cfg` can produce (templates with labels up to
   `max_template_label`, or the random-shapes source when None)."""
   special = max([0] + [v for v in (cfg.envelope_label, cfg.rim_label) if v is not None])

@@ -93,7 +93,8 @@ def build_mni152(folder, n_train, seed=0):
       r[i0, i0], r[i0, i1], r[i1, i0], r[i1, i1] = c, -s, s, c
       rot = rot @ r
     m = (rot * scale).astype(np.float32)
-    coords = np.tensordot(m, grid - centre[:, None, None, None], axes=1) + centre[:, None, None, None]
+    ctr = centre[:, None, None, None]
+    coords = np.tensordot(m, grid - ctr, axes=1) + ctr
     for ax in range(3):  # smooth displacement, up to ~4 voxels
       noise = rng.normal(size=tuple(max(2, n // 16) for n in shape)).astype(np.float32)
       coords[ax] += 2.0 * _cubic_zoom(noise, shape)

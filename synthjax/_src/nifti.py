@@ -6,8 +6,8 @@ import os
 import tempfile
 import threading
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 
 
 def load_label_map(path):

@@ -12,12 +12,27 @@ from __future__ import annotations
 import math
 
 from synthjax._src import priors as priors_lib
-from synthjax._src.config import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig,
-                                  GammaConfig, GhostingConfig, GibbsConfig, GMMConfig,
-                                  NoiseConfig, ResolutionConfig, RicianConfig, SpikeConfig,
-                                  SubclusterConfig, SynthConfig, BlurCortexConfig,
-                                  BoundaryConfig, SliceStackConfig, StructNoiseConfig,
-                                  TextureConfig)
+from synthjax._src.config import (
+  AffineConfig,
+  BiasConfig,
+  BlurCortexConfig,
+  BoundaryConfig,
+  DeformationConfig,
+  FlipConfig,
+  GammaConfig,
+  GhostingConfig,
+  GibbsConfig,
+  GMMConfig,
+  NoiseConfig,
+  ResolutionConfig,
+  RicianConfig,
+  SliceStackConfig,
+  SpikeConfig,
+  StructNoiseConfig,
+  SubclusterConfig,
+  SynthConfig,
+  TextureConfig,
+)
 
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
 _FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
@@ -70,7 +85,8 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), *, priors=None,
 
   Means U[0, 250] and stds U[0, 30] per label, background zeroed in 5% of samples; scaling
   ±0.2 per axis (of the sampling grid: a factor `s` renders the anatomy at `1 / s` of its
-  size, as SynthSeg's spatial transformer; TorchIO's `scales` is the inverse), rotation ±15°, shear ±0.012, no translation; velocity std up to 4 voxels on a
+  size, as SynthSeg's spatial transformer; TorchIO's `scales` is the inverse), rotation ±15°,
+  shear ±0.012, no translation; velocity std up to 4 voxels on a
   grid of 0.04 × shape, integrated at half resolution in 7 squarings; bias std up to 0.7
   on a grid of 0.025 × shape with p 0.95; clip at 300 and gamma exp(N(0, 0.5));
   resolution up to 4 mm isotropic (p 0.1) or 8 mm along one axis, thickness up to the

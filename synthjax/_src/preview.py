@@ -81,7 +81,8 @@ def montage(rows) -> np.ndarray:
     line = []
     for a in range(3):
       line += [_pad(r[a], height, widths[a]), np.zeros((height, _GAP, 3), np.uint8)]
-    lines += [np.concatenate(line[:-1], axis=1), np.zeros((_GAP, sum(widths) + 2 * _GAP, 3), np.uint8)]
+    gap = np.zeros((_GAP, sum(widths) + 2 * _GAP, 3), np.uint8)
+    lines += [np.concatenate(line[:-1], axis=1), gap]
   return np.concatenate(lines[:-1], axis=0)
 
 

@@ -28,12 +28,11 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from synthjax._src.checks import (JsonConfig, config_class, field, integer, label_ranges,
-                                  positives)
+from synthjax._src.checks import JsonConfig, config_class, field, integer, label_ranges, positives
 
 MAD_TO_STD = 1.4826
 
@@ -76,7 +75,7 @@ class IntensityPriors(JsonConfig):
 def estimate(images: Sequence, label_maps: Sequence, *, spacing, classes=None,
              skip: Sequence[int] = (0,), scale: float = 255.0, percentile: float = 99.5,
              mean_margin: float = 0.1, std_factor: float = 1.5,
-             min_voxels: int = 20, names: Optional[Sequence[str]] = None) -> IntensityPriors:
+             min_voxels: int = 20, names: Sequence[str] | None = None) -> IntensityPriors:
   """Each label's mean and std ranges in real scans (SynthSeg's `estimate_priors.py`).
 
   Args:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 
 UPPER_PERCENTILE = 99.5
 # Voxel sizes above this (in mm) are refused as a header error (e.g. metres as mm).
@@ -270,7 +270,7 @@ class LabelReader:
       maps of different voxel sizes train together; `down` must then be 1.
   """
   down: int = 1
-  spacing: Optional[tuple] = None
+  spacing: tuple | None = None
 
   def __post_init__(self):
     if self.spacing is not None and self.down != 1:
@@ -403,7 +403,7 @@ def load_truth(path, scan: Scan):
   return np.asarray(data).astype(np.int32)
 
 
-def parse_pairs(pairs: Optional[Sequence[str]]):
+def parse_pairs(pairs: Sequence[str] | None):
   """`IMAGE:LABELS` strings to `(image, labels)` path tuples, each checked to exist."""
   out = []
   for pair in pairs or ():
@@ -461,7 +461,7 @@ def spacing_option(values, option: str = "--spacing"):
 
 
 def pairs_in(folders, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg",
-             match: Optional[str] = None):
+             match: str | None = None):
   """The pairs of every folder (`find_pairs`), those whose image path matches the regular
   expression `match` where one is given.
 
@@ -507,7 +507,7 @@ class ArraySource:
     spacing: the grid spacing.
   """
   labels: list
-  images: Optional[list]
+  images: list | None
   names: list
   spacing: tuple
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src import generator
-from synthjax._src import param_checks
+from synthjax._src import generator, param_checks
 from synthjax._src.config import SynthConfig
 
 

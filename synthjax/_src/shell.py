@@ -9,9 +9,9 @@ otherwise compile a second program).
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_key_batch(key) -> bool:

@@ -22,11 +22,12 @@ at every step without recompiling.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # `fold_in` id, under a stage's params key, of the uniform that gates stages without a
 # magnitude. Drawn only with a strength, so the other draws are those without one.

@@ -13,6 +13,7 @@ from synthjax._src import nifti
 from synthjax._src.data.records import decode_record, encode_record, read_header
 from synthjax._src.data.writers import Writer
 
+
 def shard_patterns(path):
   base = re.escape(os.path.basename(path))
   return (re.compile(base + r"\.(\d{5,})\.array_record"),

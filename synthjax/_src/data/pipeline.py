@@ -18,6 +18,7 @@ how that is checked before workers start and how it is released.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -25,10 +26,10 @@ import math
 import os
 import sys
 import weakref
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import grain
+import numpy as np
 
 from synthjax._src.data import keys as keys_lib
 from synthjax._src.data.samplers import UniformSampler, extract_patch
@@ -70,7 +71,7 @@ class ExtractPatches(grain.transforms.Map):
   `patches_per_volume` consecutive samples of a volume read it once per worker.
   """
   source: object
-  patch_size: Optional[tuple]
+  patch_size: tuple | None
   patches_per_volume: int
   seed: int
   shuffle: bool
@@ -203,7 +204,7 @@ def shm_in_flight(workers: int, per_worker_buffer_size: int, batch_bytes: int) -
   return int(workers) * (2 * int(per_worker_buffer_size) + 2) * int(batch_bytes)
 
 
-def shm_free_bytes(folder: Optional[str] = None) -> Optional[int]:
+def shm_free_bytes(folder: str | None = None) -> int | None:
   """Free bytes of the shared-memory folder (`$SYNTHJAX_SHM_DIR`, else `/dev/shm`), or
   `None` where it cannot be read (no such folder, as on macOS)."""
   folder = folder or os.environ.get(SHM_DIR_ENV) or "/dev/shm"
@@ -223,10 +224,8 @@ def _copy_out(leaf):
   out = np.array(leaf, subok=False)
   if getattr(leaf, "_unlink_on_del", False):
     leaf._unlink_on_del = False
-    try:
+    with contextlib.suppress(FileNotFoundError):
       shm.unlink()
-    except FileNotFoundError:
-      pass
   return out
 
 
@@ -304,11 +303,11 @@ class _BatchIterDataset(grain.IterDataset):
 
 def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0,
              patches_per_volume: int = 1, sampler=None, shuffle: bool = True,
-             num_epochs: Optional[int] = None, drop_remainder: bool = True,
-             shard: Optional[tuple] = None, transforms: Sequence = (),
+             num_epochs: int | None = None, drop_remainder: bool = True,
+             shard: tuple | None = None, transforms: Sequence = (),
              worker_buffer_size: int = 2, pad_label: int = 0,
-             pad_small: bool = False, shm_budget: Optional[int] = None,
-             shm_dir: Optional[str] = None) -> grain.IterDataset:
+             pad_small: bool = False, shm_budget: int | None = None,
+             shm_dir: str | None = None) -> grain.IterDataset:
   """Batches of patches (labels, images where present) with per-sample JAX keys.
 
   Args:

@@ -17,8 +17,6 @@ import operator
 import numpy as np
 
 
-
-
 def check_sample(sample) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, dict]:
   """Validates a sample; returns `(index, image, seg, affine float64, sidecar)`. The image
   is `(X, Y, Z)`, or `(C, X, Y, Z)` for a multi-contrast sample (`num_channels`)."""

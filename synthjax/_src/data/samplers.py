@@ -10,7 +10,7 @@ TorchIO's `UniformSampler`, `LabelSampler` and `WeightedSampler`, and MONAI's
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class LabelSampler:
     label_probabilities: label value -> probability; `None` gives every present label
       the same probability.
   """
-  label_probabilities: Optional[Mapping[int, float]] = None
+  label_probabilities: Mapping[int, float] | None = None
   needs_full_labels = True
 
   def __post_init__(self):

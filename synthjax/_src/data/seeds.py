@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import grain
 import numpy as np
@@ -138,7 +138,7 @@ class SeedPatches(grain.transforms.Map):
   seeds_root: str
   num_subclusters: int = 6
   num_meta: int = 4
-  to_grid: Optional[Callable] = None
+  to_grid: Callable | None = None
 
   def __post_init__(self):
     self._stacks = {}
@@ -175,7 +175,7 @@ class SeedPatches(grain.transforms.Map):
     return {**element, "seeds": np.ascontiguousarray(np.moveaxis(patch, -1, 0))}
 
 
-def seed_patches(source, seeds_root, config, *, to_grid: Optional[Callable] = None
+def seed_patches(source, seeds_root, config, *, to_grid: Callable | None = None
                  ) -> SeedPatches:
   """The pipeline transform that feeds FetalSynthGen's seed maps to the train step.
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 
 from synthjax._src import nifti
 
@@ -44,7 +44,8 @@ def expand_paths(patterns) -> list:
   for pat in patterns:
     pat = os.fspath(pat)
     if os.path.isdir(pat):
-      found = sorted(glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz")))
+      found = sorted(glob.glob(os.path.join(pat, "*.nii"))
+                     + glob.glob(os.path.join(pat, "*.nii.gz")))
       if not found:
         raise ValueError(f"{pat}: folder holds no .nii or .nii.gz file")
       paths += found
@@ -216,9 +217,9 @@ class NiftiSource:
     cache: keep volumes in memory once read; "auto" caches when the total size is under a
       quarter of the available RAM (per process: each Grain worker holds its own copy).
   """
-  label_paths: Sequence[Optional[str]]
-  image_paths: Optional[Sequence[Optional[str]]] = None
-  reader: Optional[Callable] = None
+  label_paths: Sequence[str | None]
+  image_paths: Sequence[str | None] | None = None
+  reader: Callable | None = None
   canonical: bool = False
   cache: object = "auto"
 
@@ -295,13 +296,13 @@ class NiftiSource:
   # Constructors ----------------------------------------------------------------------
 
   @classmethod
-  def from_files(cls, label_paths, image_paths=None, **kwargs) -> "NiftiSource":
+  def from_files(cls, label_paths, image_paths=None, **kwargs) -> NiftiSource:
     """From explicit lists of label-map paths (and matching image paths)."""
     return cls(list(label_paths), None if image_paths is None else list(image_paths), **kwargs)
 
   @classmethod
   def from_folder(cls, folder, pattern: str = "**/*", *, extensions=NIFTI_EXTENSIONS,
-                  **kwargs) -> "NiftiSource":
+                  **kwargs) -> NiftiSource:
     """All label maps under `folder` matching `pattern` whose names end in `extensions`.
 
     Args:
@@ -321,7 +322,7 @@ class NiftiSource:
 
   @classmethod
   def from_pairs(cls, folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg",
-                 extensions=NIFTI_EXTENSIONS, **kwargs) -> "NiftiSource":
+                 extensions=NIFTI_EXTENSIONS, **kwargs) -> NiftiSource:
     """Image/label pairs matched by BIDS-like suffixes under `folder` (recursively).
 
     `sub-01_rec-x_T2w.nii.gz` pairs with `sub-01_rec-x_T2w_dseg.nii.gz` (or

@@ -7,7 +7,7 @@ the stream reproducible from the seed (pymia's / CAREamics' splits, Grain's `mix
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -62,7 +62,8 @@ def train_val_split(source, *, val_fraction: float = 0.2, min_val: int = 1, seed
     raise ValueError(f"cannot split {n} element(s) into {n_val} for validation and at least "
                      "one for training")
   perm = np.random.default_rng([int(seed), 3]).permutation(n)
-  return Subset(source, sorted(perm[n_val:].tolist())), Subset(source, sorted(perm[:n_val].tolist()))
+  train = Subset(source, sorted(perm[n_val:].tolist()))
+  return train, Subset(source, sorted(perm[:n_val].tolist()))
 
 
 @dataclasses.dataclass

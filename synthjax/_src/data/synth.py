@@ -9,13 +9,12 @@ on the same patch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
-import numpy as np
 import grain
+import numpy as np
 
 
-def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None, strength=None,
+def synthesize_batch(batch: dict, config, *, fixed: dict | None = None, strength=None,
                      step=None):
   """Renders a pipeline batch on the device; call it inside the jitted training step.
 
@@ -35,6 +34,7 @@ def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None, stren
     call, where a stage that is not applied costs nothing; a larger batch is vmapped.
   """
   import jax
+
   from synthjax._src import generator
 
   keys = jax.random.wrap_key_data(batch["key"])
@@ -76,6 +76,7 @@ class SynthesizeTransform(grain.transforms.Map):
 
   def map(self, element):
     import jax
+
     from synthjax._src import generator
 
     if not hasattr(self, "_fn"):

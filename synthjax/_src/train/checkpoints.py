@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
+import grain
 import jax
 import orbax.checkpoint as ocp
-import grain
 
 
 def _options(**kw):

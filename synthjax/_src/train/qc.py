@@ -41,8 +41,8 @@ def qc_picture(image_path, seg, volumes, png_path, *, title=""):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from matplotlib.lines import Line2D
   import nibabel as nib
+  from matplotlib.lines import Line2D
 
   img = scans.load(image_path)
   image, affine, ornt = scans.canonical(img)

@@ -34,7 +34,9 @@ def versions() -> dict:
   """Versions of synthjax, jax, the `train` extra's stack, numpy, nibabel and Python
   (None for a distribution that is not installed)."""
   from importlib import metadata
+
   import jax
+
   import synthjax
   out = {"synthjax": synthjax.__version__, "jax": jax.__version__}
   for name in PACKAGES:

@@ -73,8 +73,9 @@ class Segmenter:
 
   def __init__(self, run_dir: str, *, best: bool = True):
     import jax
-    import synthjax
     from flax import nnx
+
+    import synthjax
     from synthjax._src.train import checkpoints, model, runinfo, steps
     run_json = os.path.join(run_dir, "run.json")
     if not os.path.exists(run_json):

@@ -14,19 +14,19 @@ feeds its own share of the batch (`jax.make_array_from_process_local_data`).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from synthjax import data as sdata
-
-from synthjax._src.train import losses
 from synthjax._src import scans
+from synthjax._src.train import losses
 
 # Stream of the sample key used to pick a 2-D net's slices (the generator uses the key's
 # split halves; folding in a constant gives an independent stream).
@@ -221,7 +221,7 @@ def flip_permutation(classes, flip_pairs, output_labels=None, label_values=None)
 
 
 def segment_array(predict, params, image, *, dim: int, patch: Sequence[int],
-                  overlap: Optional[Sequence[int]] = None, batch_size: int = 4,
+                  overlap: Sequence[int] | None = None, batch_size: int = 4,
                   flip_axes: Sequence[int] = (), flip_perm=None, progress=None):
   """Class probabilities of a normalised image on the training grid, by Gaussian-blended
   sliding windows of the training patch size (MONAI `sliding_window_inference`), averaged

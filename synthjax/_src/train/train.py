@@ -252,7 +252,7 @@ class MetricsLog:
     records = read_metrics(path) if keep_until is not None else []
     records = [r for r in records if r["step"] <= (keep_until or 0)]
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
-    self.file = open(path, "a")
+    self.file = open(path, "a")  # noqa: SIM115 (held across steps; close() closes it)
 
   def write(self, record):
     if self.enabled:
@@ -323,8 +323,9 @@ def run(args, parser=None) -> TrainResult:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("synthjax train: run folder checked")
-  import synthjax
   from flax import nnx
+
+  import synthjax
   from synthjax import data as sdata
   from synthjax._src.train import checkpoints, model, plot, steps
 
@@ -395,7 +396,8 @@ def run(args, parser=None) -> TrainResult:
   spatial = cfg.shape[:2] if args.dim == 2 else cfg.shape
   if any(n % factor for n in spatial):
     raise UserError(f"the patch {cfg.shape} must be divisible by {factor} (2 ** (levels - 1) "
-                    f"for {len(args.features)} levels) along {'x and y' if args.dim == 2 else 'every axis'}")
+                    f"for {len(args.features)} levels) along "
+                    f"{'x and y' if args.dim == 2 else 'every axis'}")
   if args.dim == 2 and not 1 <= args.slices <= cfg.shape[2]:
     raise UserError(f"--slices must be in [1, {cfg.shape[2]}], got {args.slices}")
 
