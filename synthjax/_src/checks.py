@@ -14,7 +14,7 @@ refused, `32.0` from JSON is taken as 32).
 Examples:
   >>> @config_class
   ... class Blur:
-  ...   sigma: tuple = field((0.0, 1.0), real_range(low=0.0))
+  ...   sigma: tuple = field(default=(0.0, 1.0), check=real_range(low=0.0))
   >>> Blur(sigma=[0, 2]).sigma
   (0.0, 2.0)
 """
@@ -25,14 +25,17 @@ import dataclasses
 import json
 import math
 import numbers
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-try:
+# A version check rather than try/except ImportError, so that type checkers see only the
+# typing decorator and read the config classes' fields from it.
+if sys.version_info >= (3, 11):
   from typing import dataclass_transform
-except ImportError:  # Python 3.10: the decorator only informs type checkers
+else:  # Python 3.10: the decorator only informs type checkers
   def dataclass_transform(**_):
     return lambda f: f
 
@@ -42,8 +45,21 @@ Range = tuple[float, float]
 Check = Callable[[str, Any], Any]
 
 
-def field(default, check: Check):
-  """A dataclass field whose value is converted and validated by `check(name, value)`."""
+def field(default: Any = dataclasses.MISSING, check: Check | None = None) -> Any:
+  """A dataclass field whose value is converted and validated by `check(name, value)`.
+
+  Declare it with keywords, `field(default=..., check=...)`: type checkers read a field's
+  default only from the `default=` keyword (PEP 681), and a field without one is required.
+
+  Args:
+    default: the value when the field is not given; leave it out for a required field.
+    check: converts and validates the value; raises `ValueError` naming the field.
+
+  Returns:
+    A `dataclasses.field` carrying `check` in its metadata.
+  """
+  if check is None:
+    raise TypeError("field() needs a check, e.g. field(default=0.0, check=real())")
   return dataclasses.field(default=default, metadata={"check": check})
 
 
@@ -360,6 +376,8 @@ def from_mapping(cls, d: Any):
 class JsonConfig:
   """JSON round trip for a config dataclass: `to_dict` / `to_json`, and `from_dict` /
   `from_json`, which refuse unknown and missing fields (`from_mapping`)."""
+  # Set on each subclass by `config_class`; declared so that type checkers see a dataclass.
+  __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

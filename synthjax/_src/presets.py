@@ -10,6 +10,8 @@ replace `SynthConfig` fields; a dict for a stage updates that stage's fields onl
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from synthjax._src import priors as priors_lib
 from synthjax._src.config import (
@@ -34,6 +36,12 @@ from synthjax._src.config import (
   TextureConfig,
 )
 
+# The stage configs (synthjax/_src/stages/) declare their defaults positionally,
+# `field(0.5, prob())`, and type checkers read a field's default only from `default=`
+# (PEP 681), so every stage config built here looks as if it missed arguments. Lift this once
+# the stages declare `field(default=..., check=...)`.
+# pyright: reportCallIssue=false
+
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
 _FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
                   17: 53, 18: 54, 26: 58, 28: 60, 30: 62, 31: 63}
@@ -52,7 +60,7 @@ _ASEG = (0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28, 30
 FREESURFER_LABELS = _ASEG + tuple(range(1000, 1036)) + tuple(range(2000, 2036))
 
 
-def freesurfer_flip_pairs(label_values) -> tuple[tuple[int, int], ...]:
+def freesurfer_flip_pairs(label_values: Iterable[int]) -> tuple[tuple[int, int], ...]:
   """Left/right pairs among FreeSurfer label values (both sides must be present)."""
   present = set(int(v) for v in label_values)
   pairs = [(l, r) for l, r in _FS_LEFT_RIGHT.items() if l in present and r in present]
@@ -74,13 +82,16 @@ def _artifacts_off() -> dict:
               rician=RicianConfig(std=(0.0, 0.05), prob=0.0, enabled=False))
 
 
-def _build(base: SynthConfig, overrides: dict, priors=None) -> SynthConfig:
+def _build(base: SynthConfig, overrides: dict,
+           priors: priors_lib.IntensityPriors | None = None) -> SynthConfig:
   cfg = base.replace(**overrides) if overrides else base
   return cfg if priors is None else priors_lib.apply(cfg, priors)
 
 
-def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), *, priors=None,
-             **overrides) -> SynthConfig:
+def synthseg(label_values: Sequence[int], shape: Sequence[int],
+             spacing: Sequence[float] = (1.0, 1.0, 1.0), *,
+             priors: priors_lib.IntensityPriors | None = None,
+             **overrides: Any) -> SynthConfig:
   """SynthSeg `BrainGenerator` defaults.
 
   Means U[0, 250] and stds U[0, 30] per label, background zeroed in 5% of samples; scaling
@@ -141,8 +152,10 @@ def synthseg(label_values, shape, spacing=(1.0, 1.0, 1.0), *, priors=None,
 FETALSYNTHGEN_SPACING = 0.5
 
 
-def fetal(label_values, shape, spacing=(0.5, 0.5, 0.5), *, seeds: bool = False,
-          priors="fetal_t2w", **overrides) -> SynthConfig:
+def fetal(label_values: Sequence[int], shape: Sequence[int],
+          spacing: Sequence[float] = (0.5, 0.5, 0.5), *, seeds: bool = False,
+          priors: priors_lib.IntensityPriors | str | None = "fetal_t2w",
+          **overrides: Any) -> SynthConfig:
   """FetalSynthGen default generator ranges, in millimetres.
 
   Rotations ±20°, shear ±0.02, scaling ±0.1 per axis (of the sampling grid: the anatomy
@@ -284,7 +297,8 @@ def _fetal_subclusters(label_values, seeds: bool, r: float = 1.0) -> SubclusterC
                           grid_scale=_grid(0.03, 0.08, r), prob=1.0, enabled=True)
 
 
-def anatomix_views(label_values, shape, spacing=(1.0, 1.0, 1.0), **overrides) -> SynthConfig:
+def anatomix_views(label_values: Sequence[int], shape: Sequence[int],
+                   spacing: Sequence[float] = (1.0, 1.0, 1.0), **overrides: Any) -> SynthConfig:
   """Appearance randomisation for paired contrastive views (anatomix step 2).
 
   For `synthesize_views` on label ensembles (`synthjax.ensembles`): label values are
