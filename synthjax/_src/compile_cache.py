@@ -43,7 +43,8 @@ def enable(folder: str | None = None) -> str | None:
   import jax
   if disabled_by_env():
     return None
-  configured = jax.config.jax_compilation_cache_dir
+  # JAX's flags are attributes its Config class does not declare.
+  configured = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
   if configured:
     return configured
   folder = prepare(folder if folder is not None else default_dir())

@@ -14,6 +14,7 @@ is checked. Traced values (under `jit` or `vmap`) cannot be inspected and pass u
 from __future__ import annotations
 
 import jax
+import jax.core
 import numpy as np
 
 from synthjax._src import registry

@@ -10,6 +10,7 @@ otherwise compile a second program).
 from __future__ import annotations
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -69,6 +70,6 @@ def to_device(value, dtype):
   if isinstance(value, jax.core.Tracer):
     return value
   if (getattr(value, "dtype", None) == np.float64 and jnp.issubdtype(dtype, jnp.floating)
-      and jax.config.jax_enable_x64):
+      and jax.config.jax_enable_x64):  # pyright: ignore[reportAttributeAccessIssue]
     return jnp.asarray(value)
   return jnp.asarray(value, dtype)

@@ -35,7 +35,8 @@ def _centre(seg):
   return tuple(int(round(c)) for c in idx.mean(0))
 
 
-def qc_picture(image_path, seg, volumes, png_path, *, title=""):
+def qc_picture(image_path: str, seg: np.ndarray, volumes: dict, png_path: str, *,
+               title: str = "") -> None:
   """Draws the QC picture of a scan (NIfTI path) and its segmentation `seg` (on the scan's
   grid, as written) to `png_path`, written to a temporary name and renamed."""
   import matplotlib

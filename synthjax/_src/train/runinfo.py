@@ -38,7 +38,7 @@ def versions() -> dict:
   import jax
 
   import synthjax
-  out = {"synthjax": synthjax.__version__, "jax": jax.__version__}
+  out: dict[str, str | None] = {"synthjax": synthjax.__version__, "jax": jax.__version__}
   for name in PACKAGES:
     try:
       out[name] = metadata.version(name)
