@@ -27,7 +27,7 @@ import math
 import numbers
 import sys
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -38,6 +38,11 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the decorator only informs type checkers
   def dataclass_transform(**_):
     return lambda f: f
+
+if TYPE_CHECKING:
+  from typing import Self
+
+_T = TypeVar("_T", bound="JsonConfig")
 
 # The type of a `(low, high)` range field.
 Range = tuple[float, float]
@@ -355,7 +360,7 @@ def label_ranges(*, low: float | None = None) -> Check:
   return check
 
 
-def from_mapping(cls, d: Any):
+def from_mapping(cls: type[_T], d: Any) -> _T:
   """`cls(**d)` for a config dataclass, refusing a non-dict and unknown or missing fields
   with a message naming them."""
   name = cls.__name__
@@ -379,17 +384,17 @@ class JsonConfig:
   # Set on each subclass by `config_class`; declared so that type checkers see a dataclass.
   __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
-  def to_dict(self) -> dict:
+  def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), sort_keys=True)
 
   @classmethod
-  def from_dict(cls, d: dict):
+  def from_dict(cls, d: dict[str, Any]) -> Self:
     """A config from `to_dict`'s output (nested configs as dicts, lists for tuples)."""
     return from_mapping(cls, d)
 
   @classmethod
-  def from_json(cls, text: str):
+  def from_json(cls, text: str) -> Self:
     return cls.from_dict(json.loads(text))

@@ -56,14 +56,14 @@ __all__ = [
     "SynthConfig", "TextureConfig", "as_stage", "LABEL_MAX",
 ]
 
-def _positive_prob(stage: dict) -> bool:
+def _positive_prob(stage: dict[str, Any]) -> bool:
   try:
     return float(stage.get("prob", 0)) > 0
   except (TypeError, ValueError):
     return False  # the stage's own check names the bad value
 
 
-def getattr_fields(obj) -> dict:
+def getattr_fields(obj) -> dict[str, Any]:
   """A dataclass's fields as a shallow dict (nested dataclasses kept as they are)."""
   return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 

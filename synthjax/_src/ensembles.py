@@ -259,7 +259,7 @@ _SYNTH_STREAMS = {"sphere": 0, "shapes": 1}
 PARAM_NAMES = tuple(_PARAM_STREAMS)
 
 
-def _param_specs(cfg: EnsembleConfig) -> dict:
+def _param_specs(cfg: EnsembleConfig) -> dict[str, Any]:
   """Shape and dtype of every params entry."""
   n = cfg.num_templates[1]
   f, i, b = jnp.float32, jnp.int32, jnp.bool_
@@ -287,7 +287,7 @@ def _unit(bits):
   return one - 1.0
 
 
-def _sample_one(key, cfg: EnsembleConfig, fixed: dict) -> dict:
+def _sample_one(key, cfg: EnsembleConfig, fixed: dict[str, Any]) -> dict[str, Any]:
   specs = _param_specs(cfg)
   rows = max(max(math.prod(shape), 1) for shape, _ in specs.values())
   block = jax.random.bits(key, (rows, len(_PARAM_STREAMS)), jnp.uint32)
@@ -351,8 +351,8 @@ def _check_fixed(fixed, cfg):
   return {k: v for k, v in fixed.items() if v is not None}
 
 
-def sample_ensemble_params(key: PRNGKey, cfg: EnsembleConfig, *, fixed: dict | None = None
-                           ) -> dict:
+def sample_ensemble_params(key: PRNGKey, cfg: EnsembleConfig, *, fixed: dict[str, Any] | None = None
+                           ) -> dict[str, Any]:
   """Draws the parameters of one label ensemble (or of a batch of keys).
 
   Args:
@@ -421,7 +421,8 @@ def _small_grid_coords(x, n_out, g):
   return jnp.minimum(x * ((g - 1.0) / max(n_out - 1, 1)), g - 1.0)
 
 
-def sphere_mask(key: PRNGKey, p: dict, cfg: EnsembleConfig) -> tuple[jax.Array, jax.Array]:
+def sphere_mask(key: PRNGKey, p: dict[str, Any], cfg: EnsembleConfig
+                ) -> tuple[jax.Array, jax.Array]:
   """Deformed sphere: returns `(inside, rim)` bool maps of `cfg.shape`.
 
   `inside` is `|x - c| <= R (1 + sphere_noise * n(x))` with `R = sphere_radius *
@@ -562,7 +563,7 @@ def _as_device_params(params, cfg):
   return out
 
 
-def render_ensemble(key: PRNGKey, params: dict, templates: ArrayLike | None,
+def render_ensemble(key: PRNGKey, params: dict[str, Any], templates: ArrayLike | None,
                     cfg: EnsembleConfig) -> jax.Array:
   """Renders one label ensemble.
 

@@ -69,7 +69,7 @@ def freesurfer_flip_pairs(label_values: Iterable[int]) -> tuple[tuple[int, int],
   return tuple(pairs)
 
 
-def _artifacts_off() -> dict:
+def _artifacts_off() -> dict[str, Any]:
   """The MR artifact stages, off (neither generator has them; opt-in as in TorchIO).
 
   Their ranges are the TorchIO / MONAI defaults (Gibbs alpha capped at 0.8 and Rician std
@@ -82,7 +82,7 @@ def _artifacts_off() -> dict:
               rician=RicianConfig(std=(0.0, 0.05), prob=0.0, enabled=False))
 
 
-def _build(base: SynthConfig, overrides: dict,
+def _build(base: SynthConfig, overrides: dict[str, Any],
            priors: priors_lib.IntensityPriors | None = None) -> SynthConfig:
   cfg = base.replace(**overrides) if overrides else base
   return cfg if priors is None else priors_lib.apply(cfg, priors)
@@ -253,7 +253,7 @@ def _grid(low, high, r):
   return (min(1.0, low / r), min(1.0, high / r))
 
 
-def _fetal_sr_artifacts(label_values, r: float = 1.0) -> dict:
+def _fetal_sr_artifacts(label_values, r: float = 1.0) -> dict[str, Any]:
   """FetalSynthGen's super-resolution artifacts with its documented defaults, their voxel
   lengths converted by `r` (`_voxel_ratio`).
 

@@ -44,6 +44,6 @@ class RandomAccessSource(Protocol):
 class PatchSampler(Protocol):
   """Picks a patch origin in an element (`UniformSampler`, `LabelSampler`, ...)."""
 
-  def origin(self, rng: np.random.Generator, element: dict, patch_size: Sequence[int], /
+  def origin(self, rng: np.random.Generator, element: dict[str, Any], patch_size: Sequence[int], /
              ) -> np.ndarray: ...
 

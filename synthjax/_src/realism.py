@@ -18,6 +18,7 @@ ones; a grainy image (spread too high, contrast too low) or a flat one moves it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -60,7 +61,7 @@ def touching_pairs(labels: ArrayLike, label_values: Sequence[int] | None = None,
 
 
 def tissue_statistics(image: ArrayLike, labels: ArrayLike, label_values: Sequence[int],
-                      pairs: Sequence[tuple[int, int]] = ()) -> dict:
+                      pairs: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
   """Intensity, spread and contrast of the tissues of one image.
 
   Args:
@@ -115,7 +116,8 @@ def wasserstein1(x: ArrayLike, y: ArrayLike) -> float:
   return float(np.sum(np.abs(cdf_x - cdf_y) * deltas))
 
 
-def realism_distance(synthetic: Sequence[dict], real: Sequence[dict]) -> dict:
+def realism_distance(synthetic: Sequence[dict[str, Any]], real: Sequence[dict[str, Any]]
+                     ) -> dict[str, Any]:
   """How far synthetic images' spreads and contrasts lie from real ones'.
 
   Args:

@@ -528,10 +528,10 @@ class ArraySource:
   def __len__(self) -> int:
     return len(self.labels)
 
-  def describe(self, i: int) -> dict:
+  def describe(self, i: int) -> dict[str, Any]:
     return {"shape": tuple(self.labels[int(i)].shape), "path": self.names[int(i)]}
 
-  def __getitem__(self, i: int) -> dict:
+  def __getitem__(self, i: int) -> dict[str, Any]:
     i = int(i)
     image = None if self.images is None else self.images[i]
     return {"labels": self.labels[i], "image": image, "shape": tuple(self.labels[i].shape),

@@ -9,6 +9,8 @@ otherwise compile a second program).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.core
 import jax.numpy as jnp
@@ -47,7 +49,7 @@ def check_names(given, allowed, *, subject: str, noun: str, allowed_are: str):
                      f"{sorted(allowed)}")
 
 
-def check_fixed_dict(fixed, what: str) -> dict:
+def check_fixed_dict(fixed, what: str) -> dict[str, Any]:
   """`fixed` as a dict (`None` gives `{}`); anything else is a `TypeError`."""
   if fixed is None:
     return {}

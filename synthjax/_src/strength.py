@@ -64,7 +64,7 @@ def _is_fixed(fixed, name):
   return fixed is not None and fixed.get(name) is not None
 
 
-def weaken(key, table: Mapping[str, Any] | None, entries: dict, fixed, strength, config):
+def weaken(key, table: Mapping[str, Any] | None, entries: dict[str, Any], fixed, strength, config):
   """A stage's drawn `entries` at `strength` (see the module docstring).
 
   Args:

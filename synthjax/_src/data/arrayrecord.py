@@ -110,7 +110,7 @@ class ArrayRecordWriter(Writer):
                   for i in _shard_indices(p)}
     return set(self._done)
 
-  def write(self, sample: dict) -> None:
+  def write(self, sample: dict[str, Any]) -> None:
     """Appends `sample` to the open shard, closing the shard when it is full.
 
     Raises:
@@ -242,7 +242,7 @@ class ArrayRecordSamples:
   def __len__(self) -> int:
     return len(self.source)
 
-  def __getitem__(self, j: int) -> dict:
+  def __getitem__(self, j: int) -> dict[str, Any]:
     j = operator.index(j)
     if j < 0:
       j += len(self)
@@ -255,7 +255,7 @@ class ArrayRecordSamples:
     return f"ArrayRecordSamples({len(self)} samples in {len(self.source.paths)} shard(s))"
 
 
-def read_arrayrecord(path_or_glob: PathLike, *, reader_options: dict | None = None
+def read_arrayrecord(path_or_glob: PathLike, *, reader_options: dict[str, Any] | None = None
                      ) -> ArrayRecordSamples:
   """Opens written samples as a Grain data source of decoded dicts.
 

@@ -102,7 +102,7 @@ class ExtractPatches(grain.transforms.Map):
       self._perm = {epoch: rng.permutation(n_vol)}
     return int(self._perm[epoch][pos])
 
-  def _element(self, v: int) -> dict:
+  def _element(self, v: int) -> dict[str, Any]:
     if self._last is None or self._last[0] != v:
       element = dict(self.source[v])
       # A gzip stream cannot seek: cutting each patch from the file would decompress it
@@ -119,7 +119,7 @@ class ExtractPatches(grain.transforms.Map):
       self._last = (v, element)
     return self._last[1]
 
-  def map(self, j: int) -> dict:
+  def map(self, j: int) -> dict[str, Any]:
     v = self._volume_index(j)
     element = self._element(v)
     shape = tuple(element["shape"])
@@ -181,7 +181,7 @@ def _has_images(source) -> bool:
 
 
 def batch_nbytes(source: RandomAccessSource, patch_size: Size3 | None, batch_size: int,
-                 transforms: Sequence = ()) -> int:
+                 transforms: Sequence[Any] = ()) -> int:
   """Bytes of one batch of `pipeline(source, patch_size=..., batch_size=...)`.
 
   Counts `labels` (int32), `image` (float32, image sources), `index`, `volume`, `origin`
@@ -309,7 +309,7 @@ def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size
              seed: int, workers: int = 0, patches_per_volume: int = 1,
              sampler: PatchSampler | None = None, shuffle: bool = True,
              num_epochs: int | None = None, drop_remainder: bool = True,
-             shard: tuple | None = None, transforms: Sequence = (),
+             shard: tuple[int, int] | None = None, transforms: Sequence[Any] = (),
              worker_buffer_size: int = 2, pad_label: int = 0,
              pad_small: bool = False, shm_budget: int | None = None,
              shm_dir: str | None = None) -> grain.IterDataset:

@@ -64,7 +64,7 @@ _RECORD_FORMAT = "synthjax-record/1"
 _ARRAYS = ("image", "seg", "affine")
 
 
-def encode_record(sample: dict) -> bytes:
+def encode_record(sample: dict[str, Any]) -> bytes:
   """Serialises a sample to bytes: a JSON header, then the raw arrays.
 
   Layout: 8 magic bytes, the header length (8 bytes, little-endian), a JSON header (format,
@@ -106,7 +106,7 @@ def read_header(record: bytes | memoryview) -> tuple[dict, int]:
   return header, 16 + n
 
 
-def decode_record(record: bytes) -> dict:
+def decode_record(record: bytes) -> dict[str, Any]:
   """Inverse of `encode_record`.
 
   Args:

@@ -17,7 +17,7 @@ import dataclasses
 import glob
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grain
 import numpy as np
@@ -175,7 +175,7 @@ class SeedPatches(grain.transforms.Map):
       self._stacks[v] = stack.astype(np.int8)
     return self._stacks[v]
 
-  def map(self, element: dict) -> dict:
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
     stack = self.stack(int(element["volume"]))
     size = tuple(np.shape(element["labels"]))
     patch = extract_patch(np.moveaxis(stack, 0, -1), element["origin"], size, pad_value=0)

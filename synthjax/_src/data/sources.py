@@ -273,7 +273,7 @@ class NiftiSource:
         raise ValueError(f"{img_path}: image affine differs from its label map {lab_path}")
     return labels, image
 
-  def describe(self, index: int) -> dict:
+  def describe(self, index: int) -> dict[str, Any]:
     """`{"shape", "path"}` of element `index` from the headers (reads no voxel)."""
     ref = _reference(*self._volumes[int(index)])
     return {"shape": ref.shape, "path": ref.path}
@@ -285,7 +285,7 @@ class NiftiSource:
   def __len__(self) -> int:
     return len(self.label_paths)
 
-  def __getitem__(self, index: int) -> dict:
+  def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not -len(self) <= index < len(self):
       raise IndexError(f"index {index} out of range for a source of {len(self)} volumes")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from synthjax._src.pytypes import RandomAccessSource
 
 
-def describe_element(source: RandomAccessSource, i: int) -> dict:
+def describe_element(source: RandomAccessSource, i: int) -> dict[str, Any]:
   """Shape and path of element `i` of a source, without decoding it where the source can."""
   describe = getattr(source, "describe", None)
   if describe is not None:
@@ -38,10 +39,10 @@ class Subset:
   def __len__(self) -> int:
     return len(self.indices)
 
-  def describe(self, i: int) -> dict:
+  def describe(self, i: int) -> dict[str, Any]:
     return describe_element(self.source, self.indices[int(i)])
 
-  def __getitem__(self, i: int) -> dict:
+  def __getitem__(self, i: int) -> dict[str, Any]:
     element = dict(self.source[self.indices[int(i)]])
     element["index"] = int(i)
     element["source_index"] = self.indices[int(i)]
@@ -101,7 +102,7 @@ class MixedSource:
   def __len__(self) -> int:
     return self.length
 
-  def __getitem__(self, i: int) -> dict:
+  def __getitem__(self, i: int) -> dict[str, Any]:
     i = int(i)
     if not 0 <= i < self.length:
       raise IndexError(f"index {i} out of range for a mixed source of {self.length}")

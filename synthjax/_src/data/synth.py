@@ -21,7 +21,8 @@ if TYPE_CHECKING:
   from synthjax._src.config import SynthConfig
 
 
-def synthesize_batch(batch: dict, config: SynthConfig, *, fixed: dict | None = None,
+def synthesize_batch(batch: dict[str, Any], config: SynthConfig, *,
+                     fixed: dict[str, Any] | None = None,
                      strength: float | jax.Array | Callable[[Any], Any] | None = None,
                      step: int | jax.Array | None = None
                      ) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
@@ -83,7 +84,7 @@ class SynthesizeTransform(grain.transforms.Map):
   # Bytes it adds per voxel (`image` float32 and `seg` int32), for `batch_nbytes`.
   bytes_per_voxel = 8
 
-  def map(self, element: dict) -> dict:
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
     import jax
 
     from synthjax._src import generator

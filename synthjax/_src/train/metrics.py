@@ -23,7 +23,8 @@ Conventions (MONAI 1.6, checked against it in tests/test_segmentation_parts.py):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -50,7 +51,7 @@ def dice_per_label(pred: ArrayLike, truth: ArrayLike, labels: Iterable[int], *,
   return out
 
 
-def mean_score(scores: dict) -> float:
+def mean_score(scores: Mapping[int, float]) -> float:
   """Mean over the labels that have a (finite) score (NaN if none has)."""
   values = [v for v in scores.values() if np.isfinite(v)]
   return float(np.mean(values)) if values else float("nan")
@@ -86,7 +87,7 @@ def voxel_volume(affine: ArrayLike) -> float:
   return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])))
 
 
-def label_volumes(seg: ArrayLike, affine: ArrayLike, labels: Iterable[int]) -> dict:
+def label_volumes(seg: ArrayLike, affine: ArrayLike, labels: Iterable[int]) -> dict[str, Any]:
   """`{"voxel_volume_mm3", "labels": {value: {"voxels", "mL"}}}` of every label in `labels`
   other than 0 (absent ones with 0 voxels), and of any other non-zero value in `seg`."""
   mm3 = voxel_volume(affine)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -256,6 +257,6 @@ class UNet(nnx.Module):
     return self.head(x)
 
 
-def build(model_config: dict, num_classes: int, *, seed: int = 0) -> UNet:
+def build(model_config: dict[str, Any], num_classes: int, *, seed: int = 0) -> UNet:
   """A `UNet` from a JSON-able dict of its keyword arguments (as stored in a run)."""
   return UNet(num_classes, rngs=nnx.Rngs(seed), **model_config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def _centre(seg):
   return tuple(int(round(c)) for c in idx.mean(0))
 
 
-def qc_picture(image_path: str, seg: np.ndarray, volumes: dict, png_path: str, *,
+def qc_picture(image_path: str, seg: np.ndarray, volumes: dict[str, Any], png_path: str, *,
                title: str = "") -> None:
   """Draws the QC picture of a scan (NIfTI path) and its segmentation `seg` (on the scan's
   grid, as written) to `png_path`, written to a temporary name and renamed."""

@@ -94,7 +94,7 @@ def take_slices(keys, images, targets, num_slices: int):
   return (im.reshape((-1,) + im.shape[2:]), tg.reshape((-1,) + tg.shape[2:]))
 
 
-def render(batch: dict, synth_config: SynthConfig | None, classes: Sequence[int], *,
+def render(batch: dict[str, Any], synth_config: SynthConfig | None, classes: Sequence[int], *,
            strength: Any = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(images, targets, keys)` of a batch: rendered by synthjax when `synth_config` is
   given (at augmentation `strength`, see `synthjax.sample_params`), else the batch's own
@@ -198,7 +198,7 @@ def replicate(mesh, tree):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def global_batch(mesh, local: dict, names: Sequence[str]) -> dict:
+def global_batch(mesh, local: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
   """This process's share of a batch, assembled into arrays sharded over the mesh."""
   sharding = NamedSharding(mesh, P("data"))
   return {n: jax.make_array_from_process_local_data(sharding, np.asarray(local[n]))

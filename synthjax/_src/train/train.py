@@ -187,13 +187,13 @@ def strength_schedule(args):
   return steps.linear_ramp(args.strength_start, args.strength_ramp)
 
 
-def model_config(args) -> dict:
+def model_config(args) -> dict[str, Any]:
   return {"dim": args.dim, "features": list(args.features), "convs_per_level": args.convs,
           "norm": args.norm, "activation": args.activation, "upsample": args.upsample,
           "conv_impl": args.conv_impl}
 
 
-def check_resume_args(args, parser, stored: dict):
+def check_resume_args(args, parser, stored: dict[str, Any]):
   defaults = vars(parser.parse_args(["-o", "x"]))
   for name, value in vars(args).items():
     if name in RESUMABLE or name in ("out", "coordinator", "num_processes", "process_id",
