@@ -29,6 +29,7 @@ def main(argv=None):
 
   import jax
   import jax.numpy as jnp
+
   from synthjax._src.ops import lookup, resample, rng
 
   n = args.size

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from synthjax._src import generator
