@@ -70,7 +70,7 @@ def compilation_cache(tmp_path_factory):
   """The session's persistent compilation cache folder, shared by the xdist workers (their
   base temp folders share a parent) and by subprocesses (through the environment)."""
   import jax
-  from jax._src import compilation_cache as cc
+  from jax.experimental.compilation_cache import compilation_cache as cc
   base = tmp_path_factory.getbasetemp()
   folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
   folder.mkdir(exist_ok=True)
