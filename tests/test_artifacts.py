@@ -10,6 +10,7 @@ import json
 
 import numpy as np
 import pytest
+import chex
 import jax
 import jax.numpy as jnp
 import scipy.special
@@ -19,18 +20,15 @@ import synthjax
 from synthjax._src.stages import kspace
 from synthjax._src.stages import rician
 
+import _maps as maps
+
 SHAPE = (16, 20, 24)  # distinct sizes, so an axis mix-up cannot pass
 ODD = (15, 18, 21)  # odd sizes: fftshift is not its own inverse there
 
 
 def smooth_image(seed=0, shape=SHAPE):
   """A non-negative image with edges and smooth content (values in [0, 1])."""
-  rng = np.random.default_rng(seed)
-  x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
-  img += 0.3 * ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z ** 2 < 0.1)
-  img += 0.05 * rng.random(shape)
-  return img.astype(np.float32)
+  return maps.smooth_image(shape, seed, noise=0.05)
 
 
 def centred_to_unshifted(idx, shape):
@@ -441,7 +439,7 @@ def test_artifact_stages_do_not_change_the_other_draws(cfg):
   b = eager_params(jax.random.key(4), base)
   for stage in b:
     if stage not in ART_ON:
-      jax.tree.map(np.testing.assert_array_equal, a[stage], b[stage])
+      chex.assert_trees_all_equal(a[stage], b[stage])
   lab = labels()
   off = {s: {"applied": False} for s in ART_ON}
   p_off = eager_params(jax.random.key(4), cfg, fixed=off)
@@ -471,7 +469,7 @@ def test_params_json_round_trip_replays_bitwise(cfg):
   fixed = {s: v for s, v in json.loads(text).items() if s in ART_ON}
   again = eager_params(jax.random.key(99), cfg, fixed=fixed)
   for stage in ART_ON:
-    jax.tree.map(np.testing.assert_array_equal, again[stage], p[stage])
+    chex.assert_trees_all_equal(again[stage], p[stage])
   # Another synthesis key: another Rician realisation, same params.
   c = synthjax.synthesize(jax.random.key(8), p, lab, cfg)
   assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))

@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import nibabel as nib
 
 import synthjax
-from conftest import three_labels
 from synthjax._src import channels
+
+from _maps import three_labels
+
 
 N = 16
 C = 3

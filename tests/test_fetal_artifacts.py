@@ -10,6 +10,8 @@ from synthjax._src.ops import morphology
 from synthjax._src.stages import blur_cortex
 from synthjax._src.stages import boundary
 
+from _maps import ball
+
 N = 32
 SHAPE = (N, N, N)
 BLUR_CFG = blur_cortex.BlurCortexConfig(prob=0.7, enabled=True, nblur=(2, 8))
@@ -26,16 +28,11 @@ def _ball(r):
   return x * x + y * y + z * z <= r * r
 
 
-def _sphere(shape, centre, radius):
-  g = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"))
-  return ((g - np.asarray(centre).reshape(3, 1, 1, 1)) ** 2).sum(0) <= radius ** 2
-
-
 @pytest.fixture(scope="module")
 def brain():
   """An irregular 'brain': two overlapping spheres and a bump; a cortex shell around it."""
-  fg = (_sphere(SHAPE, (15, 16, 15), 9) | _sphere(SHAPE, (20, 13, 17), 6)
-        | _sphere(SHAPE, (9, 22, 12), 3))
+  fg = (ball(SHAPE, (15, 16, 15), 9) | ball(SHAPE, (20, 13, 17), 6)
+        | ball(SHAPE, (9, 22, 12), 3))
   cortex = fg & ~ndimage.binary_erosion(fg, iterations=2)
   img = np.random.default_rng(0).uniform(0, 1, SHAPE).astype(np.float32) * fg
   return fg, cortex, img
@@ -236,7 +233,7 @@ def test_sample_boundary_and_fixing():
 
 def test_squared_distance_and_halo_match_scipy(brain):
   fg, _, _ = brain
-  small = _sphere(SHAPE, (5, 27, 16), 2) | _sphere(SHAPE, (24, 8, 3), 1)
+  small = ball(SHAPE, (5, 27, 16), 2) | ball(SHAPE, (24, 8, 3), 1)
   small[16, 16, 31] = True
   sq = jax.jit(lambda m: morphology.squared_distance(m, 14))
   dil = jax.jit(lambda m, r: morphology.dilate_ball(m, r, 14))  # traced radius: one compilation

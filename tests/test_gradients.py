@@ -13,7 +13,9 @@ import jax
 import jax.numpy as jnp
 
 import synthjax
-from conftest import three_labels
+
+from _maps import three_labels
+
 
 N = 16
 # Spatial stages on (their params have zero gradients), every stage on the intensity path

@@ -7,14 +7,13 @@ import pytest
 
 import synthjax
 
+from _maps import nested_balls
+
 SHAPE = (48, 48, 48)
 
 
 def _ball(radius):
-  g = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in SHAPE], indexing="ij"))
-  labels = np.zeros(SHAPE, np.int32)
-  labels[np.sqrt((g ** 2).sum(0)) < radius] = 1
-  return labels
+  return nested_balls(SHAPE, (radius,))
 
 
 def _config(**affine):

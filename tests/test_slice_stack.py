@@ -21,6 +21,8 @@ import scipy.ndimage
 from synthjax._src.stages import slice_stack
 from synthjax._src.stages.slice_stack import SliceStackConfig
 
+import _maps as maps
+
 SHAPE = (32, 30, 28)  # distinct sizes, so an axis mix-up cannot pass
 ISO = (1.0, 1.0, 1.0)
 ANISO = (1.0, 1.5, 2.0)
@@ -29,12 +31,7 @@ SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 def smooth_image(seed=0, shape=SHAPE):
   """A [0, 1] image with edges, smooth content and some texture."""
-  rng = np.random.default_rng(seed)
-  x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
-  img += 0.3 * ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z ** 2 < 0.1)
-  img += 0.1 * rng.random(shape)
-  return img.astype(np.float32)
+  return maps.smooth_image(shape, seed, noise=0.1)
 
 
 # One config for every apply call (apply depends on the config only through the slot axes,

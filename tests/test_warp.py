@@ -10,6 +10,8 @@ import scipy.ndimage as ndi
 import synthjax
 from synthjax._src import warp as warp_src
 
+from _maps import boxes
+
 N = 20
 IN_SHAPE = (22, 19, 21)  # cropped to N^3 by the sample's crop position
 # Affine, deformation, crop and flip all applied, with visible ranges.
@@ -19,11 +21,8 @@ CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
 
 
 def _labels():
-  lab = np.zeros(IN_SHAPE, np.int32)
-  lab[3:18, 4:16, 3:19] = 1
-  lab[6:14, 6:12, 6:15] = 2
-  lab[4:9, 10:15, 5:10] = 3
-  return lab
+  return boxes(IN_SHAPE, (1, (3, 4, 3), (18, 16, 19)), (2, (6, 6, 6), (14, 12, 15)),
+               (3, (4, 10, 5), (9, 15, 10)))
 
 
 def _smooth(shape=IN_SHAPE):
