@@ -439,7 +439,7 @@ def test_arrayrecord_source_pickles_and_feeds_grain(tmp_path):
   import grain
   write_dataset(ArrayRecordWriter(tmp_path / "train", shard_size=SHARD), range(6), fake_sample)
   src = read_arrayrecord(tmp_path / "train")
-  assert src[1]["index"] == 1  # readers are open now; pickling must drop them
+  assert src[1]["index"] == 1  # the readers are open; pickling must drop them
   clone = pickle.loads(pickle.dumps(src))
   assert len(clone) == 6
   for j in range(6):
