@@ -1,12 +1,17 @@
 """Batches whose samples equal the single calls bit for bit: `vmap` as a loop over samples.
 
 `jax.vmap` rewrites a program for a batch, and XLA then optimises the batched program, not
-the single one: on CPU its algebraic simplifier folds a per-sample scalar into a constant
-array when the scalar is a scalar (`(d * r) ** 2` becomes `(d * d) * (r * r)`) but not when
-it is a batch of scalars, and matrix products are split into kernels by their size. Each
-rewrite is within an ulp, and a sample of a batch drifts from the same sample rendered alone
-by up to a few 1e-6. `per_sample` makes `vmap` map the unbatched program over the batch
-(`lax.map`), so each sample runs the single call's program.
+the single one. On CPU (jax 0.10) its algebraic simplifier regroups a product with a
+constant array when the other factor is one scalar (`(d / s) ** 2` with a constant `d`
+becomes `(d * d) * (r * r)`, `r = 1 / s`) but not when it is a batch of scalars, and the
+kernels of matrix products depend on their sizes. Each such difference is an ulp; through
+the generator a sample of a batch ends up to a few 1e-6 from the same sample rendered
+alone. `per_sample` makes `vmap` map the unbatched program over the batch (`lax.map`), so
+each sample runs the single call's program.
+
+Costs: on CPU none measured (`benchmarks/bench_batch_replay.py`; a mapped sample also skips
+the stages it does not apply, which a vectorised batch computes and discards). On an
+accelerator the samples of a batch run one after another instead of in one kernel each.
 """
 
 from __future__ import annotations
