@@ -41,7 +41,7 @@ PRESETS = {
 def _batch_minus_single(images, segs, keys, params, labels, cfg):
   """Per sample: (max |image difference|, whether image and seg are bitwise equal)."""
   out = []
-  for i in range(B):
+  for i in range(len(keys)):
     p = jax.tree.map(lambda x: x[i], params)
     lab = labels[i] if labels.ndim == 4 else labels
     image, seg = synthjax.synthesize(keys[i], p, lab, cfg)
@@ -56,7 +56,8 @@ def compare_presets():
 
   `synthseg` and `anatomix_views` batch their label maps; `fetal` closes over one map, which
   is then a constant of the batched program and an argument of the single call; `pipeline`
-  renders a batch with `synthjax.data.synthesize_batch` inside a jit with the sampler.
+  renders a batch with `synthjax.data.synthesize_batch` inside a jit with the sampler;
+  `sharded` a batch with `synthjax.synthesize_sharded` over two devices.
   """
   out = {}
   for name, (make, values) in PRESETS.items():
@@ -79,6 +80,12 @@ def compare_presets():
   images, segs, params = jax.jit(lambda b: sdata.synthesize_batch(b, cfg))(batch)
   keys = jnp.stack([jax.random.split(jax.random.wrap_key_data(k))[1] for k in batch["key"]])
   out["pipeline"] = _batch_minus_single(images, segs, keys, params, labels, cfg)
+  devices = jax.devices()[:2]
+  keys = jax.random.split(jax.random.key(7), 2 * B)
+  params = synthjax.sample_params(jax.random.split(jax.random.key(8), 2 * B), cfg)
+  labels = np.stack([_labels(values, 0.05 * i) for i in range(2 * B)])
+  images, segs = synthjax.synthesize_sharded(keys, params, labels, cfg, devices=devices)
+  out["sharded"] = _batch_minus_single(images, segs, keys, params, labels, cfg)
   return out
 
 
@@ -88,14 +95,17 @@ def with_default_flags():
   suite compiles at the lowest optimisation level, see tests/conftest.py; there the fetal
   preset's slice stacks round differently in a batch, by up to 4e-7)."""
   from conftest import without_fast_compile
-  env = dict(os.environ, XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")))
+  flags = without_fast_compile(os.environ.get("XLA_FLAGS", ""))
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2".strip())
   proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", ["synthseg", "fetal", "anatomix_views", "pipeline"])
+@pytest.mark.parametrize("case", ["synthseg", "fetal", "anatomix_views", "pipeline",
+                                  "sharded"])
 def test_batch_is_the_single_calls_bit_for_bit(with_default_flags, case):
   for i, (diff, same) in enumerate(with_default_flags[case]):
     assert same, f"{case}, sample {i}: max |batch - single| = {diff}"
