@@ -21,7 +21,13 @@ from synthjax._src.config import SynthConfig
 def _sharded_program(config: SynthConfig, devices: tuple):
   mesh = Mesh(np.asarray(devices), ("batch",))
   batch = NamedSharding(mesh, PartitionSpec("batch"))
-  fn = jax.vmap(lambda k, p, l: generator.render(k, p, l, config))
+  # Each device maps the single-sample program over its own samples (`shard_map`): the
+  # partitioner would gather every sample's inputs onto every device for the loop. The
+  # program has no collectives, and its conds join per-device values with constants, which
+  # shard_map's check of varying values rejects.
+  spec = PartitionSpec("batch")
+  fn = jax.shard_map(jax.vmap(lambda k, p, l: generator.render(k, p, l, config)), mesh=mesh,
+                     in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
 
