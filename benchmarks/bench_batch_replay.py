@@ -24,13 +24,12 @@ import argparse
 import json
 import time
 
-import numpy as np
 import jax
+import numpy as np
 
 import synthjax
-from synthjax._src import generator
-
 from common import CpuMeter
+from synthjax._src import generator
 
 
 def _labels(values, shape, shift):

@@ -10,7 +10,8 @@ import os
 import sys
 
 # An error in the user's input, the library's or the command line's: one line, exit status 2.
-from synthjax._src.inputs import PRESETS, InputError as UserError
+from synthjax._src.inputs import PRESETS
+from synthjax._src.inputs import InputError as UserError
 
 
 def _sources_and_config(args):
@@ -114,6 +115,7 @@ def cmd_info(args):
 def cmd_replay(args):
   """Replays through `synthjax.replay`; a changed input is refused unless --force."""
   import warnings
+
   from synthjax._src import replay
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", replay.InputChangedWarning)
@@ -137,6 +139,7 @@ def _run_recipe(name, args):
   """Runs the recipe's driver `synthjax._src.train.<name>` on the parsed arguments; its bad
   input (and a missing `train` extra) becomes a `UserError`."""
   import importlib
+
   from synthjax._src import scans
   from synthjax._src.train import cli as recipe
   driver = importlib.import_module(f"synthjax._src.train.{name}")

@@ -17,9 +17,20 @@ Examples:
 """
 
 from synthjax._src.datasets import generate, generate_ensembles, generate_views
-from synthjax._src.inputs import (PRESETS, InputError, Source, check_fits, check_sources,
-                                  demo_sources, label_values, load_config, load_sources,
-                                  preset_config, uses_seed_maps, with_seed_maps)
+from synthjax._src.inputs import (
+                                  PRESETS,
+                                  InputError,
+                                  Source,
+                                  check_fits,
+                                  check_sources,
+                                  demo_sources,
+                                  label_values,
+                                  load_config,
+                                  load_sources,
+                                  preset_config,
+                                  uses_seed_maps,
+                                  with_seed_maps,
+)
 from synthjax._src.label_info import format_label_map_info, label_map_info
 from synthjax._src.replay import replay_to
 

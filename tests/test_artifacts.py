@@ -8,19 +8,18 @@ cosines, Rician moments), and through `sample_params` / `synthesize` for the rep
 
 import json
 
-import numpy as np
-import pytest
+import _maps as maps
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.special
 import scipy.stats
+from _batches import element
 
 import synthjax
-from synthjax._src.stages import kspace
-from synthjax._src.stages import rician
-
-import _maps as maps
+from synthjax._src.stages import kspace, rician
 
 SHAPE = (16, 20, 24)  # distinct sizes, so an axis mix-up cannot pass
 ODD = (15, 18, 21)  # odd sizes: fftshift is not its own inverse there
@@ -199,7 +198,7 @@ def test_spike_count_is_masked_and_positions_recorded():
   k = jnp.fft.fftn(x)
   add = jax.jit(kspace.add_spikes)
   for i in range(6):
-    pi = jax.tree.map(lambda v: v[i], p)
+    pi = element(p, i)
     changed = np.count_nonzero(np.asarray(add(k, pi)) != np.asarray(k))
     active = np.asarray(pi["positions"])[:int(pi["num_spikes"])]
     cells = {tuple(np.floor(q * 16).astype(int)) for q in active}
@@ -483,7 +482,7 @@ def test_vmap_element_equals_single_and_eager_close_to_jit(cfg):
   p = jax.tree.map(lambda *v: jnp.stack(v), *singles)
   images, segs = jax.jit(jax.vmap(lambda k, q: synthjax.synthesize(k, q, lab, cfg)))(keys, p)
   for i in range(b):
-    p_i = jax.tree.map(lambda v: v[i], p)
+    p_i = element(p, i)
     image, seg = synthjax.synthesize(keys[i], p_i, lab, cfg)
     np.testing.assert_array_equal(np.asarray(segs[i]), np.asarray(seg))
     np.testing.assert_allclose(np.asarray(images[i]), np.asarray(image), atol=1e-6, rtol=0)

@@ -5,15 +5,15 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from _batches import element
 
 import synthjax
 from synthjax import data as sdata
-from synthjax._src.ops import batching
-from synthjax._src.ops import resample
+from synthjax._src.ops import batching, resample
 
 SHAPE = (16, 16, 16)
 B = 3
@@ -42,7 +42,7 @@ def _batch_minus_single(images, segs, keys, params, labels, cfg):
   """Per sample: (max |image difference|, whether image and seg are bitwise equal)."""
   out = []
   for i in range(len(keys)):
-    p = jax.tree.map(lambda x: x[i], params)
+    p = element(params, i)
     lab = labels[i] if labels.ndim == 4 else labels
     image, seg = synthjax.synthesize(keys[i], p, lab, cfg)
     a, b = np.asarray(images[i]), np.asarray(image)

@@ -5,14 +5,21 @@ import json
 
 import numpy as np
 import pytest
-
-import synthjax
-from synthjax import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig, GammaConfig,
-                      GMMConfig, NoiseConfig, ResolutionConfig, SynthConfig)
-from synthjax.presets import fetal, freesurfer_flip_pairs, synthseg
-
 from _tracing import jit_name, traced
 
+import synthjax
+from synthjax import (
+  AffineConfig,
+  BiasConfig,
+  DeformationConfig,
+  FlipConfig,
+  GammaConfig,
+  GMMConfig,
+  NoiseConfig,
+  ResolutionConfig,
+  SynthConfig,
+)
+from synthjax.presets import fetal, freesurfer_flip_pairs, synthseg
 
 STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise")
 FS_VALUES = (0, 2, 3, 41, 42, 1035, 2035)
@@ -489,6 +496,7 @@ def test_type_checkers_see_the_configs_as_frozen_dataclasses():
   `SynthConfig(...)` and stage configs like any dataclass."""
   import importlib.resources
   import sys
+
   from synthjax._src import checks
   if sys.version_info >= (3, 11):
     spec = checks.config_class.__dataclass_transform__

@@ -8,19 +8,17 @@ The painted maps are compared with a numpy reference built from
 
 import os
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+import numpy as np
+import pytest
 import scipy.ndimage as ndi
+from _tracing import jit_name, traced
 
 from synthjax import ensembles
 from synthjax._src import ensembles as E
 from synthjax._src.ops import draw
-
-from _tracing import jit_name, traced
-
 
 SHAPE = (32, 32, 32)
 T_SHAPE = (24, 28, 20)  # templates of another shape than the output

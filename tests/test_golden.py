@@ -17,8 +17,8 @@ import platform
 import subprocess
 import sys
 
-import numpy as np
 import jax
+import numpy as np
 
 import synthjax
 from synthjax import ensembles

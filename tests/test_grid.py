@@ -13,15 +13,13 @@ References:
 import itertools
 import math
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
-
-from synthjax._src.data import grid
-
+import numpy as np
+import pytest
 from _tracing import traced
 
+from synthjax._src.data import grid
 
 MODES = ("average", "gaussian")
 PATCHES = (8, (8, 6, 10))

@@ -1,15 +1,15 @@
 """Small-table lookups (`synthjax._src.ops.lookup`) against numpy indexing, eager/jit/vmap."""
 
-from absl.testing import parameterized
 import chex
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
 
-from synthjax._src.ops import lookup
-from synthjax._src import generator
 import synthjax
+from synthjax._src import generator
+from synthjax._src.ops import lookup
 
 
 class TakeSmallTest(chex.TestCase):

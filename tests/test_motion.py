@@ -11,11 +11,11 @@ References written here:
     frequencies changes nothing: this places the segment boundaries exactly.
 """
 
-import numpy as np
-import pytest
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from scipy import ndimage
 
 from synthjax._src.stages import motion

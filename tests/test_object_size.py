@@ -4,10 +4,9 @@ scales the anatomy (at f); checked against the closed-form volume ratios."""
 import jax
 import numpy as np
 import pytest
+from _maps import nested_balls
 
 import synthjax
-
-from _maps import nested_balls
 
 SHAPE = (48, 48, 48)
 

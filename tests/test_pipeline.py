@@ -9,10 +9,10 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
-import nibabel as nib
 import grain
 import jax
+import nibabel as nib
+import numpy as np
 import pytest
 
 from synthjax import data

@@ -7,15 +7,15 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from _batches import element
+from _tracing import jit_name, traced
 
 import synthjax
 from synthjax._src import generator
-
-from _tracing import jit_name, traced
 
 SHAPE = (32, 32, 32)
 VALUES = (0, 2, 3, 4, 41, 42, 43)
@@ -65,7 +65,7 @@ def test_same_inputs_same_bits(sample):
   image2, seg2 = synthjax.synthesize(jax.random.key(8), params, labels, cfg)
   assert np.array_equal(image, image2) and np.array_equal(seg, seg2)
   assert image.dtype == np.float32 and image.shape == SHAPE
-  assert 0.0 <= image.min() and image.max() <= 1.0
+  assert image.min() >= 0.0 and image.max() <= 1.0
   # A legacy uint32 key with the same data gives the same sample.
   raw = jax.random.key_data(jax.random.key(8))
   image3, _ = synthjax.synthesize(raw, params, labels, cfg)
@@ -126,7 +126,7 @@ def test_vmapped_batch_matches_single_calls():
   images, segs = batched(keys, params, labels)
   bitwise = True
   for i in range(3):
-    p_i = jax.tree.map(lambda x: x[i], params)
+    p_i = element(params, i)
     image, seg = synthjax.synthesize(keys[i], p_i, labels[i], cfg)
     assert np.array_equal(segs[i], seg)
     np.testing.assert_allclose(images[i], image, atol=1e-6, rtol=0)
@@ -141,7 +141,7 @@ def test_batch_of_keys_gives_batch_of_params():
   batch = synthjax.sample_params(keys, cfg)
   assert batch["gmm"]["means"].shape == (4, len(VALUES))
   for i in range(4):
-    assert _tree_equal(jax.tree.map(lambda x: x[i], batch), synthjax.sample_params(keys[i], cfg))
+    assert _tree_equal(element(batch, i), synthjax.sample_params(keys[i], cfg))
 
 
 def test_other_synthesis_key_same_power_new_realisation(sample):

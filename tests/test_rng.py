@@ -8,11 +8,11 @@ agree bit for bit.
 import functools
 
 import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-import jax
-import jax.numpy as jnp
 
 from synthjax._src.ops import rng
 
@@ -79,7 +79,7 @@ def test_uniform_is_open_and_symmetric():
   assert scipy.stats.kstest(u[::7], "uniform").pvalue > 1e-4
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _op_by_op_normals():
   """Three keys and their `voxel_normal` draws computed op by op: the variants' reference."""
   keys = jax.random.split(jax.random.key(7), 3)

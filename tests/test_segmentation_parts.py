@@ -4,10 +4,10 @@ the DiceCE loss, metrics, slice sampling, scan geometry (orientation, spacing, b
 import itertools
 import os
 
-from absl.testing import parameterized
 import chex
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 pytest.importorskip("flax")
 pytest.importorskip("optax")
@@ -15,14 +15,13 @@ pytest.importorskip("optax")
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+from _maps import nested_balls
 from flax import nnx
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from synthjax._src import scans
 from synthjax._src.train import losses, metrics, model, steps
-
-from _maps import nested_balls
 
 
 class ConvolutionTest(chex.TestCase):
@@ -198,6 +197,7 @@ def test_metrics_match_monai():
   NaN included, on the cases above."""
   pytest.importorskip("monai")
   import warnings
+
   import torch
   from monai.metrics import DiceMetric, compute_hausdorff_distance
   labels = [1, 2, 3, 4]

@@ -12,16 +12,16 @@ permute them).
 import functools
 import math
 
-import numpy as np
-import pytest
+import _maps as maps
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.ndimage
+from _batches import element
 
 from synthjax._src.stages import slice_stack
 from synthjax._src.stages.slice_stack import SliceStackConfig
-
-import _maps as maps
 
 SHAPE = (32, 30, 28)  # distinct sizes, so an axis mix-up cannot pass
 ISO = (1.0, 1.0, 1.0)
@@ -227,7 +227,7 @@ WALK = {"thickness": 2.0, "gap": 1.0, "offset": 0.25, "rotation_std": 2.0,
         "translation_std": 0.5}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batch6():
   keys = jax.random.split(jax.random.key(0), 300)
   p = jax.jit(jax.vmap(lambda k: slice_stack.sample_slice_stack(k, CFG6, SHAPE, ISO, WALK)))(keys)
@@ -328,7 +328,7 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
   out = np.asarray(run(x, batch))
   assert out.shape == (3,) + SHAPE and out.dtype == np.float32 and np.isfinite(out).all()
   for i in range(3):
-    p = jax.tree_util.tree_map(lambda v: v[i], batch)
+    p = element(batch, i)
     np.testing.assert_allclose(out[i], apply(x[i], p), atol=1e-5)
   assert np.abs(out[0] - np.asarray(x[0])).max() > 0.05
   # Motion moves the image away from the motion-free acquisition of the same stacks.

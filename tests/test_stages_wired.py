@@ -1,17 +1,16 @@
 """Every optional stage through the whole generator: off is exact, on changes the image,
 params replay bit for bit from JSON, and a vmapped batch matches single calls."""
 
-import numpy as np
-import pytest
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from _maps import boxes
 
 import synthjax
 from synthjax import presets
 from synthjax._src import registry
-
-from _maps import boxes
 
 SHAPE = (32, 32, 32)
 

@@ -2,19 +2,17 @@
 Gaussian mixture of the unmoved labels, 1 is the config (to float32 rounding), magnitudes
 shrink by exactly `s` toward each stage's identity, and changing `s` never recompiles."""
 
-import numpy as np
-import pytest
 import chex
 import jax
 import jax.numpy as jnp
-
-import synthjax
-from synthjax._src import generator
-from synthjax._src import registry
-
+import numpy as np
+import pytest
+from _batches import element
 from _maps import three_labels
 from _tracing import jit_name, traced
 
+import synthjax
+from synthjax._src import generator, registry
 
 N = 16
 # Every stage family on: spatial, intensity, artifacts with a magnitude, and gated stages
@@ -134,7 +132,7 @@ def test_per_key_strengths_under_vmap_match_single_calls(batches):
   batch = synthjax.sample_params(KEYS, CONFIG, strength=s)
   for i in (0, 77, 200):
     one = synthjax.sample_params(KEYS[i], CONFIG, strength=float(s[i]))
-    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[i], batch), one)
+    chex.assert_trees_all_equal(element(batch, i), one)
 
 
 def test_changing_the_strength_never_recompiles(batches):
@@ -183,6 +181,7 @@ def test_a_strength_per_key_must_match_the_keys():
 
 def test_synthesize_batch_takes_a_schedule_of_the_step():
   import optax
+
   from synthjax import data as sdata
   schedule = optax.linear_schedule(0.2, 1.0, 8)
   # A light config: the rendering is not under test here.

@@ -2,22 +2,20 @@
 
 import os
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+import numpy as np
+import pytest
+from _batches import element
+from _maps import boxes
+from _tracing import jit_name, traced
 
 import synthjax
 from synthjax import presets
 from synthjax._src import generator
-from synthjax._src.stages import gmm
-from synthjax._src.stages import subclusters
+from synthjax._src.stages import gmm, subclusters
 from synthjax.data import load_seed_maps
-
-from _maps import boxes
-from _tracing import jit_name, traced
-
 
 SHAPE = (24, 20, 16)
 OFF = {name: {"enabled": False} for name in
@@ -157,7 +155,7 @@ def test_seeds_jit_vmap_and_replay():
   params = synthjax.sample_params(keys, cfg)
   batch = jax.vmap(lambda k, p: synthjax.synthesize(k, p, lab, cfg, seeds=seeds))(keys, params)
   for i in range(3):
-    p_i = jax.tree.map(lambda a: a[i], params)
+    p_i = element(params, i)
     img, seg = synthjax.synthesize(keys[i], p_i, lab, cfg, seeds=seeds)
     np.testing.assert_allclose(batch[0][i], img, atol=1e-6)
     np.testing.assert_array_equal(batch[1][i], seg)

@@ -8,12 +8,13 @@ statistics with tolerances derived from the sample size). Key cases run eagerly
 """
 
 import chex
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.ndimage as ndi
 import scipy.stats
+from _batches import element
 
 import synthjax
 from synthjax._src import registry
@@ -594,7 +595,7 @@ def test_bias_strength_statistics():
       p = synthjax.sample_params(keys, cfg, fixed={"bias": {"std": s, "applied": True},
                                                    "gmm": BIAS_GMM})
     assert p["bias"]["std"].shape == (n_keys,)
-    images = [render("jit", keys[i], jax.tree_util.tree_map(lambda x: x[i], p), lab, cfg)[0]
+    images = [render("jit", keys[i], element(p, i), lab, cfg)[0]
               for i in range(n_keys)]
     var = np.mean([np.var(np.log(im[corners] / off[corners]), ddof=1) for im in images])
     dof = 7 * n_keys
@@ -662,7 +663,7 @@ def test_vmap_matches_single_calls():
   images, segs = jax.vmap(lambda k, q, l: synthjax.synthesize(k, q, l, cfg))(synth_keys, p, labs)
   assert images.shape == (b,) + cfg.shape
   for i in range(b):
-    p_i = jax.tree_util.tree_map(lambda x: x[i], p)
+    p_i = element(p, i)
     # A batch of keys gives the params of each key on its own (here drawn eagerly).
     with jax.disable_jit():
       p_single = synthjax.sample_params(keys[i], cfg)
@@ -707,7 +708,7 @@ class ContractTest(chex.TestCase):
     images, segs = self.variant(jax.vmap(
         lambda k, q: synthjax.synthesize(k, q, labels, cfg)))(keys, batch)
     for i in range(2):
-      p_i = jax.tree.map(lambda x: x[i], batch)
+      p_i = element(batch, i)
       chex.assert_trees_all_close(p_i, sample(keys[i], cfg), rtol=1e-6, atol=1e-6)
       one_image, one_seg = render(keys[i], p_i, labels, cfg)
       chex.assert_trees_all_equal(segs[i], one_seg)

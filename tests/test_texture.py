@@ -7,19 +7,17 @@ of 3-D Gaussians. The stages are checked for identity (not applied, zero strengt
 region, background), closed forms, fixing, and jit / vmap agreement.
 """
 
-import numpy as np
-import pytest
+import _maps as maps
 import jax
 import jax.numpy as jnp
-
-from synthjax._src.ops import fields
-from synthjax._src.stages import struct_noise
-from synthjax._src.stages import texture
-from synthjax._src.ops import rng
-
-import _maps as maps
+import numpy as np
+import pytest
+from _batches import element
 from _maps import boxes
 from _tracing import traced
+
+from synthjax._src.ops import fields, rng
+from synthjax._src.stages import struct_noise, texture
 
 SHAPE = (32, 32, 32)
 ODD = (24, 28, 33)  # distinct sizes, so an axis mix-up cannot pass
@@ -294,7 +292,7 @@ def test_struct_noise_jit_vmap_match_single_calls():
   fn = lambda k, p: struct(k, img, p, cfg, region)
   batch = np.asarray(jax.jit(jax.vmap(fn))(keys, ps))
   for i in range(3):
-    p = jax.tree.map(lambda v: v[i], ps)
+    p = element(ps, i)
     single = np.asarray(fn(keys[i], p))
     np.testing.assert_allclose(batch[i], single, atol=1e-5)
     if i == 0:  # one eager call
@@ -399,7 +397,7 @@ def test_texture_jit_vmap_match_single_calls():
   fn = lambda k, p: textured(k, img, p, cfg, idx, background_index=0)
   batch = np.asarray(jax.jit(jax.vmap(fn))(keys, ps))
   for i in range(3):
-    p = jax.tree.map(lambda v: v[i], ps)
+    p = element(ps, i)
     single = np.asarray(fn(keys[i], p))
     np.testing.assert_allclose(batch[i], single, rtol=1e-5, atol=1e-4)
     if i == 0:  # one eager call

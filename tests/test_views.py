@@ -1,15 +1,14 @@
 """Paired contrastive views (anatomix step 2)."""
 
-import numpy as np
 import jax
+import numpy as np
+from _batches import element
+from _maps import boxes
+from _tracing import jit_name, traced
 
 import synthjax
 from synthjax import presets
 from synthjax._src import views
-
-from _maps import boxes
-from _tracing import jit_name, traced
-
 
 SHAPE = (24, 24, 24)
 
@@ -60,7 +59,7 @@ def test_independent_spatial_views_match_single_samples():
                                            shared_spatial=False)
   keys = jax.random.split(jax.random.key(5), 2)
   for i in range(2):
-    img, seg = _single(keys[i], jax.tree.map(lambda a: a[i], p))
+    img, seg = _single(keys[i], element(p, i))
     np.testing.assert_allclose(images[i], img, atol=1e-5)
     np.testing.assert_array_equal(segs[i], seg)
   assert not np.array_equal(np.asarray(segs[0]), np.asarray(segs[1]))

@@ -1,16 +1,16 @@
 """`synthjax.warp`: a sample's coordinate map applied to any volume, checked against
 `synthesize` (the same map) and scipy.ndimage (the interpolation)."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.ndimage as ndi
+from _batches import element
+from _maps import boxes
 
 import synthjax
 from synthjax._src import warp as warp_src
-
-from _maps import boxes
 
 N = 20
 IN_SHAPE = (22, 19, 21)  # cropped to N^3 by the sample's crop position
@@ -119,7 +119,7 @@ def test_channels_and_a_vmapped_batch_match_single_calls(sample):
   batch = synthjax.sample_params(keys, CONFIG)
   out = jax.vmap(lambda k, p: synthjax.warp(k, p, vol, CONFIG, order=1))(keys, batch)
   for i in range(2):
-    one = synthjax.warp(keys[i], jax.tree.map(lambda x: x[i], batch), vol, CONFIG, order=1)
+    one = synthjax.warp(keys[i], element(batch, i), vol, CONFIG, order=1)
     np.testing.assert_allclose(np.asarray(out[i]), np.asarray(one), atol=1e-5)
 
 

@@ -10,12 +10,18 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 
-from synthjax.data import (ArrayRecordWriter, NiftiWriter, decode_record, encode_record,
-                           read_arrayrecord, write_dataset)
+from synthjax.data import (
+  ArrayRecordWriter,
+  NiftiWriter,
+  decode_record,
+  encode_record,
+  read_arrayrecord,
+  write_dataset,
+)
 
 SHAPE = (12, 10, 8)  # not a cube, so that a swapped axis shows
 N = 8                # NIfTI samples per run
@@ -256,9 +262,8 @@ def test_nifti_failed_overwrite_leaves_sample_incomplete(tmp_path, monkeypatch):
 
   real_save = nib.save
   monkeypatch.setattr(nib, "save", failing_seg_save)
-  with pytest.raises(OSError, match="I/O error"):
-    with NiftiWriter(tmp_path, overwrite=True) as w2:
-      w2.write(other)
+  with pytest.raises(OSError, match="I/O error"), NiftiWriter(tmp_path, overwrite=True) as w2:
+    w2.write(other)
   # The new image replaced the old one but the seg did not: the old JSON must not vouch for it.
   assert w.done() == set()
 
@@ -269,9 +274,8 @@ def test_nifti_overwrite_protection(tmp_path):
   json_path = w.paths(0)[2]
   before = files(tmp_path)
   other = dict(fake_sample(5), index=0, sidecar={"index": 0, "other": True})
-  with pytest.raises(FileExistsError, match=re.escape(json_path)):
-    with NiftiWriter(tmp_path) as w2:
-      w2.write(other)
+  with pytest.raises(FileExistsError, match=re.escape(json_path)), NiftiWriter(tmp_path) as w2:
+    w2.write(other)
   assert files(tmp_path) == before
 
   with NiftiWriter(tmp_path, overwrite=True) as w3:

@@ -21,6 +21,7 @@ OUTPUT_FORMATS = ("nifti", "arrayrecord")
 
 def _versions():
   import jax
+
   import synthjax
   return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
 

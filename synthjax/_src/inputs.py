@@ -13,7 +13,7 @@ import json
 import math
 import os
 import sys
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class Source(NamedTuple):
   labels: np.ndarray
   affine: np.ndarray
   record: dict
-  seeds: Optional[np.ndarray] = None
+  seeds: np.ndarray | None = None
 
 
 def demo_sources(shape=(96, 96, 96), spacing: float = 2.0):

@@ -27,6 +27,7 @@ def label_map_info(path) -> dict:
     []
   """
   import nibabel as nib
+
   from synthjax._src import inputs, nifti, presets
   with inputs.input_errors():
     labels, affine, spacing = nifti.load_label_map(path)

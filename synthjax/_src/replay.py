@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class Sample:
   source: dict
   labels: np.ndarray
   affine: np.ndarray
-  seeds: Optional[np.ndarray] = None
+  seeds: np.ndarray | None = None
 
   @property
   def output_affine(self) -> np.ndarray:

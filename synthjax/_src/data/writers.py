@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from synthjax._src import stops
 

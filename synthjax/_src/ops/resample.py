@@ -7,9 +7,9 @@ integers, as in `scipy.ndimage.map_coordinates`.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _flat_index(idx, shape):
