@@ -21,7 +21,9 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import time
 
 import jax
@@ -47,6 +49,18 @@ def _configs(shape):
           "fetal": (synthjax.presets.fetal(range(8), shape, (2.0,) * 3), tuple(range(8)))}
 
 
+def _render_vectorised(cfg, key, params, labels):
+  return generator._render(key, params, labels, cfg, None, None, None)
+
+
+def _synthesize(cfg, key, params, labels):
+  return synthjax.synthesize(key, params, labels, cfg)
+
+
+def _synthesize_each(cfg, singles):
+  return [synthjax.synthesize(k, p, l, cfg) for k, p, l in singles]
+
+
 def _min_time(fn, args, repeats):
   jax.block_until_ready(fn(*args))  # compile
   best = float("inf")
@@ -64,11 +78,11 @@ def run(shape, batch, repeats):
     params = synthjax.sample_params(jax.random.split(jax.random.key(4), batch), cfg)
     labels = np.stack([_labels(values, shape, 0.05 * i) for i in range(batch)])
     labels = jax.numpy.asarray(labels)
-    vectorised = jax.jit(jax.vmap(
-        lambda k, p, l: generator._render(k, p, l, cfg, None, None, None)))
-    mapped = jax.jit(jax.vmap(lambda k, p, l: synthjax.synthesize(k, p, l, cfg)))
-    singles = [(keys[i], jax.tree.map(lambda x: x[i], params), labels[i]) for i in range(batch)]
-    one = lambda: [synthjax.synthesize(k, p, l, cfg) for k, p, l in singles]
+    vectorised = jax.jit(jax.vmap(functools.partial(_render_vectorised, cfg)))
+    mapped = jax.jit(jax.vmap(functools.partial(_synthesize, cfg)))
+    singles = [(keys[i], jax.tree.map(operator.itemgetter(i), params), labels[i])
+               for i in range(batch)]
+    one = functools.partial(_synthesize_each, cfg, singles)
     meter = CpuMeter().start()
     row = {"single_ms": 1e3 * _min_time(one, (), repeats) / batch,
            "batch_ms": 1e3 * _min_time(mapped, (keys, params, labels), repeats) / batch,

@@ -155,7 +155,8 @@ def test_second_run_into_a_held_folder_is_refused(tmp_path):
   try:
     res = generate(out, n=2, check=False)
     assert res.returncode == 2
-    assert "another synthjax run is writing there" in res.stderr and f"pid {os.getpid()}" in res.stderr
+    assert "another synthjax run is writing there" in res.stderr
+    assert f"pid {os.getpid()}" in res.stderr
     assert not (out / "sample_00001_params.json").exists()
   finally:
     lock.close()
@@ -306,7 +307,8 @@ def test_params_json_outside_a_stage_domain_is_refused(every_stage, stage, entry
   value = np.array(bad[stage][entry])
   value.reshape(-1)[0] = _outside(bounds, high)
   bad[stage][entry] = value.tolist()
-  with pytest.raises(ValueError, match=rf"params JSON {stage}\.{entry}(\[0\])* = .* is outside its domain"):
+  message = rf"params JSON {stage}\.{entry}(\[0\])* = .* is outside its domain"
+  with pytest.raises(ValueError, match=message):
     synthjax.params_from_json(bad, cfg)
   synthjax.params_from_json(data, cfg)  # the untouched file loads
 
@@ -372,8 +374,10 @@ def test_params_json_applied_for_a_disabled_stage_is_refused(every_stage):
 
 
 @pytest.mark.parametrize("fixed,message", [
-    ({"affine": {"rotation": [0.0, float("nan"), 0.0]}}, r"fixed affine\.rotation\[1\] must be finite"),
-    ({"affine": {"scaling": [-1.0, 1.0, 1.0]}}, r"fixed affine\.scaling\[0\] = -1\.0 is outside its domain \(0, inf\]"),
+    ({"affine": {"rotation": [0.0, float("nan"), 0.0]}},
+     r"fixed affine\.rotation\[1\] must be finite"),
+    ({"affine": {"scaling": [-1.0, 1.0, 1.0]}},
+     r"fixed affine\.scaling\[0\] = -1\.0 is outside its domain \(0, inf\]"),
     ({"gibbs": {"alpha": 2.0}}, r"fixed gibbs\.alpha = 2\.0 is outside its domain \[0, 1\]"),
     ({"crop": {"position": [0.5, 1.5, 0.5]}}, r"fixed crop\.position\[1\]"),
 ])
@@ -443,9 +447,11 @@ def test_replay_of_a_recompressed_but_equal_map_is_bitwise(one_sample, tmp_path)
 @pytest.mark.parametrize("edit,message", [
     (lambda s: s.pop("key"), r"sample file lacks \['key'\]"),
     (lambda s: s.pop("config"), r"sample file lacks \['config'\]"),
-    (lambda s: s["params"]["affine"].update(rotation=[0, 1000, 0]), r"affine\.rotation\[1\] = 1000"),
+    (lambda s: s["params"]["affine"].update(rotation=[0, 1000, 0]),
+     r"affine\.rotation\[1\] = 1000"),
     (lambda s: s["config"]["gamma"].update(std=-1), r"GammaConfig\.std must be non-negative"),
-    (lambda s: s["config"]["spike"].update(enabled="no"), r"SpikeConfig\.enabled must be true or false"),
+    (lambda s: s["config"]["spike"].update(enabled="no"),
+     r"SpikeConfig\.enabled must be true or false"),
     (lambda s: s.update(source={"nothing": 1}), "source must name a label map"),
     (lambda s: s.update(format="other/1"), "not a synthjax sample file"),
 ])

@@ -1,5 +1,6 @@
 """Element i of a batch is the single call for element i, bit for bit (CPU)."""
 
+import functools
 import json
 import os
 import subprocess
@@ -66,11 +67,11 @@ def compare_presets():
     params = synthjax.sample_params(jax.random.split(jax.random.key(4), B), cfg)
     if name == "fetal":
       labels = _labels(values)
-      images, segs = jax.jit(jax.vmap(lambda k, p: synthjax.synthesize(k, p, labels, cfg)))(
-          keys, params)
+      images, segs = jax.jit(jax.vmap(
+          functools.partial(synthjax.synthesize, labels=labels, config=cfg)))(keys, params)
     else:
       labels = np.stack([_labels(values, 0.1 * i) for i in range(B)])
-      images, segs = jax.jit(jax.vmap(lambda k, p, l: synthjax.synthesize(k, p, l, cfg)))(
+      images, segs = jax.jit(jax.vmap(functools.partial(synthjax.synthesize, config=cfg)))(
           keys, params, labels)
     out[name] = _batch_minus_single(images, segs, keys, params, labels, cfg)
   make, values = PRESETS["synthseg"]

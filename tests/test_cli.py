@@ -274,7 +274,8 @@ def test_bad_input_gives_one_clear_line(tmp_path, case):
     expect = "non-integer"
   elif case == "not_nifti":
     arg = str(tmp_path / "junk.nii.gz")
-    open(arg, "wb").write(b"not a nifti file")
+    with open(arg, "wb") as f:
+      f.write(b"not a nifti file")
     expect = "cannot read"
   else:
     arg, expect = str(tmp_path / "*.nii.gz"), "matches no file"
@@ -302,8 +303,8 @@ def test_unknown_label_values_for_a_given_config(tmp_path):
   nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), path)
   cfg = synthjax.presets.synthseg((0, 2, 3, 41, 42), (32, 32, 32), (6.0, 6.0, 6.0))
   (tmp_path / "cfg.json").write_text(cfg.to_json())
-  out = cli("generate", str(path), "-o", str(tmp_path / "o"), "--config", str(tmp_path / "cfg.json"),
-            check=False)
+  out = cli("generate", str(path), "-o", str(tmp_path / "o"),
+            "--config", str(tmp_path / "cfg.json"), check=False)
   assert out.returncode == 2 and "Traceback" not in out.stderr
   line = out.stderr.strip()
   assert "ph.nii.gz" in line and "not in config.label_values" in line and "24 (" in line

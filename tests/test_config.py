@@ -236,15 +236,18 @@ def test_every_stage_field_is_declared_with_a_check():
 @pytest.mark.parametrize("build,message", [
     (lambda: make(gamma={"std": float("nan")}), r"GammaConfig\.std must be a finite number"),
     (lambda: make(gamma={"clip": float("nan")}), r"GammaConfig\.clip"),
-    (lambda: make(spike={"enabled": "no"}), r"SpikeConfig\.enabled must be true or false, got 'no'"),
+    (lambda: make(spike={"enabled": "no"}),
+     r"SpikeConfig\.enabled must be true or false, got 'no'"),
     (lambda: make(shape=(32.9, 32, 32)), r"SynthConfig\.shape must be 3 integers >= 2, got"),
     (lambda: make(resolution={"min_res": -1}), r"ResolutionConfig\.min_res must be positive"),
-    (lambda: make(affine={"rotation": ("a", 1)}), r"AffineConfig\.rotation must be a \(low, "
-                                                   r"high\) pair of finite numbers, got \('a', 1\)"),
-    (lambda: make(label_values=(0, 2 ** 32 + 1)), r"label_values must be integers <= 2147483647"),
+    (lambda: make(affine={"rotation": ("a", 1)}),
+     r"AffineConfig\.rotation must be a \(low, high\) pair of finite numbers, got \('a', 1\)"),
+    (lambda: make(label_values=(0, 2 ** 32 + 1)),
+     r"label_values must be integers <= 2147483647"),
     (lambda: make(spacing=(1.0, float("nan"), 1.0)), r"SynthConfig\.spacing"),
     (lambda: SynthConfig.from_dict(None), "SynthConfig must be given as a dict"),
-    (lambda: SynthConfig.from_dict({"shape": (8, 8, 8)}), r"missing the field\(s\) \['label_values'\]"),
+    (lambda: SynthConfig.from_dict({"shape": (8, 8, 8)}),
+     r"missing the field\(s\) \['label_values'\]"),
     (lambda: SynthConfig.from_dict({"shape": (8, 8, 8), "label_values": (0,), "colour": 1}),
      r"no field\(s\) \['colour'\]"),
 ])
@@ -415,7 +418,8 @@ def test_fetal_preset_keeps_its_lengths_in_millimetres(spacing):
   r = 0.5 / mm
   assert cfg.spacing == spacing
   # Velocity std, in mm; small-grid node spacings (1 / grid_scale voxels), in mm.
-  assert np.multiply(cfg.deformation.std, mm) == pytest.approx(np.multiply(ref.deformation.std, 0.5))
+  assert (np.multiply(cfg.deformation.std, mm)
+          == pytest.approx(np.multiply(ref.deformation.std, 0.5)))
   for stage in ("deformation", "bias", "subclusters"):
     got = mm / np.asarray(getattr(cfg, stage).grid_scale)
     want = 0.5 / np.asarray(getattr(ref, stage).grid_scale)

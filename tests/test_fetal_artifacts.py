@@ -1,4 +1,7 @@
-"""FetalSynthGen cortex blur and simulated boundaries (`synthjax/_src/stages/blur_cortex.py`, `boundary.py`)."""
+"""FetalSynthGen cortex blur and simulated boundaries.
+
+Stages `synthjax/_src/stages/blur_cortex.py` and `boundary.py`.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +47,8 @@ def brain():
 def test_configs_defaults_and_validation():
   c = blur_cortex.BlurCortexConfig()
   assert (c.enabled, c.prob, c.nblur) == (False, 0.0, (50, 199))
-  assert (c.blob_sigma_shape, c.blob_sigma_scale, c.blur_std_shape, c.blur_std_scale) == (3, 1, 2, 1)
+  assert ((c.blob_sigma_shape, c.blob_sigma_scale, c.blur_std_shape, c.blur_std_scale)
+          == (3, 1, 2, 1))
   b = boundary.BoundaryConfig()
   assert (b.enabled, b.prob, b.halo_radius) == (False, 0.0, (5, 14))
   assert (b.prob_no_mask, b.prob_halo, b.prob_fuzzy) == (0.5, 0.5, 0.5)
@@ -96,8 +100,8 @@ def test_sample_blur_cortex_shapes_stats_and_fixing():
   np.testing.assert_array_equal(f["blur_std"], [1.0, 0.0, 2.0])
   np.testing.assert_array_equal(f["blob_sigma"], np.tile([2.0, 3.0, 4.0], (8, 1)))
   with pytest.raises(ValueError, match="blob_sigma"):
-    jax.jit(lambda k: blur_cortex.sample_blur_cortex(k, cfg, fixed={"blob_sigma": np.ones((2, 3))}))(
-        jax.random.key(1))
+    jax.jit(lambda k: blur_cortex.sample_blur_cortex(
+        k, cfg, fixed={"blob_sigma": np.ones((2, 3))}))(jax.random.key(1))
 
 
 def test_centres_inside_region_distinct_and_prior(brain):
@@ -136,7 +140,8 @@ def test_blob_mask_matches_numpy():
   centres = rng.integers(0, N, (6, 3))
   sig = rng.gamma(3.0, 1.0, (6, 3)).astype(np.float32)
   active = np.array([1, 1, 0, 1, 1, 0], bool)
-  got = np.asarray(blur_cortex.blob_mask(jnp.asarray(centres), jnp.asarray(sig), jnp.asarray(active), SHAPE))
+  got = np.asarray(blur_cortex.blob_mask(jnp.asarray(centres), jnp.asarray(sig),
+                                         jnp.asarray(active), SHAPE))
   g = np.stack(np.meshgrid(*[np.arange(N)] * 3, indexing="ij")).astype(np.float64)
   ref = np.zeros(SHAPE)
   for c, s, a in zip(centres, sig, active):

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _batches import element
 from scipy import ndimage
 
 from synthjax._src.stages import motion
@@ -154,7 +155,7 @@ def test_sample_fixed_values_are_kept_and_others_vary():
   fixed = {"num_transforms": 1, "degrees": [1.0, 2.0, 3.0], "axis": 1, "applied": True}
   batch = jax.jit(jax.vmap(lambda k: motion.sample_motion(k, CFG, fixed)))(
       jax.random.split(jax.random.key(0), 4))
-  draws = [jax.tree.map(lambda v: np.asarray(v[i]), batch) for i in range(4)]
+  draws = [jax.tree.map(np.asarray, element(batch, i)) for i in range(4)]
   for p in draws:
     assert bool(p["applied"]) and int(p["num_transforms"]) == 1 and int(p["axis"]) == 1
     np.testing.assert_array_equal(p["degrees"], np.tile([1.0, 2.0, 3.0], (2, 1)))

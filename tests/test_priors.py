@@ -5,6 +5,7 @@ round trip estimate -> render -> estimate, and two real pairs: the MNI152 T1 (ni
 a real fetal T2w volume of the spina-bifida atlas (skipped without `../shared`).
 """
 
+import functools
 import pathlib
 
 import jax
@@ -172,8 +173,8 @@ def test_fetal_subclusters_draw_from_the_hull_of_their_labels():
     assert cfg.subclusters.meta_mean == ((1, 150.0, 250.0), (2, 90.0, 120.0))
     assert cfg.subclusters.meta_std == ((1, 1.0, 3.0), (2, 1.0, 1.5))
     keys = jax.random.split(jax.random.key(1), 300)
-    sub = jax.vmap(lambda k: subclusters.sample_subclusters(
-        k, cfg.subclusters, cfg.gmm, subclusters.num_meta(cfg)))(keys)
+    sub = jax.vmap(functools.partial(subclusters.sample_subclusters, cfg=cfg.subclusters,
+                                     gmm=cfg.gmm, n_meta=subclusters.num_meta(cfg)))(keys)
     m, s = np.asarray(sub["means"]), np.asarray(sub["stds"])
     assert m[:, 0].min() >= 150.0 and m[:, 0].max() <= 250.0
     assert m[:, 1].min() >= 90.0 and m[:, 1].max() <= 120.0

@@ -151,7 +151,7 @@ def _metric_cases():
   truth[18, 0, 0] = 4  # only in the truth
   cases.append((pred, truth, (1.0, 2.0, 0.5)))
   rng = np.random.default_rng(0)
-  for seed, spacing in ((1, (1.0, 1.0, 1.0)), (2, (0.8, 1.2, 3.0))):
+  for spacing in ((1.0, 1.0, 1.0), (0.8, 1.2, 3.0)):
     smooth = lambda: ndimage.gaussian_filter(rng.normal(size=(14, 16, 12)), 2.0)
     a, b = smooth(), smooth() * 0.5
     t = np.digitize(a, np.quantile(a, [0.5, 0.8])).astype(np.int32)
@@ -327,7 +327,8 @@ def test_scan_errors_name_the_file(tmp_path):
   with pytest.raises(scans.ScanError, match="text.nii.gz.*cannot read"):
     scans.load_scan(pt, (1, 1, 1))
   pf = str(tmp_path / "fine.nii.gz")
-  nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.diag([0.01, 0.01, 0.01, 1.0])), pf)
+  nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32),
+                           np.diag([0.01, 0.01, 0.01, 1.0])), pf)
   with pytest.raises(scans.ScanError, match="fine.nii.gz.*too large"):
     scans.load_scan(pf, (0.0001, 0.0001, 0.0001))
   with pytest.raises(scans.ScanError, match="IMAGE:LABELS"):

@@ -105,6 +105,11 @@ def _losses(run_dir):
           if "loss" in r]
 
 
+def _sha256(path):
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def reference(problem):
   """An uninterrupted run with validation at the end (0 Grain workers), in this process;
@@ -126,7 +131,8 @@ def test_run_records_metrics_checkpoints_and_curves(problem, reference):
   assert sorted(os.listdir(os.path.join(reference, "checkpoints"))) == KEPT
   assert os.listdir(os.path.join(reference, "best")) == [str(STEPS)]
   assert os.path.getsize(os.path.join(reference, "curves.png")) > 1000
-  run = json.load(open(os.path.join(reference, "run.json")))
+  with open(os.path.join(reference, "run.json")) as f:
+    run = json.load(f)
   assert run["classes"] == [0, 1, 2] and run["model"]["features"] == [4, 8]
   # Provenance: the stack's versions, the source's commit, the label maps' digests.
   assert set(run["versions"]) == {"synthjax", "jax", "flax", "optax", "orbax-checkpoint",
@@ -135,8 +141,7 @@ def test_run_records_metrics_checkpoints_and_curves(problem, reference):
   assert run["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
   git = run["git"]
   assert git is None or (len(git["commit"]) == 40 and isinstance(git["dirty"], bool))
-  assert run["label_sha256"] == {
-      p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in problem["paths"]}
+  assert run["label_sha256"] == {p: _sha256(p) for p in problem["paths"]}
 
 
 def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, tmp_path,
@@ -358,7 +363,8 @@ def test_full_disk_at_the_start_is_one_line_and_the_command_runs_again(problem, 
 
 def test_two_devices_match_one_device(problem, reference):
   out = str(problem["root"] / "two-devices")
-  env = dict(problem["env"], XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))
+  env = dict(problem["env"],
+             XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))
   _train(problem, out, env=env)
   np.testing.assert_allclose(_losses(out)[:10], _losses(reference)[:10], rtol=1e-4)
   np.testing.assert_allclose(_losses(out), _losses(reference), rtol=2e-2)
@@ -830,7 +836,7 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
   with open(os.path.join(reference, "run.json")) as f:
     record = json.load(f)
   record["args"]["labels"] = record["label_paths"] = maps
-  record["label_sha256"] = {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in maps}
+  record["label_sha256"] = {p: _sha256(p) for p in maps}
   run = tmp_path / "run"
   run.mkdir()
   (run / "run.json").write_text(json.dumps(record))

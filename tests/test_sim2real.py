@@ -6,17 +6,17 @@ import os
 import subprocess
 import sys
 
+import nibabel as nib
 import numpy as np
 import pytest
-
-pytest.importorskip("flax")
-nilearn = pytest.importorskip("nilearn")
-
-import nibabel as nib
 
 import synthjax
 from synthjax._src import mni152, scans, specs
 from synthjax._src.train import metrics
+
+# The imports above need neither flax nor nilearn; the tests below do (skipped without them).
+pytest.importorskip("flax")
+nilearn = pytest.importorskip("nilearn")
 
 SIM2REAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "benchmarks", "sim2real.py")
@@ -107,7 +107,8 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path, compilati
   proc = subprocess.run([sys.executable, SIM2REAL, *argv], capture_output=True, text=True,
                         env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.load(open(out))
+  with open(out) as f:
+    result = json.load(f)
   assert result["meta"]["trainer"] == "jax" and result["meta"]["spacing"] == [8.0] * 3
   assert [os.path.basename(p[0]) for p in result["meta"]["test_pairs"]] == [
       "sub-a_T1w.nii.gz", "sub-b_T1w.nii.gz"]
@@ -132,7 +133,7 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path, compilati
     assert final["mean_dice"] >= 0.0 and set(final["hd95"]) == {"1", "2", "3"}
   assert result["generators"]["synthjax:synthseg~bias"]["bias"]["enabled"] is False
   assert result["generators"]["config:nobias"]["bias"]["std"] == [0.0, 0.25]
-  table = open(tmp_path / "t.md").read()
+  table = (tmp_path / "t.md").read_text()
   assert "Mean over 2 test scan(s)" in table and "| sub-b_T1w |" in table
   # A row of the mean table, a column head of the per-scan table, a row per scan table.
   assert table.count("| config:nobias |") == 4

@@ -226,7 +226,8 @@ def test_config_validation():
   cfg = _config(subclusters={"meta_labels": ((1, 9),)})
   with pytest.raises(ValueError, match="label 9"):
     synthjax.sample_params(jax.random.key(0), cfg)
-  rt = synthjax.SynthConfig.from_json(_config(subclusters={"meta_labels": ((1,), (2, 3))}).to_json())
+  cfg = _config(subclusters={"meta_labels": ((1,), (2, 3))})
+  rt = synthjax.SynthConfig.from_json(cfg.to_json())
   assert rt.subclusters.meta_labels == ((1,), (2, 3))
 
 

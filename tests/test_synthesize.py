@@ -163,7 +163,8 @@ def np_affine_reference(lab, out_shape, mat, translation, spacing, offset, cval=
   grid = np.stack(np.meshgrid(*[np.arange(s) for s in out_shape], indexing="ij")).reshape(3, -1)
   sp = np.asarray(spacing)[:, None]
   mm = (grid - centre[:, None]) * sp
-  src = (mat @ mm + np.asarray(translation)[:, None]) / sp + centre[:, None] + np.asarray(offset)[:, None]
+  src = ((mat @ mm + np.asarray(translation)[:, None]) / sp + centre[:, None]
+         + np.asarray(offset)[:, None])
   out = ndi.map_coordinates(lab, src, order=0, mode="grid-constant", cval=cval)
   return out.reshape(out_shape)
 
@@ -366,7 +367,8 @@ def test_crop(position, mode):
   elif position[0] == 1.0:
     np.testing.assert_array_equal(off, room)
   else:
-    np.testing.assert_array_equal(off, np.minimum(np.floor(np.asarray(position) * (room + 1)), room))
+    np.testing.assert_array_equal(
+        off, np.minimum(np.floor(np.asarray(position) * (room + 1)), room))
   expected = lab[off[0]:off[0] + OUT[0], off[1]:off[1] + OUT[1], off[2]:off[2] + OUT[2]]
   np.testing.assert_array_equal(seg, expected)
 

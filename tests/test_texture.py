@@ -7,6 +7,8 @@ of 3-D Gaussians. The stages are checked for identity (not applied, zero strengt
 region, background), closed forms, fixing, and jit / vmap agreement.
 """
 
+import functools
+
 import _maps as maps
 import jax
 import jax.numpy as jnp
@@ -52,7 +54,7 @@ def np_resize(x, shape):
   for a, n_out in enumerate(shape):
     n_in = x.shape[a]
     t = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
-    x = np.apply_along_axis(lambda v: np.interp(t, np.arange(n_in), v), a, x)
+    x = np.apply_along_axis(functools.partial(np.interp, t, np.arange(n_in)), a, x)
   return x
 
 
@@ -212,8 +214,8 @@ def test_struct_noise_blob_centred_in_region():
     # The stage's change is confined to the blob: nothing far from the region moves.
     img = smooth_image()
     p = struct_params(num_blobs=1, sigmas=np.full(14, 1.5, np.float32))
-    out = np.asarray(struct(key, jnp.asarray(img), p,
-                                                struct_noise.StructNoiseConfig(), jnp.asarray(region)))
+    out = np.asarray(struct(key, jnp.asarray(img), p, struct_noise.StructNoiseConfig(),
+                            jnp.asarray(region)))
     changed = np.abs(out - img) > 1e-6
     assert changed.any()
     c = np.asarray(centres[0])

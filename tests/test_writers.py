@@ -49,6 +49,11 @@ def files(folder):
   return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
 
 
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
 def stats(paths):
   return {p: (os.stat(p).st_ino, os.stat(p).st_mtime_ns) for p in paths}
 
@@ -211,7 +216,7 @@ def test_nifti_sigkill_then_resume(tmp_path, nifti_reference):
     s = fake_sample(i)
     assert np.asanyarray(nib.load(img_path).dataobj).tobytes() == s["image"].tobytes()
     assert np.array_equal(np.asanyarray(nib.load(seg_path).dataobj), s["seg"])
-    assert json.loads(open(json_path).read()) == s["sidecar"]
+    assert read_json(json_path) == s["sidecar"]
 
 
 def test_nifti_cleanup_removes_files_of_incomplete_samples(tmp_path, nifti_reference):
@@ -281,13 +286,13 @@ def test_nifti_overwrite_protection(tmp_path):
   with NiftiWriter(tmp_path, overwrite=True) as w3:
     w3.write(other)
   assert np.array_equal(np.asanyarray(nib.load(w.paths(0)[0]).dataobj), other["image"])
-  assert json.loads(open(json_path).read()) == {"index": 0, "other": True}
+  assert read_json(json_path) == {"index": 0, "other": True}
   assert w3.done() == {0}
 
-  with pytest.raises(FileExistsError, match=re.escape(w.paths(1)[2])):
-    with NiftiWriter(tmp_path, max_pending=4) as w4:  # twice in one run: queued or written
-      w4.write(fake_sample(1))
-      w4.write(fake_sample(1))
+  with (pytest.raises(FileExistsError, match=re.escape(w.paths(1)[2])),
+        NiftiWriter(tmp_path, max_pending=4) as w4):  # twice in one run: queued or written
+    w4.write(fake_sample(1))
+    w4.write(fake_sample(1))
 
 
 def test_nifti_writer_copies_queued_arrays(tmp_path):
@@ -411,14 +416,14 @@ def test_arrayrecord_overwrite_protection(tmp_path):
   prefix = tmp_path / "train"
   write_dataset(ArrayRecordWriter(prefix, shard_size=2), range(4), fake_sample)
   before = files(tmp_path)
-  with pytest.raises(FileExistsError, match=re.escape(f"{prefix}.00001.array_record")):
-    with ArrayRecordWriter(prefix, shard_size=2) as w:
-      w.write(fake_sample(2))
+  with (pytest.raises(FileExistsError, match=re.escape(f"{prefix}.00001.array_record")),
+        ArrayRecordWriter(prefix, shard_size=2) as w):
+    w.write(fake_sample(2))
   assert files(tmp_path) == before
-  with pytest.raises(FileExistsError, match="already written to this shard"):
-    with ArrayRecordWriter(prefix, shard_size=2) as w:
-      w.write(fake_sample(7))
-      w.write(fake_sample(7))
+  with (pytest.raises(FileExistsError, match="already written to this shard"),
+        ArrayRecordWriter(prefix, shard_size=2) as w):
+    w.write(fake_sample(7))
+    w.write(fake_sample(7))
   assert files(tmp_path) == before  # the open shard was discarded
 
   w = ArrayRecordWriter(prefix, overwrite=True)
@@ -496,7 +501,7 @@ def test_real_samples_round_trip_and_replay(tmp_path, real_samples):
   for i, s in enumerate(samples):
     side = json.loads(json.dumps(s["sidecar"]))  # JSON has lists where the dict had tuples
     assert_same_sample(src[i], dict(s, sidecar=side))
-    assert json.loads(open(w.paths(i)[2]).read()) == side
+    assert read_json(w.paths(i)[2]) == side
     img = nib.load(w.paths(i)[0])
     assert np.asanyarray(img.dataobj).tobytes() == s["image"].tobytes()
     np.testing.assert_allclose(img.affine, s["affine"], rtol=0, atol=1e-5)

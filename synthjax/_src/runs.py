@@ -129,7 +129,7 @@ def lock_folder(folder):
     FolderError: another process holds it.
   """
   import fcntl
-  f = open(os.path.join(folder, LOCK), "a+")
+  f = open(os.path.join(folder, LOCK), "a+")  # noqa: SIM115 - returned open: it holds the lock
   try:
     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:

@@ -188,7 +188,8 @@ class NiftiWriter(Writer):
     try:
       self.close()
     except Exception as e:  # noqa: BLE001
-      warnings.warn(f"NiftiWriter({self.folder!r}): a queued write also failed: {e!r}")
+      warnings.warn(f"NiftiWriter({self.folder!r}): a queued write also failed: {e!r}",
+                    stacklevel=2)
 
   def __repr__(self):
     return (f"NiftiWriter({self.folder!r}, overwrite={self.overwrite}, "

@@ -89,8 +89,6 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
   field = resample.resize_linear(acc, shape, axes)
   if normalize is None:
     return field
-  if normalize == "max":
-    norm = jnp.max(jnp.abs(field))
-  else:
-    norm = jnp.sqrt(jnp.mean(jnp.square(field)))
+  norm = (jnp.max(jnp.abs(field)) if normalize == "max"
+          else jnp.sqrt(jnp.mean(jnp.square(field))))
   return jnp.where(norm > 0, field / jnp.where(norm > 0, norm, 1.0), 0.0)
