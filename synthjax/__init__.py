@@ -7,7 +7,9 @@ from synthjax._src.config import (AffineConfig, BiasConfig, BlurCortexConfig, Bo
                                   NoiseConfig, ResolutionConfig, RicianConfig, SliceStackConfig,
                                   SpikeConfig, StructNoiseConfig, SubclusterConfig,
                                   SynthConfig, TextureConfig)
-from synthjax._src.generator import sample_params, synthesize, validate_labels
+from synthjax._src.labelmaps import validate_labels
+from synthjax._src.rendering import synthesize
+from synthjax._src.sampling import sample_params
 from synthjax._src.replay import (InputChangedError, InputChangedWarning, Sample, load_sample,
                                   replay)
 from synthjax._src.sharding import synthesize_sharded

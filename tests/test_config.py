@@ -443,12 +443,12 @@ def test_equal_configs_share_one_compilation():
   with jax.disable_jit():
     p = synthjax.sample_params(jax.random.key(0), cfg_a)
   labels = jnp.zeros((8, 8, 8), jnp.int32).at[2:6, 2:6, 2:6].set(1)
-  before = synthjax._src.generator._synthesize_jit._cache_size()
+  before = synthjax._src.rendering._synthesize_jit._cache_size()
   a = synthjax.synthesize(jax.random.key(1), p, labels, cfg_a)
-  mid = synthjax._src.generator._synthesize_jit._cache_size()
+  mid = synthjax._src.rendering._synthesize_jit._cache_size()
   b = synthjax.synthesize(jax.random.key(1), p, labels, cfg_b)
   c = synthjax.synthesize(jax.random.key(2), p, labels.at[0, 0, 0].set(2), cfg_b)
-  assert mid == before + 1 and synthjax._src.generator._synthesize_jit._cache_size() == mid
+  assert mid == before + 1 and synthjax._src.rendering._synthesize_jit._cache_size() == mid
   np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
   np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
   assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))

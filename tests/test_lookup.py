@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src.ops import lookup
-from synthjax._src import generator
+from synthjax._src import labelmaps
 import synthjax
 
 
@@ -45,8 +45,8 @@ def test_label_index_select_path_matches_dense_reference(dtype):
   pos = {v: i for i, v in enumerate(values)}
   bg = pos[cfg.background]
   want = np.vectorize(lambda v: pos.get(int(v), bg))(raw)
-  got = generator.label_index(jnp.asarray(raw), cfg)
+  got = labelmaps.label_index(jnp.asarray(raw), cfg)
   np.testing.assert_array_equal(np.asarray(got), want)
   swap = np.array([0, 1, 2, 4, 3, 5], np.int32)  # 41 <-> 42
-  got = jax.jit(lambda r, s: generator.label_index(r, cfg, swap=s))(jnp.asarray(raw), swap)
+  got = jax.jit(lambda r, s: labelmaps.label_index(r, cfg, swap=s))(jnp.asarray(raw), swap)
   np.testing.assert_array_equal(np.asarray(got), swap[want])

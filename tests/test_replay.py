@@ -227,8 +227,8 @@ def test_no_recompilation_for_new_keys_params_or_labels():
   synth = synthjax.synthesize
   p0 = synthjax.sample_params(jax.random.key(0), cfg)
   synth(jax.random.key(0), p0, labels, cfg)[0].block_until_ready()
-  synth_size = synthjax._src.generator._synthesize_jit._cache_size()
-  params_size = synthjax._src.generator._sample_params_jit._cache_size()
+  synth_size = synthjax._src.rendering._synthesize_jit._cache_size()
+  params_size = synthjax._src.sampling._sample_params_jit._cache_size()
   for i in range(1, 4):
     p = synthjax.sample_params(jax.random.key(i), cfg)
     p_json = synthjax.params_from_json(synthjax.params_to_json(p), cfg)
@@ -236,8 +236,8 @@ def test_no_recompilation_for_new_keys_params_or_labels():
     synth(jax.random.key(100 + i), p, _labels(i), cfg)[0].block_until_ready()
     synth(jax.random.key(200 + i), p_json, _labels(i).astype(np.int32), cfg)
     synth(jax.random.key(300 + i), p_fixed, jnp.asarray(_labels(i)), cfg)
-  assert synthjax._src.generator._synthesize_jit._cache_size() == synth_size
-  assert synthjax._src.generator._sample_params_jit._cache_size() == params_size
+  assert synthjax._src.rendering._synthesize_jit._cache_size() == synth_size
+  assert synthjax._src.sampling._sample_params_jit._cache_size() == params_size
 
 
 def test_key_json_roundtrip():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 import synthjax
 from conftest import three_labels
-from synthjax._src import generator
+from synthjax._src import sampling
 from synthjax._src import registry
 
 N = 16
@@ -42,7 +42,7 @@ def batches():
 
 
 def test_every_stage_declares_how_it_weakens():
-  template = generator.params_template(CONFIG)
+  template = sampling.params_template(CONFIG)
   for stage in registry.STAGES:
     if stage.name in SOURCES:
       assert stage.strength is None, stage.name
@@ -135,11 +135,11 @@ def test_per_key_strengths_under_vmap_match_single_calls(batches):
 
 
 def test_changing_the_strength_never_recompiles(batches):
-  size = generator._sample_params_jit._cache_size()
+  size = sampling._sample_params_jit._cache_size()
   for s in (0.1, 0.7, 0.3):
     synthjax.sample_params(KEYS, CONFIG, strength=np.full(len(KEYS), s, np.float32))
   synthjax.sample_params(KEYS, CONFIG, strength=jnp.full(len(KEYS), 0.9))
-  assert generator._sample_params_jit._cache_size() == size
+  assert sampling._sample_params_jit._cache_size() == size
 
 
 def test_a_disabled_stage_keeps_its_zeros_at_any_strength():

@@ -162,10 +162,10 @@ def test_seeds_jit_vmap_and_replay():
     again = synthjax.synthesize(keys[i], synthjax.params_from_json(
         synthjax.params_to_json(p_i), cfg), lab, cfg, seeds=seeds)
     np.testing.assert_array_equal(again[0], img)
-  n = synthjax._src.generator._synthesize_jit._cache_size()
+  n = synthjax._src.rendering._synthesize_jit._cache_size()
   synthjax.synthesize(keys[0], jax.tree.map(lambda a: a[1], params), lab, cfg,
                       seeds=_seeds(lab, seed=1))
-  assert synthjax._src.generator._synthesize_jit._cache_size() == n
+  assert synthjax._src.rendering._synthesize_jit._cache_size() == n
 
 
 def test_seed_input_errors():

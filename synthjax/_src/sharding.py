@@ -13,7 +13,8 @@ import numpy as np
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from synthjax._src import generator
+from synthjax._src import rendering
+from synthjax._src import sampling
 from synthjax._src.config import SynthConfig
 
 
@@ -21,7 +22,7 @@ from synthjax._src.config import SynthConfig
 def _sharded_program(config: SynthConfig, devices: tuple):
   mesh = Mesh(np.asarray(devices), ("batch",))
   batch = NamedSharding(mesh, PartitionSpec("batch"))
-  fn = jax.vmap(lambda k, p, l: generator.render(k, p, l, config))
+  fn = jax.vmap(lambda k, p, l: rendering.render(k, p, l, config))
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
 
@@ -49,7 +50,7 @@ def synthesize_sharded(keys, params, labels, config: SynthConfig, *, devices=Non
   if b % len(devices):
     raise ValueError(f"batch size {b} is not a multiple of the {len(devices)} devices")
   fn, sharding = _sharded_program(config, devices)
-  template = generator.params_template(config)
+  template = sampling.params_template(config)
   params = {s: {n: jax.numpy.asarray(params[s][n], spec.dtype) for n, spec in e.items()}
             for s, e in template.items()}
   keys, params, labels = jax.device_put((keys, params, jax.numpy.asarray(labels)), sharding)
