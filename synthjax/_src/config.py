@@ -209,3 +209,7 @@ def _stage_types(cls) -> dict:
   default is a stage config dataclass (a `registry.config_variant` adds its own)."""
   return {f.name: type(f.default) for f in dataclasses.fields(cls)
           if dataclasses.is_dataclass(f.default)}
+
+
+# SynthConfig's own stage types.
+_STAGE_TYPES = _stage_types(SynthConfig)

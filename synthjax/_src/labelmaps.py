@@ -83,7 +83,8 @@ def check_labels(labels, config: SynthConfig):
   dtype = getattr(labels, "dtype", None)
   if shape is None or len(shape) != 3:
     raise ValueError(f"labels must be a rank-3 integer array (X, Y, Z), got shape {shape}")
-  if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
+  if dtype is None or not (jnp.issubdtype(dtype, jnp.integer)
+                           or jnp.issubdtype(dtype, jnp.bool_)):
     raise TypeError(f"labels must have an integer dtype, got {dtype}; label maps stored as "
                     "floats can be checked and cast with synthjax.validate_labels")
   if min(shape) < 1:

@@ -109,7 +109,7 @@ def register(stages: Sequence[Stage], streams: Mapping[str, Streams] = STREAMS
   Raises:
     ValueError: a stage listed twice, without stream ids, or whose ids another stage has;
       a spatial stage after a non-spatial one, or a source after an image or k-space
-      stage (those phases render before the others); a stage without an `apply`.
+      stage (those phases render before the others).
   """
   out, seen_params, seen_synth = [], {}, {}
   phase_rank = {"spatial": 0, "source": 1}
@@ -132,8 +132,6 @@ def register(stages: Sequence[Stage], streams: Mapping[str, Streams] = STREAMS
       raise ValueError(f"stage {stage.name!r} ({stage.phase}) is listed after a later phase: "
                        f"the spatial stages come first, then the sources")
     last_rank = rank
-    if stage.apply is None:
-      raise ValueError(f"stage {stage.name!r} has no apply")
     out.append(dataclasses.replace(stage, param_stream=ids.params, synth_stream=ids.synth))
   return tuple(out)
 

@@ -134,6 +134,8 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
   for stage in sources:
     k = key_of(stage.name) if stage.synth_stream is not None else None
     image = stage.apply(k, image, params[stage.name], registry.stage_config(stage, config), ctx)
+  if image is None:
+    raise ValueError("the config's registry has no source stage to render intensities")
   # The image stages and the k-space group, in registry order.
   kspace_done = False
   for stage in stages:
@@ -142,7 +144,7 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
       kspace_done = True
     if stage.phase != "image":
       continue
-    cfg = registry.stage_config(stage, config)
+    cfg = getattr(config, stage.name)  # every image stage has a config
     off = (lambda x: x) if stage.off is None else (lambda x: stage.off(x, cfg))
     if not cfg.enabled:
       image = off(image)

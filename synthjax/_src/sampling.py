@@ -11,6 +11,7 @@ disabled stages all follow from what the stages' samplers return.
 from __future__ import annotations
 
 import functools
+import typing
 
 import numpy as np
 import jax
@@ -48,7 +49,7 @@ def _check_fixed(fixed, template_names):
 def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
   params = {}
   for stage in registry.stages_of(config):
-    k = jax.random.fold_in(key, stage.param_stream)
+    k = jax.random.fold_in(key, typing.cast(int, stage.param_stream))  # set by `register`
     f = fixed.get(stage.name) or {}
     sampler = lambda k, f, stage=stage: stage.sample(k, config, f)
     if config.num_channels > 1 and stage.per_channel:

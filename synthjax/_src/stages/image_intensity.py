@@ -48,7 +48,7 @@ def scale_image(image: jax.Array, scale: float) -> jax.Array:
 def render_source(key, image, p: dict, cfg: ImageIntensityConfig, ctx: record.RenderContext):
   """The source stage: where applied, the real image (`inputs["image"]`) deformed with the
   labels' coordinate map (trilinear) and scaled, instead of the sources before it."""
-  real = ctx.inputs.get("image")
+  real = (ctx.inputs or {}).get("image")
   if real is None:  # `synthesize` refuses an enabled stage without an image
     return image
   real = resample.sample_linear(jnp.asarray(real, jnp.float32), ctx.coords, cval=0.0)

@@ -31,6 +31,11 @@ class Stage:
       `SynthConfig` field, unless `configured` is False.
     sample: `(key, config, fixed) -> dict of arrays`, the stage's params for a
       `SynthConfig`; a value present in `fixed` (the stage's sub-dict) is used as is.
+    apply: the stage's rendering (see `phase`), with the stage's synthesis key (None
+      without a `synth_stream`). Only called for a stage its config enables (the first
+      source excepted). The render loop gates image stages on `params["applied"]`, so
+      their `apply` renders unconditionally; spatial, source and k-space stages read
+      `applied` themselves (they compose into one map, one image or one spectrum).
     phase: which part of the rendering the stage takes part in (`PHASES`), and so what
       its `apply` receives and returns, as `key, value, params, stage_config, ctx`:
 
@@ -56,17 +61,12 @@ class Stage:
     domain: the physical domain of each bounded entry (`Bounds`); `params_from_json` and
       `fixed` refuse values outside it. Every float entry must be finite whatever its
       domain.
-    apply: the stage's rendering (see `phase`), with the stage's synthesis key (None
-      without a `synth_stream`). Only called for a stage its config enables. The render
-      loop gates image stages on `params["applied"]`, so their `apply` renders
-      unconditionally; spatial, source and k-space stages read `applied` themselves (they
-      compose into one map, one image or one spectrum).
     off: image stages: `(image, stage_config) -> image` rendered when the config disables
       the stage or the stage is not applied (None: the image passes unchanged).
     carry: source stages: `(params, stage_config, inputs) -> int32 volume or None` (the
-      stage's params, its config and `RenderContext.inputs`), a
-      volume on the label map's grid that is resampled with the labels (in the same
-      nearest-neighbour gather; `RenderContext.carried[name]` holds the result).
+      stage's params, its config and `RenderContext.inputs`), a volume on the label map's
+      grid resampled with the labels, in the same nearest-neighbour gather
+      (`RenderContext.carried[name]` holds the result).
     strength: how `sample_params(..., strength=s)` weakens the stage (`strength.py`): a
       mapping from entries to their identity values (numbers, or functions of the
       `SynthConfig`), which the draws move toward, the stage not applied at `s = 0`; an
@@ -80,11 +80,11 @@ class Stage:
   """
   name: str
   sample: Callable
+  apply: Callable
   phase: str = "image"
   per_channel: bool = False
   configured: bool = True
   domain: Mapping[str, "Bounds"] = dataclasses.field(default_factory=dict)
-  apply: Optional[Callable] = None
   off: Optional[Callable] = None
   carry: Optional[Callable] = None
   strength: Optional[Mapping[str, Any]] = None

@@ -265,6 +265,9 @@ def carry_seed_classes(p: dict, cfg: SubclusterConfig, inputs) -> jax.Array | No
 def render_source(key, image, p: dict, cfg: SubclusterConfig, ctx: record.RenderContext):
   """The source stage: the label Gaussians with the subclusters' where a class applies
   (the same voxel noise as the `gmm` stage, whose image it replaces)."""
+  if ctx.params is None or ctx.synth_key is None:
+    raise ValueError("the subclusters source reads the gmm stage's params and key from "
+                     "the render context")
   class_map = (ctx.carried or {}).get("subclusters")
   if class_map is None and cfg.source == "procedural":
     class_map = procedural_classes(key, p, cfg, ctx.index_map, meta_table(ctx.config))
