@@ -66,7 +66,7 @@ from synthjax._src.stages.record import (PHASES, Bounds, Placement, RenderContex
 
 __all__ = ["Bounds", "Placement", "RenderContext", "SpatialContext", "Spectrum", "Stage",
            "Streams", "STAGES", "STREAMS", "BY_NAME", "NAMES", "by_name", "config_variant",
-           "in_phase", "register", "stage_config", "stages_of", "synth_stream"]
+           "enabled", "in_phase", "register", "stage_config", "stages_of", "synth_stream"]
 
 
 class Streams(NamedTuple):
