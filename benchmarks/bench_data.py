@@ -59,8 +59,7 @@ def bench_torchio(paths, patch, batch, per_volume, workers, n_batches):
 
   def endless():
     while True:
-      for b in loader:
-        yield b
+      yield from loader
 
   first_s, steady_s, _, last = _time_batches(endless, n_batches)
   assert tuple(last["label"][tio.DATA].shape) == (batch, 1, patch, patch, patch)
@@ -91,8 +90,8 @@ def main():
       r = bench_synthjax(*common, w, args.batches, cache)
       r.update(library="synthjax", workers=w, cache=cache)
       results["rows"].append(r)
-      print(f"synthjax  workers {w}  cache {str(cache):5s}  first batch {r['first_batch_s']:6.2f} s  "
-            f"{r['patches_per_s']:7.2f} patches/s", flush=True)
+      print(f"synthjax  workers {w}  cache {str(cache):5s}  first batch "
+            f"{r['first_batch_s']:6.2f} s  {r['patches_per_s']:7.2f} patches/s", flush=True)
     try:
       r = bench_torchio(*common, w, args.batches)
     except ImportError as e:
@@ -103,8 +102,8 @@ def main():
     print(f"torchio   workers {w}               first batch {r['first_batch_s']:6.2f} s  "
           f"{r['patches_per_s']:7.2f} patches/s", flush=True)
   try:
-    import torchio
     import grain
+    import torchio
     results["versions"] = {"torchio": torchio.__version__, "grain": grain.__version__
                            if hasattr(grain, "__version__") else "0.2.18"}
   except ImportError:

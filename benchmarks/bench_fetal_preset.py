@@ -35,6 +35,7 @@ def main(argv=None):
 
   import jax
   import jax.numpy as jnp
+
   import synthjax
   from synthjax import presets
   from synthjax._src import nifti
@@ -61,7 +62,8 @@ def main(argv=None):
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "command": " ".join(["python", "benchmarks/bench_fetal_preset.py"] + (argv or sys.argv[1:])),
+        "command": " ".join(["python", "benchmarks/bench_fetal_preset.py",
+                             *(argv or sys.argv[1:])]),
         "shape": list(args.shape), "jax": jax.__version__, "device": str(jax.devices()[0]),
         "first_call_s": first, "per_sample": stats, "cpu": cpu}, indent=1))
 

@@ -121,8 +121,8 @@ def source_digest(pkg_dir: Path) -> str:
 
 
 def load_labels(data_dir: Path, dtype) -> tuple[list, list]:
-  import numpy as np
   import nibabel as nib
+  import numpy as np
 
   paths = label_paths(data_dir, "bench_generator")
   out = []
@@ -174,10 +174,11 @@ def main(argv=None) -> dict:
   label_paths(data_dir, "bench_generator")  # fail fast, before importing JAX
 
   t_import = time.perf_counter()
-  import numpy as np
   import jax
   import jax.numpy as jnp
   import jaxlib
+  import numpy as np
+
   import synthjax
   t_import = time.perf_counter() - t_import
 
@@ -364,7 +365,7 @@ def main(argv=None) -> dict:
     fn = jax.jit(jax.vmap(lambda k, p, l: synthjax.synthesize(k, p, l, cfg)))
     batch_labels = jnp.stack([labels[i % len(labels)] for i in range(b)])
 
-    def batch_inputs():
+    def batch_inputs(b=b):
       i = next(counter)
       pks = jax.random.split(jax.random.fold_in(pkey_root, i), b)
       sks = jax.random.split(jax.random.fold_in(skey_root, i), b)
@@ -375,7 +376,7 @@ def main(argv=None) -> dict:
     jax.block_until_ready(fn(sks, ps, batch_labels))
     b_first = time.perf_counter() - t0
     cache0 = fn._cache_size()
-    def batch_phase():
+    def batch_phase(fn=fn, batch_labels=batch_labels):
       bt, ct = [], []
       for r in range(batch_repeats):
         sks, ps = batch_inputs()
@@ -402,7 +403,8 @@ def main(argv=None) -> dict:
           f"{fmt_ms(s['median'])}; process CPU per sample "
           f"{fmt_ms(s['process_cpu_s']['median'] / b)}; cache {cache0}->{fn._cache_size()})")
     print_cpu(s["cpu"])
-    del fn, batch_labels
+    # The defaults of batch_phase hold the batch too: drop them all before the next size.
+    del fn, batch_labels, batch_phase
 
   # --- per-stage profile --------------------------------------------------------------
   if not args.no_profile:
@@ -431,6 +433,7 @@ def profile(cfg, labels, repeats, pkey_root, skey_root, counter, quiet=0.0,
   Gaussians and the final normalisation.
   """
   import jax
+
   import synthjax
 
   def forced_for(c):

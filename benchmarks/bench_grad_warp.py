@@ -42,6 +42,7 @@ def _labels(n):
 def grad_cost(n, repeats):
   import jax
   import jax.numpy as jnp
+
   import synthjax
   cfg = synthjax.presets.synthseg((0, 1, 2, 3), (n, n, n)).replace(
       bias={"prob": 1.0}, gamma={"prob": 1.0}, resolution={"prob": 1.0},
@@ -68,6 +69,7 @@ def grad_cost(n, repeats):
 def warp_cost(n, repeats):
   import jax
   import jax.numpy as jnp
+
   import synthjax
   cfg = synthjax.presets.synthseg((0, 1, 2, 3), (n, n, n))
   params = synthjax.sample_params(jax.random.key(0), cfg)
@@ -75,7 +77,8 @@ def warp_cost(n, repeats):
   key = jax.random.key(1)
   out = {"shape": n}
   for order in (1, 3):
-    t, c = _median_time(lambda: synthjax.warp(key, params, volume, cfg, order=order), repeats)
+    t, c = _median_time(lambda order=order: synthjax.warp(key, params, volume, cfg, order=order),
+                        repeats)
     out[f"warp_order{order}_ms"], out[f"warp_order{order}_compile_s"] = 1e3 * t, c
   t, c = _median_time(lambda: synthjax.unwarp(key, params, volume, cfg, in_shape=(n, n, n)),
                       repeats)

@@ -1,4 +1,4 @@
-"""Micro-benchmarks behind the session-3 speed changes (RESULTS.md section 6), CPU.
+"""Micro-benchmarks of the generator's kernels (RESULTS.md section 6), CPU.
 
     python benchmarks/bench_kernels.py [--size 256] [--repeats 7]
 
@@ -29,6 +29,7 @@ def main(argv=None):
 
   import jax
   import jax.numpy as jnp
+
   from synthjax._src.ops import lookup, resample, rng
 
   n = args.size

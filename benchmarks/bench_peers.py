@@ -36,8 +36,10 @@ of every attempt is recorded.
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_peers.py --shape 160 --repeats 8 --json benchmarks/results/peers_160.json
-    python benchmarks/bench_peers.py --shape 256 --repeats 5 --json benchmarks/results/peers_256.json
+    python benchmarks/bench_peers.py --shape 160 --repeats 8 \
+        --json benchmarks/results/peers_160.json
+    python benchmarks/bench_peers.py --shape 256 --repeats 5 \
+        --json benchmarks/results/peers_256.json
     python benchmarks/bench_peers.py --shape 96 --repeats 3 --only synthjax,torchio
 """
 
@@ -55,8 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (QUIET_THRESHOLD, CpuMeter, label_paths, parse_shape, summarize,
-                    wait_quiet)
+from common import QUIET_THRESHOLD, CpuMeter, label_paths, parse_shape, summarize, wait_quiet
 
 DEFAULT_DATA = Path("../shared/data/fetal")  # relative to the repository root
 LABELS = tuple(range(8))
@@ -137,8 +138,8 @@ class Recorder:
 
 def load_maps(data_dir: Path) -> list:
   """The three 256^3 maps as uint8 numpy arrays (each contender converts per sample)."""
-  import numpy as np
   import nibabel as nib
+  import numpy as np
   out = []
   for p in label_paths(data_dir, "bench_peers"):
     a = np.asarray(nib.load(str(p)).dataobj)
@@ -170,9 +171,10 @@ def cropper(maps, shape, seed):
 
 
 def bench_synthjax(maps, shape, rec: Recorder, seed: int = 0) -> list:
-  import numpy as np
   import jax
   import jax.numpy as jnp
+  import numpy as np
+
   import synthjax
 
   cfg = synthjax.presets.synthseg(LABELS, shape, (SPACING,) * 3,
@@ -235,8 +237,9 @@ def _cornucopia_transform(shape, defaults: bool):
 
 def _bench_cornucopia(maps, shape, rec: Recorder, seed: int, defaults: bool) -> list:
   import random
-  import torch
+
   import cornucopia as cc
+  import torch
 
   torch.set_num_threads(2)
   torch.manual_seed(seed)
@@ -481,7 +484,8 @@ def main(argv=None) -> dict:
       out = Path(tmp) / "rec.json"
       cmd = [sys.executable, script, "--worker", name, "--worker-out", str(out),
              "--data", str(args.data), "--shape", ",".join(map(str, args.shape)),
-             "--repeats", str(args.repeats_for.get(name, args.repeats)), "--wait-quiet", str(args.wait_quiet),
+             "--repeats", str(args.repeats_for.get(name, args.repeats)),
+             "--wait-quiet", str(args.wait_quiet),
              "--retries", str(args.retries), "--seed", str(args.seed)]
       t0 = time.perf_counter()
       proc = subprocess.run(cmd)
@@ -504,7 +508,7 @@ def main(argv=None) -> dict:
   results["synthjax_source_sha256_at_end"] = synthjax_digest()
   base = results["contenders"].get("synthjax", {}).get("summary")
   if base:
-    for name, rec in results["contenders"].items():
+    for rec in results["contenders"].values():
       if rec.get("summary"):
         rec["ratio_vs_synthjax"] = rec["summary"]["median"] / base["median"]
   print("\n| contender | median s/sample | IQR s | x synthjax | peak RSS MiB | first call s |"
@@ -517,7 +521,8 @@ def main(argv=None) -> dict:
     ratio = rec.get("ratio_vs_synthjax")
     print(f"| {name} | {s['median']:.3f} | {s['iqr']:.3f} | "
           f"{'' if ratio is None else f'{ratio:.1f}'} | {rec['peak_rss_mib']:.0f} | "
-          f"{rec['first_call_s']:.2f} | {rec['timed_phase'].get('other_cores', float('nan')):.2f} |")
+          f"{rec['first_call_s']:.2f} | "
+          f"{rec['timed_phase'].get('other_cores', float('nan')):.2f} |")
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, default=str))

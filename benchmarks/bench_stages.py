@@ -7,7 +7,8 @@ per sample and the increment over the baseline, with the first-call (compile) ti
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_stages.py --shape 160 --repeats 7 --json benchmarks/results/stages_160.json
+    python benchmarks/bench_stages.py --shape 160 --repeats 7 \
+        --json benchmarks/results/stages_160.json
 
 Only timings on the same machine are comparable; run nothing else meanwhile.
 """
@@ -56,8 +57,9 @@ def main(argv=None):
   ap.add_argument("--json", type=Path, default=None)
   args = ap.parse_args(argv)
 
-  import numpy as np
   import jax
+  import numpy as np
+
   import synthjax
   from synthjax import presets
   from synthjax._src import nifti

@@ -47,6 +47,7 @@ def bench_size(size, args):
   import jax.numpy as jnp
   import optax
   from flax import nnx
+
   import synthjax
   from synthjax.phantom import brain_phantom
   from synthjax.train import build_model, dice_ce_loss, make_train_step, render
@@ -108,6 +109,7 @@ def bench_size(size, args):
 
 def torch_step(size, num_classes, args, images, targets):
   import torch
+
   from torch_twin import TwinUNet, dice_ce_loss
   torch.manual_seed(0)
   net = TwinUNet(num_classes, dim=3, features=tuple(args.features), convs=args.convs)

@@ -28,8 +28,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generator import (APPLIED_STAGES, DEFAULT_DATA, LABELS, label_paths,  # noqa: E402
-                             load_labels, parse_shape)
+from bench_generator import (  # noqa: E402
+  APPLIED_STAGES,
+  DEFAULT_DATA,
+  LABELS,
+  label_paths,
+  load_labels,
+  parse_shape,
+)
 
 # The synthjax function called directly by `render` names the stage.
 STAGE_OF = {
@@ -110,7 +116,7 @@ def parse_hlo(text: str):
 def stage_of(fr) -> str:
   """The stage: the synthjax function called from `render` (or its line)."""
   names = [(Path(f).name, fn, ln) for f, fn, ln in fr]
-  for i, (f, fn, ln) in enumerate(names):
+  for i, (_, fn, ln) in enumerate(names):
     if fn == "render":
       inner = [n[1].split(".")[0] for n in names[i + 1:]]
       known = [c for c in inner if c in STAGE_OF]
@@ -145,7 +151,7 @@ def exclusive_times(events):
   for evs in by_thread.values():
     evs.sort(key=lambda e: (e["ts"], -e["dur"]))
     stack = []  # [end, name, child_time]
-    def pop():
+    def pop(stack=stack):
       end, name, child, dur = stack.pop()
       excl[name] += dur - child
       if stack:
@@ -177,6 +183,7 @@ def main(argv=None):
 
   import jax
   import jax.numpy as jnp
+
   import synthjax
 
   data_dir = args.data.resolve()
@@ -238,7 +245,8 @@ def main(argv=None):
   print(f"{'ms/run':>9} {'%':>5}  {'instruction':28s} {'stage (root)':34s} where")
   for r in rows[:args.top]:
     extra = [s for s in r["fused_stages"] if s != r["stage"]]
-    print(f"{r['ms_per_run']:9.1f} {100 * r['ms_per_run'] / total:5.1f}  {r['instruction'][:28]:28s} "
+    print(f"{r['ms_per_run']:9.1f} {100 * r['ms_per_run'] / total:5.1f}  "
+          f"{r['instruction'][:28]:28s} "
           f"{r['stage'][:34]:34s} {r['where']}" + (f"  [+ {', '.join(extra)}]" if extra else ""))
   per_stage = collections.Counter()
   for r in rows:

@@ -113,7 +113,7 @@ def save_distributions_png(path, name, synth, real, values, pairs):
                          (axes[2], "contrast", pairs)):
     data, ticks = [], []
     for k in keys:
-      for stats, tag in ((synth, "s"), (real, "r")):
+      for stats in (synth, real):
         v = [s[kind][k] for s in stats if k in s[kind]]
         data.append(v if v else [np.nan])
       ticks.append(f"{k[0]}-{k[1]}" if isinstance(k, tuple) else str(k))
@@ -187,8 +187,7 @@ def main(argv=None):
                  help="the generator name a config has in the sim2real JSONs, where it differs")
   p.add_argument("--json", required=True)
   args = p.parse_args(argv)
-  from synthjax import realism
-  from synthjax import scans
+  from synthjax import realism, scans
   from synthjax._src.train import train as train_script
 
   train_paths = train_script.expand_paths(args.train)

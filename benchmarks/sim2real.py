@@ -119,6 +119,7 @@ def synthetic_probe(spec, down, shape, spacing, seed, target=None):
   brought to the `target` spacing), shown
   at SIZE times its size, by the synthseg preset with no other spatial change."""
   import jax
+
   import synthjax
   from synthjax import scans
   path, size = spec.rsplit(":", 1)
@@ -157,6 +158,7 @@ class SynthjaxGenerator:
   def render_host(self, labels, key_data, classes, image=None, seeds=None):
     """Renders on the host (for the torch trainer): numpy images and class indices."""
     import jax
+
     from synthjax._src.train import steps
     if self._host is None:
       cfg = self.config
@@ -203,6 +205,7 @@ class CornucopiaGenerator:
 
   def __call__(self, labels, seed):
     import random
+
     import torch
     torch.manual_seed(seed)
     random.seed(seed)
@@ -245,6 +248,7 @@ class JaxTrainer:
 
   def __init__(self, args, classes, synth_config):
     from flax import nnx
+
     from synthjax._src.train import model, steps
     net = model.build(model_config(args), len(classes), seed=args.seed)
     graphdef, state = nnx.split(net)
@@ -280,6 +284,7 @@ class TorchTrainer:
 
   def __init__(self, args, classes, synth_config):
     import torch
+
     from torch_twin import TwinUNet
     torch.manual_seed(args.seed)
     self.net = TwinUNet(len(classes), dim=args.dim, features=tuple(args.features),
@@ -294,6 +299,7 @@ class TorchTrainer:
 
   def step(self, batch):
     import torch
+
     from torch_twin import dice_ce_loss
     x = torch.from_numpy(np.array(batch["image"], dtype=np.float32))[:, None]
     t = torch.from_numpy(np.ascontiguousarray(batch["target"]).astype(np.int64))
@@ -308,6 +314,7 @@ class TorchTrainer:
 
   def predict(self, image, patch):
     import torch
+
     from synthjax._src.train import steps
     net = self.net
 
@@ -371,10 +378,11 @@ def mean_over_scans(result):
 
 def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(),
                   seeds=None):
+  import jax
+
   from synthjax import data as sdata
   from synthjax import scans
   from synthjax._src.train import steps
-  import jax
   trainer_cls = JaxTrainer if args.trainer == "jax" else TorchTrainer
   inside = gen.inside_step and args.trainer == "jax"
   trainer = trainer_cls(args, classes, gen.config if inside else None)
@@ -511,7 +519,7 @@ def markdown_table(results, tests, args):
   lines = [summary_table(results, tests, args)] if len(tests) > 1 else []
   for name, _, _ in tests[:3]:
     labels = None
-    for gen, r in results.items():
+    for r in results.values():
       labels = list(r["final"][name]["per_label"])
       break
     lines.append(f"Test scan `{name}`; trainer {args.trainer}, {args.dim}-D net "

@@ -16,11 +16,12 @@ import sys
 
 
 def main(out="docs/gallery_fetal.png"):
-  import numpy as np
   import jax
   import matplotlib
+  import numpy as np
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   import synthjax
   from synthjax import presets
   from synthjax._src import nifti, phantom

@@ -1,1 +1,4 @@
-"""Runnable examples; `segmentation/` holds the scripts of `synthjax train` and `synthjax segment`."""
+"""Runnable examples.
+
+`segmentation/` holds the scripts of `synthjax train` and `synthjax segment`.
+"""

@@ -14,7 +14,8 @@ generator offers.
     python examples/fit_appearance.py --down 4 --steps 150
 
 Prints the rendered and real per-tissue means (CSF, grey and white matter: they must agree
-within 5 %, else the exit status is 1) and the fitted params. Needs the `train` extra (optax) and nilearn (the `test` extra).
+within 5 %, else the exit status is 1) and the fitted params. Needs the `train` extra (optax)
+and nilearn (the `test` extra).
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def fit(image, labels, spacing, *, steps=300, lr=0.02, seed=0) -> Fit:
   import jax
   import jax.numpy as jnp
   import optax
+
   import synthjax
 
   cfg = config_for(labels, spacing)

@@ -6,9 +6,9 @@ Run: python examples/quickstart.py [--out DIR]
 import argparse
 import os
 
-import numpy as np
 import jax
 import nibabel as nib
+import numpy as np
 
 import synthjax
 from synthjax.phantom import brain_phantom

@@ -1,272 +1,85 @@
 """The `synthjax` command: generate datasets, replay samples, preview and inspect label maps,
-train a segmentation network and segment real scans with it."""
+train a segmentation network and segment real scans with it: argparse over the library
+(`synthjax.datasets`, `synthjax.replay`, `synthjax.preview`, the training recipe)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import functools
 import os
 import sys
 
-
-class UserError(Exception):
-  """An error caused by the user's input: printed as one line, exit status 2."""
-
-
-def _expand_sources(patterns):
-  from synthjax._src.data.sources import expand_paths
-  try:
-    return expand_paths(patterns)
-  except (ValueError, FileNotFoundError) as e:
-    raise UserError(str(e)) from e
-
-
-def _load_sources(args):
-  import numpy as np
-  from synthjax._src import nifti, phantom, samples
-  if args.demo:
-    if args.labels:
-      raise UserError("give either --demo or LABELS, not both")
-    labels, affine = phantom.brain_phantom(tuple(args.demo_shape), args.demo_spacing)
-    spacing = (args.demo_spacing,) * 3
-    src = {"demo": {"shape": list(args.demo_shape), "spacing": args.demo_spacing},
-           "labels_sha256": samples.content_digest(labels)}
-    return [(labels, affine, src)], spacing
-  if not args.labels:
-    raise UserError("no label maps given: pass LABELS (files, folders or globs) or --demo")
-  sources, spacing = [], None
-  for path in _expand_sources(args.labels):
-    try:
-      labels, affine, sp = nifti.load_label_map(path)
-    except (ValueError, FileNotFoundError) as e:
-      raise UserError(str(e)) from e
-    if spacing is None:
-      spacing = sp
-    elif not np.allclose(sp, spacing, rtol=1e-4):
-      raise UserError(f"{path}: spacing {sp} differs from the first label map's {spacing}")
-    sources.append((labels, affine, {"path": os.path.abspath(path),
-                                     "labels_sha256": samples.content_digest(labels)}))
-  return sources, spacing
-
-
-def _make_config(args, label_values, shape, spacing):
-  from synthjax import presets
-  from synthjax._src.config import SynthConfig
-  if args.config:
-    try:
-      with open(args.config) as f:
-        cfg = SynthConfig.from_dict(json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-      raise UserError(f"{args.config}: not a valid config ({e})") from e
-    return cfg
-  if args.preset == "fetal":
-    return presets.fetal(tuple(label_values), tuple(shape), tuple(spacing),
-                         seeds=bool(getattr(args, "seeds", None)))
-  if getattr(args, "seeds", None):
-    raise UserError("--seeds needs --preset fetal or a --config using seed subclusters")
-  build = {"synthseg": presets.synthseg, "anatomix_views": presets.anatomix_views}[args.preset]
-  return build(tuple(label_values), tuple(shape), tuple(spacing))
+# An error in the user's input, the library's or the command line's: one line, exit status 2.
+from synthjax._src.inputs import PRESETS
+from synthjax._src.inputs import InputError as UserError
 
 
 def _sources_and_config(args):
   """Loads the label maps, builds the config on their union of labels, validates them."""
-  import numpy as np
-  sources, spacing = _load_sources(args)
-  values = sorted(set().union(*(np.unique(s[0]).tolist() for s in sources)))
-  shape = tuple(args.shape) if args.shape else sources[0][0].shape
-  config = _make_config(args, values, shape, spacing)
-  _validate_sources(sources, config)
+  from synthjax._src import inputs
+  if args.demo:
+    if args.labels:
+      raise UserError("give either --demo or LABELS, not both")
+    sources, spacing = inputs.demo_sources(tuple(args.demo_shape), args.demo_spacing)
+  elif not args.labels:
+    raise UserError("no label maps given: pass LABELS (files, folders or globs) or --demo")
+  else:
+    sources, spacing = inputs.load_sources(args.labels)
+  shape = tuple(args.shape) if args.shape else sources[0].labels.shape
+  seeds = bool(getattr(args, "seeds", None))
+  if seeds and not args.config and args.preset != "fetal":
+    raise UserError("--seeds needs --preset fetal or a --config using seed subclusters")
+  config = inputs.load_config(args.config) if args.config else inputs.preset_config(
+      args.preset, inputs.label_values(sources), shape, spacing, seeds=seeds)
+  inputs.check_sources(sources, config)
   return sources, config
 
 
-def _validate_sources(sources, config):
-  """Refuses label values the config does not know; warns about maps that make a useless
-  dataset (one label) or whose background is not label 0."""
-  import numpy as np
-  import synthjax
-  for labels, _, src in sources:
-    name = src.get("path", "demo")
-    try:
-      synthjax.validate_labels(labels, config, name=name)
-    except ValueError as e:
-      raise UserError(str(e)) from e
-    present = np.unique(labels)
-    if present.size == 1:
-      print(f"synthjax: warning: {name}: holds a single label value ({int(present[0])}); every "
-            "sample will show one class", file=sys.stderr)
-    if config.background != 0 and 0 not in config.label_values:
-      print(f"synthjax: warning: {name}: has no label 0, so label {config.background} is taken "
-            "as the background (padding, and the label zeroed by prob_background_zero)",
-            file=sys.stderr)
-
-
-def _check_memory(config, sources, *, batch=1, extra_bytes=0):
-  """Refuses, before compiling or creating anything, a shape that cannot fit (`memory`)."""
-  from synthjax._src import memory
-  largest = max((s[0].shape for s in sources), key=math.prod)
-  try:
-    memory.check_fits(config, largest, batch=batch, extra_bytes=extra_bytes)
-  except ValueError as e:
-    raise UserError(str(e)) from e
-
-
-def _load_seeds(sources, config, seeds_root):
-  """Adds each label map's seed maps to its source (FetalSynthGen layout under seeds_root)."""
-  from synthjax._src import samples
-  from synthjax._src.data import seeds as seed_io
-  sc = config.subclusters
-  uses = sc.enabled and sc.source == "seeds"
-  if not uses:
-    if seeds_root:
-      raise UserError("--seeds given but the config's subclusters do not use seed maps")
-    return [(lab, aff, src, None) for lab, aff, src in sources]
-  if not seeds_root:
+def _with_seed_maps(args, sources, config):
+  """The sources with their seed maps when the config uses them (`--seeds DIR`)."""
+  from synthjax._src import inputs
+  uses = inputs.uses_seed_maps(config)
+  if args.seeds and not uses:
+    raise UserError("--seeds given but the config's subclusters do not use seed maps")
+  if uses and not args.seeds:
     raise UserError("the config uses seed subclusters: pass --seeds DIR (FetalSynthGen's "
                     "derivatives/seeds folder)")
-  out = []
-  for lab, aff, src in sources:
-    if "path" not in src:
-      raise UserError("seed maps need label map files, not --demo")
-    try:
-      seeds = seed_io.load_seed_maps(src["path"], seeds_root, num_subclusters=sc.num_subclusters[1],
-                                     num_meta=sc.num_meta)
-    except (ValueError, FileNotFoundError) as e:
-      raise UserError(str(e)) from e
-    if seeds.shape[1:] != lab.shape:
-      raise UserError(f"{src['path']}: seed maps have shape {seeds.shape[1:]}, the label map "
-                      f"{lab.shape}")
-    out.append((lab, aff, dict(src, seeds=os.path.abspath(seeds_root),
-                               seeds_sha256=samples.content_digest(seeds)), seeds))
-  return out
+  if uses and args.demo:
+    raise UserError("seed maps need label map files, not --demo")
+  return inputs.with_seed_maps(sources, config, args.seeds) if uses else sources
 
 
-PRESETS = ("synthseg", "fetal", "anatomix_views")
-
-
-def _versions():
-  import jax
-  import numpy as np
-  import synthjax
-  return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
-
-
-def _start_run(out, manifest, overwrite):
-  """Makes OUT ready for this run and records its manifest (`runs.start_run`); the folder's
-  lock is held until the process ends."""
-  from synthjax._src import runs
-  global _RUN_LOCK
-  _RUN_LOCK = runs.start_run(out, manifest, overwrite)
-
-
-_RUN_LOCK = None
-
-
-def _release_run_lock():
-  global _RUN_LOCK
-  if _RUN_LOCK is not None:
-    _RUN_LOCK.close()
-    _RUN_LOCK = None
-
-
-def _write_all(writer, n, make, what, out, quiet):
-  """Writes samples 0..n-1 through `write_dataset` (the one resume rule: a sample whose
-  params JSON exists is complete and skipped) and says what it did."""
-  from synthjax._src.data import writers
-  written = writers.write_dataset(writer, range(n), make, progress=not quiet)
-  skipped = n - len(written)
-  print(f"wrote {len(written)} {what} to {out}" + (f" ({skipped} already there)" if skipped else ""))
+def _report(written, n, what, out):
+  skipped = f" ({n - len(written)} already there)" if len(written) < n else ""
+  print(f"wrote {len(written)} {what} to {out}{skipped}")
 
 
 def cmd_generate(args):
-  import numpy as np
-  import synthjax
-  from synthjax._src import runs, samples
-  from synthjax._src.data import arrayrecord, nifti_folder
-
+  from synthjax._src import datasets
   if args.shape and min(args.shape) < 2:
     raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
   if args.workers < 1:
     raise UserError(f"--workers must be >= 1, got {args.workers}")
   sources, config = _sources_and_config(args)
-  sources = _load_seeds(sources, config, args.seeds)
-  # Host copies awaiting the writer threads: an image and a seg per pending sample.
-  _check_memory(config, sources, extra_bytes=8 * math.prod(config.shape) * (args.workers + 1))
-
-  manifest = {"format": runs.RUN_FORMAT, "command": "generate", "seed": args.seed,
-              "config": config.to_dict(), "sources": [s[2] for s in sources],
-              "output_format": args.format,
-              "source_of_sample": "sources[index % len(sources)]", "n": args.n,
-              "versions": _versions()}
-  out = args.output
-  _start_run(out, manifest, args.overwrite)
-
-  if args.format == "nifti":
-    writer = nifti_folder.NiftiWriter(out, max_pending=args.workers)
-  else:
-    writer = arrayrecord.ArrayRecordWriter(os.path.join(out, runs.ARRAYRECORD_PREFIX))
-
-  def make(i):
-    labels, affine, src, seeds = sources[i % len(sources)]
-    pkey, skey = samples.sample_keys(args.seed, i)
-    params = synthjax.sample_params(pkey, config)
-    image, seg = synthjax.synthesize(skey, params, labels, config, seeds=seeds)
-    return {"index": i, "image": np.asarray(image), "seg": np.asarray(seg, np.int32),
-            "affine": samples.output_affine(affine, labels.shape, config.shape,
-                                            np.asarray(params["crop"]["position"])),
-            "sidecar": samples.make_sidecar(seed=args.seed, index=i, synth_key=skey,
-                                            params_key=pkey, params=params, config=config,
-                                            source=src, version=synthjax.__version__)}
-
-  _write_all(writer, args.n, make, "samples", out, args.quiet)
+  sources = _with_seed_maps(args, sources, config)
+  written = datasets.generate(args.output, sources, config, n=args.n, seed=args.seed,
+                              output_format=args.format, workers=args.workers,
+                              overwrite=args.overwrite, progress=not args.quiet)
+  _report(written, args.n, "samples", args.output)
 
 
 def cmd_views(args):
-  import numpy as np
-  import synthjax
-  from synthjax._src import runs, samples
-  from synthjax._src.data import nifti_folder
-
+  from synthjax._src import datasets
   sources, config = _sources_and_config(args)
-  _check_memory(config, sources, batch=2)
-  shared = not args.independent_spatial
-  manifest = {"format": runs.RUN_FORMAT, "command": "views", "seed": args.seed,
-              "config": config.to_dict(), "sources": [src for _, _, src in sources],
-              "output_format": "nifti-views", "shared_spatial": shared,
-              "source_of_sample": "sources[index % len(sources)]", "n": args.n,
-              "versions": _versions()}
-  out = args.output
-  _start_run(out, manifest, args.overwrite)
-
-  def make(i):
-    stem = os.path.join(out, f"sample_{i:05d}")
-    labels, affine, src = sources[i % len(sources)]
-    pkey, skey = samples.sample_keys(args.seed, i)
-    params = synthjax.sample_view_params(pkey, config, shared_spatial=shared)
-    images, segs = synthjax.synthesize_views(skey, params, labels, config, shared_spatial=shared)
-    files = {}
-    for v in range(2):
-      aff = samples.output_affine(affine, labels.shape, config.shape,
-                                  np.asarray(params["crop"]["position"][v]))
-      files[f"{stem}_view{v}_image.nii.gz"] = (np.asarray(images[v]), aff)
-      if v == 0 or not shared:
-        name = f"{stem}_seg.nii.gz" if shared else f"{stem}_view{v}_seg.nii.gz"
-        files[name] = (np.asarray(segs[v], np.int32), aff)
-    side = samples.make_sidecar(seed=args.seed, index=i, synth_key=skey, params_key=pkey,
-                                params=params, config=config, source=src,
-                                version=synthjax.__version__, shared_spatial=shared)
-    return {"index": i, "files": files, "sidecar": side}
-
-  _write_all(nifti_folder.NiftiFilesWriter(out), args.n, make, "view pairs", out, True)
+  written = datasets.generate_views(args.output, sources, config, n=args.n, seed=args.seed,
+                                    shared_spatial=not args.independent_spatial,
+                                    overwrite=args.overwrite)
+  _report(written, args.n, "view pairs", args.output)
 
 
 def cmd_ensemble(args):
-  import numpy as np
-  import synthjax
   from synthjax import ensembles
-  from synthjax._src import runs, samples
-  from synthjax._src.data import nifti_folder
-
+  from synthjax._src import datasets
   overrides = {"shape": tuple(args.shape)}
   if args.num_templates:
     overrides["num_templates"] = tuple(args.num_templates)
@@ -274,48 +87,20 @@ def cmd_ensemble(args):
     cfg = ensembles.EnsembleConfig(**overrides)
   except (ValueError, TypeError) as e:
     raise UserError(str(e)) from e
-  templates, paths = None, None
-  if args.templates:
-    try:
-      templates, paths = ensembles.load_templates(args.templates, crop_foreground=True,
-                                                  return_paths=True)
-    except (ValueError, FileNotFoundError) as e:
-      raise UserError(str(e)) from e
-  manifest = {"format": runs.RUN_FORMAT, "command": "ensemble", "seed": args.seed,
-              "config": cfg.to_dict(), "sources": paths or "random shapes",
-              "output_format": "nifti-labels", "n": args.n, "versions": _versions()}
-  out = args.output
-  _start_run(out, manifest, args.overwrite)
-
-  def make(i):
-    stem = os.path.join(out, f"sample_{i:05d}")
-    pkey, skey = samples.sample_keys(args.seed, i)
-    params = ensembles.sample_ensemble_params(pkey, cfg)
-    labels = np.asarray(ensembles.render_ensemble(skey, params, templates, cfg), np.int32)
-    side = samples.make_ensemble_sidecar(seed=args.seed, index=i, synth_key=skey,
-                                         params_key=pkey, params=params, config=cfg,
-                                         templates=paths, version=synthjax.__version__)
-    return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
-            "sidecar": side}
-
-  _write_all(nifti_folder.NiftiFilesWriter(out), args.n, make, "label ensembles", out, True)
+  written = datasets.generate_ensembles(args.output, cfg, n=args.n, seed=args.seed,
+                                        templates=args.templates, overwrite=args.overwrite)
+  _report(written, args.n, "label ensembles", args.output)
 
 
 def cmd_preview(args):
-  import numpy as np
-  from synthjax._src import preview
+  from synthjax._src import inputs, preview
   args.demo = args.labels == "demo"
   args.labels = [] if args.demo else [args.labels]
-  sources, spacing = _load_sources(args)
-  labels = sources[0][0]
-  values = sorted(np.unique(labels).tolist())
-  shape = tuple(args.shape) if args.shape else labels.shape
-  config = _make_config(args, values, shape, spacing)
-  _validate_sources(sources, config)
-  _check_memory(config, sources)
+  sources, config = _sources_and_config(args)
+  inputs.check_fits(config, sources)
   if os.path.exists(args.output) and not args.overwrite:
     raise UserError(f"{args.output}: exists; pass --overwrite to replace it")
-  rgb = preview.preview(labels, config, n=args.n, seed=args.seed)
+  rgb = preview.preview(sources[0].labels, config, n=args.n, seed=args.seed)
   tmp = args.output + ".tmp-preview"
   preview.save_png(tmp, rgb)
   os.replace(tmp, args.output)
@@ -323,33 +108,15 @@ def cmd_preview(args):
 
 
 def cmd_info(args):
-  import numpy as np
-  import nibabel as nib
-  from synthjax._src import nifti, presets
-  try:
-    labels, affine, spacing = nifti.load_label_map(args.file)
-  except (ValueError, FileNotFoundError) as e:
-    raise UserError(str(e)) from e
-  values, counts = np.unique(labels, return_counts=True)
-  print(f"file:        {args.file}")
-  print(f"shape:       {labels.shape}")
-  print(f"spacing:     {tuple(round(s, 4) for s in spacing)} mm")
-  print(f"orientation: {''.join(nib.aff2axcodes(affine))}")
-  print(f"labels:      {len(values)} values")
-  for v, c in zip(values.tolist(), counts.tolist()):
-    print(f"  {v:>6d}  {c:>10d} voxels  {100.0 * c / labels.size:6.2f}%")
-  for name, known in (("synthseg", presets.FREESURFER_LABELS), ("fetal", presets.FETA_LABELS)):
-    unknown = sorted(set(values.tolist()) - set(known))
-    verdict = "knows every label" if not unknown else f"does not know {unknown}"
-    print(f"preset {name + ':':<10s}{verdict}")
-  pairs = presets.freesurfer_flip_pairs(values.tolist())
-  print(f"left/right pairs (FreeSurfer): {list(pairs) if pairs else 'none'}")
+  from synthjax._src import label_info
+  print(label_info.format_label_map_info(label_info.label_map_info(args.file)))
 
 
 def cmd_replay(args):
   """Replays through `synthjax.replay`; a changed input is refused unless --force."""
   import warnings
-  from synthjax._src import nifti, replay
+
+  from synthjax._src import replay
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", replay.InputChangedWarning)
     try:
@@ -364,19 +131,15 @@ def cmd_replay(args):
             file=sys.stderr)
     else:
       warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-  image, seg, affine = replay.replay(sample)
-  index = sample.index
-  os.makedirs(args.output, exist_ok=True)
-  stem = os.path.join(args.output, f"sample_{index:05d}")
-  nifti.save_nifti(stem + "_image.nii.gz", image, affine, overwrite=args.overwrite)
-  nifti.save_nifti(stem + "_seg.nii.gz", seg, affine, overwrite=args.overwrite)
-  print(f"replayed sample {index} to {stem}_image.nii.gz")
+  image_path, _ = replay.replay_to(sample, args.output, overwrite=args.overwrite)
+  print(f"replayed sample {sample.index} to {image_path}")
 
 
 def _run_recipe(name, args):
   """Runs the recipe's driver `synthjax._src.train.<name>` on the parsed arguments; its bad
   input (and a missing `train` extra) becomes a `UserError`."""
   import importlib
+
   from synthjax._src import scans
   from synthjax._src.train import cli as recipe
   driver = importlib.import_module(f"synthjax._src.train.{name}")
@@ -384,20 +147,9 @@ def _run_recipe(name, args):
   own = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "func")})
   try:
     recipe.require_extra()
-    if name == "train":
-      driver.run(own, driver.build_parser())
-    else:
-      driver.run(own)
+    driver.run(own, *([driver.build_parser()] if name == "train" else []))
   except (recipe.UserError, scans.ScanError) as e:
     raise UserError(str(e)) from e
-
-
-def cmd_train(args):
-  _run_recipe("train", args)
-
-
-def cmd_segment(args):
-  _run_recipe("segment", args)
 
 
 def _option(*flags, parents=(), **kwargs):
@@ -504,12 +256,12 @@ def build_parser():
   # The recipe's own parsers add these arguments too (--no-cache included), so the two
   # command lines cannot drift apart. Importing the drivers needs no `train` extra.
   from synthjax._src.train import segment, train
-  for name, driver, func, text in (
-      ("train", train, cmd_train, "train a U-Net on synthetic images (the 'train' extra)"),
-      ("segment", segment, cmd_segment, "segment real scans with a trained run")):
+  for name, driver, text in (
+      ("train", train, "train a U-Net on synthetic images (the 'train' extra)"),
+      ("segment", segment, "segment real scans with a trained run")):
     t = sub.add_parser(name, help=text, description=driver.__doc__.splitlines()[0])
     driver.add_arguments(t)
-    t.set_defaults(func=func)
+    t.set_defaults(func=functools.partial(_run_recipe, name))
     for action in t._actions:
       if action.dest == "debug":
         # Its default would overwrite `synthjax --debug train`'s: without one, either works.
@@ -542,8 +294,6 @@ def main(argv=None):
     text = str(e) if known else f"{type(e).__name__}: {e}"
     print(f"synthjax {args.command}: error: {text}", file=sys.stderr)
     return 2
-  finally:
-    _release_run_lock()
   return 0
 
 

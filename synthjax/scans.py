@@ -6,12 +6,33 @@ grid); label maps are coarsened by a majority vote (`LabelReader`, `downsample_l
 `resample_labels`). Bad files raise `ScanError` naming the file.
 """
 
-from synthjax._src.scans import (ArraySource, LabelReader, Scan, ScanError, block_affine,
-                                 canonical, common_shape, downsample_image, downsample_labels,
-                                 find_pairs, from_canonical, integer_factors, load, load_pair,
-                                 load_scan, load_test, load_truth, normalize_intensity, pad_to,
-                                 pairs_in, parse_pairs, resample, resample_labels, spacing_of,
-                                 spacing_option)
+from synthjax._src.scans import (
+  ArraySource,
+  LabelReader,
+  Scan,
+  ScanError,
+  block_affine,
+  canonical,
+  common_shape,
+  downsample_image,
+  downsample_labels,
+  find_pairs,
+  from_canonical,
+  integer_factors,
+  load,
+  load_pair,
+  load_scan,
+  load_test,
+  load_truth,
+  normalize_intensity,
+  pad_to,
+  pairs_in,
+  parse_pairs,
+  resample,
+  resample_labels,
+  spacing_of,
+  spacing_option,
+)
 
 __all__ = ["ScanError", "Scan", "LabelReader", "ArraySource", "load", "load_scan",
            "load_truth", "load_pair", "parse_pairs", "find_pairs", "pairs_in",

@@ -8,8 +8,7 @@ Matplotlib). Real scans on the training grid are `synthjax.scans`.
 from synthjax._src.train.checkpoints import Checkpoints
 from synthjax._src.train.cli import UserError
 from synthjax._src.train.losses import dice_ce_loss
-from synthjax._src.train.metrics import (dice_per_label, hausdorff95, label_volumes,
-                                         mean_score)
+from synthjax._src.train.metrics import dice_per_label, hausdorff95, label_volumes, mean_score
 from synthjax._src.train.model import UNet
 from synthjax._src.train.model import build as build_model
 from synthjax._src.train.plot import plot_curves, read_metrics
@@ -18,8 +17,14 @@ from synthjax._src.train.segment import Segmenter
 from synthjax._src.train.segment import build_parser as build_segment_parser
 from synthjax._src.train.segment import main as segment_main
 from synthjax._src.train.segment import run as run_segment
-from synthjax._src.train.steps import (flip_permutation, make_optimizer, make_predictor,
-                                       make_train_step, render, segment_array)
+from synthjax._src.train.steps import (
+  flip_permutation,
+  make_optimizer,
+  make_predictor,
+  make_train_step,
+  render,
+  segment_array,
+)
 from synthjax._src.train.train import TrainResult, load_config, segment_scan
 from synthjax._src.train.train import build_parser as build_train_parser
 from synthjax._src.train.train import main as train_main

@@ -70,7 +70,7 @@ def compilation_cache(tmp_path_factory):
   """The session's persistent compilation cache folder, shared by the xdist workers (their
   base temp folders share a parent) and by subprocesses (through the environment)."""
   import jax
-  from jax._src import compilation_cache as cc
+  from jax.experimental.compilation_cache import compilation_cache as cc
   base = tmp_path_factory.getbasetemp()
   folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
   folder.mkdir(exist_ok=True)
@@ -92,16 +92,3 @@ def compilation_cache(tmp_path_factory):
       os.environ.pop(name, None)
     else:
       os.environ[name] = value
-
-
-def three_labels(n=16):
-  """A small label map on `(n,) * 3` (n = 16): a box (1) around a core (2), a slab (3)
-  crossing both, and background (0)."""
-  import numpy as np
-  s = n / 16
-  box = lambda lo, hi: slice(int(lo * s), int(hi * s))
-  lab = np.zeros((n, n, n), np.int32)
-  lab[box(3, 13), box(3, 13), box(3, 13)] = 1
-  lab[box(6, 10), box(6, 10), box(6, 10)] = 2
-  lab[box(5, 8), box(9, 12), box(4, 12)] = 3
-  return lab

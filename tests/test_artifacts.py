@@ -8,16 +8,18 @@ cosines, Rician moments), and through `sample_params` / `synthesize` for the rep
 
 import json
 
-import numpy as np
-import pytest
+import _maps as maps
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.special
 import scipy.stats
+from _batches import element
 
 import synthjax
-from synthjax._src.stages import kspace
-from synthjax._src.stages import rician
+from synthjax._src.stages import kspace, rician
 
 SHAPE = (16, 20, 24)  # distinct sizes, so an axis mix-up cannot pass
 ODD = (15, 18, 21)  # odd sizes: fftshift is not its own inverse there
@@ -25,12 +27,7 @@ ODD = (15, 18, 21)  # odd sizes: fftshift is not its own inverse there
 
 def smooth_image(seed=0, shape=SHAPE):
   """A non-negative image with edges and smooth content (values in [0, 1])."""
-  rng = np.random.default_rng(seed)
-  x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
-  img += 0.3 * ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z ** 2 < 0.1)
-  img += 0.05 * rng.random(shape)
-  return img.astype(np.float32)
+  return maps.smooth_image(shape, seed, noise=0.05)
 
 
 def centred_to_unshifted(idx, shape):
@@ -201,7 +198,7 @@ def test_spike_count_is_masked_and_positions_recorded():
   k = jnp.fft.fftn(x)
   add = jax.jit(kspace.add_spikes)
   for i in range(6):
-    pi = jax.tree.map(lambda v: v[i], p)
+    pi = element(p, i)
     changed = np.count_nonzero(np.asarray(add(k, pi)) != np.asarray(k))
     active = np.asarray(pi["positions"])[:int(pi["num_spikes"])]
     cells = {tuple(np.floor(q * 16).astype(int)) for q in active}
@@ -441,7 +438,7 @@ def test_artifact_stages_do_not_change_the_other_draws(cfg):
   b = eager_params(jax.random.key(4), base)
   for stage in b:
     if stage not in ART_ON:
-      jax.tree.map(np.testing.assert_array_equal, a[stage], b[stage])
+      chex.assert_trees_all_equal(a[stage], b[stage])
   lab = labels()
   off = {s: {"applied": False} for s in ART_ON}
   p_off = eager_params(jax.random.key(4), cfg, fixed=off)
@@ -471,7 +468,7 @@ def test_params_json_round_trip_replays_bitwise(cfg):
   fixed = {s: v for s, v in json.loads(text).items() if s in ART_ON}
   again = eager_params(jax.random.key(99), cfg, fixed=fixed)
   for stage in ART_ON:
-    jax.tree.map(np.testing.assert_array_equal, again[stage], p[stage])
+    chex.assert_trees_all_equal(again[stage], p[stage])
   # Another synthesis key: another Rician realisation, same params.
   c = synthjax.synthesize(jax.random.key(8), p, lab, cfg)
   assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
@@ -485,7 +482,7 @@ def test_vmap_element_equals_single_and_eager_close_to_jit(cfg):
   p = jax.tree.map(lambda *v: jnp.stack(v), *singles)
   images, segs = jax.jit(jax.vmap(lambda k, q: synthjax.synthesize(k, q, lab, cfg)))(keys, p)
   for i in range(b):
-    p_i = jax.tree.map(lambda v: v[i], p)
+    p_i = element(p, i)
     image, seg = synthjax.synthesize(keys[i], p_i, lab, cfg)
     np.testing.assert_array_equal(np.asarray(segs[i]), np.asarray(seg))
     np.testing.assert_allclose(np.asarray(images[i]), np.asarray(image), atol=1e-6, rtol=0)

@@ -268,6 +268,7 @@ def every_stage():
   """A config with every stage enabled, one sample's params as JSON-ready dicts, and its
   template."""
   import jax
+
   import synthjax
   from synthjax._src import sampling, serialize
   from synthjax._src.config import _STAGE_TYPES
@@ -293,6 +294,7 @@ def _domain_cases():
 @pytest.mark.parametrize("stage,entry", _domain_cases())
 def test_params_json_outside_a_stage_domain_is_refused(every_stage, stage, entry):
   import copy
+
   import synthjax
   from synthjax._src import registry
   cfg, data, template = every_stage
@@ -312,6 +314,7 @@ def test_params_json_outside_a_stage_domain_is_refused(every_stage, stage, entry
 @pytest.mark.parametrize("entry", ["rotation", "scaling", "shear", "translation"])
 def test_params_json_nan_is_refused(every_stage, entry):
   import copy
+
   import synthjax
   cfg, data, _ = every_stage
   bad = copy.deepcopy(data)
@@ -343,6 +346,7 @@ def test_params_json_that_is_not_params_is_refused(every_stage, text, message):
 def test_params_json_with_wrong_kinds_of_values_is_refused(every_stage, stage, entry, value,
                                                          message):
   import copy
+
   import synthjax
   cfg, data, _ = every_stage
   bad = copy.deepcopy(data)
@@ -353,6 +357,7 @@ def test_params_json_with_wrong_kinds_of_values_is_refused(every_stage, stage, e
 
 def test_params_json_applied_for_a_disabled_stage_is_refused(every_stage):
   import copy
+
   import synthjax
   cfg, data, _ = every_stage
   off = cfg.replace(spike={"enabled": False})
@@ -374,6 +379,7 @@ def test_params_json_applied_for_a_disabled_stage_is_refused(every_stage):
 ])
 def test_fixed_outside_the_domain_is_refused(every_stage, fixed, message):
   import jax
+
   import synthjax
   cfg, _, _ = every_stage
   with pytest.raises(ValueError, match=message):
@@ -474,6 +480,7 @@ def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path,
                                                           ("synthseg", False, 3)])
 def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on, channels):
   import jax
+
   import synthjax
   from synthjax._src import memory, rendering
   from synthjax._src.config import _STAGE_TYPES

@@ -3,14 +3,15 @@ Gaussians, bias and gamma, optionally correlated means; replay, fixing, vmap and
 
 import os
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+import numpy as np
+import pytest
+from _batches import element
+from _maps import three_labels
 
 import synthjax
-from conftest import three_labels
 from synthjax._src import channels
 
 N = 16
@@ -134,7 +135,7 @@ def test_replay_fixing_and_vmap_work_as_for_one_channel():
   images, segs = jax.vmap(lambda k, q: synthjax.synthesize(k, q, labels, CONFIG))(keys, batch)
   assert images.shape == (2, C, N, N, N) and segs.shape == (2, N, N, N)
   for i in range(2):
-    single = synthjax.synthesize(keys[i], jax.tree.map(lambda x: x[i], batch), labels, CONFIG)
+    single = synthjax.synthesize(keys[i], element(batch, i), labels, CONFIG)
     np.testing.assert_allclose(images[i], single[0], atol=2e-5)
     np.testing.assert_array_equal(segs[i], single[1])
 

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import types
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 
 from synthjax._src.phantom import PHANTOM_LABELS, brain_phantom

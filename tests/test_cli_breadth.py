@@ -3,8 +3,8 @@
 import json
 import os
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 
 import synthjax
 from synthjax import cli

@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 
 from synthjax import cli

@@ -5,10 +5,20 @@ import json
 
 import numpy as np
 import pytest
+from _tracing import jit_name, traced
 
 import synthjax
-from synthjax import (AffineConfig, BiasConfig, DeformationConfig, FlipConfig, GammaConfig,
-                      GMMConfig, NoiseConfig, ResolutionConfig, SynthConfig)
+from synthjax import (
+  AffineConfig,
+  BiasConfig,
+  DeformationConfig,
+  FlipConfig,
+  GammaConfig,
+  GMMConfig,
+  NoiseConfig,
+  ResolutionConfig,
+  SynthConfig,
+)
 from synthjax.presets import fetal, freesurfer_flip_pairs, synthseg
 
 STAGES = ("affine", "deformation", "flip", "gmm", "bias", "gamma", "resolution", "noise")
@@ -433,6 +443,17 @@ def test_fetal_preset_keeps_its_lengths_in_millimetres(spacing):
 # Configs as static jit arguments
 
 
+def test_the_trace_counter_sees_each_compilation_and_no_cache_hit():
+  import jax
+  fn = jax.jit(lambda x, cfg: x * cfg.shape[0], static_argnums=1)
+  cfg = synthseg((0, 1), (8, 8, 8))
+  with traced() as seen:
+    fn(1.0, cfg)
+    fn(2.0, SynthConfig.from_json(cfg.to_json()))
+    fn(3.0, synthseg((0, 1), (9, 8, 8)))
+  assert seen["<lambda>"] == 2, seen
+
+
 def test_equal_configs_share_one_compilation():
   import jax
   import jax.numpy as jnp
@@ -443,12 +464,14 @@ def test_equal_configs_share_one_compilation():
   with jax.disable_jit():
     p = synthjax.sample_params(jax.random.key(0), cfg_a)
   labels = jnp.zeros((8, 8, 8), jnp.int32).at[2:6, 2:6, 2:6].set(1)
-  before = synthjax._src.rendering._synthesize_jit._cache_size()
-  a = synthjax.synthesize(jax.random.key(1), p, labels, cfg_a)
-  mid = synthjax._src.rendering._synthesize_jit._cache_size()
-  b = synthjax.synthesize(jax.random.key(1), p, labels, cfg_b)
-  c = synthjax.synthesize(jax.random.key(2), p, labels.at[0, 0, 0].set(2), cfg_b)
-  assert mid == before + 1 and synthjax._src.rendering._synthesize_jit._cache_size() == mid
+  other = labels.at[0, 0, 0].set(2)
+  with traced() as first:
+    a = synthjax.synthesize(jax.random.key(1), p, labels, cfg_a)
+  with traced() as again:
+    b = synthjax.synthesize(jax.random.key(1), p, labels, cfg_b)
+    c = synthjax.synthesize(jax.random.key(2), p, other, cfg_b)
+  render = jit_name(synthjax._src.rendering._synthesize_jit)
+  assert first[render] == 1 and again[render] == 0, (first, again)
   np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
   np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
   assert not np.array_equal(np.asarray(a[0]), np.asarray(c[0]))
@@ -473,6 +496,7 @@ def test_type_checkers_see_the_configs_as_frozen_dataclasses():
   `SynthConfig(...)` and stage configs like any dataclass."""
   import importlib.resources
   import sys
+
   from synthjax._src import checks
   if sys.version_info >= (3, 11):
     spec = checks.config_class.__dataclass_transform__

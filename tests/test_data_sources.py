@@ -2,9 +2,9 @@
 
 import pickle
 
-import numpy as np
-import nibabel as nib
 import jax
+import nibabel as nib
+import numpy as np
 import pytest
 
 from synthjax import data

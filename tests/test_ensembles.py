@@ -8,12 +8,13 @@ The painted maps are compared with a numpy reference built from
 
 import os
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+import numpy as np
+import pytest
 import scipy.ndimage as ndi
+from _tracing import jit_name, traced
 
 from synthjax import ensembles
 from synthjax._src import ensembles as E
@@ -304,10 +305,11 @@ def test_replay_jit_and_vmap_bitwise():
     assert set(np.unique(single)) <= set(ensembles.ensemble_labels(CFG, TEMPLATES))
   assert not np.array_equal(out[0], out[1])
   # From host params (numpy / lists, as read back from JSON): the same map, no recompile.
-  size = E._render_jit._cache_size()
   lists = {k: v[0].tolist() for k, v in host.items()}
-  np.testing.assert_array_equal(render(lists, key=rkeys[0]), out[0])
-  assert E._render_jit._cache_size() == size
+  with traced() as seen:
+    again = render(lists, key=rkeys[0])
+  np.testing.assert_array_equal(again, out[0])
+  assert seen[jit_name(E._render_jit)] == 0, seen
 
 
 def test_random_shapes_source():

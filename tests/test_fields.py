@@ -18,20 +18,18 @@ References:
 
 import functools
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
-from scipy import ndimage
-from scipy import stats
+import numpy as np
+import pytest
+from _batches import element
+from scipy import ndimage, stats
 from scipy.spatial.transform import Rotation
 
 import synthjax
-from synthjax._src.ops import draw
-from synthjax._src.stages import bias
-from synthjax._src.stages import geometry
 from synthjax._src.config import BiasConfig, DeformationConfig
-
+from synthjax._src.ops import draw
+from synthjax._src.stages import bias, geometry
 
 # ---------------------------------------------------------------------------------------
 # Reference helpers
@@ -172,7 +170,7 @@ def _bias_fn(key, p):
   return bias.bias_field(key, p, BIAS_CFG, BIAS_SHAPE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bias_batch():
   """Fields for BIAS_SCALES at std 0.5, then one with std 0, from one jit(vmap) call."""
   keys = jax.random.split(jax.random.key(1), len(BIAS_SCALES) + 1)
@@ -277,7 +275,7 @@ def _fixed(cfg, signs, affine_applied, std_sign, translation=(0.0, 0.0, 0.0)):
   }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _preset_maps(name):
   """`coordinate_map` at the preset's extremes, for each seed, from one jit(vmap) call.
 
@@ -414,11 +412,11 @@ def test_affine_matrix_matches_numpy_construction(mode):
   p = {k: jnp.asarray(v, jnp.float32) for k, v in raw.items()}
   if mode == "eager":
     with jax.disable_jit():
-      out = np.stack([np.asarray(geometry.affine_matrix(jax.tree.map(lambda a: a[i], p)))
+      out = np.stack([np.asarray(geometry.affine_matrix(element(p, i)))
                       for i in range(2)])
   elif mode == "jit":
     fn = jax.jit(geometry.affine_matrix)
-    out = np.stack([np.asarray(fn(jax.tree.map(lambda a: a[i], p))) for i in range(8)])
+    out = np.stack([np.asarray(fn(element(p, i))) for i in range(8)])
   else:
     out = np.asarray(jax.jit(jax.vmap(geometry.affine_matrix))(p))
   for i, m in enumerate(out):

@@ -1,5 +1,5 @@
 """Golden outputs of each preset (and of a label ensemble): no change may alter them unless
-an issue asks for it, and then `golden.json` is regenerated in the same commit:
+a change of output is intended, and then `golden.json` is regenerated in the same commit:
 
     python tests/test_golden.py        # rewrites tests/golden.json
 
@@ -17,8 +17,8 @@ import platform
 import subprocess
 import sys
 
-import numpy as np
 import jax
+import numpy as np
 
 import synthjax
 from synthjax import ensembles

@@ -7,13 +7,14 @@ float64 arrays, so the image is rendered in float64). Params that only move the 
 zero by construction, never NaN.
 """
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from _batches import element
+from _maps import three_labels
 
 import synthjax
-from conftest import three_labels
 
 N = 16
 # Spatial stages on (their params have zero gradients), every stage on the intensity path
@@ -145,7 +146,7 @@ def test_float32_gradients_under_vmap_are_the_single_float64_ones(float64_case):
   # Two samples: the fixture's params, and the same with every float param 3 % larger.
   with jax.enable_x64(True):
     batch64 = jax.tree.map(lambda x: jnp.stack([x, 1.03 * x]), floats)
-    single = [case["grad"](jax.tree.map(lambda x: x[i], batch64)) for i in range(2)]
+    single = [case["grad"](element(batch64, i)) for i in range(2)]
   batch = jax.tree.map(lambda x: np.asarray(x, np.float32), batch64)
   loss32 = _loss_fn(case["rest"], jax.random.key(1), jnp.asarray(case["weights"], jnp.float32))
   batched = jax.jit(jax.vmap(jax.grad(loss32)))(batch)

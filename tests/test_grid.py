@@ -13,10 +13,11 @@ References:
 import itertools
 import math
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from _tracing import traced
 
 from synthjax._src.data import grid
 
@@ -233,10 +234,11 @@ def test_sliding_window_affine_compiles_once(mode, shape):
   fn = jax.jit(lambda x: x * 2 + 1)
   _, origins = grid.grid_patches(vol, 8, 2)
   assert len(origins) % 4 != 0  # the last batch is padded
-  out = grid.sliding_window(fn, vol, 8, 2, batch_size=4, mode=mode)
+  with traced() as seen:
+    out = grid.sliding_window(fn, vol, 8, 2, batch_size=4, mode=mode)
   assert out.shape == shape and out.dtype == np.float32
   np.testing.assert_allclose(out, 2 * vol + 1, rtol=1e-6)
-  assert fn._cache_size() == 1
+  assert seen["<lambda>"] == 1, seen
 
 
 def test_sliding_window_changes_channels():
@@ -253,9 +255,10 @@ def test_sliding_window_changes_channels():
 def test_sliding_window_batch_size_larger_than_grid():
   vol = _volume((16, 16, 16), np.float32)
   fn = jax.jit(lambda x: x * 2 + 1)
-  out = grid.sliding_window(fn, vol, 16, 0, batch_size=5)
+  with traced() as seen:
+    out = grid.sliding_window(fn, vol, 16, 0, batch_size=5)
   np.testing.assert_allclose(out, 2 * vol + 1, rtol=1e-6)
-  assert fn._cache_size() == 1
+  assert seen["<lambda>"] == 1, seen
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,28 +1,33 @@
 """Small-table lookups (`synthjax._src.ops.lookup`) against numpy indexing, eager/jit/vmap."""
 
-import numpy as np
-import pytest
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
 
-from synthjax._src.ops import lookup
-from synthjax._src import labelmaps
 import synthjax
+from synthjax._src import labelmaps
+from synthjax._src.ops import lookup
 
 
-@pytest.mark.parametrize("n", [1, 2, 8, lookup.MAX_SELECT_ENTRIES, lookup.MAX_SELECT_ENTRIES + 5])
-def test_take_small_matches_numpy(n):
-  rng = np.random.default_rng(n)
-  table = rng.normal(size=n).astype(np.float32)
-  index = rng.integers(0, n, size=(6, 7, 8)).astype(np.int32)
-  want = table[index]
-  assert np.array_equal(np.asarray(lookup.take_small(table, jnp.asarray(index))), want)
-  jitted = jax.jit(lookup.take_small)(jnp.asarray(table), jnp.asarray(index))
-  assert np.array_equal(np.asarray(jitted), want)
-  # A batch of tables (traced, per sample) with one index map.
-  tables = rng.normal(size=(3, n)).astype(np.float32)
-  got = jax.vmap(lookup.take_small, in_axes=(0, None))(jnp.asarray(tables), jnp.asarray(index))
-  assert np.array_equal(np.asarray(got), tables[:, index])
+class TakeSmallTest(chex.TestCase):
+  """`take_small` is numpy's `table[index]`, eagerly, under jit, and over a batch of tables."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(1, 2, 8, lookup.MAX_SELECT_ENTRIES, lookup.MAX_SELECT_ENTRIES + 5)
+  def test_take_small_matches_numpy(self, n):
+    rng = np.random.default_rng(n)
+    table = rng.normal(size=n).astype(np.float32)
+    index = rng.integers(0, n, size=(6, 7, 8)).astype(np.int32)
+    take = self.variant(lookup.take_small)
+    chex.assert_trees_all_equal(take(jnp.asarray(table), jnp.asarray(index)), table[index])
+    # A batch of tables (traced, per sample) with one index map.
+    tables = rng.normal(size=(3, n)).astype(np.float32)
+    batched = self.variant(jax.vmap(lookup.take_small, in_axes=(0, None)))
+    chex.assert_trees_all_equal(batched(jnp.asarray(tables), jnp.asarray(index)),
+                                tables[:, index])
 
 
 def test_match_values_maps_known_values_and_defaults_the_rest():

@@ -11,10 +11,11 @@ References written here:
     frequencies changes nothing: this places the segment boundaries exactly.
 """
 
-import numpy as np
-import pytest
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from scipy import ndimage
 
 from synthjax._src.stages import motion
@@ -171,7 +172,7 @@ def test_sample_fixed_values_are_kept_and_others_vary():
   np.testing.assert_array_equal(a["translation"], np.zeros((2, 3)))
   b = jax.jit(lambda k: motion.sample_motion(k, CFG, fixed))(jax.random.key(3))
   # jit may fuse `lo + u * (hi - lo)` differently: equal within an ulp.
-  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6, atol=0), a, b)
+  chex.assert_trees_all_close(a, b, rtol=1e-6, atol=0)
 
 
 def test_sampled_params_apply():

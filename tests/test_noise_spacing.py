@@ -8,6 +8,7 @@ rendered at 0.5 mm and block-averaged.
 import jax
 import numpy as np
 import pytest
+from _batches import element
 
 import synthjax
 from synthjax import data as sdata
@@ -86,7 +87,7 @@ def test_coarse_render_has_the_spread_of_averaged_fine_voxels(stage):
   images, _ = jax.vmap(lambda k, p: synthjax.synthesize(k, p, coarse_labels, coarse_cfg))(
       keys, batch)
   for i in range(2):
-    one = jax.tree.map(lambda x: x[i], batch)
+    one = element(batch, i)
     single, _ = synthjax.synthesize(keys[i], one, coarse_labels, coarse_cfg)
     np.testing.assert_allclose(np.asarray(images[i]), np.asarray(single), atol=1e-5)
 

@@ -4,6 +4,7 @@ scales the anatomy (at f); checked against the closed-form volume ratios."""
 import jax
 import numpy as np
 import pytest
+from _maps import nested_balls
 
 import synthjax
 
@@ -11,10 +12,7 @@ SHAPE = (48, 48, 48)
 
 
 def _ball(radius):
-  g = np.stack(np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in SHAPE], indexing="ij"))
-  labels = np.zeros(SHAPE, np.int32)
-  labels[np.sqrt((g ** 2).sum(0)) < radius] = 1
-  return labels
+  return nested_balls(SHAPE, (radius,))
 
 
 def _config(**affine):

@@ -142,10 +142,10 @@ def test_preset_draws_the_labels_of_the_priors_from_their_ranges(synthseg_with_p
   assert 40.0 <= full[1] <= 60.0 and 150.0 <= full[2] <= 160.0
   means = np.asarray(batched["means"])
   stds = np.asarray(batched["stds"])
-  assert 40.0 <= means[:, 1].min() and means[:, 1].max() <= 60.0
-  assert 150.0 <= means[:, 2].min() and means[:, 2].max() <= 160.0
+  assert means[:, 1].min() >= 40.0 and means[:, 1].max() <= 60.0
+  assert means[:, 2].min() >= 150.0 and means[:, 2].max() <= 160.0
   # No noise_spacing in synthseg: stds hold at its 2 mm voxel, as measured.
-  assert 2.0 <= stds[:, 1].min() and stds[:, 1].max() <= 4.0
+  assert stds[:, 1].min() >= 2.0 and stds[:, 1].max() <= 4.0
   # Labels without priors keep the preset's ranges, drawn as without priors.
   plain = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8), (2.0,) * 3)
   assert means[:, 3].min() < 30.0 and means[:, 3].max() > 220.0
@@ -175,9 +175,9 @@ def test_fetal_subclusters_draw_from_the_hull_of_their_labels():
     sub = jax.vmap(lambda k: subclusters.sample_subclusters(
         k, cfg.subclusters, cfg.gmm, subclusters.num_meta(cfg)))(keys)
     m, s = np.asarray(sub["means"]), np.asarray(sub["stds"])
-    assert 150.0 <= m[:, 0].min() and m[:, 0].max() <= 250.0
-    assert 90.0 <= m[:, 1].min() and m[:, 1].max() <= 120.0
-    assert 1.0 <= s[:, 0].min() and s[:, 0].max() <= 3.0
+    assert m[:, 0].min() >= 150.0 and m[:, 0].max() <= 250.0
+    assert m[:, 1].min() >= 90.0 and m[:, 1].max() <= 120.0
+    assert s[:, 0].min() >= 1.0 and s[:, 0].max() <= 3.0
     assert m[:, 2].min() < 60.0 and m[:, 2].max() > 190.0  # WM keeps FetalSynthGen's 25..225
 
 
@@ -269,9 +269,10 @@ def test_priors_files_load_and_bad_files_are_named(tmp_path):
 
 
 def test_estimate_priors_command_reads_a_folder_of_pairs(tmp_path):
-  import nibabel as nib
   import subprocess
   import sys
+
+  import nibabel as nib
   script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "estimate_priors.py"
   for i, (sub, m) in enumerate((("sub-a", 300.0), ("sub-b", 500.0), ("sub-c", 900.0))):
     image, labels = gaussian_image([0.0, m, 1000.0], [0.0, 10.0, 10.0], n=16, seed=i)

@@ -14,10 +14,10 @@ under `jax.vmap`. Tolerances are float32 round-off on O(1) data.
 
 import functools
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from scipy import ndimage
 
 from synthjax._src.ops import resample
@@ -305,7 +305,7 @@ DYNAMIC_CASES = ([(n, m) for n in (1, 5, 14, 22, 36, 80) for m in ("jit", "vmap"
                  + [(14, "eager"), (80, "eager")])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dynamic_matrices(mode, n_out):
   """`dynamic_resize_matrix(n_out, N_MAX, n)` for every n in NODE_COUNTS, stacked (cached)."""
   ns = jnp.asarray(NODE_COUNTS, jnp.float32)

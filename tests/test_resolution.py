@@ -11,16 +11,15 @@ References:
     `sample_resolution`.
 """
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
-from scipy import ndimage
-from scipy import stats
+import numpy as np
+import pytest
+from scipy import ndimage, stats
 
+from synthjax._src.config import ResolutionConfig
 from synthjax._src.ops import filters
 from synthjax._src.stages import resolution
-from synthjax._src.config import ResolutionConfig
 
 # ---------------------------------------------------------------------------------------
 # Reference implementations

@@ -5,11 +5,14 @@ significance levels; the generator's promise is exact replay, so eager, jit and 
 agree bit for bit.
 """
 
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-import jax
-import jax.numpy as jnp
 
 from synthjax._src.ops import rng
 
@@ -76,14 +79,25 @@ def test_uniform_is_open_and_symmetric():
   assert scipy.stats.kstest(u[::7], "uniform").pvalue > 1e-4
 
 
-def test_eager_jit_and_vmap_agree_bitwise():
+@functools.cache
+def _op_by_op_normals():
+  """Three keys and their `voxel_normal` draws computed op by op: the variants' reference."""
   keys = jax.random.split(jax.random.key(7), 3)
-  eager = np.stack([np.asarray(rng.voxel_normal(k, (8, 9, 10))) for k in keys])
-  jitted = np.stack([np.asarray(jax.jit(rng.voxel_normal, static_argnums=1)(k, (8, 9, 10)))
-                     for k in keys])
-  vmapped = np.asarray(jax.jit(jax.vmap(lambda k: rng.voxel_normal(k, (8, 9, 10))))(keys))
-  assert np.array_equal(eager, jitted) and np.array_equal(eager, vmapped)
-  assert not np.array_equal(eager[0], eager[1])
+  with jax.disable_jit():
+    return keys, np.stack([np.asarray(rng.voxel_normal(k, (8, 9, 10))) for k in keys])
+
+
+class AgreementTest(chex.TestCase):
+  """The generator's bits do not depend on how it is called: eagerly, under jit, in a vmap."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_eager_jit_and_vmap_agree_bitwise(self):
+    keys, eager = _op_by_op_normals()
+    normal = self.variant(rng.voxel_normal, static_argnums=1)
+    chex.assert_trees_all_equal(np.stack([normal(k, (8, 9, 10)) for k in keys]), eager)
+    vmapped = self.variant(jax.vmap(lambda k: rng.voxel_normal(k, (8, 9, 10))))
+    chex.assert_trees_all_equal(vmapped(keys), eager)
+    assert not np.array_equal(eager[0], eager[1])
 
 
 def test_raw_keys_work_and_shape_limit_is_checked():

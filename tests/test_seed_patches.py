@@ -3,8 +3,8 @@ grid the label source reads (reoriented and coarsened as the training recipe rea
 
 import pickle
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 
 from synthjax import data, presets

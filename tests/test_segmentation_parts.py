@@ -4,8 +4,10 @@ the DiceCE loss, metrics, slice sampling, scan geometry (orientation, spacing, b
 import itertools
 import os
 
+import chex
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 pytest.importorskip("flax")
 pytest.importorskip("optax")
@@ -13,6 +15,7 @@ pytest.importorskip("optax")
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+from _maps import nested_balls
 from flax import nnx
 from scipy import ndimage
 from scipy.spatial.distance import cdist
@@ -20,30 +23,28 @@ from scipy.spatial.distance import cdist
 from synthjax._src import scans
 from synthjax._src.train import losses, metrics, model, steps
 
-MODES = ["eager", "jit"]
 
+class ConvolutionTest(chex.TestCase):
+  """Both convolution implementations are scipy's 'same' cross-correlation, eagerly and
+  under jit."""
 
-def _maybe_jit(fn, mode):
-  return jax.jit(fn) if mode == "jit" else fn
-
-
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("dim", [2, 3])
-def test_im2col_and_xla_convolutions_match_scipy(dim, mode):
-  rng = np.random.default_rng(dim)
-  size = (9, 8, 7)[:dim]
-  x = rng.normal(size=(2,) + size + (3,)).astype(np.float32)
-  convs = {impl: model.Conv(3, 4, dim=dim, impl=impl, rngs=nnx.Rngs(1)) for impl in
-           model.CONV_IMPLS}
-  w = np.asarray(convs["im2col"].kernel[...])
-  # scipy: 'same' cross-correlation with zero padding, summed over input channels.
-  ref = np.zeros((2,) + size + (4,), np.float64)
-  for b, ci, co in itertools.product(range(2), range(3), range(4)):
-    ref[(b,) + (Ellipsis,) + (co,)] += ndimage.correlate(
-        x[(b,) + (Ellipsis,) + (ci,)].astype(np.float64), w[..., ci, co], mode="constant")
-  for impl, conv in convs.items():
-    out = _maybe_jit(lambda a, c=conv: c(a), mode)(jnp.asarray(x))
-    np.testing.assert_allclose(np.asarray(out), ref, atol=2e-5, err_msg=impl)
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(2, 3)
+  def test_im2col_and_xla_convolutions_match_scipy(self, dim):
+    rng = np.random.default_rng(dim)
+    size = (9, 8, 7)[:dim]
+    x = rng.normal(size=(2,) + size + (3,)).astype(np.float32)
+    convs = {impl: model.Conv(3, 4, dim=dim, impl=impl, rngs=nnx.Rngs(1)) for impl in
+             model.CONV_IMPLS}
+    w = np.asarray(convs["im2col"].kernel[...])
+    # scipy: 'same' cross-correlation with zero padding, summed over input channels.
+    ref = np.zeros((2,) + size + (4,), np.float64)
+    for b, ci, co in itertools.product(range(2), range(3), range(4)):
+      ref[(b,) + (Ellipsis,) + (co,)] += ndimage.correlate(
+          x[(b,) + (Ellipsis,) + (ci,)].astype(np.float64), w[..., ci, co], mode="constant")
+    for impl, conv in convs.items():
+      out = self.variant(lambda a, c=conv: c(a))(jnp.asarray(x))
+      np.testing.assert_allclose(np.asarray(out), ref, atol=2e-5, err_msg=impl)
 
 
 @pytest.mark.parametrize("dim", [2, 3])
@@ -196,6 +197,7 @@ def test_metrics_match_monai():
   NaN included, on the cases above."""
   pytest.importorskip("monai")
   import warnings
+
   import torch
   from monai.metrics import DiceMetric, compute_hausdorff_distance
   labels = [1, 2, 3, 4]
@@ -364,20 +366,9 @@ def test_find_pairs_takes_every_bids_like_pair_of_a_folder(tmp_path):
     scans.find_pairs(tmp_path / "nowhere")
 
 
-def _nested_spheres(shape, spacing, radii_mm):
-  """Labels 1.. in concentric shells of the given outer radii (mm), 0 outside."""
-  g = np.stack(np.meshgrid(*[(np.arange(n) - n / 2 + 0.5) * s for n, s in zip(shape, spacing)],
-                           indexing="ij"), -1)
-  r = np.linalg.norm(g, axis=-1)
-  labels = np.zeros(shape, np.int32)
-  for v, radius in sorted(enumerate(radii_mm, start=1), key=lambda t: -t[1]):
-    labels[r < radius] = v
-  return labels
-
-
 def test_labels_resampled_to_any_spacing_keep_each_volume():
   spacing, target = (0.8, 0.8, 0.8), (2.0, 2.0, 2.0)
-  labels = _nested_spheres((60, 60, 50), spacing, (18.0, 12.0, 8.0))
+  labels = nested_balls((60, 60, 50), (18.0, 12.0, 8.0), spacing)
   out, voxel_affine = scans.resample_labels(labels, spacing, target)
   assert out.shape == (24, 24, 20) and out.dtype == np.int32
   np.testing.assert_allclose(np.diag(voxel_affine)[:3], [2.5, 2.5, 2.5])
@@ -401,7 +392,7 @@ def test_label_reader_brings_maps_of_any_voxel_size_to_one_spacing(tmp_path):
   for name, s in (("fine", 0.5), ("atlas", 0.8)):
     shape = tuple(int(round(40 / s)) for _ in range(3))
     path = tmp_path / f"{name}_dseg.nii.gz"
-    nib.save(nib.Nifti1Image(_nested_spheres(shape, (s,) * 3, (15.0, 8.0)),
+    nib.save(nib.Nifti1Image(nested_balls(shape, (15.0, 8.0), s),
                              np.diag([s, s, s, 1.0])), str(path))
     maps[name] = scans.LabelReader(spacing=(2.0, 2.0, 2.0))(str(path))
   for data, affine in maps.values():

@@ -24,8 +24,8 @@ pytest.importorskip("optax")
 pytest.importorskip("orbax.checkpoint")
 
 import nibabel as nib
-
 from conftest import with_fast_compile, without_fast_compile
+
 from synthjax import cli
 from synthjax._src.train import plot, segment, train
 
@@ -177,6 +177,7 @@ def _check_volumes_and_qc(out, name, seg):
   `<name>_qc.png` is a picture of the expected size with the image and coloured outlines
   in each of its three panels."""
   from PIL import Image
+
   from synthjax._src.train import qc
   labels = np.asarray(seg.dataobj)
   mm3 = abs(float(np.linalg.det(seg.affine[:3, :3])))
@@ -299,6 +300,7 @@ def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monke
   the run folder, status 2, and keeps the previous checkpoint. `--resume` after both
   finishes the run with the losses of an uninterrupted one."""
   import errno
+
   import grain
   out = str(problem["root"] / "interrupted")
   _stop_at_step(monkeypatch, 3, KeyboardInterrupt())
@@ -609,7 +611,8 @@ def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, 
   before the rename, neither a partial file nor the temporary one is left, and a file
   already there keeps its content. `synthjax segment` stopped between a scan's files keeps
   none of that scan's."""
-  from synthjax._src.train import cli as recipe_cli, qc
+  from synthjax._src.train import cli as recipe_cli
+  from synthjax._src.train import qc
 
   real_replace = os.replace
 

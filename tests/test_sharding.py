@@ -20,7 +20,7 @@ def test_sharded_batch_matches_single_samples():
       images, segs = synthjax.synthesize_sharded(keys, params, labels, cfg)
       assert len(images.sharding.device_set) == 4, images.sharding
       for i in range(8):
-        p = jax.tree.map(lambda x: x[i], params)
+        p = element(params, i)
         image, seg = synthjax.synthesize(keys[i], p, labels[i], cfg)
         assert np.array_equal(np.asarray(segs[i]), np.asarray(seg)), i
         assert np.max(np.abs(np.asarray(images[i]) - np.asarray(image))) <= 1e-6, i

@@ -1,9 +1,9 @@
 """The program shell shared by the generator and the ensembles."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 import synthjax
 from synthjax._src import shell

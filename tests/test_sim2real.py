@@ -66,7 +66,7 @@ def test_test_pair_lands_on_the_training_grid(mni):
   # resampled at voxels 0, 2, 4... (the template is already RAS): nearest neighbour there.
   assert image.shape == (98, 116, 94)
   np.testing.assert_array_equal(truth, full[::2, ::2, ::2][:98, :116, :94])
-  assert 0.0 <= image.min() and image.max() <= 1.0
+  assert image.min() >= 0.0 and image.max() <= 1.0
 
 
 def test_pad_to_and_common_shape():

@@ -12,14 +12,14 @@ References written here:
 import dataclasses
 import json
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from scipy import ndimage
 
-from synthjax._src.stages import resolution
 from synthjax._src.config import ResolutionConfig, SynthConfig
+from synthjax._src.stages import resolution
 
 BOX = ResolutionConfig(slice_profile="boxcar")
 TRI = ResolutionConfig(slice_profile="triangle")

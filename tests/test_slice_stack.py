@@ -12,11 +12,13 @@ permute them).
 import functools
 import math
 
-import numpy as np
-import pytest
+import _maps as maps
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.ndimage
+from _batches import element
 
 from synthjax._src.stages import slice_stack
 from synthjax._src.stages.slice_stack import SliceStackConfig
@@ -29,12 +31,7 @@ SIGMA_PER_FWHM = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 def smooth_image(seed=0, shape=SHAPE):
   """A [0, 1] image with edges, smooth content and some texture."""
-  rng = np.random.default_rng(seed)
-  x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
-  img += 0.3 * ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z ** 2 < 0.1)
-  img += 0.1 * rng.random(shape)
-  return img.astype(np.float32)
+  return maps.smooth_image(shape, seed, noise=0.1)
 
 
 # One config for every apply call (apply depends on the config only through the slot axes,
@@ -230,7 +227,7 @@ WALK = {"thickness": 2.0, "gap": 1.0, "offset": 0.25, "rotation_std": 2.0,
         "translation_std": 0.5}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def batch6():
   keys = jax.random.split(jax.random.key(0), 300)
   p = jax.jit(jax.vmap(lambda k: slice_stack.sample_slice_stack(k, CFG6, SHAPE, ISO, WALK)))(keys)
@@ -331,7 +328,7 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
   out = np.asarray(run(x, batch))
   assert out.shape == (3,) + SHAPE and out.dtype == np.float32 and np.isfinite(out).all()
   for i in range(3):
-    p = jax.tree_util.tree_map(lambda v: v[i], batch)
+    p = element(batch, i)
     np.testing.assert_allclose(out[i], apply(x[i], p), atol=1e-5)
   assert np.abs(out[0] - np.asarray(x[0])).max() > 0.05
   # Motion moves the image away from the motion-free acquisition of the same stacks.

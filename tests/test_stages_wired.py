@@ -1,10 +1,12 @@
 """Every optional stage through the whole generator: off is exact, on changes the image,
 params replay bit for bit from JSON, and a vmapped batch matches single calls."""
 
-import numpy as np
-import pytest
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from _maps import boxes
 
 import synthjax
 from synthjax import presets
@@ -14,11 +16,8 @@ SHAPE = (32, 32, 32)
 
 
 def _labels():
-  lab = np.zeros(SHAPE, np.int32)
-  lab[4:28, 5:27, 6:26] = 1
-  lab[9:23, 9:23, 9:23] = 2
-  lab[13:19, 8:24, 12:20] = 3
-  return lab
+  return boxes(SHAPE, (1, (4, 5, 6), (28, 27, 26)), (2, (9, 9, 9), (23, 23, 23)),
+               (3, (13, 8, 12), (19, 24, 20)))
 
 
 # Every registered stage that a plain SynthConfig leaves off.
@@ -85,7 +84,7 @@ def test_stage_off_exact_on_visible_replay_and_vmap(stage):
   assert bool(p_on[stage]["applied"])
   for s in p_base:
     if s != stage:
-      jax.tree.map(np.testing.assert_array_equal, p_on[s], p_base[s])
+      chex.assert_trees_all_equal(p_on[s], p_base[s])
   # Not applied: the same image as the config without the stage.
   p_skip = {**p_on, stage: {**p_on[stage], "applied": jnp.zeros((), bool)}}
   extra = _inputs(stage)

@@ -2,15 +2,17 @@
 Gaussian mixture of the unmoved labels, 1 is the config (to float32 rounding), magnitudes
 shrink by exactly `s` toward each stage's identity, and changing `s` never recompiles."""
 
-import numpy as np
-import pytest
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from _batches import element
+from _maps import three_labels
+from _tracing import jit_name, traced
 
 import synthjax
-from conftest import three_labels
-from synthjax._src import sampling
-from synthjax._src import registry
+from synthjax._src import registry, sampling
 
 N = 16
 # Every stage family on: spatial, intensity, artifacts with a magnitude, and gated stages
@@ -130,16 +132,17 @@ def test_per_key_strengths_under_vmap_match_single_calls(batches):
   batch = synthjax.sample_params(KEYS, CONFIG, strength=s)
   for i in (0, 77, 200):
     one = synthjax.sample_params(KEYS[i], CONFIG, strength=float(s[i]))
-    for a, b in zip(jax.tree.leaves(batch), jax.tree.leaves(one)):
-      np.testing.assert_array_equal(np.asarray(a)[i], b)
+    chex.assert_trees_all_equal(element(batch, i), one)
 
 
 def test_changing_the_strength_never_recompiles(batches):
-  size = sampling._sample_params_jit._cache_size()
-  for s in (0.1, 0.7, 0.3):
-    synthjax.sample_params(KEYS, CONFIG, strength=np.full(len(KEYS), s, np.float32))
-  synthjax.sample_params(KEYS, CONFIG, strength=jnp.full(len(KEYS), 0.9))
-  assert sampling._sample_params_jit._cache_size() == size
+  synthjax.sample_params(KEYS, CONFIG, strength=np.full(len(KEYS), 0.5, np.float32))
+  strengths = jnp.full(len(KEYS), 0.9)
+  with traced() as seen:
+    for s in (0.1, 0.7, 0.3):
+      synthjax.sample_params(KEYS, CONFIG, strength=np.full(len(KEYS), s, np.float32))
+    synthjax.sample_params(KEYS, CONFIG, strength=strengths)
+  assert seen[jit_name(sampling._sample_params_jit)] == 0, seen
 
 
 def test_a_disabled_stage_keeps_its_zeros_at_any_strength():
@@ -178,6 +181,7 @@ def test_a_strength_per_key_must_match_the_keys():
 
 def test_synthesize_batch_takes_a_schedule_of_the_step():
   import optax
+
   from synthjax import data as sdata
   schedule = optax.linear_schedule(0.2, 1.0, 8)
   # A light config: the rendering is not under test here.
@@ -191,8 +195,7 @@ def test_synthesize_batch_takes_a_schedule_of_the_step():
     images, segs, params = run(batch, step)
     pair = jax.vmap(jax.random.split)(keys)
     want = synthjax.sample_params(pair[:, 0], cfg, strength=float(schedule(step)))
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
-      np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(params, want)
   # At step 0 (strength 0.2) the rotations are a fifth of those at full strength.
   full = synthjax.sample_params(pair[:, 0], cfg)
   np.testing.assert_allclose(run(batch, 0)[2]["affine"]["rotation"],

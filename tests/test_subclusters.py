@@ -2,16 +2,19 @@
 
 import os
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
 import nibabel as nib
+import numpy as np
+import pytest
+from _batches import element
+from _maps import boxes
+from _tracing import jit_name, traced
 
 import synthjax
 from synthjax import presets
-from synthjax._src.stages import gmm
-from synthjax._src.stages import subclusters
+from synthjax._src import rendering
+from synthjax._src.stages import gmm, subclusters
 from synthjax.data import load_seed_maps
 
 SHAPE = (24, 20, 16)
@@ -21,11 +24,8 @@ OFF = {name: {"enabled": False} for name in
 
 
 def _labels():
-  lab = np.zeros(SHAPE, np.int32)
-  lab[4:20, 3:17, 2:14] = 1
-  lab[8:16, 6:14, 4:12] = 2
-  lab[10:14, 8:12, 6:10] = 3
-  return lab
+  return boxes(SHAPE, (1, (4, 3, 2), (20, 17, 14)), (2, (8, 6, 4), (16, 14, 12)),
+               (3, (10, 8, 6), (14, 12, 10)))
 
 
 def _seeds(lab, k_max=4, n_meta=3, seed=0):
@@ -155,17 +155,17 @@ def test_seeds_jit_vmap_and_replay():
   params = synthjax.sample_params(keys, cfg)
   batch = jax.vmap(lambda k, p: synthjax.synthesize(k, p, lab, cfg, seeds=seeds))(keys, params)
   for i in range(3):
-    p_i = jax.tree.map(lambda a: a[i], params)
+    p_i = element(params, i)
     img, seg = synthjax.synthesize(keys[i], p_i, lab, cfg, seeds=seeds)
     np.testing.assert_allclose(batch[0][i], img, atol=1e-6)
     np.testing.assert_array_equal(batch[1][i], seg)
     again = synthjax.synthesize(keys[i], synthjax.params_from_json(
         synthjax.params_to_json(p_i), cfg), lab, cfg, seeds=seeds)
     np.testing.assert_array_equal(again[0], img)
-  n = synthjax._src.rendering._synthesize_jit._cache_size()
-  synthjax.synthesize(keys[0], jax.tree.map(lambda a: a[1], params), lab, cfg,
-                      seeds=_seeds(lab, seed=1))
-  assert synthjax._src.rendering._synthesize_jit._cache_size() == n
+  p_1, seeds_1 = jax.tree.map(lambda a: a[1], params), _seeds(lab, seed=1)
+  with traced() as seen:
+    synthjax.synthesize(keys[0], p_1, lab, cfg, seeds=seeds_1)
+  assert seen[jit_name(rendering._synthesize_jit)] == 0, seen
 
 
 def test_seed_input_errors():

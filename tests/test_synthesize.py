@@ -7,12 +7,14 @@ statistics with tolerances derived from the sample size). Key cases run eagerly
 (`jax.disable_jit`), under the jitted `synthesize`, and under `jax.vmap`.
 """
 
-import numpy as np
-import pytest
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.ndimage as ndi
 import scipy.stats
+from _batches import element
 
 import synthjax
 from synthjax._src import registry
@@ -593,7 +595,7 @@ def test_bias_strength_statistics():
       p = synthjax.sample_params(keys, cfg, fixed={"bias": {"std": s, "applied": True},
                                                    "gmm": BIAS_GMM})
     assert p["bias"]["std"].shape == (n_keys,)
-    images = [render("jit", keys[i], jax.tree_util.tree_map(lambda x: x[i], p), lab, cfg)[0]
+    images = [render("jit", keys[i], element(p, i), lab, cfg)[0]
               for i in range(n_keys)]
     var = np.mean([np.var(np.log(im[corners] / off[corners]), ddof=1) for im in images])
     dof = 7 * n_keys
@@ -661,7 +663,7 @@ def test_vmap_matches_single_calls():
   images, segs = jax.vmap(lambda k, q, l: synthjax.synthesize(k, q, l, cfg))(synth_keys, p, labs)
   assert images.shape == (b,) + cfg.shape
   for i in range(b):
-    p_i = jax.tree_util.tree_map(lambda x: x[i], p)
+    p_i = element(p, i)
     # A batch of keys gives the params of each key on its own (here drawn eagerly).
     with jax.disable_jit():
       p_single = synthjax.sample_params(keys[i], cfg)
@@ -674,6 +676,44 @@ def test_vmap_matches_single_calls():
   assert np.abs(np.asarray(images[0]) - np.asarray(images[1])).mean() > 1e-3
   assert not np.array_equal(np.asarray(p["affine"]["rotation"][0]),
                             np.asarray(p["affine"]["rotation"][1]))
+
+
+class ContractTest(chex.TestCase):
+  """`sample_params` and `synthesize` called directly and inside the caller's jit: the
+  same params and images, a vmapped batch equal to its samples, and replay bit for bit."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_sample_and_synthesize_under_the_callers_jit_and_vmap(self):
+    # The plumbing under test is the same for every stage: a light config compiles fast.
+    n = 12
+    cfg = bare_config(shape=(n, n, n), flip={"enabled": True, "prob": 0.5},
+                      noise={"enabled": True, "prob": 1.0, "std": (0.02, 0.05)})
+    labels = jnp.asarray(asym_labels((n, n, n)))
+    keys = jax.random.split(jax.random.key(5), 2)
+    sample = self.variant(synthjax.sample_params, static_argnums=1)
+    render = self.variant(synthjax.synthesize, static_argnums=3)
+    # Against direct calls: the caller's jit may fuse draws differently, by an ulp.
+    p = sample(keys[0], cfg)
+    direct = synthjax.sample_params(keys[0], cfg)
+    chex.assert_trees_all_close(p, direct, rtol=1e-6, atol=1e-6)
+    image, seg = render(keys[1], p, labels, cfg)
+    chex.assert_shape((image, seg), cfg.shape)
+    chex.assert_type((image, seg), (jnp.float32, jnp.int32))
+    want_image, want_seg = synthjax.synthesize(keys[1], direct, labels, cfg)
+    chex.assert_trees_all_equal(seg, want_seg)
+    chex.assert_trees_all_close(image, want_image, atol=1e-6)
+    chex.assert_trees_all_equal(render(keys[1], p, labels, cfg), (image, seg))  # replay
+    # A batch: each element is its own call.
+    batch = self.variant(jax.vmap(lambda k: synthjax.sample_params(k, cfg)))(keys)
+    images, segs = self.variant(jax.vmap(
+        lambda k, q: synthjax.synthesize(k, q, labels, cfg)))(keys, batch)
+    for i in range(2):
+      p_i = element(batch, i)
+      chex.assert_trees_all_close(p_i, sample(keys[i], cfg), rtol=1e-6, atol=1e-6)
+      one_image, one_seg = render(keys[i], p_i, labels, cfg)
+      chex.assert_trees_all_equal(segs[i], one_seg)
+      chex.assert_trees_all_close(images[i], one_image, atol=1e-6)
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
 
 
 @pytest.mark.parametrize("applied", [True, False])

@@ -7,15 +7,17 @@ of 3-D Gaussians. The stages are checked for identity (not applied, zero strengt
 region, background), closed forms, fixing, and jit / vmap agreement.
 """
 
-import numpy as np
-import pytest
+import _maps as maps
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
+from _batches import element
+from _maps import boxes
+from _tracing import traced
 
-from synthjax._src.ops import fields
-from synthjax._src.stages import struct_noise
-from synthjax._src.stages import texture
-from synthjax._src.ops import rng
+from synthjax._src.ops import fields, rng
+from synthjax._src.stages import struct_noise, texture
 
 SHAPE = (32, 32, 32)
 ODD = (24, 28, 33)  # distinct sizes, so an axis mix-up cannot pass
@@ -91,11 +93,7 @@ def struct_params(applied=True, std=0.3, num_blobs=3, num_stages=3, sigmas=None,
 
 
 def smooth_image(shape=SHAPE, seed=0):
-  rng = np.random.default_rng(seed)
-  x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
-  img = img + 0.05 * rng.random(shape)
-  return img.astype(np.float32)
+  return maps.smooth_image(shape, seed, core=False)
 
 
 def box_region(shape=SHAPE, lo=(6, 18, 10), hi=(12, 26, 15)):
@@ -294,7 +292,7 @@ def test_struct_noise_jit_vmap_match_single_calls():
   fn = lambda k, p: struct(k, img, p, cfg, region)
   batch = np.asarray(jax.jit(jax.vmap(fn))(keys, ps))
   for i in range(3):
-    p = jax.tree.map(lambda v: v[i], ps)
+    p = element(ps, i)
     single = np.asarray(fn(keys[i], p))
     np.testing.assert_allclose(batch[i], single, atol=1e-5)
     if i == 0:  # one eager call
@@ -314,10 +312,7 @@ def test_region_mask():
 
 
 def label_map(shape=SHAPE):
-  idx = np.zeros(shape, np.int32)
-  idx[4:28, 4:28, 4:28] = 1
-  idx[10:22, 10:22, 10:22] = 2
-  return idx
+  return boxes(shape, (1, (4, 4, 4), (28, 28, 28)), (2, (10, 10, 10), (22, 22, 22)))
 
 
 def texture_params(applied=True, amplitude=(0.0, 0.1, 0.3), num_scales=3,
@@ -402,7 +397,7 @@ def test_texture_jit_vmap_match_single_calls():
   fn = lambda k, p: textured(k, img, p, cfg, idx, background_index=0)
   batch = np.asarray(jax.jit(jax.vmap(fn))(keys, ps))
   for i in range(3):
-    p = jax.tree.map(lambda v: v[i], ps)
+    p = element(ps, i)
     single = np.asarray(fn(keys[i], p))
     np.testing.assert_allclose(batch[i], single, rtol=1e-5, atol=1e-4)
     if i == 0:  # one eager call
@@ -456,3 +451,15 @@ def test_configs_hashable_and_normalised():
   assert hash(t) == hash(texture.TextureConfig(num_scales=(2, 3)))
   assert t == texture.TextureConfig(num_scales=(2.0, 3.0))  # JSON's floats normalised
   assert t != texture.TextureConfig(num_scales=(2, 4))
+  assert s != struct_noise.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 42),
+                                             std=(0.1, 0.2))
+  # As a static jit argument: an equal config built anew hits the compiled program, a
+  # differing one compiles its own.
+  fn = jax.jit(lambda x, cfg: x * cfg.num_scales[1], static_argnums=1)
+  with traced() as seen:
+    assert fn(1.0, t) == 3.0
+    assert fn(1.0, texture.TextureConfig(num_scales=[2.0, 3.0])) == 3.0
+  assert seen["<lambda>"] == 1, seen
+  with traced() as seen:
+    assert fn(1.0, texture.TextureConfig(num_scales=(2, 4))) == 4.0
+  assert seen["<lambda>"] == 1, seen

@@ -1,11 +1,13 @@
 """`synthjax.warp`: a sample's coordinate map applied to any volume, checked against
 `synthesize` (the same map) and scipy.ndimage (the interpolation)."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 import scipy.ndimage as ndi
+from _batches import element
+from _maps import boxes
 
 import synthjax
 from synthjax._src import warp as warp_src
@@ -19,11 +21,8 @@ CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
 
 
 def _labels():
-  lab = np.zeros(IN_SHAPE, np.int32)
-  lab[3:18, 4:16, 3:19] = 1
-  lab[6:14, 6:12, 6:15] = 2
-  lab[4:9, 10:15, 5:10] = 3
-  return lab
+  return boxes(IN_SHAPE, (1, (3, 4, 3), (18, 16, 19)), (2, (6, 6, 6), (14, 12, 15)),
+               (3, (4, 10, 5), (9, 15, 10)))
 
 
 def _smooth(shape=IN_SHAPE):
@@ -120,7 +119,7 @@ def test_channels_and_a_vmapped_batch_match_single_calls(sample):
   batch = synthjax.sample_params(keys, CONFIG)
   out = jax.vmap(lambda k, p: synthjax.warp(k, p, vol, CONFIG, order=1))(keys, batch)
   for i in range(2):
-    one = synthjax.warp(keys[i], jax.tree.map(lambda x: x[i], batch), vol, CONFIG, order=1)
+    one = synthjax.warp(keys[i], element(batch, i), vol, CONFIG, order=1)
     np.testing.assert_allclose(np.asarray(out[i]), np.asarray(one), atol=1e-5)
 
 

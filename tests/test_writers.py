@@ -10,12 +10,18 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 import pytest
 
-from synthjax.data import (ArrayRecordWriter, NiftiWriter, decode_record, encode_record,
-                           read_arrayrecord, write_dataset)
+from synthjax.data import (
+  ArrayRecordWriter,
+  NiftiWriter,
+  decode_record,
+  encode_record,
+  read_arrayrecord,
+  write_dataset,
+)
 
 SHAPE = (12, 10, 8)  # not a cube, so that a swapped axis shows
 N = 8                # NIfTI samples per run
@@ -256,9 +262,8 @@ def test_nifti_failed_overwrite_leaves_sample_incomplete(tmp_path, monkeypatch):
 
   real_save = nib.save
   monkeypatch.setattr(nib, "save", failing_seg_save)
-  with pytest.raises(OSError, match="I/O error"):
-    with NiftiWriter(tmp_path, overwrite=True) as w2:
-      w2.write(other)
+  with pytest.raises(OSError, match="I/O error"), NiftiWriter(tmp_path, overwrite=True) as w2:
+    w2.write(other)
   # The new image replaced the old one but the seg did not: the old JSON must not vouch for it.
   assert w.done() == set()
 
@@ -269,9 +274,8 @@ def test_nifti_overwrite_protection(tmp_path):
   json_path = w.paths(0)[2]
   before = files(tmp_path)
   other = dict(fake_sample(5), index=0, sidecar={"index": 0, "other": True})
-  with pytest.raises(FileExistsError, match=re.escape(json_path)):
-    with NiftiWriter(tmp_path) as w2:
-      w2.write(other)
+  with pytest.raises(FileExistsError, match=re.escape(json_path)), NiftiWriter(tmp_path) as w2:
+    w2.write(other)
   assert files(tmp_path) == before
 
   with NiftiWriter(tmp_path, overwrite=True) as w3:
@@ -439,7 +443,7 @@ def test_arrayrecord_source_pickles_and_feeds_grain(tmp_path):
   import grain
   write_dataset(ArrayRecordWriter(tmp_path / "train", shard_size=SHARD), range(6), fake_sample)
   src = read_arrayrecord(tmp_path / "train")
-  assert src[1]["index"] == 1  # readers are open now; pickling must drop them
+  assert src[1]["index"] == 1  # the readers are open; pickling must drop them
   clone = pickle.loads(pickle.dumps(src))
   assert len(clone) == 6
   for j in range(6):
@@ -467,7 +471,7 @@ def real_samples():
   config = synthjax.presets.synthseg(sorted(np.unique(labels).tolist()), (16, 16, 16),
                                      (8.0, 8.0, 8.0))
   out = []
-  for i in range(2):  # as cli.cmd_generate builds them
+  for i in range(2):  # as datasets.generate builds them
     pkey, skey = samples.sample_keys(11, i)
     params = synthjax.sample_params(pkey, config)
     image, seg = synthjax.synthesize(skey, params, labels, config)

@@ -14,7 +14,7 @@ refused, `32.0` from JSON is taken as 32).
 Examples:
   >>> @config_class
   ... class Blur:
-  ...   sigma: tuple = field((0.0, 1.0), real_range(low=0.0))
+  ...   sigma: tuple = field(default=(0.0, 1.0), check=real_range(low=0.0))
   >>> Blur(sigma=[0, 2]).sigma
   (0.0, 2.0)
 """
@@ -25,15 +25,24 @@ import dataclasses
 import json
 import math
 import numbers
-from typing import Any, Callable, Optional
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-try:
+# A version check rather than try/except ImportError, so that type checkers see only the
+# typing decorator and read the config classes' fields from it.
+if sys.version_info >= (3, 11):
   from typing import dataclass_transform
-except ImportError:  # Python 3.10: the decorator only informs type checkers
+else:  # Python 3.10: the decorator only informs type checkers
   def dataclass_transform(**_):
     return lambda f: f
+
+if TYPE_CHECKING:
+  from typing import Self
+
+_T = TypeVar("_T", bound="JsonConfig")
 
 # The type of a `(low, high)` range field.
 Range = tuple[float, float]
@@ -41,8 +50,21 @@ Range = tuple[float, float]
 Check = Callable[[str, Any], Any]
 
 
-def field(default, check: Check):
-  """A dataclass field whose value is converted and validated by `check(name, value)`."""
+def field(default: Any = dataclasses.MISSING, check: Check | None = None) -> Any:
+  """A dataclass field whose value is converted and validated by `check(name, value)`.
+
+  Declare it with keywords, `field(default=..., check=...)`: type checkers read a field's
+  default only from the `default=` keyword (PEP 681), and a field without one is required.
+
+  Args:
+    default: the value when the field is not given; leave it out for a required field.
+    check: converts and validates the value; raises `ValueError` naming the field.
+
+  Returns:
+    A `dataclasses.field` carrying `check` in its metadata.
+  """
+  if check is None:
+    raise TypeError("field() needs a check, e.g. field(default=0.0, check=real())")
   return dataclasses.field(default=default, metadata={"check": check})
 
 
@@ -86,9 +108,7 @@ def _bound_text(low, high, low_open, high_open) -> str:
 def _in_bounds(v, low, high, low_open, high_open) -> bool:
   if low is not None and (v <= low if low_open else v < low):
     return False
-  if high is not None and (v >= high if high_open else v > high):
-    return False
-  return True
+  return high is None or (v < high if high_open else v <= high)
 
 
 def to_float(name: str, value: Any) -> float:
@@ -116,7 +136,7 @@ def to_int(name: str, value: Any) -> int:
   return int(v)
 
 
-def real(*, low: Optional[float] = None, high: Optional[float] = None,
+def real(*, low: float | None = None, high: float | None = None,
          low_open: bool = False, high_open: bool = False) -> Check:
   """A finite number within the given bounds."""
   def check(name, value):
@@ -141,7 +161,7 @@ def prob() -> Check:
   return check
 
 
-def integer(*, low: Optional[int] = None, high: Optional[int] = None) -> Check:
+def integer(*, low: int | None = None, high: int | None = None) -> Check:
   """An integer within the given (inclusive) bounds."""
   def check(name, value):
     v = to_int(name, value)
@@ -191,7 +211,7 @@ def _pair(name: str, value: Any, what: str) -> tuple:
   return items
 
 
-def real_range(*, low: Optional[float] = None, high: Optional[float] = None,
+def real_range(*, low: float | None = None, high: float | None = None,
                low_open: bool = False, high_open: bool = False) -> Check:
   """A `(low, high)` pair of finite numbers, `low <= high`, both within the bounds."""
   def check(name, value):
@@ -211,7 +231,7 @@ def real_range(*, low: Optional[float] = None, high: Optional[float] = None,
   return check
 
 
-def int_range(*, low: int, high: Optional[int] = None, high_at_least: Optional[int] = None,
+def int_range(*, low: int, high: int | None = None, high_at_least: int | None = None,
               what: str = "") -> Check:
   """A `(low, high)` pair of integers with `low <= first <= second <= high`.
 
@@ -255,7 +275,7 @@ def axes() -> Check:
   return check
 
 
-def integers(*, low: Optional[int] = None, high: Optional[int] = None, distinct: bool = False,
+def integers(*, low: int | None = None, high: int | None = None, distinct: bool = False,
              nonempty: bool = False) -> Check:
   """A tuple of integers (one may be given alone), each within `[low, high]`."""
   def check(name, value):
@@ -317,7 +337,7 @@ def label_groups() -> Check:
   return check
 
 
-def label_ranges(*, low: Optional[float] = None) -> Check:
+def label_ranges(*, low: float | None = None) -> Check:
   """`(label, low, high)` triples: distinct integer labels, each with a range of finite
   numbers `low <= high` (each `>= low` when given)."""
   def check(name, value):
@@ -340,7 +360,7 @@ def label_ranges(*, low: Optional[float] = None) -> Check:
   return check
 
 
-def from_mapping(cls, d: Any):
+def from_mapping(cls: type[_T], d: Any) -> _T:
   """`cls(**d)` for a config dataclass, refusing a non-dict and unknown or missing fields
   with a message naming them."""
   name = cls.__name__
@@ -361,18 +381,20 @@ def from_mapping(cls, d: Any):
 class JsonConfig:
   """JSON round trip for a config dataclass: `to_dict` / `to_json`, and `from_dict` /
   `from_json`, which refuse unknown and missing fields (`from_mapping`)."""
+  # Set on each subclass by `config_class`; declared so that type checkers see a dataclass.
+  __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
-  def to_dict(self) -> dict:
+  def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   def to_json(self) -> str:
     return json.dumps(self.to_dict(), sort_keys=True)
 
   @classmethod
-  def from_dict(cls, d: dict):
+  def from_dict(cls, d: dict[str, Any]) -> Self:
     """A config from `to_dict`'s output (nested configs as dicts, lists for tuples)."""
     return from_mapping(cls, d)
 
   @classmethod
-  def from_json(cls, text: str):
+  def from_json(cls, text: str) -> Self:
     return cls.from_dict(json.loads(text))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 ENV_OFF = "SYNTHJAX_NO_CACHE"
 
@@ -31,7 +30,7 @@ def disabled_by_env() -> bool:
   return os.environ.get(ENV_OFF, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def enable(folder: Optional[str] = None) -> Optional[str]:
+def enable(folder: str | None = None) -> str | None:
   """Turns on JAX's persistent compilation cache in `folder` (default `default_dir()`).
 
   Call it before the first compilation. Does nothing under `SYNTHJAX_NO_CACHE`, and keeps a
@@ -44,7 +43,8 @@ def enable(folder: Optional[str] = None) -> Optional[str]:
   import jax
   if disabled_by_env():
     return None
-  configured = jax.config.jax_compilation_cache_dir
+  # JAX's flags are attributes its Config class does not declare.
+  configured = jax.config.jax_compilation_cache_dir  # pyright: ignore[reportAttributeAccessIssue]
   if configured:
     return configured
   folder = prepare(folder if folder is not None else default_dir())
@@ -59,7 +59,7 @@ def enable(folder: Optional[str] = None) -> Optional[str]:
   return folder
 
 
-def prepare(folder) -> Optional[str]:
+def prepare(folder) -> str | None:
   """`folder`, created if needed, or None with a one-line warning on stderr when it cannot
   be created or written."""
   folder = os.fspath(folder)

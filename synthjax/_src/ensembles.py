@@ -57,17 +57,30 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Optional
+from typing import Any
 
-import numpy as np
 import jax
+import jax.core
 import jax.numpy as jnp
+import numpy as np
+from numpy.typing import ArrayLike
 
-from synthjax._src.ops import draw
-from synthjax._src.ops import resample
 from synthjax._src import shell
-from synthjax._src.checks import (JsonConfig, choice, config_class, field, flag, int_range,
-                                  integer, optional, prob, real_range, sizes)
+from synthjax._src.checks import (
+  JsonConfig,
+  choice,
+  config_class,
+  field,
+  flag,
+  int_range,
+  integer,
+  optional,
+  prob,
+  real_range,
+  sizes,
+)
+from synthjax._src.ops import draw, resample
+from synthjax._src.pytypes import PRNGKey
 
 Range = tuple[float, float]
 _LABEL_MODES = ("slot", "offset")
@@ -127,33 +140,33 @@ class EnsembleConfig(JsonConfig):
       label of the template stack (random shapes: `num_shape_labels[1]`). Template
       labels above it are not painted.
   """
-  shape: tuple[int, int, int] = field((128, 128, 128), sizes(3, low=2))
-  num_templates: tuple[int, int] = field((20, 39), int_range(low=0, high_at_least=1,
-                                                           what="template"))
-  rotation: Range = field((-180.0, 180.0), real_range())
-  scaling: Range = field((0.5, 1.5), real_range(low=0.0, low_open=True))
-  shear: Range = field((-0.5, 0.5), real_range())
-  prob_reflect: float = field(0.5, prob())
-  translation: Range = field((-0.4, 0.4), real_range())
-  shape_radius: Range = field((0.1, 0.25), real_range(low=0.0, low_open=True))
-  shape_noise: Range = field((0.0, 0.3), real_range(low=0.0))
-  num_shape_labels: tuple[int, int] = field((1, 4), int_range(low=1))
-  shape_grid: int = field(6, integer(low=2))
-  median_filter: bool = field(True, flag())
-  prob_sphere: float = field(2.0 / 3.0, prob())
-  sphere_radius: Range = field((0.375, 0.5625), real_range(low=0.0, low_open=True))
-  sphere_shift: Range = field((-0.25, 0.25), real_range())
-  sphere_noise: Range = field((0.02, 0.15), real_range(low=0.0))
-  sphere_grid_scale: Range = field((0.0625, 0.25), real_range(low=0.0, high=1.0,
-                                                                low_open=True))
-  envelope_label: Optional[int] = field(1, optional(integer(low=1)))
-  prob_envelope: float = field(1.0, prob())
-  rim_label: Optional[int] = field(None, optional(integer(low=1)))
-  prob_rim: float = field(0.5, prob())
-  rim_width: Range = field((2.0, 4.0), real_range(low=0.0))
-  label_mode: str = field("slot", choice(_LABEL_MODES))
-  label_offset: int = field(2, integer(low=1))
-  label_stride: Optional[int] = field(None, optional(integer(low=1)))
+  shape: tuple[int, int, int] = field(default=(128, 128, 128), check=sizes(3, low=2))
+  num_templates: tuple[int, int] = field(
+      default=(20, 39), check=int_range(low=0, high_at_least=1, what="template"))
+  rotation: Range = field(default=(-180.0, 180.0), check=real_range())
+  scaling: Range = field(default=(0.5, 1.5), check=real_range(low=0.0, low_open=True))
+  shear: Range = field(default=(-0.5, 0.5), check=real_range())
+  prob_reflect: float = field(default=0.5, check=prob())
+  translation: Range = field(default=(-0.4, 0.4), check=real_range())
+  shape_radius: Range = field(default=(0.1, 0.25), check=real_range(low=0.0, low_open=True))
+  shape_noise: Range = field(default=(0.0, 0.3), check=real_range(low=0.0))
+  num_shape_labels: tuple[int, int] = field(default=(1, 4), check=int_range(low=1))
+  shape_grid: int = field(default=6, check=integer(low=2))
+  median_filter: bool = field(default=True, check=flag())
+  prob_sphere: float = field(default=2.0 / 3.0, check=prob())
+  sphere_radius: Range = field(default=(0.375, 0.5625), check=real_range(low=0.0, low_open=True))
+  sphere_shift: Range = field(default=(-0.25, 0.25), check=real_range())
+  sphere_noise: Range = field(default=(0.02, 0.15), check=real_range(low=0.0))
+  sphere_grid_scale: Range = field(
+      default=(0.0625, 0.25), check=real_range(low=0.0, high=1.0, low_open=True))
+  envelope_label: int | None = field(default=1, check=optional(integer(low=1)))
+  prob_envelope: float = field(default=1.0, check=prob())
+  rim_label: int | None = field(default=None, check=optional(integer(low=1)))
+  prob_rim: float = field(default=0.5, check=prob())
+  rim_width: Range = field(default=(2.0, 4.0), check=real_range(low=0.0))
+  label_mode: str = field(default="slot", check=choice(_LABEL_MODES))
+  label_offset: int = field(default=2, check=integer(low=1))
+  label_stride: int | None = field(default=None, check=optional(integer(low=1)))
 
   def _check_together(self):
     n = type(self).__name__
@@ -174,7 +187,7 @@ class EnsembleConfig(JsonConfig):
     """Static number of template slots (`num_templates[1]`)."""
     return self.num_templates[1]
 
-  def replace(self, **changes) -> "EnsembleConfig":
+  def replace(self, **changes: Any) -> EnsembleConfig:
     return dataclasses.replace(self, **changes)
 
 
@@ -191,7 +204,7 @@ def _stride(cfg: EnsembleConfig, max_template_label) -> int:
   return max(int(max_template_label), 1)
 
 
-def max_label(cfg: EnsembleConfig, max_template_label: Optional[int] = None) -> int:
+def max_label(cfg: EnsembleConfig, max_template_label: int | None = None) -> int:
   """Largest label value `cfg` can produce (templates with labels up to
   `max_template_label`, or the random-shapes source when None)."""
   special = max([0] + [v for v in (cfg.envelope_label, cfg.rim_label) if v is not None])
@@ -201,7 +214,7 @@ def max_label(cfg: EnsembleConfig, max_template_label: Optional[int] = None) -> 
   return max(special, cfg.label_offset + n * _stride(cfg, max_template_label) - 1)
 
 
-def ensemble_labels(cfg: EnsembleConfig, templates=None) -> list[int]:
+def ensemble_labels(cfg: EnsembleConfig, templates: ArrayLike | None = None) -> list[int]:
   """Every label value `render_ensemble` can produce with `cfg` and `templates`, sorted.
 
   Args:
@@ -246,7 +259,7 @@ _SYNTH_STREAMS = {"sphere": 0, "shapes": 1}
 PARAM_NAMES = tuple(_PARAM_STREAMS)
 
 
-def _param_specs(cfg: EnsembleConfig) -> dict:
+def _param_specs(cfg: EnsembleConfig) -> dict[str, Any]:
   """Shape and dtype of every params entry."""
   n = cfg.num_templates[1]
   f, i, b = jnp.float32, jnp.int32, jnp.bool_
@@ -274,7 +287,7 @@ def _unit(bits):
   return one - 1.0
 
 
-def _sample_one(key, cfg: EnsembleConfig, fixed: dict) -> dict:
+def _sample_one(key, cfg: EnsembleConfig, fixed: dict[str, Any]) -> dict[str, Any]:
   specs = _param_specs(cfg)
   rows = max(max(math.prod(shape), 1) for shape, _ in specs.values())
   block = jax.random.bits(key, (rows, len(_PARAM_STREAMS)), jnp.uint32)
@@ -338,7 +351,8 @@ def _check_fixed(fixed, cfg):
   return {k: v for k, v in fixed.items() if v is not None}
 
 
-def sample_ensemble_params(key, cfg: EnsembleConfig, *, fixed=None) -> dict:
+def sample_ensemble_params(key: PRNGKey, cfg: EnsembleConfig, *, fixed: dict[str, Any] | None = None
+                           ) -> dict[str, Any]:
   """Draws the parameters of one label ensemble (or of a batch of keys).
 
   Args:
@@ -350,15 +364,16 @@ def sample_ensemble_params(key, cfg: EnsembleConfig, *, fixed=None) -> dict:
 
   Returns:
     A flat dict of arrays:
-      `num_templates` int32 `()`: active slots (the first ones); the rest paint nothing.
-      `template_index` int32 `(n,)`: template of each slot, taken modulo the stack size.
-      `rotation` (deg), `scaling`, `shear`, `translation` (fraction of the output size)
-        float32 `(n, 3)`, `reflect` bool `(n, 3)`: each slot's affine.
-      `shape_radius`, `shape_noise` float32 `(n,)`, `num_shape_labels` int32 `(n,)`:
-        random-shapes source only.
-      `sphere_applied` bool, `sphere_radius` (fraction of `min(shape)`), `sphere_shift`
-        `(3,)` (fraction of the shape), `sphere_noise`, `sphere_grid_scale`: the mask.
-      `envelope_applied`, `rim_applied` bool, `rim_width` (voxels).
+
+    - `num_templates` int32 `()`: active slots (the first ones); the rest paint nothing.
+    - `template_index` int32 `(n,)`: template of each slot, taken modulo the stack size.
+    - `rotation` (deg), `scaling`, `shear`, `translation` (fraction of the output size)
+      float32 `(n, 3)`, `reflect` bool `(n, 3)`: each slot's affine.
+    - `shape_radius`, `shape_noise` float32 `(n,)`, `num_shape_labels` int32 `(n,)`:
+      random-shapes source only.
+    - `sphere_applied` bool, `sphere_radius` (fraction of `min(shape)`), `sphere_shift`
+      `(3,)` (fraction of the shape), `sphere_noise`, `sphere_grid_scale`: the mask.
+    - `envelope_applied`, `rim_applied` bool, `rim_width` (voxels).
   """
   if not isinstance(cfg, EnsembleConfig):
     raise TypeError(f"cfg must be an EnsembleConfig, got {type(cfg).__name__}")
@@ -376,7 +391,8 @@ def _mat3(a, b):
           for i in range(3)]
 
 
-def slot_matrix(rotation, scaling, shear, reflect):
+def slot_matrix(rotation: jax.Array, scaling: jax.Array, shear: jax.Array,
+                reflect: jax.Array) -> list[list[Any]]:
   """Linear part `Rz Ry Rx @ Shear @ diag(±scaling)` of a slot's output-to-template map.
 
   Rotation angles in degrees about axes 0, 1, 2 (as `geometry.affine_matrix`); `shear`
@@ -406,7 +422,8 @@ def _small_grid_coords(x, n_out, g):
   return jnp.minimum(x * ((g - 1.0) / max(n_out - 1, 1)), g - 1.0)
 
 
-def sphere_mask(key, p: dict, cfg: EnsembleConfig):
+def sphere_mask(key: PRNGKey, p: dict[str, Any], cfg: EnsembleConfig
+                ) -> tuple[jax.Array, jax.Array]:
   """Deformed sphere: returns `(inside, rim)` bool maps of `cfg.shape`.
 
   `inside` is `|x - c| <= R (1 + sphere_noise * n(x))` with `R = sphere_radius *
@@ -437,7 +454,7 @@ def _shape_channels(cfg: EnsembleConfig) -> int:
   return 1 + (n_lab if cfg.label_mode == "offset" and n_lab > 1 else 0)
 
 
-def shape_fields(key, cfg: EnsembleConfig) -> jax.Array:
+def shape_fields(key: PRNGKey, cfg: EnsembleConfig) -> jax.Array:
   """Unit Gaussian small-grid fields of every slot's random shape, `(n, g, g, g, C)`:
   channel 0 modulates the boundary, channels 1.. score the labels ("offset" mode)."""
   g = cfg.shape_grid
@@ -547,7 +564,8 @@ def _as_device_params(params, cfg):
   return out
 
 
-def render_ensemble(key, params: dict, templates, cfg: EnsembleConfig) -> jax.Array:
+def render_ensemble(key: PRNGKey, params: dict[str, Any], templates: ArrayLike | None,
+                    cfg: EnsembleConfig) -> jax.Array:
   """Renders one label ensemble.
 
   Pure and deterministic: the same `(key, params, templates, cfg)` gives the same map.

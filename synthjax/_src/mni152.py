@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from synthjax._src import nifti
+
 TISSUES = {1: "CSF", 2: "grey matter", 3: "white matter"}
 
 
@@ -31,7 +33,7 @@ def split_mni152(image_path, label_path, folder):
   for real-image fine-tuning, the inferior half for testing (no test voxel is trained on).
   Returns `(superior_pair, inferior_pair)`."""
   import nibabel as nib
-  img, lab = nib.load(image_path), nib.load(label_path)
+  img, lab = nifti.load_image(image_path), nifti.load_image(label_path)
   labels = np.asarray(lab.dataobj)
   zs = np.nonzero(labels.any(axis=(0, 1)))[0]
   mid = int((zs[0] + zs[-1] + 1) // 2)
@@ -40,8 +42,9 @@ def split_mni152(image_path, label_path, folder):
     pair = []
     for src, kind in ((img, "T1w"), (lab, "dseg")):
       data = np.asarray(src.dataobj)[:, :, sl]
-      affine = src.affine.copy()
-      affine[:3, 3] = src.affine[:3, :3] @ [0, 0, sl.start or 0] + src.affine[:3, 3]
+      src_affine = np.asarray(src.affine)
+      affine = src_affine.copy()
+      affine[:3, 3] = src_affine[:3, :3] @ [0, 0, sl.start or 0] + src_affine[:3, 3]
       path = os.path.join(folder, f"mni152_{part}_{kind}.nii.gz")
       nib.save(nib.Nifti1Image(data, affine), path)
       pair.append(path)
@@ -58,7 +61,7 @@ def _cubic_zoom(grid, shape):
   out = grid.astype(np.float64)
   for ax, n in enumerate(shape):
     k = grid.shape[ax]
-    matrix = ndimage.zoom(np.eye(k), (n / k, 1.0), order=3)
+    matrix = np.asarray(ndimage.zoom(np.eye(k), (n / k, 1.0), order=3))
     out = np.moveaxis(np.tensordot(matrix, out, axes=([1], [ax])), 0, ax)
   return out.astype(np.float32)
 
@@ -93,7 +96,8 @@ def build_mni152(folder, n_train, seed=0):
       r[i0, i0], r[i0, i1], r[i1, i0], r[i1, i1] = c, -s, s, c
       rot = rot @ r
     m = (rot * scale).astype(np.float32)
-    coords = np.tensordot(m, grid - centre[:, None, None, None], axes=1) + centre[:, None, None, None]
+    ctr = centre[:, None, None, None]
+    coords = np.tensordot(m, grid - ctr, axes=1) + ctr
     for ax in range(3):  # smooth displacement, up to ~4 voxels
       noise = rng.normal(size=tuple(max(2, n // 16) for n in shape)).astype(np.float32)
       coords[ax] += 2.0 * _cubic_zoom(noise, shape)

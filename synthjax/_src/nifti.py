@@ -5,9 +5,17 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from typing import cast
 
-import numpy as np
 import nibabel as nib
+import numpy as np
+from nibabel.spatialimages import SpatialImage
+
+
+def load_image(path: str | os.PathLike) -> SpatialImage:
+  """`nibabel.load(path)`, typed as the spatial image (`affine`, `shape`, `dataobj`) that a
+  volume file gives; nibabel annotates `load` with its file-image base class."""
+  return cast(SpatialImage, nib.load(path))
 
 
 def load_label_map(path):
@@ -21,7 +29,7 @@ def load_label_map(path):
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such file")
   try:
-    img = nib.load(path)
+    img = load_image(path)
     data = np.asanyarray(img.dataobj)
   except Exception as e:  # nibabel raises many types for corrupt files
     raise ValueError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from e

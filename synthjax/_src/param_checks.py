@@ -13,7 +13,10 @@ is checked. Traced values (under `jit` or `vmap`) cannot be inspected and pass u
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.core
 import numpy as np
 
 from synthjax._src import registry
@@ -23,7 +26,8 @@ def _where(index) -> str:
   return "".join(f"[{int(i)}]" for i in index)
 
 
-def check_values(params: dict, config, template: dict, *, what: str = "params") -> None:
+def check_values(params: dict[str, Any], config, template: dict[str, Any], *,
+                 what: str = "params") -> None:
   """Raises `ValueError` naming the entry path (`affine.rotation[1]`) and the value of the
   first entry of `params` that is non-finite or outside its domain, or an `applied` flag
   set for a stage that `config` disables.

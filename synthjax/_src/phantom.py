@@ -8,6 +8,8 @@ left to right, axis 1 posterior to anterior, axis 2 inferior to superior (RAS).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 PHANTOM_LABELS = (0, 2, 3, 4, 8, 10, 16, 24, 41, 42, 43, 47, 49)
@@ -22,7 +24,8 @@ def _ellipsoid(x, y, z, centre, radii):
           + ((z - centre[2]) / radii[2]) ** 2)
 
 
-def brain_phantom(shape=(96, 96, 96), spacing=2.0):
+def brain_phantom(shape: Sequence[int] = (96, 96, 96), spacing: float = 2.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """Returns `(labels, affine)`: an int32 label map and its RAS voxel-to-mm affine.
 
   The field of view is `shape * spacing` mm (192 mm by default), with an adult-sized

@@ -7,13 +7,22 @@ deformations and resolutions is visible at a glance.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+from synthjax._src.pytypes import PathLike
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
 
 _OUTLINE = np.array([255, 64, 32], np.uint8)
 _GAP = 4
 
 
-def save_png(path, rgb: np.ndarray) -> None:
+def save_png(path: PathLike, rgb: np.ndarray) -> None:
   """Writes an (H, W, 3) uint8 array as an 8-bit RGB PNG (with Pillow)."""
   from PIL import Image
   rgb = np.ascontiguousarray(rgb, np.uint8)
@@ -22,7 +31,7 @@ def save_png(path, rgb: np.ndarray) -> None:
   Image.fromarray(rgb, "RGB").save(path, format="PNG")
 
 
-def label_colors(values) -> dict:
+def label_colors(values: Iterable[int]) -> dict[int, np.ndarray]:
   """A fixed, distinct colour per label value (background black)."""
   out = {}
   for v in values:
@@ -54,10 +63,14 @@ def _pad(panel, h, w):
   return out
 
 
-def render_row(image=None, seg=None, labels=None, colors=None):
+def render_row(image: ArrayLike | None = None, seg: ArrayLike | None = None,
+               labels: ArrayLike | None = None,
+               colors: Mapping[int, np.ndarray] | None = None) -> list[np.ndarray]:
   """Three panels: image with seg outline, or coloured labels."""
   panels = []
   if labels is not None:
+    if colors is None:
+      colors = label_colors(np.unique(np.asarray(labels)).tolist())
     for sl in _slices(np.asarray(labels)):
       rgb = np.zeros(sl.shape + (3,), np.uint8)
       for v, c in colors.items():
@@ -72,7 +85,7 @@ def render_row(image=None, seg=None, labels=None, colors=None):
   return panels
 
 
-def montage(rows) -> np.ndarray:
+def montage(rows: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
   """Stacks rows of three panels into one RGB image with gaps."""
   widths = [max(r[a].shape[1] for r in rows) for a in range(3)]
   height = max(p.shape[0] for r in rows for p in r)
@@ -81,11 +94,12 @@ def montage(rows) -> np.ndarray:
     line = []
     for a in range(3):
       line += [_pad(r[a], height, widths[a]), np.zeros((height, _GAP, 3), np.uint8)]
-    lines += [np.concatenate(line[:-1], axis=1), np.zeros((_GAP, sum(widths) + 2 * _GAP, 3), np.uint8)]
+    gap = np.zeros((_GAP, sum(widths) + 2 * _GAP, 3), np.uint8)
+    lines += [np.concatenate(line[:-1], axis=1), gap]
   return np.concatenate(lines[:-1], axis=0)
 
 
-def preview(labels, config, *, n: int = 8, seed: int = 0):
+def preview(labels: ArrayLike, config: SynthConfig, *, n: int = 8, seed: int = 0) -> np.ndarray:
   """RGB montage (H, W, 3) uint8 of the input labels and `n` samples of `config`.
 
   Sample `i` uses the keys of `synthjax generate --seed seed` sample `i`. Usable in a

@@ -28,12 +28,17 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from synthjax._src.checks import (JsonConfig, config_class, field, integer, label_ranges,
-                                  positives)
+from synthjax._src.checks import JsonConfig, config_class, field, integer, label_ranges, positives
+from synthjax._src.pytypes import PathLike
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
 
 MAD_TO_STD = 1.4826
 
@@ -50,10 +55,10 @@ class IntensityPriors(JsonConfig):
     spacing: the voxel size in mm the stds were measured at.
     num_images: how many images they come from.
   """
-  mean: tuple = field((), label_ranges())
-  std: tuple = field((), label_ranges(low=0.0))
-  spacing: tuple = field((1.0, 1.0, 1.0), positives(3))
-  num_images: int = field(0, integer(low=0))
+  mean: tuple = field(default=(), check=label_ranges())
+  std: tuple = field(default=(), check=label_ranges(low=0.0))
+  spacing: tuple = field(default=(1.0, 1.0, 1.0), check=positives(3))
+  num_images: int = field(default=0, check=integer(low=0))
 
   def _check_together(self):
     if self.std and [r[0] for r in self.mean] != [r[0] for r in self.std]:
@@ -64,7 +69,7 @@ class IntensityPriors(JsonConfig):
   def labels(self) -> tuple[int, ...]:
     return tuple(r[0] for r in self.mean)
 
-  def stds_at(self, noise_spacing) -> tuple:
+  def stds_at(self, noise_spacing: Sequence[float]) -> tuple[tuple[float, float, float], ...]:
     """The std triples for a generator whose per-voxel stds describe voxels of
     `noise_spacing` (`SynthConfig.noise_spacing`, or its `spacing`): white noise averaged
     over a voxel `V` times larger has `sqrt(V)` times less spread, so the stds measured at
@@ -73,10 +78,12 @@ class IntensityPriors(JsonConfig):
     return tuple((l, lo * f, hi * f) for l, lo, hi in self.std)
 
 
-def estimate(images: Sequence, label_maps: Sequence, *, spacing, classes=None,
+def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
+             spacing: float | Sequence[float],
+             classes: Sequence[Sequence[int]] | None = None,
              skip: Sequence[int] = (0,), scale: float = 255.0, percentile: float = 99.5,
              mean_margin: float = 0.1, std_factor: float = 1.5,
-             min_voxels: int = 20, names: Optional[Sequence[str]] = None) -> IntensityPriors:
+             min_voxels: int = 20, names: Sequence[str] | None = None) -> IntensityPriors:
   """Each label's mean and std ranges in real scans (SynthSeg's `estimate_priors.py`).
 
   Args:
@@ -120,7 +127,7 @@ def estimate(images: Sequence, label_maps: Sequence, *, spacing, classes=None,
   if not 0.0 < percentile <= 100.0 or scale <= 0 or mean_margin < 0 or std_factor < 1.0:
     raise ValueError(f"estimate needs 0 < percentile <= 100, scale > 0, mean_margin >= 0 and "
                      f"std_factor >= 1, got {percentile}, {scale}, {mean_margin}, {std_factor}")
-  skip = {int(v) for v in skip}
+  skipped = {int(v) for v in skip}
   group_of = {}
   for g, group in enumerate(classes or ()):
     for v in group:
@@ -137,10 +144,10 @@ def estimate(images: Sequence, label_maps: Sequence, *, spacing, classes=None,
     if not np.all(np.isfinite(image)):
       raise ValueError(f"{name}: image has {int((~np.isfinite(image)).sum())} non-finite "
                        f"voxel(s)")
-    present = [int(v) for v in np.unique(labels) if int(v) not in skip]
+    present = [int(v) for v in np.unique(labels) if int(v) not in skipped]
     inside = np.isin(labels, present)
     if not inside.any():
-      raise ValueError(f"{name}: no labelled voxel outside the skipped labels {sorted(skip)}")
+      raise ValueError(f"{name}: no labelled voxel outside the skipped labels {sorted(skipped)}")
     top = np.percentile(image[inside], percentile)
     if top <= 0:
       raise ValueError(f"{name}: the {percentile}th percentile of its labelled voxels is "
@@ -191,7 +198,7 @@ FETAL_T2W = IntensityPriors(
     std=(), spacing=(2.0, 2.0, 2.0), num_images=5)
 
 
-def load(path) -> IntensityPriors:
+def load(path: PathLike) -> IntensityPriors:
   """The `IntensityPriors` stored in a JSON file (`IntensityPriors.to_json`).
 
   Raises:
@@ -204,7 +211,7 @@ def load(path) -> IntensityPriors:
     raise ValueError(f"{path}: not an intensity priors JSON ({e})") from None
 
 
-def apply(config, priors: IntensityPriors):
+def apply(config: SynthConfig, priors: IntensityPriors) -> SynthConfig:
   """`config` with its GMM drawing each label of `priors` from the measured ranges (stds
   converted to the config's noise voxel, `IntensityPriors.stds_at`); other labels keep the
   config's ranges. Sub-label classes (FetalSynthGen's subclusters), when enabled, draw

@@ -17,7 +17,11 @@ ones; a grainy image (spread too high, contrast too low) or a flat one moves it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 # Spreads and contrasts are compared as logarithms; this floor keeps a flat tissue (spread
 # 0: a zero background) and a vanishing contrast finite.
@@ -25,7 +29,8 @@ LOG_FLOOR = 1e-3
 MAD_TO_STD = 1.4826
 
 
-def touching_pairs(labels, label_values=None, *, min_faces: int = 1) -> tuple:
+def touching_pairs(labels: ArrayLike, label_values: Sequence[int] | None = None, *,
+                   min_faces: int = 1) -> tuple[tuple[int, int], ...]:
   """Pairs `(a, b)`, `a < b`, of label values that share at least `min_faces` voxel faces.
 
   Args:
@@ -55,7 +60,8 @@ def touching_pairs(labels, label_values=None, *, min_faces: int = 1) -> tuple:
                       and (keep is None or (p[0] in keep and p[1] in keep))))
 
 
-def tissue_statistics(image, labels, label_values, pairs=()) -> dict:
+def tissue_statistics(image: ArrayLike, labels: ArrayLike, label_values: Sequence[int],
+                      pairs: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
   """Intensity, spread and contrast of the tissues of one image.
 
   Args:
@@ -98,7 +104,7 @@ def _collect(stats_list, kind):
   return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
-def wasserstein1(x, y) -> float:
+def wasserstein1(x: ArrayLike, y: ArrayLike) -> float:
   """The 1-Wasserstein distance between two 1-D samples (their quantile functions' mean
   absolute difference, `scipy.stats.wasserstein_distance` for equal weights)."""
   x, y = np.sort(np.asarray(x, np.float64)), np.sort(np.asarray(y, np.float64))
@@ -110,7 +116,8 @@ def wasserstein1(x, y) -> float:
   return float(np.sum(np.abs(cdf_x - cdf_y) * deltas))
 
 
-def realism_distance(synthetic, real) -> dict:
+def realism_distance(synthetic: Sequence[dict[str, Any]], real: Sequence[dict[str, Any]]
+                     ) -> dict[str, Any]:
   """How far synthetic images' spreads and contrasts lie from real ones'.
 
   Args:

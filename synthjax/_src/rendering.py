@@ -30,6 +30,7 @@ from synthjax._src import labelmaps
 from synthjax._src import registry
 from synthjax._src import sampling
 from synthjax._src.config import SynthConfig
+from synthjax._src.ops import batching
 from synthjax._src.ops import lookup
 from synthjax._src.ops import precision
 from synthjax._src.ops import resample
@@ -43,9 +44,15 @@ __all__ = ["render", "synthesize"]
 def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
            spatial_key=None):
   """The body of `synthesize`, traceable as it is (params already device arrays): the
-  views and the sharded batch render through it."""
+  views and the sharded batch render through it. Under `jax.vmap` it renders sample by
+  sample (`batching.per_sample`), so a sample of a batch is the single call's bits."""
   if not isinstance(config, SynthConfig):
     raise TypeError(f"config must be a SynthConfig, got {type(config).__name__}")
+  body = lambda k, p, l, s, i, sk: _render(k, p, l, config, s, i, sk)
+  return batching.per_sample(body)(key, params, labels, seeds, image, spatial_key)
+
+
+def _render(key, params, labels, config: SynthConfig, seeds, image, spatial_key):
   if config.num_channels > 1:
     return channels.render_channels(_render_one, key, params, labels, config, seeds, image,
                                     spatial_key)

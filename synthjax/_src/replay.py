@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class Sample:
   source: dict
   labels: np.ndarray
   affine: np.ndarray
-  seeds: Optional[np.ndarray] = None
+  seeds: np.ndarray | None = None
 
   @property
   def output_affine(self) -> np.ndarray:
@@ -122,8 +122,14 @@ def load_sample(path, *, force: bool = False) -> Sample:
       (`InputChangedError`, unless `force`).
 
   Examples:
-    >>> s = synthjax.load_sample("out/sample_00002_params.json")    # doctest: +SKIP
-    >>> s.index, s.labels.shape                                      # doctest: +SKIP
+    >>> import synthjax
+    >>> from synthjax.cli import main
+    >>> main(["generate", "--demo", "--shape", "16", "16", "16", "-n", "3", "-o", "out",
+    ...       "--seed", "0", "--quiet", "--no-cache"])
+    wrote 3 samples to out
+    0
+    >>> s = synthjax.load_sample("out/sample_00002_params.json")
+    >>> s.index, s.labels.shape    # the demo phantom, cropped to the output shape
     (2, (96, 96, 96))
   """
   import synthjax
@@ -180,10 +186,15 @@ def replay(path, *, force: bool = False):
     FileNotFoundError, ValueError: as `load_sample`.
 
   Examples:
-    >>> image, seg, affine = synthjax.replay("out/sample_00002_params.json")  # doctest: +SKIP
-    >>> import nibabel as nib                                                 # doctest: +SKIP
-    >>> written = nib.load("out/sample_00002_image.nii.gz").dataobj           # doctest: +SKIP
-    >>> np.asanyarray(written).tobytes() == image.tobytes()                   # doctest: +SKIP
+    >>> import nibabel as nib, synthjax
+    >>> from synthjax.cli import main
+    >>> main(["generate", "--demo", "--shape", "16", "16", "16", "-n", "3", "-o", "run",
+    ...       "--seed", "0", "--quiet", "--no-cache"])
+    wrote 3 samples to run
+    0
+    >>> image, seg, affine = synthjax.replay("run/sample_00002_params.json")
+    >>> written = nib.load("run/sample_00002_image.nii.gz").dataobj
+    >>> np.asanyarray(written).tobytes() == image.tobytes()
     True
   """
   import synthjax
@@ -191,3 +202,35 @@ def replay(path, *, force: bool = False):
   s = path if isinstance(path, Sample) else load_sample(path, force=force)
   image, seg = synthjax.synthesize(s.key, s.params, s.labels, s.config, seeds=s.seeds)
   return nifti.nifti_layout(image), np.asarray(seg, np.int32), s.output_affine
+
+
+def replay_to(path, folder, *, force: bool = False, overwrite: bool = False) -> tuple[str, str]:
+  """Replays a sample (`replay`) into `folder` as `sample_XXXXX_{image,seg}.nii.gz`, as
+  `synthjax replay` writes it.
+
+  Args:
+    path: the sample's params JSON, or a `Sample` from `load_sample`.
+    folder: the output folder, created if missing.
+    force: as for `replay`.
+    overwrite: replace existing files (else FileExistsError).
+
+  Returns:
+    The paths of the image and the seg written.
+
+  Raises:
+    FileExistsError: a file exists and `overwrite` is False.
+    FileNotFoundError, ValueError: as `load_sample`.
+
+  Examples:
+    >>> replay_to("out/sample_00002_params.json", "again")           # doctest: +SKIP
+    ('again/sample_00002_image.nii.gz', 'again/sample_00002_seg.nii.gz')
+  """
+  from synthjax._src import nifti
+  s = path if isinstance(path, Sample) else load_sample(path, force=force)
+  image, seg, affine = replay(s)
+  os.makedirs(folder, exist_ok=True)
+  stem = os.path.join(folder, f"sample_{s.index:05d}")
+  paths = stem + "_image.nii.gz", stem + "_seg.nii.gz"
+  nifti.save_nifti(paths[0], image, affine, overwrite=overwrite)
+  nifti.save_nifti(paths[1], seg, affine, overwrite=overwrite)
+  return paths

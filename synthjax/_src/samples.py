@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import jax
+import numpy as np
 
 from synthjax._src import serialize
-from synthjax._src.stages import geometry
 from synthjax._src.config import SynthConfig
+from synthjax._src.stages import geometry
 
 SIDECAR_FORMAT = "synthjax-sample/1"
 VIEWS_SIDECAR_FORMAT = "synthjax-views/1"

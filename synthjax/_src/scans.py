@@ -22,10 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import nibabel as nib
+import numpy as np
+from nibabel.imageglobals import LoggingOutputSuppressor
+from nibabel.spatialimages import SpatialImage
+
+from synthjax._src import nifti
+from synthjax._src.pytypes import PathLike, Spacing
 
 UPPER_PERCENTILE = 99.5
 # Voxel sizes above this (in mm) are refused as a header error (e.g. metres as mm).
@@ -36,7 +42,7 @@ class ScanError(ValueError):
   """A scan or label map that cannot be used, with the file named in the message."""
 
 
-def load(path: str, *, kind: str = "image"):
+def load(path: PathLike, *, kind: str = "image") -> SpatialImage:
   """Reads a 3-D NIfTI file's header; returns the nibabel image (checked, with a 4-D
   singleton dropped). The voxels are read later (`read_data`).
 
@@ -51,8 +57,8 @@ def load(path: str, *, kind: str = "image"):
     raise ScanError(f"{path}: is a folder, not a NIfTI file")
   try:
     # Quiet: nibabel logs header fixes (such as zero pixdims) that are refused below.
-    with nib.imageglobals.LoggingOutputSuppressor():
-      img = nib.load(path)
+    with LoggingOutputSuppressor():
+      img = nifti.load_image(path)
     shape = img.shape
   except Exception as e:  # nibabel raises many types for bad files
     raise ScanError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from e
@@ -72,7 +78,7 @@ def load(path: str, *, kind: str = "image"):
       raise ScanError(f"{path}: {kind} has no voxel spacing in its header (pixdim "
                       f"{pixdim.tolist()}, no qform or sform)")
   zooms = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
-  if not np.all(np.isfinite(img.affine)) or not np.all(zooms > 0):
+  if not np.all(np.isfinite(np.asarray(img.affine))) or not np.all(zooms > 0):
     raise ScanError(f"{path}: {kind} has an invalid affine (spacing {zooms.tolist()})")
   if np.any(zooms > MAX_SPACING_MM):
     raise ScanError(f"{path}: {kind} has an absurd spacing {np.round(zooms, 4).tolist()} mm "
@@ -91,7 +97,7 @@ def _stored_pixdim(path, header):
     return np.asarray(header["pixdim"][1:4], float)
 
 
-def read_data(img, path=None):
+def read_data(img: SpatialImage, path: PathLike | None = None) -> np.ndarray:
   """The voxels of a nibabel image (as stored); a truncated or corrupt file is a `ScanError`
   naming it."""
   path = os.fspath(path or img.get_filename() or "<image>")
@@ -102,7 +108,7 @@ def read_data(img, path=None):
                     f"({type(e).__name__}: {e})") from e
 
 
-def check_image(path) -> None:
+def check_image(path: PathLike) -> None:
   """Reads a scan fully and checks what `load_scan` checks (3-D, spacing, finite and not
   constant intensities), without resampling it: for refusing bad input before any output
   is written.
@@ -124,28 +130,30 @@ def _check_intensities(data, path):
                     f"nothing to segment")
 
 
-def canonical(img):
+def canonical(img: SpatialImage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """`(data, affine, ornt)`: the data in the closest RAS orientation, and the orientation
   transform `ornt` that `from_canonical` undoes."""
-  ornt = nib.orientations.io_orientation(img.affine)
+  img_affine = np.asarray(img.affine)
+  ornt = nib.orientations.io_orientation(img_affine)
   data = read_data(img)
   data = nib.orientations.apply_orientation(data, ornt)
-  affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, img.shape)
+  affine = img_affine @ nib.orientations.inv_ornt_aff(ornt, img.shape)
   return np.ascontiguousarray(data), affine, ornt
 
 
-def from_canonical(data, ornt):
+def from_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
   """Puts an array in canonical orientation back into the scan's own orientation."""
   inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
   # `ornt_transform(RAS, ornt)` maps the canonical axes onto the scan's axes.
   return np.ascontiguousarray(nib.orientations.apply_orientation(data, inverse))
 
 
-def spacing_of(affine) -> tuple:
+def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
   return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
 
-def integer_factors(spacing, target, *, tol=1e-3):
+def integer_factors(spacing: Spacing, target: Spacing, *, tol: float = 1e-3
+                    ) -> tuple[int, ...] | None:
   """The per-axis factors `target / spacing` if all are integers (else None)."""
   f = np.asarray(target, float) / np.asarray(spacing, float)
   r = np.round(f)
@@ -163,7 +171,7 @@ def _blocks(data, factors):
   return data.reshape(shape)
 
 
-def block_affine(factors):
+def block_affine(factors: Sequence[int]) -> np.ndarray:
   """The voxel-to-voxel affine of a block-coarsened grid: voxel `i` of the coarse grid is
   the centre `f * i + (f - 1) / 2` of its block on the fine grid."""
   f = np.asarray(factors, np.float64)
@@ -172,7 +180,7 @@ def block_affine(factors):
   return m
 
 
-def downsample_labels(labels, factors):
+def downsample_labels(labels: np.ndarray, factors: Sequence[int]) -> np.ndarray:
   """Majority vote in each `factors` block (ties go to the smaller label value)."""
   factors = tuple(int(f) for f in factors)
   if factors == (1, 1, 1):
@@ -189,7 +197,7 @@ def downsample_labels(labels, factors):
   return best_value
 
 
-def downsample_image(image, factors):
+def downsample_image(image: np.ndarray, factors: Sequence[int]) -> np.ndarray:
   """Block average over `factors` blocks (float32)."""
   factors = tuple(int(f) for f in factors)
   image = np.asarray(image, np.float32)
@@ -198,7 +206,8 @@ def downsample_image(image, factors):
   return _blocks(image, factors).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
 
 
-def resample(volume, spacing, target_spacing, *, order: int, out_shape=None):
+def resample(volume: np.ndarray, spacing: Spacing, target_spacing: Spacing, *, order: int,
+             out_shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Resamples `volume` from `spacing` to `target_spacing` (voxel 0 centres aligned).
 
   Downsampling is anti-aliased with a Gaussian of sigma `(f - 1) / 2` voxels along axes
@@ -218,7 +227,8 @@ def resample(volume, spacing, target_spacing, *, order: int, out_shape=None):
   return out, scale
 
 
-def resample_labels(labels, spacing, target_spacing, *, out_shape=None):
+def resample_labels(labels: np.ndarray, spacing: Spacing, target_spacing: Spacing, *,
+                    out_shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """A label map brought from `spacing` to `target_spacing`: `(labels, voxel_affine)`, the
   second mapping the new grid's voxels to the old one's (so the new affine is
   `affine @ voxel_affine`).
@@ -233,20 +243,21 @@ def resample_labels(labels, spacing, target_spacing, *, out_shape=None):
   factors = integer_factors(spacing, target_spacing)
   if factors is not None and all(n % f == 0 for n, f in zip(labels.shape, factors)):
     return downsample_labels(labels, factors), block_affine(factors)
-  best = best_value = scale = None
+  best = scale = None  # (largest fraction so far, its label value) and the grid's scale
   for v in np.unique(labels):
     frac, scale = resample((labels == v).astype(np.float32), spacing, target_spacing, order=1,
                            out_shape=out_shape)
     if best is None:
-      best, best_value = frac, np.full(frac.shape, v, np.int32)
+      best = frac, np.full(frac.shape, v, np.int32)
     else:
-      better = frac > best
-      best = np.where(better, frac, best)
-      best_value = np.where(better, np.int32(v), best_value)
-  return best_value, np.diag(np.append(scale, 1.0))
+      better = frac > best[0]
+      best = np.where(better, frac, best[0]), np.where(better, np.int32(v), best[1])
+  if best is None or scale is None:
+    raise ScanError(f"cannot resample an empty label map (shape {labels.shape})")
+  return best[1], np.diag(np.append(scale, 1.0))
 
 
-def normalize_intensity(image, *, xp=np):
+def normalize_intensity(image: Any, *, xp: Any = np) -> Any:
   """Robust min-max: the minimum to 0, the 99.5th percentile to 1, clipped to [0, 1].
 
   Works on numpy (`xp=np`) or JAX arrays (`xp=jnp`, traceable); the same formula is used
@@ -270,7 +281,7 @@ class LabelReader:
       maps of different voxel sizes train together; `down` must then be 1.
   """
   down: int = 1
-  spacing: Optional[tuple] = None
+  spacing: tuple[float, ...] | None = None
 
   def __post_init__(self):
     if self.spacing is not None and self.down != 1:
@@ -279,7 +290,7 @@ class LabelReader:
     if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
       raise ScanError(f"spacing must be three positive lengths in mm, got {self.spacing}")
 
-  def __call__(self, path):
+  def __call__(self, path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     img = load(path, kind="label map")
     data, affine, _ = canonical(img)
     if not np.issubdtype(data.dtype, np.integer):
@@ -292,7 +303,7 @@ class LabelReader:
                       f"[{data.min()}, {data.max()}]")
     return self._to_grid(data.astype(np.int32), affine)
 
-  def layer(self, data, path):
+  def layer(self, data: np.ndarray, path: PathLike) -> np.ndarray:
     """`data`, an integer volume on the grid of the label map at `path` (one of its seed
     maps), brought to the grid this reader reads that map on (`synthjax.data.seed_patches`'s
     `to_grid`)."""
@@ -337,7 +348,7 @@ class Scan:
   target_spacing: tuple
   origin: tuple = (0.0, 0.0, 0.0)
 
-  def to_native(self, volume, *, order: int):
+  def to_native(self, volume: np.ndarray, *, order: int) -> np.ndarray:
     """A volume on the training grid (`(*grid, C...)`) back on the scan's own grid."""
     from scipy import ndimage
     volume = np.asarray(volume)
@@ -345,7 +356,8 @@ class Scan:
     shift = -np.asarray(self.origin) * scale
     channels = volume.shape[3:]
     flat = volume.reshape(volume.shape[:3] + (-1,))
-    out = np.stack([ndimage.affine_transform(flat[..., c], scale, shift,
+    # scipy takes a per-axis offset; its stubs say float.
+    out = np.stack([ndimage.affine_transform(flat[..., c], scale, shift,  # pyright: ignore[reportArgumentType]
                                              output_shape=self.canonical_shape, order=order,
                                              mode="nearest", prefilter=False)
                     for c in range(flat.shape[-1])], axis=-1)
@@ -353,7 +365,7 @@ class Scan:
     return from_canonical(out, self.ornt)
 
 
-def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3,
+def load_scan(path: PathLike, target_spacing: Sequence[float], *, max_voxels: int = 512 ** 3,
               normalize: bool = True) -> Scan:
   """Reads a real scan and brings it to the training grid (see the module docstring);
   `normalize=False` keeps its own intensities (for measuring them, `synthjax.priors`).
@@ -387,13 +399,13 @@ def load_scan(path, target_spacing, *, max_voxels: int = 512 ** 3,
               target_spacing=target, origin=origin)
 
 
-def load_truth(path, scan: Scan):
+def load_truth(path: PathLike, scan: Scan) -> np.ndarray:
   """A label map on the scan's own grid (same shape and affine), as int32."""
   img = load(path, kind="label map")
   if tuple(img.shape) != tuple(scan.native_shape):
     raise ScanError(f"{path}: label map shape {tuple(img.shape)} differs from its image "
                     f"{scan.path} shape {tuple(scan.native_shape)}")
-  if not np.allclose(img.affine, scan.affine, atol=1e-3):
+  if not np.allclose(np.asarray(img.affine), scan.affine, atol=1e-3):
     raise ScanError(f"{path}: label map affine differs from its image {scan.path}")
   data = read_data(img, path)
   if not np.issubdtype(data.dtype, np.integer):
@@ -403,7 +415,7 @@ def load_truth(path, scan: Scan):
   return np.asarray(data).astype(np.int32)
 
 
-def parse_pairs(pairs: Optional[Sequence[str]]):
+def parse_pairs(pairs: Sequence[str] | None) -> list[tuple[str, str]]:
   """`IMAGE:LABELS` strings to `(image, labels)` path tuples, each checked to exist."""
   out = []
   for pair in pairs or ():
@@ -417,7 +429,8 @@ def parse_pairs(pairs: Optional[Sequence[str]]):
   return out
 
 
-def find_pairs(folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg"):
+def find_pairs(folder: PathLike, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg"
+               ) -> list[tuple[str, str]]:
   """Every `(image, labels)` pair of a BIDS-like folder, sorted by image path.
 
   An image is any `*{image_suffix}.nii[.gz]` below `folder`; its label map is the file of the
@@ -446,7 +459,7 @@ def find_pairs(folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg
   return sorted(pairs)
 
 
-def spacing_option(values, option: str = "--spacing"):
+def spacing_option(values: Sequence[float], option: str = "--spacing") -> tuple[float, ...]:
   """A command line's spacing (one length for every axis, or three) as three floats.
 
   Raises:
@@ -460,8 +473,8 @@ def spacing_option(values, option: str = "--spacing"):
   return values * (3 // len(values))
 
 
-def pairs_in(folders, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg",
-             match: Optional[str] = None):
+def pairs_in(folders: Sequence[PathLike], *, image_suffix: str = "_T2w",
+             label_suffix: str = "_dseg", match: str | None = None) -> list[tuple[str, str]]:
   """The pairs of every folder (`find_pairs`), those whose image path matches the regular
   expression `match` where one is given.
 
@@ -479,7 +492,8 @@ def pairs_in(folders, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg"
   return pairs
 
 
-def load_pair(image_path, label_path, target_spacing, *, normalize: bool = True):
+def load_pair(image_path: PathLike, label_path: PathLike, target_spacing: Sequence[float], *,
+              normalize: bool = True) -> tuple[Scan, np.ndarray]:
   """A real scan and its label map, both on the training grid (canonical orientation):
   `(scan, labels)`, the labels coarsened by majority vote where the factors are integers
   (as the image is block-averaged), else by nearest neighbour. `normalize` as `load_scan`."""
@@ -506,18 +520,18 @@ class ArraySource:
     names: one name per volume (used in error messages).
     spacing: the grid spacing.
   """
-  labels: list
-  images: Optional[list]
-  names: list
-  spacing: tuple
+  labels: list[np.ndarray]
+  images: list[np.ndarray] | None
+  names: list[str]
+  spacing: tuple[float, ...]
 
-  def __len__(self):
+  def __len__(self) -> int:
     return len(self.labels)
 
-  def describe(self, i):
+  def describe(self, i: int) -> dict[str, Any]:
     return {"shape": tuple(self.labels[int(i)].shape), "path": self.names[int(i)]}
 
-  def __getitem__(self, i):
+  def __getitem__(self, i: int) -> dict[str, Any]:
     i = int(i)
     image = None if self.images is None else self.images[i]
     return {"labels": self.labels[i], "image": image, "shape": tuple(self.labels[i].shape),
@@ -525,7 +539,7 @@ class ArraySource:
             "path": self.names[i], "index": i}
 
 
-def pad_to(volume, shape, value=0):
+def pad_to(volume: np.ndarray, shape: Sequence[int], value: float = 0) -> np.ndarray:
   """Centre `volume` in `shape` (cropping where it is larger)."""
   out = np.full(shape, value, volume.dtype)
   src, dst = [], []
@@ -542,7 +556,7 @@ def pad_to(volume, shape, value=0):
   return out
 
 
-def common_shape(maps, multiple, dim):
+def common_shape(maps: Sequence[np.ndarray], multiple: int, dim: int) -> tuple[int, ...]:
   """The smallest shape holding every map whose sizes are multiples of `multiple` (a U-Net's
   total downsampling), except along z for a 2-D net (`dim` 2), which sees single slices."""
   shape = np.max([m.shape for m in maps], axis=0)
@@ -552,7 +566,8 @@ def common_shape(maps, multiple, dim):
   return tuple(shape)
 
 
-def load_test(pair, spacing):
+def load_test(pair: Sequence[PathLike], spacing: Sequence[float]
+              ) -> tuple[str, np.ndarray, np.ndarray]:
   """A real scan and its labels on the training grid: `(name, image, truth)`."""
   scan, grid = load_pair(pair[0], pair[1], spacing)
   name = os.path.basename(pair[0]).split(".nii")[0]

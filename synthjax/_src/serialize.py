@@ -9,10 +9,11 @@ params file written for another config fails loudly instead of rendering somethi
 from __future__ import annotations
 
 import json
+from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from synthjax._src import sampling
 from synthjax._src import param_checks
@@ -30,7 +31,7 @@ def _to_python(x):
   raise TypeError(f"cannot serialise array of dtype {a.dtype}")
 
 
-def params_to_dict(params) -> dict:
+def params_to_dict(params) -> dict[str, Any]:
   """Nested dict of Python lists/numbers (the JSON form of params, and of `fixed`)."""
   return {stage: {name: _to_python(v) for name, v in sorted(entries.items())}
           for stage, entries in sorted(params.items())}
@@ -53,7 +54,7 @@ def params_to_json(params, *, indent=None) -> str:
 params_template = sampling.params_template
 
 
-def params_from_json(text, config: SynthConfig) -> dict:
+def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
   """Reads params written by `params_to_json` (a string, or an already parsed dict).
 
   A dict with a top-level `"params"` entry (the sidecar files written by the CLI) is

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from synthjax._src import rendering
@@ -22,7 +22,13 @@ from synthjax._src.config import SynthConfig
 def _sharded_program(config: SynthConfig, devices: tuple):
   mesh = Mesh(np.asarray(devices), ("batch",))
   batch = NamedSharding(mesh, PartitionSpec("batch"))
-  fn = jax.vmap(lambda k, p, l: rendering.render(k, p, l, config))
+  # Each device maps the single-sample program over its own samples (`shard_map`): the
+  # partitioner would gather every sample's inputs onto every device for the loop. The
+  # program has no collectives, and its conds join per-device values with constants, which
+  # shard_map's check of varying values rejects.
+  spec = PartitionSpec("batch")
+  fn = jax.shard_map(jax.vmap(lambda k, p, l: rendering.render(k, p, l, config)), mesh=mesh,
+                     in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
 
@@ -40,8 +46,16 @@ def synthesize_sharded(keys, params, labels, config: SynthConfig, *, devices=Non
     `(images, segs)` of shape `(B,) + config.shape`, sharded over the devices.
 
   Examples:
-    >>> # XLA_FLAGS=--xla_force_host_platform_device_count=4 gives 4 CPU devices.
-    >>> images, segs = synthesize_sharded(keys, params, labels, cfg)  # doctest: +SKIP
+    >>> import synthjax
+    >>> cfg = synthjax.presets.synthseg((0, 1), (16, 16, 16))
+    >>> labels = np.zeros((2, 16, 16, 16), np.int32)
+    >>> labels[:, 4:12, 4:12, 4:12] = 1
+    >>> keys = jax.random.split(jax.random.key(0), 2)
+    >>> params = synthjax.sample_params(keys, cfg)
+    >>> # over jax.devices(); XLA_FLAGS=--xla_force_host_platform_device_count=2 gives 2 CPUs
+    >>> images, segs = synthesize_sharded(keys, params, labels, cfg)
+    >>> images.shape, segs.shape
+    ((2, 16, 16, 16), (2, 16, 16, 16))
   """
   devices = tuple(jax.devices() if devices is None else devices)
   b = int(np.shape(labels)[0]) if np.ndim(labels) == 4 else None

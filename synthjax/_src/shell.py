@@ -9,9 +9,12 @@ otherwise compile a second program).
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import jax
+import jax.core
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_key_batch(key) -> bool:
@@ -46,7 +49,7 @@ def check_names(given, allowed, *, subject: str, noun: str, allowed_are: str):
                      f"{sorted(allowed)}")
 
 
-def check_fixed_dict(fixed, what: str) -> dict:
+def check_fixed_dict(fixed, what: str) -> dict[str, Any]:
   """`fixed` as a dict (`None` gives `{}`); anything else is a `TypeError`."""
   if fixed is None:
     return {}
@@ -69,6 +72,6 @@ def to_device(value, dtype):
   if isinstance(value, jax.core.Tracer):
     return value
   if (getattr(value, "dtype", None) == np.float64 and jnp.issubdtype(dtype, jnp.floating)
-      and jax.config.jax_enable_x64):
+      and jax.config.jax_enable_x64):  # pyright: ignore[reportAttributeAccessIssue]
     return jnp.asarray(value)
   return jnp.asarray(value, dtype)

@@ -22,11 +22,13 @@ at every step without recompiling.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
 import jax
+import jax.core
 import jax.numpy as jnp
+import numpy as np
 
 # `fold_in` id, under a stage's params key, of the uniform that gates stages without a
 # magnitude. Drawn only with a strength, so the other draws are those without one.
@@ -62,7 +64,7 @@ def _is_fixed(fixed, name):
   return fixed is not None and fixed.get(name) is not None
 
 
-def weaken(key, table: Mapping[str, Any] | None, entries: dict, fixed, strength, config):
+def weaken(key, table: Mapping[str, Any] | None, entries: dict[str, Any], fixed, strength, config):
   """A stage's drawn `entries` at `strength` (see the module docstring).
 
   Args:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from synthjax._src import registry
 from synthjax._src import sampling
 from synthjax._src.config import SynthConfig
-from synthjax._src.ops import precision
-from synthjax._src.ops import resample
+from synthjax._src.ops import precision, resample
 from synthjax._src.stages import geometry
 
 ORDERS = (0, 1, 3)

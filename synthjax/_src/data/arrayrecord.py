@@ -8,12 +8,16 @@ import json
 import operator
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from synthjax._src import nifti
 from synthjax._src.data.records import decode_record, encode_record, read_header
 from synthjax._src.data.writers import Writer
+from synthjax._src.pytypes import PathLike
 
-def shard_patterns(path):
+
+def shard_patterns(path: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
   base = re.escape(os.path.basename(path))
   return (re.compile(base + r"\.(\d{5,})\.array_record"),
           re.compile(base + r"\.(\d{5,})\.indices\.json"),
@@ -35,7 +39,7 @@ def _index_path(shard_path):
 
 def _shard_indices(shard_path) -> list[int]:
   """The sample indices of a complete shard, in record order."""
-  from array_record.python import array_record_module
+  from array_record.python import array_record_module  # pyright: ignore[reportAttributeAccessIssue]
   reader = array_record_module.ArrayRecordReader(shard_path)
   try:
     n = reader.num_records()
@@ -72,12 +76,20 @@ class ArrayRecordWriter(Writer):
     shard_size: samples per shard.
 
   Examples:
-    >>> write_dataset(ArrayRecordWriter("out/train"), range(1000), make_sample)  # doctest: +SKIP
+    >>> import grain, numpy as np
+    >>> from synthjax.data import write_dataset
+    >>> def make_sample(i):
+    ...   return {"image": np.full((4, 4, 4), i, np.float32), "seg": np.zeros((4, 4, 4), np.int16),
+    ...           "affine": np.eye(4), "index": i, "sidecar": {}}
+    >>> write_dataset(ArrayRecordWriter("out/train", shard_size=4), range(6), make_sample)
+    [0, 1, 2, 3, 4, 5]
     >>> ds = grain.MapDataset.source(read_arrayrecord("out/train"))
+    >>> len(ds), float(ds[5]["image"][0, 0, 0])
+    (6, 5.0)
   """
 
-  def __init__(self, path, *, overwrite: bool = False, group_size: int = 1,
-               shard_size: int = 64):
+  def __init__(self, path: PathLike, *, overwrite: bool = False, group_size: int = 1,
+               shard_size: int = 64) -> None:
     if group_size < 1 or shard_size < 1:
       raise ValueError(f"group_size and shard_size must be >= 1, got {group_size}, {shard_size}")
     self.path = os.fspath(path)
@@ -106,7 +118,7 @@ class ArrayRecordWriter(Writer):
                   for i in _shard_indices(p)}
     return set(self._done)
 
-  def write(self, sample: dict) -> None:
+  def write(self, sample: dict[str, Any]) -> None:
     """Appends `sample` to the open shard, closing the shard when it is full.
 
     Raises:
@@ -122,9 +134,8 @@ class ArrayRecordWriter(Writer):
                             "overwrite=True to the writer to start a new dataset)")
     if index in self._open:
       raise FileExistsError(f"{self._partial}: sample {index} was already written to this shard")
-    if self._writer is None:
-      self._open_shard()
-    self._writer.write(record)
+    writer = self._writer if self._writer is not None else self._open_shard()
+    writer.write(record)
     self._open.append(index)
     if len(self._open) >= self.shard_size:
       self._close_shard()
@@ -139,7 +150,7 @@ class ArrayRecordWriter(Writer):
 
   def abort(self) -> None:
     """Discards the open shard (its samples count as not written); idempotent."""
-    if self._writer is not None:
+    if self._writer is not None and self._partial is not None:
       self._writer.close()
       self._writer = None
       os.remove(self._partial)
@@ -164,8 +175,8 @@ class ArrayRecordWriter(Writer):
         removed.append(path)
     return removed
 
-  def _open_shard(self):
-    from array_record.python import array_record_module
+  def _open_shard(self) -> Any:
+    from array_record.python import array_record_module  # pyright: ignore[reportAttributeAccessIssue]
     self._partial = f"{self.path}.partial-{self._next_shard:05d}"
     if os.path.exists(self._partial):
       os.remove(self._partial)  # left by a killed run
@@ -173,8 +184,11 @@ class ArrayRecordWriter(Writer):
                                                          f"group_size:{self.group_size}")
     if not self._writer.ok():
       raise OSError(f"{self._partial}: cannot open for writing")
+    return self._writer
 
   def _close_shard(self):
+    # Called with a shard open: both are set together by _open_shard.
+    assert self._writer is not None and self._partial is not None
     self._writer.close()
     self._writer = None
     final = f"{self.path}.{self._next_shard:05d}.array_record"
@@ -227,7 +241,7 @@ class ArrayRecordSamples:
   Attributes:
     source: the underlying `grain.sources.ArrayRecordDataSource` of raw records.
   """
-  source: object
+  source: Any
 
   @property
   def paths(self) -> list[str]:
@@ -236,20 +250,21 @@ class ArrayRecordSamples:
   def __len__(self) -> int:
     return len(self.source)
 
-  def __getitem__(self, j) -> dict:
+  def __getitem__(self, j: int) -> dict[str, Any]:
     j = operator.index(j)
     if j < 0:
       j += len(self)
     return decode_record(self.source[j])
 
-  def __getitems__(self, js) -> list[dict]:
+  def __getitems__(self, js: Sequence[int]) -> list[dict]:
     return [decode_record(r) for r in self.source.__getitems__(list(js))]
 
   def __repr__(self):
     return f"ArrayRecordSamples({len(self)} samples in {len(self.source.paths)} shard(s))"
 
 
-def read_arrayrecord(path_or_glob, *, reader_options: dict | None = None) -> ArrayRecordSamples:
+def read_arrayrecord(path_or_glob: PathLike, *, reader_options: dict[str, Any] | None = None
+                     ) -> ArrayRecordSamples:
   """Opens written samples as a Grain data source of decoded dicts.
 
   Args:
@@ -264,10 +279,17 @@ def read_arrayrecord(path_or_glob, *, reader_options: dict | None = None) -> Arr
     FileNotFoundError: nothing matches (partial shards do not count).
 
   Examples:
-    >>> src = read_arrayrecord("out/train")                           # doctest: +SKIP
+    >>> import grain, numpy as np
+    >>> from synthjax.data import write_dataset
+    >>> def make_sample(i):
+    ...   return {"image": np.zeros((8, 8, 8), np.float32), "seg": np.zeros((8, 8, 8), np.int16),
+    ...           "affine": np.eye(4), "index": i, "sidecar": {}}
+    >>> write_dataset(ArrayRecordWriter("out/val"), range(3), make_sample)
+    [0, 1, 2]
+    >>> src = read_arrayrecord("out/val")
     >>> ds = grain.MapDataset.source(src).shuffle(seed=0)
     >>> ds[0]["image"].shape
-    (160, 160, 160)
+    (8, 8, 8)
   """
   import grain  # only readers pay for importing Grain
   paths = _resolve_shards(path_or_glob)

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import itertools
 import operator
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+
+from synthjax._src.pytypes import Size3
 
 MODES = ("average", "gaussian")
 # MONAI `compute_importance_map` clamps Gaussian weights to at least this value, so that
@@ -62,7 +66,8 @@ def _axis_starts(size, patch, step):
   return starts
 
 
-def grid_patches(volume, patch_size, overlap=0, *, pad_value=0):
+def grid_patches(volume: np.ndarray, patch_size: Size3, overlap: Size3 = 0, *,
+                 pad_value: float = 0) -> tuple[np.ndarray, np.ndarray]:
   """Cuts a volume into a grid of overlapping patches that covers every voxel.
 
   Along each axis patches start at `0, step, 2 * step, ...` with `step = patch_size -
@@ -147,7 +152,8 @@ def _scales(sigma_scale):
   return tuple(scales.tolist())
 
 
-def assemble(patches, origins, shape, mode="average", *, sigma_scale=0.125):
+def assemble(patches: np.ndarray, origins: np.ndarray, shape: Sequence[int],
+             mode: str = "average", *, sigma_scale: float = 0.125) -> np.ndarray:
   """Blends patches (e.g. per-patch predictions) back into one volume.
 
   Each voxel gets the weighted mean of the patch values that cover it: weight 1 for
@@ -251,8 +257,9 @@ def assemble(patches, origins, shape, mode="average", *, sigma_scale=0.125):
   return blended.astype(patches.dtype)
 
 
-def sliding_window(fn, volume, patch_size, overlap=0, *, batch_size=4, mode="gaussian",
-                   sigma_scale=0.125, pad_value=0):
+def sliding_window(fn: Callable[[Any], Any], volume: np.ndarray, patch_size: Size3,
+                   overlap: Size3 = 0, *, batch_size: int = 4, mode: str = "gaussian",
+                   sigma_scale: float = 0.125, pad_value: float = 0) -> np.ndarray:
   """Runs a JAX function patch-wise over a volume and blends the outputs.
 
   The volume is cut with `grid_patches`, `fn` runs on batches of exactly `batch_size`

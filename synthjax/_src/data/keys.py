@@ -11,6 +11,7 @@ batch of them into keys.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)
@@ -48,14 +49,14 @@ def seed_key_data(seed: int) -> np.ndarray:
   return np.array([0, seed], np.uint32)
 
 
-def fold_in_data(key_data, data) -> np.ndarray:
+def fold_in_data(key_data: np.ndarray, data: ArrayLike) -> np.ndarray:
   """Raw words of `jax.random.fold_in(key, data)` for uint32 `data` (scalar or array)."""
   data = np.asarray(data, np.int64).astype(np.uint32)
   y0, y1 = threefry2x32(key_data, np.zeros_like(data), data)
   return np.stack([y0, y1], axis=-1)
 
 
-def sample_key_data(seed: int, index) -> np.ndarray:
+def sample_key_data(seed: int, index: ArrayLike) -> np.ndarray:
   """Raw key words of sample `index` of a run with `seed` (shape `index.shape + (2,)`).
 
   Equals `jax.random.key_data(jax.random.fold_in(jax.random.key(seed), index))`.

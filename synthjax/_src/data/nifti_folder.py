@@ -42,9 +42,16 @@ class NiftiWriter(Writer):
       written); 0 writes synchronously in `write`.
 
   Examples:
-    >>> with NiftiWriter("out") as w:                                  # doctest: +SKIP
-    ...   for i in sorted(set(range(100)) - w.done()):
+    >>> def make_sample(i):
+    ...   return {"image": np.zeros((4, 4, 4), np.float32), "seg": np.zeros((4, 4, 4), np.int16),
+    ...           "affine": np.eye(4), "index": i, "sidecar": {"index": i}}
+    >>> with NiftiWriter("out") as w:
+    ...   for i in sorted(set(range(3)) - w.done()):
     ...     w.write(make_sample(i))
+    >>> sorted(os.listdir("out"))[:3]
+    ['sample_00000_image.nii.gz', 'sample_00000_params.json', 'sample_00000_seg.nii.gz']
+    >>> sorted(NiftiWriter("out").done())   # a second run would write nothing
+    [0, 1, 2]
   """
 
   def __init__(self, folder, *, overwrite: bool = False, max_pending: int = 4):
@@ -199,8 +206,17 @@ class NiftiFilesWriter(Writer):
   synchronous; files of a complete sample are not written again by `write_dataset`.
 
   Examples:
-    >>> w = NiftiFilesWriter("out")                                          # doctest: +SKIP
-    >>> write_dataset(w, range(4), make_sample)                               # doctest: +SKIP
+    >>> from synthjax.data import write_dataset
+    >>> def make_sample(i):
+    ...   views = {f"pairs/sample_{i:05d}_view{v}_image.nii.gz": (np.zeros((4, 4, 4)), np.eye(4))
+    ...            for v in (0, 1)}
+    ...   return {"index": i, "files": views, "sidecar": {"index": i}}
+    >>> os.makedirs("pairs", exist_ok=True)
+    >>> w = NiftiFilesWriter("pairs")
+    >>> write_dataset(w, range(2), make_sample)
+    [0, 1]
+    >>> write_dataset(w, range(3), make_sample)   # only the missing sample
+    [2]
   """
 
   def __init__(self, folder):

@@ -18,6 +18,7 @@ how that is checked before workers start and how it is released.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -25,14 +26,16 @@ import math
 import os
 import sys
 import weakref
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import grain
+import numpy as np
 
 from synthjax._src.data import keys as keys_lib
 from synthjax._src.data.samplers import UniformSampler, extract_patch
 from synthjax._src.data.splits import describe_element
+from synthjax._src.pytypes import PatchSampler, RandomAccessSource, Size3
 
 _STREAM_PERMUTATION = 1
 _STREAM_PATCH = 2
@@ -53,10 +56,11 @@ _FIXED_SAMPLE_BYTES = 8 + 8 + 3 * 4 + 2 * 4
 _log = logging.getLogger("synthjax.data")
 
 
-def _as_size(patch_size):
+def _as_size(patch_size: Size3 | None) -> tuple[int, ...] | None:
   if patch_size is None:
     return None
-  size = (int(patch_size),) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+  size = ((int(patch_size),) * 3 if isinstance(patch_size, (int, float, np.integer, np.floating))
+          else tuple(int(p) for p in patch_size))
   if len(size) != 3 or min(size) < 1:
     raise ValueError(f"patch_size must be a positive int or 3 ints, got {patch_size}")
   return size
@@ -69,21 +73,21 @@ class ExtractPatches(grain.transforms.Map):
   Holds a small per-process cache (the last volume and its full label map) so the
   `patches_per_volume` consecutive samples of a volume read it once per worker.
   """
-  source: object
-  patch_size: Optional[tuple]
+  source: RandomAccessSource
+  patch_size: tuple | None
   patches_per_volume: int
   seed: int
   shuffle: bool
-  sampler: object
+  sampler: PatchSampler
   pad_label: int = 0
 
   def __post_init__(self):
     self._perm = {}
-    self._last = (None, None)
+    self._last: tuple[int, dict] | None = None
 
   def __getstate__(self):
     state = dict(self.__dict__)
-    state["_perm"], state["_last"] = {}, (None, None)
+    state["_perm"], state["_last"] = {}, None
     return state
 
   def _volume_index(self, j):
@@ -98,8 +102,8 @@ class ExtractPatches(grain.transforms.Map):
       self._perm = {epoch: rng.permutation(n_vol)}
     return int(self._perm[epoch][pos])
 
-  def _element(self, v):
-    if self._last[0] != v:
+  def _element(self, v: int) -> dict[str, Any]:
+    if self._last is None or self._last[0] != v:
       element = dict(self.source[v])
       # A gzip stream cannot seek: cutting each patch from the file would decompress it
       # from the start every time, so such a volume is read once per visit instead.
@@ -115,7 +119,7 @@ class ExtractPatches(grain.transforms.Map):
       self._last = (v, element)
     return self._last[1]
 
-  def map(self, j):
+  def map(self, j: int) -> dict[str, Any]:
     v = self._volume_index(j)
     element = self._element(v)
     shape = tuple(element["shape"])
@@ -176,7 +180,8 @@ def _has_images(source) -> bool:
   return True
 
 
-def batch_nbytes(source, patch_size, batch_size: int, transforms: Sequence = ()) -> int:
+def batch_nbytes(source: RandomAccessSource, patch_size: Size3 | None, batch_size: int,
+                 transforms: Sequence[Any] = ()) -> int:
   """Bytes of one batch of `pipeline(source, patch_size=..., batch_size=...)`.
 
   Counts `labels` (int32), `image` (float32, image sources), `index`, `volume`, `origin`
@@ -203,7 +208,7 @@ def shm_in_flight(workers: int, per_worker_buffer_size: int, batch_bytes: int) -
   return int(workers) * (2 * int(per_worker_buffer_size) + 2) * int(batch_bytes)
 
 
-def shm_free_bytes(folder: Optional[str] = None) -> Optional[int]:
+def shm_free_bytes(folder: str | None = None) -> int | None:
   """Free bytes of the shared-memory folder (`$SYNTHJAX_SHM_DIR`, else `/dev/shm`), or
   `None` where it cannot be read (no such folder, as on macOS)."""
   folder = folder or os.environ.get(SHM_DIR_ENV) or "/dev/shm"
@@ -222,11 +227,9 @@ def _copy_out(leaf):
     return leaf
   out = np.array(leaf, subok=False)
   if getattr(leaf, "_unlink_on_del", False):
-    leaf._unlink_on_del = False
-    try:
+    leaf._unlink_on_del = False  # pyright: ignore[reportAttributeAccessIssue] (Grain's subclass)
+    with contextlib.suppress(FileNotFoundError):
       shm.unlink()
-    except FileNotFoundError:
-      pass
   return out
 
 
@@ -255,7 +258,7 @@ class BatchIterator(grain.DatasetIterator):
   be used again (take its `get_state()` before closing it).
   """
 
-  def __init__(self, parent: grain.DatasetIterator):
+  def __init__(self, parent: grain.DatasetIterator) -> None:
     super().__init__(parent)
     # The Grain iterator lives in `_box` only, so that closing can let it go.
     self._parents = ()
@@ -268,23 +271,23 @@ class BatchIterator(grain.DatasetIterator):
       raise ValueError("the pipeline's iterator is closed")
     return self._box[0]
 
-  def __next__(self):
+  def __next__(self) -> Any:
     return _copy_tree(next(self._grain))
 
-  def get_state(self):
+  def get_state(self) -> dict[str, Any]:
     return self._grain.get_state()
 
-  def set_state(self, state):
+  def set_state(self, state: dict[str, Any]) -> None:
     self._grain.set_state(state)
 
   def close(self) -> None:
     self._closed = True
     self._finalizer()
 
-  def __enter__(self):
+  def __enter__(self) -> BatchIterator:
     return self
 
-  def __exit__(self, *exc):
+  def __exit__(self, *exc: object) -> bool:
     self.close()
     return False
 
@@ -302,13 +305,14 @@ class _BatchIterDataset(grain.IterDataset):
     return "BatchIterDataset"
 
 
-def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0,
-             patches_per_volume: int = 1, sampler=None, shuffle: bool = True,
-             num_epochs: Optional[int] = None, drop_remainder: bool = True,
-             shard: Optional[tuple] = None, transforms: Sequence = (),
+def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size: int,
+             seed: int, workers: int = 0, patches_per_volume: int = 1,
+             sampler: PatchSampler | None = None, shuffle: bool = True,
+             num_epochs: int | None = None, drop_remainder: bool = True,
+             shard: tuple[int, int] | None = None, transforms: Sequence[Any] = (),
              worker_buffer_size: int = 2, pad_label: int = 0,
-             pad_small: bool = False, shm_budget: Optional[int] = None,
-             shm_dir: Optional[str] = None) -> grain.IterDataset:
+             pad_small: bool = False, shm_budget: int | None = None,
+             shm_dir: str | None = None) -> grain.IterDataset:
   """Batches of patches (labels, images where present) with per-sample JAX keys.
 
   Args:
@@ -362,10 +366,18 @@ def pipeline(source, *, patch_size, batch_size: int, seed: int, workers: int = 0
     and `key` (B, 2) uint32.
 
   Examples:
-    >>> ds = pipeline(NiftiSource.from_folder("labels/"), patch_size=64, batch_size=4,
-    ...               seed=0, workers=2)  # doctest: +SKIP
-    >>> with iter(ds) as it:  # doctest: +SKIP
+    >>> import nibabel as nib
+    >>> from synthjax.data import NiftiSource
+    >>> os.makedirs("labels", exist_ok=True)
+    >>> for i in range(2):
+    ...   nib.save(nib.Nifti1Image(np.full((24, 24, 24), i, np.int16), np.eye(4)),
+    ...            f"labels/map{i}.nii.gz")
+    >>> ds = pipeline(NiftiSource.from_folder("labels/"), patch_size=16, batch_size=2,
+    ...               seed=0, workers=0)   # workers=2 or more for real trainings
+    >>> with iter(ds) as it:
     ...   batch = next(it); state = it.get_state()
+    >>> batch["labels"].shape, batch["labels"].dtype, batch["key"].shape
+    ((2, 16, 16, 16), dtype('int32'), (2, 2))
   """
   if not 0 <= int(seed) < (1 << 32):
     raise ValueError(f"seed must be in [0, 2**32), got {seed}")

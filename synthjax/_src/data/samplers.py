@@ -10,9 +10,13 @@ TorchIO's `UniformSampler`, `LabelSampler` and `WeightedSampler`, and MONAI's
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping, Optional
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+  import jax
 
 
 def _clip_origin(centre, shape, patch_size):
@@ -38,7 +42,8 @@ class UniformSampler:
   """Patches anywhere in the volume with equal probability (TorchIO `UniformSampler`)."""
   needs_full_labels = False
 
-  def origin(self, rng, element, patch_size):
+  def origin(self, rng: np.random.Generator, element: Mapping[str, Any],
+             patch_size: Sequence[int]) -> np.ndarray:
     shape = element["shape"]
     out = []
     for n, p in zip(shape, patch_size):
@@ -60,7 +65,7 @@ class LabelSampler:
     label_probabilities: label value -> probability; `None` gives every present label
       the same probability.
   """
-  label_probabilities: Optional[Mapping[int, float]] = None
+  label_probabilities: Mapping[int, float] | None = None
   needs_full_labels = True
 
   def __post_init__(self):
@@ -71,7 +76,8 @@ class LabelSampler:
                          f"got {probs}")
       object.__setattr__(self, "label_probabilities", tuple(sorted(probs.items())))
 
-  def origin(self, rng, element, patch_size):
+  def origin(self, rng: np.random.Generator, element: Mapping[str, Any],
+             patch_size: Sequence[int]) -> np.ndarray:
     labels = element["labels_full"]
     present = np.unique(labels)
     if self.label_probabilities is None:
@@ -102,7 +108,8 @@ class WeightedSampler:
   weights: Callable
   needs_full_labels = True
 
-  def origin(self, rng, element, patch_size):
+  def origin(self, rng: np.random.Generator, element: Mapping[str, Any],
+             patch_size: Sequence[int]) -> np.ndarray:
     w = np.asarray(self.weights(element))
     if w.shape != tuple(element["shape"]):
       raise ValueError(f"{element['path']}: weight map shape {w.shape} differs from the "
@@ -110,7 +117,9 @@ class WeightedSampler:
     return _clip_origin(_centre_from_weights(rng, w), w.shape, patch_size)
 
 
-def extract_patch(volume, origin, patch_size, *, pad_value=0):
+def extract_patch(volume: Any, origin: Sequence[int] | np.ndarray | jax.Array,
+                  patch_size: Sequence[int], *,
+                  pad_value: float = 0) -> np.ndarray:
   """Reads `volume[origin : origin + patch_size]`, padding where it leaves the volume.
 
   `volume` is a numpy array or a lazy `Volume` (only the overlapping region is read).

@@ -16,13 +16,18 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import grain
 import numpy as np
 
 from synthjax._src import nifti
 from synthjax._src.data.samplers import extract_patch
+from synthjax._src.pytypes import PathLike, RandomAccessSource
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
 
 _EXTENSIONS = (".nii.gz", ".nii")
 
@@ -35,8 +40,8 @@ def _stem(path: str) -> str:
   return name
 
 
-def seed_map_paths(label_path, seeds_root, *, num_subclusters: int = 6,
-                   num_meta: int = 4) -> dict:
+def seed_map_paths(label_path: PathLike, seeds_root: PathLike, *, num_subclusters: int = 6,
+                   num_meta: int = 4) -> dict[tuple[int, int], str]:
   """Finds the seed files of a label map: `{(K, M): path}` for K <= num_subclusters.
 
   Raises:
@@ -63,7 +68,7 @@ def seed_map_paths(label_path, seeds_root, *, num_subclusters: int = 6,
   return out
 
 
-def load_seed_maps(label_path, seeds_root, *, num_subclusters: int = 6,
+def load_seed_maps(label_path: PathLike, seeds_root: PathLike, *, num_subclusters: int = 6,
                    num_meta: int = 4) -> np.ndarray:
   """Reads and stacks a label map's seed maps for `synthesize(..., seeds=...)`.
 
@@ -85,8 +90,7 @@ def load_seed_maps(label_path, seeds_root, *, num_subclusters: int = 6,
                          num_meta=num_meta)
   shape = None
   if os.path.exists(os.fspath(label_path)):
-    import nibabel as nib
-    shape = tuple(nib.load(os.fspath(label_path)).shape[:3])
+    shape = tuple(nifti.load_image(os.fspath(label_path)).shape[:3])
   stacked = None
   for k in range(1, num_subclusters + 1):
     for m in range(1, num_meta + 1):
@@ -109,6 +113,9 @@ def load_seed_maps(label_path, seeds_root, *, num_subclusters: int = 6,
         raise ValueError(f"{path}: {int(overlap.sum())} voxels already belong to another "
                          f"meta-label in subclasses_{k}")
       layer[data != 0] = data[data != 0]
+  if stacked is None:  # no (K, M) pair to read
+    raise ValueError(f"{label_path}: num_subclusters and num_meta must be at least 1, got "
+                     f"{num_subclusters} and {num_meta}")
   return stacked
 
 
@@ -138,7 +145,7 @@ class SeedPatches(grain.transforms.Map):
   seeds_root: str
   num_subclusters: int = 6
   num_meta: int = 4
-  to_grid: Optional[Callable] = None
+  to_grid: Callable | None = None
 
   def __post_init__(self):
     self._stacks = {}
@@ -168,15 +175,15 @@ class SeedPatches(grain.transforms.Map):
       self._stacks[v] = stack.astype(np.int8)
     return self._stacks[v]
 
-  def map(self, element):
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
     stack = self.stack(int(element["volume"]))
     size = tuple(np.shape(element["labels"]))
     patch = extract_patch(np.moveaxis(stack, 0, -1), element["origin"], size, pad_value=0)
     return {**element, "seeds": np.ascontiguousarray(np.moveaxis(patch, -1, 0))}
 
 
-def seed_patches(source, seeds_root, config, *, to_grid: Optional[Callable] = None
-                 ) -> SeedPatches:
+def seed_patches(source: RandomAccessSource, seeds_root: PathLike, config: SynthConfig, *,
+                 to_grid: Callable | None = None) -> SeedPatches:
   """The pipeline transform that feeds FetalSynthGen's seed maps to the train step.
 
   A config whose subclusters come from seed maps (`presets.fetal(..., seeds=True)`) renders

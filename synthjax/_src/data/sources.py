@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-import numpy as np
 import nibabel as nib
+import numpy as np
 
 from synthjax._src import nifti
+from synthjax._src.pytypes import PathLike
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
@@ -33,7 +35,7 @@ def _strip_ext(name: str, extensions) -> str:
   return name
 
 
-def expand_paths(patterns) -> list:
+def expand_paths(patterns: Sequence[PathLike]) -> list[str]:
   """NIfTI files from files, folders (their `.nii` and `.nii.gz`) and globs, in order.
 
   Raises:
@@ -44,7 +46,8 @@ def expand_paths(patterns) -> list:
   for pat in patterns:
     pat = os.fspath(pat)
     if os.path.isdir(pat):
-      found = sorted(glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz")))
+      found = sorted(glob.glob(os.path.join(pat, "*.nii"))
+                     + glob.glob(os.path.join(pat, "*.nii.gz")))
       if not found:
         raise ValueError(f"{pat}: folder holds no .nii or .nii.gz file")
       paths += found
@@ -76,7 +79,8 @@ class Volume:
     shape: the array's shape.
   """
 
-  def __init__(self, path: str, kind: str, reader=None, canonical: bool = False):
+  def __init__(self, path: str, kind: str, reader: Callable | None = None,
+               canonical: bool = False) -> None:
     self.path = path
     self.kind = kind  # "labels" or "image"
     self._reader = reader
@@ -93,7 +97,7 @@ class Volume:
       return self._data
     if self._proxy is None:
       try:
-        self._proxy = nib.load(self.path).dataobj
+        self._proxy = nifti.load_image(self.path).dataobj
       except Exception as e:  # the file changed or broke after the source was built
         raise ValueError(f"{self.path}: cannot read data ({type(e).__name__}: {e})") from e
     return self._proxy
@@ -114,7 +118,7 @@ class Volume:
                        f"the region read, e.g. {arr[where]!r} at {where} of that region")
     return arr.astype(np.int32)
 
-  def __getitem__(self, slices):
+  def __getitem__(self, slices: tuple[slice, ...]) -> np.ndarray:
     src = self._source()
     if src is self._data:
       return src[slices]
@@ -135,7 +139,7 @@ class Volume:
     """The whole array (int32 labels or float32 image)."""
     return self[(slice(None),) * 3]
 
-  def cache(self):
+  def cache(self) -> Volume:
     self._data = self.read()
     self._proxy = None
     return self
@@ -151,7 +155,7 @@ def _header(path, reader, canonical):
     arr, affine = _call_reader(reader, path)
     return tuple(np.shape(arr)[:3]), np.asarray(affine, np.float64)
   try:
-    img = nib.load(path)
+    img = nifti.load_image(path)
   except Exception as e:
     raise ValueError(f"{path}: cannot read as NIfTI ({type(e).__name__}: {e})") from e
   shape = tuple(img.shape)
@@ -191,12 +195,20 @@ def _read_full(path, reader, canonical):
   if reader is not None:
     return _call_reader(reader, path)[0]
   try:
-    img = nib.load(path)
+    img = nifti.load_image(path)
     if canonical:
       img = nib.as_closest_canonical(img)
     return np.asanyarray(img.dataobj)
   except Exception as e:
     raise ValueError(f"{path}: cannot read data ({type(e).__name__}: {e})") from e
+
+
+def _reference(labels: Volume | None, image: Volume | None) -> Volume:
+  """The volume whose header describes an element: its label map, else its image."""
+  ref = labels if labels is not None else image
+  if ref is None:  # refused when the source is built
+    raise ValueError("an element has neither a label map nor an image")
+  return ref
 
 
 @dataclasses.dataclass
@@ -216,11 +228,11 @@ class NiftiSource:
     cache: keep volumes in memory once read; "auto" caches when the total size is under a
       quarter of the available RAM (per process: each Grain worker holds its own copy).
   """
-  label_paths: Sequence[Optional[str]]
-  image_paths: Optional[Sequence[Optional[str]]] = None
-  reader: Optional[Callable] = None
+  label_paths: Sequence[PathLike | None]
+  image_paths: Sequence[PathLike | None] | None = None
+  reader: Callable | None = None
   canonical: bool = False
-  cache: object = "auto"
+  cache: bool | str = "auto"
 
   def __post_init__(self):
     self.label_paths = [None if p is None else os.fspath(p) for p in self.label_paths]
@@ -261,10 +273,9 @@ class NiftiSource:
         raise ValueError(f"{img_path}: image affine differs from its label map {lab_path}")
     return labels, image
 
-  def describe(self, index: int) -> dict:
+  def describe(self, index: int) -> dict[str, Any]:
     """`{"shape", "path"}` of element `index` from the headers (reads no voxel)."""
-    labels, image = self._volumes[int(index)]
-    ref = labels if labels is not None else image
+    ref = _reference(*self._volumes[int(index)])
     return {"shape": ref.shape, "path": ref.path}
 
   def nbytes(self) -> int:
@@ -274,7 +285,7 @@ class NiftiSource:
   def __len__(self) -> int:
     return len(self.label_paths)
 
-  def __getitem__(self, index: int) -> dict:
+  def __getitem__(self, index: int) -> dict[str, Any]:
     index = int(index)
     if not -len(self) <= index < len(self):
       raise IndexError(f"index {index} out of range for a source of {len(self)} volumes")
@@ -283,7 +294,7 @@ class NiftiSource:
       for v in (labels, image):
         if v is not None and v._data is None:
           v.cache()
-    ref = labels if labels is not None else image
+    ref = _reference(labels, image)
     spacing = np.sqrt(np.sum(ref.affine[:3, :3] ** 2, axis=0))
     return {"labels": labels, "image": image, "affine": ref.affine.copy(), "spacing": spacing,
             "path": ref.path, "index": index, "shape": ref.shape}
@@ -295,13 +306,15 @@ class NiftiSource:
   # Constructors ----------------------------------------------------------------------
 
   @classmethod
-  def from_files(cls, label_paths, image_paths=None, **kwargs) -> "NiftiSource":
+  def from_files(cls, label_paths: Sequence[PathLike | None],
+                 image_paths: Sequence[PathLike | None] | None = None,
+                 **kwargs: Any) -> NiftiSource:
     """From explicit lists of label-map paths (and matching image paths)."""
     return cls(list(label_paths), None if image_paths is None else list(image_paths), **kwargs)
 
   @classmethod
-  def from_folder(cls, folder, pattern: str = "**/*", *, extensions=NIFTI_EXTENSIONS,
-                  **kwargs) -> "NiftiSource":
+  def from_folder(cls, folder: PathLike, pattern: str = "**/*", *,
+                  extensions: Sequence[str] = NIFTI_EXTENSIONS, **kwargs: Any) -> NiftiSource:
     """All label maps under `folder` matching `pattern` whose names end in `extensions`.
 
     Args:
@@ -320,8 +333,9 @@ class NiftiSource:
     return cls(paths, None, **kwargs)
 
   @classmethod
-  def from_pairs(cls, folder, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg",
-                 extensions=NIFTI_EXTENSIONS, **kwargs) -> "NiftiSource":
+  def from_pairs(cls, folder: PathLike, *, image_suffix: str = "_T2w",
+                 label_suffix: str = "_dseg", extensions: Sequence[str] = NIFTI_EXTENSIONS,
+                 **kwargs: Any) -> NiftiSource:
     """Image/label pairs matched by BIDS-like suffixes under `folder` (recursively).
 
     `sub-01_rec-x_T2w.nii.gz` pairs with `sub-01_rec-x_T2w_dseg.nii.gz` (or

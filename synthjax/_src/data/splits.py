@@ -7,15 +7,19 @@ the stream reproducible from the seed (pymia's / CAREamics' splits, Grain's `mix
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from synthjax._src.pytypes import RandomAccessSource
 
-def describe_element(source, i):
+
+def describe_element(source: RandomAccessSource, i: int) -> dict[str, Any]:
   """Shape and path of element `i` of a source, without decoding it where the source can."""
-  if hasattr(source, "describe"):
-    return source.describe(i)
+  describe = getattr(source, "describe", None)
+  if describe is not None:
+    return describe(i)
   element = source[i]
   return {"shape": element["shape"], "path": element.get("path")}
 
@@ -23,7 +27,7 @@ def describe_element(source, i):
 @dataclasses.dataclass
 class Subset:
   """The elements `indices` of `source`, in that order (a random-access source)."""
-  source: object
+  source: RandomAccessSource
   indices: Sequence[int]
 
   def __post_init__(self):
@@ -32,21 +36,22 @@ class Subset:
     if bad:
       raise IndexError(f"indices {bad[:5]} out of range for a source of {len(self.source)}")
 
-  def __len__(self):
+  def __len__(self) -> int:
     return len(self.indices)
 
-  def describe(self, i):
+  def describe(self, i: int) -> dict[str, Any]:
     return describe_element(self.source, self.indices[int(i)])
 
-  def __getitem__(self, i):
+  def __getitem__(self, i: int) -> dict[str, Any]:
     element = dict(self.source[self.indices[int(i)]])
     element["index"] = int(i)
     element["source_index"] = self.indices[int(i)]
     return element
 
 
-def train_val_split(source, *, val_fraction: float = 0.2, min_val: int = 1, seed: int = 0):
-  """Splits a source into `(train, val)` `Subset`s with a seeded permutation.
+def train_val_split(source: RandomAccessSource, *, val_fraction: float = 0.2, min_val: int = 1,
+                    seed: int = 0) -> tuple[Subset, Subset]:
+  """Splits a source into `(train, val)`, two `Subset` views, by a seeded permutation.
 
   The validation set has `max(min_val, round(val_fraction * n))` elements and the training
   set keeps at least one; the same seed always gives the same split.
@@ -62,7 +67,8 @@ def train_val_split(source, *, val_fraction: float = 0.2, min_val: int = 1, seed
     raise ValueError(f"cannot split {n} element(s) into {n_val} for validation and at least "
                      "one for training")
   perm = np.random.default_rng([int(seed), 3]).permutation(n)
-  return Subset(source, sorted(perm[n_val:].tolist())), Subset(source, sorted(perm[:n_val].tolist()))
+  train = Subset(source, sorted(perm[n_val:].tolist()))
+  return train, Subset(source, sorted(perm[:n_val].tolist()))
 
 
 @dataclasses.dataclass
@@ -78,7 +84,7 @@ class MixedSource:
     length: the mixed source's length (default: the sources' total).
     seed: seed of the draws.
   """
-  sources: Sequence[object]
+  sources: Sequence[RandomAccessSource]
   weights: Sequence[float]
   length: int = 0
   seed: int = 0
@@ -93,10 +99,10 @@ class MixedSource:
     self._p = w / w.sum()
     self.length = int(self.length) or sum(len(s) for s in self.sources)
 
-  def __len__(self):
+  def __len__(self) -> int:
     return self.length
 
-  def __getitem__(self, i):
+  def __getitem__(self, i: int) -> dict[str, Any]:
     i = int(i)
     if not 0 <= i < self.length:
       raise IndexError(f"index {i} out of range for a mixed source of {self.length}")

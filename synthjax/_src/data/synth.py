@@ -9,14 +9,23 @@ on the same patch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import grain
+import numpy as np
+
+if TYPE_CHECKING:
+  import jax
+
+  from synthjax._src.config import SynthConfig
 
 
-def synthesize_batch(batch: dict, config, *, fixed: Optional[dict] = None, strength=None,
-                     step=None):
+def synthesize_batch(batch: dict[str, Any], config: SynthConfig, *,
+                     fixed: dict[str, Any] | None = None,
+                     strength: float | jax.Array | Callable[[Any], Any] | None = None,
+                     step: int | jax.Array | None = None
+                     ) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
   """Renders a pipeline batch on the device; call it inside the jitted training step.
 
   Args:
@@ -70,11 +79,11 @@ class SynthesizeTransform(grain.transforms.Map):
   Attributes:
     config: the `SynthConfig`; its shape must equal the patch size.
   """
-  config: object
+  config: SynthConfig
   # Bytes it adds per voxel (`image` float32 and `seg` int32), for `batch_nbytes`.
   bytes_per_voxel = 8
 
-  def map(self, element):
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
     import jax
     from synthjax._src import rendering, sampling
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from synthjax._src import nifti
+from synthjax._src.pytypes import PathLike
 
 
 def _nifti_paths(spec) -> list[str]:
@@ -47,8 +50,10 @@ def _crop_foreground(array):
   return array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
 
 
-def load_templates(paths_or_folder, shape=None, *, crop_foreground: bool = False,
-                   skip_empty: bool = False, dtype=np.int32, return_paths: bool = False):
+def load_templates(paths_or_folder: PathLike | Sequence[PathLike],
+                   shape: Sequence[int] | None = None, *, crop_foreground: bool = False,
+                   skip_empty: bool = False, dtype: DTypeLike = np.int32,
+                   return_paths: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
   """Reads template label maps into one `(T, X, Y, Z)` stack for `render_ensemble`.
 
   Args:

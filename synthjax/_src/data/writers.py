@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from synthjax._src import stops
 
@@ -54,7 +54,15 @@ def write_dataset(writer, indices: Iterable[int], make_sample: Callable[[int], d
     The indices written by this call, in order.
 
   Examples:
-    >>> write_dataset(NiftiWriter("out"), range(100), make_sample)    # doctest: +SKIP
+    >>> import numpy as np
+    >>> from synthjax.data import NiftiWriter
+    >>> def make_sample(i):
+    ...   return {"image": np.zeros((4, 4, 4), np.float32), "seg": np.zeros((4, 4, 4), np.int16),
+    ...           "affine": np.eye(4), "index": i, "sidecar": {}}
+    >>> write_dataset(NiftiWriter("out"), range(3), make_sample)
+    [0, 1, 2]
+    >>> write_dataset(NiftiWriter("out"), range(4), make_sample)   # after an interruption
+    [3]
   """
   from tqdm import tqdm
   complete = writer.done()

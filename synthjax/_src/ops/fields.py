@@ -17,16 +17,12 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Optional
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.ops import precision
-from synthjax._src.ops import resample
-from synthjax._src.ops import rng
-
+from synthjax._src.ops import precision, resample, rng
 
 _NORMALIZE = ("max", "std", None)
 
@@ -37,7 +33,7 @@ def scale_grid_shape(shape, level: int) -> tuple[int, ...]:
 
 
 def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1,
-                     weights=None, normalize: Optional[str] = "max") -> jax.Array:
+                     weights=None, normalize: str | None = "max") -> jax.Array:
   """Perlin-type multi-scale noise of shape `shape` (float32).
 
   Level `i = 0 .. max_scales - 1` is `N(0, 1)` noise (times `weights[i]`) on a grid of

@@ -7,12 +7,11 @@ radius, so the blur jits and vmaps with static shapes.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from synthjax._src.ops import precision
-
 
 TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 

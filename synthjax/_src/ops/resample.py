@@ -7,9 +7,9 @@ integers, as in `scipy.ndimage.map_coordinates`.
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _flat_index(idx, shape):
@@ -119,11 +119,19 @@ def dynamic_resize_matrix(n_out: int, n_max: int, n) -> jax.Array:
   return jnp.maximum(0.0, 1.0 - jnp.abs(t[:, None] - jnp.arange(n_max, dtype=jnp.float32)[None, :]))
 
 
+def _static(m):
+  """`m` as a numpy array if its value is known when tracing (a constant), else None."""
+  try:
+    return np.asarray(m)
+  except jax.errors.TracerArrayConversionError:
+    return None
+
+
 def apply_separable(x: jax.Array, matrices, axes=(0, 1, 2)) -> jax.Array:
   """Applies one matrix per spatial axis: `out[i,j,k,...] = M0[i,a] M1[j,b] M2[k,c] x[a,b,c,...]`.
 
   `axes` names the array axes the three matrices act on (e.g. `(1, 2, 3)` for a
-  channel-first field).
+  channel-first field). A matrix may be a numpy or a JAX array, traced or not.
   """
   # Each product is written as a plain or batched matmul over the array's own layout, so
   # no transposed copy is made (with tensordot + moveaxis the transposes of a 256^3
@@ -134,11 +142,16 @@ def apply_separable(x: jax.Array, matrices, axes=(0, 1, 2)) -> jax.Array:
     rows = m.shape[0]
     size = lambda dims: int(np.prod(dims, dtype=np.int64))
     if not trail:
-      y = out.reshape(size(lead), n) @ m.T
+      # A static matrix is transposed here: XLA folds the transpose of a constant into a
+      # transposed constant at the top level of a program but not inside a loop body (where
+      # it hoists the constant out first), and the two products round differently.
+      static = _static(m)
+      m_t = m.T if static is None else np.ascontiguousarray(static.T)
+      y = out.reshape(size(lead), n) @ m_t
     elif not lead:
-      y = m @ out.reshape(n, size(trail))
+      y = jnp.asarray(m) @ out.reshape(n, size(trail))
     else:
-      y = jnp.matmul(m, out.reshape(size(lead), n, size(trail)))
+      y = jnp.matmul(jnp.asarray(m), out.reshape(size(lead), n, size(trail)))
     out = y.reshape(lead + (rows,) + trail)
   return out
 
@@ -156,7 +169,7 @@ def resize_linear(x: jax.Array, shape, axes=(0, 1, 2)) -> jax.Array:
   for axis, n_out in zip(axes, shape):
     n_in = x.shape[axis]
     if n_in != n_out:
-      mats.append(jnp.asarray(linear_resize_matrix(n_out, n_in)))
+      mats.append(linear_resize_matrix(n_out, n_in))
       used.append(axis)
   return apply_separable(x, mats, axes=tuple(used)) if mats else x
 

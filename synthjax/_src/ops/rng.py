@@ -23,9 +23,9 @@ References:
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _U32 = jnp.uint32
 _MAX_COUNT = 2 ** 32

@@ -10,10 +10,11 @@ run killed while saving resumes from the previous one.
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
-import grain
 
 
 def _options(**kw):
@@ -23,7 +24,7 @@ def _options(**kw):
 class Checkpoints:
   """The two Orbax managers of a run folder."""
 
-  def __init__(self, run_dir: str, *, keep: int = 2, real: bool = False):
+  def __init__(self, run_dir: str, *, keep: int = 2, real: bool = False) -> None:
     root = os.path.abspath(run_dir)
     self.real = real
     self.latest = ocp.CheckpointManager(
@@ -34,7 +35,8 @@ class Checkpoints:
         options=_options(max_to_keep=1, best_fn=lambda m: m["dice"], best_mode="max"),
         item_names=("params",))
 
-  def save(self, step: int, params, opt_state, iterator, real_iterator=None):
+  def save(self, step: int, params: Any, opt_state: Any, iterator: Any,
+           real_iterator: Any = None) -> None:
     """Saves the training state after `step` steps, with the iterators' positions."""
     state = {"params": params, "opt_state": opt_state}
     items = dict(state=ocp.args.StandardSave(state),
@@ -43,20 +45,23 @@ class Checkpoints:
       items["real"] = grain.checkpoint.CheckpointSave(real_iterator)
     self.latest.save(step, args=ocp.args.Composite(**items))
 
-  def save_best(self, step: int, params, dice: float):
+  def save_best(self, step: int, params: Any, dice: float) -> None:
     """Keeps these weights if `dice` beats the best so far."""
     self.best.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
                    metrics={"dice": float(dice)})
 
-  def latest_step(self):
+  def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def restore(self, params, opt_state, iterator, real_iterator=None, step=None):
+  def restore(self, params: Any, opt_state: Any, iterator: Any, real_iterator: Any = None,
+              step: int | None = None) -> tuple[int, Any, Any]:
     """Restores `(step, params, opt_state)` and moves the iterators to the saved positions.
 
     `params` and `opt_state` give the structure, shapes and shardings to restore into.
     """
     step = self.latest.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError("the run has no checkpoint yet")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                             {"params": params, "opt_state": opt_state})
     items = dict(state=ocp.args.StandardRestore(abstract),
@@ -64,19 +69,20 @@ class Checkpoints:
     if self.real:
       items["real"] = grain.checkpoint.CheckpointRestore(real_iterator)
     out = self.latest.restore(step, args=ocp.args.Composite(**items))
-    return step, out.state["params"], out.state["opt_state"]
+    return step, out["state"]["params"], out["state"]["opt_state"]
 
-  def restore_params(self, params, opt_state, *, best: bool = True):
+  def restore_params(self, params: Any, opt_state: Any, *, best: bool = True
+                     ) -> tuple[int, Any]:
     """`(step, params)` of the best checkpoint (or the latest, if none or `best=False`).
 
     `params` and `opt_state` give the structure and shapes (a fresh model and optimizer).
     """
-    if best and self.best.best_step() is not None:
-      step = self.best.best_step()
+    step = self.best.best_step() if best else None
+    if step is not None:
       abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
       out = self.best.restore(step, args=ocp.args.Composite(
           params=ocp.args.StandardRestore(abstract)))
-      return step, out.params
+      return step, out["params"]
     step = self.latest.latest_step()
     if step is None:
       raise FileNotFoundError("the run has no checkpoint yet")
@@ -84,8 +90,8 @@ class Checkpoints:
                             {"params": params, "opt_state": opt_state})
     out = self.latest.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))
-    return step, out.state["params"]
+    return step, out["state"]["params"]
 
-  def close(self):
+  def close(self) -> None:
     self.latest.close()
     self.best.close()

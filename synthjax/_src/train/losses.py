@@ -14,7 +14,7 @@ import jax.numpy as jnp
 SMOOTH = 1e-5
 
 
-def dice_ce_loss(logits, targets):
+def dice_ce_loss(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
   """DiceCE of `logits` `(B, *spatial, C)` against class indices `targets` `(B, *spatial)`.
 
   Returns:

@@ -23,10 +23,15 @@ Conventions (MONAI 1.6, checked against it in tests/test_segmentation_parts.py):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def dice_per_label(pred, truth, labels, *, ignore_empty: bool = True):
+def dice_per_label(pred: ArrayLike, truth: ArrayLike, labels: Iterable[int], *,
+                   ignore_empty: bool = True) -> dict[int, float]:
   """`{label: dice}` for each label value in `labels`.
 
   A label absent from the truth scores NaN (`ignore_empty`, MONAI's default), else 1 if
@@ -46,20 +51,21 @@ def dice_per_label(pred, truth, labels, *, ignore_empty: bool = True):
   return out
 
 
-def mean_score(scores: dict) -> float:
+def mean_score(scores: Mapping[int, float]) -> float:
   """Mean over the labels that have a (finite) score (NaN if none has)."""
   values = [v for v in scores.values() if np.isfinite(v)]
   return float(np.mean(values)) if values else float("nan")
 
 
-def surface(mask):
+def surface(mask: ArrayLike) -> np.ndarray:
   """The voxels of `mask` with a face neighbour outside it or outside the array."""
   from scipy import ndimage
   mask = np.asarray(mask, bool)
-  return mask & ~ndimage.binary_erosion(mask, border_value=0)
+  return mask & ~np.asarray(ndimage.binary_erosion(mask, border_value=0), bool)
 
 
-def hausdorff95(pred, truth, label, spacing=(1.0, 1.0, 1.0)):
+def hausdorff95(pred: ArrayLike, truth: ArrayLike, label: int,
+                spacing: float | Sequence[float] = (1.0, 1.0, 1.0)) -> float:
   """The 95% Hausdorff distance of `label` between the two maps, in mm (NaN if either lacks
   it): the larger of the 95th percentiles of the surface distances from the prediction to
   the truth and from the truth to the prediction."""
@@ -71,17 +77,17 @@ def hausdorff95(pred, truth, label, spacing=(1.0, 1.0, 1.0)):
     return float("nan")
   spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (p.ndim,)))
   sp, st = surface(p), surface(t)
-  to_truth = ndimage.distance_transform_edt(~st, sampling=spacing)[sp]
-  to_pred = ndimage.distance_transform_edt(~sp, sampling=spacing)[st]
+  to_truth = np.asarray(ndimage.distance_transform_edt(~st, sampling=spacing))[sp]
+  to_pred = np.asarray(ndimage.distance_transform_edt(~sp, sampling=spacing))[st]
   return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
 
 
-def voxel_volume(affine) -> float:
+def voxel_volume(affine: ArrayLike) -> float:
   """The volume of one voxel in mm^3 (|det| of the affine's 3x3 part)."""
   return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])))
 
 
-def label_volumes(seg, affine, labels) -> dict:
+def label_volumes(seg: ArrayLike, affine: ArrayLike, labels: Iterable[int]) -> dict[str, Any]:
   """`{"voxel_volume_mm3", "labels": {value: {"voxels", "mL"}}}` of every label in `labels`
   other than 0 (absent ones with 0 voxels), and of any other non-zero value in `seg`."""
   mm3 = voxel_volume(affine)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 NORMS = ("instance", "group", "none")
@@ -211,7 +212,7 @@ class UNet(nnx.Module):
   def __init__(self, num_classes: int, *, dim: int = 3, in_channels: int = 1,
                features: Sequence[int] = (8, 16, 32, 64), convs_per_level: int = 2,
                norm: str = "instance", activation: str = "leaky_relu",
-               upsample: str = "transpose", conv_impl: str = "auto", rngs: nnx.Rngs):
+               upsample: str = "transpose", conv_impl: str = "auto", rngs: nnx.Rngs) -> None:
     if dim not in (2, 3):
       raise ValueError(f"dim must be 2 or 3, got {dim}")
     for name, value, allowed in (("norm", norm, NORMS), ("activation", activation, ACTIVATIONS),
@@ -239,7 +240,7 @@ class UNet(nnx.Module):
       cin = f
     self.head = Conv(cin, num_classes, dim=dim, kernel_size=1, rngs=rngs)
 
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     size = x.shape[1:1 + self.dim]
     factor = 2 ** (self.levels - 1)
     if x.ndim != self.dim + 2 or any(n % factor for n in size):
@@ -256,6 +257,6 @@ class UNet(nnx.Module):
     return self.head(x)
 
 
-def build(model_config: dict, num_classes: int, *, seed: int = 0) -> UNet:
+def build(model_config: dict[str, Any], num_classes: int, *, seed: int = 0) -> UNet:
   """A `UNet` from a JSON-able dict of its keyword arguments (as stored in a run)."""
   return UNet(num_classes, rngs=nnx.Rngs(seed), **model_config)

@@ -6,7 +6,7 @@ import json
 import os
 
 
-def read_metrics(path):
+def read_metrics(path: str) -> list[dict]:
   """The records of a `metrics.jsonl` (a torn last line, from a killed run, is skipped)."""
   records = []
   if not os.path.exists(path):
@@ -20,7 +20,7 @@ def read_metrics(path):
   return records
 
 
-def plot_curves(metrics_path, png_path, *, title=""):
+def plot_curves(metrics_path: str, png_path: str, *, title: str = "") -> None:
   """Writes the loss curve (raw and smoothed) and the validation Dice curves to `png_path`."""
   import matplotlib
   matplotlib.use("Agg")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 
@@ -35,14 +36,15 @@ def _centre(seg):
   return tuple(int(round(c)) for c in idx.mean(0))
 
 
-def qc_picture(image_path, seg, volumes, png_path, *, title=""):
+def qc_picture(image_path: str, seg: np.ndarray, volumes: dict[str, Any], png_path: str, *,
+               title: str = "") -> None:
   """Draws the QC picture of a scan (NIfTI path) and its segmentation `seg` (on the scan's
   grid, as written) to `png_path`, written to a temporary name and renamed."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from matplotlib.lines import Line2D
   import nibabel as nib
+  from matplotlib.lines import Line2D
 
   img = scans.load(image_path)
   image, affine, ornt = scans.canonical(img)

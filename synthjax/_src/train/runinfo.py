@@ -11,6 +11,7 @@ import hashlib
 import os
 import platform
 import subprocess
+from typing import Any
 
 from synthjax._src.train.cli import UserError
 
@@ -30,13 +31,15 @@ def sha256(path, chunk=1 << 20) -> str:
   return h.hexdigest()
 
 
-def versions() -> dict:
+def versions() -> dict[str, Any]:
   """Versions of synthjax, jax, the `train` extra's stack, numpy, nibabel and Python
   (None for a distribution that is not installed)."""
   from importlib import metadata
+
   import jax
+
   import synthjax
-  out = {"synthjax": synthjax.__version__, "jax": jax.__version__}
+  out: dict[str, str | None] = {"synthjax": synthjax.__version__, "jax": jax.__version__}
   for name in PACKAGES:
     try:
       out[name] = metadata.version(name)
@@ -71,7 +74,7 @@ def git_source():
   return {"commit": commit, "dirty": dirty}
 
 
-def provenance(label_paths) -> dict:
+def provenance(label_paths) -> dict[str, Any]:
   """The `versions`, `git` and `label_sha256` entries of run.json."""
   return {"versions": versions(), "git": git_source(),
           "label_sha256": {p: sha256(p) for p in label_paths}}

@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from synthjax._src.train.cli import UserError, add_cache_option
 OUTPUTS = ("_seg.nii.gz", "_conf.nii.gz", "_volumes.json", "_qc.png")
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
   """Adds the arguments of `synthjax segment` to the parser `p` (its own, or a subparser)."""
   p.add_argument("run", help="a run folder written by `synthjax train`")
   p.add_argument("images", nargs="+", help="NIfTI scans")
@@ -55,9 +56,9 @@ def add_arguments(p):
   return p
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
   return add_arguments(argparse.ArgumentParser(prog="synthjax segment",
-                                               description=__doc__.splitlines()[0]))
+                                               description=(__doc__ or "").splitlines()[0]))
 
 
 def _stem(path):
@@ -71,10 +72,11 @@ def _stem(path):
 class Segmenter:
   """A trained run, ready to segment scans: `seg, conf = Segmenter(run)(scan_path)`."""
 
-  def __init__(self, run_dir: str, *, best: bool = True):
+  def __init__(self, run_dir: str, *, best: bool = True) -> None:
     import jax
-    import synthjax
     from flax import nnx
+
+    import synthjax
     from synthjax._src.train import checkpoints, model, runinfo, steps
     run_json = os.path.join(run_dir, "run.json")
     if not os.path.exists(run_json):
@@ -109,7 +111,8 @@ class Segmenter:
     self.params = jax.device_put(params, jax.local_devices()[0])
     self.predict = steps.make_predictor(graphdef, dim=self.record["model"]["dim"])
 
-  def __call__(self, image_path, *, tta=False, batch_size=4):
+  def __call__(self, image_path: str, *, tta: bool = False, batch_size: int = 4
+               ) -> tuple[np.ndarray, np.ndarray, scans.Scan]:
     from synthjax._src.train.train import segment_scan
     scan = scans.load_scan(image_path, self.config.spacing)
     seg, conf = segment_scan(self.predict, self.params, scan, self.classes, self.config,
@@ -137,7 +140,7 @@ def save(path, array, affine):
       os.remove(tmp)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> list[list[str]]:
   """Segments `args.images` with the run `args.run` (`build_parser`); returns, for each
   scan, the paths written (segmentation, confidence, volumes JSON, QC picture)."""
   outputs = []
@@ -201,7 +204,7 @@ def run(args):
   return [p for _, p in outputs]
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
   """`synthjax segment ARGS...` without the other commands: returns the exit status."""
   from synthjax._src.train import cli
   return cli.main("synthjax segment", build_parser(), lambda args, _: run(args), argv)

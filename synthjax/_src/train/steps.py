@@ -14,19 +14,24 @@ feeds its own share of the batch (`jax.make_array_from_process_local_data`).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from numpy.typing import ArrayLike
 
 from synthjax import data as sdata
-
-from synthjax._src.train import losses
 from synthjax._src import scans
+from synthjax._src.train import losses
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
 
 # Stream of the sample key used to pick a 2-D net's slices (the generator uses the key's
 # split halves; folding in a constant gives an independent stream).
@@ -89,7 +94,8 @@ def take_slices(keys, images, targets, num_slices: int):
   return (im.reshape((-1,) + im.shape[2:]), tg.reshape((-1,) + tg.shape[2:]))
 
 
-def render(batch: dict, synth_config, classes, *, strength=None):
+def render(batch: dict[str, Any], synth_config: SynthConfig | None, classes: Sequence[int], *,
+           strength: Any = None) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(images, targets, keys)` of a batch: rendered by synthjax when `synth_config` is
   given (at augmentation `strength`, see `synthjax.sample_params`), else the batch's own
   `image` and `seg`; images normalised as real scans are."""
@@ -107,8 +113,10 @@ def optimizer_step(opt_state):
   return optax.tree_utils.tree_get_all_with_path(opt_state, "count")[0][1]
 
 
-def make_train_step(graphdef, tx, *, synth_config, classes, dim: int,
-                    slices_per_volume: int = 8, mesh=None, strength=None) -> Callable:
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
+                    synth_config: SynthConfig | None, classes: Sequence[int], dim: int,
+                    slices_per_volume: int = 8, mesh: jax.sharding.Mesh | None = None,
+                    strength: Any = None) -> Callable:
   """The jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
   Cached on its arguments: a second run in the same process with the same net, optimizer
@@ -163,7 +171,7 @@ def _train_step(graphdef, tx, synth_config, classes, dim, slices_per_volume, mes
 
 
 @functools.lru_cache(maxsize=16)
-def make_predictor(graphdef, *, dim: int) -> Callable:
+def make_predictor(graphdef: nnx.GraphDef, *, dim: int) -> Callable:
   """Jitted `predict(params, patches) -> probabilities`, patches `(B, px, py, pz)` in,
   `(B, px, py, pz, C)` out; a 2-D net takes patches with `pz == 1`. Cached on its
   arguments, as `make_train_step`."""
@@ -190,26 +198,31 @@ def replicate(mesh, tree):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def global_batch(mesh, local: dict, names: Sequence[str]) -> dict:
+def global_batch(mesh, local: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
   """This process's share of a batch, assembled into arrays sharded over the mesh."""
   sharding = NamedSharding(mesh, P("data"))
   return {n: jax.make_array_from_process_local_data(sharding, np.asarray(local[n]))
           for n in names}
 
 
-def to_host(x):
+def to_host(x: Any) -> np.ndarray:
   """A replicated array as numpy (works when other processes hold the other replicas)."""
   return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
 
 
-def host_tree(tree):
+def host_tree(tree: Any) -> Any:
   return jax.tree.map(to_host, tree)
 
 
-def flip_permutation(classes, flip_pairs, output_labels=None, label_values=None):
+def flip_permutation(classes: Iterable[int], flip_pairs: Iterable[tuple[int, int]],
+                     output_labels: Sequence[int] | None = None,
+                     label_values: Sequence[int] | None = None) -> list[int]:
   """Class-channel permutation of a left/right mirror (pairs given as generation labels)."""
   classes = [int(c) for c in sorted(classes)]
-  out_of = dict(zip(label_values, output_labels)) if output_labels is not None else None
+  if output_labels is not None and label_values is None:
+    raise ValueError("flip_permutation needs label_values to map pairs to output_labels")
+  out_of = (dict(zip(label_values, output_labels))
+            if output_labels is not None and label_values is not None else None)
   perm = list(range(len(classes)))
   for a, b in flip_pairs:
     if out_of is not None:
@@ -220,9 +233,11 @@ def flip_permutation(classes, flip_pairs, output_labels=None, label_values=None)
   return perm
 
 
-def segment_array(predict, params, image, *, dim: int, patch: Sequence[int],
-                  overlap: Optional[Sequence[int]] = None, batch_size: int = 4,
-                  flip_axes: Sequence[int] = (), flip_perm=None, progress=None):
+def segment_array(predict: Callable, params: Any, image: ArrayLike, *, dim: int,
+                  patch: Sequence[int], overlap: Sequence[int] | None = None,
+                  batch_size: int = 4, flip_axes: Sequence[int] = (),
+                  flip_perm: Sequence[int] | None = None,
+                  progress: Callable[[], Any] | None = None) -> np.ndarray:
   """Class probabilities of a normalised image on the training grid, by Gaussian-blended
   sliding windows of the training patch size (MONAI `sliding_window_inference`), averaged
   over mirror images along `flip_axes` (test-time augmentation) when given.

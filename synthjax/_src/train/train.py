@@ -48,11 +48,16 @@ import errno
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synthjax._src import scans, stops
 from synthjax._src.train import runinfo
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
 from synthjax._src.train.cli import UserError, add_cache_option, atomic_write
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
@@ -119,9 +124,9 @@ def add_arguments(p):
   return p
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
   return add_arguments(argparse.ArgumentParser(prog="synthjax train",
-                                               description=__doc__.splitlines()[0]))
+                                               description=(__doc__ or "").splitlines()[0]))
 
 
 def expand_paths(patterns):
@@ -133,7 +138,8 @@ def expand_paths(patterns):
     raise UserError(str(e)) from e
 
 
-def load_config(args, values, spacing, shape):
+def load_config(args: argparse.Namespace, values: Sequence[int], spacing: Sequence[float],
+                shape: Sequence[int]) -> SynthConfig:
   """The SynthConfig of the run: a preset on the maps' labels, or the --config JSON."""
   import synthjax
   if args.config:
@@ -181,13 +187,13 @@ def strength_schedule(args):
   return steps.linear_ramp(args.strength_start, args.strength_ramp)
 
 
-def model_config(args) -> dict:
+def model_config(args) -> dict[str, Any]:
   return {"dim": args.dim, "features": list(args.features), "convs_per_level": args.convs,
           "norm": args.norm, "activation": args.activation, "upsample": args.upsample,
           "conv_impl": args.conv_impl}
 
 
-def check_resume_args(args, parser, stored: dict):
+def check_resume_args(args, parser, stored: dict[str, Any]):
   defaults = vars(parser.parse_args(["-o", "x"]))
   for name, value in vars(args).items():
     if name in RESUMABLE or name in ("out", "coordinator", "num_processes", "process_id",
@@ -252,7 +258,7 @@ class MetricsLog:
     records = read_metrics(path) if keep_until is not None else []
     records = [r for r in records if r["step"] <= (keep_until or 0)]
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in records))
-    self.file = open(path, "a")
+    self.file = open(path, "a")  # noqa: SIM115 (held across steps; close() closes it)
 
   def write(self, record):
     if self.enabled:
@@ -279,7 +285,9 @@ def validate(predict, params, val_scans, classes, cfg, args):
           "per_scan": [{str(k): v for k, v in s.items()} for s in per_scan]}
 
 
-def segment_scan(predict, params, scan, classes, cfg, args, *, tta=False, batch_size=4):
+def segment_scan(predict: Callable, params: Any, scan: scans.Scan, classes: Sequence[int],
+                 cfg: SynthConfig, args: argparse.Namespace, *, tta: bool = False,
+                 batch_size: int = 4) -> tuple[np.ndarray, np.ndarray]:
   """`(segmentation, confidence)` of a `scans.Scan` on its own grid."""
   from synthjax._src.train import steps
   perm = steps.flip_permutation(classes, cfg.flip_pairs, cfg.output_labels, cfg.label_values)
@@ -311,7 +319,8 @@ class TrainResult:
   params: object
 
 
-def run(args, parser=None) -> TrainResult:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None
+        ) -> TrainResult:
   """Trains as the command line does, from parsed arguments (`build_parser`)."""
   parser = parser or build_parser()
   import jax
@@ -323,8 +332,9 @@ def run(args, parser=None) -> TrainResult:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("synthjax train: run folder checked")
-  import synthjax
   from flax import nnx
+
+  import synthjax
   from synthjax import data as sdata
   from synthjax._src.train import checkpoints, model, plot, steps
 
@@ -395,7 +405,8 @@ def run(args, parser=None) -> TrainResult:
   spatial = cfg.shape[:2] if args.dim == 2 else cfg.shape
   if any(n % factor for n in spatial):
     raise UserError(f"the patch {cfg.shape} must be divisible by {factor} (2 ** (levels - 1) "
-                    f"for {len(args.features)} levels) along {'x and y' if args.dim == 2 else 'every axis'}")
+                    f"for {len(args.features)} levels) along "
+                    f"{'x and y' if args.dim == 2 else 'every axis'}")
   if args.dim == 2 and not 1 <= args.slices <= cfg.shape[2]:
     raise UserError(f"--slices must be in [1, {cfg.shape[2]}], got {args.slices}")
 
@@ -496,9 +507,9 @@ def run(args, parser=None) -> TrainResult:
       stops.check()
       t0 = time.perf_counter()
       real_now = real_it is not None and step % args.real_every == 0
-      local = next(real_it) if real_now else next(it)
+      local = next(real_it) if real_it is not None and real_now else next(it)
       samples.append(np.asarray(local["index"]))
-      if real_now:
+      if real_now and real_step is not None:
         batch = steps.global_batch(mesh, local, names + ("image",))
         params, opt_state, out = real_step(params, opt_state, batch)
       else:
@@ -555,7 +566,7 @@ def run(args, parser=None) -> TrainResult:
                      params=steps.host_tree(params))
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
   """`synthjax train ARGS...` without the other commands: returns the exit status."""
   from synthjax._src.train import cli
   return cli.main("synthjax train", build_parser(), run, argv)

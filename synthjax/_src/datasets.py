@@ -1,0 +1,207 @@
+"""Run folders: samples, view pairs and label ensembles as `synthjax generate`, `views` and
+`ensemble` write them.
+
+Each function records the run's manifest and holds the folder's lock while it writes
+(`runs.start_run`), then writes the samples through `write_dataset`: run again after an
+interruption, it writes only the missing ones. Sample `i` depends on `(seed, i)` alone
+(`samples.sample_keys`) and renders `sources[i % len(sources)]`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from synthjax._src import inputs, runs, samples
+
+OUTPUT_FORMATS = ("nifti", "arrayrecord")
+
+
+def _versions():
+  import jax
+
+  import synthjax
+  return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
+
+
+def _write_run(out, manifest, overwrite, make_writer, n, make_sample, progress):
+  """Starts the run of `manifest` in `out` and writes samples `0..n-1` under its lock."""
+  from synthjax._src.data import writers
+  lock = runs.start_run(out, manifest, overwrite)
+  try:
+    return writers.write_dataset(make_writer(), range(n), make_sample, progress=progress)
+  finally:
+    lock.close()
+
+
+def generate(out, sources, config, *, n: int, seed: int = 0, output_format: str = "nifti",
+             workers: int = 4, overwrite: bool = False, progress: bool = False) -> list[int]:
+  """Writes `n` synthetic samples (image, seg, params JSON) rendered from `sources`.
+
+  Args:
+    out: the run folder (`runs.start_run`: new, empty, or holding this same run).
+    sources: `inputs.Source`s (`load_sources` or `demo_sources`, with `with_seed_maps` when
+      the config uses seed maps), checked against `config` (`check_sources`).
+    config: the `SynthConfig`.
+    n: number of samples.
+    seed: the run's seed, in `[0, 2**32)`.
+    output_format: `"nifti"` (a NIfTI folder) or `"arrayrecord"` (sharded ArrayRecord).
+    workers: background threads writing (compressing) NIfTI samples.
+    overwrite: replace a run of another command or seed in `out` (its files only).
+    progress: print a progress bar to stderr.
+
+  Returns:
+    The indices written by this call (those already complete are skipped).
+
+  Raises:
+    InputError: the synthesis cannot fit in memory.
+    runs.FolderError: `out` holds something else, or another run writes there.
+
+  Examples:
+    >>> sources, spacing = demo_sources((32, 32, 32), 6.0)             # doctest: +SKIP
+    >>> cfg = preset_config("synthseg", label_values(sources), (32,) * 3, spacing)  # doctest: +SKIP
+    >>> generate("out", sources, cfg, n=4, seed=5)                      # doctest: +SKIP
+    [0, 1, 2, 3]
+  """
+  import synthjax
+  from synthjax._src.data import arrayrecord, nifti_folder
+  if output_format not in OUTPUT_FORMATS:
+    raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+  # Host copies awaiting the writer threads: an image and a seg per pending sample.
+  inputs.check_fits(config, sources, extra_bytes=8 * math.prod(config.shape) * (workers + 1))
+  manifest = {"format": runs.RUN_FORMAT, "command": "generate", "seed": seed,
+              "config": config.to_dict(), "sources": [s.record for s in sources],
+              "output_format": output_format,
+              "source_of_sample": "sources[index % len(sources)]", "n": n,
+              "versions": _versions()}
+
+  def make_writer():
+    if output_format == "nifti":
+      return nifti_folder.NiftiWriter(out, max_pending=workers)
+    return arrayrecord.ArrayRecordWriter(os.path.join(out, runs.ARRAYRECORD_PREFIX))
+
+  def make(i):
+    labels, affine, record, seeds = sources[i % len(sources)]
+    pkey, skey = samples.sample_keys(seed, i)
+    params = synthjax.sample_params(pkey, config)
+    image, seg = synthjax.synthesize(skey, params, labels, config, seeds=seeds)
+    return {"index": i, "image": np.asarray(image), "seg": np.asarray(seg, np.int32),
+            "affine": samples.output_affine(affine, labels.shape, config.shape,
+                                            np.asarray(params["crop"]["position"])),
+            "sidecar": samples.make_sidecar(seed=seed, index=i, synth_key=skey,
+                                            params_key=pkey, params=params, config=config,
+                                            source=record, version=synthjax.__version__)}
+
+  return _write_run(out, manifest, overwrite, make_writer, n, make, progress)
+
+
+def generate_views(out, sources, config, *, n: int, seed: int = 0, shared_spatial: bool = True,
+                   overwrite: bool = False) -> list[int]:
+  """Writes `n` pairs of contrastive views (anatomix step 2) rendered from `sources`.
+
+  Sample `i` is `sample_{i:05d}_view{0,1}_image.nii.gz` with one `_seg.nii.gz` when the
+  views share the spatial transform (voxel-aligned), else one `_view{v}_seg.nii.gz` per
+  view, and its params JSON.
+
+  Args:
+    out: the run folder (as for `generate`).
+    sources: `inputs.Source`s checked against `config`.
+    config: the `SynthConfig`.
+    n: number of pairs.
+    seed: the run's seed, in `[0, 2**32)`.
+    shared_spatial: one spatial transform for both views (else one per view).
+    overwrite: replace a run of another command or seed in `out` (its files only).
+
+  Returns:
+    The indices written by this call.
+
+  Raises:
+    InputError: the synthesis cannot fit in memory.
+    runs.FolderError: `out` holds something else, or another run writes there.
+  """
+  import synthjax
+  from synthjax._src.data import nifti_folder
+  inputs.check_fits(config, sources, batch=2)
+  manifest = {"format": runs.RUN_FORMAT, "command": "views", "seed": seed,
+              "config": config.to_dict(), "sources": [s.record for s in sources],
+              "output_format": "nifti-views", "shared_spatial": shared_spatial,
+              "source_of_sample": "sources[index % len(sources)]", "n": n,
+              "versions": _versions()}
+
+  def make(i):
+    stem = os.path.join(out, f"sample_{i:05d}")
+    labels, affine, record, _ = sources[i % len(sources)]
+    pkey, skey = samples.sample_keys(seed, i)
+    params = synthjax.sample_view_params(pkey, config, shared_spatial=shared_spatial)
+    images, segs = synthjax.synthesize_views(skey, params, labels, config,
+                                             shared_spatial=shared_spatial)
+    files = {}
+    for v in range(2):
+      aff = samples.output_affine(affine, labels.shape, config.shape,
+                                  np.asarray(params["crop"]["position"][v]))
+      files[f"{stem}_view{v}_image.nii.gz"] = (np.asarray(images[v]), aff)
+      if v == 0 or not shared_spatial:
+        name = f"{stem}_seg.nii.gz" if shared_spatial else f"{stem}_view{v}_seg.nii.gz"
+        files[name] = (np.asarray(segs[v], np.int32), aff)
+    side = samples.make_sidecar(seed=seed, index=i, synth_key=skey, params_key=pkey,
+                                params=params, config=config, source=record,
+                                version=synthjax.__version__, shared_spatial=shared_spatial)
+    return {"index": i, "files": files, "sidecar": side}
+
+  return _write_run(out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n,
+                    make, False)
+
+
+def generate_ensembles(out, config, *, n: int, seed: int = 0, templates=None,
+                       overwrite: bool = False) -> list[int]:
+  """Writes `n` synthetic label maps (anatomix label ensembles), `sample_{i:05d}_labels.nii.gz`
+  with an identity affine, and their params JSONs.
+
+  Args:
+    out: the run folder (as for `generate`).
+    config: the `ensembles.EnsembleConfig`.
+    n: number of label maps.
+    seed: the run's seed, in `[0, 2**32)`.
+    templates: template label maps (files, folders or globs), each cropped to its
+      foreground; None draws random shapes.
+    overwrite: replace a run of another command or seed in `out` (its files only).
+
+  Returns:
+    The indices written by this call.
+
+  Raises:
+    FileNotFoundError: a template file that does not exist.
+    InputError: a template cannot be read or used (naming it).
+    runs.FolderError: `out` holds something else, or another run writes there.
+
+  Examples:
+    >>> cfg = synthjax.ensembles.EnsembleConfig(shape=(64, 64, 64))    # doctest: +SKIP
+    >>> generate_ensembles("out", cfg, n=8, seed=1)                     # doctest: +SKIP
+  """
+  import synthjax
+  from synthjax import ensembles
+  from synthjax._src.data import nifti_folder
+  stack, paths = None, None
+  if templates:
+    with inputs.input_errors():
+      stack, paths = ensembles.load_templates(templates, crop_foreground=True,
+                                              return_paths=True)
+  manifest = {"format": runs.RUN_FORMAT, "command": "ensemble", "seed": seed,
+              "config": config.to_dict(), "sources": paths or "random shapes",
+              "output_format": "nifti-labels", "n": n, "versions": _versions()}
+
+  def make(i):
+    stem = os.path.join(out, f"sample_{i:05d}")
+    pkey, skey = samples.sample_keys(seed, i)
+    params = ensembles.sample_ensemble_params(pkey, config)
+    labels = np.asarray(ensembles.render_ensemble(skey, params, stack, config), np.int32)
+    side = samples.make_ensemble_sidecar(seed=seed, index=i, synth_key=skey,
+                                         params_key=pkey, params=params, config=config,
+                                         templates=paths, version=synthjax.__version__)
+    return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
+            "sidecar": side}
+
+  return _write_run(out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n,
+                    make, False)
