@@ -31,7 +31,7 @@ import numpy as np
 
 import synthjax
 from common import CpuMeter
-from synthjax._src import generator
+from synthjax._src import rendering
 
 
 def _labels(values, shape, shift):
@@ -50,7 +50,7 @@ def _configs(shape):
 
 
 def _render_vectorised(cfg, key, params, labels):
-  return generator._render(key, params, labels, cfg, None, None, None)
+  return rendering._render(key, params, labels, cfg, None, None, None)
 
 
 def _synthesize(cfg, key, params, labels):

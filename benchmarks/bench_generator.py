@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
 
   def cache_size() -> int:
     """Entries in synthesize's jit cache (-1 if the library does not expose it)."""
-    fn = getattr(getattr(synthjax._src.generator, "_synthesize_jit", None), "_cache_size", None)
+    fn = getattr(getattr(synthjax._src.rendering, "_synthesize_jit", None), "_cache_size", None)
     return fn() if callable(fn) else -1
 
   root = jax.random.key(args.seed)

@@ -271,13 +271,13 @@ def every_stage():
   import jax
 
   import synthjax
-  from synthjax._src import generator, serialize
+  from synthjax._src import sampling, serialize
   from synthjax._src.config import _STAGE_TYPES
   base = synthjax.presets.fetal(tuple(range(8)), (16, 16, 16))
   cfg = base.replace(**{s: {"enabled": True, "prob": 0.5} for s in _STAGE_TYPES
                         if not getattr(base, s).enabled and s != "image_intensity"})
   params = synthjax.sample_params(jax.random.key(3), cfg)
-  return cfg, serialize.params_to_dict(params), generator.params_template(cfg)
+  return cfg, serialize.params_to_dict(params), sampling.params_template(cfg)
 
 
 def _outside(bounds, high):
@@ -488,7 +488,7 @@ def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on, chann
   import jax
 
   import synthjax
-  from synthjax._src import generator, memory
+  from synthjax._src import memory, rendering
   from synthjax._src.config import _STAGE_TYPES
   n = 32
   cfg = getattr(synthjax.presets, preset)(tuple(range(8)), (n, n, n)).replace(
@@ -500,7 +500,7 @@ def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on, chann
   labels[8:24, 8:24, 8:24] = 3
   # Lowering needs only the params' shapes: no sampler is compiled.
   params = jax.eval_shape(lambda k: synthjax.sample_params(k, cfg), jax.random.key(0))
-  stats = generator._synthesize_jit.lower(jax.random.key(1), params, labels,
+  stats = rendering._synthesize_jit.lower(jax.random.key(1), params, labels,
                                           cfg).compile().memory_analysis()
   used = stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes
   estimate = memory.estimate_bytes(cfg, labels.shape)

@@ -474,7 +474,7 @@ def test_equal_configs_share_one_compilation():
   with traced() as again:
     b = synthjax.synthesize(jax.random.key(1), p, labels, cfg_b)
     c = synthjax.synthesize(jax.random.key(2), p, other, cfg_b)
-  render = jit_name(synthjax._src.generator._synthesize_jit)
+  render = jit_name(synthjax._src.rendering._synthesize_jit)
   assert first[render] == 1 and again[render] == 0, (first, again)
   np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
   np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))

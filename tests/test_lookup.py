@@ -8,7 +8,7 @@ import pytest
 from absl.testing import parameterized
 
 import synthjax
-from synthjax._src import generator
+from synthjax._src import labelmaps
 from synthjax._src.ops import lookup
 
 
@@ -50,8 +50,8 @@ def test_label_index_select_path_matches_dense_reference(dtype):
   pos = {v: i for i, v in enumerate(values)}
   bg = pos[cfg.background]
   want = np.vectorize(lambda v: pos.get(int(v), bg))(raw)
-  got = generator.label_index(jnp.asarray(raw), cfg)
+  got = labelmaps.label_index(jnp.asarray(raw), cfg)
   np.testing.assert_array_equal(np.asarray(got), want)
   swap = np.array([0, 1, 2, 4, 3, 5], np.int32)  # 41 <-> 42
-  got = jax.jit(lambda r, s: generator.label_index(r, cfg, swap=s))(jnp.asarray(raw), swap)
+  got = jax.jit(lambda r, s: labelmaps.label_index(r, cfg, swap=s))(jnp.asarray(raw), swap)
   np.testing.assert_array_equal(np.asarray(got), swap[want])

@@ -8,8 +8,9 @@ import pytest
 import jax
 
 import synthjax
-from synthjax._src import generator
 from synthjax._src import registry
+from synthjax._src import rendering
+from synthjax._src import sampling
 
 # The replay contract: a stage's stream ids never change (params JSON written by any
 # version replays bit for bit). New stages append new ids.
@@ -58,7 +59,7 @@ def cfg():
 
 def test_params_follow_the_registry_in_order(cfg):
   params = synthjax.sample_params(jax.random.key(0), cfg)
-  assert set(params) == set(registry.NAMES) and registry.NAMES == generator.PARAM_STAGES
+  assert set(params) == set(registry.NAMES) and registry.NAMES == sampling.PARAM_STAGES
   # Each stage's params are exactly its own sampler's, from its own stream. The samplers
   # run in one program of their own (drawing them op by op takes several times longer).
   drawn = [s for s in registry.STAGES if not s.configured or getattr(cfg, s.name).enabled]
@@ -73,7 +74,7 @@ def test_params_follow_the_registry_in_order(cfg):
 
 
 def test_fixed_names_come_from_the_template(cfg):
-  template = generator.params_template(cfg)
+  template = sampling.params_template(cfg)
   for s in registry.STAGES:
     with pytest.raises(ValueError, match=f"fixed\\['{s.name}'\\] names unknown parameter"):
       synthjax.sample_params(jax.random.key(0), cfg, fixed={s.name: {"nope": 1}})
@@ -91,24 +92,27 @@ def test_fixed_names_come_from_the_template(cfg):
       np.testing.assert_array_equal(out[stage][name], value, err_msg=f"{stage}.{name}")
 
 
-def test_image_stages_render_through_one_signature_in_registry_order():
-  import inspect
+def test_every_stage_renders_through_its_phase_signature_in_registry_order():
+  from synthjax._src.stages import record
   phases = [s.phase for s in registry.STAGES]
-  assert set(phases) <= {"geometry", "source", "image", "kspace"}
-  # The fused phases come first; the k-space group is contiguous.
-  assert phases[:phases.index("image")] == sorted(phases[:phases.index("image")],
-                                                  key=["geometry", "source"].index)
+  assert set(phases) == set(record.PHASES)
+  # The spatial stages come first, then the sources; the k-space group is contiguous.
+  first_image = phases.index("image")
+  assert phases[:first_image] == sorted(phases[:first_image],
+                                        key=["spatial", "source"].index)
+  assert not {"spatial", "source"} & set(phases[first_image:])
   k = [i for i, p in enumerate(phases) if p == "kspace"]
   assert k == list(range(k[0], k[-1] + 1))
   for s in registry.STAGES:
+    assert s.apply is not None, s.name
+    # (key, value, params, stage_config, ctx), all positional.
+    params = list(inspect.signature(s.apply).parameters.values())
+    assert len(params) == 5 and params[-1].name == "ctx", s.name
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params), s.name
     if s.phase == "image":
-      assert s.apply is not None and s.configured, s.name
-      # (key, image, params, stage_config, ctx), all positional.
-      params = list(inspect.signature(s.apply).parameters.values())
-      assert len(params) == 5 and params[-1].name == "ctx", s.name
-      assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params), s.name
+      assert s.configured, s.name
     else:
-      assert s.apply is None and s.off is None, s.name
+      assert s.off is None, s.name
 
 
 def test_a_registered_image_stage_is_rendered_where_the_registry_puts_it(cfg):
@@ -118,15 +122,15 @@ def test_a_registered_image_stage_is_rendered_where_the_registry_puts_it(cfg):
   lab[4:12, 4:12, 4:12] = 1
   base = synthjax.presets.synthseg((0, 1), (16, 16, 16), noise={"prob": 1.0, "std": (0.1, 0.1)})
   params = synthjax.sample_params(jax.random.key(0), base)
-  with_noise = np.asarray(generator.render(jax.random.key(1), params, lab, base)[0])
+  with_noise = np.asarray(rendering.render(jax.random.key(1), params, lab, base)[0])
   original = registry.STAGES
   try:
     registry.STAGES = tuple(s for s in original if s.name != "noise")
-    without = np.asarray(generator.render(jax.random.key(1), params, lab, base)[0])
+    without = np.asarray(rendering.render(jax.random.key(1), params, lab, base)[0])
   finally:
     registry.STAGES = original
   assert np.abs(with_noise - without).mean() > 1e-3
-  off = np.asarray(generator.render(jax.random.key(1), params, lab,
+  off = np.asarray(rendering.render(jax.random.key(1), params, lab,
                                     base.replace(noise={"enabled": False}))[0])
   np.testing.assert_array_equal(without, off)
 

@@ -15,7 +15,7 @@ from _batches import element
 from _tracing import jit_name, traced
 
 import synthjax
-from synthjax._src import generator
+from synthjax._src import rendering, sampling
 
 SHAPE = (32, 32, 32)
 VALUES = (0, 2, 3, 4, 41, 42, 43)
@@ -238,8 +238,8 @@ def test_no_recompilation_for_new_keys_params_or_labels():
       synth(jax.random.key(100 + i), p, _labels(i), cfg)[0].block_until_ready()
       synth(jax.random.key(200 + i), p_json, _labels(i).astype(np.int32), cfg)
       synth(jax.random.key(300 + i), p_fixed, jnp.asarray(_labels(i)), cfg)
-  assert seen[jit_name(generator._synthesize_jit)] == 0, seen
-  assert seen[jit_name(generator._sample_params_jit)] == 0, seen
+  assert seen[jit_name(rendering._synthesize_jit)] == 0, seen
+  assert seen[jit_name(sampling._sample_params_jit)] == 0, seen
 
 
 def test_key_json_roundtrip():

@@ -12,7 +12,7 @@ from _maps import three_labels
 from _tracing import jit_name, traced
 
 import synthjax
-from synthjax._src import generator, registry
+from synthjax._src import registry, sampling
 
 N = 16
 # Every stage family on: spatial, intensity, artifacts with a magnitude, and gated stages
@@ -44,7 +44,7 @@ def batches():
 
 
 def test_every_stage_declares_how_it_weakens():
-  template = generator.params_template(CONFIG)
+  template = sampling.params_template(CONFIG)
   for stage in registry.STAGES:
     if stage.name in SOURCES:
       assert stage.strength is None, stage.name
@@ -142,7 +142,7 @@ def test_changing_the_strength_never_recompiles(batches):
     for s in (0.1, 0.7, 0.3):
       synthjax.sample_params(KEYS, CONFIG, strength=np.full(len(KEYS), s, np.float32))
     synthjax.sample_params(KEYS, CONFIG, strength=strengths)
-  assert seen[jit_name(generator._sample_params_jit)] == 0, seen
+  assert seen[jit_name(sampling._sample_params_jit)] == 0, seen
 
 
 def test_a_disabled_stage_keeps_its_zeros_at_any_strength():

@@ -13,7 +13,7 @@ from _tracing import jit_name, traced
 
 import synthjax
 from synthjax import presets
-from synthjax._src import generator
+from synthjax._src import rendering
 from synthjax._src.stages import gmm, subclusters
 from synthjax.data import load_seed_maps
 
@@ -165,7 +165,7 @@ def test_seeds_jit_vmap_and_replay():
   p_1, seeds_1 = jax.tree.map(lambda a: a[1], params), _seeds(lab, seed=1)
   with traced() as seen:
     synthjax.synthesize(keys[0], p_1, lab, cfg, seeds=seeds_1)
-  assert seen[jit_name(generator._synthesize_jit)] == 0, seen
+  assert seen[jit_name(rendering._synthesize_jit)] == 0, seen
 
 
 def test_seed_input_errors():

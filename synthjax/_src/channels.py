@@ -3,8 +3,9 @@
 SynthSeg's generator renders `n_channels` contrasts of one label map, and cornucopia's
 can correlate them: the anatomy (the spatial transform, the deformation field and the
 label resampling) is shared, and each channel has its own appearance. Here the stages
-in `CHANNEL_STAGES` (the label Gaussians, the bias field, gamma) draw one set of params
-per channel (a leading axis of `num_channels`); every other stage's params are shared.
+whose record is drawn per channel (`Stage.per_channel`: the label Gaussians, the bias
+field, gamma; `CHANNEL_STAGES`) draw one set of params per channel (a leading axis of
+`num_channels`); every other stage's params are shared.
 Channel `c` renders with its own synthesis key (its voxel noise and fields), channel 0
 with the sample's key, so channel 0 is the one-channel image of the same params.
 """
@@ -17,10 +18,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from synthjax._src import registry
 from synthjax._src.stages import gmm
 
-# Stages drawn once per channel.
-CHANNEL_STAGES = ("gmm", "bias", "gamma")
+# The registry's stages drawn once per channel.
+CHANNEL_STAGES = tuple(s.name for s in registry.STAGES if s.per_channel)
 # `fold_in` id of channel c's key (c >= 1) under a channel stage's params key and under
 # the sample's synthesis key. Channel 0 uses the keys themselves.
 CHANNEL_STREAM = 0x4348
@@ -108,7 +110,8 @@ def render_channels(render_one, key, params, labels, config, seeds=None, image=N
                     spatial_key=None):
   """The `(num_channels, X, Y, Z)` image and the `(X, Y, Z)` segmentation: the channel
   stages' params and the synthesis keys per channel, everything else shared."""
-  in_axes = {s: (0 if s in CHANNEL_STAGES else None) for s in params}
+  per_channel = {s.name for s in registry.stages_of(config) if s.per_channel}
+  in_axes = {s: (0 if s in per_channel else None) for s in params}
   images, segs = render_aligned(render_one, channel_keys(key, config.num_channels), params,
                                 in_axes, labels, config, seeds, image,
                                 spatial_key=key if spatial_key is None else spatial_key)

@@ -10,6 +10,7 @@ compiled program altogether.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -174,7 +175,7 @@ class SynthConfig(JsonConfig):
       for v in pair:
         if v not in values:
           raise ValueError(f"SynthConfig.flip_pairs names label {v}, which is not in label_values")
-    for name, typ in _STAGE_TYPES.items():
+    for name, typ in _stage_types(type(self)).items():
       object.__setattr__(self, name, as_stage(f"SynthConfig.{name}", typ, getattr(self, name)))
     for field_name in ("label_mean", "label_std"):
       unknown = sorted({r[0] for r in getattr(self.gmm, field_name)} - set(values))
@@ -207,19 +208,26 @@ class SynthConfig(JsonConfig):
     unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
     if unknown:
       raise TypeError(f"SynthConfig has no field(s) {sorted(unknown)}")
+    types = _stage_types(type(self))
     for name, value in list(changes.items()):
-      if name in _STAGE_TYPES and isinstance(value, dict):
+      if name in types and isinstance(value, dict):
         stage = getattr(self, name)
         value = dict(getattr_fields(stage), **value)
         # Asking for a positive probability on a disabled stage means "use this stage".
         if not stage.enabled and "enabled" not in changes[name] and _positive_prob(value):
           value["enabled"] = True
-        changes[name] = as_stage(f"SynthConfig.{name}", _STAGE_TYPES[name], value)
+        changes[name] = as_stage(f"SynthConfig.{name}", types[name], value)
     return dataclasses.replace(self, **changes)
 
 
 
-# Each stage's config type, from SynthConfig's own fields: a stage is a field whose default
-# is a stage config dataclass.
-_STAGE_TYPES = {f.name: type(f.default) for f in dataclasses.fields(SynthConfig)
-                if dataclasses.is_dataclass(f.default)}
+@functools.lru_cache(maxsize=None)
+def _stage_types(cls) -> dict:
+  """Each stage's config type, from the class's own fields: a stage is a field whose
+  default is a stage config dataclass (a `registry.config_variant` adds its own)."""
+  return {f.name: type(f.default) for f in dataclasses.fields(cls)
+          if dataclasses.is_dataclass(f.default)}
+
+
+# SynthConfig's own stage types.
+_STAGE_TYPES = _stage_types(SynthConfig)

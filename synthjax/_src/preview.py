@@ -113,9 +113,9 @@ def preview(labels: ArrayLike, config: SynthConfig, *, n: int = 8, seed: int = 0
     n: number of samples.
     seed: seed of the samples.
   """
-  from synthjax._src import generator, samples
+  from synthjax._src import labelmaps, rendering, samples, sampling
 
-  labels = generator.validate_labels(labels, config)
+  labels = labelmaps.validate_labels(labels, config)
   colors = label_colors(sorted(set(config.label_values) | set(np.unique(labels).tolist())))
   # The input as the generator sees it with identity spatial params: the centred window.
   from synthjax._src.data.samplers import extract_patch
@@ -125,8 +125,8 @@ def preview(labels: ArrayLike, config: SynthConfig, *, n: int = 8, seed: int = 0
   rows = [render_row(labels=window, colors=colors)]
   for i in range(int(n)):
     pkey, skey = samples.sample_keys(seed, i)
-    params = generator.sample_params(pkey, config)
-    image, seg = generator.synthesize(skey, params, labels, config)
+    params = sampling.sample_params(pkey, config)
+    image, seg = rendering.synthesize(skey, params, labels, config)
     image, seg = np.asarray(image), np.asarray(seg)
     for channel in (image,) if image.ndim == 3 else image:  # (C, X, Y, Z): channels first
       rows.append(render_row(image=channel, seg=seg))

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax._src import generator, param_checks
+from synthjax._src import sampling
+from synthjax._src import param_checks
 from synthjax._src.config import SynthConfig
 
 
@@ -50,7 +51,7 @@ def params_to_json(params, *, indent=None) -> str:
   return json.dumps(params_to_dict(params), indent=indent, sort_keys=True)
 
 
-params_template = generator.params_template
+params_template = sampling.params_template
 
 
 def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
     if stage not in data and stage_cfg is not None and not stage_cfg.enabled:
       # A stage added after the file was written, disabled in this config: it renders
       # nothing, so any values of the right shape replay the file exactly.
-      data[stage] = params_to_dict({stage: generator.params_defaults(config)[stage]})[stage]
+      data[stage] = params_to_dict({stage: sampling.params_defaults(config)[stage]})[stage]
   missing = [f"{s}.{n}" for s, e in template.items() for n in e
              if s not in data or n not in data[s]]
   if missing:

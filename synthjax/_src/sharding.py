@@ -13,7 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from synthjax._src import generator
+from synthjax._src import rendering
+from synthjax._src import sampling
 from synthjax._src.config import SynthConfig
 
 
@@ -26,7 +27,7 @@ def _sharded_program(config: SynthConfig, devices: tuple):
   # program has no collectives, and its conds join per-device values with constants, which
   # shard_map's check of varying values rejects.
   spec = PartitionSpec("batch")
-  fn = jax.shard_map(jax.vmap(lambda k, p, l: generator.render(k, p, l, config)), mesh=mesh,
+  fn = jax.shard_map(jax.vmap(lambda k, p, l: rendering.render(k, p, l, config)), mesh=mesh,
                      in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
@@ -63,7 +64,7 @@ def synthesize_sharded(keys, params, labels, config: SynthConfig, *, devices=Non
   if b % len(devices):
     raise ValueError(f"batch size {b} is not a multiple of the {len(devices)} devices")
   fn, sharding = _sharded_program(config, devices)
-  template = generator.params_template(config)
+  template = sampling.params_template(config)
   params = {s: {n: jax.numpy.asarray(params[s][n], spec.dtype) for n, spec in e.items()}
             for s, e in template.items()}
   keys, params, labels = jax.device_put((keys, params, jax.numpy.asarray(labels)), sharding)

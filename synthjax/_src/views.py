@@ -16,10 +16,14 @@ import functools
 import jax
 
 from synthjax._src import channels
-from synthjax._src import generator
+from synthjax._src import labelmaps
+from synthjax._src import registry
+from synthjax._src import rendering
+from synthjax._src import sampling
 from synthjax._src.config import SynthConfig
 
-SPATIAL_STAGES = ("affine", "deformation", "crop", "flip")
+# The registry's spatial stages: shared by the views of a voxel-aligned pair.
+SPATIAL_STAGES = tuple(s.name for s in registry.in_phase(SynthConfig, "spatial"))
 
 
 def sample_view_params(key, config: SynthConfig, *, shared_spatial: bool = True,
@@ -43,11 +47,11 @@ def sample_view_params(key, config: SynthConfig, *, shared_spatial: bool = True,
     >>> p["gmm"]["means"].shape
     (2, 2)
   """
-  params = generator.sample_params(jax.random.split(key, 2), config, fixed=fixed)
+  params = sampling.sample_params(jax.random.split(key, 2), config, fixed=fixed)
   if shared_spatial:
     params = dict(params)
-    for stage in SPATIAL_STAGES:
-      params[stage] = jax.tree.map(lambda a: a.at[1].set(a[0]), params[stage])
+    for stage in registry.in_phase(config, "spatial"):
+      params[stage.name] = jax.tree.map(lambda a: a.at[1].set(a[0]), params[stage.name])
   return params
 
 
@@ -56,9 +60,9 @@ def _views_jit(key, params, labels, config, shared_spatial, seeds, image):
   keys = jax.random.split(key, 2)
   if shared_spatial:
     # The views' anatomy is shared as a multi-contrast sample's channels are.
-    return channels.render_aligned(generator.render, keys, params, 0, labels, config, seeds,
+    return channels.render_aligned(rendering.render, keys, params, 0, labels, config, seeds,
                                    image, spatial_key=keys[0])
-  return jax.vmap(lambda k, p: generator.render(k, p, labels, config, seeds, image))(keys, params)
+  return jax.vmap(lambda k, p: rendering.render(k, p, labels, config, seeds, image))(keys, params)
 
 
 def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial: bool = True,
@@ -88,8 +92,8 @@ def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial
   import jax.numpy as jnp
   if not isinstance(labels, jax.Array):
     labels = jnp.asarray(np.asarray(labels))
-  generator.check_labels(labels, config)
-  template = generator.params_template(config)
+  labelmaps.check_labels(labels, config)
+  template = sampling.params_template(config)
   params = {s: {n: jnp.asarray(params[s][n], template[s][n].dtype) for n in template[s]}
             for s in template}
   return _views_jit(key, params, labels, config, bool(shared_spatial), seeds, image)

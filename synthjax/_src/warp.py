@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax._src import generator, registry
+from synthjax._src import registry
+from synthjax._src import sampling
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import precision, resample
 from synthjax._src.stages import geometry
@@ -113,9 +114,10 @@ def _deform_key(key):
   return jax.random.fold_in(key, registry.synth_stream("deformation"))
 
 
-def _map_dtype(params):
+def _map_dtype(params, config):
   """float64 for float64 spatial params (x64), so gradients can be checked in float64."""
-  return precision.float_dtype(*jax.tree.leaves({s: params[s] for s in geometry.SPATIAL}))
+  return precision.float_dtype(*jax.tree.leaves(
+      {s.name: params[s.name] for s in registry.in_phase(config, "spatial")}))
 
 
 def _sample_channels(volume, coords, order, cval):
@@ -127,14 +129,14 @@ def _sample_channels(volume, coords, order, cval):
 @functools.partial(jax.jit, static_argnames=("config", "order"))
 def _warp_jit(key, params, volume, config, order, cval):
   coords = geometry.coordinate_components(_deform_key(key), params, config, volume.shape[-3:],
-                                          dtype=_map_dtype(params))
+                                          dtype=_map_dtype(params, config))
   return _sample_channels(volume, coords, order, cval)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "order", "in_shape"))
 def _unwarp_jit(key, params, volume, config, order, in_shape, cval):
   coords = geometry.inverse_coordinate_map(_deform_key(key), params, config, in_shape,
-                                           dtype=_map_dtype(params))
+                                           dtype=_map_dtype(params, config))
   return _sample_channels(volume, coords, order, cval)
 
 
@@ -186,7 +188,7 @@ def warp(key, params, volume, config: SynthConfig, *, order: int = 1, cval=0.0) 
     (32, 32, 32)
   """
   volume = _check(config, order, volume, "labels'")
-  return _warp_jit(key, generator.as_device_params(params, config), volume, config, order,
+  return _warp_jit(key, sampling.as_device_params(params, config), volume, config, order,
                    cval)
 
 
@@ -216,7 +218,7 @@ def unwarp(key, params, volume, config: SynthConfig, *, in_shape, order: int = 1
   if volume.shape[-3:] != tuple(config.shape):
     raise ValueError(f"volume has spatial shape {volume.shape[-3:]}, expected the output "
                      f"grid {tuple(config.shape)}")
-  return _unwarp_jit(key, generator.as_device_params(params, config), volume, config, order,
+  return _unwarp_jit(key, sampling.as_device_params(params, config), volume, config, order,
                      in_shape, cval)
 
 
@@ -248,7 +250,7 @@ def tta_predict(key, fn, image, config: SynthConfig, *, n: int, order: int = 1) 
   total, seen = 0.0, 0.0
   for k in jax.random.split(key, n):
     k_params, k_warp = jax.random.split(k)
-    params = generator.sample_params(k_params, config)
+    params = sampling.sample_params(k_params, config)
     pred = fn(warp(k_warp, params, image, config, order=order))
     # The prediction and a volume of ones go back together (one inverse map): near the
     # field of view's edge a mapped-back prediction is part `cval` (0), and dividing by

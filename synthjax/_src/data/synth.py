@@ -44,8 +44,7 @@ def synthesize_batch(batch: dict[str, Any], config: SynthConfig, *,
     call, where a stage that is not applied costs nothing; a larger batch is vmapped.
   """
   import jax
-
-  from synthjax._src import generator
+  from synthjax._src import rendering, sampling
 
   keys = jax.random.wrap_key_data(batch["key"])
   pair = jax.vmap(jax.random.split)(keys)
@@ -53,13 +52,13 @@ def synthesize_batch(batch: dict[str, Any], config: SynthConfig, *,
     if step is None:
       raise ValueError("a strength schedule needs the step: synthesize_batch(..., step=step)")
     strength = strength(step)
-  params = generator.sample_params(pair[:, 0], config, fixed=fixed, strength=strength)
+  params = sampling.sample_params(pair[:, 0], config, fixed=fixed, strength=strength)
   extra = {}
   if config.subclusters.enabled and config.subclusters.source == "seeds":
     extra["seeds"] = batch["seeds"]
   if config.image_intensity.enabled:
     extra["image"] = batch["image"]
-  render = lambda k, p, l, e: generator.synthesize(k, p, l, config, **e)
+  render = lambda k, p, l, e: rendering.synthesize(k, p, l, config, **e)
   if batch["labels"].shape[0] == 1:
     # A batch of one renders as the single call: under vmap every stage's `applied` cond
     # becomes a select that computes the stage whether it is applied or not.
@@ -86,16 +85,15 @@ class SynthesizeTransform(grain.transforms.Map):
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
     import jax
-
-    from synthjax._src import generator
+    from synthjax._src import rendering, sampling
 
     if not hasattr(self, "_fn"):
       config = self.config
 
       def one(key_data, labels):
         params_key, synth_key = jax.random.split(jax.random.wrap_key_data(key_data))
-        params = generator.sample_params(params_key, config)
-        image, seg = generator.synthesize(synth_key, params, labels, config)
+        params = sampling.sample_params(params_key, config)
+        image, seg = rendering.synthesize(synth_key, params, labels, config)
         return image, seg, params
 
       self._fn = jax.jit(one)

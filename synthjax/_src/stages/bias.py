@@ -53,6 +53,6 @@ def apply_bias(key, image: jax.Array, p: dict, cfg: BiasConfig, ctx) -> jax.Arra
   return image * bias_field(key, p, cfg, ctx.shape)
 
 
-STAGE = Stage("bias", 5, 2, lambda k, c, f: sample_bias(k, c.bias, f),
+STAGE = Stage("bias", lambda k, c, f: sample_bias(k, c.bias, f), per_channel=True,
               domain={"std": record.NONNEG, "grid_scale": record.GRID}, apply=apply_bias,
               strength={"std": 0.0})

@@ -220,7 +220,7 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
   return x + g * (gaussian_blur(x, p["blur_std"], cfg) - x)
 
 
-STAGE = Stage("blur_cortex", 19, 8, lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),
+STAGE = Stage("blur_cortex", lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),
               domain={"blob_sigma": record.POSITIVE, "blur_std": record.NONNEG,
                       "nblur": record.count("blob_sigma")},
               strength={},

@@ -146,7 +146,7 @@ def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
 
 
 # Skull-stripping boundaries mask the image by the deformed foreground.
-STAGE = Stage("boundary", 20, 9, lambda k, c, f: sample_boundary(k, c.boundary, f),
+STAGE = Stage("boundary", lambda k, c, f: sample_boundary(k, c.boundary, f),
               domain={"halo_radius": record.NONNEG, "fuzzy_width": record.NONNEG,
                       "fuzzy_jitter": record.NONNEG},
               strength={},

@@ -57,7 +57,7 @@ def apply_gamma(x: jax.Array, p: dict, cfg: GammaConfig) -> jax.Array:
   return powered
 
 
-STAGE = Stage("gamma", 6, None, lambda k, c, f: sample_gamma(k, c.gamma, f),
+STAGE = Stage("gamma", lambda k, c, f: sample_gamma(k, c.gamma, f), per_channel=True,
               apply=lambda k, x, p, c, ctx: apply_gamma(x, p, c), strength={"log_gamma": 0.0},
               # Without gamma the image is still clipped and brought to [0, 1].
               off=lambda x, c: normalize(jnp.clip(x, 0.0, c.clip)))

@@ -1,4 +1,4 @@
-"""The geometry phase: affine, diffeomorphic deformation, crop/pad and left/right flip.
+"""The spatial phase: affine, diffeomorphic deformation, crop/pad and left/right flip.
 
 The affine, the deformation and the crop are composed into one coordinate map from the
 output grid to the input label map, so the labels are resampled once per sample (nearest
@@ -219,47 +219,127 @@ def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array
                                 axes=(1, 2, 3))
 
 
-# The stages whose params place the labels (the coordinate map).
-SPATIAL = ("affine", "deformation", "crop", "flip")
-
-
-def _cast(params, dtype):
-  """The spatial stages' params with their float entries in `dtype`."""
+def _cast(p: dict, dtype) -> dict:
+  """A stage's params with their float entries in `dtype`."""
   as_dtype = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-  return {s: jax.tree.map(as_dtype, params[s]) for s in SPATIAL if s in params}
+  return jax.tree.map(as_dtype, p)
 
 
 def _centre(shape):
   return np.asarray([(s - 1) / 2.0 for s in shape], np.float32)
 
 
-def _affine_parts(params, config: SynthConfig, in_shape, dtype=jnp.float32):
+# The spatial stages' parts of the coordinate map (`record.Placement`), each
+# `(key, placement, params, stage_config, ctx) -> placement`.
+
+
+def place_affine(key, placement, p, cfg, ctx):
+  """The affine is the map's linear part and translation (the identity where not applied)."""
+  p = _cast(p, ctx.dtype)
+  return placement._replace(
+      linear=jnp.where(p["applied"], affine_matrix(p, ctx.dtype), placement.linear),
+      translation=jnp.where(p["applied"], p["translation"].astype(ctx.dtype),
+                            placement.translation))
+
+
+def place_deformation(key, placement, p, cfg, ctx):
+  """The displacement: the velocity field integrated on the half-resolution grid,
+  transformed by the map's linear part there and upsampled (zeros where not applied)."""
+  p = _cast(p, ctx.dtype)
+  shape = tuple(ctx.shape)
+
+  def displacement(lin):
+    return jax.lax.cond(
+        p["applied"],
+        lambda: resample.resize_linear(
+            jnp.einsum("ij,j...->i...", lin, half_displacement(key, p, cfg, shape)),
+            shape, axes=(1, 2, 3)),
+        lambda: jnp.zeros((3,) + shape, ctx.dtype))
+
+  return placement._replace(displacement=displacement)
+
+
+def place_crop(key, placement, p, cfg, ctx):
+  """The output window's offset in the label map."""
+  position = _cast(p, ctx.dtype)["position"]
+  return placement._replace(
+      offset=crop_offset(ctx.in_shape, ctx.shape, position).astype(ctx.dtype))
+
+
+def place_flip(key, placement, p, cfg, ctx):
+  """The mirror of the output grid along `cfg.axis`, before the deformation is added: a
+  flip of the output for the deformation field u(-x), which is as likely as u(x), and the
+  swap of the paired labels. It costs no pass over the volume (the swap is composed into
+  the label table, `labelmaps.label_index`)."""
+  mirror = p["applied"] & (jnp.arange(3) == cfg.axis)
+  swap = ctx.label_swap
+  return placement._replace(
+      mirror=jnp.where(mirror, -1.0, 1.0).astype(ctx.dtype),
+      label_swap=jnp.where(p["applied"], jnp.asarray(swap),
+                           jnp.arange(swap.size, dtype=jnp.int32)))
+
+
+def label_swap(config: SynthConfig) -> np.ndarray:
+  """The permutation of label indices that swaps each pair of `config.flip_pairs`."""
+  values = list(config.label_values)
+  swap = np.arange(len(values), dtype=np.int32)
+  for a, b in config.flip_pairs:
+    ia, ib = values.index(a), values.index(b)
+    swap[ia], swap[ib] = ib, ia
+  return swap
+
+
+def placement(key_of, params: dict, config: SynthConfig, in_shape, dtype=jnp.float32,
+              stages=None) -> record.Placement:
+  """The spatial stages' placement of the output grid in a label map of shape `in_shape`.
+
+  Args:
+    key_of: `stage name -> key` of a spatial stage's realisation.
+    params: the sample's params.
+    config: the `SynthConfig`.
+    in_shape: the label map's shape.
+    dtype: the float dtype of the map.
+    stages: the spatial stage records, in order (default: the registry's for `config`).
+
+  Returns:
+    The `record.Placement` of the enabled spatial stages, composed in order.
+  """
+  if stages is None:
+    # The registry lists this module's records, so it is read when called.
+    from synthjax._src import registry
+    stages = registry.in_phase(config, "spatial")
+  ctx = record.SpatialContext(tuple(config.shape), tuple(config.spacing), tuple(in_shape),
+                              dtype, label_swap(config))
+  out = record.Placement(jnp.eye(3, dtype=dtype), jnp.zeros(3, dtype))
+  for stage in stages:
+    cfg = getattr(config, stage.name) if stage.configured else None
+    if cfg is not None and not cfg.enabled:
+      continue
+    key = key_of(stage.name) if stage.synth_stream is not None else None
+    out = stage.apply(key, out, params[stage.name], cfg, ctx)
+  return out
+
+
+def _affine_parts(placed: record.Placement, config: SynthConfig, dtype=jnp.float32):
   """`(lin, grid_lin, const, sign)` of the map `x -> grid_lin (x - centre) + const + lin u`:
-  `lin = D^-1 A D` (voxels to voxels), `sign` the flip's mirror (+-1 per axis) and
+  `lin = D^-1 A D` (voxels to voxels), `sign` the mirror (+-1 per axis) and
   `grid_lin = lin diag(sign)`; `const` holds the translation, the crop offset and the
   centre of the input window."""
   shape = tuple(config.shape)
   sp = np.asarray(config.spacing, np.float32)
-  centre = _centre(shape)
-  lin = jnp.eye(3, dtype=dtype)
-  shift = jnp.zeros(3, dtype)
-  if config.affine.enabled:
-    pa = params["affine"]
-    lin = jnp.where(pa["applied"], affine_matrix(pa, dtype), lin)
-    shift = jnp.where(pa["applied"], pa["translation"].astype(dtype), shift)
-  lin = lin * (sp[None, :] / sp[:, None])  # D^-1 A D: voxels to voxels
+  lin = placed.linear * (sp[None, :] / sp[:, None])  # D^-1 A D: voxels to voxels
   grid_lin = lin
   sign = jnp.ones(3, dtype)
-  if config.flip.enabled:
-    # The flip mirrors the output grid before the deformation is added: a flip of the
-    # output for the deformation field u(-x), which is as likely as u(x). It costs no
-    # pass over the volume (the label swap is in the label table, `label_index`).
-    mirror = params["flip"]["applied"] & (jnp.arange(3) == config.flip.axis)
-    sign = jnp.where(mirror, -1.0, 1.0).astype(dtype)
+  if placed.mirror is not None:
+    sign = placed.mirror
     grid_lin = lin * sign[None, :]
-  offset = crop_offset(in_shape, shape, params["crop"]["position"]).astype(dtype)
-  const = shift / sp + offset + centre
+  offset = jnp.zeros(3, dtype) if placed.offset is None else placed.offset
+  const = placed.translation / sp + offset + _centre(shape)
   return lin, grid_lin, const, sign
+
+
+def _same_key(key):
+  return lambda name: key
 
 
 def coordinate_components(key, params: dict, config: SynthConfig, in_shape,
@@ -276,23 +356,25 @@ def coordinate_components(key, params: dict, config: SynthConfig, in_shape,
   gather's index arithmetic, where slices of a stacked array made that gather 5x slower.
   The map is float32 (`dtype`) whatever the params' precision: for the labels it only places
   nearest-neighbour lookups (`warp` asks for float64 with float64 params).
+
+  The map is composed by the spatial stages of the registry (`placement`); `key` is the
+  key of their realisation, the deformation's (`fold_in(synthesis key, synth_stream)`).
   """
-  params = _cast(params, dtype)
+  return evaluate(placement(_same_key(key), params, config, in_shape, dtype), config, dtype)
+
+
+def evaluate(placed: record.Placement, config: SynthConfig, dtype=jnp.float32) -> list:
+  """The input-voxel coordinates of each output voxel under `placed`, as three `(X, Y, Z)`
+  arrays (`coordinate_components`)."""
   shape = tuple(config.shape)
-  lin, grid_lin, const, _ = _affine_parts(params, config, in_shape, dtype)
+  lin, grid_lin, const, _ = _affine_parts(placed, config, dtype)
   centre = _centre(shape)
 
   grid = [jax.lax.broadcasted_iota(dtype, shape, a) - centre[a] for a in range(3)]
   out = [grid_lin[i, 0] * grid[0] + grid_lin[i, 1] * grid[1] + grid_lin[i, 2] * grid[2]
          + const[i] for i in range(3)]
-  if config.deformation.enabled:
-    pd = params["deformation"]
-    full = jax.lax.cond(
-        pd["applied"],
-        lambda: resample.resize_linear(
-            jnp.einsum("ij,j...->i...", lin, half_displacement(key, pd, config.deformation, shape)),
-            shape, axes=(1, 2, 3)),
-        lambda: jnp.zeros((3,) + shape, dtype))
+  if placed.displacement is not None:
+    full = placed.displacement(lin)
     out = [out[i] + full[i] for i in range(3)]
   return out
 
@@ -311,9 +393,9 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   (0.004-0.008 voxel RMS, measured 2026-12-05); ten are run, since strong deformations of
   small grids need more.
   """
-  params = _cast(params, dtype)
   shape = tuple(config.shape)
-  lin, _, const, sign = _affine_parts(params, config, in_shape, dtype)
+  lin, _, const, sign = _affine_parts(
+      placement(_same_key(key), params, config, in_shape, dtype), config, dtype)
   centre = _centre(shape)
   y = resample.grid_coords(tuple(in_shape)).astype(dtype) - const.reshape(3, 1, 1, 1)
   w = jnp.einsum("ij,j...->i...", jnp.linalg.inv(lin), y)
@@ -321,7 +403,7 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   start = mirror(w) + centre.reshape(3, 1, 1, 1)
   if not config.deformation.enabled:
     return start
-  pd = params["deformation"]
+  pd = _cast(params["deformation"], dtype)
   u = jax.lax.cond(pd["applied"], lambda: displacement_field(key, pd, config.deformation, shape),
                    lambda: jnp.zeros((3,) + shape, dtype))
   u_last = jnp.moveaxis(u, 0, -1)
@@ -346,18 +428,20 @@ def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Arra
   return jnp.stack(coordinate_components(key, params, config, in_shape))
 
 
-# The geometry phase: one coordinate map and one gather of the labels (`generator.render`).
+# The spatial phase: one coordinate map and one gather of the labels (`rendering`).
 STAGES = (
-    Stage("affine", 0, None, lambda k, c, f: sample_affine(k, c.affine, f),
+    Stage("affine", lambda k, c, f: sample_affine(k, c.affine, f), phase="spatial",
+          apply=place_affine,
           domain={"rotation": record.ANGLE, "scaling": record.POSITIVE,
-                  "object_size": record.POSITIVE}, phase="geometry",
+                  "object_size": record.POSITIVE},
           strength={"rotation": 0.0, "scaling": 1.0, "shear": 0.0, "translation": 0.0,
                     "object_size": 1.0}),
-    Stage("deformation", 1, 0, lambda k, c, f: sample_deformation(k, c.deformation, f),
+    Stage("deformation", lambda k, c, f: sample_deformation(k, c.deformation, f),
+          phase="spatial", apply=place_deformation,
           # A negative std negates the velocity (the inverse flow): valid in params.
-          domain={"grid_scale": record.GRID}, phase="geometry", strength={"std": 0.0}),
-    Stage("crop", 2, None, lambda k, c, f: sample_crop(k, f), configured=False,
-          domain={"position": record.UNIT}, phase="geometry"),
-    Stage("flip", 3, None, lambda k, c, f: sample_flip(k, c.flip, f), phase="geometry",
-          strength={}),
+          domain={"grid_scale": record.GRID}, strength={"std": 0.0}),
+    Stage("crop", lambda k, c, f: sample_crop(k, f), phase="spatial", apply=place_crop,
+          configured=False, domain={"position": record.UNIT}),
+    Stage("flip", lambda k, c, f: sample_flip(k, c.flip, f), phase="spatial",
+          apply=place_flip, strength={}),
 )

@@ -99,5 +99,10 @@ def render_gmm(key, p: dict, index_map: jax.Array, background_index: int,
   return lookup.take_small(means, index_map) + lookup.take_small(stds, index_map) * noise
 
 
-STAGE = Stage("gmm", 4, 1, lambda k, c, f: sample_gmm(k, c.gmm, c.label_values, f),
-              domain={"stds": record.NONNEG}, phase="source")
+def render_source(key, image, p: dict, cfg: GMMConfig, ctx: record.RenderContext):
+  """The source stage: the label Gaussians on the deformed label-index map."""
+  return render_gmm(key, p, ctx.index_map, ctx.background_index, ctx.std_scale)
+
+
+STAGE = Stage("gmm", lambda k, c, f: sample_gmm(k, c.gmm, c.label_values, f), phase="source",
+              per_channel=True, apply=render_source, domain={"stds": record.NONNEG})

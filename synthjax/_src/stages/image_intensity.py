@@ -12,6 +12,8 @@ import jax.numpy as jnp
 
 from synthjax._src.checks import config_class, field, flag, positive, prob
 from synthjax._src.ops import draw
+from synthjax._src.ops import resample
+from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
 
@@ -43,5 +45,17 @@ def scale_image(image: jax.Array, scale: float) -> jax.Array:
   return jnp.where(span > 0, (image - lo) * (scale / jnp.where(span > 0, span, 1.0)), 0.0)
 
 
-STAGE = Stage("image_intensity", 14, None,
-              lambda k, c, f: sample_image_intensity(k, c.image_intensity, f), phase="source")
+def render_source(key, image, p: dict, cfg: ImageIntensityConfig, ctx: record.RenderContext):
+  """The source stage: where applied, the real image (`inputs["image"]`) deformed with the
+  labels' coordinate map (trilinear) and scaled, instead of the sources before it."""
+  real = (ctx.inputs or {}).get("image")
+  if real is None:  # `synthesize` refuses an enabled stage without an image
+    return image
+  real = resample.sample_linear(jnp.asarray(real, jnp.float32), ctx.coords, cval=0.0)
+  real = scale_image(real, cfg.scale)
+  return jnp.where(p["applied"], real, image)
+
+
+STAGE = Stage("image_intensity",
+              lambda k, c, f: sample_image_intensity(k, c.image_intensity, f),
+              phase="source", apply=render_source)

@@ -23,6 +23,8 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -196,6 +198,40 @@ def gibbs_factor(shape, p: dict) -> jax.Array:
   return factor
 
 
+def render_spectrum(x: jax.Array, transforms, applied) -> jax.Array:
+  """The magnitude image `|ifftn(t_n(... t_1(fftn(x))))|` where `applied`, else `x`.
+
+  Each transform maps a `record.Spectrum` to a `record.Spectrum`; the whole transform sits
+  in a `lax.cond`, so where nothing is applied (outside `vmap`) no FFT is computed.
+  """
+  def on(x):
+    x = precision.real(x)
+    k = jnp.fft.fftn(x)
+    spectrum = record.Spectrum(k, k)
+    for transform in transforms:
+      spectrum = transform(spectrum)
+    return jnp.abs(jnp.fft.ifftn(spectrum.k)).astype(x.dtype)
+
+  return jax.lax.cond(applied, on, lambda x: x, x)
+
+
+# The k-space stages' transforms of the shared spectrum, each
+# `(key, spectrum, params, stage_config, ctx) -> spectrum`. The masks multiply; the spikes
+# are added after them (the group's registry order), relative to the image's own spectrum.
+
+
+def spectrum_gibbs(key, spectrum, p, cfg, ctx=None):
+  return spectrum._replace(k=spectrum.k * gibbs_factor(spectrum.k.shape, p))
+
+
+def spectrum_ghosting(key, spectrum, p, cfg, ctx=None):
+  return spectrum._replace(k=spectrum.k * ghosting_factor(spectrum.k.shape, p, cfg.restore))
+
+
+def spectrum_spike(key, spectrum, p, cfg, ctx=None):
+  return spectrum._replace(k=add_spikes(spectrum.k, p, jnp.max(jnp.abs(spectrum.original))))
+
+
 def apply_kspace(x: jax.Array, *, spike=None, ghosting=None, gibbs=None,
                  restore: float = 0.0) -> jax.Array:
   """Magnitude image after Gibbs truncation, ghosting and spikes on one spectrum.
@@ -204,31 +240,16 @@ def apply_kspace(x: jax.Array, *, spike=None, ghosting=None, gibbs=None,
   itself when no given stage is applied; otherwise `|ifftn(k')|` with
   `k' = fftn(x) * gibbs * ghosting + spikes` (spike magnitudes relative to `max|fftn(x)|`).
   """
-  stages = [p for p in (spike, ghosting, gibbs) if p is not None]
-  if not stages:
+  given = [(t, p) for t, p in (
+      (lambda s, p: s._replace(k=s.k * gibbs_factor(s.k.shape, p)), gibbs),
+      (lambda s, p: s._replace(k=s.k * ghosting_factor(s.k.shape, p, restore)), ghosting),
+      (lambda s, p: spectrum_spike(None, s, p, None), spike)) if p is not None]
+  if not given:
     return x
-  applied = stages[0]["applied"]
-  for p in stages[1:]:
+  applied = given[0][1]["applied"]
+  for _, p in given[1:]:
     applied = applied | p["applied"]
-  shape = x.shape
-
-  def on(x):
-    x = precision.real(x)
-    k = jnp.fft.fftn(x)
-    kmax = jnp.max(jnp.abs(k)) if spike is not None else None
-    factor = None
-    if gibbs is not None:
-      factor = gibbs_factor(shape, gibbs)
-    if ghosting is not None:
-      g = ghosting_factor(shape, ghosting, restore)
-      factor = g if factor is None else factor * g
-    if factor is not None:
-      k = k * factor
-    if spike is not None:
-      k = add_spikes(k, spike, kmax)
-    return jnp.abs(jnp.fft.ifftn(k)).astype(x.dtype)
-
-  return jax.lax.cond(applied, on, lambda x: x, x)
+  return render_spectrum(x, [functools.partial(t, p=p) for t, p in given], applied)
 
 
 def apply_spike(x: jax.Array, p: dict) -> jax.Array:
@@ -243,21 +264,17 @@ def apply_gibbs(x: jax.Array, p: dict) -> jax.Array:
   return apply_kspace(x, gibbs=p)
 
 
-def apply_kspace_stages(x: jax.Array, params: dict, config) -> jax.Array:
-  """The k-space stages enabled in `config` (a `SynthConfig`), on one spectrum."""
-  get = lambda s: params[s] if getattr(config, s).enabled else None
-  return apply_kspace(x, spike=get("spike"), ghosting=get("ghosting"), gibbs=get("gibbs"),
-                      restore=config.ghosting.restore)
-
-
-# One spectrum and one magnitude reconstruction for the group (`apply_kspace_stages`).
+# One spectrum and one magnitude reconstruction for the group (`rendering`), transformed
+# in this order: the masks multiply, then the spikes are added.
 STAGES = (
-    Stage("spike", 9, None, lambda k, c, f: sample_spike(k, c.spike, f),
-          domain={"positions": record.UNIT, "num_spikes": record.count("positions")},
-          phase="kspace", strength={"intensity": 0.0}),
-    Stage("ghosting", 10, None, lambda k, c, f: sample_ghosting(k, c.ghosting, f),
+    Stage("gibbs", lambda k, c, f: sample_gibbs(k, c.gibbs, f), phase="kspace",
+          apply=spectrum_gibbs, domain={"alpha": record.UNIT}, strength={"alpha": 0.0}),
+    Stage("ghosting", lambda k, c, f: sample_ghosting(k, c.ghosting, f), phase="kspace",
+          apply=spectrum_ghosting,
           domain={"axis": record.AXIS, "intensity": record.NONNEG,
-                  "num_ghosts": record.NONNEG}, phase="kspace", strength={"intensity": 0.0}),
-    Stage("gibbs", 11, None, lambda k, c, f: sample_gibbs(k, c.gibbs, f),
-          domain={"alpha": record.UNIT}, phase="kspace", strength={"alpha": 0.0}),
+                  "num_ghosts": record.NONNEG}, strength={"intensity": 0.0}),
+    Stage("spike", lambda k, c, f: sample_spike(k, c.spike, f), phase="kspace",
+          apply=spectrum_spike,
+          domain={"positions": record.UNIT, "num_spikes": record.count("positions")},
+          strength={"intensity": 0.0}),
 )

@@ -198,7 +198,7 @@ def apply_motion(image: jax.Array, p: dict, cfg: MotionConfig, spacing) -> jax.A
   return jnp.abs(jnp.fft.ifftn(k)).astype(jnp.float32)
 
 
-STAGE = Stage("motion", 15, None, lambda k, c, f: sample_motion(k, c.motion, f),
+STAGE = Stage("motion", lambda k, c, f: sample_motion(k, c.motion, f),
               domain={"axis": record.AXIS, "times": record.UNIT,
                       "num_transforms": record.count("degrees")},
               apply=lambda k, x, p, c, ctx: apply_motion(x, p, c, ctx.spacing),

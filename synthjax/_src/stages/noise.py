@@ -41,6 +41,7 @@ def add_noise(key, x: jax.Array, p: dict, scale: float = 1.0) -> jax.Array:
   return x + rng.voxel_normal(key, x.shape) * std
 
 
-STAGE = Stage("noise", 8, 3, lambda k, c, f: sample_noise(k, c.noise, f),
+STAGE = Stage("noise", lambda k, c, f: sample_noise(k, c.noise, f),
               domain={"std": record.NONNEG},
-              apply=lambda k, x, p, c, ctx: add_noise(k, x, p, ctx.std_scale), strength={"std": 0.0})
+              apply=lambda k, x, p, c, ctx: add_noise(k, x, p, ctx.std_scale),
+              strength={"std": 0.0})

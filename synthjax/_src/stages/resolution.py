@@ -194,7 +194,7 @@ def apply_resolution(x: jax.Array, p: dict, cfg: ResolutionConfig, spacing) -> j
   return resample.apply_separable(x, axis_operators(p, cfg, x.shape, spacing))
 
 
-STAGE = Stage("resolution", 7, None,
+STAGE = Stage("resolution",
               lambda k, c, f: sample_resolution(k, c.resolution, c.spacing, f),
               domain={"resolution": record.POSITIVE, "thickness": record.POSITIVE,
                       "blur_scale": record.POSITIVE},

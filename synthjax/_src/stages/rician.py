@@ -43,6 +43,6 @@ def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
   return jnp.sqrt((x + n[0]) ** 2 + n[1] ** 2)
 
 
-STAGE = Stage("rician", 12, 4, lambda k, c, f: sample_rician(k, c.rician, f),
+STAGE = Stage("rician", lambda k, c, f: sample_rician(k, c.rician, f),
               domain={"std": record.NONNEG},
               apply=lambda k, x, p, c, ctx: add_rician(k, x, p), strength={"std": 0.0})

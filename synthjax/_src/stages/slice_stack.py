@@ -368,7 +368,7 @@ def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
   return jnp.where(count > 0, total / jnp.maximum(count, 1.0), x)
 
 
-STAGE = Stage("slice_stack", 16, None,
+STAGE = Stage("slice_stack",
               lambda k, c, f: sample_slice_stack(k, c.slice_stack, c.shape, c.spacing, f),
               domain={"thickness": record.POSITIVE, "rotation_std": record.NONNEG,
                       "translation_std": record.NONNEG, "num_stacks": record.count("active", 1),

@@ -161,7 +161,7 @@ def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
 
 
 # FetalSynthGen runs it among its artifacts, after the noise.
-STAGE = Stage("struct_noise", 18, 7, lambda k, c, f: sample_struct_noise(k, c.struct_noise, f),
+STAGE = Stage("struct_noise", lambda k, c, f: sample_struct_noise(k, c.struct_noise, f),
               domain={"std": record.NONNEG, "sigmas": record.POSITIVE,
                       "num_blobs": record.count("sigmas"), "num_stages": record.Bounds(1)},
               apply=lambda k, x, p, c, ctx: apply_struct_noise(

@@ -253,7 +253,30 @@ def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, backgroun
   return mu + sd * noise
 
 
-STAGE = Stage("subclusters", 13, 5, lambda k, c, f: sample_subclusters(
-    k, c.subclusters, c.gmm, num_meta(c), f),
+def carry_seed_classes(p: dict, cfg: SubclusterConfig, inputs) -> jax.Array | None:
+  """The class ids of the seed maps (`inputs["seeds"]`) on the label map's grid, resampled
+  with the labels; None for the procedural split."""
+  seeds = inputs.get("seeds")
+  if seeds is None:
+    return None
+  return seed_classes(jnp.asarray(seeds), p["counts"], cfg)
+
+
+def render_source(key, image, p: dict, cfg: SubclusterConfig, ctx: record.RenderContext):
+  """The source stage: the label Gaussians with the subclusters' where a class applies
+  (the same voxel noise as the `gmm` stage, whose image it replaces)."""
+  if ctx.params is None or ctx.synth_key is None:
+    raise ValueError("the subclusters source reads the gmm stage's params and key from "
+                     "the render context")
+  class_map = (ctx.carried or {}).get("subclusters")
+  if class_map is None and cfg.source == "procedural":
+    class_map = procedural_classes(key, p, cfg, ctx.index_map, meta_table(ctx.config))
+  return render(ctx.synth_key("gmm"), ctx.params["gmm"], p, ctx.index_map, class_map,
+                ctx.background_index, ctx.std_scale)
+
+
+STAGE = Stage("subclusters", lambda k, c, f: sample_subclusters(
+    k, c.subclusters, c.gmm, num_meta(c), f), phase="source", apply=render_source,
+              carry=carry_seed_classes,
               domain={"counts": record.Bounds(1, 10), "stds": record.NONNEG,
-                      "grid_scale": record.GRID}, phase="source", strength={})
+                      "grid_scale": record.GRID}, strength={})

@@ -100,7 +100,7 @@ def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map:
   return x * jnp.maximum(1.0 + lookup.take_small(amp, index_map) * noise, 0.0)
 
 
-STAGE = Stage("texture", 17, 6, lambda k, c, f: sample_texture(k, c.texture, c.num_labels, f),
+STAGE = Stage("texture", lambda k, c, f: sample_texture(k, c.texture, c.num_labels, f),
               domain={"amplitude": record.NONNEG, "weights": record.NONNEG,
                       "num_scales": record.count("weights", 1)},
               apply=lambda k, x, p, c, ctx: apply_texture(
