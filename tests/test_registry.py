@@ -3,14 +3,12 @@
 import dataclasses
 import inspect
 
+import jax
 import numpy as np
 import pytest
-import jax
 
 import synthjax
-from synthjax._src import registry
-from synthjax._src import rendering
-from synthjax._src import sampling
+from synthjax._src import registry, rendering, sampling
 
 # The replay contract: a stage's stream ids never change (params JSON written by any
 # version replays bit for bit). New stages append new ids.

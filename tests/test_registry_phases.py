@@ -10,9 +10,9 @@ numpy reference, and switching it off gives the original output bit for bit.
 import importlib.util
 import textwrap
 
+import jax
 import numpy as np
 import pytest
-import jax
 
 import synthjax
 from synthjax._src import registry

@@ -221,7 +221,7 @@ class SynthConfig(JsonConfig):
 
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stage_types(cls) -> dict:
   """Each stage's config type, from the class's own fields: a stage is a field whose
   default is a stage config dataclass (a `registry.config_variant` adds its own)."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import lookup

@@ -42,27 +42,37 @@ append (`tests/test_registry.py` pins them).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, NamedTuple, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from synthjax._src.config import SynthConfig
-from synthjax._src.stages import bias
-from synthjax._src.stages import blur_cortex
-from synthjax._src.stages import boundary
-from synthjax._src.stages import gamma
-from synthjax._src.stages import geometry
-from synthjax._src.stages import gmm
-from synthjax._src.stages import image_intensity
-from synthjax._src.stages import kspace
-from synthjax._src.stages import motion
-from synthjax._src.stages import noise
-from synthjax._src.stages import resolution
-from synthjax._src.stages import rician
-from synthjax._src.stages import slice_stack
-from synthjax._src.stages import struct_noise
-from synthjax._src.stages import subclusters
-from synthjax._src.stages import texture
-from synthjax._src.stages.record import (PHASES, Bounds, Placement, RenderContext,
-                                         SpatialContext, Spectrum, Stage)
+from synthjax._src.stages import (
+  bias,
+  blur_cortex,
+  boundary,
+  gamma,
+  geometry,
+  gmm,
+  image_intensity,
+  kspace,
+  motion,
+  noise,
+  resolution,
+  rician,
+  slice_stack,
+  struct_noise,
+  subclusters,
+  texture,
+)
+from synthjax._src.stages.record import (
+  PHASES,
+  Bounds,
+  Placement,
+  RenderContext,
+  SpatialContext,
+  Spectrum,
+  Stage,
+)
 
 __all__ = ["Bounds", "Placement", "RenderContext", "SpatialContext", "Spectrum", "Stage",
            "Streams", "STAGES", "STREAMS", "BY_NAME", "NAMES", "by_name", "config_variant",
@@ -73,7 +83,7 @@ class Streams(NamedTuple):
   """A stage's `fold_in` ids: of its key in `sample_params` (`params`) and in `synthesize`
   (`synth`, None for a stage whose rendering draws nothing)."""
   params: int
-  synth: Optional[int] = None
+  synth: int | None = None
 
 
 # Every stage's stream ids, by name. The replay contract: never renumber, only append.
@@ -198,7 +208,7 @@ def synth_stream(name: str) -> int:
 
 
 def config_variant(stages: Sequence[Stage], *, base: type = SynthConfig,
-                   name: Optional[str] = None, **fields) -> type:
+                   name: str | None = None, **fields) -> type:
   """A `base` subclass with extra stage fields, whose samples render `stages`.
 
   The three steps of adding a stage (module, registry line, config field) without editing

@@ -21,22 +21,14 @@ The whole sample is one XLA program (one `jit`).
 
 from __future__ import annotations
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src import channels
-from synthjax._src import labelmaps
-from synthjax._src import registry
-from synthjax._src import sampling
+from synthjax._src import channels, labelmaps, registry, sampling
 from synthjax._src.config import SynthConfig
-from synthjax._src.ops import batching
-from synthjax._src.ops import lookup
-from synthjax._src.ops import precision
-from synthjax._src.ops import resample
-from synthjax._src.stages import gamma
-from synthjax._src.stages import geometry
-from synthjax._src.stages import kspace
+from synthjax._src.ops import batching, lookup, precision, resample
+from synthjax._src.stages import gamma, geometry, kspace
 
 __all__ = ["render", "synthesize"]
 
@@ -151,22 +143,29 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
       kspace_done = True
     if stage.phase != "image":
       continue
-    cfg = getattr(config, stage.name)  # every image stage has a config
-    off = (lambda x: x) if stage.off is None else (lambda x: stage.off(x, cfg))
-    if not cfg.enabled:
-      image = off(image)
-      continue
     k = key_of(stage.name) if stage.synth_stream is not None else None
-    p = params[stage.name]
-    # `applied` is gated here, once for every stage; a cond rather than a where, so a
-    # stage that is not applied computes nothing (outside vmap, where it is a select).
-    # Both branches keep the image's dtype (float64 only with float64 params).
-    image = jax.lax.cond(p["applied"],
-                         lambda x: stage.apply(k, x, p, cfg, ctx).astype(x.dtype),
-                         lambda x: off(x).astype(x.dtype), image)
+    cfg = getattr(config, stage.name)  # every image stage has a config
+    image = _image_stage(stage, image, params[stage.name], cfg, k, ctx)
   seg = lookup.take_small(seg_values, index_map)
   image = gamma.normalize(image)
   return image.astype(precision.float_dtype(*jax.tree.leaves(params))), seg
+
+
+
+def _off(stage, cfg, image):
+  return image if stage.off is None else stage.off(image, cfg)
+
+
+def _image_stage(stage, image, p, cfg, key, ctx):
+  """One image stage. `applied` is gated here, once for every stage; a cond rather than a
+  where, so that a stage that is not applied computes nothing (a batch maps the single
+  program, `render`, so the cond stays a cond). Both branches keep the image's dtype (float64
+  only with float64 params)."""
+  if not cfg.enabled:
+    return _off(stage, cfg, image)
+  return jax.lax.cond(p["applied"],
+                      lambda x: stage.apply(key, x, p, cfg, ctx).astype(x.dtype),
+                      lambda x: _off(stage, cfg, x).astype(x.dtype), image)
 
 
 _synthesize_jit = jax.jit(render, static_argnums=3)

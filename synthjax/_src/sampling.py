@@ -13,14 +13,11 @@ from __future__ import annotations
 import functools
 import typing
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src import channels
-from synthjax._src import param_checks
-from synthjax._src import registry
-from synthjax._src import shell
+from synthjax._src import channels, param_checks, registry, shell
 from synthjax._src import strength as strength_lib
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import draw

@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax._src import sampling
-from synthjax._src import param_checks
+from synthjax._src import param_checks, sampling
 from synthjax._src.config import SynthConfig
 
 

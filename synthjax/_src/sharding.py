@@ -13,8 +13,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from synthjax._src import rendering
-from synthjax._src import sampling
+from synthjax._src import rendering, sampling
 from synthjax._src.config import SynthConfig
 
 

@@ -15,11 +15,7 @@ import functools
 
 import jax
 
-from synthjax._src import channels
-from synthjax._src import labelmaps
-from synthjax._src import registry
-from synthjax._src import rendering
-from synthjax._src import sampling
+from synthjax._src import channels, labelmaps, registry, rendering, sampling
 from synthjax._src.config import SynthConfig
 
 # The registry's spatial stages: shared by the views of a voxel-aligned pair.
@@ -88,8 +84,8 @@ def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial
   Returns:
     `(images, segs)` of shapes `(2, *config.shape)`.
   """
-  import numpy as np
   import jax.numpy as jnp
+  import numpy as np
   if not isinstance(labels, jax.Array):
     labels = jnp.asarray(np.asarray(labels))
   labelmaps.check_labels(labels, config)

@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax._src import registry
-from synthjax._src import sampling
+from synthjax._src import registry, sampling
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import precision, resample
 from synthjax._src.stages import geometry

@@ -44,6 +44,7 @@ def synthesize_batch(batch: dict[str, Any], config: SynthConfig, *,
     call, where a stage that is not applied costs nothing; a larger batch is vmapped.
   """
   import jax
+
   from synthjax._src import rendering, sampling
 
   keys = jax.random.wrap_key_data(batch["key"])
@@ -85,6 +86,7 @@ class SynthesizeTransform(grain.transforms.Map):
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
     import jax
+
     from synthjax._src import rendering, sampling
 
     if not hasattr(self, "_fn"):

@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import (config_class, field, flag, int_range, integer, positive,
-                                  prob)
-from synthjax._src.ops import draw
-from synthjax._src.ops import filters
-from synthjax._src.ops import precision
-from synthjax._src.ops import resample
+from synthjax._src.checks import config_class, field, flag, int_range, integer, positive, prob
+from synthjax._src.ops import draw, filters, precision, resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -107,7 +103,7 @@ def _gamma(key, shapes: np.ndarray) -> jax.Array:
   """
   shapes = np.asarray(shapes, np.float64)
   k = int(shapes.max()) if shapes.size else 0
-  if shapes.size and np.all(shapes == np.round(shapes)) and 1 <= shapes.min() and k <= 16:
+  if shapes.size and np.all(shapes == np.round(shapes)) and shapes.min() >= 1 and k <= 16:
     e = jax.random.exponential(key, (k,) + shapes.shape, jnp.float32)
     keep = np.arange(k)[:, None] < shapes[None, :]
     return jnp.sum(jnp.where(jnp.asarray(keep), e, 0.0), axis=0)

@@ -19,11 +19,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from synthjax._src.checks import (Range, config_class, field, flag, int_range, prob, real,
-                                  real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import morphology
-from synthjax._src.ops import resample
+from synthjax._src.checks import Range, config_class, field, flag, int_range, prob, real, real_range
+from synthjax._src.ops import draw, morphology, resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -98,7 +95,8 @@ def boundary_mask(key, p: dict, cfg: BoundaryConfig, foreground: jax.Array) -> j
 
   Voxels within `R(x) = halo * halo_radius + fuzzy * (fuzzy_width * u_c(x) + fuzzy_jitter *
   u_f(x))` of the foreground, with the fields `u_c`, `u_f` in [0, 1] drawn from `key`:
-  plain (`R = 0`): `foreground`; halo only: `morphology.dilate_ball(foreground, halo_radius)`. Radii are
+  plain (`R = 0`): `foreground`; halo only:
+  `morphology.dilate_ball(foreground, halo_radius)`. Radii are
   clipped to the config ranges' upper ends, which size the static distance transform.
 
   One distance transform serves every mode (under `vmap` a switch between modes would

@@ -33,7 +33,8 @@ def sample_gamma(key, cfg: GammaConfig, fixed=None) -> dict:
   k = jax.random.split(key, 2)
   return {
       "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "log_gamma": draw.pick(fixed, "log_gamma", jax.random.normal(k[1], (), jnp.float32) * cfg.std),
+      "log_gamma": draw.pick(fixed, "log_gamma",
+                             jax.random.normal(k[1], (), jnp.float32) * cfg.std),
   }
 
 

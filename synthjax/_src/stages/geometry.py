@@ -14,16 +14,23 @@ References:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import (Range, config_class, field, flag, integer, optional, prob,
-                                  real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import resample
+from synthjax._src.checks import (
+  Range,
+  config_class,
+  field,
+  flag,
+  integer,
+  optional,
+  prob,
+  real_range,
+)
+from synthjax._src.ops import draw, resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -61,7 +68,7 @@ class AffineConfig:
   translation: Range = field((0.0, 0.0), real_range())
   prob: float = field(1.0, prob())
   enabled: bool = field(True, flag())
-  object_size: Optional[Range] = field(None, optional(real_range(low=0.0, low_open=True)))
+  object_size: Range | None = field(None, optional(real_range(low=0.0, low_open=True)))
 
 
 @config_class

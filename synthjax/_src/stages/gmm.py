@@ -13,12 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax._src.checks import (Range, config_class, field, flag, label_ranges, prob,
-                                  real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import lookup
-from synthjax._src.ops import precision
-from synthjax._src.ops import rng
+from synthjax._src.checks import Range, config_class, field, flag, label_ranges, prob, real_range
+from synthjax._src.ops import draw, lookup, precision, rng
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -39,7 +35,8 @@ class GMMConfig:
   mean: Range = field((0.0, 250.0), real_range())
   std: Range = field((0.0, 30.0), real_range(low=0.0))
   prob_background_zero: float = field(0.05, prob())
-  prob: float = field(1.0, prob())  # kept for a uniform stage interface; the GMM is always rendered.
+  # Kept for a uniform stage interface; the GMM is always rendered.
+  prob: float = field(1.0, prob())
   enabled: bool = field(True, flag())
   label_mean: tuple = field((), label_ranges())
   label_std: tuple = field((), label_ranges(low=0.0))

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src.checks import config_class, field, flag, positive, prob
-from synthjax._src.ops import draw
-from synthjax._src.ops import resample
+from synthjax._src.ops import draw, resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 

@@ -25,14 +25,22 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import (Range, axes, config_class, field, flag, int_range, prob,
-                                  real, real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import precision
+from synthjax._src.checks import (
+  Range,
+  axes,
+  config_class,
+  field,
+  flag,
+  int_range,
+  prob,
+  real,
+  real_range,
+)
+from synthjax._src.ops import draw, precision
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 

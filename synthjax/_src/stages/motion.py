@@ -35,13 +35,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from synthjax._src.checks import (Range, axes, config_class, field, flag, int_range, prob,
-                                  real, real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import resample
-from synthjax._src.stages import geometry
-from synthjax._src.stages import kspace
-from synthjax._src.stages import record
+from synthjax._src.checks import (
+  Range,
+  axes,
+  config_class,
+  field,
+  flag,
+  int_range,
+  prob,
+  real,
+  real_range,
+)
+from synthjax._src.ops import draw, resample
+from synthjax._src.stages import geometry, kspace, record
 from synthjax._src.stages.record import Stage
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import jax
 
 from synthjax._src.checks import Range, config_class, field, flag, prob, real_range
-from synthjax._src.ops import draw
-from synthjax._src.ops import rng
+from synthjax._src.ops import draw, rng
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 

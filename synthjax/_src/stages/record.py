@@ -11,13 +11,13 @@ image and k-space stages, and the `Spectrum` of the k-space stages.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
-import numpy as np
 import jax
+import numpy as np
 
 from synthjax._src.ops import lookup
-
 
 PHASES = ("spatial", "source", "image", "kspace")
 
@@ -84,12 +84,12 @@ class Stage:
   phase: str = "image"
   per_channel: bool = False
   configured: bool = True
-  domain: Mapping[str, "Bounds"] = dataclasses.field(default_factory=dict)
-  off: Optional[Callable] = None
-  carry: Optional[Callable] = None
-  strength: Optional[Mapping[str, Any]] = None
-  param_stream: Optional[int] = None
-  synth_stream: Optional[int] = None
+  domain: Mapping[str, Bounds] = dataclasses.field(default_factory=dict)
+  off: Callable | None = None
+  carry: Callable | None = None
+  strength: Mapping[str, Any] | None = None
+  param_stream: int | None = None
+  synth_stream: int | None = None
 
   def __post_init__(self):
     if self.phase not in PHASES:
@@ -108,10 +108,10 @@ class Bounds:
   `at_most_rows` bounds an integer count by the static number of rows of another entry
   (e.g. `num_spikes` by the rows of `positions`).
   """
-  low: Optional[float] = None
-  high: Optional[float] = None
+  low: float | None = None
+  high: float | None = None
   low_open: bool = False
-  at_most_rows: Optional[str] = None
+  at_most_rows: str | None = None
 
   def describe(self, high=None) -> str:
     high = self.high if high is None else high
@@ -140,7 +140,7 @@ class SpatialContext(NamedTuple):
   spacing: tuple
   in_shape: tuple
   dtype: Any
-  label_swap: Optional[np.ndarray] = None
+  label_swap: np.ndarray | None = None
 
 
 class Placement(NamedTuple):
@@ -167,7 +167,7 @@ class Placement(NamedTuple):
   translation: Any
   mirror: Any = None
   offset: Any = None
-  displacement: Optional[Callable] = None
+  displacement: Callable | None = None
   label_swap: Any = None
 
 
@@ -189,11 +189,11 @@ class RenderContext(NamedTuple):
   spacing: tuple
   std_scale: float = 1.0
   config: Any = None
-  params: Optional[Mapping] = None
+  params: Mapping | None = None
   coords: Any = None
-  inputs: Optional[Mapping] = None
-  carried: Optional[Mapping] = None
-  synth_key: Optional[Callable] = None
+  inputs: Mapping | None = None
+  carried: Mapping | None = None
+  synth_key: Callable | None = None
 
 
 class Spectrum(NamedTuple):

@@ -15,21 +15,15 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Optional
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import (choice, config_class, field, flag, optional, positive,
-                                  prob, real)
-from synthjax._src.ops import draw
-from synthjax._src.ops import filters
-from synthjax._src.ops import precision
-from synthjax._src.ops import resample
+from synthjax._src.checks import choice, config_class, field, flag, optional, positive, prob, real
+from synthjax._src.ops import draw, filters, precision, resample
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
-
 
 SLICE_PROFILES = ("gaussian", "boxcar", "triangle")
 
@@ -57,7 +51,7 @@ class ResolutionConfig:
   """
   max_res_iso: float = field(4.0, positive())
   max_res_aniso: float = field(8.0, positive())
-  min_res: Optional[float] = field(None, optional(positive()))
+  min_res: float | None = field(None, optional(positive()))
   prob_iso: float = field(0.1, prob())
   random_thickness: bool = field(True, flag())
   blur_factor: float = field(0.75, positive())

@@ -11,8 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from synthjax._src.checks import Range, config_class, field, flag, prob, real_range
-from synthjax._src.ops import draw
-from synthjax._src.ops import rng
+from synthjax._src.ops import draw, rng
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 

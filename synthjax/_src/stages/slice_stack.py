@@ -61,17 +61,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import (Range, axes, config_class, field, flag, int_range, prob,
-                                  real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import filters
-from synthjax._src.ops import resample
-from synthjax._src.stages import geometry
-from synthjax._src.stages import record
+from synthjax._src.checks import Range, axes, config_class, field, flag, int_range, prob, real_range
+from synthjax._src.ops import draw, filters, resample
+from synthjax._src.stages import geometry, record
 from synthjax._src.stages.record import Stage
 
 

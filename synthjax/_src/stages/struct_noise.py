@@ -17,11 +17,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from synthjax._src.checks import (Range, config_class, field, flag, int_range, integers,
-                                  prob, real, real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import fields
-from synthjax._src.ops import precision
+from synthjax._src.checks import (
+  Range,
+  config_class,
+  field,
+  flag,
+  int_range,
+  integers,
+  prob,
+  real,
+  real_range,
+)
+from synthjax._src.ops import draw, fields, precision
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 

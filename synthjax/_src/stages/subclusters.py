@@ -23,18 +23,26 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from synthjax._src.checks import (Range, choice, config_class, field, flag, int_range,
-                                  integer, integers, label_groups, label_ranges, prob, real,
-                                  real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import lookup
-from synthjax._src.ops import precision
-from synthjax._src.ops import resample
-from synthjax._src.ops import rng
+from synthjax._src.checks import (
+  Range,
+  choice,
+  config_class,
+  field,
+  flag,
+  int_range,
+  integer,
+  integers,
+  label_groups,
+  label_ranges,
+  prob,
+  real,
+  real_range,
+)
+from synthjax._src.ops import draw, lookup, precision, resample, rng
 from synthjax._src.stages import gmm as gmm_stage
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage

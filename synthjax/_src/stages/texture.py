@@ -13,17 +13,20 @@ References:
 
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 
-from synthjax._src.checks import (Range, config_class, field, flag, int_range, integer,
-                                  prob, real_range)
-from synthjax._src.ops import draw
-from synthjax._src.ops import fields
-from synthjax._src.ops import lookup
-from synthjax._src.ops import precision
+from synthjax._src.checks import (
+  Range,
+  config_class,
+  field,
+  flag,
+  int_range,
+  integer,
+  prob,
+  real_range,
+)
+from synthjax._src.ops import draw, fields, lookup, precision
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
 
@@ -78,7 +81,7 @@ def texture_field(key, p: dict, cfg: TextureConfig, shape) -> jax.Array:
 
 
 def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map: jax.Array,
-                  background_index: Optional[int] = None) -> jax.Array:
+                  background_index: int | None = None) -> jax.Array:
   """Multiplies `image` by `max(1 + amplitude[index_map] * noise, 0)`.
 
   Args:
