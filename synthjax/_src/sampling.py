@@ -20,7 +20,7 @@ import numpy as np
 from synthjax._src import channels, param_checks, registry, shell
 from synthjax._src import strength as strength_lib
 from synthjax._src.config import SynthConfig
-from synthjax._src.ops import draw
+from synthjax._src.ops import batching, draw
 
 __all__ = ["PARAM_STAGES", "as_device_params", "params_defaults", "params_template",
            "sample_params"]
@@ -70,7 +70,12 @@ def _sample_one(key, config: SynthConfig, fixed: dict, strength=None) -> dict:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _sample_params_jit(key, config, fixed, strength=None):
-  return shell.map_keys(_sample_one, key, config, fixed, strength)
+  # A batch of keys draws sample by sample (`batching.per_sample`): XLA would otherwise
+  # optimise the vectorised samplers differently and round a draw in its last bit (a gamma
+  # exponent an ulp off moves the image by 3e-5), so a pipeline batch's params are the single
+  # calls' bits.
+  one = batching.per_sample(lambda k, f, *s: _sample_one(k, config, f, *s))
+  return shell.map_keys(lambda k, _, f, *s: one(k, f, *s), key, config, fixed, strength)
 
 
 def sample_params(key, config: SynthConfig, *, fixed=None, strength=None) -> dict:

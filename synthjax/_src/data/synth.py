@@ -89,23 +89,14 @@ class SynthesizeTransform(grain.transforms.Map):
 
     from synthjax._src import rendering, sampling
 
-    if not hasattr(self, "_fn"):
-      config = self.config
-
-      def one(key_data, labels):
-        params_key, synth_key = jax.random.split(jax.random.wrap_key_data(key_data))
-        params = sampling.sample_params(params_key, config)
-        image, seg = rendering.synthesize(synth_key, params, labels, config)
-        return image, seg, params
-
-      self._fn = jax.jit(one)
-    image, seg, params = self._fn(element["key"], element["labels"])
+    # The single calls' own compiled programs, not one jit around both: XLA fuses a program
+    # as a whole, so sampling inside a larger program can round a draw in its last bit. These
+    # are the programs that a device batch maps over its samples, and that replay runs.
+    params_key, synth_key = jax.random.split(jax.random.wrap_key_data(element["key"]))
+    params = sampling.sample_params(params_key, self.config)
+    image, seg = rendering.synthesize(synth_key, params, element["labels"], self.config)
     out = dict(element)
     out["image"], out["seg"] = np.asarray(image), np.asarray(seg)
     out["params"] = jax.tree.map(np.asarray, params)
     return out
 
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state.pop("_fn", None)
-    return state
