@@ -8,6 +8,7 @@ import argparse
 import functools
 import os
 import sys
+from typing import Any
 
 # An error in the user's input, the library's or the command line's: one line, exit status 2.
 from synthjax._src.inputs import PRESETS
@@ -80,7 +81,7 @@ def cmd_views(args):
 def cmd_ensemble(args):
   from synthjax import ensembles
   from synthjax._src import datasets
-  overrides = {"shape": tuple(args.shape)}
+  overrides: dict[str, Any] = {"shape": tuple(args.shape)}
   if args.num_templates:
     overrides["num_templates"] = tuple(args.num_templates)
   try:
@@ -259,7 +260,7 @@ def build_parser():
   for name, driver, text in (
       ("train", train, "train a U-Net on synthetic images (the 'train' extra)"),
       ("segment", segment, "segment real scans with a trained run")):
-    t = sub.add_parser(name, help=text, description=driver.__doc__.splitlines()[0])
+    t = sub.add_parser(name, help=text, description=(driver.__doc__ or text).splitlines()[0])
     driver.add_arguments(t)
     t.set_defaults(func=functools.partial(_run_recipe, name))
     for action in t._actions:

@@ -32,9 +32,9 @@ from synthjax._src.stages.record import Stage
 
 @config_class
 class Config:
-  level: float = field(10.0, real(low=0.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  level: float = field(default=10.0, check=real(low=0.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample(key, cfg, fixed=None):
@@ -63,10 +63,10 @@ from synthjax._src.stages.record import Stage
 
 @config_class
 class Config:
-  shift: int = field(3, integer())
-  axis: int = field(0, integer(low=0, high=2))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  shift: int = field(default=3, check=integer())
+  axis: int = field(default=0, check=integer(low=0, high=2))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample(key, cfg, fixed=None):

@@ -43,12 +43,6 @@ from synthjax._src.stages.struct_noise import StructNoiseConfig
 from synthjax._src.stages.subclusters import SubclusterConfig
 from synthjax._src.stages.texture import TextureConfig
 
-# The stage configs (synthjax/_src/stages/) declare their defaults positionally,
-# `field(0.5, prob())`, and type checkers read a field's default only from `default=`
-# (PEP 681), so every stage config built here looks as if it missed arguments. Lift this once
-# the stages declare `field(default=..., check=...)`.
-# pyright: reportCallIssue=false
-
 __all__ = [
     "AffineConfig", "BiasConfig", "BlurCortexConfig", "BoundaryConfig", "DeformationConfig",
     "FlipConfig", "GammaConfig", "GhostingConfig", "GibbsConfig", "GMMConfig",

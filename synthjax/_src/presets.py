@@ -36,12 +36,6 @@ from synthjax._src.config import (
   TextureConfig,
 )
 
-# The stage configs (synthjax/_src/stages/) declare their defaults positionally,
-# `field(0.5, prob())`, and type checkers read a field's default only from `default=`
-# (PEP 681), so every stage config built here looks as if it missed arguments. Lift this once
-# the stages declare `field(default=..., check=...)`.
-# pyright: reportCallIssue=false
-
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
 _FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
                   17: 53, 18: 54, 26: 58, 28: 60, 30: 62, 31: 63}

@@ -171,8 +171,9 @@ class NiftiWriter(Writer):
     for index, fut in list(self._pending.items()):
       if fut.done():
         del self._pending[index]
-        if fut.exception() is not None:
-          self._errors.append(fut.exception())
+        exc = fut.exception()
+        if exc is not None:
+          self._errors.append(exc)
 
   def _wait(self):
     concurrent.futures.wait(self._pending.values())

@@ -15,13 +15,36 @@ from __future__ import annotations
 
 import operator
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, Protocol
 
 from synthjax._src import stops
 
 
+class SampleWriter(Protocol):
+  """What `write_dataset` needs of a writer: a context manager with `done()` and `write()`."""
+
+  def done(self) -> Collection[int]:
+    """The indices of the samples already complete."""
+    ...
+
+  def write(self, sample: dict[str, Any]) -> None:
+    """Stores one sample."""
+    ...
+
+  def __enter__(self) -> Any:
+    ...
+
+  def __exit__(self, exc_type, exc, tb) -> bool | None:
+    ...
+
+
 class Writer:
-  """Context-manager plumbing shared by the writers."""
+  """Context-manager plumbing shared by the writers.
+
+  A subclass defines `close()` (finish and keep every write) and `_close_after_error()` (keep
+  what is safely written, discard the rest); leaving the `with` block calls one of them.
+  """
 
   def __enter__(self):
     return self
@@ -33,9 +56,15 @@ class Writer:
       self._close_after_error()
     return False
 
+  def close(self) -> None:
+    raise NotImplementedError
 
-def write_dataset(writer, indices: Iterable[int], make_sample: Callable[[int], dict], *,
-                  progress: bool = False) -> list[int]:
+  def _close_after_error(self) -> None:
+    raise NotImplementedError
+
+
+def write_dataset(writer: SampleWriter, indices: Iterable[int],
+                  make_sample: Callable[[int], dict], *, progress: bool = False) -> list[int]:
   """Writes `make_sample(i)` for every `i` in `indices` that `writer.done()` lacks.
 
   Run it again after an interruption and it writes only the missing samples. Indices already

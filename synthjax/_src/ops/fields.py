@@ -86,6 +86,7 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
       level = level * precision.real(weights)[i]
     level = jnp.where(i < num_scales, level, 0.0)
     acc = level if acc is None else resample.resize_linear(acc, grid, axes) + level
+  assert acc is not None  # max_scales >= 1 was checked above
   field = resample.resize_linear(acc, shape, axes)
   if normalize is None:
     return field

@@ -7,6 +7,9 @@ integers, as in `scipy.ndimage.map_coordinates`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,7 +52,8 @@ def sample_nearest(volume: jax.Array, coords: jax.Array, *, cval=0) -> jax.Array
   return jnp.where(valid, values, jnp.asarray(cval, volume.dtype))
 
 
-def sample_linear(volume: jax.Array, coords: jax.Array, *, cval=0.0, clamp=False) -> jax.Array:
+def sample_linear(volume: jax.Array, coords: jax.Array | Sequence[jax.Array], *, cval=0.0,
+                  clamp=False) -> jax.Array:
   """Trilinear sampling of a 3-D volume (optionally with trailing channels).
 
   With `clamp=False` it mirrors `scipy.ndimage.map_coordinates(..., order=1,
@@ -76,7 +80,7 @@ def sample_linear(volume: jax.Array, coords: jax.Array, *, cval=0.0, clamp=False
   return _sample_linear_clamped(flat, volume.shape[:3], coords, channels)
 
 
-def _sample_linear_clamped(flat, shape, coords, channels: bool):
+def _sample_linear_clamped(flat, shape, coords, channels: bool) -> jax.Array:
   # Edge extension: with the base corner clamped to [0, n - 2] and the fraction taken from
   # it, the eight corners are one flat index plus static offsets, all inside the volume.
   c = [jnp.clip(coords[a], 0.0, shape[a] - 1.0) for a in range(3)]
@@ -85,7 +89,7 @@ def _sample_linear_clamped(flat, shape, coords, channels: bool):
   b = [x.astype(jnp.int32) for x in base]
   f0 = _flat_index(b, shape)
   step = (shape[1] * shape[2], shape[2], 1)
-  out = 0.0
+  out: jax.Array | float = 0.0
   for corner in range(8):
     offs = [(corner >> (2 - a)) & 1 for a in range(3)]
     if any(o and shape[a] == 1 for a, o in enumerate(offs)):
@@ -95,10 +99,11 @@ def _sample_linear_clamped(flat, shape, coords, channels: bool):
       if shape[a] > 1:
         w = w * (frac[a] if offs[a] else 1.0 - frac[a])
     v = jnp.take(flat, f0 + sum(o * s for o, s in zip(offs, step)), axis=0, mode="clip")
-    if channels:
+    if channels and isinstance(w, jax.Array):  # a Python-scalar weight needs no channel axis
       w = w[..., None]
     out = out + w * v
-  return out
+  # Corner 0 (all offsets 0) is never skipped, so `out` is an array by now.
+  return cast(jax.Array, out)
 
 
 def linear_resize_matrix(n_out: int, n_in: int) -> np.ndarray:

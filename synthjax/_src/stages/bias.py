@@ -26,10 +26,11 @@ class BiasConfig:
     std: range of the log-field standard deviation.
     grid_scale: range of the ratio between the small grid and the output shape.
   """
-  std: Range = field((0.0, 0.7), real_range(low=0.0))
-  grid_scale: Range = field((0.025, 0.025), real_range(low=0.0, high=1.0, low_open=True))
-  prob: float = field(0.95, prob())
-  enabled: bool = field(True, flag())
+  std: Range = field(default=(0.0, 0.7), check=real_range(low=0.0))
+  grid_scale: Range = field(
+      default=(0.025, 0.025), check=real_range(low=0.0, high=1.0, low_open=True))
+  prob: float = field(default=0.95, check=prob())
+  enabled: bool = field(default=True, check=flag())
 
 
 def sample_bias(key, cfg: BiasConfig, fixed=None) -> dict:

@@ -55,16 +55,17 @@ class BlurCortexConfig:
     cortex_label: label value of the cortex (FeTA: 2), for the pipeline to build the
       region mask; `apply_blur_cortex` itself takes the mask.
   """
-  nblur: tuple[int, int] = field((50, 199), int_range(low=0, high_at_least=1, what="blob"))
-  blob_sigma_shape: float = field(3.0, positive())
-  blob_sigma_scale: float = field(1.0, positive())
-  blur_std_shape: float = field(2.0, positive())
-  blur_std_scale: float = field(1.0, positive())
-  max_blur_std: float = field(10.0, positive())
-  frontal_prior: bool = field(True, flag())
-  cortex_label: int = field(2, integer())
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  nblur: tuple[int, int] = field(
+      default=(50, 199), check=int_range(low=0, high_at_least=1, what="blob"))
+  blob_sigma_shape: float = field(default=3.0, check=positive())
+  blob_sigma_scale: float = field(default=1.0, check=positive())
+  blur_std_shape: float = field(default=2.0, check=positive())
+  blur_std_scale: float = field(default=1.0, check=positive())
+  max_blur_std: float = field(default=10.0, check=positive())
+  frontal_prior: bool = field(default=True, check=flag())
+  cortex_label: int = field(default=2, check=integer())
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 _HIGHEST = jax.lax.Precision.HIGHEST

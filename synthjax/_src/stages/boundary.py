@@ -53,16 +53,16 @@ class BoundaryConfig:
     fuzzy_grid_scale: node count / shape of the coarse field (256 -> 16 nodes).
     jitter_grid_scale: node count / shape of the fine field (256 -> 77 nodes).
   """
-  prob_no_mask: float = field(0.5, prob())
-  prob_halo: float = field(0.5, prob())
-  halo_radius: tuple[int, int] = field((5, 14), int_range(low=0))
-  prob_fuzzy: float = field(0.5, prob())
-  fuzzy_width: Range = field((2.0, 10.0), real_range(low=0.0))
-  fuzzy_jitter: Range = field((0.0, 3.0), real_range(low=0.0))
-  fuzzy_grid_scale: float = field(0.06, real(low=0.0, high=1.0, low_open=True))
-  jitter_grid_scale: float = field(0.3, real(low=0.0, high=1.0, low_open=True))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  prob_no_mask: float = field(default=0.5, check=prob())
+  prob_halo: float = field(default=0.5, check=prob())
+  halo_radius: tuple[int, int] = field(default=(5, 14), check=int_range(low=0))
+  prob_fuzzy: float = field(default=0.5, check=prob())
+  fuzzy_width: Range = field(default=(2.0, 10.0), check=real_range(low=0.0))
+  fuzzy_jitter: Range = field(default=(0.0, 3.0), check=real_range(low=0.0))
+  fuzzy_grid_scale: float = field(default=0.06, check=real(low=0.0, high=1.0, low_open=True))
+  jitter_grid_scale: float = field(default=0.3, check=real(low=0.0, high=1.0, low_open=True))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample_boundary(key, cfg: BoundaryConfig, fixed=None) -> dict:

@@ -23,10 +23,10 @@ class GammaConfig:
     std: standard deviation of the log-gamma.
     clip: intensities are clipped to [0, clip] before normalisation (SynthSeg: 300).
   """
-  std: float = field(0.5, real(low=0.0))
-  clip: float = field(300.0, positive())
-  prob: float = field(1.0, prob())
-  enabled: bool = field(True, flag())
+  std: float = field(default=0.5, check=real(low=0.0))
+  clip: float = field(default=300.0, check=positive())
+  prob: float = field(default=1.0, check=prob())
+  enabled: bool = field(default=True, check=flag())
 
 
 def sample_gamma(key, cfg: GammaConfig, fixed=None) -> dict:

@@ -62,13 +62,14 @@ class AffineConfig:
     >>> AffineConfig(object_size=(0.5, 1.1)).object_size   # half to 1.1x the map's size
     (0.5, 1.1)
   """
-  rotation: Range = field((-15.0, 15.0), real_range(low=-180.0, high=180.0))
-  scaling: Range = field((0.8, 1.2), real_range(low=0.0, low_open=True))
-  shear: Range = field((-0.012, 0.012), real_range())
-  translation: Range = field((0.0, 0.0), real_range())
-  prob: float = field(1.0, prob())
-  enabled: bool = field(True, flag())
-  object_size: Range | None = field(None, optional(real_range(low=0.0, low_open=True)))
+  rotation: Range = field(default=(-15.0, 15.0), check=real_range(low=-180.0, high=180.0))
+  scaling: Range = field(default=(0.8, 1.2), check=real_range(low=0.0, low_open=True))
+  shear: Range = field(default=(-0.012, 0.012), check=real_range())
+  translation: Range = field(default=(0.0, 0.0), check=real_range())
+  prob: float = field(default=1.0, check=prob())
+  enabled: bool = field(default=True, check=flag())
+  object_size: Range | None = field(
+      default=None, check=optional(real_range(low=0.0, low_open=True)))
 
 
 @config_class
@@ -85,11 +86,12 @@ class DeformationConfig:
       (FetalSynthGen's `nonlin_scale`) draws the grid size per sample.
     steps: number of squarings.
   """
-  std: Range = field((0.0, 4.0), real_range(low=0.0))
-  grid_scale: Range = field((0.04, 0.04), real_range(low=0.0, high=1.0, low_open=True))
-  steps: int = field(7, integer(low=0))
-  prob: float = field(1.0, prob())
-  enabled: bool = field(True, flag())
+  std: Range = field(default=(0.0, 4.0), check=real_range(low=0.0))
+  grid_scale: Range = field(
+      default=(0.04, 0.04), check=real_range(low=0.0, high=1.0, low_open=True))
+  steps: int = field(default=7, check=integer(low=0))
+  prob: float = field(default=1.0, check=prob())
+  enabled: bool = field(default=True, check=flag())
 
 
 @config_class
@@ -103,9 +105,9 @@ class FlipConfig:
   Attributes:
     axis: the array axis that runs left to right (0 for RAS-oriented volumes).
   """
-  axis: int = field(0, integer(low=0, high=2))
-  prob: float = field(0.5, prob())
-  enabled: bool = field(True, flag())
+  axis: int = field(default=0, check=integer(low=0, high=2))
+  prob: float = field(default=0.5, check=prob())
+  enabled: bool = field(default=True, check=flag())
 
 
 # Stream of the object-size draw, folded into the affine key (the other draws keep theirs).

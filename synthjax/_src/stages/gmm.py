@@ -32,14 +32,14 @@ class GMMConfig:
       `synthjax.priors.estimate` measures them on real scans).
     label_std: the same for the standard deviation.
   """
-  mean: Range = field((0.0, 250.0), real_range())
-  std: Range = field((0.0, 30.0), real_range(low=0.0))
-  prob_background_zero: float = field(0.05, prob())
+  mean: Range = field(default=(0.0, 250.0), check=real_range())
+  std: Range = field(default=(0.0, 30.0), check=real_range(low=0.0))
+  prob_background_zero: float = field(default=0.05, check=prob())
   # Kept for a uniform stage interface; the GMM is always rendered.
-  prob: float = field(1.0, prob())
-  enabled: bool = field(True, flag())
-  label_mean: tuple = field((), label_ranges())
-  label_std: tuple = field((), label_ranges(low=0.0))
+  prob: float = field(default=1.0, check=prob())
+  enabled: bool = field(default=True, check=flag())
+  label_mean: tuple = field(default=(), check=label_ranges())
+  label_std: tuple = field(default=(), check=label_ranges(low=0.0))
 
 
 def per_label_range(default: Range, rows: tuple, label_values, field_name: str):

@@ -27,9 +27,9 @@ class ImageIntensityConfig:
   Attributes:
     scale: the intensity range the image is scaled to (the GMM's 0..255 scale).
   """
-  scale: float = field(255.0, positive())
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  scale: float = field(default=255.0, check=positive())
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample_image_intensity(key, cfg: ImageIntensityConfig, fixed=None) -> dict:

@@ -58,10 +58,11 @@ class SpikeConfig:
     num_spikes: range of the (integer) number of spikes; the high end fixes the params shape.
     intensity: range of the spike magnitude relative to the maximum k-space magnitude.
   """
-  num_spikes: tuple[int, int] = field((1, 1), int_range(low=0, high_at_least=1, what="spike"))
-  intensity: Range = field((1.0, 3.0), real_range())
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  num_spikes: tuple[int, int] = field(
+      default=(1, 1), check=int_range(low=0, high_at_least=1, what="spike"))
+  intensity: Range = field(default=(1.0, 3.0), check=real_range())
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 @config_class
@@ -80,12 +81,12 @@ class GhostingConfig:
     intensity: range of the artifact strength (0: no ghosts; 1: the lines are zeroed).
     restore: fraction of the k-space lines about the centre that are restored.
   """
-  num_ghosts: tuple[int, int] = field((4, 10), int_range(low=0))
-  axes: tuple[int, ...] = field((0, 1, 2), axes())
-  intensity: Range = field((0.5, 1.0), real_range(low=0.0))
-  restore: float = field(0.0, real(low=0.0, high=1.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  num_ghosts: tuple[int, int] = field(default=(4, 10), check=int_range(low=0))
+  axes: tuple[int, ...] = field(default=(0, 1, 2), check=axes())
+  intensity: Range = field(default=(0.5, 1.0), check=real_range(low=0.0))
+  restore: float = field(default=0.0, check=real(low=0.0, high=1.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 @config_class
@@ -99,9 +100,9 @@ class GibbsConfig:
   Attributes:
     alpha: range of the truncation strength in [0, 1] (0: identity; 1: only the mean left).
   """
-  alpha: Range = field((0.0, 0.8), real_range(low=0.0, high=1.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  alpha: Range = field(default=(0.0, 0.8), check=real_range(low=0.0, high=1.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def frequencies(n: int) -> np.ndarray:
@@ -191,6 +192,7 @@ def ghosting_factor(shape, p: dict, restore: float = 0.0) -> jax.Array:
     line = line & p["applied"] & (p["axis"] == a)
     fa = _along(jnp.where(line, scale, jnp.ones((), scale.dtype)), a)
     factor = fa if factor is None else factor * fa
+  assert factor is not None, f"shape {shape} has no axes"
   return factor
 
 
@@ -203,6 +205,7 @@ def gibbs_factor(shape, p: dict) -> jax.Array:
     keep = (f <= keep_frac * jnp.float32(n / 2)) | ~p["applied"]
     fa = _along(keep.astype(jnp.float32), a)
     factor = fa if factor is None else factor * fa
+  assert factor is not None, f"shape {shape} has no axes"
   return factor
 
 

@@ -66,14 +66,14 @@ class MotionConfig:
       `1 / (n + 1)` between evenly spaced times (TorchIO: 0.3); at most 0.5 keeps the
       times ordered.
   """
-  degrees: Range = field((-10.0, 10.0), real_range())
-  translation: Range = field((-10.0, 10.0), real_range())
-  num_transforms: tuple[int, int] = field((2, 2), int_range(low=0, high_at_least=1,
+  degrees: Range = field(default=(-10.0, 10.0), check=real_range())
+  translation: Range = field(default=(-10.0, 10.0), check=real_range())
+  num_transforms: tuple[int, int] = field(default=(2, 2), check=int_range(low=0, high_at_least=1,
                                                              what="movement"))
-  axes: tuple[int, ...] = field((2,), axes())
-  perturbation: float = field(0.3, real(low=0.0, high=0.5))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  axes: tuple[int, ...] = field(default=(2,), check=axes())
+  perturbation: float = field(default=0.3, check=real(low=0.0, high=0.5))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample_motion(key, cfg: MotionConfig, fixed=None) -> dict:

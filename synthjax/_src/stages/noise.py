@@ -25,9 +25,9 @@ class NoiseConfig:
     std: range of the noise standard deviation (FetalSynthGen's 5..15 on a 0..255 scale is
       (5/255, 15/255) here).
   """
-  std: Range = field((0.0, 0.0), real_range(low=0.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(True, flag())
+  std: Range = field(default=(0.0, 0.0), check=real_range(low=0.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=True, check=flag())
 
 
 def sample_noise(key, cfg: NoiseConfig, fixed=None) -> dict:

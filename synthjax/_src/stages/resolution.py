@@ -49,16 +49,16 @@ class ResolutionConfig:
       `thickness`, with fractional end weights) or "triangle" (that boxcar convolved with
       itself: full width at half maximum `thickness`, base `2 * thickness`).
   """
-  max_res_iso: float = field(4.0, positive())
-  max_res_aniso: float = field(8.0, positive())
-  min_res: float | None = field(None, optional(positive()))
-  prob_iso: float = field(0.1, prob())
-  random_thickness: bool = field(True, flag())
-  blur_factor: float = field(0.75, positive())
-  blur_range: float = field(1.03, real(low=1.0))
-  slice_profile: str = field("gaussian", choice(SLICE_PROFILES))
-  prob: float = field(0.95, prob())
-  enabled: bool = field(True, flag())
+  max_res_iso: float = field(default=4.0, check=positive())
+  max_res_aniso: float = field(default=8.0, check=positive())
+  min_res: float | None = field(default=None, check=optional(positive()))
+  prob_iso: float = field(default=0.1, check=prob())
+  random_thickness: bool = field(default=True, check=flag())
+  blur_factor: float = field(default=0.75, check=positive())
+  blur_range: float = field(default=1.03, check=real(low=1.0))
+  slice_profile: str = field(default="gaussian", check=choice(SLICE_PROFILES))
+  prob: float = field(default=0.95, check=prob())
+  enabled: bool = field(default=True, check=flag())
 
 
 # SynthSeg blurs axes kept at the native resolution with sigma 0.5 voxel.

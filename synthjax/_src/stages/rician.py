@@ -27,9 +27,9 @@ class RicianConfig:
   Attributes:
     std: range of the standard deviation of each of the two Gaussian components.
   """
-  std: Range = field((0.0, 0.05), real_range(low=0.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  std: Range = field(default=(0.0, 0.05), check=real_range(low=0.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample_rician(key, cfg: RicianConfig, fixed=None) -> dict:

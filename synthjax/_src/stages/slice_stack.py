@@ -95,14 +95,14 @@ class SliceStackConfig:
     translation_std: range of each stack's random-walk step std of the three translations
       (mm per slice time).
   """
-  num_stacks: tuple[int, int] = field((2, 3), int_range(low=1))
-  axes: tuple[int, ...] = field((0, 1, 2), axes())
-  thickness: Range = field((1.5, 3.5), real_range(low=0.0, low_open=True))
-  gap: Range = field((0.0, 2.0), real_range())
-  rotation_std: Range = field((0.0, 1.0), real_range(low=0.0))
-  translation_std: Range = field((0.0, 1.0), real_range(low=0.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  num_stacks: tuple[int, int] = field(default=(2, 3), check=int_range(low=1))
+  axes: tuple[int, ...] = field(default=(0, 1, 2), check=axes())
+  thickness: Range = field(default=(1.5, 3.5), check=real_range(low=0.0, low_open=True))
+  gap: Range = field(default=(0.0, 2.0), check=real_range())
+  rotation_std: Range = field(default=(0.0, 1.0), check=real_range(low=0.0))
+  translation_std: Range = field(default=(0.0, 1.0), check=real_range(low=0.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
   def _check_together(self):
     if self.thickness[0] + self.gap[0] <= 0:

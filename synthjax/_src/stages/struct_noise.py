@@ -61,15 +61,16 @@ class StructNoiseConfig:
     region_labels: label values whose voxels may hold blob centres (FetalSynthGen's
       `wm_label`); used by the generator to build the region mask.
   """
-  std: Range = field((0.2, 0.4), real_range(low=0.0))
-  num_blobs: tuple[int, int] = field((5, 14), int_range(low=0, high_at_least=1, what="blob"))
-  num_stages: tuple[int, int] = field((1, 4), int_range(low=1))
-  sigma_mean: float = field(25.0, real(low=0.0))
-  sigma_std: float = field(5.0, real(low=0.0))
-  sigma_clip: Range = field((1.0, 40.0), real_range(low=0.0, low_open=True))
-  region_labels: tuple[int, ...] = field((3,), integers())
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  std: Range = field(default=(0.2, 0.4), check=real_range(low=0.0))
+  num_blobs: tuple[int, int] = field(
+      default=(5, 14), check=int_range(low=0, high_at_least=1, what="blob"))
+  num_stages: tuple[int, int] = field(default=(1, 4), check=int_range(low=1))
+  sigma_mean: float = field(default=25.0, check=real(low=0.0))
+  sigma_std: float = field(default=5.0, check=real(low=0.0))
+  sigma_clip: Range = field(default=(1.0, 40.0), check=real_range(low=0.0, low_open=True))
+  region_labels: tuple[int, ...] = field(default=(3,), check=integers())
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample_struct_noise(key, cfg: StructNoiseConfig, fixed=None) -> dict:

@@ -95,17 +95,18 @@ class SubclusterConfig:
       of the subcluster means instead of `gmm.mean`.
     meta_std: the same for the subcluster stds instead of `gmm.std`.
   """
-  num_subclusters: tuple[int, int] = field((1, 6), int_range(low=1, high=10))
-  source: str = field("procedural", choice(("procedural", "seeds")))
-  meta_labels: tuple[tuple[int, ...], ...] = field((), label_groups())
-  num_meta: int = field(4, integer(low=1))
-  related_metas: tuple[int, ...] = field((), integers(low=1, distinct=True))
-  related_std: float = field(25.0, real(low=0.0))
-  grid_scale: Range = field((0.03, 0.08), real_range(low=0.0, high=1.0, low_open=True))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
-  meta_mean: tuple = field((), label_ranges(low=0.0))
-  meta_std: tuple = field((), label_ranges(low=0.0))
+  num_subclusters: tuple[int, int] = field(default=(1, 6), check=int_range(low=1, high=10))
+  source: str = field(default="procedural", check=choice(("procedural", "seeds")))
+  meta_labels: tuple[tuple[int, ...], ...] = field(default=(), check=label_groups())
+  num_meta: int = field(default=4, check=integer(low=1))
+  related_metas: tuple[int, ...] = field(default=(), check=integers(low=1, distinct=True))
+  related_std: float = field(default=25.0, check=real(low=0.0))
+  grid_scale: Range = field(
+      default=(0.03, 0.08), check=real_range(low=0.0, high=1.0, low_open=True))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
+  meta_mean: tuple = field(default=(), check=label_ranges(low=0.0))
+  meta_std: tuple = field(default=(), check=label_ranges(low=0.0))
 
 
 @functools.lru_cache(maxsize=64)

@@ -52,12 +52,12 @@ class TextureConfig:
     finest_scale: static pyramid level of the finest grid (`ceil(n / 2**finest_scale)`).
     scale_weight: range of the per-level weights (relative stds).
   """
-  amplitude: Range = field((0.0, 0.2), real_range(low=0.0))
-  num_scales: tuple[int, int] = field((4, 4), int_range(low=1))
-  finest_scale: int = field(2, integer(low=0))
-  scale_weight: Range = field((0.0, 1.0), real_range(low=0.0))
-  prob: float = field(0.0, prob())
-  enabled: bool = field(False, flag())
+  amplitude: Range = field(default=(0.0, 0.2), check=real_range(low=0.0))
+  num_scales: tuple[int, int] = field(default=(4, 4), check=int_range(low=1))
+  finest_scale: int = field(default=2, check=integer(low=0))
+  scale_weight: Range = field(default=(0.0, 1.0), check=real_range(low=0.0))
+  prob: float = field(default=0.0, check=prob())
+  enabled: bool = field(default=False, check=flag())
 
 
 def sample_texture(key, cfg: TextureConfig, num_labels: int, fixed=None) -> dict:
