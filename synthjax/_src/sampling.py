@@ -74,6 +74,8 @@ def _sample_params_jit(key, config, fixed, strength=None):
   # optimise the vectorised samplers differently and round a draw in its last bit (a gamma
   # exponent an ulp off moves the image by 3e-5), so a pipeline batch's params are the single
   # calls' bits.
+  if not shell.is_key_batch(key):
+    return _sample_one(key, config, fixed, *(() if strength is None else (strength,)))
   one = batching.per_sample(lambda k, f, *s: _sample_one(k, config, f, *s))
   return shell.map_keys(lambda k, _, f, *s: one(k, f, *s), key, config, fixed, strength)
 
