@@ -45,8 +45,10 @@ def _labels(values, shape, shift):
 
 def _configs(shape):
   fs = (0, 2, 3, 4, 41, 42, 43)
-  return {"synthseg": (synthjax.presets.synthseg(fs, shape, (1.5,) * 3), fs),
-          "fetal": (synthjax.presets.fetal(range(8), shape, (2.0,) * 3), tuple(range(8)))}
+  return {
+    "synthseg": (synthjax.presets.synthseg(fs, shape, (1.5,) * 3), fs),
+    "fetal": (synthjax.presets.fetal(range(8), shape, (2.0,) * 3), tuple(range(8))),
+  }
 
 
 def _render_vectorised(cfg, key, params, labels):
@@ -80,14 +82,16 @@ def run(shape, batch, repeats):
     labels = jax.numpy.asarray(labels)
     vectorised = jax.jit(jax.vmap(functools.partial(_render_vectorised, cfg)))
     mapped = jax.jit(jax.vmap(functools.partial(_synthesize, cfg)))
-    singles = [(keys[i], jax.tree.map(operator.itemgetter(i), params), labels[i])
-               for i in range(batch)]
+    singles = [
+      (keys[i], jax.tree.map(operator.itemgetter(i), params), labels[i]) for i in range(batch)
+    ]
     one = functools.partial(_synthesize_each, cfg, singles)
     meter = CpuMeter().start()
-    row = {"single_ms": 1e3 * _min_time(one, (), repeats) / batch,
-           "batch_ms": 1e3 * _min_time(mapped, (keys, params, labels), repeats) / batch,
-           "batch_vectorised_ms": 1e3 * _min_time(vectorised, (keys, params, labels),
-                                                  repeats) / batch}
+    row = {
+      "single_ms": 1e3 * _min_time(one, (), repeats) / batch,
+      "batch_ms": 1e3 * _min_time(mapped, (keys, params, labels), repeats) / batch,
+      "batch_vectorised_ms": 1e3 * _min_time(vectorised, (keys, params, labels), repeats) / batch,
+    }
     reference = np.stack([np.asarray(image) for image, _ in one()])
     for mode, fn in (("batch", mapped), ("batch_vectorised", vectorised)):
       images = np.asarray(fn(keys, params, labels)[0])
@@ -105,9 +109,14 @@ def main():
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--json", default=None)
   args = ap.parse_args()
-  res = {"shape": args.shape, "batch": args.batch, "repeats": args.repeats,
-         "backend": jax.default_backend(), "jax": jax.__version__,
-         "presets": run((args.shape,) * 3, args.batch, args.repeats)}
+  res = {
+    "shape": args.shape,
+    "batch": args.batch,
+    "repeats": args.repeats,
+    "backend": jax.default_backend(),
+    "jax": jax.__version__,
+    "presets": run((args.shape,) * 3, args.batch, args.repeats),
+  }
   if args.json:
     with open(args.json, "w") as f:
       json.dump(res, f, indent=1)

@@ -37,24 +37,41 @@ def _time_batches(make_iter, n_batches):
 
 def bench_synthjax(paths, patch, batch, per_volume, workers, n_batches, cache):
   from synthjax import data
+
   source = data.NiftiSource.from_files(paths, cache=cache)
-  ds = data.pipeline(source, patch_size=patch, batch_size=batch, seed=0, workers=workers,
-                     patches_per_volume=per_volume)
+  ds = data.pipeline(
+    source,
+    patch_size=patch,
+    batch_size=batch,
+    seed=0,
+    workers=workers,
+    patches_per_volume=per_volume,
+  )
   first_s, steady_s, first, last = _time_batches(lambda: iter(ds), n_batches)
   assert last["labels"].shape == (batch, patch, patch, patch)
-  return {"first_batch_s": first_s, "steady_s": steady_s,
-          "patches_per_s": n_batches * batch / steady_s}
+  return {
+    "first_batch_s": first_s,
+    "steady_s": steady_s,
+    "patches_per_s": n_batches * batch / steady_s,
+  }
 
 
 def bench_torchio(paths, patch, batch, per_volume, workers, n_batches):
   import torch
   import torchio as tio
+
   torch.manual_seed(0)
   subjects = [tio.Subject(label=tio.LabelMap(p)) for p in paths]
   dataset = tio.SubjectsDataset(subjects)
-  queue = tio.Queue(dataset, max_length=2 * per_volume, samples_per_volume=per_volume,
-                    sampler=tio.UniformSampler(patch), num_workers=workers,
-                    shuffle_subjects=True, shuffle_patches=True)
+  queue = tio.Queue(
+    dataset,
+    max_length=2 * per_volume,
+    samples_per_volume=per_volume,
+    sampler=tio.UniformSampler(patch),
+    num_workers=workers,
+    shuffle_subjects=True,
+    shuffle_patches=True,
+  )
   loader = torch.utils.data.DataLoader(queue, batch_size=batch, num_workers=0)
 
   def endless():
@@ -63,8 +80,11 @@ def bench_torchio(paths, patch, batch, per_volume, workers, n_batches):
 
   first_s, steady_s, _, last = _time_batches(endless, n_batches)
   assert tuple(last["label"][tio.DATA].shape) == (batch, 1, patch, patch, patch)
-  return {"first_batch_s": first_s, "steady_s": steady_s,
-          "patches_per_s": n_batches * batch / steady_s}
+  return {
+    "first_batch_s": first_s,
+    "steady_s": steady_s,
+    "patches_per_s": n_batches * batch / steady_s,
+  }
 
 
 def main():
@@ -79,19 +99,28 @@ def main():
   args = parser.parse_args()
   paths = sorted(str(p) for p in pathlib.Path(args.data).glob(PATTERN))
   if len(paths) != 3:
-    raise SystemExit(f"{args.data}: expected the 3 fetal label maps ({PATTERN}), found "
-                     f"{len(paths)}")
+    raise SystemExit(
+      f"{args.data}: expected the 3 fetal label maps ({PATTERN}), found {len(paths)}"
+    )
   workers = [int(w) for w in args.workers.split(",")]
-  results = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.platform(),
-             "cpus": os.cpu_count(), "args": vars(args), "rows": []}
+  results = {
+    "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    "machine": platform.platform(),
+    "cpus": os.cpu_count(),
+    "args": vars(args),
+    "rows": [],
+  }
   common = (paths, args.patch, args.batch, args.per_volume)
   for w in workers:
     for cache in (False, True):
       r = bench_synthjax(*common, w, args.batches, cache)
       r.update(library="synthjax", workers=w, cache=cache)
       results["rows"].append(r)
-      print(f"synthjax  workers {w}  cache {str(cache):5s}  first batch "
-            f"{r['first_batch_s']:6.2f} s  {r['patches_per_s']:7.2f} patches/s", flush=True)
+      print(
+        f"synthjax  workers {w}  cache {str(cache):5s}  first batch "
+        f"{r['first_batch_s']:6.2f} s  {r['patches_per_s']:7.2f} patches/s",
+        flush=True,
+      )
     try:
       r = bench_torchio(*common, w, args.batches)
     except ImportError as e:
@@ -99,13 +128,19 @@ def main():
       continue
     r.update(library="torchio", workers=w, cache=None)
     results["rows"].append(r)
-    print(f"torchio   workers {w}               first batch {r['first_batch_s']:6.2f} s  "
-          f"{r['patches_per_s']:7.2f} patches/s", flush=True)
+    print(
+      f"torchio   workers {w}               first batch {r['first_batch_s']:6.2f} s  "
+      f"{r['patches_per_s']:7.2f} patches/s",
+      flush=True,
+    )
   try:
     import grain
     import torchio
-    results["versions"] = {"torchio": torchio.__version__, "grain": grain.__version__
-                           if hasattr(grain, "__version__") else "0.2.18"}
+
+    results["versions"] = {
+      "torchio": torchio.__version__,
+      "grain": grain.__version__ if hasattr(grain, "__version__") else "0.2.18",
+    }
   except ImportError:
     pass
   if args.json:

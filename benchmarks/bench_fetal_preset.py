@@ -56,16 +56,29 @@ def main(argv=None):
     img.block_until_ready()
     times.append(time.perf_counter() - t0)
   stats, cpu = summarize(times), meter.stop()
-  print(f"fetal preset {args.shape}: first call {first:.1f} s, synthesize median "
-        f"{1e3 * stats['median']:.0f} ms (IQR {1e3 * stats['iqr']:.0f}, n={len(times)}), "
-        f"other processes {cpu.get('other_cores', float('nan')):.2f} cores")
+  print(
+    f"fetal preset {args.shape}: first call {first:.1f} s, synthesize median "
+    f"{1e3 * stats['median']:.0f} ms (IQR {1e3 * stats['iqr']:.0f}, n={len(times)}), "
+    f"other processes {cpu.get('other_cores', float('nan')):.2f} cores"
+  )
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "command": " ".join(["python", "benchmarks/bench_fetal_preset.py",
-                             *(argv or sys.argv[1:])]),
-        "shape": list(args.shape), "jax": jax.__version__, "device": str(jax.devices()[0]),
-        "first_call_s": first, "per_sample": stats, "cpu": cpu}, indent=1))
+    args.json.write_text(
+      json.dumps(
+        {
+          "command": " ".join(
+            ["python", "benchmarks/bench_fetal_preset.py", *(argv or sys.argv[1:])]
+          ),
+          "shape": list(args.shape),
+          "jax": jax.__version__,
+          "device": str(jax.devices()[0]),
+          "first_call_s": first,
+          "per_sample": stats,
+          "cpu": cpu,
+        },
+        indent=1,
+      )
+    )
 
 
 if __name__ == "__main__":

@@ -82,16 +82,20 @@ def measured(run, quiet: float, retries: int, threshold: float = 0.25):
     if not cpu or cpu["other_cores"] < threshold:
       break
     if attempt < retries:
-      print(f"                (other processes used {cpu['other_cores']:.2f} cores; "
-            f"repeating the phase)")
+      print(
+        f"                (other processes used {cpu['other_cores']:.2f} cores; "
+        f"repeating the phase)"
+      )
   return out, cpu, history
 
 
 def print_cpu(cpu: dict):
   if cpu:
     warn = "  WARNING: other processes competed for the CPU" if cpu["other_cores"] > 0.25 else ""
-    print(f"                cpu: this process {cpu['own_cores']:.2f} cores, other processes "
-          f"{cpu['other_cores']:.2f} cores{warn}")
+    print(
+      f"                cpu: this process {cpu['own_cores']:.2f} cores, other processes "
+      f"{cpu['other_cores']:.2f} cores{warn}"
+    )
 
 
 def fmt_ms(s: float) -> str:
@@ -104,8 +108,10 @@ def cost(compiled) -> dict:
     ca = compiled.cost_analysis()
     if isinstance(ca, (list, tuple)):
       ca = ca[0] if ca else {}
-    return {"gflops": ca.get("flops", float("nan")) / 1e9,
-            "gbytes_accessed": ca.get("bytes accessed", float("nan")) / 1e9}
+    return {
+      "gflops": ca.get("flops", float("nan")) / 1e9,
+      "gbytes_accessed": ca.get("bytes accessed", float("nan")) / 1e9,
+    }
   except Exception as e:  # pragma: no cover - backend dependent
     return {"gflops": None, "gbytes_accessed": None, "error": repr(e)}
 
@@ -113,6 +119,7 @@ def cost(compiled) -> dict:
 def source_digest(pkg_dir: Path) -> str:
   """SHA-256 over the package's .py files (the library may change between runs)."""
   import hashlib
+
   h = hashlib.sha256()
   for f in sorted(pkg_dir.rglob("*.py")):
     h.update(str(f.relative_to(pkg_dir)).encode())
@@ -137,31 +144,70 @@ def load_labels(data_dir: Path, dtype) -> tuple[list, list]:
 
 
 def main(argv=None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                  help="folder with sub-sta{21,30,38}/anat/*_dseg.nii.gz "
-                       "(default: ../shared/data/fetal relative to the repository root)")
-  ap.add_argument("--shape", type=parse_shape, default=(160, 160, 160),
-                  help="output shape, N or X,Y,Z (default 160)")
+  ap = argparse.ArgumentParser(
+    description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  ap.add_argument(
+    "--data",
+    type=Path,
+    default=DEFAULT_DATA,
+    help="folder with sub-sta{21,30,38}/anat/*_dseg.nii.gz "
+    "(default: ../shared/data/fetal relative to the repository root)",
+  )
+  ap.add_argument(
+    "--shape",
+    type=parse_shape,
+    default=(160, 160, 160),
+    help="output shape, N or X,Y,Z (default 160)",
+  )
   ap.add_argument("--spacing", type=float, default=0.5, help="voxel spacing in mm (default 0.5)")
-  ap.add_argument("--repeats", type=int, default=20,
-                  help="timed repeats for the single-sample measurement (default 20)")
-  ap.add_argument("--batch-repeats", type=int, default=None,
-                  help="timed repeats per batch size (default: max(3, repeats // 2))")
-  ap.add_argument("--batch-sizes", type=parse_batches, default=(1, 2, 4),
-                  help="comma-separated vmap batch sizes, '' to skip (default 1,2,4)")
-  ap.add_argument("--profile-repeats", type=int, default=None,
-                  help="timed repeats per profile config (default: max(3, repeats // 2))")
+  ap.add_argument(
+    "--repeats",
+    type=int,
+    default=20,
+    help="timed repeats for the single-sample measurement (default 20)",
+  )
+  ap.add_argument(
+    "--batch-repeats",
+    type=int,
+    default=None,
+    help="timed repeats per batch size (default: max(3, repeats // 2))",
+  )
+  ap.add_argument(
+    "--batch-sizes",
+    type=parse_batches,
+    default=(1, 2, 4),
+    help="comma-separated vmap batch sizes, '' to skip (default 1,2,4)",
+  )
+  ap.add_argument(
+    "--profile-repeats",
+    type=int,
+    default=None,
+    help="timed repeats per profile config (default: max(3, repeats // 2))",
+  )
   ap.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
-  ap.add_argument("--label-dtype", choices=("int32", "uint8"), default="int32",
-                  help="dtype the label maps are passed in (default int32, as validate_labels)")
-  ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                  help="before each timed phase wait up to S seconds until other processes "
-                       "use < 0.25 cores (default 0: do not wait)")
-  ap.add_argument("--retries", type=int, default=0, metavar="K",
-                  help="repeat a timed phase (up to K times) when other processes used "
-                       ">= 0.25 cores during it (default 0)")
+  ap.add_argument(
+    "--label-dtype",
+    choices=("int32", "uint8"),
+    default="int32",
+    help="dtype the label maps are passed in (default int32, as validate_labels)",
+  )
+  ap.add_argument(
+    "--wait-quiet",
+    type=float,
+    default=0.0,
+    metavar="S",
+    help="before each timed phase wait up to S seconds until other processes "
+    "use < 0.25 cores (default 0: do not wait)",
+  )
+  ap.add_argument(
+    "--retries",
+    type=int,
+    default=0,
+    metavar="K",
+    help="repeat a timed phase (up to K times) when other processes used "
+    ">= 0.25 cores during it (default 0)",
+  )
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="write results here")
   args = ap.parse_args(argv)
@@ -180,39 +226,55 @@ def main(argv=None) -> dict:
   import numpy as np
 
   import synthjax
+
   t_import = time.perf_counter() - t_import
 
   results: dict = {
-      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-      "argv": sys.argv if argv is None else ["bench_generator.py", *argv],
-      "versions": {"python": platform.python_version(), "jax": jax.__version__,
-                   "jaxlib": jaxlib.__version__, "numpy": np.__version__,
-                   "synthjax": getattr(synthjax, "__version__", "?")},
-      "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                  "devices": [str(d) for d in jax.devices()]},
-      "shape": list(args.shape), "spacing": args.spacing, "label_dtype": args.label_dtype,
-      "repeats": args.repeats, "batch_repeats": batch_repeats,
-      "profile_repeats": profile_repeats,
-      "import_s": t_import,
-      "synthjax_source_sha256": source_digest(Path(synthjax.__file__).parent),
+    "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "argv": sys.argv if argv is None else ["bench_generator.py", *argv],
+    "versions": {
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "numpy": np.__version__,
+      "synthjax": getattr(synthjax, "__version__", "?"),
+    },
+    "machine": {
+      "platform": platform.platform(),
+      "cpu_count": os.cpu_count(),
+      "devices": [str(d) for d in jax.devices()],
+    },
+    "shape": list(args.shape),
+    "spacing": args.spacing,
+    "label_dtype": args.label_dtype,
+    "repeats": args.repeats,
+    "batch_repeats": batch_repeats,
+    "profile_repeats": profile_repeats,
+    "import_s": t_import,
+    "synthjax_source_sha256": source_digest(Path(synthjax.__file__).parent),
   }
   run_meter = CpuMeter().start()
-  print(f"# synthjax {results['versions']['synthjax']}  jax {jax.__version__}  "
-        f"devices {results['machine']['devices']}")
+  print(
+    f"# synthjax {results['versions']['synthjax']}  jax {jax.__version__}  "
+    f"devices {results['machine']['devices']}"
+  )
 
   # --- data --------------------------------------------------------------------------
   cfg = synthjax.presets.synthseg(LABELS, args.shape, spacing=(args.spacing,) * 3)
   t0 = time.perf_counter()
   raw, paths = load_labels(data_dir, args.label_dtype)
-  host_labels = [synthjax.validate_labels(a, cfg, name=p).astype(args.label_dtype)
-                 for a, p in zip(raw, paths)]
+  host_labels = [
+    synthjax.validate_labels(a, cfg, name=p).astype(args.label_dtype) for a, p in zip(raw, paths)
+  ]
   del raw
   labels = [jax.device_put(a) for a in host_labels]
   jax.block_until_ready(labels)
   results["load_s"] = time.perf_counter() - t0
   results["input_shape"] = list(host_labels[0].shape)
-  print(f"# labels: {len(labels)} maps {host_labels[0].shape} {args.label_dtype} "
-        f"-> output {args.shape} at {args.spacing} mm (load {results['load_s']:.1f} s)")
+  print(
+    f"# labels: {len(labels)} maps {host_labels[0].shape} {args.label_dtype} "
+    f"-> output {args.shape} at {args.spacing} mm (load {results['load_s']:.1f} s)"
+  )
   results["rss_after_load_mib"] = peak_rss_mib()
 
   def cache_size() -> int:
@@ -253,11 +315,17 @@ def main(argv=None) -> dict:
     first = time.perf_counter() - t0
     image, seg = out
     res["synthesize_first_call"] = {
-        "wall_s": first, "until_dispatch_s": t_dispatch, "cache_size_before": size0,
-        "cache_size_after": cache_size(),
-        "output": {"image": [list(image.shape), str(image.dtype)],
-                   "seg": [list(seg.shape), str(seg.dtype)],
-                   "image_min": float(image.min()), "image_max": float(image.max())}}
+      "wall_s": first,
+      "until_dispatch_s": t_dispatch,
+      "cache_size_before": size0,
+      "cache_size_after": cache_size(),
+      "output": {
+        "image": [list(image.shape), str(image.dtype)],
+        "seg": [list(seg.shape), str(seg.dtype)],
+        "image_min": float(image.min()),
+        "image_max": float(image.max()),
+      },
+    }
 
     # A fresh jit around the public function (works whether `synthesize` is itself a jit
     # object or a Python wrapper around one); nested jits are inlined, so this compiles
@@ -272,8 +340,12 @@ def main(argv=None) -> dict:
     t_compile = time.perf_counter() - t0
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(sk, params, labels[0]))
-    res["synthesize_aot"] = {"lower_s": t_lower, "compile_s": t_compile,
-                             "first_run_s": time.perf_counter() - t0, **cost(compiled)}
+    res["synthesize_aot"] = {
+      "lower_s": t_lower,
+      "compile_s": t_compile,
+      "first_run_s": time.perf_counter() - t0,
+      **cost(compiled),
+    }
     return res, params, pk, sk
 
   (res, params, pk, sk), cpu, hist = measured(compile_phase, args.wait_quiet, args.retries)
@@ -281,13 +353,19 @@ def main(argv=None) -> dict:
   results["cpu_compile_phase"] = cpu
   results["cpu_compile_attempts_other_cores"] = hist
   sp, fc, aot = res["sample_params"], res["synthesize_first_call"], res["synthesize_aot"]
-  print(f"sample_params   first call {sp['first_call_s']:7.2f} s   then median "
-        f"{fmt_ms(sp['per_call']['median'])}")
-  print(f"synthesize      first call {fc['wall_s']:7.2f} s   (returned after "
-        f"{fc['until_dispatch_s']:.2f} s; cache {fc['cache_size_before']} -> "
-        f"{fc['cache_size_after']})")
-  print(f"synthesize AOT  lower {aot['lower_s']:5.2f} s  compile {aot['compile_s']:5.2f} s  "
-        f"first run {aot['first_run_s']:5.2f} s  ({aot['gflops']:.2f} GFLOP)")
+  print(
+    f"sample_params   first call {sp['first_call_s']:7.2f} s   then median "
+    f"{fmt_ms(sp['per_call']['median'])}"
+  )
+  print(
+    f"synthesize      first call {fc['wall_s']:7.2f} s   (returned after "
+    f"{fc['until_dispatch_s']:.2f} s; cache {fc['cache_size_before']} -> "
+    f"{fc['cache_size_after']})"
+  )
+  print(
+    f"synthesize AOT  lower {aot['lower_s']:5.2f} s  compile {aot['compile_s']:5.2f} s  "
+    f"first run {aot['first_run_s']:5.2f} s  ({aot['gflops']:.2f} GFLOP)"
+  )
   print_cpu(cpu)
   # After clear_caches the jit path and sample_params compile again (from the AOT caches
   # for synthesize); warm both before the timed loops.
@@ -310,7 +388,8 @@ def main(argv=None) -> dict:
     return times, cpu_times, applied, size_before, cache_size()
 
   (times, cpu_times, applied, size_before, size_after), cpu, hist = measured(
-      single_phase, args.wait_quiet, args.retries)
+    single_phase, args.wait_quiet, args.retries
+  )
   single = summarize(times)
   single["process_cpu_s"] = summarize(cpu_times)
   single["cpu_attempts_other_cores"] = hist
@@ -322,13 +401,17 @@ def main(argv=None) -> dict:
   single["cpu"] = cpu
   results["single"] = single
   results["rss_after_single_mib"] = peak_rss_mib()
-  print(f"single sample   median {fmt_ms(single['median'])}  IQR {fmt_ms(single['iqr'])}  "
-        f"(n={args.repeats}, min {fmt_ms(single['min'])}, max {fmt_ms(single['max'])}; "
-        f"process CPU time median {fmt_ms(single['process_cpu_s']['median'])})")
+  print(
+    f"single sample   median {fmt_ms(single['median'])}  IQR {fmt_ms(single['iqr'])}  "
+    f"(n={args.repeats}, min {fmt_ms(single['min'])}, max {fmt_ms(single['max'])}; "
+    f"process CPU time median {fmt_ms(single['process_cpu_s']['median'])})"
+  )
   print_cpu(single["cpu"])
   if res_on and res_off:
-    print(f"                median with resolution applied {fmt_ms(statistics.median(res_on))}"
-          f" (n={len(res_on)}), skipped {fmt_ms(statistics.median(res_off))} (n={len(res_off)})")
+    print(
+      f"                median with resolution applied {fmt_ms(statistics.median(res_on))}"
+      f" (n={len(res_on)}), skipped {fmt_ms(statistics.median(res_off))} (n={len(res_off)})"
+    )
 
   # --- recompilation checks -----------------------------------------------------------
   checks = {"timed_loop_new_keys_params_labels": [size_before, size_after]}
@@ -353,11 +436,16 @@ def main(argv=None) -> dict:
   same_cfg = synthjax.presets.synthseg(LABELS, args.shape, spacing=(args.spacing,) * 3)
   jax.block_until_ready(synthjax.synthesize(sk, p, labels[0], same_cfg))
   checks["equal_config_rebuilt"] = [s0, cache_size()]
-  results["recompilation"] = {name: {"cache_before": a, "cache_after": b, "recompiled": b != a}
-                              for name, (a, b) in checks.items()}
+  results["recompilation"] = {
+    name: {"cache_before": a, "cache_after": b, "recompiled": b != a}
+    for name, (a, b) in checks.items()
+  }
   bad = [n for n, v in results["recompilation"].items() if v["recompiled"]]
-  print("recompilation   " + ("none: " if not bad else f"RECOMPILED in {bad}: ") +
-        ", ".join(f"{n} {a}->{b}" for n, (a, b) in checks.items()))
+  print(
+    "recompilation   "
+    + ("none: " if not bad else f"RECOMPILED in {bad}: ")
+    + ", ".join(f"{n} {a}->{b}" for n, (a, b) in checks.items())
+  )
 
   # --- batched ------------------------------------------------------------------------
   results["batched"] = {}
@@ -376,6 +464,7 @@ def main(argv=None) -> dict:
     jax.block_until_ready(fn(sks, ps, batch_labels))
     b_first = time.perf_counter() - t0
     cache0 = fn._cache_size()
+
     def batch_phase(fn=fn, batch_labels=batch_labels):
       bt, ct = [], []
       for r in range(batch_repeats):
@@ -395,21 +484,28 @@ def main(argv=None) -> dict:
     s["cpu"] = cpu
     s["cpu_attempts_other_cores"] = hist
     per = {k: s[k] / b for k in ("median", "iqr", "q25", "q75", "mean", "min", "max")}
-    results["batched"][str(b)] = {"first_call_s": b_first, "per_batch": s, "per_sample": per,
-                                  "cache_size": [cache0, fn._cache_size()],
-                                  "rss_after_mib": peak_rss_mib()}
-    print(f"vmap batch {b:2d}   first call {b_first:6.2f} s   per sample median "
-          f"{fmt_ms(per['median'])}  IQR {fmt_ms(per['iqr'])}  (per batch "
-          f"{fmt_ms(s['median'])}; process CPU per sample "
-          f"{fmt_ms(s['process_cpu_s']['median'] / b)}; cache {cache0}->{fn._cache_size()})")
+    results["batched"][str(b)] = {
+      "first_call_s": b_first,
+      "per_batch": s,
+      "per_sample": per,
+      "cache_size": [cache0, fn._cache_size()],
+      "rss_after_mib": peak_rss_mib(),
+    }
+    print(
+      f"vmap batch {b:2d}   first call {b_first:6.2f} s   per sample median "
+      f"{fmt_ms(per['median'])}  IQR {fmt_ms(per['iqr'])}  (per batch "
+      f"{fmt_ms(s['median'])}; process CPU per sample "
+      f"{fmt_ms(s['process_cpu_s']['median'] / b)}; cache {cache0}->{fn._cache_size()})"
+    )
     print_cpu(s["cpu"])
     # The defaults of batch_phase hold the batch too: drop them all before the next size.
     del fn, batch_labels, batch_phase
 
   # --- per-stage profile --------------------------------------------------------------
   if not args.no_profile:
-    results["profile"] = profile(cfg, labels, profile_repeats, pkey_root, skey_root, counter,
-                                 args.wait_quiet, args.retries)
+    results["profile"] = profile(
+      cfg, labels, profile_repeats, pkey_root, skey_root, counter, args.wait_quiet, args.retries
+    )
 
   results["peak_rss_mib"] = peak_rss_mib()
   results["cpu_whole_run"] = run_meter.stop()
@@ -423,8 +519,7 @@ def main(argv=None) -> dict:
   return results
 
 
-def profile(cfg, labels, repeats, pkey_root, skey_root, counter, quiet=0.0,
-            retries=0) -> dict:
+def profile(cfg, labels, repeats, pkey_root, skey_root, counter, quiet=0.0, retries=0) -> dict:
   """Times the full program with every stage applied, then with each stage disabled.
 
   Every random `applied` switch is fixed to True so that each config does all its work;
@@ -452,15 +547,20 @@ def profile(cfg, labels, repeats, pkey_root, skey_root, counter, quiet=0.0,
     pk = jax.random.fold_in(pkey_root, i)
     sk = jax.random.fold_in(skey_root, i)
     p = synthjax.sample_params(pk, c, fixed=forced_for(c))
-    compiled = jax.jit(lambda k, p, l, c=c: synthjax.synthesize(k, p, l, c)).lower(
-        sk, p, labels[0]).compile()
+    compiled = (
+      jax.jit(lambda k, p, l, c=c: synthjax.synthesize(k, p, l, c))
+      .lower(sk, p, labels[0])
+      .compile()
+    )
     jax.block_until_ready(compiled(sk, p, labels[0]))
+
     def phase(c=c, compiled=compiled):
       ts, cs = [], []
       for r in range(repeats):
         i = next(counter)
         p = jax.block_until_ready(
-            synthjax.sample_params(jax.random.fold_in(pkey_root, i), c, fixed=forced_for(c)))
+          synthjax.sample_params(jax.random.fold_in(pkey_root, i), c, fixed=forced_for(c))
+        )
         sk = jax.random.fold_in(skey_root, i)
         c0, t0 = time.process_time(), time.perf_counter()
         jax.block_until_ready(compiled(sk, p, labels[r % len(labels)]))
@@ -469,18 +569,25 @@ def profile(cfg, labels, repeats, pkey_root, skey_root, counter, quiet=0.0,
       return ts, cs
 
     (ts, cs), cpu, hist = measured(phase, quiet, retries)
-    out[name] = {"time": summarize(ts), "process_cpu_s": summarize(cs), **cost(compiled),
-                 "cpu": cpu, "cpu_attempts_other_cores": hist}
+    out[name] = {
+      "time": summarize(ts),
+      "process_cpu_s": summarize(cs),
+      **cost(compiled),
+      "cpu": cpu,
+      "cpu_attempts_other_cores": hist,
+    }
   base = out["all_applied"]["time"]["median"]
   base_cpu = out["all_applied"]["process_cpu_s"]["median"]
   for name, v in out.items():
     v["delta_s"] = base - v["time"]["median"]
     v["delta_process_cpu_s"] = base_cpu - v["process_cpu_s"]["median"]
-    print(f"  {name:14s} median {fmt_ms(v['time']['median'])}  IQR {fmt_ms(v['time']['iqr'])}"
-          f"  delta {fmt_ms(v['delta_s'])}  CPU {fmt_ms(v['process_cpu_s']['median'])}"
-          f" (delta {fmt_ms(v['delta_process_cpu_s'])})  {v['gflops']:.2f} GFLOP  "
-          f"{v['gbytes_accessed']:.2f} GB accessed"
-          + (f"  [other procs {v['cpu']['other_cores']:.2f} cores]" if v.get("cpu") else ""))
+    print(
+      f"  {name:14s} median {fmt_ms(v['time']['median'])}  IQR {fmt_ms(v['time']['iqr'])}"
+      f"  delta {fmt_ms(v['delta_s'])}  CPU {fmt_ms(v['process_cpu_s']['median'])}"
+      f" (delta {fmt_ms(v['delta_process_cpu_s'])})  {v['gflops']:.2f} GFLOP  "
+      f"{v['gbytes_accessed']:.2f} GB accessed"
+      + (f"  [other procs {v['cpu']['other_cores']:.2f} cores]" if v.get("cpu") else "")
+    )
   return out
 
 

@@ -35,7 +35,7 @@ def _median_time(fn, repeats):
 
 def _labels(n):
   g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n)] * 3, indexing="ij"))
-  r = np.sqrt((g ** 2).sum(0))
+  r = np.sqrt((g**2).sum(0))
   return (1 * (r < 0.9) + 1 * (r < 0.6) + 1 * (r < 0.3)).astype(np.int32)
 
 
@@ -44,13 +44,16 @@ def grad_cost(n, repeats):
   import jax.numpy as jnp
 
   import synthjax
+
   cfg = synthjax.presets.synthseg((0, 1, 2, 3), (n, n, n)).replace(
-      bias={"prob": 1.0}, gamma={"prob": 1.0}, resolution={"prob": 1.0},
-      noise={"prob": 1.0})
+    bias={"prob": 1.0}, gamma={"prob": 1.0}, resolution={"prob": 1.0}, noise={"prob": 1.0}
+  )
   labels = jnp.asarray(_labels(n))
   params = synthjax.sample_params(jax.random.key(0), cfg)
-  floats = {s: {k: v for k, v in e.items() if jnp.issubdtype(v.dtype, jnp.floating)}
-            for s, e in params.items()}
+  floats = {
+    s: {k: v for k, v in e.items() if jnp.issubdtype(v.dtype, jnp.floating)}
+    for s, e in params.items()
+  }
   weights = jnp.asarray(np.random.default_rng(0).normal(size=(n, n, n)), jnp.float32)
   key = jax.random.key(1)
 
@@ -62,8 +65,14 @@ def grad_cost(n, repeats):
   both = jax.jit(jax.value_and_grad(loss))
   fwd, fwd_c = _median_time(lambda: forward(floats), repeats)
   grad, grad_c = _median_time(lambda: both(floats), repeats)
-  return {"shape": n, "forward_ms": 1e3 * fwd, "value_and_grad_ms": 1e3 * grad,
-          "ratio": grad / fwd, "forward_compile_s": fwd_c, "grad_compile_s": grad_c}
+  return {
+    "shape": n,
+    "forward_ms": 1e3 * fwd,
+    "value_and_grad_ms": 1e3 * grad,
+    "ratio": grad / fwd,
+    "forward_compile_s": fwd_c,
+    "grad_compile_s": grad_c,
+  }
 
 
 def warp_cost(n, repeats):
@@ -71,17 +80,20 @@ def warp_cost(n, repeats):
   import jax.numpy as jnp
 
   import synthjax
+
   cfg = synthjax.presets.synthseg((0, 1, 2, 3), (n, n, n))
   params = synthjax.sample_params(jax.random.key(0), cfg)
   volume = jnp.asarray(np.random.default_rng(0).normal(size=(n, n, n)), jnp.float32)
   key = jax.random.key(1)
   out = {"shape": n}
   for order in (1, 3):
-    t, c = _median_time(lambda order=order: synthjax.warp(key, params, volume, cfg, order=order),
-                        repeats)
+    t, c = _median_time(
+      lambda order=order: synthjax.warp(key, params, volume, cfg, order=order), repeats
+    )
     out[f"warp_order{order}_ms"], out[f"warp_order{order}_compile_s"] = 1e3 * t, c
-  t, c = _median_time(lambda: synthjax.unwarp(key, params, volume, cfg, in_shape=(n, n, n)),
-                      repeats)
+  t, c = _median_time(
+    lambda: synthjax.unwarp(key, params, volume, cfg, in_shape=(n, n, n)), repeats
+  )
   out["unwarp_order1_ms"], out["unwarp_order1_compile_s"] = 1e3 * t, c
   return out
 
@@ -94,12 +106,21 @@ def main(argv=None):
   p.add_argument("--json", help="write the results here")
   args = p.parse_args(argv)
   import jax
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-  result = {"meta": {"commit": commit, "device": str(jax.devices()[0]),
-                     "machine": platform.processor() or platform.machine(),
-                     "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats},
-            "grad": [], "warp": None}
+
+  commit = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+  ).stdout.strip()
+  result = {
+    "meta": {
+      "commit": commit,
+      "device": str(jax.devices()[0]),
+      "machine": platform.processor() or platform.machine(),
+      "date": time.strftime("%Y-%m-%d"),
+      "repeats": args.repeats,
+    },
+    "grad": [],
+    "warp": None,
+  }
   for n in [int(s) for s in args.grad_sizes.split(",") if s]:
     result["grad"].append(grad_cost(n, args.repeats))
     print(json.dumps(result["grad"][-1]), flush=True)

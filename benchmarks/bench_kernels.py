@@ -47,15 +47,18 @@ def main(argv=None):
     return x
 
   rows = [
-      ("normal: jax.random.normal", lambda k: jax.random.normal(k, shape), (key,)),
-      ("normal: rng.voxel_normal", lambda k: rng.voxel_normal(k, shape), (key,)),
-      ("separable: tensordot+moveaxis", tensordot_separable, (x, mats)),
-      ("separable: apply_separable", resample.apply_separable, (x, mats)),
-      ("gamma: x ** g", lambda x, g: x ** g, (x, g)),
-      ("gamma: exp(g log x)", lambda x, g: jnp.where(
-          x > 0, jnp.exp(g * jnp.log(jnp.maximum(x, 1e-30))), 0.0), (x, g)),
-      ("lookup: table[labels]", lambda t, i: t[i], (table, labels)),
-      ("lookup: take_small", lookup.take_small, (table, labels)),
+    ("normal: jax.random.normal", lambda k: jax.random.normal(k, shape), (key,)),
+    ("normal: rng.voxel_normal", lambda k: rng.voxel_normal(k, shape), (key,)),
+    ("separable: tensordot+moveaxis", tensordot_separable, (x, mats)),
+    ("separable: apply_separable", resample.apply_separable, (x, mats)),
+    ("gamma: x ** g", lambda x, g: x**g, (x, g)),
+    (
+      "gamma: exp(g log x)",
+      lambda x, g: jnp.where(x > 0, jnp.exp(g * jnp.log(jnp.maximum(x, 1e-30))), 0.0),
+      (x, g),
+    ),
+    ("lookup: table[labels]", lambda t, i: t[i], (table, labels)),
+    ("lookup: take_small", lookup.take_small, (table, labels)),
   ]
   print(f"# {n}^3, median of {args.repeats}, jax {jax.__version__}, {jax.devices()[0]}")
   for name, fn, inputs in rows:

@@ -64,6 +64,7 @@ LABELS = tuple(range(8))
 SPACING = 0.5
 CONTENDERS = ("synthjax", "cornucopia", "torchio", "cornucopia-default")
 
+
 def rss_mib(field: str = "VmRSS") -> float:
   """`VmRSS` (current) or `VmHWM` (peak) of this process in MiB, from /proc/self/status."""
   try:
@@ -74,6 +75,7 @@ def rss_mib(field: str = "VmRSS") -> float:
   except OSError:
     pass
   import resource
+
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -117,8 +119,11 @@ class Recorder:
       attempts.append(phase)
       start += self.repeats
       other = phase.get("other_cores", 0.0)
-      print(f"    [{attempt}] median {statistics.median(times):7.3f} s/sample   "
-            f"other processes {other:.2f} cores (waited {waited:.0f} s)", flush=True)
+      print(
+        f"    [{attempt}] median {statistics.median(times):7.3f} s/sample   "
+        f"other processes {other:.2f} cores (waited {waited:.0f} s)",
+        flush=True,
+      )
       if other < QUIET_THRESHOLD:
         break
     kept = attempts[-1]
@@ -127,7 +132,8 @@ class Recorder:
     self.info["disturbed"] = kept.get("other_cores", 0.0) >= QUIET_THRESHOLD
     if len(attempts) > 1:
       self.info["discarded_attempts"] = [
-          {"other_cores": a.get("other_cores"), "times": a["times"]} for a in attempts[:-1]]
+        {"other_cores": a.get("other_cores"), "times": a["times"]} for a in attempts[:-1]
+      ]
     self.info["cpu_times"] = kept["cpu_times"]
     return kept["times"]
 
@@ -140,6 +146,7 @@ def load_maps(data_dir: Path) -> list:
   """The three 256^3 maps as uint8 numpy arrays (each contender converts per sample)."""
   import nibabel as nib
   import numpy as np
+
   out = []
   for p in label_paths(data_dir, "bench_peers"):
     a = np.asarray(nib.load(str(p)).dataobj)
@@ -153,6 +160,7 @@ def load_maps(data_dir: Path) -> list:
 def cropper(maps, shape, seed):
   """`crop(i)`: a random `shape` window of map `i % 3` (the whole map if it fits exactly)."""
   import numpy as np
+
   rng = np.random.default_rng(seed)
 
   def crop(i):
@@ -162,7 +170,8 @@ def cropper(maps, shape, seed):
     if any(s > n for s, n in zip(shape, m.shape)):
       raise ValueError(f"output shape {shape} is larger than the label map {m.shape}")
     o = [int(rng.integers(0, n - s + 1)) for s, n in zip(shape, m.shape)]
-    return m[o[0]:o[0] + shape[0], o[1]:o[1] + shape[1], o[2]:o[2] + shape[2]]
+    return m[o[0] : o[0] + shape[0], o[1] : o[1] + shape[1], o[2] : o[2] + shape[2]]
+
   return crop
 
 
@@ -177,8 +186,9 @@ def bench_synthjax(maps, shape, rec: Recorder, seed: int = 0) -> list:
 
   import synthjax
 
-  cfg = synthjax.presets.synthseg(LABELS, shape, (SPACING,) * 3,
-                                  noise={"prob": 1.0, "std": (0.02, 0.06)})
+  cfg = synthjax.presets.synthseg(
+    LABELS, shape, (SPACING,) * 3, noise={"prob": 1.0, "std": (0.02, 0.06)}
+  )
   rec.info["library"] = {"jax": jax.__version__, "synthjax": synthjax.__version__}
   root = jax.random.key(seed)
 
@@ -205,13 +215,20 @@ def _cornucopia_transform(shape, defaults: bool):
     return cc.SynthFromLabelTransform()
   n = min(shape)
   synth = cc.SynthFromLabelTransform(
-      # spatial: affine (rotation ±15°, zoom ±0.2, shear ±0.012, no translation) and a
-      # stationary velocity field on <= 0.04 * shape nodes, integrated in 7 squarings
-      # (cornucopia integrates at full resolution), linear splines as SynthSeg
-      order=1, translations=False, rotation=15, shears=0.012, zooms=0.2,
-      elastic=0.05, elastic_nodes=max(3, round(0.04 * n)), elastic_steps=7, bound="zeros",
-      gmm_fwhm=False,               # SynthSeg has no within-label texture smoothing
-      sample_in_background=True,    # SynthSeg draws a Gaussian for the background too
+    # spatial: affine (rotation ±15°, zoom ±0.2, shear ±0.012, no translation) and a
+    # stationary velocity field on <= 0.04 * shape nodes, integrated in 7 squarings
+    # (cornucopia integrates at full resolution), linear splines as SynthSeg
+    order=1,
+    translations=False,
+    rotation=15,
+    shears=0.012,
+    zooms=0.2,
+    elastic=0.05,
+    elastic_nodes=max(3, round(0.04 * n)),
+    elastic_steps=7,
+    bound="zeros",
+    gmm_fwhm=False,  # SynthSeg has no within-label texture smoothing
+    sample_in_background=True,  # SynthSeg draws a Gaussian for the background too
   )
   # Intensity chain in SynthSeg's order, from cornucopia's own transforms. The stock
   # IntensityTransform adds a motion blur, puts chi noise (with a g-factor map) into the
@@ -219,19 +236,23 @@ def _cornucopia_transform(shape, defaults: bool):
   # a quantile scaling; here: bias (p 0.95) -> min-max -> gamma -> resolution (p 0.95:
   # thick slices up to 16 voxels = 8 mm with p 0.9, isotropic up to 8 voxels = 4 mm with
   # p 0.1, Gaussian slice profile) -> Gaussian noise (std 0.02-0.06) -> min-max.
-  bias = cc.RandomMulFieldTransform(RandInt(2, max(3, round(0.025 * n))), vmax=Uniform(0, 0.5),
-                                    symmetric=1, order=1)
+  bias = cc.RandomMulFieldTransform(
+    RandInt(2, max(3, round(0.025 * n))), vmax=Uniform(0, 0.5), symmetric=1, order=1
+  )
   res = cc.SwitchTransform(
-      [cc.RandomLowResSliceTransform(Uniform(1, 16)), cc.RandomLowResTransform(Uniform(1, 8))],
-      prob=[0.9, 0.1])
-  synth.intensity = cc.SequentialTransform([
+    [cc.RandomLowResSliceTransform(Uniform(1, 16)), cc.RandomLowResTransform(Uniform(1, 8))],
+    prob=[0.9, 0.1],
+  )
+  synth.intensity = cc.SequentialTransform(
+    [
       cc.MaybeTransform(bias, 0.95),
       cc.MinMaxTransform(),
       cc.RandomGammaTransform(LogNormal(0, 0.5)),
       cc.MaybeTransform(res, 0.95),
       cc.RandomGaussianNoiseTransform(Uniform(0.02, 0.06)),
       cc.MinMaxTransform(),
-  ])
+    ]
+  )
   return synth
 
 
@@ -249,8 +270,11 @@ def _bench_cornucopia(maps, shape, rec: Recorder, seed: int, defaults: bool) -> 
   # SynthSeg's left/right flip (p 0.5) of the label map, before synthesis (axis 1 of the
   # (C, X, Y, Z) tensor = output axis 0, as synthjax's flip axis)
   flip = cc.MaybeTransform(cc.FlipTransform(axis=1), 0.5)
-  rec.info["library"] = {"torch": torch.__version__, "cornucopia": cc.__version__,
-                         "torch_threads": torch.get_num_threads()}
+  rec.info["library"] = {
+    "torch": torch.__version__,
+    "cornucopia": cc.__version__,
+    "torch_threads": torch.get_num_threads(),
+  }
   rec.info["transform"] = repr(transform)
 
   def prepare(i):
@@ -274,30 +298,47 @@ def bench_cornucopia_default(maps, shape, rec: Recorder, seed: int = 0) -> list:
 
 def _torchio_transform():
   import torchio as tio
+
   spatial = tio.RandomAffineElasticDeformation(
-      affine_kwargs={"scales": 0.2, "degrees": 15, "translation": 0,
-                     "label_interpolation": "nearest", "default_pad_label": 0},
-      elastic_kwargs={"num_control_points": 7, "max_displacement": 4 * SPACING,
-                      "locked_borders": 2, "label_interpolation": "nearest"})
-  return tio.Compose([
+    affine_kwargs={
+      "scales": 0.2,
+      "degrees": 15,
+      "translation": 0,
+      "label_interpolation": "nearest",
+      "default_pad_label": 0,
+    },
+    elastic_kwargs={
+      "num_control_points": 7,
+      "max_displacement": 4 * SPACING,
+      "locked_borders": 2,
+      "label_interpolation": "nearest",
+    },
+  )
+  return tio.Compose(
+    [
       # spatial, on the label map only (no image exists yet)
       tio.RandomFlip(axes=(0,), flip_probability=0.5),
       spatial,
       # labels -> image: one Gaussian per label, SynthSeg's ranges
-      tio.RandomLabelsToImage(label_key="label", image_key="image",
-                              default_mean=(0.0, 250.0), default_std=(0.0, 30.0)),
+      tio.RandomLabelsToImage(
+        label_key="label", image_key="image", default_mean=(0.0, 250.0), default_std=(0.0, 30.0)
+      ),
       # intensity (scalar images only)
       tio.RandomBiasField(coefficients=0.5, order=3, p=0.95),
       tio.Clamp(out_min=0.0, out_max=300.0),
       tio.RescaleIntensity(out_min_max=(0.0, 1.0)),
       tio.RandomGamma(log_gamma=(-0.5, 0.5)),
-      tio.Compose([
+      tio.Compose(
+        [
           tio.RandomBlur(std=(0.0, 2.5)),  # mm; SynthSeg sigma = 0.75 * thickness / spacing
           tio.RandomAnisotropy(axes=(0, 1, 2), downsampling=(1.0, 16.0)),
-      ], p=0.95),
+        ],
+        p=0.95,
+      ),
       tio.RandomNoise(std=(0.02, 0.06)),
       tio.RescaleIntensity(out_min_max=(0.0, 1.0)),
-  ])
+    ]
+  )
 
 
 def bench_torchio(maps, shape, rec: Recorder, seed: int = 0) -> list:
@@ -310,10 +351,14 @@ def bench_torchio(maps, shape, rec: Recorder, seed: int = 0) -> list:
   crop = cropper(maps, shape, seed)
   transform = _torchio_transform()
   affine = np.diag([SPACING, SPACING, SPACING, 1.0])
-  rec.info["library"] = {"torch": torch.__version__, "torchio": tio.__version__,
-                         "torch_threads": torch.get_num_threads()}
+  rec.info["library"] = {
+    "torch": torch.__version__,
+    "torchio": tio.__version__,
+    "torch_threads": torch.get_num_threads(),
+  }
   try:
     import SimpleITK as sitk
+
     rec.info["library"]["SimpleITK"] = sitk.Version_VersionString()
     rec.info["library"]["sitk_threads"] = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
   except Exception:  # pragma: no cover
@@ -332,8 +377,12 @@ def bench_torchio(maps, shape, rec: Recorder, seed: int = 0) -> list:
   return rec.measure(prepare, run)
 
 
-BENCHES = {"synthjax": bench_synthjax, "cornucopia": bench_cornucopia,
-           "cornucopia-default": bench_cornucopia_default, "torchio": bench_torchio}
+BENCHES = {
+  "synthjax": bench_synthjax,
+  "cornucopia": bench_cornucopia,
+  "cornucopia-default": bench_cornucopia_default,
+  "torchio": bench_torchio,
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -344,8 +393,9 @@ def parse_only(text: str) -> tuple:
   names = tuple(n.strip() for n in text.split(",") if n.strip())
   bad = [n for n in names if n not in BENCHES]
   if bad or not names:
-    raise argparse.ArgumentTypeError(f"--only wants names from {', '.join(CONTENDERS)}; "
-                                     f"got {text!r}")
+    raise argparse.ArgumentTypeError(
+      f"--only wants names from {', '.join(CONTENDERS)}; got {text!r}"
+    )
   return names
 
 
@@ -356,8 +406,10 @@ def parse_repeats_for(text: str) -> dict:
       continue
     name, _, n = item.partition("=")
     if name not in BENCHES or not n.isdigit() or int(n) < 1:
-      raise argparse.ArgumentTypeError(f"--repeats-for wants NAME=N,... with NAME from "
-                                       f"{', '.join(CONTENDERS)} and N >= 1; got {item!r}")
+      raise argparse.ArgumentTypeError(
+        f"--repeats-for wants NAME=N,... with NAME from "
+        f"{', '.join(CONTENDERS)} and N >= 1; got {item!r}"
+      )
     out[name] = int(n)
   return out
 
@@ -376,6 +428,7 @@ def worker(args) -> None:
     rec.info["summary"] = summarize(times)
   except Exception as e:  # recorded, so that one failing peer does not lose the others
     import traceback
+
     traceback.print_exc()
     error = f"{type(e).__name__}: {e}"
   rec.info["error"] = error
@@ -386,8 +439,17 @@ def worker(args) -> None:
 
 def versions() -> dict:
   out = {"python": platform.python_version()}
-  for mod in ("numpy", "jax", "jaxlib", "torch", "torchio", "cornucopia", "SimpleITK",
-              "nibabel", "synthjax"):
+  for mod in (
+    "numpy",
+    "jax",
+    "jaxlib",
+    "torch",
+    "torchio",
+    "cornucopia",
+    "SimpleITK",
+    "nibabel",
+    "synthjax",
+  ):
     try:
       m = __import__(mod)
       out[mod] = getattr(m, "__version__", None) or m.Version_VersionString()
@@ -400,8 +462,10 @@ def synthjax_digest() -> str | None:
   """SHA-256 over synthjax's .py files (the library changes between runs; compare numbers
   only between runs with the same digest)."""
   import hashlib
+
   try:
     import importlib.util
+
     spec = importlib.util.find_spec("synthjax")
     pkg = Path(spec.origin).parent
   except Exception:
@@ -431,23 +495,50 @@ def machine() -> dict:
 
 
 def main(argv=None) -> dict:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                  help="folder with sub-sta{21,30,38}/anat/*_dseg.nii.gz "
-                       "(default: ../shared/data/fetal, relative to the repository root)")
-  ap.add_argument("--shape", type=lambda t: parse_shape(t, 8), default=(160, 160, 160),
-                  help="output shape, N or X,Y,Z (default 160)")
+  ap = argparse.ArgumentParser(
+    description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  ap.add_argument(
+    "--data",
+    type=Path,
+    default=DEFAULT_DATA,
+    help="folder with sub-sta{21,30,38}/anat/*_dseg.nii.gz "
+    "(default: ../shared/data/fetal, relative to the repository root)",
+  )
+  ap.add_argument(
+    "--shape",
+    type=lambda t: parse_shape(t, 8),
+    default=(160, 160, 160),
+    help="output shape, N or X,Y,Z (default 160)",
+  )
   ap.add_argument("--repeats", type=int, default=8, help="timed samples per contender")
-  ap.add_argument("--repeats-for", type=parse_repeats_for, default={}, metavar="NAME=N,...",
-                  help="per-contender override of --repeats, e.g. cornucopia-default=3")
-  ap.add_argument("--only", type=parse_only, default=CONTENDERS,
-                  help=f"comma-separated contenders (default: {','.join(CONTENDERS)})")
-  ap.add_argument("--wait-quiet", type=float, default=30.0, metavar="S",
-                  help="wait up to S s before each phase for other processes to use "
-                       f"< {QUIET_THRESHOLD} cores (default 30)")
-  ap.add_argument("--retries", type=int, default=1,
-                  help="re-runs of a timed phase disturbed by other processes (default 1)")
+  ap.add_argument(
+    "--repeats-for",
+    type=parse_repeats_for,
+    default={},
+    metavar="NAME=N,...",
+    help="per-contender override of --repeats, e.g. cornucopia-default=3",
+  )
+  ap.add_argument(
+    "--only",
+    type=parse_only,
+    default=CONTENDERS,
+    help=f"comma-separated contenders (default: {','.join(CONTENDERS)})",
+  )
+  ap.add_argument(
+    "--wait-quiet",
+    type=float,
+    default=30.0,
+    metavar="S",
+    help="wait up to S s before each phase for other processes to use "
+    f"< {QUIET_THRESHOLD} cores (default 30)",
+  )
+  ap.add_argument(
+    "--retries",
+    type=int,
+    default=1,
+    help="re-runs of a timed phase disturbed by other processes (default 1)",
+  )
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="write results here")
   ap.add_argument("--worker", choices=sorted(BENCHES), help=argparse.SUPPRESS)
@@ -463,30 +554,51 @@ def main(argv=None) -> dict:
     return {}
 
   results = {
-      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-      "argv": sys.argv if argv is None else ["bench_peers.py", *argv],
-      "machine": machine(), "versions": versions(),
-      "synthjax_source_sha256": synthjax_digest(),
-      "shape": list(args.shape), "spacing_mm": SPACING, "repeats": args.repeats,
-      "repeats_for": args.repeats_for,
-      "data": str(args.data), "quiet_threshold_cores": QUIET_THRESHOLD,
-      "wait_quiet_s": args.wait_quiet, "retries": args.retries,
-      "fetalsyngen": "not benchmarked: `pip download --no-deps fetalsyngen` finds no "
-                     "distribution (not on PyPI)",
-      "contenders": {},
+    "date": datetime.datetime.now().isoformat(timespec="seconds"),
+    "argv": sys.argv if argv is None else ["bench_peers.py", *argv],
+    "machine": machine(),
+    "versions": versions(),
+    "synthjax_source_sha256": synthjax_digest(),
+    "shape": list(args.shape),
+    "spacing_mm": SPACING,
+    "repeats": args.repeats,
+    "repeats_for": args.repeats_for,
+    "data": str(args.data),
+    "quiet_threshold_cores": QUIET_THRESHOLD,
+    "wait_quiet_s": args.wait_quiet,
+    "retries": args.retries,
+    "fetalsyngen": "not benchmarked: `pip download --no-deps fetalsyngen` finds no "
+    "distribution (not on PyPI)",
+    "contenders": {},
   }
-  print(f"# shape {args.shape}, {args.repeats} repeats, contenders {', '.join(args.only)}",
-        flush=True)
+  print(
+    f"# shape {args.shape}, {args.repeats} repeats, contenders {', '.join(args.only)}", flush=True
+  )
   script = str(Path(__file__).resolve())
   for name in args.only:
     print(f"== {name}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
       out = Path(tmp) / "rec.json"
-      cmd = [sys.executable, script, "--worker", name, "--worker-out", str(out),
-             "--data", str(args.data), "--shape", ",".join(map(str, args.shape)),
-             "--repeats", str(args.repeats_for.get(name, args.repeats)),
-             "--wait-quiet", str(args.wait_quiet),
-             "--retries", str(args.retries), "--seed", str(args.seed)]
+      cmd = [
+        sys.executable,
+        script,
+        "--worker",
+        name,
+        "--worker-out",
+        str(out),
+        "--data",
+        str(args.data),
+        "--shape",
+        ",".join(map(str, args.shape)),
+        "--repeats",
+        str(args.repeats_for.get(name, args.repeats)),
+        "--wait-quiet",
+        str(args.wait_quiet),
+        "--retries",
+        str(args.retries),
+        "--seed",
+        str(args.seed),
+      ]
       t0 = time.perf_counter()
       proc = subprocess.run(cmd)
       wall = time.perf_counter() - t0
@@ -499,9 +611,11 @@ def main(argv=None) -> dict:
     results["contenders"][name] = rec
     if rec.get("summary"):
       s = rec["summary"]
-      print(f"   {name:20s} median {s['median']:8.3f} s  IQR {s['iqr']:.3f} s  "
-            f"first call {rec['first_call_s']:.2f} s  peak RSS {rec['peak_rss_mib']:.0f} MiB",
-            flush=True)
+      print(
+        f"   {name:20s} median {s['median']:8.3f} s  IQR {s['iqr']:.3f} s  "
+        f"first call {rec['first_call_s']:.2f} s  peak RSS {rec['peak_rss_mib']:.0f} MiB",
+        flush=True,
+      )
     else:
       print(f"   {name}: FAILED ({rec.get('error')})", flush=True)
 
@@ -511,18 +625,22 @@ def main(argv=None) -> dict:
     for rec in results["contenders"].values():
       if rec.get("summary"):
         rec["ratio_vs_synthjax"] = rec["summary"]["median"] / base["median"]
-  print("\n| contender | median s/sample | IQR s | x synthjax | peak RSS MiB | first call s |"
-        " other cores |\n|---|---|---|---|---|---|---|")
+  print(
+    "\n| contender | median s/sample | IQR s | x synthjax | peak RSS MiB | first call s |"
+    " other cores |\n|---|---|---|---|---|---|---|"
+  )
   for name, rec in results["contenders"].items():
     if not rec.get("summary"):
       print(f"| {name} | failed | | | | | |")
       continue
     s = rec["summary"]
     ratio = rec.get("ratio_vs_synthjax")
-    print(f"| {name} | {s['median']:.3f} | {s['iqr']:.3f} | "
-          f"{'' if ratio is None else f'{ratio:.1f}'} | {rec['peak_rss_mib']:.0f} | "
-          f"{rec['first_call_s']:.2f} | "
-          f"{rec['timed_phase'].get('other_cores', float('nan')):.2f} |")
+    print(
+      f"| {name} | {s['median']:.3f} | {s['iqr']:.3f} | "
+      f"{'' if ratio is None else f'{ratio:.1f}'} | {rec['peak_rss_mib']:.0f} | "
+      f"{rec['first_call_s']:.2f} | "
+      f"{rec['timed_phase'].get('other_cores', float('nan')):.2f} |"
+    )
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1, default=str))

@@ -27,22 +27,34 @@ from common import CpuMeter, label_paths, parse_shape, summarize, wait_quiet
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / ".." / "shared" / "data" / "fetal"
 
-OPTIONAL = ("subclusters", "texture", "struct_noise", "blur_cortex", "boundary", "slice_stack",
-            "motion", "spike", "ghosting", "gibbs", "rician", "image_intensity")
+OPTIONAL = (
+  "subclusters",
+  "texture",
+  "struct_noise",
+  "blur_cortex",
+  "boundary",
+  "slice_stack",
+  "motion",
+  "spike",
+  "ghosting",
+  "gibbs",
+  "rician",
+  "image_intensity",
+)
 # stage -> the overrides that switch it on (prob 1) with the preset's / peer's ranges.
 ON = {
-    "subclusters": {"enabled": True, "prob": 1.0},
-    "texture": {"prob": 1.0},
-    "struct_noise": {"prob": 1.0},
-    "blur_cortex": {"prob": 1.0},
-    "boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 1.0, "prob_fuzzy": 1.0},
-    "slice_stack": {"prob": 1.0},
-    "motion": {"prob": 1.0},
-    "spike": {"prob": 1.0},
-    "ghosting": {"prob": 1.0},
-    "gibbs": {"prob": 1.0},
-    "rician": {"prob": 1.0},
-    "image_intensity": {"prob": 1.0},
+  "subclusters": {"enabled": True, "prob": 1.0},
+  "texture": {"prob": 1.0},
+  "struct_noise": {"prob": 1.0},
+  "blur_cortex": {"prob": 1.0},
+  "boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 1.0, "prob_fuzzy": 1.0},
+  "slice_stack": {"prob": 1.0},
+  "motion": {"prob": 1.0},
+  "spike": {"prob": 1.0},
+  "ghosting": {"prob": 1.0},
+  "gibbs": {"prob": 1.0},
+  "rician": {"prob": 1.0},
+  "image_intensity": {"prob": 1.0},
 }
 
 
@@ -51,8 +63,11 @@ def main(argv=None):
   ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
   ap.add_argument("--shape", type=parse_shape, default=(160, 160, 160))
   ap.add_argument("--repeats", type=int, default=7)
-  ap.add_argument("--stages", default=",".join(OPTIONAL),
-                  help="comma-separated stages (default: all optional stages)")
+  ap.add_argument(
+    "--stages",
+    default=",".join(OPTIONAL),
+    help="comma-separated stages (default: all optional stages)",
+  )
   ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
   ap.add_argument("--json", type=Path, default=None)
   args = ap.parse_args(argv)
@@ -69,6 +84,7 @@ def main(argv=None):
   if unknown:
     sys.exit(f"bench_stages: unknown stage(s) {unknown}; known: {sorted(ON)}")
   import jax.numpy as jnp
+
   labels = [nifti.load_label_map(p)[0] for p in label_paths(args.data, "bench_stages")]
   # Real intensities for image_intensity: any float volume on the labels' grid will do.
   images = [jnp.asarray(lab.astype(np.float32) * 37.0 + 5.0) for lab in labels]
@@ -83,8 +99,7 @@ def main(argv=None):
     key = jax.random.key(0)
     t0 = time.perf_counter()
     p = synthjax.sample_params(key, cfg, fixed=fixed)
-    img, _ = synthjax.synthesize(key, p, labels[0], cfg,
-                                 **{k: v[0] for k, v in extra.items()})
+    img, _ = synthjax.synthesize(key, p, labels[0], cfg, **{k: v[0] for k, v in extra.items()})
     img.block_until_ready()
     first = time.perf_counter() - t0
     wait_quiet(args.wait_quiet)
@@ -115,11 +130,20 @@ def main(argv=None):
   print(f"{'baseline (end)':<16s} {1e3 * results['baseline_end']['per_sample']['median']:10.1f}")
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "command": " ".join(["python", "benchmarks/bench_stages.py"] + (argv or sys.argv[1:])),
-        "date": datetime.date.today().isoformat(), "machine": platform.processor() or
-        platform.machine(), "jax": jax.__version__, "shape": list(args.shape),
-        "device": str(jax.devices()[0]), "results": results}, indent=1))
+    args.json.write_text(
+      json.dumps(
+        {
+          "command": " ".join(["python", "benchmarks/bench_stages.py"] + (argv or sys.argv[1:])),
+          "date": datetime.date.today().isoformat(),
+          "machine": platform.processor() or platform.machine(),
+          "jax": jax.__version__,
+          "shape": list(args.shape),
+          "device": str(jax.devices()[0]),
+          "results": results,
+        },
+        indent=1,
+      )
+    )
 
 
 if __name__ == "__main__":

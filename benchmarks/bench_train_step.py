@@ -57,17 +57,25 @@ def bench_size(size, args):
   build = {"synthseg": synthjax.presets.synthseg, "fetal": synthjax.presets.fetal}[args.preset]
   cfg = build(values, (size,) * 3, (192.0 / size,) * 3)
   classes = sorted(set(cfg.segmentation_values))
-  mcfg = {"dim": 3, "features": args.features, "convs_per_level": args.convs,
-          "norm": args.norm, "activation": "leaky_relu", "upsample": "transpose",
-          "conv_impl": args.conv_impl}
+  mcfg = {
+    "dim": 3,
+    "features": args.features,
+    "convs_per_level": args.convs,
+    "norm": args.norm,
+    "activation": "leaky_relu",
+    "upsample": "transpose",
+    "conv_impl": args.conv_impl,
+  }
   net = build_model(mcfg, len(classes), seed=0)
   graphdef, state = nnx.split(net)
   params = nnx.to_pure_dict(state)
   tx = optax.adam(1e-3)
   opt_state = tx.init(params)
   b = args.batch
-  batch = {"labels": jnp.asarray(np.broadcast_to(labels, (b,) + labels.shape).copy()),
-           "key": jax.random.key_data(jax.random.split(jax.random.key(0), b))}
+  batch = {
+    "labels": jnp.asarray(np.broadcast_to(labels, (b,) + labels.shape).copy()),
+    "key": jax.random.key_data(jax.random.split(jax.random.key(0), b)),
+  }
 
   step = make_train_step(graphdef, tx, synth_config=cfg, classes=classes, dim=3)
   state_box = [params, opt_state]
@@ -86,6 +94,7 @@ def bench_size(size, args):
   def net_step(p, o, x, t):
     def loss_fn(p):
       return dice_ce_loss(nnx.merge(graphdef, p)(x[..., None]), t)[0]
+
     loss, g = jax.value_and_grad(loss_fn)(p)
     u, o = tx.update(g, o, p)
     return optax.apply_updates(p, u), o, loss
@@ -98,10 +107,19 @@ def bench_size(size, args):
     return loss
 
   _, net_s, _ = timed(net_only, args.repeats)
-  out = {"size": size, "batch": b, "num_classes": len(classes), "compile_s": compile_s,
-         "step_s": step_s, "steps_per_s": 1.0 / step_s, "samples_per_s": b / step_s,
-         "render_s": render_s, "net_s": net_s, "render_share": render_s / step_s,
-         "step_all_s": step_all}
+  out = {
+    "size": size,
+    "batch": b,
+    "num_classes": len(classes),
+    "compile_s": compile_s,
+    "step_s": step_s,
+    "steps_per_s": 1.0 / step_s,
+    "samples_per_s": b / step_s,
+    "render_s": render_s,
+    "net_s": net_s,
+    "render_share": render_s / step_s,
+    "step_all_s": step_all,
+  }
   if args.torch:
     out.update(torch_step(size, len(classes), args, np.asarray(images), np.asarray(targets)))
   return out
@@ -111,6 +129,7 @@ def torch_step(size, num_classes, args, images, targets):
   import torch
 
   from torch_twin import TwinUNet, dice_ce_loss
+
   torch.manual_seed(0)
   net = TwinUNet(num_classes, dim=3, features=tuple(args.features), convs=args.convs)
   opt = torch.optim.Adam(net.parameters(), 1e-3)
@@ -129,8 +148,11 @@ def torch_step(size, num_classes, args, images, targets):
     t0 = time.perf_counter()
     one()
     times.append(time.perf_counter() - t0)
-  return {"torch_net_s": float(np.median(times)), "torch_threads": torch.get_num_threads(),
-          "torch_version": torch.__version__}
+  return {
+    "torch_net_s": float(np.median(times)),
+    "torch_threads": torch.get_num_threads(),
+    "torch_version": torch.__version__,
+  }
 
 
 def main():
@@ -147,19 +169,29 @@ def main():
   p.add_argument("--json", help="write the results here")
   args = p.parse_args()
   import jax
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=ROOT).stdout.strip()
-  meta = {"date": datetime.date.today().isoformat(), "commit": commit,
-          "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-          "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-          "args": vars(args), "command": " ".join(sys.argv)}
+
+  commit = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+  ).stdout.strip()
+  meta = {
+    "date": datetime.date.today().isoformat(),
+    "commit": commit,
+    "machine": platform.processor() or platform.machine(),
+    "cpus": os.cpu_count(),
+    "devices": [str(d) for d in jax.devices()],
+    "jax": jax.__version__,
+    "args": vars(args),
+    "command": " ".join(sys.argv),
+  }
   results = []
   for size in args.sizes:
     r = bench_size(size, args)
     results.append(r)
-    line = (f"{size:4d}^3 B={r['batch']}: step {r['step_s']:.3f} s ({r['samples_per_s']:.2f} "
-            f"samples/s), render {r['render_s']:.3f} s ({100 * r['render_share']:.0f} %), "
-            f"net {r['net_s']:.3f} s, compile {r['compile_s']:.1f} s")
+    line = (
+      f"{size:4d}^3 B={r['batch']}: step {r['step_s']:.3f} s ({r['samples_per_s']:.2f} "
+      f"samples/s), render {r['render_s']:.3f} s ({100 * r['render_share']:.0f} %), "
+      f"net {r['net_s']:.3f} s, compile {r['compile_s']:.1f} s"
+    )
     if "torch_net_s" in r:
       line += f"; torch net {r['torch_net_s']:.3f} s ({r['net_s'] / r['torch_net_s']:.1f}x)"
     print(line, flush=True)

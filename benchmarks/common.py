@@ -49,12 +49,17 @@ class CpuMeter:
     wall = t1[0] - self.t0[0]
     busy = (t1[1] - self.t0[1]) / self.tick
     own = (t1[2] - self.t0[2]) / self.tick
-    return {"wall_s": wall, "own_cores": own / wall, "other_cores": max(0.0, busy - own) / wall,
-            "loadavg": list(os.getloadavg())}
+    return {
+      "wall_s": wall,
+      "own_cores": own / wall,
+      "other_cores": max(0.0, busy - own) / wall,
+      "loadavg": list(os.getloadavg()),
+    }
 
 
-def wait_quiet(max_wait: float, threshold: float = QUIET_THRESHOLD, window: float = 2.0,
-               verbose: bool = False) -> float:
+def wait_quiet(
+  max_wait: float, threshold: float = QUIET_THRESHOLD, window: float = 2.0, verbose: bool = False
+) -> float:
   """Waits (up to `max_wait` s) until other processes use < `threshold` cores; returns the
   seconds waited. Our own process is idle meanwhile, so all measured load is foreign."""
   if max_wait <= 0 or not os.path.exists("/proc/stat"):
@@ -78,8 +83,17 @@ def summarize(times: list) -> dict:
     q1, _, q3 = statistics.quantiles(ts, n=4, method="inclusive")
   else:
     q1 = q3 = ts[0]
-  return {"n": len(ts), "median": statistics.median(ts), "iqr": q3 - q1, "q25": q1, "q75": q3,
-          "mean": statistics.fmean(ts), "min": ts[0], "max": ts[-1], "all": list(times)}
+  return {
+    "n": len(ts),
+    "median": statistics.median(ts),
+    "iqr": q3 - q1,
+    "q25": q1,
+    "q75": q3,
+    "mean": statistics.fmean(ts),
+    "min": ts[0],
+    "max": ts[-1],
+    "all": list(times),
+  }
 
 
 def parse_shape(text: str, min_size: int = 2) -> tuple:
@@ -88,21 +102,26 @@ def parse_shape(text: str, min_size: int = 2) -> tuple:
     parts = parts * 3
   if len(parts) != 3 or min(parts) < min_size:
     raise argparse.ArgumentTypeError(
-        f"--shape wants N or X,Y,Z (sizes >= {min_size}), got {text!r}")
+      f"--shape wants N or X,Y,Z (sizes >= {min_size}), got {text!r}"
+    )
   return tuple(parts)
 
 
 def label_paths(data_dir: Path, prog: str) -> list:
   """The three fetal label-map paths; exits with a clear message if any is missing."""
   if not data_dir.is_dir():
-    sys.exit(f"{prog}: data folder {data_dir} does not exist (expected the fetal label maps: "
-             f"../shared/data/fetal relative to the repository root, or --data)")
+    sys.exit(
+      f"{prog}: data folder {data_dir} does not exist (expected the fetal label maps: "
+      f"../shared/data/fetal relative to the repository root, or --data)"
+    )
   paths = [data_dir / s / "anat" / f"{s}_rec-irtk_T2w_dseg.nii.gz" for s in SUBJECTS]
   missing = [str(p) for p in paths if not p.is_file()]
   if missing:
-    sys.exit(f"{prog}: fetal label maps not found under {data_dir}\n"
-             f"  missing: {', '.join(missing)}\n"
-             f"  pass --data DIR (the folder holding {'/'.join(SUBJECTS)})")
+    sys.exit(
+      f"{prog}: fetal label maps not found under {data_dir}\n"
+      f"  missing: {', '.join(missing)}\n"
+      f"  pass --data DIR (the folder holding {'/'.join(SUBJECTS)})"
+    )
   return paths
 
 
@@ -111,6 +130,7 @@ def timed(fn, repeats: int):
   call compiles, the median is over `repeats` more."""
   import jax
   import numpy as np
+
   t0 = time.perf_counter()
   jax.block_until_ready(fn())
   first = time.perf_counter() - t0

@@ -29,8 +29,13 @@ def main(argv=None):
   p.add_argument("--label-suffix", default="_dseg")
   p.add_argument("--match", metavar="REGEX", help="keep the pairs whose image path matches")
   p.add_argument("--spacing", type=float, default=2.0, help="the training grid's spacing, mm")
-  p.add_argument("--classes", nargs="*", default=[], metavar="A,B,...",
-                 help="labels pooled into one class, e.g. 1,4 (default: every label alone)")
+  p.add_argument(
+    "--classes",
+    nargs="*",
+    default=[],
+    metavar="A,B,...",
+    help="labels pooled into one class, e.g. 1,4 (default: every label alone)",
+  )
   p.add_argument("--mean-margin", type=float, default=0.1)
   p.add_argument("--std-factor", type=float, default=1.5)
   p.add_argument("--out", required=True, help="the priors JSON")
@@ -38,9 +43,14 @@ def main(argv=None):
 
   import synthjax
   from synthjax import scans
+
   try:
-    pairs = scans.pairs_in(args.real_dir, image_suffix=args.image_suffix,
-                           label_suffix=args.label_suffix, match=args.match)
+    pairs = scans.pairs_in(
+      args.real_dir,
+      image_suffix=args.image_suffix,
+      label_suffix=args.label_suffix,
+      match=args.match,
+    )
   except scans.ScanError as e:
     raise SystemExit(str(e)) from None
   images, labels = [], []
@@ -49,17 +59,23 @@ def main(argv=None):
     images.append(scan.image)
     labels.append(grid)
   classes = [tuple(int(v) for v in c.split(",")) for c in args.classes]
-  priors = synthjax.priors.estimate(images, labels, spacing=args.spacing,
-                                    classes=classes or None, mean_margin=args.mean_margin,
-                                    std_factor=args.std_factor,
-                                    names=[pr[0] for pr in pairs])
+  priors = synthjax.priors.estimate(
+    images,
+    labels,
+    spacing=args.spacing,
+    classes=classes or None,
+    mean_margin=args.mean_margin,
+    std_factor=args.std_factor,
+    names=[pr[0] for pr in pairs],
+  )
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     f.write(priors.to_json() + "\n")
   print(f"{len(pairs)} pair(s): {[os.path.basename(pr[0]) for pr in pairs]}")
   for (v, mlo, mhi), (_, slo, shi) in zip(priors.mean, priors.std):
-    print(f"label {v}: mean {mlo:6.1f}..{mhi:6.1f}  std {slo:5.1f}..{shi:5.1f} "
-          f"(at {args.spacing:g} mm)")
+    print(
+      f"label {v}: mean {mlo:6.1f}..{mhi:6.1f}  std {slo:5.1f}..{shi:5.1f} (at {args.spacing:g} mm)"
+    )
 
 
 if __name__ == "__main__":

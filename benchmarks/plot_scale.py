@@ -23,31 +23,45 @@ def load(paths):
     per_batch = {int(b): r["per_sample"]["median"] for b, r in d.get("batched", {}).items()}
     if not per_batch:
       per_batch = {1: d["single"]["median"]}
-    rows.append({"shape": shape, "voxels": shape[0] * shape[1] * shape[2],
-                 "single": d["single"]["median"], "batched": per_batch,
-                 "first_call": d["synthesize_first_call"]["wall_s"],
-                 "peak_rss_gib": d["peak_rss_mib"] / 1024, "device": d["machine"]["devices"]})
+    rows.append(
+      {
+        "shape": shape,
+        "voxels": shape[0] * shape[1] * shape[2],
+        "single": d["single"]["median"],
+        "batched": per_batch,
+        "first_call": d["synthesize_first_call"]["wall_s"],
+        "peak_rss_gib": d["peak_rss_mib"] / 1024,
+        "device": d["machine"]["devices"],
+      }
+    )
   return sorted(rows, key=lambda r: r["voxels"])
 
 
 def table(rows) -> str:
   batches = sorted({b for r in rows for b in r["batched"]})
-  head = ("| output | one call: ms/sample (samples/s) | "
-          + " | ".join(f"vmap batch {b}: ms/sample" for b in batches)
-          + " | first call s | peak RSS GiB |")
+  head = (
+    "| output | one call: ms/sample (samples/s) | "
+    + " | ".join(f"vmap batch {b}: ms/sample" for b in batches)
+    + " | first call s | peak RSS GiB |"
+  )
   lines = [head, "|" + "---|" * (5 + len(batches) - 1)]
   for r in rows:
     n = "x".join(str(s) for s in r["shape"]) if len(set(r["shape"])) > 1 else f"{r['shape'][0]}³"
     cells = [f"{1e3 * r['batched'][b]:.0f}" if b in r["batched"] else "—" for b in batches]
-    lines.append(f"| {n} | {1e3 * r['single']:.0f} ({1 / r['single']:.1f}) | "
-                 + " | ".join(cells) + f" | {r['first_call']:.1f} | {r['peak_rss_gib']:.2f} |")
+    lines.append(
+      f"| {n} | {1e3 * r['single']:.0f} ({1 / r['single']:.1f}) | "
+      + " | ".join(cells)
+      + f" | {r['first_call']:.1f} | {r['peak_rss_gib']:.2f} |"
+    )
   return "\n".join(lines)
 
 
 def plot(rows, png):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6, 4))
   x = [r["voxels"] for r in rows]
   ax.plot(x, [1 / r["single"] for r in rows], "o-", label="one sample per call")

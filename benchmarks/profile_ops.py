@@ -39,16 +39,16 @@ from bench_generator import (  # noqa: E402
 
 # The synthjax function called directly by `render` names the stage.
 STAGE_OF = {
-    "coordinate_map": "spatial: coordinate map (affine, crop)",
-    "displacement_field": "spatial: deformation field",
-    "sample_nearest": "spatial: nearest gather of labels",
-    "label_index": "label lookup",
-    "render_gmm": "gmm",
-    "bias_field": "bias",
-    "apply_gamma": "gamma (clip, normalise, pow)",
-    "apply_resolution": "resolution",
-    "add_noise": "noise",
-    "normalize": "final normalise",
+  "coordinate_map": "spatial: coordinate map (affine, crop)",
+  "displacement_field": "spatial: deformation field",
+  "sample_nearest": "spatial: nearest gather of labels",
+  "label_index": "label lookup",
+  "render_gmm": "gmm",
+  "bias_field": "bias",
+  "apply_gamma": "gamma (clip, normalise, pow)",
+  "apply_resolution": "resolution",
+  "add_noise": "noise",
+  "normalize": "final normalise",
 }
 
 
@@ -77,8 +77,11 @@ def parse_hlo(text: str):
       funcs[i] = rest.strip('"')
     elif section == "FileLocations":
       d = dict(re.findall(r"(\w+)=(\d+)", rest))
-      locs[i] = (files.get(int(d["file_name_id"]), "?"), funcs.get(int(d["function_name_id"]), "?"),
-                 int(d["line"]))
+      locs[i] = (
+        files.get(int(d["file_name_id"]), "?"),
+        funcs.get(int(d["function_name_id"]), "?"),
+        int(d["line"]),
+      )
     elif section == "StackFrames":
       d = dict(re.findall(r"(\w+)=(\d+)", rest))
       # The printed parent id is one more than the parent's id (0 or 1: no parent).
@@ -99,8 +102,11 @@ def parse_hlo(text: str):
     if m and not line.startswith(" "):
       comp = m.group(1)
       continue
-    m = re.match(r"^\s+(?:ROOT )?%([\w.\-]+) = .*?(?:calls=%([\w.\-]+))?.*?"
-                 r"metadata=\{op_name=\"([^\"]*)\"(?: stack_frame_id=(\d+))?", line)
+    m = re.match(
+      r"^\s+(?:ROOT )?%([\w.\-]+) = .*?(?:calls=%([\w.\-]+))?.*?"
+      r"metadata=\{op_name=\"([^\"]*)\"(?: stack_frame_id=(\d+))?",
+      line,
+    )
     if not m:
       continue
     name, called, op_name, sf = m.groups()
@@ -118,7 +124,7 @@ def stage_of(fr) -> str:
   names = [(Path(f).name, fn, ln) for f, fn, ln in fr]
   for i, (_, fn, ln) in enumerate(names):
     if fn == "render":
-      inner = [n[1].split(".")[0] for n in names[i + 1:]]
+      inner = [n[1].split(".")[0] for n in names[i + 1 :]]
       known = [c for c in inner if c in STAGE_OF]
       if "displacement_field" in known:  # reached through coordinate_map's cond
         return STAGE_OF["displacement_field"]
@@ -135,8 +141,9 @@ def stage_of(fr) -> str:
 
 
 def where(fr) -> str:
-  keep = [f"{fn}:{ln}" for f, fn, ln in fr
-          if "synthjax" in f and fn not in ("render", "synthesize")]
+  keep = [
+    f"{fn}:{ln}" for f, fn, ln in fr if "synthjax" in f and fn not in ("render", "synthesize")
+  ]
   return " > ".join(keep[-3:]) if keep else "-"
 
 
@@ -151,11 +158,13 @@ def exclusive_times(events):
   for evs in by_thread.values():
     evs.sort(key=lambda e: (e["ts"], -e["dur"]))
     stack = []  # [end, name, child_time]
+
     def pop(stack=stack):
       end, name, child, dur = stack.pop()
       excl[name] += dur - child
       if stack:
         stack[-1][2] += dur
+
     for e in evs:
       while stack and stack[-1][0] <= e["ts"]:
         pop()
@@ -178,8 +187,10 @@ def main(argv=None):
   ap.add_argument("--json", type=Path, default=None)
   args = ap.parse_args(argv)
   if "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
-    print("warning: XLA_FLAGS lacks --xla_cpu_enable_xprof_traceme=true; no per-op events",
-          file=sys.stderr)
+    print(
+      "warning: XLA_FLAGS lacks --xla_cpu_enable_xprof_traceme=true; no per-op events",
+      file=sys.stderr,
+    )
 
   import jax
   import jax.numpy as jnp
@@ -232,22 +243,33 @@ def main(argv=None):
     if called and called in comp_frames:
       stages |= {stage_of(f) for f in comp_frames[called] if f}
     stages.discard("other")
-    rows.append({"instruction": name, "ms_per_run": us / 1e3 / args.runs,
-                 "calls_per_run": count[name] / args.runs,
-                 "stage": stage_of(fr), "fused_stages": sorted(stages),
-                 "where": where(fr), "op_name": op_name.split("/")[-1]})
+    rows.append(
+      {
+        "instruction": name,
+        "ms_per_run": us / 1e3 / args.runs,
+        "calls_per_run": count[name] / args.runs,
+        "stage": stage_of(fr),
+        "fused_stages": sorted(stages),
+        "where": where(fr),
+        "op_name": op_name.split("/")[-1],
+      }
+    )
   rows.sort(key=lambda r: -r["ms_per_run"])
   total = sum(r["ms_per_run"] for r in rows)
   wall = sorted(walls)[len(walls) // 2]
-  print(f"# shape {args.shape}  batch {args.batch or 'none'}  runs {args.runs}  "
-        f"wall median {1e3 * wall:.1f} ms (traced)  sum of op times {total:.1f} ms "
-        f"(ops on several threads overlap)")
+  print(
+    f"# shape {args.shape}  batch {args.batch or 'none'}  runs {args.runs}  "
+    f"wall median {1e3 * wall:.1f} ms (traced)  sum of op times {total:.1f} ms "
+    f"(ops on several threads overlap)"
+  )
   print(f"{'ms/run':>9} {'%':>5}  {'instruction':28s} {'stage (root)':34s} where")
-  for r in rows[:args.top]:
+  for r in rows[: args.top]:
     extra = [s for s in r["fused_stages"] if s != r["stage"]]
-    print(f"{r['ms_per_run']:9.1f} {100 * r['ms_per_run'] / total:5.1f}  "
-          f"{r['instruction'][:28]:28s} "
-          f"{r['stage'][:34]:34s} {r['where']}" + (f"  [+ {', '.join(extra)}]" if extra else ""))
+    print(
+      f"{r['ms_per_run']:9.1f} {100 * r['ms_per_run'] / total:5.1f}  "
+      f"{r['instruction'][:28]:28s} "
+      f"{r['stage'][:34]:34s} {r['where']}" + (f"  [+ {', '.join(extra)}]" if extra else "")
+    )
   per_stage = collections.Counter()
   for r in rows:
     per_stage[r["stage"]] += r["ms_per_run"]
@@ -256,9 +278,18 @@ def main(argv=None):
     print(f"{ms:9.1f} ms {100 * ms / total:5.1f} %  {s}")
   if args.json:
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"shape": args.shape, "batch": args.batch,
-                                     "wall_s": walls, "ops": rows,
-                                     "per_stage_ms": dict(per_stage)}, indent=1))
+    args.json.write_text(
+      json.dumps(
+        {
+          "shape": args.shape,
+          "batch": args.batch,
+          "wall_s": walls,
+          "ops": rows,
+          "per_stage_ms": dict(per_stage),
+        },
+        indent=1,
+      )
+    )
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def main(argv=None):
   p.add_argument("--json", help="write the timings here")
   args = p.parse_args(argv)
   from synthjax import data as sdata
+
   maps, spacing = sim2real.load_train_maps(args.train, args.down)
   shape = sim2real.common_shape(maps, 8, 2)
   maps = [sim2real.pad_to(m, shape) for m in maps]
@@ -59,16 +60,29 @@ def main(argv=None):
       gen.render_host(labels, key, values)
       times[spec].append(time.perf_counter() - t0)
   base = float(np.median(times[args.specs[0]]))
-  out = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-         "cpus": os.cpu_count(), "shape": list(shape), "spacing": list(spacing),
-         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True, cwd=ROOT).stdout.strip(), "results": {}}
+  out = {
+    "date": time.strftime("%Y-%m-%d"),
+    "machine": platform.processor() or platform.machine(),
+    "cpus": os.cpu_count(),
+    "shape": list(shape),
+    "spacing": list(spacing),
+    "commit": subprocess.run(
+      ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip(),
+    "results": {},
+  }
   for spec in args.specs:
     med = float(np.median(times[spec]))
-    out["results"][spec] = {"median_ms": 1000 * med, "ratio": med / base,
-                            "first_call_s": compile_s[spec]}
-    print(f"{spec}: {1000 * med:.1f} ms per sample (x{med / base:.2f}), first call "
-          f"{compile_s[spec]:.1f} s", flush=True)
+    out["results"][spec] = {
+      "median_ms": 1000 * med,
+      "ratio": med / base,
+      "first_call_s": compile_s[spec],
+    }
+    print(
+      f"{spec}: {1000 * med:.1f} ms per sample (x{med / base:.2f}), first call "
+      f"{compile_s[spec]:.1f} s",
+      flush=True,
+    )
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=1)

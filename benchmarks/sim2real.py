@@ -74,6 +74,7 @@ def label_reader(down, spacing=None):
   """How the benchmark reads label maps (and their seed maps): in RAS orientation,
   coarsened by `down`, or brought to `spacing` (mm, maps of any voxel size)."""
   from synthjax import scans
+
   if spacing is None:
     return scans.LabelReader(down=down)
   return scans.LabelReader(spacing=tuple(float(s) for s in spacing))
@@ -82,6 +83,7 @@ def label_reader(down, spacing=None):
 def load_train_maps(paths, down, spacing=None):
   """Label maps read by `label_reader(down, spacing)`; returns `(maps, spacing)`."""
   from synthjax import scans
+
   reader = label_reader(down, spacing)
   maps, first = [], None
   for p in paths:
@@ -90,8 +92,10 @@ def load_train_maps(paths, down, spacing=None):
     if first is None:
       first = sp
     elif not np.allclose(sp, first, rtol=1e-3):
-      raise SystemExit(f"{p}: spacing {sp} differs from {paths[0]}'s {first}; give --spacing "
-                       f"to bring maps of different voxel sizes to one grid")
+      raise SystemExit(
+        f"{p}: spacing {sp} differs from {paths[0]}'s {first}; give --spacing "
+        f"to bring maps of different voxel sizes to one grid"
+      )
     maps.append(arr)
   return maps, tuple(first)
 
@@ -103,14 +107,15 @@ def load_seed_stacks(paths, seeds_root, shape, down, spacing=None):
   the training grid."""
   import synthjax
   from synthjax import data as sdata
+
   reader = label_reader(down, spacing)
   sc = synthjax.presets.fetal((0,), (8, 8, 8), seeds=True).subclusters
   out = []
   for p in paths:
-    stack = sdata.load_seed_maps(p, seeds_root, num_subclusters=sc.num_subclusters[1],
-                                 num_meta=sc.num_meta)
-    out.append(np.stack([pad_to(reader.layer(layer, p), shape) for layer in stack])
-               .astype(np.int8))
+    stack = sdata.load_seed_maps(
+      p, seeds_root, num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta
+    )
+    out.append(np.stack([pad_to(reader.layer(layer, p), shape) for layer in stack]).astype(np.int8))
   return out
 
 
@@ -122,16 +127,25 @@ def synthetic_probe(spec, down, shape, spacing, seed, target=None):
 
   import synthjax
   from synthjax import scans
+
   path, size = spec.rsplit(":", 1)
   (labels,), _ = load_train_maps([path], down, target)
   labels = pad_to(labels, shape)
   values = sorted(np.unique(labels).tolist())
   cfg = synthjax.presets.synthseg(values, shape, spacing)
   cfg = cfg.replace(affine={"object_size": (float(size), float(size))})
-  fixed = {"affine": {"applied": True, "rotation": [0.0] * 3, "scaling": [1.0] * 3,
-                      "shear": [0.0] * 6, "translation": [0.0] * 3},
-           "deformation": {"applied": False}, "flip": {"applied": False},
-           "crop": {"position": [0.5] * 3}}
+  fixed = {
+    "affine": {
+      "applied": True,
+      "rotation": [0.0] * 3,
+      "scaling": [1.0] * 3,
+      "shear": [0.0] * 6,
+      "translation": [0.0] * 3,
+    },
+    "deformation": {"applied": False},
+    "flip": {"applied": False},
+    "crop": {"position": [0.5] * 3},
+  }
   params = synthjax.sample_params(jax.random.key(seed), cfg, fixed=fixed)
   image, seg = synthjax.synthesize(jax.random.key(seed + 1), params, labels, cfg)
   name = f"probe-{os.path.basename(path).split('.nii')[0]}-x{float(size):g}"
@@ -144,6 +158,7 @@ def synthetic_probe(spec, down, shape, spacing, seed, target=None):
 
 class SynthjaxGenerator:
   """A synthjax config, rendered inside the jitted train step (or on the host)."""
+
   inside_step = True
 
   def __init__(self, name, config):
@@ -160,6 +175,7 @@ class SynthjaxGenerator:
     import jax
 
     from synthjax._src.train import steps
+
     if self._host is None:
       cfg = self.config
       self._host = jax.jit(lambda b: steps.render(b, cfg, classes)[:2])
@@ -178,19 +194,29 @@ class TorchioGenerator:
 
   def __init__(self, spacing):
     import torchio as tio
+
     self.spacing = spacing
-    self.transform = tio.Compose([
+    self.transform = tio.Compose(
+      [
         tio.RandomLabelsToImage(label_key="label", image_key="image"),
-        tio.RandomAffine(), tio.RandomElasticDeformation(), tio.RandomBiasField(),
-        tio.RandomGamma(), tio.RandomAnisotropy(), tio.RandomNoise()])
+        tio.RandomAffine(),
+        tio.RandomElasticDeformation(),
+        tio.RandomBiasField(),
+        tio.RandomGamma(),
+        tio.RandomAnisotropy(),
+        tio.RandomNoise(),
+      ]
+    )
 
   def __call__(self, labels, seed):
     import torch
     import torchio as tio
+
     torch.manual_seed(seed)
     affine = np.diag(list(self.spacing) + [1.0])
-    subject = tio.Subject(label=tio.LabelMap(tensor=torch.from_numpy(
-        labels.astype(np.int64))[None], affine=affine))
+    subject = tio.Subject(
+      label=tio.LabelMap(tensor=torch.from_numpy(labels.astype(np.int64))[None], affine=affine)
+    )
     out = self.transform(subject)
     return out["image"].data[0].numpy().astype(np.float32), out["label"].data[0].numpy()
 
@@ -201,12 +227,14 @@ class CornucopiaGenerator:
 
   def __init__(self, spacing):
     import cornucopia as cc
+
     self.transform = cc.SynthFromLabelTransform()
 
   def __call__(self, labels, seed):
     import random
 
     import torch
+
     torch.manual_seed(seed)
     random.seed(seed)
     with torch.no_grad():
@@ -219,6 +247,7 @@ def read_priors(path):
   if not path:
     return None
   import synthjax
+
   try:
     return synthjax.priors.load(path)
   except ValueError as e:
@@ -233,8 +262,7 @@ def make_generator(spec, values, shape, spacing, configs, priors=None):
   if spec == "cornucopia":
     return CornucopiaGenerator(spacing)
   try:
-    return SynthjaxGenerator(spec, config_from_spec(spec, values, shape, spacing, configs,
-                                                    priors))
+    return SynthjaxGenerator(spec, config_from_spec(spec, values, shape, spacing, configs, priors))
   except ValueError as e:
     raise SystemExit(str(e)) from None
 
@@ -250,23 +278,35 @@ class JaxTrainer:
     from flax import nnx
 
     from synthjax._src.train import model, steps
+
     net = model.build(model_config(args), len(classes), seed=args.seed)
     graphdef, state = nnx.split(net)
     self.params = nnx.to_pure_dict(state)
     self.tx = steps.make_optimizer(args.lr, args.steps, schedule=args.schedule)
     self.opt_state = self.tx.init(self.params)
-    self.step_fn = steps.make_train_step(graphdef, self.tx, synth_config=synth_config,
-                                         classes=classes, dim=args.dim,
-                                         slices_per_volume=args.slices)
+    self.step_fn = steps.make_train_step(
+      graphdef,
+      self.tx,
+      synth_config=synth_config,
+      classes=classes,
+      dim=args.dim,
+      slices_per_volume=args.slices,
+    )
     self.predict_fn = steps.make_predictor(graphdef, dim=args.dim)
     self.args, self.graphdef, self.classes = args, graphdef, classes
 
   def step_fn_for(self, synth_config):
     """Another train step on the same net and optimizer, rendering with `synth_config`."""
     from synthjax._src.train import steps
-    return steps.make_train_step(self.graphdef, self.tx, synth_config=synth_config,
-                                 classes=self.classes, dim=self.args.dim,
-                                 slices_per_volume=self.args.slices)
+
+    return steps.make_train_step(
+      self.graphdef,
+      self.tx,
+      synth_config=synth_config,
+      classes=self.classes,
+      dim=self.args.dim,
+      slices_per_volume=self.args.slices,
+    )
 
   def step(self, batch, fn=None):
     fn = fn or self.step_fn
@@ -275,8 +315,8 @@ class JaxTrainer:
 
   def predict(self, image, patch):
     from synthjax._src.train import steps
-    return steps.segment_array(self.predict_fn, self.params, image, dim=self.args.dim,
-                               patch=patch)
+
+    return steps.segment_array(self.predict_fn, self.params, image, dim=self.args.dim, patch=patch)
 
 
 class TorchTrainer:
@@ -286,13 +326,14 @@ class TorchTrainer:
     import torch
 
     from torch_twin import TwinUNet
+
     torch.manual_seed(args.seed)
-    self.net = TwinUNet(len(classes), dim=args.dim, features=tuple(args.features),
-                        convs=args.convs)
+    self.net = TwinUNet(len(classes), dim=args.dim, features=tuple(args.features), convs=args.convs)
     self.opt = torch.optim.Adam(self.net.parameters(), args.lr)
     if args.schedule == "cosine":
-      self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, args.steps,
-                                                              eta_min=args.lr / 100)
+      self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        self.opt, args.steps, eta_min=args.lr / 100
+      )
     else:
       self.sched = None
     self.args, self.classes = args, classes
@@ -301,6 +342,7 @@ class TorchTrainer:
     import torch
 
     from torch_twin import dice_ce_loss
+
     x = torch.from_numpy(np.array(batch["image"], dtype=np.float32))[:, None]
     t = torch.from_numpy(np.ascontiguousarray(batch["target"]).astype(np.int64))
     self.net.train()
@@ -316,6 +358,7 @@ class TorchTrainer:
     import torch
 
     from synthjax._src.train import steps
+
     net = self.net
 
     def predict_fn(_, patches):
@@ -331,9 +374,15 @@ class TorchTrainer:
 
 
 def model_config(args):
-  return {"dim": args.dim, "features": list(args.features), "convs_per_level": args.convs,
-          "norm": "instance", "activation": "leaky_relu", "upsample": "transpose",
-          "conv_impl": "auto"}
+  return {
+    "dim": args.dim,
+    "features": list(args.features),
+    "convs_per_level": args.convs,
+    "norm": "instance",
+    "activation": "leaky_relu",
+    "upsample": "transpose",
+    "conv_impl": "auto",
+  }
 
 
 # --------------------------------------------------------------------------------------
@@ -348,6 +397,7 @@ def batch_plan(seed, step, batch, n_maps):
 
 def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
   from synthjax._src.train import metrics
+
   out = {}
   labels = [c for c in classes if c != 0]
   table = np.asarray(sorted(classes), np.int32)
@@ -355,8 +405,10 @@ def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
     probs = trainer.predict(image, patch)
     seg = table[np.argmax(probs, axis=-1)]
     dice = metrics.dice_per_label(seg, truth, labels)
-    record = {"mean_dice": metrics.mean_score(dice),
-              "per_label": {str(k): v for k, v in dice.items()}}
+    record = {
+      "mean_dice": metrics.mean_score(dice),
+      "per_label": {str(k): v for k, v in dice.items()},
+    }
     if final:
       record["hd95"] = {str(v): metrics.hausdorff95(seg, truth, v, spacing) for v in labels}
       record["prediction"] = seg
@@ -371,18 +423,20 @@ def mean_over_scans(result):
   for rec in result.values():
     for label, v in rec["per_label"].items():
       per_label.setdefault(label, []).append(v)
-  return {"mean_dice": float(np.mean([r["mean_dice"] for r in result.values()])),
-          "min_dice": float(np.min([r["mean_dice"] for r in result.values()])),
-          "per_label": {k: float(np.nanmean(v)) for k, v in per_label.items()}}
+  return {
+    "mean_dice": float(np.mean([r["mean_dice"] for r in result.values()])),
+    "min_dice": float(np.min([r["mean_dice"] for r in result.values()])),
+    "per_label": {k: float(np.nanmean(v)) for k, v in per_label.items()},
+  }
 
 
-def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(),
-                  seeds=None):
+def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(), seeds=None):
   import jax
 
   from synthjax import data as sdata
   from synthjax import scans
   from synthjax._src.train import steps
+
   trainer_cls = JaxTrainer if args.trainer == "jax" else TorchTrainer
   inside = gen.inside_step and args.trainer == "jax"
   trainer = trainer_cls(args, classes, gen.config if inside else None)
@@ -438,8 +492,9 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
           segs = np.stack([p[1] for p in pairs]).astype(np.int32)
           unknown = set(np.unique(segs).tolist()) - set(classes)
           if unknown:
-            raise SystemExit(f"{gen.name}: produced label values {sorted(unknown)} not in "
-                             f"{classes}")
+            raise SystemExit(
+              f"{gen.name}: produced label values {sorted(unknown)} not in {classes}"
+            )
           targets = np.searchsorted(np.asarray(classes), segs).astype(np.int32)
         t1 = time.perf_counter()
         render_s += t1 - t0
@@ -450,8 +505,7 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
             images, targets = np.asarray(im), np.asarray(tg)
           batch = {"image": images, "target": targets}
         else:
-          batch = {"image": images, "seg": np.asarray(classes, np.int32)[targets],
-                   "key": key_data}
+          batch = {"image": images, "seg": np.asarray(classes, np.int32)[targets], "key": key_data}
       losses.append(trainer.step(batch))
       train_s += time.perf_counter() - t0
     last = step == args.steps
@@ -467,13 +521,24 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
       if len(result) <= 3:
         means = ", ".join(f"{n} {r['mean_dice']:.3f}" for n, r in result.items())
       else:
-        means = (f"mean over {len(result)} scans {mean['mean_dice']:.3f} (lowest "
-                 f"{mean['min_dice']:.3f}); per label " + " ".join(
-                     f"{k}:{v:.2f}" for k, v in mean["per_label"].items()))
-      print(f"  {gen.name} [{args.trainer}] step {step}: loss {np.mean(losses[-10:]):.4f}; "
-            f"mean Dice {means}", flush=True)
-  return {"curves": curves, "mean_curve": mean_curve, "losses": losses,
-          "render_seconds": render_s, "train_seconds": train_s, "final": final}
+        means = (
+          f"mean over {len(result)} scans {mean['mean_dice']:.3f} (lowest "
+          f"{mean['min_dice']:.3f}); per label "
+          + " ".join(f"{k}:{v:.2f}" for k, v in mean["per_label"].items())
+        )
+      print(
+        f"  {gen.name} [{args.trainer}] step {step}: loss {np.mean(losses[-10:]):.4f}; "
+        f"mean Dice {means}",
+        flush=True,
+      )
+  return {
+    "curves": curves,
+    "mean_curve": mean_curve,
+    "losses": losses,
+    "render_seconds": render_s,
+    "train_seconds": train_s,
+    "final": final,
+  }
 
 
 def summary_table(results, tests, args):
@@ -483,28 +548,43 @@ def summary_table(results, tests, args):
   first = next(iter(results.values()))
   steps = [e["step"] for e in first["mean_curve"]]
   labels = list(first["mean_curve"][-1]["per_label"])
-  lines.append(f"Mean over {len(tests)} test scan(s); trainer {args.trainer}, {args.dim}-D net "
-               f"{'-'.join(map(str, args.features))} ch, batch {args.batch}"
-               f"{f' x {args.slices} slices' if args.dim == 2 else ''}, {grid_text(args)}, "
-               f"seed {args.seed}.")
+  lines.append(
+    f"Mean over {len(tests)} test scan(s); trainer {args.trainer}, {args.dim}-D net "
+    f"{'-'.join(map(str, args.features))} ch, batch {args.batch}"
+    f"{f' x {args.slices} slices' if args.dim == 2 else ''}, {grid_text(args)}, "
+    f"seed {args.seed}."
+  )
   lines.append("")
-  lines.append("| generator | " + " | ".join(f"step {k}" for k in steps) + " | "
-               + " | ".join(f"Dice {l} (end)" for l in labels) + " | lowest scan (end) |")
+  lines.append(
+    "| generator | "
+    + " | ".join(f"step {k}" for k in steps)
+    + " | "
+    + " | ".join(f"Dice {l} (end)" for l in labels)
+    + " | lowest scan (end) |"
+  )
   lines.append("|---|" + "---|" * (len(steps) + len(labels) + 1))
   for gen, r in results.items():
     end = r["mean_curve"][-1]
-    lines.append(f"| {gen} | " + " | ".join(f"{e['mean_dice']:.3f}" for e in r["mean_curve"])
-                 + " | " + " | ".join(f"{end['per_label'].get(l, float('nan')):.2f}"
-                                      for l in labels) + f" | {end['min_dice']:.3f} |")
+    lines.append(
+      f"| {gen} | "
+      + " | ".join(f"{e['mean_dice']:.3f}" for e in r["mean_curve"])
+      + " | "
+      + " | ".join(f"{end['per_label'].get(l, float('nan')):.2f}" for l in labels)
+      + f" | {end['min_dice']:.3f} |"
+    )
   lines.append("")
   lines.append("Mean Dice of each scan at steps " + " / ".join(map(str, steps)) + ":")
   lines.append("")
   lines.append("| scan | " + " | ".join(results) + " |")
   lines.append("|---|" + "---|" * len(results))
   for name, _, _ in tests:
-    lines.append(f"| {name} | " + " | ".join(
-        " / ".join(f"{e['mean_dice']:.2f}" for e in r["curves"][name])
-        for r in results.values()) + " |")
+    lines.append(
+      f"| {name} | "
+      + " | ".join(
+        " / ".join(f"{e['mean_dice']:.2f}" for e in r["curves"][name]) for r in results.values()
+      )
+      + " |"
+    )
   lines.append("")
   return "\n".join(lines)
 
@@ -522,13 +602,18 @@ def markdown_table(results, tests, args):
     for r in results.values():
       labels = list(r["final"][name]["per_label"])
       break
-    lines.append(f"Test scan `{name}`; trainer {args.trainer}, {args.dim}-D net "
-                 f"{'-'.join(map(str, args.features))} ch, {args.steps} steps of batch "
-                 f"{args.batch}{f' x {args.slices} slices' if args.dim == 2 else ''}, "
-                 f"{grid_text(args)}, seed {args.seed}.")
+    lines.append(
+      f"Test scan `{name}`; trainer {args.trainer}, {args.dim}-D net "
+      f"{'-'.join(map(str, args.features))} ch, {args.steps} steps of batch "
+      f"{args.batch}{f' x {args.slices} slices' if args.dim == 2 else ''}, "
+      f"{grid_text(args)}, seed {args.seed}."
+    )
     lines.append("")
-    lines.append("| generator | mean Dice (final) | best along the run (step) | "
-                 + " | ".join(f"Dice {l}" for l in labels) + " | mean HD95 (mm) |")
+    lines.append(
+      "| generator | mean Dice (final) | best along the run (step) | "
+      + " | ".join(f"Dice {l}" for l in labels)
+      + " | mean HD95 (mm) |"
+    )
     lines.append("|---|---|---|" + "---|" * len(labels) + "---|")
     for gen, r in results.items():
       final = r["final"][name]
@@ -536,10 +621,12 @@ def markdown_table(results, tests, args):
       best = max(curve, key=lambda e: e["mean_dice"])
       hd = [v for v in final["hd95"].values() if np.isfinite(v)]
       hd_text = f"{np.mean(hd):.1f}" if hd else "—"
-      lines.append(f"| {gen} | {final['mean_dice']:.3f} | {best['mean_dice']:.3f} "
-                   f"({best['step']}) | "
-                   + " | ".join(f"{final['per_label'][l]:.2f}" for l in labels)
-                   + f" | {hd_text} |")
+      lines.append(
+        f"| {gen} | {final['mean_dice']:.3f} | {best['mean_dice']:.3f} "
+        f"({best['step']}) | "
+        + " | ".join(f"{final['per_label'][l]:.2f}" for l in labels)
+        + f" | {hd_text} |"
+      )
     lines.append("")
   return "\n".join(lines)
 
@@ -548,15 +635,18 @@ def save_curves_png(path, results):
   """Mean Dice over the test scans against the step, one line per generator, with the
   lowest and highest scan shaded."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6.0, 4.0))
   for gen, r in results.items():
     steps = [e["step"] for e in r["mean_curve"]]
     per_scan = np.array([[e["mean_dice"] for e in c] for c in r["curves"].values()])
-    line, = ax.plot(steps, [e["mean_dice"] for e in r["mean_curve"]], marker="o", label=gen)
-    ax.fill_between(steps, per_scan.min(axis=0), per_scan.max(axis=0), alpha=0.15,
-                    color=line.get_color())
+    (line,) = ax.plot(steps, [e["mean_dice"] for e in r["mean_curve"]], marker="o", label=gen)
+    ax.fill_between(
+      steps, per_scan.min(axis=0), per_scan.max(axis=0), alpha=0.15, color=line.get_color()
+    )
   ax.set_xlabel("step")
   ax.set_ylabel("mean Dice over scans (band: their range)")
   ax.set_ylim(0, 1)
@@ -569,19 +659,25 @@ def save_curves_png(path, results):
 
 def save_png(path, name, image, truth, results, classes):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   z = int(np.argmax((truth > 0).sum(axis=(0, 1))))
   panels = [("real scan", image[:, :, z], "gray"), ("ground truth", truth[:, :, z], "tab10")]
   for gen, r in results.items():
     pred = r["final"][name]["prediction"]
-    panels.append((f"{gen}\nDice {r['final'][name]['mean_dice']:.2f}", pred[:, :, z],
-                   "tab10"))
+    panels.append((f"{gen}\nDice {r['final'][name]['mean_dice']:.2f}", pred[:, :, z], "tab10"))
   fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
   vmax = max(classes)
   for ax, (title, arr, cmap) in zip(np.atleast_1d(axes), panels):
-    ax.imshow(np.rot90(arr), cmap=cmap, vmin=0, vmax=1 if cmap == "gray" else max(vmax, 9),
-              interpolation="nearest")
+    ax.imshow(
+      np.rot90(arr),
+      cmap=cmap,
+      vmin=0,
+      vmax=1 if cmap == "gray" else max(vmax, 9),
+      interpolation="nearest",
+    )
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
   fig.tight_layout()
@@ -593,41 +689,88 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--train", nargs="*", default=[], help="training label maps")
   p.add_argument("--test", nargs="*", default=[], metavar="IMAGE:LABELS")
-  p.add_argument("--test-dir", nargs="*", default=[], metavar="DIR",
-                 help="test on every image/label pair below DIR (BIDS-like names, see "
-                      "--image-suffix and --label-suffix)")
-  p.add_argument("--test-match", metavar="REGEX",
-                 help="keep the test pairs whose image path matches (e.g. an age range)")
-  p.add_argument("--spacing", type=float, nargs="+", metavar="MM",
-                 help="training spacing (one or three values): brings label maps of any voxel "
-                      "size to it (default: the maps' spacing times --down)")
+  p.add_argument(
+    "--test-dir",
+    nargs="*",
+    default=[],
+    metavar="DIR",
+    help="test on every image/label pair below DIR (BIDS-like names, see "
+    "--image-suffix and --label-suffix)",
+  )
+  p.add_argument(
+    "--test-match",
+    metavar="REGEX",
+    help="keep the test pairs whose image path matches (e.g. an age range)",
+  )
+  p.add_argument(
+    "--spacing",
+    type=float,
+    nargs="+",
+    metavar="MM",
+    help="training spacing (one or three values): brings label maps of any voxel "
+    "size to it (default: the maps' spacing times --down)",
+  )
   p.add_argument("--image-suffix", default="_T2w", help="image names end with this")
-  p.add_argument("--label-suffix", default="_dseg",
-                 help="a label map's name: its image's with this suffix instead")
-  p.add_argument("--seeds", metavar="DIR",
-                 help="FetalSynthGen's seed-map folder (holding subclasses_K) of the training "
-                      "maps, for generators 'synthjax:fetal@seeds'")
-  p.add_argument("--priors", metavar="FILE",
-                 help="intensity priors for 'synthjax:PRESET@priors' (estimate_priors.py)")
-  p.add_argument("--mni152", type=int, default=0, metavar="N",
-                 help="add the MNI152 test pair and N label maps deformed from it")
-  p.add_argument("--mni152-split", action="store_true",
-                 help="with --mni152: test on the inferior half of the MNI152 brain and offer "
-                      "the superior half for --real fine-tuning (--real-every)")
-  p.add_argument("--real", nargs="*", default=[], metavar="IMAGE:LABELS",
-                 help="real pairs for real-image fine-tuning (synthjax generators)")
-  p.add_argument("--real-every", type=int, default=0,
-                 help="every K-th step trains on a real pair augmented by the generator's "
-                      "spatial and intensity stages (0: never)")
-  p.add_argument("--probe", nargs="*", default=[], metavar="MAP:SIZE",
-                 help="add a synthetic test pair: MAP rendered once by the synthseg preset "
-                      "at SIZE times its size (e.g. a younger-looking brain: 0.5)")
-  p.add_argument("--generators", nargs="+", default=["synthjax:synthseg", "torchio",
-                                                     "cornucopia"])
+  p.add_argument(
+    "--label-suffix",
+    default="_dseg",
+    help="a label map's name: its image's with this suffix instead",
+  )
+  p.add_argument(
+    "--seeds",
+    metavar="DIR",
+    help="FetalSynthGen's seed-map folder (holding subclasses_K) of the training "
+    "maps, for generators 'synthjax:fetal@seeds'",
+  )
+  p.add_argument(
+    "--priors",
+    metavar="FILE",
+    help="intensity priors for 'synthjax:PRESET@priors' (estimate_priors.py)",
+  )
+  p.add_argument(
+    "--mni152",
+    type=int,
+    default=0,
+    metavar="N",
+    help="add the MNI152 test pair and N label maps deformed from it",
+  )
+  p.add_argument(
+    "--mni152-split",
+    action="store_true",
+    help="with --mni152: test on the inferior half of the MNI152 brain and offer "
+    "the superior half for --real fine-tuning (--real-every)",
+  )
+  p.add_argument(
+    "--real",
+    nargs="*",
+    default=[],
+    metavar="IMAGE:LABELS",
+    help="real pairs for real-image fine-tuning (synthjax generators)",
+  )
+  p.add_argument(
+    "--real-every",
+    type=int,
+    default=0,
+    help="every K-th step trains on a real pair augmented by the generator's "
+    "spatial and intensity stages (0: never)",
+  )
+  p.add_argument(
+    "--probe",
+    nargs="*",
+    default=[],
+    metavar="MAP:SIZE",
+    help="add a synthetic test pair: MAP rendered once by the synthseg preset "
+    "at SIZE times its size (e.g. a younger-looking brain: 0.5)",
+  )
+  p.add_argument("--generators", nargs="+", default=["synthjax:synthseg", "torchio", "cornucopia"])
   p.add_argument("--config", nargs="*", default=[], metavar="NAME=FILE")
   p.add_argument("--dim", type=int, choices=(2, 3), default=2)
-  p.add_argument("--down", type=int, default=None,
-                 help="coarsening factor of the label maps (default 4; or --spacing)")
+  p.add_argument(
+    "--down",
+    type=int,
+    default=None,
+    help="coarsening factor of the label maps (default 4; or --spacing)",
+  )
   p.add_argument("--steps", type=int, default=1000)
   p.add_argument("--eval-every", type=int, default=100)
   p.add_argument("--batch", type=int, default=2)
@@ -638,24 +781,33 @@ def main(argv=None):
   p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--trainer", choices=("jax", "torch"), default="jax")
-  p.add_argument("--work", default=os.path.join(ROOT, "benchmarks", "results", "sim2real-data"),
-                 help="folder for the built MNI152 data")
+  p.add_argument(
+    "--work",
+    default=os.path.join(ROOT, "benchmarks", "results", "sim2real-data"),
+    help="folder for the built MNI152 data",
+  )
   p.add_argument("--json", required=True)
   p.add_argument("--table", help="write the Markdown table here")
   p.add_argument("--png-dir", help="folder for the per-scan PNGs (default: next to --json)")
   args = p.parse_args(argv)
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=ROOT).stdout.strip()
+  commit = subprocess.run(
+    ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+  ).stdout.strip()
 
   from synthjax import scans
   from synthjax._src.train import train as train_script
+
   train_paths = train_script.expand_paths(args.train) if args.train else []
   test_pairs = scans.parse_pairs(args.test)
   if args.test_match:
     test_pairs = [t for t in test_pairs if re.search(args.test_match, t[0])]
   try:
-    test_pairs += scans.pairs_in(args.test_dir, image_suffix=args.image_suffix,
-                                 label_suffix=args.label_suffix, match=args.test_match)
+    test_pairs += scans.pairs_in(
+      args.test_dir,
+      image_suffix=args.image_suffix,
+      label_suffix=args.label_suffix,
+      match=args.test_match,
+    )
   except scans.ScanError as e:
     raise SystemExit(f"--test-dir: {e}") from None
   real_pairs = scans.parse_pairs(args.real)
@@ -669,8 +821,9 @@ def main(argv=None):
     else:
       test_pairs.append(pair)
   if not train_paths or not (test_pairs or args.probe):
-    raise SystemExit("give training label maps (--train or --mni152) and test pairs "
-                     "(--test, --probe or --mni152)")
+    raise SystemExit(
+      "give training label maps (--train or --mni152) and test pairs (--test, --probe or --mni152)"
+    )
   configs = dict(c.split("=", 1) for c in args.config)
   priors = read_priors(args.priors)
 
@@ -692,8 +845,10 @@ def main(argv=None):
   if args.seeds:
     seeds = load_seed_stacks(train_paths, args.seeds, shape, args.down, target)
   tests = [load_test(pair, spacing) for pair in test_pairs]
-  tests += [synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i, target=target)
-            for i, spec in enumerate(args.probe)]
+  tests += [
+    synthetic_probe(spec, args.down, shape, spacing, seed=1000 + i, target=target)
+    for i, spec in enumerate(args.probe)
+  ]
   real = []
   if args.real_every:
     for pair in real_pairs:
@@ -707,43 +862,65 @@ def main(argv=None):
     if extra:
       raise SystemExit(f"{name}: test labels {extra} do not occur in the training maps")
   patch = shape if args.dim == 3 else shape[:2] + (1,)
-  print(f"{len(maps)} training maps {shape} at {spacing} mm, labels {values}; "
-        f"{len(tests)} test scan(s): {[t[0] for t in tests]}", flush=True)
+  print(
+    f"{len(maps)} training maps {shape} at {spacing} mm, labels {values}; "
+    f"{len(tests)} test scan(s): {[t[0] for t in tests]}",
+    flush=True,
+  )
 
   results, gens_meta = {}, {}
 
   def write_json(final):
     out = {"meta": meta, "generators": gens_meta, "results": {}, "complete": final}
     for gen, r in results.items():
-      out["results"][gen] = dict(r, final={n: {k: v for k, v in rec.items() if k != "prediction"}
-                                           for n, rec in r["final"].items()})
+      out["results"][gen] = dict(
+        r,
+        final={
+          n: {k: v for k, v in rec.items() if k != "prediction"} for n, rec in r["final"].items()
+        },
+      )
     tmp = args.json + ".tmp"
     with open(tmp, "w") as f:
       json.dump(out, f, indent=1, default=float)
     os.replace(tmp, args.json)
 
   import jax
-  meta = {"date": datetime.date.today().isoformat(), "commit": commit,
-          "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-          "jax_devices": [str(d) for d in jax.devices()], "trainer": args.trainer,
-          "args": vars(args), "command": "python benchmarks/sim2real.py " + " ".join(
-              sys.argv[1:] if argv is None else argv),
-          "train_maps": train_paths, "test_pairs": test_pairs, "probes": args.probe,
-          "real_pairs": real_pairs if real else [], "real_every": args.real_every,
-          "shape": list(shape), "spacing": list(spacing), "labels": values}
+
+  meta = {
+    "date": datetime.date.today().isoformat(),
+    "commit": commit,
+    "machine": platform.processor() or platform.machine(),
+    "cpus": os.cpu_count(),
+    "jax_devices": [str(d) for d in jax.devices()],
+    "trainer": args.trainer,
+    "args": vars(args),
+    "command": "python benchmarks/sim2real.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    "train_maps": train_paths,
+    "test_pairs": test_pairs,
+    "probes": args.probe,
+    "real_pairs": real_pairs if real else [],
+    "real_every": args.real_every,
+    "shape": list(shape),
+    "spacing": list(spacing),
+    "labels": values,
+  }
   os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
   for spec in args.generators:
     gen = make_generator(spec, values, shape, spacing, configs, priors)
     classes = values
     t0 = time.perf_counter()
     if real and not isinstance(gen, SynthjaxGenerator):
-      raise SystemExit(f"{spec}: real-image fine-tuning uses synthjax's stages; use it with "
-                       f"synthjax generators only")
-    results[spec] = run_generator(gen, args, maps, classes, shape, spacing, tests, patch,
-                                  real, seeds)
+      raise SystemExit(
+        f"{spec}: real-image fine-tuning uses synthjax's stages; use it with "
+        f"synthjax generators only"
+      )
+    results[spec] = run_generator(
+      gen, args, maps, classes, shape, spacing, tests, patch, real, seeds
+    )
     results[spec]["wall_seconds"] = time.perf_counter() - t0
-    gens_meta[spec] = gen.config.to_dict() if hasattr(gen, "config") else repr(
-        getattr(gen, "transform", None))
+    gens_meta[spec] = (
+      gen.config.to_dict() if hasattr(gen, "config") else repr(getattr(gen, "transform", None))
+    )
     write_json(final=False)  # a later failure keeps the generators done so far
 
   table = markdown_table(results, tests, args)

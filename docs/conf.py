@@ -24,11 +24,11 @@ release = synthjax.__version__
 version = release
 
 extensions = [
-    "myst_parser",
-    "sphinx.ext.autodoc",
-    "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
-    "stage_reference",
+  "myst_parser",
+  "sphinx.ext.autodoc",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.mathjax",
+  "stage_reference",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -63,7 +63,7 @@ nitpicky = False
 html_theme = "sphinx_book_theme"
 html_title = "synthjax"
 html_theme_options = {
-    "show_toc_level": 2,
-    "home_page_in_toc": True,
+  "show_toc_level": 2,
+  "home_page_in_toc": True,
 }
 html_static_path: list[str] = []

@@ -19,6 +19,7 @@ def main(out="docs/gallery_fetal.png"):
   import jax
   import matplotlib
   import numpy as np
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -33,50 +34,94 @@ def main(out="docs/gallery_fetal.png"):
   if os.path.exists(label_path):
     labels = nifti.load_label_map(label_path)[0]
     values, shape, spacing = tuple(range(8)), (160, 160, 160), (0.5, 0.5, 0.5)
-    seeds = load_seed_maps(label_path, os.path.join(root, "derivatives", "seeds"),
-                           num_subclusters=4)
+    seeds = load_seed_maps(
+      label_path, os.path.join(root, "derivatives", "seeds"), num_subclusters=4
+    )
     source = "sub-sta30 (FeTA labels), 160^3 crop at 0.5 mm"
   else:
     labels, _ = phantom.brain_phantom((96, 96, 96), 2.0)
     values, shape, spacing = tuple(int(v) for v in np.unique(labels)), (96, 96, 96), (2.0,) * 3
     source = "built-in phantom"
 
-  optional = ("subclusters", "texture", "struct_noise", "blur_cortex", "boundary",
-              "slice_stack", "motion", "spike", "ghosting", "gibbs", "rician",
-              "image_intensity")
+  optional = (
+    "subclusters",
+    "texture",
+    "struct_noise",
+    "blur_cortex",
+    "boundary",
+    "slice_stack",
+    "motion",
+    "spike",
+    "ghosting",
+    "gibbs",
+    "rician",
+    "image_intensity",
+  )
   base = presets.fetal(values, shape, spacing, **{s: {"enabled": False} for s in optional})
-  fixed = {s: {"applied": False} for s in ("affine", "deformation", "flip", "bias", "gamma",
-                                           "resolution", "noise")}
+  fixed = {
+    s: {"applied": False}
+    for s in ("affine", "deformation", "flip", "bias", "gamma", "resolution", "noise")
+  }
   fixed["crop"] = {"position": [0.5, 0.5, 0.5]}
   panels = [
-      ("labels -> GMM (base)", {}, {}),
-      ("sub-clusters, procedural", {"subclusters": {"enabled": True, "prob": 1.0,
-                                                    "num_subclusters": (4, 4)}}, {}),
+    ("labels -> GMM (base)", {}, {}),
+    (
+      "sub-clusters, procedural",
+      {"subclusters": {"enabled": True, "prob": 1.0, "num_subclusters": (4, 4)}},
+      {},
+    ),
   ]
   if seeds is not None:
-    panels.append(("sub-clusters, seed maps",
-                   {"subclusters": {"enabled": True, "prob": 1.0, "source": "seeds",
-                                    "num_subclusters": (4, 4), "related_metas": (1, 2, 3)}},
-                   {"seeds": seeds}))
+    panels.append(
+      (
+        "sub-clusters, seed maps",
+        {
+          "subclusters": {
+            "enabled": True,
+            "prob": 1.0,
+            "source": "seeds",
+            "num_subclusters": (4, 4),
+            "related_metas": (1, 2, 3),
+          }
+        },
+        {"seeds": seeds},
+      )
+    )
   panels += [
-      ("texture (anatomix)", {"texture": {"prob": 1.0, "amplitude": (0.3, 0.3)}}, {}),
-      ("structural noise", {"struct_noise": {"prob": 1.0, "std": (0.4, 0.4)}}, {}),
-      ("cortex blur", {"blur_cortex": {"prob": 1.0, "nblur": (150, 199)}}, {}),
-      ("boundaries: halo", {"boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 1.0,
-                                         "prob_fuzzy": 0.0}}, {}),
-      ("boundaries: fuzzy", {"boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 0.0,
-                                          "prob_fuzzy": 1.0}}, {}),
-      ("slice stacks + motion", {"slice_stack": {"prob": 1.0, "rotation_std": (0.4, 0.4),
-                                                 "translation_std": (0.4, 0.4)}}, {}),
-      ("k-space motion", {"motion": {"prob": 1.0, "degrees": (4.0, 6.0),
-                                     "translation": (3.0, 5.0)}}, {}),
-      ("spike", {"spike": {"prob": 1.0, "intensity": (0.3, 0.3)}}, {}),
-      ("ghosting", {"ghosting": {"prob": 1.0, "axes": (1,), "intensity": (0.8, 0.8)}}, {}),
-      ("Gibbs ringing", {"gibbs": {"prob": 1.0, "alpha": (0.7, 0.7)}}, {}),
-      ("Rician noise", {"rician": {"prob": 1.0, "std": (0.06, 0.06)}}, {}),
-      ("slice profile: boxcar 4 mm", {"resolution": {"slice_profile": "boxcar", "prob": 1.0}},
-       {"resolution": {"applied": True, "resolution": [0.5, 0.5, 4.0],
-                       "thickness": [0.5, 0.5, 4.0]}}),
+    ("texture (anatomix)", {"texture": {"prob": 1.0, "amplitude": (0.3, 0.3)}}, {}),
+    ("structural noise", {"struct_noise": {"prob": 1.0, "std": (0.4, 0.4)}}, {}),
+    ("cortex blur", {"blur_cortex": {"prob": 1.0, "nblur": (150, 199)}}, {}),
+    (
+      "boundaries: halo",
+      {"boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 1.0, "prob_fuzzy": 0.0}},
+      {},
+    ),
+    (
+      "boundaries: fuzzy",
+      {"boundary": {"prob": 1.0, "prob_no_mask": 0.0, "prob_halo": 0.0, "prob_fuzzy": 1.0}},
+      {},
+    ),
+    (
+      "slice stacks + motion",
+      {"slice_stack": {"prob": 1.0, "rotation_std": (0.4, 0.4), "translation_std": (0.4, 0.4)}},
+      {},
+    ),
+    (
+      "k-space motion",
+      {"motion": {"prob": 1.0, "degrees": (4.0, 6.0), "translation": (3.0, 5.0)}},
+      {},
+    ),
+    ("spike", {"spike": {"prob": 1.0, "intensity": (0.3, 0.3)}}, {}),
+    ("ghosting", {"ghosting": {"prob": 1.0, "axes": (1,), "intensity": (0.8, 0.8)}}, {}),
+    ("Gibbs ringing", {"gibbs": {"prob": 1.0, "alpha": (0.7, 0.7)}}, {}),
+    ("Rician noise", {"rician": {"prob": 1.0, "std": (0.06, 0.06)}}, {}),
+    (
+      "slice profile: boxcar 4 mm",
+      {"resolution": {"slice_profile": "boxcar", "prob": 1.0}},
+      {
+        "resolution": {"applied": True, "resolution": [0.5, 0.5, 4.0], "thickness": [0.5, 0.5, 4.0]}
+      },
+    ),
   ]
   key = jax.random.key(3)
   cols = 4

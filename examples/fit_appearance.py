@@ -33,6 +33,7 @@ NAMES = {0: "outside the brain"}
 @dataclasses.dataclass
 class Fit:
   """What `fit` returns: the fitted params, the loss per step and per-label statistics."""
+
   params: dict
   losses: list
   real_means: np.ndarray
@@ -44,11 +45,11 @@ class Fit:
 def coarsen(t1, labels, down: int):
   """`down`-mm image (block means) and labels (block centres), cropped to whole blocks."""
   shape = tuple(n // down * down for n in labels.shape)
-  t1 = t1[:shape[0], :shape[1], :shape[2]]
+  t1 = t1[: shape[0], : shape[1], : shape[2]]
   blocks = t1.reshape(shape[0] // down, down, shape[1] // down, down, shape[2] // down, down)
   image = blocks.mean(axis=(1, 3, 5))
   c = down // 2
-  return image, labels[c:shape[0]:down, c:shape[1]:down, c:shape[2]:down]
+  return image, labels[c : shape[0] : down, c : shape[1] : down, c : shape[2] : down]
 
 
 def normalise(image):
@@ -60,18 +61,25 @@ def config_for(labels, spacing):
   """The synthseg preset with the identity spatial transform and the appearance stages
   (GMM with a background Gaussian, bias field, gamma) always applied."""
   import synthjax
+
   values = tuple(sorted(np.unique(labels).tolist()))
   cfg = synthjax.presets.synthseg(values, labels.shape, (spacing,) * 3)
-  return cfg.replace(affine={"enabled": False}, deformation={"enabled": False},
-                     flip={"enabled": False}, resolution={"enabled": False},
-                     gmm={"prob_background_zero": 0.0}, bias={"prob": 1.0},
-                     gamma={"prob": 1.0})
+  return cfg.replace(
+    affine={"enabled": False},
+    deformation={"enabled": False},
+    flip={"enabled": False},
+    resolution={"enabled": False},
+    gmm={"prob_background_zero": 0.0},
+    bias={"prob": 1.0},
+    gamma={"prob": 1.0},
+  )
 
 
 def label_stats(image, labels, num_labels):
   """Per-label mean and standard deviation of `image` (labels 0..num_labels-1)."""
   import jax
   import jax.numpy as jnp
+
   flat, seg = image.reshape(-1), labels.reshape(-1)
   count = jax.ops.segment_sum(jnp.ones_like(flat), seg, num_labels)
   mean = jax.ops.segment_sum(flat, seg, num_labels) / count
@@ -112,19 +120,28 @@ def fit(image, labels, spacing, *, steps=300, lr=0.02, seed=0) -> Fit:
   labels = jnp.asarray(labels, jnp.int32)
 
   def params_of(theta):
-    return {**base,
-            "gmm": {**base["gmm"], "means": 255.0 * theta["means"],
-                    "stds": 255.0 * jnp.abs(theta["stds"])},
-            "bias": {**base["bias"], "std": jnp.abs(theta["bias_std"])},
-            "gamma": {**base["gamma"], "log_gamma": theta["log_gamma"]}}
+    return {
+      **base,
+      "gmm": {
+        **base["gmm"],
+        "means": 255.0 * theta["means"],
+        "stds": 255.0 * jnp.abs(theta["stds"]),
+      },
+      "bias": {**base["bias"], "std": jnp.abs(theta["bias_std"])},
+      "gamma": {**base["gamma"], "log_gamma": theta["log_gamma"]},
+    }
 
   def loss_fn(theta):
     rendered, _ = synthjax.synthesize(key, params_of(theta), labels, cfg)
     mean, std = label_stats(rendered, index, num)
     return jnp.sum(jnp.square(mean - real_mean)) + jnp.sum(jnp.square(std - real_std))
 
-  theta = {"means": jnp.full(num, 0.5), "stds": jnp.full(num, 0.05),
-           "bias_std": jnp.asarray(0.1), "log_gamma": jnp.asarray(0.0)}
+  theta = {
+    "means": jnp.full(num, 0.5),
+    "stds": jnp.full(num, 0.05),
+    "bias_std": jnp.asarray(0.1),
+    "log_gamma": jnp.asarray(0.0),
+  }
   tx = optax.adam(lr)
   state = tx.init(theta)
 
@@ -141,9 +158,14 @@ def fit(image, labels, spacing, *, steps=300, lr=0.02, seed=0) -> Fit:
   params = params_of(theta)
   rendered, _ = synthjax.synthesize(key, params, labels, cfg)
   mean, std = label_stats(rendered, index, num)
-  return Fit(params=jax.tree.map(np.asarray, params), losses=losses,
-             real_means=np.asarray(real_mean), rendered_means=np.asarray(mean),
-             real_stds=np.asarray(real_std), rendered_stds=np.asarray(std))
+  return Fit(
+    params=jax.tree.map(np.asarray, params),
+    losses=losses,
+    real_means=np.asarray(real_mean),
+    rendered_means=np.asarray(mean),
+    real_stds=np.asarray(real_std),
+    rendered_stds=np.asarray(std),
+  )
 
 
 def tissue_errors(result: Fit) -> np.ndarray:
@@ -154,19 +176,26 @@ def tissue_errors(result: Fit) -> np.ndarray:
 
 
 def report(result: Fit, names: dict) -> str:
-  lines = ["| tissue | real mean | rendered mean | error | real std | rendered std | "
-           "fitted GMM mean | fitted GMM std |", "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "| tissue | real mean | rendered mean | error | real std | rendered std | "
+    "fitted GMM mean | fitted GMM std |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   gmm = result.params["gmm"]
   errors = tissue_errors(result)
   for i, name in enumerate(names.values()):
     err = f"{100 * errors[i - 1]:.2f} %" if i else "(not a tissue)"
-    lines.append(f"| {name} | {result.real_means[i]:.4f} | {result.rendered_means[i]:.4f} | "
-                 f"{err} | {result.real_stds[i]:.4f} | "
-                 f"{result.rendered_stds[i]:.4f} | {gmm['means'][i]:.2f} | "
-                 f"{gmm['stds'][i]:.2f} |")
-  lines.append(f"\nbias std {float(result.params['bias']['std']):.4f}, gamma "
-               f"{float(np.exp(result.params['gamma']['log_gamma'])):.4f}; loss "
-               f"{result.losses[0]:.5f} -> {result.losses[-1]:.5f}")
+    lines.append(
+      f"| {name} | {result.real_means[i]:.4f} | {result.rendered_means[i]:.4f} | "
+      f"{err} | {result.real_stds[i]:.4f} | "
+      f"{result.rendered_stds[i]:.4f} | {gmm['means'][i]:.2f} | "
+      f"{gmm['stds'][i]:.2f} |"
+    )
+  lines.append(
+    f"\nbias std {float(result.params['bias']['std']):.4f}, gamma "
+    f"{float(np.exp(result.params['gamma']['log_gamma'])):.4f}; loss "
+    f"{result.losses[0]:.5f} -> {result.losses[-1]:.5f}"
+  )
   return "\n".join(lines)
 
 
@@ -180,6 +209,7 @@ def main(argv=None) -> int:
   if args.down < 1 or args.steps < 1:
     p.error("--down and --steps must be positive integers")
   from synthjax._src import mni152
+
   t1, labels, _ = mni152.t1_and_tissues()
   image, labels = coarsen(t1, labels, args.down)
   result = fit(image, labels, float(args.down), steps=args.steps, lr=args.lr, seed=args.seed)

@@ -28,17 +28,27 @@ def main():
   image, seg = synthjax.synthesize(jax.random.key(1), params, labels, cfg)
 
   text = synthjax.params_to_json(params, indent=1)
-  replayed, _ = synthjax.synthesize(jax.random.key(1), synthjax.params_from_json(text, cfg),
-                                    labels, cfg)
+  replayed, _ = synthjax.synthesize(
+    jax.random.key(1), synthjax.params_from_json(text, cfg), labels, cfg
+  )
   print("replay from JSON is bitwise:", bool(np.array_equal(image, replayed)))
 
-  thick = synthjax.sample_params(jax.random.key(2), cfg, fixed={
+  thick = synthjax.sample_params(
+    jax.random.key(2),
+    cfg,
+    fixed={
       "resolution": {"applied": True, "resolution": [2.0, 2.0, 8.0]},
-      "flip": {"applied": True}})
+      "flip": {"applied": True},
+    },
+  )
   thick_image, thick_seg = synthjax.synthesize(jax.random.key(3), thick, labels, cfg)
 
-  for name, vol in (("image", image), ("seg", seg), ("thick_image", thick_image),
-                    ("thick_seg", thick_seg)):
+  for name, vol in (
+    ("image", image),
+    ("seg", seg),
+    ("thick_image", thick_image),
+    ("thick_seg", thick_seg),
+  ):
     nib.save(nib.Nifti1Image(np.asarray(vol), affine), os.path.join(args.out, f"{name}.nii.gz"))
   with open(os.path.join(args.out, "params.json"), "w") as f:
     f.write(text)

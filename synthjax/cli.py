@@ -18,6 +18,7 @@ from synthjax._src.inputs import InputError as UserError
 def _sources_and_config(args):
   """Loads the label maps, builds the config on their union of labels, validates them."""
   from synthjax._src import inputs
+
   if args.demo:
     if args.labels:
       raise UserError("give either --demo or LABELS, not both")
@@ -30,8 +31,13 @@ def _sources_and_config(args):
   seeds = bool(getattr(args, "seeds", None))
   if seeds and not args.config and args.preset != "fetal":
     raise UserError("--seeds needs --preset fetal or a --config using seed subclusters")
-  config = inputs.load_config(args.config) if args.config else inputs.preset_config(
-      args.preset, inputs.label_values(sources), shape, spacing, seeds=seeds)
+  config = (
+    inputs.load_config(args.config)
+    if args.config
+    else inputs.preset_config(
+      args.preset, inputs.label_values(sources), shape, spacing, seeds=seeds
+    )
+  )
   inputs.check_sources(sources, config)
   return sources, config
 
@@ -39,12 +45,15 @@ def _sources_and_config(args):
 def _with_seed_maps(args, sources, config):
   """The sources with their seed maps when the config uses them (`--seeds DIR`)."""
   from synthjax._src import inputs
+
   uses = inputs.uses_seed_maps(config)
   if args.seeds and not uses:
     raise UserError("--seeds given but the config's subclusters do not use seed maps")
   if uses and not args.seeds:
-    raise UserError("the config uses seed subclusters: pass --seeds DIR (FetalSynthGen's "
-                    "derivatives/seeds folder)")
+    raise UserError(
+      "the config uses seed subclusters: pass --seeds DIR (FetalSynthGen's "
+      "derivatives/seeds folder)"
+    )
   if uses and args.demo:
     raise UserError("seed maps need label map files, not --demo")
   return inputs.with_seed_maps(sources, config, args.seeds) if uses else sources
@@ -57,30 +66,47 @@ def _report(written, n, what, out):
 
 def cmd_generate(args):
   from synthjax._src import datasets
+
   if args.shape and min(args.shape) < 2:
     raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
   if args.workers < 1:
     raise UserError(f"--workers must be >= 1, got {args.workers}")
   sources, config = _sources_and_config(args)
   sources = _with_seed_maps(args, sources, config)
-  written = datasets.generate(args.output, sources, config, n=args.n, seed=args.seed,
-                              output_format=args.format, workers=args.workers,
-                              overwrite=args.overwrite, progress=not args.quiet)
+  written = datasets.generate(
+    args.output,
+    sources,
+    config,
+    n=args.n,
+    seed=args.seed,
+    output_format=args.format,
+    workers=args.workers,
+    overwrite=args.overwrite,
+    progress=not args.quiet,
+  )
   _report(written, args.n, "samples", args.output)
 
 
 def cmd_views(args):
   from synthjax._src import datasets
+
   sources, config = _sources_and_config(args)
-  written = datasets.generate_views(args.output, sources, config, n=args.n, seed=args.seed,
-                                    shared_spatial=not args.independent_spatial,
-                                    overwrite=args.overwrite)
+  written = datasets.generate_views(
+    args.output,
+    sources,
+    config,
+    n=args.n,
+    seed=args.seed,
+    shared_spatial=not args.independent_spatial,
+    overwrite=args.overwrite,
+  )
   _report(written, args.n, "view pairs", args.output)
 
 
 def cmd_ensemble(args):
   from synthjax import ensembles
   from synthjax._src import datasets
+
   overrides: dict[str, Any] = {"shape": tuple(args.shape)}
   if args.num_templates:
     overrides["num_templates"] = tuple(args.num_templates)
@@ -88,13 +114,15 @@ def cmd_ensemble(args):
     cfg = ensembles.EnsembleConfig(**overrides)
   except (ValueError, TypeError) as e:
     raise UserError(str(e)) from e
-  written = datasets.generate_ensembles(args.output, cfg, n=args.n, seed=args.seed,
-                                        templates=args.templates, overwrite=args.overwrite)
+  written = datasets.generate_ensembles(
+    args.output, cfg, n=args.n, seed=args.seed, templates=args.templates, overwrite=args.overwrite
+  )
   _report(written, args.n, "label ensembles", args.output)
 
 
 def cmd_preview(args):
   from synthjax._src import inputs, preview
+
   args.demo = args.labels == "demo"
   args.labels = [] if args.demo else [args.labels]
   sources, config = _sources_and_config(args)
@@ -110,6 +138,7 @@ def cmd_preview(args):
 
 def cmd_info(args):
   from synthjax._src import label_info
+
   print(label_info.format_label_map_info(label_info.label_map_info(args.file)))
 
 
@@ -118,6 +147,7 @@ def cmd_replay(args):
   import warnings
 
   from synthjax._src import replay
+
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", replay.InputChangedWarning)
     try:
@@ -128,8 +158,9 @@ def cmd_replay(args):
       raise UserError(str(e)) from e
   for w in caught:
     if isinstance(w.message, replay.InputChangedWarning):
-      print(f"synthjax replay: warning: {w.message.detail}; replaying anyway (--force)",
-            file=sys.stderr)
+      print(
+        f"synthjax replay: warning: {w.message.detail}; replaying anyway (--force)", file=sys.stderr
+      )
     else:
       warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
   image_path, _ = replay.replay_to(sample, args.output, overwrite=args.overwrite)
@@ -143,6 +174,7 @@ def _run_recipe(name, args):
 
   from synthjax._src import scans
   from synthjax._src.train import cli as recipe
+
   driver = importlib.import_module(f"synthjax._src.train.{name}")
   # The recipe records its arguments in run.json and compares them on --resume: only its own.
   own = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "func")})
@@ -162,30 +194,37 @@ def _option(*flags, parents=(), **kwargs):
 
 def _shared_options():
   """Parent parsers of the options several subcommands take, each declared once here."""
-  demo_grid = _option("--demo-shape", type=int, nargs=3, default=(96, 96, 96),
-                      help=argparse.SUPPRESS)
-  demo_grid = _option("--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS,
-                      parents=[demo_grid])
+  demo_grid = _option(
+    "--demo-shape", type=int, nargs=3, default=(96, 96, 96), help=argparse.SUPPRESS
+  )
+  demo_grid = _option(
+    "--demo-spacing", type=float, default=2.0, help=argparse.SUPPRESS, parents=[demo_grid]
+  )
   return {
-      "seed": _option("--seed", type=int, default=0),
-      "demo_grid": demo_grid,  # preview takes 'demo' as LABELS instead of --demo
-      "demo": _option("--demo", action="store_true", help="use the built-in brain phantom",
-                      parents=[demo_grid]),
-      "quiet": _option("--quiet", action="store_true", help="no progress bar"),
-      "no_cache": _option("--no-cache", action="store_true",
-                          help="do not keep compiled programs in ~/.cache/synthjax "
-                               "(also: SYNTHJAX_NO_CACHE=1)"),
-      "overwrite_run": _option("--overwrite", action="store_true",
-                               help="replace a previous run of another command in OUT"),
-      "shape": lambda **kw: _option("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), **kw),
+    "seed": _option("--seed", type=int, default=0),
+    "demo_grid": demo_grid,  # preview takes 'demo' as LABELS instead of --demo
+    "demo": _option(
+      "--demo", action="store_true", help="use the built-in brain phantom", parents=[demo_grid]
+    ),
+    "quiet": _option("--quiet", action="store_true", help="no progress bar"),
+    "no_cache": _option(
+      "--no-cache",
+      action="store_true",
+      help="do not keep compiled programs in ~/.cache/synthjax (also: SYNTHJAX_NO_CACHE=1)",
+    ),
+    "overwrite_run": _option(
+      "--overwrite", action="store_true", help="replace a previous run of another command in OUT"
+    ),
+    "shape": lambda **kw: _option("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), **kw),
   }
 
 
 def _run_arguments(*, what: str, preset: str):
   """A parent parser of the arguments every command that renders label maps takes."""
   parser = argparse.ArgumentParser(add_help=False)
-  parser.add_argument("labels", nargs="*", metavar="LABELS",
-                      help="label maps: files, folders or globs")
+  parser.add_argument(
+    "labels", nargs="*", metavar="LABELS", help="label maps: files, folders or globs"
+  )
   parser.add_argument("-o", "--output", required=True, help="output folder")
   parser.add_argument("-n", type=int, default=1, help=f"number of {what}")
   parser.add_argument("--preset", choices=PRESETS, default=preset)
@@ -195,25 +234,42 @@ def _run_arguments(*, what: str, preset: str):
 
 def build_parser():
   parser = argparse.ArgumentParser(
-      prog="synthjax", description="Synthetic images from label maps, with exact replay.")
+    prog="synthjax", description="Synthetic images from label maps, with exact replay."
+  )
   parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
   sub = parser.add_subparsers(dest="command", required=True)
   o = _shared_options()
 
-  g = sub.add_parser("generate", help="write N synthetic samples (image, seg, params JSON)",
-                     parents=[_run_arguments(what="samples", preset="synthseg"), o["seed"],
-                              o["shape"](help="output shape (default: the first label map's)"),
-                              o["demo"], o["overwrite_run"], o["quiet"], o["no_cache"]])
-  g.add_argument("--seeds", metavar="DIR",
-                 help="FetalSynthGen seed maps (its derivatives/seeds folder): sub-label "
-                      "intensity classes from seeds (with --preset fetal)")
-  g.add_argument("--workers", type=int, default=4,
-                 help="background threads writing (compressing) samples")
+  g = sub.add_parser(
+    "generate",
+    help="write N synthetic samples (image, seg, params JSON)",
+    parents=[
+      _run_arguments(what="samples", preset="synthseg"),
+      o["seed"],
+      o["shape"](help="output shape (default: the first label map's)"),
+      o["demo"],
+      o["overwrite_run"],
+      o["quiet"],
+      o["no_cache"],
+    ],
+  )
+  g.add_argument(
+    "--seeds",
+    metavar="DIR",
+    help="FetalSynthGen seed maps (its derivatives/seeds folder): sub-label "
+    "intensity classes from seeds (with --preset fetal)",
+  )
+  g.add_argument(
+    "--workers", type=int, default=4, help="background threads writing (compressing) samples"
+  )
   g.add_argument("--format", choices=("nifti", "arrayrecord"), default="nifti")
   g.set_defaults(func=cmd_generate)
 
-  v = sub.add_parser("preview", help="PNG montage of the input labels and N samples",
-                     parents=[o["seed"], o["shape"](), o["demo_grid"], o["no_cache"]])
+  v = sub.add_parser(
+    "preview",
+    help="PNG montage of the input labels and N samples",
+    parents=[o["seed"], o["shape"](), o["demo_grid"], o["no_cache"]],
+  )
   v.add_argument("labels", metavar="LABELS", help="a label map, or 'demo' for the phantom")
   v.add_argument("-o", "--output", required=True, help="the PNG to write")
   v.add_argument("-n", type=int, default=8, help="number of samples")
@@ -222,44 +278,72 @@ def build_parser():
   v.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
   v.set_defaults(func=cmd_preview)
 
-  e = sub.add_parser("ensemble", help="write N synthetic label maps (anatomix label ensembles)",
-                     parents=[o["seed"], o["shape"](default=(128, 128, 128)),
-                              o["overwrite_run"], o["no_cache"]])
+  e = sub.add_parser(
+    "ensemble",
+    help="write N synthetic label maps (anatomix label ensembles)",
+    parents=[o["seed"], o["shape"](default=(128, 128, 128)), o["overwrite_run"], o["no_cache"]],
+  )
   e.add_argument("-o", "--output", required=True, help="output folder")
   e.add_argument("-n", type=int, default=1, help="number of label maps")
-  e.add_argument("--templates", nargs="+", metavar="PATH",
-                 help="template label maps (files, folders or globs); default: random shapes")
-  e.add_argument("--num-templates", type=int, nargs=2, metavar=("LO", "HI"),
-                 help="range of the number of templates per map (default 20 39)")
+  e.add_argument(
+    "--templates",
+    nargs="+",
+    metavar="PATH",
+    help="template label maps (files, folders or globs); default: random shapes",
+  )
+  e.add_argument(
+    "--num-templates",
+    type=int,
+    nargs=2,
+    metavar=("LO", "HI"),
+    help="range of the number of templates per map (default 20 39)",
+  )
   e.set_defaults(func=cmd_ensemble)
 
-  w = sub.add_parser("views", help="write N pairs of contrastive views (anatomix step 2)",
-                     parents=[_run_arguments(what="pairs", preset="anatomix_views"), o["seed"],
-                              o["shape"](), o["demo"], o["overwrite_run"], o["no_cache"]])
-  w.add_argument("--independent-spatial", action="store_true",
-                 help="draw the spatial transform per view (default: shared, voxel-aligned)")
+  w = sub.add_parser(
+    "views",
+    help="write N pairs of contrastive views (anatomix step 2)",
+    parents=[
+      _run_arguments(what="pairs", preset="anatomix_views"),
+      o["seed"],
+      o["shape"](),
+      o["demo"],
+      o["overwrite_run"],
+      o["no_cache"],
+    ],
+  )
+  w.add_argument(
+    "--independent-spatial",
+    action="store_true",
+    help="draw the spatial transform per view (default: shared, voxel-aligned)",
+  )
   w.set_defaults(func=cmd_views)
 
   i = sub.add_parser("info", help="shape, spacing, orientation and labels of a label map")
   i.add_argument("file", help="a NIfTI label map")
   i.set_defaults(func=cmd_info)
 
-  r = sub.add_parser("replay", help="regenerate one sample bit for bit from its params JSON",
-                     parents=[o["no_cache"]])
+  r = sub.add_parser(
+    "replay", help="regenerate one sample bit for bit from its params JSON", parents=[o["no_cache"]]
+  )
   r.add_argument("params", help="a sample_XXXXX_params.json written by generate")
   r.add_argument("-o", "--output", required=True, help="output folder")
   r.add_argument("--overwrite", action="store_true", help="replace existing files")
-  r.add_argument("--force", action="store_true",
-                 help="replay even if the label map or seed maps changed since the sample "
-                      "was written")
+  r.add_argument(
+    "--force",
+    action="store_true",
+    help="replay even if the label map or seed maps changed since the sample was written",
+  )
   r.set_defaults(func=cmd_replay)
 
   # The recipe's own parsers add these arguments too (--no-cache included), so the two
   # command lines cannot drift apart. Importing the drivers needs no `train` extra.
   from synthjax._src.train import segment, train
+
   for name, driver, text in (
-      ("train", train, "train a U-Net on synthetic images (the 'train' extra)"),
-      ("segment", segment, "segment real scans with a trained run")):
+    ("train", train, "train a U-Net on synthetic images (the 'train' extra)"),
+    ("segment", segment, "segment real scans with a trained run"),
+  ):
     t = sub.add_parser(name, help=text, description=(driver.__doc__ or text).splitlines()[0])
     driver.add_arguments(t)
     t.set_defaults(func=functools.partial(_run_recipe, name))
@@ -272,6 +356,7 @@ def build_parser():
 
 def main(argv=None):
   from synthjax._src.stops import Terminated, check, handled
+
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
@@ -280,17 +365,17 @@ def main(argv=None):
       check()  # a stop swallowed after the last unit of work still reports as one
   except (KeyboardInterrupt, Terminated) as e:
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-    then = {"train": "checkpoints are kept, re-run the same command with --resume to "
-                     "continue the run",
-            "segment": "finished scans are kept, re-run with the remaining scans"}.get(
-                args.command, "finished files are kept, re-run the same command to complete "
-                              "the set")
+    then = {
+      "train": "checkpoints are kept, re-run the same command with --resume to continue the run",
+      "segment": "finished scans are kept, re-run with the remaining scans",
+    }.get(args.command, "finished files are kept, re-run the same command to complete the set")
     print(f"synthjax {args.command}: {what}; {then}", file=sys.stderr)
     return 143 if isinstance(e, Terminated) else 130
   except Exception as e:  # one line for the user; --debug shows the traceback
     if args.debug:
       raise
     from synthjax._src.runs import FolderError
+
     known = isinstance(e, (UserError, FolderError, FileExistsError, FileNotFoundError))
     text = str(e) if known else f"{type(e).__name__}: {e}"
     print(f"synthjax {args.command}: error: {text}", file=sys.stderr)
@@ -306,6 +391,7 @@ def _run(args):
     raise UserError(f"-n must be >= 1, got {args.n}")
   if getattr(args, "no_cache", None) is False:
     from synthjax._src import compile_cache
+
     compile_cache.enable()
   args.func(args)
 

@@ -9,5 +9,11 @@ from synthjax._src.ensembles import (
   sample_ensemble_params,
 )
 
-__all__ = ["EnsembleConfig", "sample_ensemble_params", "render_ensemble", "load_templates",
-           "ensemble_labels", "max_label"]
+__all__ = [
+  "EnsembleConfig",
+  "sample_ensemble_params",
+  "render_ensemble",
+  "load_templates",
+  "ensemble_labels",
+  "max_label",
+]

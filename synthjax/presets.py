@@ -10,5 +10,12 @@ from synthjax._src.presets import (
   synthseg,
 )
 
-__all__ = ["synthseg", "fetal", "anatomix_views", "freesurfer_flip_pairs", "FETA_LABELS",
-           "FETA_META_LABELS", "FREESURFER_LABELS"]
+__all__ = [
+  "synthseg",
+  "fetal",
+  "anatomix_views",
+  "freesurfer_flip_pairs",
+  "FETA_LABELS",
+  "FETA_META_LABELS",
+  "FREESURFER_LABELS",
+]

@@ -11,8 +11,7 @@ def voxel_grid(shape, spacing=1.0, centred=False):
   """`(3,) + shape` float64 voxel coordinates times `spacing` (a number or one per axis);
   `centred` puts the origin at the volume's centre, `(n - 1) / 2` along each axis."""
   spacing = np.broadcast_to(np.asarray(spacing, np.float64), (len(shape),))
-  axes = [(np.arange(n) - ((n - 1) / 2 if centred else 0.0)) * s
-          for n, s in zip(shape, spacing)]
+  axes = [(np.arange(n) - ((n - 1) / 2 if centred else 0.0)) * s for n, s in zip(shape, spacing)]
   return np.stack(np.meshgrid(*axes, indexing="ij"))
 
 
@@ -35,14 +34,18 @@ def three_labels(n=16):
   crossing both, and background (0)."""
   s = n / 16
   at = lambda *v: tuple(int(x * s) for x in v)
-  return boxes((n, n, n), (1, at(3, 3, 3), at(13, 13, 13)), (2, at(6, 6, 6), at(10, 10, 10)),
-               (3, at(5, 9, 4), at(8, 12, 12)))
+  return boxes(
+    (n, n, n),
+    (1, at(3, 3, 3), at(13, 13, 13)),
+    (2, at(6, 6, 6), at(10, 10, 10)),
+    (3, at(5, 9, 4), at(8, 12, 12)),
+  )
 
 
 def ball(shape, centre, radius):
   """The boolean mask of voxels within `radius` (inclusive) of the voxel `centre`."""
   g = voxel_grid(shape)
-  return ((g - np.reshape(centre, (3, 1, 1, 1))) ** 2).sum(0) <= radius ** 2
+  return ((g - np.reshape(centre, (3, 1, 1, 1))) ** 2).sum(0) <= radius**2
 
 
 def nested_balls(shape, radii, spacing=1.0):
@@ -63,6 +66,6 @@ def smooth_image(shape, seed=0, noise=0.05, core=True):
   x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
   img = 0.2 + 0.5 * ((x / 0.7) ** 2 + (y / 0.6) ** 2 + (z / 0.8) ** 2 < 1)
   if core:
-    img += 0.3 * ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z ** 2 < 0.1)
+    img += 0.3 * ((x - 0.2) ** 2 + (y + 0.1) ** 2 + z**2 < 0.1)
   img = img + noise * rng.random(shape)
   return img.astype(np.float32)

@@ -14,8 +14,7 @@ import pytest
 # The golden record (tests/test_golden.py) and the learning test
 # (tests/test_segmentation_training.py) run in processes with XLA's default flags, which is
 # what users run.
-FAST_COMPILE_FLAGS = ("--xla_cpu_use_fusion_emitters=false",
-                      "--xla_backend_optimization_level=0")
+FAST_COMPILE_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0")
 
 
 def with_fast_compile(flags=""):
@@ -54,6 +53,7 @@ def _bound_compiled_code_maps():
   yield
   if _num_maps() > _MAPS_LIMIT:
     import jax
+
     jax.clear_caches()
     gc.collect()
 
@@ -71,12 +71,15 @@ def compilation_cache(tmp_path_factory):
   base temp folders share a parent) and by subprocesses (through the environment)."""
   import jax
   from jax.experimental.compilation_cache import compilation_cache as cc
+
   base = tmp_path_factory.getbasetemp()
   folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
   folder.mkdir(exist_ok=True)
-  settings = {"jax_compilation_cache_dir": str(folder),
-              "jax_persistent_cache_min_compile_time_secs": _CACHE_MIN_COMPILE_SECS,
-              "jax_persistent_cache_min_entry_size_bytes": 0}
+  settings = {
+    "jax_compilation_cache_dir": str(folder),
+    "jax_persistent_cache_min_compile_time_secs": _CACHE_MIN_COMPILE_SECS,
+    "jax_persistent_cache_min_entry_size_bytes": 0,
+  }
   before_config = {n: getattr(jax.config, n) for n in settings}
   before_env = {n.upper(): os.environ.get(n.upper()) for n in settings}
   cc.reset_cache()

@@ -45,13 +45,21 @@ def spike_params(applied=True, num=1, positions=((0.3, 0.55, 0.8),), intensity=2
   pos = np.asarray(positions, np.float32)
   if slots is not None and slots > len(pos):
     pos = np.concatenate([pos, np.full((slots - len(pos), 3), 0.9, np.float32)])
-  return {"applied": jnp.asarray(applied), "num_spikes": jnp.asarray(num, jnp.int32),
-          "positions": jnp.asarray(pos), "intensity": jnp.asarray(intensity, jnp.float32)}
+  return {
+    "applied": jnp.asarray(applied),
+    "num_spikes": jnp.asarray(num, jnp.int32),
+    "positions": jnp.asarray(pos),
+    "intensity": jnp.asarray(intensity, jnp.float32),
+  }
 
 
 def ghost_params(applied=True, num=4, axis=2, intensity=0.8):
-  return {"applied": jnp.asarray(applied), "num_ghosts": jnp.asarray(num, jnp.int32),
-          "axis": jnp.asarray(axis, jnp.int32), "intensity": jnp.asarray(intensity, jnp.float32)}
+  return {
+    "applied": jnp.asarray(applied),
+    "num_ghosts": jnp.asarray(num, jnp.int32),
+    "axis": jnp.asarray(axis, jnp.int32),
+    "intensity": jnp.asarray(intensity, jnp.float32),
+  }
 
 
 def gibbs_params(applied=True, alpha=0.4):
@@ -63,6 +71,7 @@ def rician_params(applied=True, std=0.05):
 
 
 # numpy references (float64), on the centred spectrum as TorchIO / MONAI write them.
+
 
 def np_spike(x, positions, num, intensity):
   spec = np.fft.fftshift(np.fft.fftn(x.astype(np.float64)))
@@ -107,10 +116,16 @@ def np_gibbs(x, alpha):
 @pytest.mark.parametrize("stage", ["spike", "ghosting", "gibbs"])
 def test_not_applied_is_exact_identity(stage):
   x = jnp.asarray(smooth_image())
-  fn = {"spike": kspace.apply_spike, "ghosting": kspace.apply_ghosting,
-        "gibbs": kspace.apply_gibbs}[stage]
-  p = {"spike": spike_params(False, intensity=3.0), "ghosting": ghost_params(False),
-       "gibbs": gibbs_params(False, 0.7)}[stage]
+  fn = {
+    "spike": kspace.apply_spike,
+    "ghosting": kspace.apply_ghosting,
+    "gibbs": kspace.apply_gibbs,
+  }[stage]
+  p = {
+    "spike": spike_params(False, intensity=3.0),
+    "ghosting": ghost_params(False),
+    "gibbs": gibbs_params(False, 0.7),
+  }[stage]
   out = jit_apply(fn)(x, p)
   with jax.disable_jit():
     assert np.array_equal(np.asarray(fn(x, p)), np.asarray(x))
@@ -133,9 +148,11 @@ def test_kspace_stages_not_applied_together_is_identity_and_one_applied_is_that_
 @pytest.mark.parametrize("stage", ["spike", "ghosting", "gibbs"])
 def test_zero_strength_is_fft_round_trip(stage):
   x = smooth_image(2)
-  fn, p = {"spike": (kspace.apply_spike, spike_params(intensity=0.0)),
-           "ghosting": (kspace.apply_ghosting, ghost_params(intensity=0.0)),
-           "gibbs": (kspace.apply_gibbs, gibbs_params(alpha=0.0))}[stage]
+  fn, p = {
+    "spike": (kspace.apply_spike, spike_params(intensity=0.0)),
+    "ghosting": (kspace.apply_ghosting, ghost_params(intensity=0.0)),
+    "gibbs": (kspace.apply_gibbs, gibbs_params(alpha=0.0)),
+  }[stage]
   out = np.asarray(jit_apply(fn)(jnp.asarray(x), p))
   ref = np.abs(np.fft.ifftn(np.fft.fftn(x.astype(np.float64))))
   np.testing.assert_allclose(out, ref, atol=2e-6)
@@ -176,8 +193,9 @@ def test_spike_changes_exactly_the_chosen_coefficients_by_the_given_magnitude():
 @pytest.mark.parametrize("shape", [SHAPE, ODD])
 def test_spike_matches_numpy_reference_with_duplicates(shape):
   x = smooth_image(9, shape)
-  cells = np.array([[0, shape[1] - 1, 4], [shape[0] // 2, shape[1] // 2, shape[2] // 2 + 1],
-                    [0, shape[1] - 1, 4]])  # the third repeats the first: added twice
+  cells = np.array(
+    [[0, shape[1] - 1, 4], [shape[0] // 2, shape[1] // 2, shape[2] // 2 + 1], [0, shape[1] - 1, 4]]
+  )  # the third repeats the first: added twice
   positions = (cells + 0.5) / np.array(shape)
   p = spike_params(num=3, positions=positions, intensity=-1.3)
   out = np.asarray(jit_apply(kspace.apply_spike)(jnp.asarray(x), p))
@@ -200,7 +218,7 @@ def test_spike_count_is_masked_and_positions_recorded():
   for i in range(6):
     pi = element(p, i)
     changed = np.count_nonzero(np.asarray(add(k, pi)) != np.asarray(k))
-    active = np.asarray(pi["positions"])[:int(pi["num_spikes"])]
+    active = np.asarray(pi["positions"])[: int(pi["num_spikes"])]
     cells = {tuple(np.floor(q * 16).astype(int)) for q in active}
     assert changed == len(cells)
 
@@ -221,8 +239,9 @@ def test_ghosting_matches_numpy_reference(axis, num):
   n = SHAPE[axis]
   line = np.fft.ifftshift((np.arange(n) % num == 0) & (np.arange(n) != n // 2))
   want = np.where(line, np.float32(1) - np.float32(0.8), 1).astype(np.float32)
-  np.testing.assert_array_equal(fac, np.broadcast_to(want.reshape([-1 if a == axis else 1
-                                                                   for a in range(3)]), SHAPE))
+  np.testing.assert_array_equal(
+    fac, np.broadcast_to(want.reshape([-1 if a == axis else 1 for a in range(3)]), SHAPE)
+  )
 
 
 def test_ghosting_restore_band():
@@ -243,8 +262,12 @@ def test_ghosts_at_the_predicted_period(axis, num):
   x = np.zeros(SHAPE, np.float32)
   x[tuple(slice(c, c + 1) if a == axis else slice(c - 1, c + 2) for a, c in enumerate(src))] = 1
   intensity = 0.9
-  y = np.asarray(jit_apply(kspace.apply_ghosting)(
-      jnp.asarray(x), ghost_params(num=num, axis=axis, intensity=intensity)), np.float64)
+  y = np.asarray(
+    jit_apply(kspace.apply_ghosting)(
+      jnp.asarray(x), ghost_params(num=num, axis=axis, intensity=intensity)
+    ),
+    np.float64,
+  )
   # Image-domain autocorrelation along the axis: peaks at multiples of n / num_ghosts.
   ac = np.array([np.sum(y * np.roll(y, lag, axis)) for lag in range(n)])
   peaks = {j * period for j in range(1, num)}
@@ -326,7 +349,7 @@ def test_rician_moments(a, s):
   assert abs(y.mean() - mean) < 5 * sd / np.sqrt(n), (y.mean(), mean)
   # E[R^2] = a^2 + 2 s^2 exactly; its sample s.e. from the 4th moment.
   m2 = a * a + 2 * s * s
-  assert abs(np.mean(y ** 2) - m2) < 5 * np.std(y ** 2) / np.sqrt(n)
+  assert abs(np.mean(y**2) - m2) < 5 * np.std(y**2) / np.sqrt(n)
   assert y.min() >= 0
   # Another key, another realisation; the same key, the same bits.
   y2 = np.asarray(add(jax.random.key(2), x, rician_params(std=s))).ravel()
@@ -346,8 +369,10 @@ def test_rician_zero_std_is_identity_on_a_non_negative_image():
 
 
 def test_presets_have_artifacts_off_and_a_positive_prob_enables_one():
-  for cfg in (synthjax.presets.synthseg((0, 1), (8, 8, 8)),
-              synthjax.presets.fetal(range(8), (8, 8, 8))):
+  for cfg in (
+    synthjax.presets.synthseg((0, 1), (8, 8, 8)),
+    synthjax.presets.fetal(range(8), (8, 8, 8)),
+  ):
     for stage in ("spike", "ghosting", "gibbs", "rician"):
       assert not getattr(cfg, stage).enabled and getattr(cfg, stage).prob == 0.0
   cfg = synthjax.presets.synthseg((0, 1), (8, 8, 8))
@@ -359,7 +384,9 @@ def test_presets_have_artifacts_off_and_a_positive_prob_enables_one():
     synthjax.sample_params(jax.random.key(0), cfg, fixed={"ghosting": {"applied": True}})
 
 
-@pytest.mark.parametrize("stage,bad,match", [
+@pytest.mark.parametrize(
+  "stage,bad,match",
+  [
     ("spike", {"num_spikes": (2, 1)}, "num_spikes"),
     ("spike", {"num_spikes": (0, 0)}, "num_spikes"),
     ("spike", {"num_spikes": (1.5, 2)}, "integers"),
@@ -370,7 +397,8 @@ def test_presets_have_artifacts_off_and_a_positive_prob_enables_one():
     ("gibbs", {"alpha": (0.0, 1.2)}, "alpha"),
     ("rician", {"std": (-0.1, 0.1)}, "std"),
     ("rician", {"prob": 2.0}, "prob"),
-])
+  ],
+)
 def test_artifact_config_validation(stage, bad, match):
   cfg = synthjax.presets.synthseg((0, 1), (8, 8, 8))
   with pytest.raises(ValueError, match=match):
@@ -381,15 +409,19 @@ def test_artifact_config_validation(stage, bad, match):
 # Through sample_params / synthesize: the replay contract for the new stages
 
 VALUES = (0, 1, 2, 3)
-ART_ON = dict(spike={"prob": 1.0, "num_spikes": (1, 2)}, ghosting={"prob": 1.0},
-              gibbs={"prob": 1.0, "alpha": (0.1, 0.5)}, rician={"prob": 1.0, "std": (0.01, 0.05)})
+ART_ON = dict(
+  spike={"prob": 1.0, "num_spikes": (1, 2)},
+  ghosting={"prob": 1.0},
+  gibbs={"prob": 1.0, "alpha": (0.1, 0.5)},
+  rician={"prob": 1.0, "std": (0.01, 0.05)},
+)
 
 
 def labels(shape=(24, 24, 24)):
   x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
   lab = np.zeros(shape, np.int32)
-  lab[x ** 2 / 0.8 + y ** 2 / 0.6 + z ** 2 / 0.7 < 1] = 1
-  lab[(x - 0.2) ** 2 + y ** 2 + (z + 0.1) ** 2 < 0.15] = 2
+  lab[x**2 / 0.8 + y**2 / 0.6 + z**2 / 0.7 < 1] = 1
+  lab[(x - 0.2) ** 2 + y**2 + (z + 0.1) ** 2 < 0.15] = 2
   lab[(np.abs(x + 0.3) < 0.15) & (np.abs(y) < 0.4) & (np.abs(z - 0.2) < 0.3)] = 3
   return lab
 
@@ -398,9 +430,15 @@ def labels(shape=(24, 24, 24)):
 def cfg():
   # The synthseg preset with artifacts all on; its spatial, bias and resolution stages are
   # off (they come before the artifacts and are tested elsewhere; here they cost time).
-  return synthjax.presets.synthseg(VALUES, (24, 24, 24), affine={"enabled": False},
-                                   deformation={"enabled": False}, bias={"enabled": False},
-                                   resolution={"enabled": False}, **ART_ON)
+  return synthjax.presets.synthseg(
+    VALUES,
+    (24, 24, 24),
+    affine={"enabled": False},
+    deformation={"enabled": False},
+    bias={"enabled": False},
+    resolution={"enabled": False},
+    **ART_ON,
+  )
 
 
 def eager_params(key, cfg, fixed=None):
@@ -409,10 +447,12 @@ def eager_params(key, cfg, fixed=None):
     return synthjax.sample_params(key, cfg, fixed=fixed)
 
 
-FIXED = {"spike": {"num_spikes": 2, "positions": [[0.1, 0.6, 0.3], [0.7, 0.2, 0.9]],
-                   "intensity": 1.5},
-         "ghosting": {"num_ghosts": 4, "axis": 1, "intensity": 0.7},
-         "gibbs": {"alpha": 0.3}, "rician": {"std": 0.02}}
+FIXED = {
+  "spike": {"num_spikes": 2, "positions": [[0.1, 0.6, 0.3], [0.7, 0.2, 0.9]], "intensity": 1.5},
+  "ghosting": {"num_ghosts": 4, "axis": 1, "intensity": 0.7},
+  "gibbs": {"alpha": 0.3},
+  "rician": {"std": 0.02},
+}
 
 
 def test_fixed_artifact_params_are_kept_and_others_vary(cfg):
@@ -423,8 +463,12 @@ def test_fixed_artifact_params_are_kept_and_others_vary(cfg):
       for name, value in entries.items():
         np.testing.assert_array_equal(p[stage][name], np.asarray(value, p[stage][name].dtype))
   free = [eager_params(jax.random.key(k), cfg) for k in range(5)]
-  for stage, name in (("spike", "positions"), ("ghosting", "intensity"), ("gibbs", "alpha"),
-                      ("rician", "std")):
+  for stage, name in (
+    ("spike", "positions"),
+    ("ghosting", "intensity"),
+    ("gibbs", "alpha"),
+    ("rician", "std"),
+  ):
     assert len({np.asarray(p[stage][name]).tobytes() for p in free}) == 5, (stage, name)
   assert {int(p["ghosting"]["axis"]) for p in free} <= {0, 1, 2}
   # One position for every spike slot.

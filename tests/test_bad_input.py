@@ -25,8 +25,9 @@ SMALL = ["--demo", "--demo-shape", "16", "16", "16", "--demo-spacing", "12", "--
 
 
 def generate(out, *extra, n=2, seed=0, check=True):
-  return cli("generate", *SMALL, "-n", str(n), "-o", str(out), "--seed", str(seed), *extra,
-             check=check)
+  return cli(
+    "generate", *SMALL, "-n", str(n), "-o", str(out), "--seed", str(seed), *extra, check=check
+  )
 
 
 def files(folder):
@@ -39,7 +40,7 @@ def assert_no_partial(folder):
   assert not [n for n in names if n.startswith(".tmp-")], names
   for n in names:
     if n.endswith("_params.json"):
-      stem = os.path.join(folder, n[:-len("_params.json")])
+      stem = os.path.join(folder, n[: -len("_params.json")])
       nib.load(stem + "_image.nii.gz").get_fdata()
       nib.load(stem + "_seg.nii.gz").get_fdata()
 
@@ -176,6 +177,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path):
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_outputs_get_the_mode_open_would_give(tmp_path, umask):
   from synthjax._src import nifti
+
   old = os.umask(umask)
   nifti._umask_value = None  # read again (it is read once per process)
   try:
@@ -185,8 +187,12 @@ def test_outputs_get_the_mode_open_would_give(tmp_path, umask):
     plain.write_text("x")
     want = stat.S_IMODE(os.stat(plain).st_mode)
     assert want == 0o666 & ~umask
-    for name in ("manifest.json", "sample_00000_image.nii.gz", "sample_00000_seg.nii.gz",
-                 "sample_00000_params.json"):
+    for name in (
+      "manifest.json",
+      "sample_00000_image.nii.gz",
+      "sample_00000_seg.nii.gz",
+      "sample_00000_params.json",
+    ):
       assert stat.S_IMODE(os.stat(out / name).st_mode) == want, name
   finally:
     os.umask(old)
@@ -200,6 +206,7 @@ def test_arrayrecord_overwrite_keeps_foreign_files(tmp_path):
   generate(out, "--format", "arrayrecord", "--overwrite", n=1, seed=3)
   assert (out / "samples.notes").read_text() == "mine"
   from synthjax import data
+
   records = data.read_arrayrecord(str(out / "samples"))
   assert len(records) == 1 and records[0]["sidecar"]["seed"] == 3
 
@@ -210,10 +217,28 @@ def test_arrayrecord_overwrite_keeps_foreign_files(tmp_path):
 
 def test_sigterm_is_a_clean_stop_and_the_run_resumes(tmp_path):
   out = tmp_path / "run"
-  args = [sys.executable, "-m", "synthjax.cli", "generate", *SMALL, "-n", "200", "-o",
-          str(out), "--seed", "4", "--workers", "1"]
-  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  args = [
+    sys.executable,
+    "-m",
+    "synthjax.cli",
+    "generate",
+    *SMALL,
+    "-n",
+    "200",
+    "-o",
+    str(out),
+    "--seed",
+    "4",
+    "--workers",
+    "1",
+  ]
+  proc = subprocess.Popen(
+    args,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   deadline = time.time() + 120
   while time.time() < deadline and not (out / "sample_00001_params.json").exists():
     time.sleep(0.02)
@@ -237,10 +262,13 @@ def _save(path, data):
   return str(path)
 
 
-@pytest.mark.parametrize("dtype,value", [(np.int64, 2 ** 32 + 1), (np.uint32, 2 ** 31),
-                                         (np.float64, 3e9), (np.int64, -(2 ** 31) - 1)])
+@pytest.mark.parametrize(
+  "dtype,value",
+  [(np.int64, 2**32 + 1), (np.uint32, 2**31), (np.float64, 3e9), (np.int64, -(2**31) - 1)],
+)
 def test_label_values_beyond_int32_are_refused_not_wrapped(tmp_path, dtype, value):
   from synthjax._src import nifti
+
   data = np.zeros((8, 8, 8), dtype)
   data[2:4, 2:4, 2:4] = 1
   data[5, 5, 5] = value
@@ -254,10 +282,11 @@ def test_label_values_beyond_int32_are_refused_not_wrapped(tmp_path, dtype, valu
 
 def test_label_values_at_the_int32_limits_load_exactly(tmp_path):
   from synthjax._src import nifti
+
   data = np.zeros((4, 4, 4), np.int64)
-  data[0, 0, 0], data[1, 1, 1] = 2 ** 31 - 1, -(2 ** 31)
+  data[0, 0, 0], data[1, 1, 1] = 2**31 - 1, -(2**31)
   labels, _, _ = nifti.load_label_map(_save(tmp_path / "edge.nii.gz", data))
-  assert labels[0, 0, 0] == 2 ** 31 - 1 and labels[1, 1, 1] == -(2 ** 31)
+  assert labels[0, 0, 0] == 2**31 - 1 and labels[1, 1, 1] == -(2**31)
 
 
 # ---------------------------------------------------------------------------------------
@@ -273,9 +302,15 @@ def every_stage():
   import synthjax
   from synthjax._src import sampling, serialize
   from synthjax._src.config import _STAGE_TYPES
+
   base = synthjax.presets.fetal(tuple(range(8)), (16, 16, 16))
-  cfg = base.replace(**{s: {"enabled": True, "prob": 0.5} for s in _STAGE_TYPES
-                        if not getattr(base, s).enabled and s != "image_intensity"})
+  cfg = base.replace(
+    **{
+      s: {"enabled": True, "prob": 0.5}
+      for s in _STAGE_TYPES
+      if not getattr(base, s).enabled and s != "image_intensity"
+    }
+  )
   params = synthjax.sample_params(jax.random.key(3), cfg)
   return cfg, serialize.params_to_dict(params), sampling.params_template(cfg)
 
@@ -289,6 +324,7 @@ def _outside(bounds, high):
 
 def _domain_cases():
   from synthjax._src import registry
+
   return [(s.name, name) for s in registry.STAGES for name in s.domain]
 
 
@@ -298,6 +334,7 @@ def test_params_json_outside_a_stage_domain_is_refused(every_stage, stage, entry
 
   import synthjax
   from synthjax._src import registry
+
   cfg, data, template = every_stage
   bounds = registry.BY_NAME[stage].domain[entry]
   high = bounds.high
@@ -318,6 +355,7 @@ def test_params_json_nan_is_refused(every_stage, entry):
   import copy
 
   import synthjax
+
   cfg, data, _ = every_stage
   bad = copy.deepcopy(data)
   bad["affine"][entry][1] = float("nan")
@@ -325,31 +363,40 @@ def test_params_json_nan_is_refused(every_stage, entry):
     synthjax.params_from_json(bad, cfg)
 
 
-@pytest.mark.parametrize("text,message", [
+@pytest.mark.parametrize(
+  "text,message",
+  [
     ("null", "must be an object of stages"),
     ("[1, 2]", "must be an object of stages"),
     ('{"affine": 3}', "must be an object of stages"),
     ("{not json", "not valid JSON"),
-])
+  ],
+)
 def test_params_json_that_is_not_params_is_refused(every_stage, text, message):
   import synthjax
+
   cfg, _, _ = every_stage
   with pytest.raises(ValueError, match=message):
     synthjax.params_from_json(text, cfg)
 
 
-@pytest.mark.parametrize("stage,entry,value,message", [
+@pytest.mark.parametrize(
+  "stage,entry,value,message",
+  [
     ("affine", "rotation", [0.0, "a", 0.0], r"affine\.rotation must hold numbers"),
     ("flip", "applied", 1, r"flip\.applied must hold true/false"),
     ("gmm", "means", [True] * 8, r"gmm\.means must hold numbers"),
     ("ghosting", "num_ghosts", 2.5, r"ghosting\.num_ghosts must hold integers"),
-    ("motion", "num_transforms", 2 ** 40, r"num_transforms has values outside int32"),
-])
-def test_params_json_with_wrong_kinds_of_values_is_refused(every_stage, stage, entry, value,
-                                                         message):
+    ("motion", "num_transforms", 2**40, r"num_transforms has values outside int32"),
+  ],
+)
+def test_params_json_with_wrong_kinds_of_values_is_refused(
+  every_stage, stage, entry, value, message
+):
   import copy
 
   import synthjax
+
   cfg, data, _ = every_stage
   bad = copy.deepcopy(data)
   bad[stage][entry] = value
@@ -361,30 +408,40 @@ def test_params_json_applied_for_a_disabled_stage_is_refused(every_stage):
   import copy
 
   import synthjax
+
   cfg, data, _ = every_stage
   off = cfg.replace(spike={"enabled": False})
   bad = copy.deepcopy(data)
   bad["spike"]["applied"] = True
-  with pytest.raises(ValueError, match="params JSON spike.applied is true but the spike stage "
-                                       "is disabled"):
+  with pytest.raises(
+    ValueError, match="params JSON spike.applied is true but the spike stage is disabled"
+  ):
     synthjax.params_from_json(bad, off)
   bad["spike"]["applied"] = False
   bad["spike"]["intensity"] = float("nan")  # not rendered: only its flag matters
   synthjax.params_from_json(bad, off)
 
 
-@pytest.mark.parametrize("fixed,message", [
-    ({"affine": {"rotation": [0.0, float("nan"), 0.0]}},
-     r"fixed affine\.rotation\[1\] must be finite"),
-    ({"affine": {"scaling": [-1.0, 1.0, 1.0]}},
-     r"fixed affine\.scaling\[0\] = -1\.0 is outside its domain \(0, inf\]"),
+@pytest.mark.parametrize(
+  "fixed,message",
+  [
+    (
+      {"affine": {"rotation": [0.0, float("nan"), 0.0]}},
+      r"fixed affine\.rotation\[1\] must be finite",
+    ),
+    (
+      {"affine": {"scaling": [-1.0, 1.0, 1.0]}},
+      r"fixed affine\.scaling\[0\] = -1\.0 is outside its domain \(0, inf\]",
+    ),
     ({"gibbs": {"alpha": 2.0}}, r"fixed gibbs\.alpha = 2\.0 is outside its domain \[0, 1\]"),
     ({"crop": {"position": [0.5, 1.5, 0.5]}}, r"fixed crop\.position\[1\]"),
-])
+  ],
+)
 def test_fixed_outside_the_domain_is_refused(every_stage, fixed, message):
   import jax
 
   import synthjax
+
   cfg, _, _ = every_stage
   with pytest.raises(ValueError, match=message):
     synthjax.sample_params(jax.random.key(0), cfg, fixed=fixed)
@@ -392,6 +449,7 @@ def test_fixed_outside_the_domain_is_refused(every_stage, fixed, message):
 
 def test_config_rotation_beyond_half_a_turn_is_refused():
   import synthjax
+
   with pytest.raises(ValueError, match=r"AffineConfig\.rotation must lie in \[-180, 180\]"):
     synthjax.AffineConfig(rotation=(-1000, 1000))
 
@@ -444,19 +502,27 @@ def test_replay_of_a_recompressed_but_equal_map_is_bitwise(one_sample, tmp_path)
   assert a.tobytes() == b.tobytes()
 
 
-@pytest.mark.parametrize("edit,message", [
+@pytest.mark.parametrize(
+  "edit,message",
+  [
     (lambda s: s.pop("key"), r"sample file lacks \['key'\]"),
     (lambda s: s.pop("config"), r"sample file lacks \['config'\]"),
-    (lambda s: s["params"]["affine"].update(rotation=[0, 1000, 0]),
-     r"affine\.rotation\[1\] = 1000"),
+    (
+      lambda s: s["params"]["affine"].update(rotation=[0, 1000, 0]),
+      r"affine\.rotation\[1\] = 1000",
+    ),
     (lambda s: s["config"]["gamma"].update(std=-1), r"GammaConfig\.std must be non-negative"),
-    (lambda s: s["config"]["spike"].update(enabled="no"),
-     r"SpikeConfig\.enabled must be true or false"),
+    (
+      lambda s: s["config"]["spike"].update(enabled="no"),
+      r"SpikeConfig\.enabled must be true or false",
+    ),
     (lambda s: s.update(source={"nothing": 1}), "source must name a label map"),
     (lambda s: s.update(format="other/1"), "not a synthjax sample file"),
-])
-def test_replay_of_a_tampered_sidecar_is_refused_naming_the_file(one_sample, tmp_path, edit,
-                                                                 message):
+  ],
+)
+def test_replay_of_a_tampered_sidecar_is_refused_naming_the_file(
+  one_sample, tmp_path, edit, message
+):
   _, sidecar = one_sample
   side = json.loads(sidecar.read_text())
   edit(side)
@@ -467,11 +533,12 @@ def test_replay_of_a_tampered_sidecar_is_refused_naming_the_file(one_sample, tmp
   assert str(bad) in res.stderr and "Traceback" not in res.stderr
   assert len(res.stderr.strip().splitlines()) == 1
   import re
+
   assert re.search(message, res.stderr), res.stderr
   assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("seed", [2 ** 32, 2 ** 70, -1])
+@pytest.mark.parametrize("seed", [2**32, 2**70, -1])
 def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path, seed):
   res = generate(tmp_path / "run", seed=seed, check=False)
   assert res.returncode == 2 and "--seed must be in [0, 2**32)" in res.stderr
@@ -482,26 +549,35 @@ def test_seeds_that_would_alias_are_refused_before_anything_is_written(tmp_path,
 # Memory
 
 
-@pytest.mark.parametrize("preset,every_stage_on,channels", [("fetal", True, 1),
-                                                          ("synthseg", False, 3)])
+@pytest.mark.parametrize(
+  "preset,every_stage_on,channels", [("fetal", True, 1), ("synthseg", False, 3)]
+)
 def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on, channels):
   import jax
 
   import synthjax
   from synthjax._src import memory, rendering
   from synthjax._src.config import _STAGE_TYPES
+
   n = 32
-  cfg = getattr(synthjax.presets, preset)(tuple(range(8)), (n, n, n)).replace(
-      num_channels=channels)
+  cfg = getattr(synthjax.presets, preset)(tuple(range(8)), (n, n, n)).replace(num_channels=channels)
   if every_stage_on:
-    cfg = cfg.replace(**{s: {"enabled": True, "prob": 0.5} for s in _STAGE_TYPES
-                         if not getattr(cfg, s).enabled and s != "image_intensity"})
+    cfg = cfg.replace(
+      **{
+        s: {"enabled": True, "prob": 0.5}
+        for s in _STAGE_TYPES
+        if not getattr(cfg, s).enabled and s != "image_intensity"
+      }
+    )
   labels = np.zeros((n, n, n), np.int32)
   labels[8:24, 8:24, 8:24] = 3
   # Lowering needs only the params' shapes: no sampler is compiled.
   params = jax.eval_shape(lambda k: synthjax.sample_params(k, cfg), jax.random.key(0))
-  stats = rendering._synthesize_jit.lower(jax.random.key(1), params, labels,
-                                          cfg).compile().memory_analysis()
+  stats = (
+    rendering._synthesize_jit.lower(jax.random.key(1), params, labels, cfg)
+    .compile()
+    .memory_analysis()
+  )
   used = stats.temp_size_in_bytes + stats.output_size_in_bytes + stats.argument_size_in_bytes
   estimate = memory.estimate_bytes(cfg, labels.shape)
   assert used <= estimate < 3 * used, (used, estimate)
@@ -510,14 +586,18 @@ def test_memory_estimate_bounds_what_xla_allocates(preset, every_stage_on, chann
 def test_memory_check_refuses_what_does_not_fit():
   import synthjax
   from synthjax._src import memory
+
   cfg = synthjax.presets.synthseg((0, 1), (256, 256, 256))
   need = memory.estimate_bytes(cfg)
-  assert need == 256 ** 3 * 84
+  assert need == 256**3 * 84
   memory.check_fits(cfg, available=need)
-  with pytest.raises(ValueError, match=r"shape \(256, 256, 256\) needs about 1\.3 GiB .* but "
-                                       r"1\.0 GiB is available; use a smaller shape"):
-    memory.check_fits(cfg, available=2 ** 30)
-  assert memory.estimate_bytes(cfg, (300, 300, 300), batch=2) == 2 * (80 * 256 ** 3 + 4 * 300 ** 3)
+  with pytest.raises(
+    ValueError,
+    match=r"shape \(256, 256, 256\) needs about 1\.3 GiB .* but "
+    r"1\.0 GiB is available; use a smaller shape",
+  ):
+    memory.check_fits(cfg, available=2**30)
+  assert memory.estimate_bytes(cfg, (300, 300, 300), batch=2) == 2 * (80 * 256**3 + 4 * 300**3)
 
 
 def test_cli_refuses_a_shape_beyond_memory_before_creating_anything(tmp_path):
@@ -548,14 +628,16 @@ def test_single_label_map_and_missing_label_zero_are_named(tmp_path):
 
 def test_unknown_label_values_are_refused_by_every_command(tmp_path):
   import synthjax
+
   labels = np.zeros((12, 12, 12), np.int16)
   labels[4:8, 4:8, 4:8] = 7
   path = _save(tmp_path / "map.nii.gz", labels)
   cfg = synthjax.presets.synthseg((0, 1), (12, 12, 12))
   (tmp_path / "cfg.json").write_text(cfg.to_json())
   for cmd, out in (("generate", "g"), ("views", "v"), ("preview", "p.png")):
-    res = cli(cmd, path, "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / out),
-              check=False)
+    res = cli(
+      cmd, path, "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / out), check=False
+    )
     assert res.returncode == 2, (cmd, res.stderr)
     assert "map.nii.gz: label value(s) not in config.label_values: 7 (64 voxels)" in res.stderr
     assert not (tmp_path / out).exists()
@@ -563,9 +645,13 @@ def test_unknown_label_values_are_refused_by_every_command(tmp_path):
 
 def test_assemble_refuses_patches_that_cover_nothing():
   from synthjax.data import assemble
+
   patches = np.ones((2, 4, 4, 4), np.float32)
-  with pytest.raises(ValueError, match=r"no patch covers any voxel of the volume of shape "
-                                       r"\(8, 8, 8\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"no patch covers any voxel of the volume of shape "
+    r"\(8, 8, 8\)",
+  ):
     assemble(patches, np.array([[8, 0, 0], [0, 9, 0]]), (8, 8, 8))
   out = assemble(patches, np.array([[8, 0, 0], [4, 4, 4]]), (8, 8, 8))  # one covers
   assert out[4:, 4:, 4:].min() == 1 and out[:4].max() == 0
@@ -573,6 +659,7 @@ def test_assemble_refuses_patches_that_cover_nothing():
 
 def test_a_label_map_broken_after_the_source_was_built_gives_a_value_error(tmp_path):
   from synthjax import data
+
   labels = np.zeros((8, 8, 8), np.int16)
   labels[2:6, 2:6, 2:6] = 1
   path = _save(tmp_path / "m.nii", labels)  # uncompressed: read lazily, region by region
@@ -587,8 +674,9 @@ def tiny_disk(tmp_path):
   """A 1 MiB tmpfs (needs the right to mount; skipped otherwise)."""
   mnt = tmp_path / "disk"
   mnt.mkdir()
-  res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True)
+  res = subprocess.run(
+    ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+  )
   if res.returncode != 0:
     pytest.skip("cannot mount a tmpfs here")
   yield mnt
@@ -597,8 +685,20 @@ def tiny_disk(tmp_path):
 
 def test_disk_full_is_a_clear_error_and_leaves_complete_samples(tiny_disk):
   out = tiny_disk / "run"
-  res = cli("generate", *SMALL[:-1], "--shape", "48", "48", "48", "-n", "50", "-o", str(out),
-            "--quiet", check=False)
+  res = cli(
+    "generate",
+    *SMALL[:-1],
+    "--shape",
+    "48",
+    "48",
+    "48",
+    "-n",
+    "50",
+    "-o",
+    str(out),
+    "--quiet",
+    check=False,
+  )
   assert res.returncode == 2
   assert "No space left on device" in res.stderr and "Traceback" not in res.stderr
   assert len(res.stderr.strip().splitlines()) == 1

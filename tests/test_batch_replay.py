@@ -32,10 +32,9 @@ def _labels(values, shift=0.0):
 
 FS = (0, 2, 3, 4, 41, 42, 43)
 PRESETS = {
-    "synthseg": (lambda: synthjax.presets.synthseg(FS, SHAPE, (1.5, 1.5, 1.5)), FS),
-    "fetal": (lambda: synthjax.presets.fetal(range(8), SHAPE, (2.0, 2.0, 2.0)), tuple(range(8))),
-    "anatomix_views": (lambda: synthjax.presets.anatomix_views(range(5), SHAPE),
-                       tuple(range(5))),
+  "synthseg": (lambda: synthjax.presets.synthseg(FS, SHAPE, (1.5, 1.5, 1.5)), FS),
+  "fetal": (lambda: synthjax.presets.fetal(range(8), SHAPE, (2.0, 2.0, 2.0)), tuple(range(8))),
+  "anatomix_views": (lambda: synthjax.presets.anatomix_views(range(5), SHAPE), tuple(range(5))),
 }
 
 
@@ -67,12 +66,14 @@ def compare_presets():
     params = synthjax.sample_params(jax.random.split(jax.random.key(4), B), cfg)
     if name == "fetal":
       labels = _labels(values)
-      images, segs = jax.jit(jax.vmap(
-          functools.partial(synthjax.synthesize, labels=labels, config=cfg)))(keys, params)
+      images, segs = jax.jit(
+        jax.vmap(functools.partial(synthjax.synthesize, labels=labels, config=cfg))
+      )(keys, params)
     else:
       labels = np.stack([_labels(values, 0.1 * i) for i in range(B)])
       images, segs = jax.jit(jax.vmap(functools.partial(synthjax.synthesize, config=cfg)))(
-          keys, params, labels)
+        keys, params, labels
+      )
     out[name] = _batch_minus_single(images, segs, keys, params, labels, cfg)
   make, values = PRESETS["synthseg"]
   cfg = make()
@@ -96,17 +97,25 @@ def with_default_flags():
   suite compiles at the lowest optimisation level, see tests/conftest.py; there the fetal
   preset's slice stacks round differently in a batch, by up to 4e-7)."""
   from conftest import without_fast_compile
+
   flags = without_fast_compile(os.environ.get("XLA_FLAGS", ""))
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2".strip())
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=2".strip(),
+  )
+  proc = subprocess.run(
+    [sys.executable, os.path.abspath(__file__)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case", ["synthseg", "fetal", "anatomix_views", "pipeline",
-                                  "sharded"])
+@pytest.mark.parametrize("case", ["synthseg", "fetal", "anatomix_views", "pipeline", "sharded"])
 def test_batch_is_the_single_calls_bit_for_bit(with_default_flags, case):
   for i, (diff, same) in enumerate(with_default_flags[case]):
     assert same, f"{case}, sample {i}: max |batch - single| = {diff}"
@@ -135,8 +144,7 @@ def test_per_sample_shares_unbatched_arguments_and_keeps_gradients():
   x = jnp.linspace(0.0, 1.0, 12).reshape(3, 4)
   w = jnp.asarray([1.0, 2.0, 3.0, 4.0])
   got = jax.vmap(f, in_axes=(0, None))(x, w)
-  np.testing.assert_allclose(got, np.sum(np.sin(np.asarray(x)) * np.asarray(w), axis=1),
-                             rtol=1e-6)
+  np.testing.assert_allclose(got, np.sum(np.sin(np.asarray(x)) * np.asarray(w), axis=1), rtol=1e-6)
   gx, gw = jax.grad(f, argnums=(0, 1))(x[1], w)
   np.testing.assert_allclose(gx, np.cos(np.asarray(x[1])) * np.asarray(w), rtol=1e-6)
   np.testing.assert_allclose(gw, np.sin(np.asarray(x[1])), rtol=1e-6)
@@ -149,8 +157,9 @@ def test_static_resize_inside_a_loop_is_the_top_level_resize():
   # product at the top level of a program, bit for bit.
   small = jax.random.normal(jax.random.key(1), (B, 2, 2, 2))
   on = jnp.ones(B, bool)
-  f = lambda s, a: jax.lax.cond(a, lambda: resample.resize_linear(s, (4, 4, 4)),
-                                lambda: jnp.zeros((4, 4, 4)))
+  f = lambda s, a: jax.lax.cond(
+    a, lambda: resample.resize_linear(s, (4, 4, 4)), lambda: jnp.zeros((4, 4, 4))
+  )
   looped = jax.jit(lambda s, a: jax.lax.map(lambda sa: f(*sa), (s, a)))(small, on)
   for i in range(B):
     np.testing.assert_array_equal(np.asarray(looped[i]), np.asarray(jax.jit(f)(small[i], on[i])))

@@ -17,13 +17,21 @@ from synthjax._src import channels
 N = 16
 C = 3
 CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
-    num_channels=C, channel_correlation=0.5, affine={"prob": 1.0}, bias={"prob": 1.0},
-    gamma={"prob": 1.0})
+  num_channels=C,
+  channel_correlation=0.5,
+  affine={"prob": 1.0},
+  bias={"prob": 1.0},
+  gamma={"prob": 1.0},
+)
 # Piecewise constant: no within-label spread, field or blur, so each channel's image is
 # constant on each label of the (shared) segmentation.
-FLAT = CONFIG.replace(gmm={"std": (0.0, 0.0), "prob_background_zero": 0.0},
-                      bias={"enabled": False}, gamma={"enabled": False},
-                      resolution={"enabled": False}, noise={"enabled": False})
+FLAT = CONFIG.replace(
+  gmm={"std": (0.0, 0.0), "prob_background_zero": 0.0},
+  bias={"enabled": False},
+  gamma={"enabled": False},
+  resolution={"enabled": False},
+  noise={"enabled": False},
+)
 
 
 def _labels():
@@ -31,8 +39,10 @@ def _labels():
 
 
 def _channel(params, c):
-  return {s: ({n: v[c] for n, v in e.items()} if s in channels.CHANNEL_STAGES else e)
-          for s, e in params.items()}
+  return {
+    s: ({n: v[c] for n, v in e.items()} if s in channels.CHANNEL_STAGES else e)
+    for s, e in params.items()
+  }
 
 
 def test_channel_stages_have_a_leading_axis_and_the_others_are_shared():
@@ -99,8 +109,11 @@ def test_channel_means_have_the_configured_correlation(rho):
     # Uniform on the range: its mean, its spread, its quartiles.
     assert means[c].min() >= lo and means[c].max() <= hi
     np.testing.assert_allclose(means[c].std(), (hi - lo) / np.sqrt(12), rtol=0.04)
-    np.testing.assert_allclose(np.quantile(means[c], [0.25, 0.5, 0.75]),
-                               lo + (hi - lo) * np.array([0.25, 0.5, 0.75]), atol=0.03 * (hi - lo))
+    np.testing.assert_allclose(
+      np.quantile(means[c], [0.25, 0.5, 0.75]),
+      lo + (hi - lo) * np.array([0.25, 0.5, 0.75]),
+      atol=0.03 * (hi - lo),
+    )
   # A fixed mean is kept as given.
   fixed = np.asarray(channels._correlate(jnp.asarray(draws), {"means": draws}, cfg))
   np.testing.assert_array_equal(fixed, draws)
@@ -108,8 +121,9 @@ def test_channel_means_have_the_configured_correlation(rho):
 
 def test_sampled_channel_means_are_correlated():
   """sample_params applies the copula (CONFIG's correlation is 0.5): 32 samples' means."""
-  means = np.stack([synthjax.sample_params(jax.random.key(100 + i), CONFIG)["gmm"]["means"]
-                    for i in range(32)])  # (32, C, labels)
+  means = np.stack(
+    [synthjax.sample_params(jax.random.key(100 + i), CONFIG)["gmm"]["means"] for i in range(32)]
+  )  # (32, C, labels)
   r = np.corrcoef(means[:, 0].ravel(), means[:, 1].ravel())[0, 1]
   assert 0.25 < r < 0.75, r
 
@@ -122,9 +136,14 @@ def test_replay_fixing_and_vmap_work_as_for_one_channel():
   again = synthjax.params_from_json(synthjax.params_to_json(p), CONFIG)
   np.testing.assert_array_equal(synthjax.synthesize(skey, again, labels, CONFIG)[0], image)
   # A fixed value is shared by every channel, or given per channel on a leading axis.
-  fixed = synthjax.sample_params(key, CONFIG, fixed={
-      "gamma": {"log_gamma": 0.1}, "gmm": {"means": [[10.0, 20.0, 30.0, 40.0]] * 2 +
-                                                   [[40.0, 30.0, 20.0, 10.0]]}})
+  fixed = synthjax.sample_params(
+    key,
+    CONFIG,
+    fixed={
+      "gamma": {"log_gamma": 0.1},
+      "gmm": {"means": [[10.0, 20.0, 30.0, 40.0]] * 2 + [[40.0, 30.0, 20.0, 10.0]]},
+    },
+  )
   np.testing.assert_allclose(fixed["gamma"]["log_gamma"], [0.1] * C)
   np.testing.assert_array_equal(fixed["gmm"]["means"][2], [40.0, 30.0, 20.0, 10.0])
   np.testing.assert_array_equal(fixed["bias"]["std"], p["bias"]["std"])
@@ -142,6 +161,7 @@ def test_replay_fixing_and_vmap_work_as_for_one_channel():
 
 def test_cli_writes_a_4d_nifti_and_replays_it(tmp_path):
   from synthjax import cli
+
   lab = str(tmp_path / "lab.nii.gz")
   nib.save(nib.Nifti1Image(_labels().astype(np.int16), np.diag([1.0, 1.0, 1.0, 1.0])), lab)
   cfg = str(tmp_path / "cfg.json")
@@ -153,19 +173,23 @@ def test_cli_writes_a_4d_nifti_and_replays_it(tmp_path):
   assert image.shape == (N, N, N, C)  # channels last in the file
   assert nib.load(os.path.join(out, "sample_00000_seg.nii.gz")).shape == (N, N, N)
   assert cli.main(["replay", os.path.join(out, "sample_00000_params.json"), "-o", rep]) in (0, None)
-  np.testing.assert_array_equal(np.asarray(image.dataobj), np.asarray(
-      nib.load(os.path.join(rep, "sample_00000_image.nii.gz")).dataobj))
+  np.testing.assert_array_equal(
+    np.asarray(image.dataobj),
+    np.asarray(nib.load(os.path.join(rep, "sample_00000_image.nii.gz")).dataobj),
+  )
 
 
 def test_preview_shows_each_channel_of_a_sample_on_its_own_row():
   from synthjax._src import preview, samples
+
   labels = _labels()
   rgb = preview.preview(labels, CONFIG, n=1, seed=0)
   pkey, skey = samples.sample_keys(0, 0)
   image, seg = synthjax.synthesize(skey, synthjax.sample_params(pkey, CONFIG), labels, CONFIG)
   rows = [preview.render_row(image=np.asarray(image[c]), seg=np.asarray(seg)) for c in range(C)]
-  want = preview.montage([preview.render_row(labels=labels, colors=preview.label_colors(
-      (0, 1, 2, 3)))] + rows)
+  want = preview.montage(
+    [preview.render_row(labels=labels, colors=preview.label_colors((0, 1, 2, 3)))] + rows
+  )
   np.testing.assert_array_equal(rgb, want)
   assert rgb.shape[0] == (1 + C) * N + C * 4  # the label row, one row per channel, gaps
   assert not np.array_equal(rows[0][0], rows[1][0])

@@ -24,8 +24,12 @@ DEMO = ["--demo", "--demo-shape", "32", "32", "32", "--demo-spacing", "6"]
 
 def run(*args, check=True):
   """`synthjax ARGS...` in a new process."""
-  out = subprocess.run([sys.executable, "-m", "synthjax.cli", *args], capture_output=True,
-                       text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  out = subprocess.run(
+    [sys.executable, "-m", "synthjax.cli", *args],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   if check and out.returncode != 0:
     raise AssertionError(f"exit {out.returncode}\n{out.stderr}")
   return out
@@ -34,14 +38,14 @@ def run(*args, check=True):
 def cli(*args, check=True):
   """`synthjax ARGS...` in this process: exit code, stdout and stderr as `run` gives them."""
   from synthjax import cli as cli_module
+
   stdout, stderr = io.StringIO(), io.StringIO()
   with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
     try:
       code = cli_module.main(list(args))
     except SystemExit as e:  # argparse: --help, bad flags
       code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-  out = types.SimpleNamespace(returncode=code, stdout=stdout.getvalue(),
-                              stderr=stderr.getvalue())
+  out = types.SimpleNamespace(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
   if check and code != 0:
     raise AssertionError(f"exit {code}\n{out.stderr}")
   return out
@@ -138,10 +142,30 @@ def test_rerun_completes_an_interrupted_run_identically(demo_run, tmp_path):
 def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
   import signal
   import time
-  args = [sys.executable, "-m", "synthjax.cli", "generate", *DEMO, "-n", "40", "-o",
-          str(tmp_path), "--seed", "2", "--quiet", "--workers", "1"]
-  proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+  args = [
+    sys.executable,
+    "-m",
+    "synthjax.cli",
+    "generate",
+    *DEMO,
+    "-n",
+    "40",
+    "-o",
+    str(tmp_path),
+    "--seed",
+    "2",
+    "--quiet",
+    "--workers",
+    "1",
+  ]
+  proc = subprocess.Popen(
+    args,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   deadline = time.time() + 120
   while time.time() < deadline and not (tmp_path / "sample_00002_params.json").exists():
     time.sleep(0.05)
@@ -171,8 +195,20 @@ def test_killed_run_leaves_no_partial_file_and_resumes(tmp_path):
 
 def test_arrayrecord_format_round_trips(demo_run, tmp_path):
   from synthjax import data
-  cli("generate", *DEMO, "-n", "2", "-o", str(tmp_path), "--seed", "5", "--quiet",
-      "--format", "arrayrecord")
+
+  cli(
+    "generate",
+    *DEMO,
+    "-n",
+    "2",
+    "-o",
+    str(tmp_path),
+    "--seed",
+    "5",
+    "--quiet",
+    "--format",
+    "arrayrecord",
+  )
   records = data.read_arrayrecord(str(tmp_path / "samples"))
   assert len(records) == 2
   for r in (records[0], records[1]):
@@ -183,6 +219,7 @@ def test_arrayrecord_format_round_trips(demo_run, tmp_path):
 
 def _read_png(path):
   from PIL import Image
+
   with Image.open(path) as img:
     assert img.format == "PNG" and img.mode == "RGB"
     return np.asarray(img)
@@ -190,12 +227,24 @@ def _read_png(path):
 
 def test_preview_writes_a_png_whose_panels_differ(tmp_path):
   png = tmp_path / "preview.png"
-  out = cli("preview", "demo", "-o", str(png), "-n", "3", "--demo-shape", "32", "32", "32",
-            "--demo-spacing", "6")
+  out = cli(
+    "preview",
+    "demo",
+    "-o",
+    str(png),
+    "-n",
+    "3",
+    "--demo-shape",
+    "32",
+    "32",
+    "32",
+    "--demo-spacing",
+    "6",
+  )
   rgb = _read_png(png)
   # 1 label row + 3 sample rows of 32-pixel panels with 4-pixel gaps; 3 columns.
   assert rgb.shape == (4 * 32 + 3 * 4, 3 * 32 + 2 * 4, 3)
-  rows = [rgb[r * 36:r * 36 + 32, :32] for r in range(4)]
+  rows = [rgb[r * 36 : r * 36 + 32, :32] for r in range(4)]
   assert all(not np.array_equal(rows[a], rows[b]) for a in range(4) for b in range(a + 1, 4))
   assert (rgb[36:, :, 0] > rgb[36:, :, 1] + 100).any()  # the red seg outline is drawn
   again = cli("preview", "demo", "-o", str(png), "-n", "3", check=False)
@@ -216,8 +265,9 @@ def test_info_reports_shape_labels_and_presets(tmp_path):
   assert "preset fetal:    does not know" in out
 
 
-@pytest.mark.parametrize("cmd", [[], ["generate"], ["replay"], ["preview"], ["info"],
-                                 ["train"], ["segment"]])
+@pytest.mark.parametrize(
+  "cmd", [[], ["generate"], ["replay"], ["preview"], ["info"], ["train"], ["segment"]]
+)
 def test_help(cmd):
   out = cli(*cmd, "--help")
   assert "usage: synthjax" in out.stdout
@@ -227,6 +277,7 @@ def test_help(cmd):
 
 def test_train_and_segment_take_the_recipes_arguments():
   from synthjax._src.train import segment, train
+
   for name, driver in (("train", train), ("segment", segment)):
     own = cli(name, "--help").stdout.split("options:")[1]
     recipe = driver.build_parser().format_help().split("options:")[1]
@@ -237,8 +288,9 @@ def test_train_and_segment_take_the_recipes_arguments():
 EXTRA_LINE = "needs the 'train' extra"
 
 
-@pytest.mark.parametrize("argv", [["train", "maps/*.nii.gz", "-o", "run"],
-                                  ["segment", "run", "scan.nii.gz", "-o", "out"]])
+@pytest.mark.parametrize(
+  "argv", [["train", "maps/*.nii.gz", "-o", "run"], ["segment", "run", "scan.nii.gz", "-o", "out"]]
+)
 @pytest.mark.parametrize("module", ["flax", "optax", "orbax.checkpoint"])
 def test_train_and_segment_name_the_missing_extra(tmp_path, monkeypatch, argv, module):
   monkeypatch.chdir(tmp_path)
@@ -256,12 +308,24 @@ def test_train_without_the_extra_in_a_new_process(tmp_path):
   site.mkdir()
   (site / "sitecustomize.py").write_text("import sys\nsys.modules['flax'] = None\n")
   path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
-  out = subprocess.run([sys.executable, "-m", "synthjax.cli", "train", str(tmp_path / "x"),
-                        "-o", str(tmp_path / "run")], capture_output=True, text=True,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path})
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "synthjax.cli",
+      "train",
+      str(tmp_path / "x"),
+      "-o",
+      str(tmp_path / "run"),
+    ],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path},
+  )
   assert out.returncode == 2
-  assert out.stderr == ("synthjax train: error: needs the 'train' extra (flax missing): "
-                        "pip install 'synthjax[train]'\n")
+  assert out.stderr == (
+    "synthjax train: error: needs the 'train' extra (flax missing): pip install 'synthjax[train]'\n"
+  )
 
 
 @pytest.mark.parametrize("case", ["missing", "float_labels", "not_nifti", "empty_glob"])
@@ -287,9 +351,14 @@ def test_bad_input_gives_one_clear_line(tmp_path, case):
     assert os.path.basename(arg) in lines[0]
 
 
-@pytest.mark.parametrize("flags,expect", [(["-n", "0"], "-n must be >= 1"),
-                                          (["--shape", "1", "8", "8"], "--shape"),
-                                          (["--workers", "0"], "--workers")])
+@pytest.mark.parametrize(
+  "flags,expect",
+  [
+    (["-n", "0"], "-n must be >= 1"),
+    (["--shape", "1", "8", "8"], "--shape"),
+    (["--workers", "0"], "--workers"),
+  ],
+)
 def test_bad_flag_values(tmp_path, flags, expect):
   out = cli("generate", *DEMO, "-o", str(tmp_path / "o"), *flags, check=False)
   assert out.returncode == 2 and expect in out.stderr and "Traceback" not in out.stderr
@@ -298,13 +367,21 @@ def test_bad_flag_values(tmp_path, flags, expect):
 
 def test_unknown_label_values_for_a_given_config(tmp_path):
   import synthjax
+
   labels, affine = brain_phantom((32, 32, 32), 6.0)
   path = tmp_path / "ph.nii.gz"
   nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), path)
   cfg = synthjax.presets.synthseg((0, 2, 3, 41, 42), (32, 32, 32), (6.0, 6.0, 6.0))
   (tmp_path / "cfg.json").write_text(cfg.to_json())
-  out = cli("generate", str(path), "-o", str(tmp_path / "o"),
-            "--config", str(tmp_path / "cfg.json"), check=False)
+  out = cli(
+    "generate",
+    str(path),
+    "-o",
+    str(tmp_path / "o"),
+    "--config",
+    str(tmp_path / "cfg.json"),
+    check=False,
+  )
   assert out.returncode == 2 and "Traceback" not in out.stderr
   line = out.stderr.strip()
   assert "ph.nii.gz" in line and "not in config.label_values" in line and "24 (" in line

@@ -24,9 +24,9 @@ def test_views_pairs_are_aligned_replayable_and_resumable(tmp_path, capsys):
   cfg = synthjax.SynthConfig.from_dict(side["config"])
   params = synthjax.params_from_json(side["params"], cfg)
   from synthjax._src import phantom
+
   labels, _ = phantom.brain_phantom((24, 24, 24), 8.0)
-  images, segs = synthjax.synthesize_views(synthjax.key_from_json(side["key"]), params, labels,
-                                           cfg)
+  images, segs = synthjax.synthesize_views(synthjax.key_from_json(side["key"]), params, labels, cfg)
   for v in range(2):
     np.testing.assert_array_equal(_read(out / f"sample_00001_view{v}_image.nii.gz"), images[v])
   np.testing.assert_array_equal(_read(out / "sample_00001_seg.nii.gz"), segs[0])
@@ -56,11 +56,36 @@ def test_generate_with_seed_maps_and_replay(tmp_path, capsys):
       layer = np.zeros(lab.shape, np.int8)
       where = lab == m
       layer[where] = 10 * m + rng.integers(0, k, where.sum())
-      _write(str(tmp_path / "seeds" / f"subclasses_{k}" / "sub-01" / "anat" /
-                 f"sub-01_dseg_mlabel_{m}.nii.gz"), layer)
+      _write(
+        str(
+          tmp_path
+          / "seeds"
+          / f"subclasses_{k}"
+          / "sub-01"
+          / "anat"
+          / f"sub-01_dseg_mlabel_{m}.nii.gz"
+        ),
+        layer,
+      )
   out = tmp_path / "gen"
-  assert cli.main(["generate", label_path, "--preset", "fetal", "--seeds",
-                   str(tmp_path / "seeds"), "-n", "1", "-o", str(out), "--quiet"]) == 0
+  assert (
+    cli.main(
+      [
+        "generate",
+        label_path,
+        "--preset",
+        "fetal",
+        "--seeds",
+        str(tmp_path / "seeds"),
+        "-n",
+        "1",
+        "-o",
+        str(out),
+        "--quiet",
+      ]
+    )
+    == 0
+  )
   side = json.loads((out / "sample_00000_params.json").read_text())
   assert side["config"]["subclusters"]["source"] == "seeds"
   assert side["source"]["seeds"] == str(tmp_path / "seeds")
@@ -71,16 +96,49 @@ def test_generate_with_seed_maps_and_replay(tmp_path, capsys):
   assert a.tobytes() == b.tobytes()
   # Without --seeds the fetal preset's procedural split needs no files; with a demo, a
   # clear error.
-  assert cli.main(["generate", *DEMO, "--seeds", str(tmp_path / "seeds"), "--preset", "fetal",
-                   "-o", str(tmp_path / "x")]) == 2
+  assert (
+    cli.main(
+      [
+        "generate",
+        *DEMO,
+        "--seeds",
+        str(tmp_path / "seeds"),
+        "--preset",
+        "fetal",
+        "-o",
+        str(tmp_path / "x"),
+      ]
+    )
+    == 2
+  )
   assert "seed maps need label map files" in capsys.readouterr().err
 
 
 def test_ensemble_command_writes_replayable_label_maps(tmp_path, capsys):
   from synthjax import ensembles
+
   out = tmp_path / "ens"
-  assert cli.main(["ensemble", "-o", str(out), "-n", "2", "--shape", "24", "24", "24",
-                   "--num-templates", "3", "6", "--seed", "4"]) == 0
+  assert (
+    cli.main(
+      [
+        "ensemble",
+        "-o",
+        str(out),
+        "-n",
+        "2",
+        "--shape",
+        "24",
+        "24",
+        "24",
+        "--num-templates",
+        "3",
+        "6",
+        "--seed",
+        "4",
+      ]
+    )
+    == 0
+  )
   side = json.loads((out / "sample_00001_params.json").read_text())
   cfg = ensembles.EnsembleConfig.from_dict(side["config"])
   assert cfg.num_templates == (3, 6) and cfg.shape == (24, 24, 24)
@@ -88,6 +146,8 @@ def test_ensemble_command_writes_replayable_label_maps(tmp_path, capsys):
   stored = _read(out / "sample_00001_labels.nii.gz")
   np.testing.assert_array_equal(stored, np.asarray(lab))
   assert len(np.unique(stored)) > 2
-  assert cli.main(["ensemble", "-o", str(out), "-n", "2", "--shape", "24", "24", "24",
-                   "--seed", "5"]) == 2
+  assert (
+    cli.main(["ensemble", "-o", str(out), "-n", "2", "--shape", "24", "24", "24", "--seed", "5"])
+    == 2
+  )
   assert "holds a run of another command" in capsys.readouterr().err

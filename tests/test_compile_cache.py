@@ -21,8 +21,10 @@ def test_the_cache_lives_in_the_users_cache_folder(monkeypatch, tmp_path):
   assert compile_cache.default_dir() == str(tmp_path / "home" / ".cache" / "synthjax")
 
 
-@pytest.mark.parametrize("value,off", [("", False), ("0", False), ("false", False),
-                                       ("1", True), ("yes", True), ("TRUE", True)])
+@pytest.mark.parametrize(
+  "value,off",
+  [("", False), ("0", False), ("false", False), ("1", True), ("yes", True), ("TRUE", True)],
+)
 def test_the_environment_turns_it_off(monkeypatch, value, off):
   monkeypatch.setenv(compile_cache.ENV_OFF, value)
   assert compile_cache.disabled_by_env() is off
@@ -45,20 +47,55 @@ def test_no_cache_option_skips_it(monkeypatch, tmp_path):
   monkeypatch.setattr(compile_cache, "enable", lambda *a: calls.append(a))
   argv = ["info", str(tmp_path / "missing.nii.gz")]
   cli.main(argv)  # info compiles nothing: no option, no cache
-  demo = ["generate", "--demo", "--demo-shape", "8", "8", "8", "--demo-spacing", "8",
-          "-o", str(tmp_path / "a"), "--quiet"]
+  demo = [
+    "generate",
+    "--demo",
+    "--demo-shape",
+    "8",
+    "8",
+    "8",
+    "--demo-spacing",
+    "8",
+    "-o",
+    str(tmp_path / "a"),
+    "--quiet",
+  ]
   assert cli.main(demo + ["--no-cache"]) == 0 and calls == []
   assert cli.main(demo[:-3] + ["-o", str(tmp_path / "b"), "--quiet"]) == 0 and len(calls) == 1
 
 
 def _generate(out, cache_home):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_PERSISTENT_CACHE")
-         and k not in ("JAX_COMPILATION_CACHE_DIR", compile_cache.ENV_OFF)}
+  env = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith("JAX_PERSISTENT_CACHE")
+    and k not in ("JAX_COMPILATION_CACHE_DIR", compile_cache.ENV_OFF)
+  }
   env.update(XDG_CACHE_HOME=str(cache_home), JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "synthjax.cli", "generate", "--demo", "--demo-shape", "16", "16",
-       "16", "--demo-spacing", "8", "-n", "1", "-o", str(out), "--quiet"],
-      capture_output=True, text=True, env=env, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "synthjax.cli",
+      "generate",
+      "--demo",
+      "--demo-shape",
+      "16",
+      "16",
+      "16",
+      "--demo-spacing",
+      "8",
+      "-n",
+      "1",
+      "-o",
+      str(out),
+      "--quiet",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   return np.asarray(nib.load(str(out / "sample_00000_image.nii.gz")).dataobj)
 

@@ -66,10 +66,16 @@ def test_each_stage_field_changes_equality(stage):
 
 
 def test_lists_converted_to_tuples():
-  cfg = SynthConfig(shape=[24, 20, 16], label_values=[0, 1, 2], spacing=[1, 2, 3],
-                    output_labels=[0, 1, 1], flip_pairs=[[1, 2]],
-                    affine={"rotation": [-10, 10], "scaling": [0.9, 1.1]},
-                    bias=BiasConfig(std=[0.0, 0.5]), noise={"std": [0, 0.1], "prob": 1})
+  cfg = SynthConfig(
+    shape=[24, 20, 16],
+    label_values=[0, 1, 2],
+    spacing=[1, 2, 3],
+    output_labels=[0, 1, 1],
+    flip_pairs=[[1, 2]],
+    affine={"rotation": [-10, 10], "scaling": [0.9, 1.1]},
+    bias=BiasConfig(std=[0.0, 0.5]),
+    noise={"std": [0, 0.1], "prob": 1},
+  )
   assert cfg.shape == (24, 20, 16) and isinstance(cfg.shape, tuple)
   assert cfg.label_values == (0, 1, 2) and isinstance(cfg.label_values, tuple)
   assert cfg.spacing == (1.0, 2.0, 3.0) and all(isinstance(s, float) for s in cfg.spacing)
@@ -84,8 +90,11 @@ def test_lists_converted_to_tuples():
 
 
 def test_numpy_values_are_normalised():
-  cfg = make(shape=np.array([24, 24, 24]), label_values=np.array([0, 5, 7]),
-             spacing=np.array([1.0, 1.0, 1.0]))
+  cfg = make(
+    shape=np.array([24, 24, 24]),
+    label_values=np.array([0, 5, 7]),
+    spacing=np.array([1.0, 1.0, 1.0]),
+  )
   assert cfg == make(label_values=(0, 5, 7))
   assert all(type(v) is int for v in cfg.label_values + cfg.shape)
   hash(cfg)
@@ -110,7 +119,9 @@ def test_derived_properties():
 # Validation: ValueError naming the field
 
 
-@pytest.mark.parametrize("build,field", [
+@pytest.mark.parametrize(
+  "build,field",
+  [
     (lambda: AffineConfig(scaling=(-0.5, 1.0)), "scaling"),
     (lambda: AffineConfig(scaling=(0.0, 1.0)), "scaling"),
     (lambda: AffineConfig(rotation=(10, -10)), "rotation"),
@@ -150,7 +161,8 @@ def test_derived_properties():
     (lambda: make().replace(affine={"scaling": (-1.0, 1.0)}), "scaling"),
     (lambda: make().replace(noise={"prob": 2.0}), "prob"),
     (lambda: make().replace(label_values=(0, 0)), "label_values"),
-])
+  ],
+)
 def test_invalid_values_raise_with_field_name(build, field):
   with pytest.raises(ValueError, match=field):
     build()
@@ -188,6 +200,7 @@ def test_probability_bounds_are_inclusive(p):
 def _stage_fields():
   """(stage name, field name, default) of every declared field of every stage config."""
   from synthjax._src.config import _STAGE_TYPES
+
   out = []
   for stage, typ in _STAGE_TYPES.items():
     for f in dataclasses.fields(typ):
@@ -205,11 +218,15 @@ def _bad_values(default):
     return [2.5, "3", nan, True]
   if isinstance(default, float):
     return [nan, inf, -inf, "0.5", None]
-  if isinstance(default, tuple) and len(default) == 2 and all(
-      isinstance(v, float) for v in default):
+  if (
+    isinstance(default, tuple) and len(default) == 2 and all(isinstance(v, float) for v in default)
+  ):
     return [(nan, 1.0), (0.0, inf), ("a", 1.0), (0.0,), 0.5]
-  if isinstance(default, tuple) and len(default) == 2 and all(
-      isinstance(v, int) and not isinstance(v, bool) for v in default):
+  if (
+    isinstance(default, tuple)
+    and len(default) == 2
+    and all(isinstance(v, int) and not isinstance(v, bool) for v in default)
+  ):
     return [(1.5, 3), (1, nan), ("1", 2), 3]
   return []
 
@@ -217,8 +234,7 @@ def _bad_values(default):
 _CASES = [(s, f, bad) for s, f, d in _stage_fields() for bad in _bad_values(d)]
 
 
-@pytest.mark.parametrize("stage,field,bad", _CASES,
-                         ids=[f"{s}.{f}={b!r}" for s, f, b in _CASES])
+@pytest.mark.parametrize("stage,field,bad", _CASES, ids=[f"{s}.{f}={b!r}" for s, f, b in _CASES])
 def test_every_stage_field_refuses_nonsense_naming_field_and_value(stage, field, bad):
   with pytest.raises(ValueError, match=rf"\.{field}\b") as info:
     make(**{stage: {field: bad}})
@@ -227,30 +243,41 @@ def test_every_stage_field_refuses_nonsense_naming_field_and_value(stage, field,
 
 def test_every_stage_field_is_declared_with_a_check():
   from synthjax._src.config import _STAGE_TYPES
+
   for stage, typ in _STAGE_TYPES.items():
     unchecked = [f.name for f in dataclasses.fields(typ) if "check" not in f.metadata]
     assert not unchecked, (stage, unchecked)
   assert len(_CASES) > 200
 
 
-@pytest.mark.parametrize("build,message", [
+@pytest.mark.parametrize(
+  "build,message",
+  [
     (lambda: make(gamma={"std": float("nan")}), r"GammaConfig\.std must be a finite number"),
     (lambda: make(gamma={"clip": float("nan")}), r"GammaConfig\.clip"),
-    (lambda: make(spike={"enabled": "no"}),
-     r"SpikeConfig\.enabled must be true or false, got 'no'"),
+    (
+      lambda: make(spike={"enabled": "no"}),
+      r"SpikeConfig\.enabled must be true or false, got 'no'",
+    ),
     (lambda: make(shape=(32.9, 32, 32)), r"SynthConfig\.shape must be 3 integers >= 2, got"),
     (lambda: make(resolution={"min_res": -1}), r"ResolutionConfig\.min_res must be positive"),
-    (lambda: make(affine={"rotation": ("a", 1)}),
-     r"AffineConfig\.rotation must be a \(low, high\) pair of finite numbers, got \('a', 1\)"),
-    (lambda: make(label_values=(0, 2 ** 32 + 1)),
-     r"label_values must be integers <= 2147483647"),
+    (
+      lambda: make(affine={"rotation": ("a", 1)}),
+      r"AffineConfig\.rotation must be a \(low, high\) pair of finite numbers, got \('a', 1\)",
+    ),
+    (lambda: make(label_values=(0, 2**32 + 1)), r"label_values must be integers <= 2147483647"),
     (lambda: make(spacing=(1.0, float("nan"), 1.0)), r"SynthConfig\.spacing"),
     (lambda: SynthConfig.from_dict(None), "SynthConfig must be given as a dict"),
-    (lambda: SynthConfig.from_dict({"shape": (8, 8, 8)}),
-     r"missing the field\(s\) \['label_values'\]"),
-    (lambda: SynthConfig.from_dict({"shape": (8, 8, 8), "label_values": (0,), "colour": 1}),
-     r"no field\(s\) \['colour'\]"),
-])
+    (
+      lambda: SynthConfig.from_dict({"shape": (8, 8, 8)}),
+      r"missing the field\(s\) \['label_values'\]",
+    ),
+    (
+      lambda: SynthConfig.from_dict({"shape": (8, 8, 8), "label_values": (0,), "colour": 1}),
+      r"no field\(s\) \['colour'\]",
+    ),
+  ],
+)
 def test_nonsense_is_refused_with_a_clear_message(build, message):
   with pytest.raises(ValueError, match=message):
     build()
@@ -264,8 +291,11 @@ def test_integral_floats_from_json_are_integers():
 
 
 def test_unknown_stage_field_names_the_stage_and_its_fields():
-  with pytest.raises(TypeError, match=r"SynthConfig\.bias has no field\(s\) \['colour'\]; "
-                                      r"its fields are .*grid_scale"):
+  with pytest.raises(
+    TypeError,
+    match=r"SynthConfig\.bias has no field\(s\) \['colour'\]; "
+    r"its fields are .*grid_scale",
+  ):
     make().replace(bias={"colour": 1})
 
 
@@ -304,15 +334,25 @@ def test_replace_round_trips_to_equal_config():
 # JSON
 
 
-@pytest.mark.parametrize("build", [
+@pytest.mark.parametrize(
+  "build",
+  [
     lambda: make(),
-    lambda: synthseg(FS_VALUES, (32, 28, 24), (1.0, 1.2, 0.8),
-                     output_labels=(0, 2, 3, 41, 42, 0, 0),
-                     noise={"prob": 0.5, "std": (0.0, 0.05)}),
+    lambda: synthseg(
+      FS_VALUES,
+      (32, 28, 24),
+      (1.0, 1.2, 0.8),
+      output_labels=(0, 2, 3, 41, 42, 0, 0),
+      noise={"prob": 0.5, "std": (0.0, 0.05)},
+    ),
     lambda: fetal(range(8), (40, 40, 40)),
-    lambda: make(resolution=ResolutionConfig(min_res=1.5, random_thickness=False),
-                 deformation={"steps": 0}, flip={"axis": 2}),
-])
+    lambda: make(
+      resolution=ResolutionConfig(min_res=1.5, random_thickness=False),
+      deformation={"steps": 0},
+      flip={"axis": 2},
+    ),
+  ],
+)
 def test_json_round_trip(build):
   cfg = build()
   text = cfg.to_json()
@@ -348,7 +388,10 @@ def test_synthseg_freesurfer_flip_pairs():
   # Only pairs with both sides present.
   assert synthseg((0, 2, 3, 41, 1035), (32, 32, 32)).flip_pairs == ((2, 41),)
   assert freesurfer_flip_pairs((0, 17, 53, 18, 3005, 4005, 11101, 12101, 1000)) == (
-      (17, 53), (3005, 4005), (11101, 12101))
+    (17, 53),
+    (3005, 4005),
+    (11101, 12101),
+  )
   # Every pair of the full FreeSurfer lateralised table and cortical parcellation.
   left = [2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 17, 18, 26, 28, 30, 31]
   right = [41, 42, 43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63]
@@ -361,9 +404,16 @@ def test_synthseg_background_and_overrides():
   cfg = synthseg((0, 2, 41), (24, 24, 24))
   assert cfg.background == 0
   assert synthseg((5, 2, 41), (24, 24, 24)).background == 5
-  new = synthseg((0, 2, 41), (24, 24, 24), spacing=(1, 1, 2), flip_pairs=(),
-                 output_labels=(0, 1, 1), bias={"prob": 0.5},
-                 noise={"prob": 1.0, "std": (0.0, 0.05)}, gamma=GammaConfig(std=0.1))
+  new = synthseg(
+    (0, 2, 41),
+    (24, 24, 24),
+    spacing=(1, 1, 2),
+    flip_pairs=(),
+    output_labels=(0, 1, 1),
+    bias={"prob": 0.5},
+    noise={"prob": 1.0, "std": (0.0, 0.05)},
+    gamma=GammaConfig(std=0.1),
+  )
   assert new.flip_pairs == () and cfg.flip_pairs == ((2, 41),)
   assert new.output_labels == (0, 1, 1)
   assert new.spacing == (1.0, 1.0, 2.0)
@@ -418,8 +468,9 @@ def test_fetal_preset_keeps_its_lengths_in_millimetres(spacing):
   r = 0.5 / mm
   assert cfg.spacing == spacing
   # Velocity std, in mm; small-grid node spacings (1 / grid_scale voxels), in mm.
-  assert (np.multiply(cfg.deformation.std, mm)
-          == pytest.approx(np.multiply(ref.deformation.std, 0.5)))
+  assert np.multiply(cfg.deformation.std, mm) == pytest.approx(
+    np.multiply(ref.deformation.std, 0.5)
+  )
   for stage in ("deformation", "bias", "subclusters"):
     got = mm / np.asarray(getattr(cfg, stage).grid_scale)
     want = 0.5 / np.asarray(getattr(ref, stage).grid_scale)
@@ -449,6 +500,7 @@ def test_fetal_preset_keeps_its_lengths_in_millimetres(spacing):
 
 def test_the_trace_counter_sees_each_compilation_and_no_cache_hit():
   import jax
+
   fn = jax.jit(lambda x, cfg: x * cfg.shape[0], static_argnums=1)
   cfg = synthseg((0, 1), (8, 8, 8))
   with traced() as seen:
@@ -461,8 +513,14 @@ def test_the_trace_counter_sees_each_compilation_and_no_cache_hit():
 def test_equal_configs_share_one_compilation():
   import jax
   import jax.numpy as jnp
-  cfg_a = synthseg((0, 1, 2), (8, 8, 8), spacing=(1.0, 1.0, 1.25),
-                   deformation={"enabled": False}, resolution={"enabled": False})
+
+  cfg_a = synthseg(
+    (0, 1, 2),
+    (8, 8, 8),
+    spacing=(1.0, 1.0, 1.25),
+    deformation={"enabled": False},
+    resolution={"enabled": False},
+  )
   cfg_b = SynthConfig.from_json(cfg_a.to_json())
   assert cfg_a is not cfg_b
   with jax.disable_jit():
@@ -483,6 +541,7 @@ def test_equal_configs_share_one_compilation():
 
 def test_synthseg_noise_is_disabled_and_a_positive_prob_enables_it():
   import jax
+
   cfg = synthjax.presets.synthseg((0, 1), (8, 8, 8))
   assert not cfg.noise.enabled  # SynthSeg adds no voxel noise
   on = synthjax.presets.synthseg((0, 1), (8, 8, 8), noise={"prob": 1.0, "std": (0.1, 0.1)})
@@ -502,6 +561,7 @@ def test_type_checkers_see_the_configs_as_frozen_dataclasses():
   import sys
 
   from synthjax._src import checks
+
   if sys.version_info >= (3, 11):
     spec = checks.config_class.__dataclass_transform__
     # Python 3.11 keeps `frozen_default` (PEP 681's, read by pyright) among `kwargs`.

@@ -97,8 +97,9 @@ def test_reorientation_to_ras(tmp_path):
   assert src[0]["shape"] == ref.shape
 
 
-@pytest.mark.parametrize("case", ["empty", "unpaired", "shape", "affine", "corrupt", "missing",
-                                  "rank", "float_labels"])
+@pytest.mark.parametrize(
+  "case", ["empty", "unpaired", "shape", "affine", "corrupt", "missing", "rank", "float_labels"]
+)
 def test_bad_input_names_the_file(tmp_path, case):
   lab = np.zeros((6, 6, 6), np.int16)
   if case == "empty":
@@ -147,7 +148,8 @@ def test_bad_input_names_the_file(tmp_path, case):
 def test_numpy_keys_equal_jax_fold_in(seed):
   idx = np.array([0, 1, 2, 1000, 2**31, 2**32 - 1], np.int64)
   ref = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.key(seed), i)))(
-      idx.astype(np.uint32))
+    idx.astype(np.uint32)
+  )
   np.testing.assert_array_equal(data.sample_key_data(seed, idx), np.asarray(ref))
   with pytest.raises(ValueError, match="seed"):
     data.sample_key_data(2**32, 0)
@@ -161,7 +163,7 @@ def test_uniform_sampler_covers_all_origins_uniformly():
   rng = np.random.default_rng(0)
   origins = np.array([data.UniformSampler().origin(rng, el, (4, 6, 8)) for _ in range(3000)])
   assert origins[:, 0].min() == 0 and origins[:, 0].max() == 6
-  assert np.all(origins[:, 1] == 0)          # fits exactly
+  assert np.all(origins[:, 1] == 0)  # fits exactly
   assert np.all(origins[:, 2] == (5 - 8) // 2)  # too small: centred padding
   counts = np.bincount(origins[:, 0], minlength=7)
   expected = 3000 / 7
@@ -172,7 +174,7 @@ def test_uniform_sampler_covers_all_origins_uniformly():
 def test_label_sampler_hits_the_drawn_label_with_its_probability():
   rng = np.random.default_rng(1)
   labels = np.zeros((30, 30, 30), np.int32)
-  labels[2:5, 2:5, 2:5] = 1   # small, in a corner
+  labels[2:5, 2:5, 2:5] = 1  # small, in a corner
   labels[20:29, 20:29, 20:29] = 2
   el = {"shape": labels.shape, "labels_full": labels, "path": "x"}
   sampler = data.LabelSampler({1: 0.6, 2: 0.4, 7: 0.5})  # 7 absent: ignored
@@ -217,7 +219,7 @@ def test_extract_patch_pads_like_numpy():
     patch = data.extract_patch(vol, origin, (4, 4, 4), pad_value=-1)
     padded = np.pad(vol, 10, constant_values=-1)
     o = np.asarray(origin) + 10
-    np.testing.assert_array_equal(patch, padded[o[0]:o[0] + 4, o[1]:o[1] + 4, o[2]:o[2] + 4])
+    np.testing.assert_array_equal(patch, padded[o[0] : o[0] + 4, o[1] : o[1] + 4, o[2] : o[2] + 4])
 
 
 # --- splits and mixing ----------------------------------------------------------------------
@@ -262,6 +264,7 @@ def test_load_label_map_returns_c_ordered_int32(tmp_path):
   # nibabel hands back Fortran-ordered data; the loader must return C order (every jnp
   # conversion of a Fortran array is a transposing copy) with the same values.
   from synthjax._src import nifti
+
   lab = np.random.default_rng(0).integers(0, 5, size=(7, 6, 5)).astype(np.int16)
   path = tmp_path / "lab.nii.gz"
   nib.save(nib.Nifti1Image(lab, np.eye(4)), str(path))

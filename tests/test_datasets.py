@@ -42,7 +42,7 @@ def _same_folder(a, b):
 def _label_file(path, values, zoom=2.0):
   labels = np.zeros((12, 12, 12), np.int16)
   for i, v in enumerate(values):
-    labels[2 + i:10 - i, 2 + i:10 - i, 2 + i:10 - i] = v
+    labels[2 + i : 10 - i, 2 + i : 10 - i, 2 + i : 10 - i] = v
   nib.save(nib.Nifti1Image(labels, np.diag([zoom, zoom, zoom, 1.0])), path)
   return labels
 
@@ -60,8 +60,10 @@ def test_demo_sources_are_the_phantom(demo):
   (source,) = sources
   np.testing.assert_array_equal(source.labels, labels)
   np.testing.assert_array_equal(source.affine, affine)
-  assert source.record == {"demo": {"shape": list(SHAPE), "spacing": SPACING},
-                           "labels_sha256": samples.content_digest(labels)}
+  assert source.record == {
+    "demo": {"shape": list(SHAPE), "spacing": SPACING},
+    "labels_sha256": samples.content_digest(labels),
+  }
   assert source.seeds is None
 
 
@@ -70,8 +72,10 @@ def test_generate_writes_what_the_command_writes(tmp_path, demo):
   datasets.check_sources(sources, config)
   written = datasets.generate(tmp_path / "lib", sources, config, n=2, seed=7)
   assert written == [0, 1]
-  assert cli.main(["generate", *DEMO, "-n", "2", "-o", str(tmp_path / "cli"), "--seed", "7",
-                   "--quiet"]) == 0
+  assert (
+    cli.main(["generate", *DEMO, "-n", "2", "-o", str(tmp_path / "cli"), "--seed", "7", "--quiet"])
+    == 0
+  )
   _same_folder(tmp_path / "lib", tmp_path / "cli")
   # The samples are `synthesize` with the keys of (seed, index), as replay reads them back.
   image, seg, _ = synthjax.replay(tmp_path / "lib" / "sample_00001_params.json")
@@ -98,8 +102,7 @@ def test_replay_to_writes_what_replay_returns(tmp_path, demo):
 
 def test_generate_views_writes_what_the_command_writes(tmp_path):
   sources, spacing = datasets.demo_sources(SHAPE, SPACING)
-  config = datasets.preset_config("anatomix_views", datasets.label_values(sources), SHAPE,
-                                  spacing)
+  config = datasets.preset_config("anatomix_views", datasets.label_values(sources), SHAPE, spacing)
   assert datasets.generate_views(tmp_path / "lib", sources, config, n=1, seed=3) == [0]
   assert cli.main(["views", *DEMO, "-n", "1", "-o", str(tmp_path / "cli"), "--seed", "3"]) == 0
   _same_folder(tmp_path / "lib", tmp_path / "cli")
@@ -108,8 +111,25 @@ def test_generate_views_writes_what_the_command_writes(tmp_path):
 def test_generate_ensembles_writes_what_the_command_writes(tmp_path):
   cfg = synthjax.ensembles.EnsembleConfig(shape=SHAPE, num_templates=(2, 3))
   assert datasets.generate_ensembles(tmp_path / "lib", cfg, n=2, seed=4) == [0, 1]
-  assert cli.main(["ensemble", "-o", str(tmp_path / "cli"), "-n", "2", "--seed", "4",
-                   "--shape", *map(str, SHAPE), "--num-templates", "2", "3"]) == 0
+  assert (
+    cli.main(
+      [
+        "ensemble",
+        "-o",
+        str(tmp_path / "cli"),
+        "-n",
+        "2",
+        "--seed",
+        "4",
+        "--shape",
+        *map(str, SHAPE),
+        "--num-templates",
+        "2",
+        "3",
+      ]
+    )
+    == 0
+  )
   _same_folder(tmp_path / "lib", tmp_path / "cli")
   with pytest.raises(FileNotFoundError, match="pattern matches no file"):
     datasets.generate_ensembles(tmp_path / "t", cfg, n=1, templates=[str(tmp_path / "no*")])
@@ -128,8 +148,10 @@ def test_load_sources_reads_the_files_and_records_them(tmp_path):
     np.testing.assert_array_equal(source.labels, labels)
     assert source.labels.dtype == np.int32
     np.testing.assert_array_equal(source.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
-    assert source.record == {"path": str(tmp_path / f"{name}.nii.gz"),
-                             "labels_sha256": samples.content_digest(labels)}
+    assert source.record == {
+      "path": str(tmp_path / f"{name}.nii.gz"),
+      "labels_sha256": samples.content_digest(labels),
+    }
   assert datasets.label_values(sources) == sorted(set(np.unique(a)) | set(np.unique(b)))
 
 
@@ -171,8 +193,7 @@ def test_load_config_round_trips_and_names_a_bad_file(tmp_path):
 
 def test_check_sources_refuses_unknown_labels_and_warns_of_one_label(tmp_path):
   _label_file(tmp_path / "a.nii.gz", (2, 77))
-  nib.save(nib.Nifti1Image(np.full((12, 12, 12), 2, np.int16), np.eye(4)),
-           tmp_path / "one.nii.gz")
+  nib.save(nib.Nifti1Image(np.full((12, 12, 12), 2, np.int16), np.eye(4)), tmp_path / "one.nii.gz")
   config = presets.synthseg((0, 2), (12, 12, 12))
   sources, _ = datasets.load_sources([tmp_path / "a.nii.gz"])
   with pytest.raises(datasets.InputError, match=r"a\.nii\.gz: label value.*77"):
@@ -181,8 +202,10 @@ def test_check_sources_refuses_unknown_labels_and_warns_of_one_label(tmp_path):
   err = io.StringIO()
   with contextlib.redirect_stderr(err):
     datasets.check_sources(sources, config)
-  assert err.getvalue() == (f"synthjax: warning: {tmp_path / 'one.nii.gz'}: holds a single "
-                            "label value (2); every sample will show one class\n")
+  assert err.getvalue() == (
+    f"synthjax: warning: {tmp_path / 'one.nii.gz'}: holds a single "
+    "label value (2); every sample will show one class\n"
+  )
 
 
 def test_with_seed_maps_refuses_what_cannot_have_them(demo):

@@ -24,12 +24,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MARKDOWN = ["README.md"] + sorted(
-    str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")
-    if p.name != "stage_reference.md")  # generated at build time, holds no Python
+  str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md") if p.name != "stage_reference.md"
+)  # generated at build time, holds no Python
 
 # Markdown blocks that are not run, by file: each needs data that is not in the repository.
 NOT_RUN = {
-    "docs/generation.md": 1,  # a FeTA label map and FetalSynthGen's seed maps
+  "docs/generation.md": 1,  # a FeTA label map and FetalSynthGen's seed maps
 }
 
 # Modules whose docstring examples are not run yet (a module named here is left out whole).
@@ -59,7 +59,7 @@ def python_blocks(path: str) -> list[tuple[int, str, bool]]:
     if lang == "python":
       before = next((lines[j] for j in range(start - 1, -1, -1) if lines[j].strip()), "")
       runs = not before.strip().startswith(_NOT_RUN_MARK)
-      blocks.append((start + 2, "\n".join(lines[start + 1:i]), runs))
+      blocks.append((start + 2, "\n".join(lines[start + 1 : i]), runs))
     i += 1
   return blocks
 
@@ -100,19 +100,21 @@ def test_not_run_blocks_are_the_listed_ones():
 
 def test_block_parser_finds_blocks_and_marks():
   """The extraction itself: a marked block is kept out, other languages are ignored."""
-  text = ("x\n```python\na = 1\n```\n<!-- not-run: needs data -->\n```python\nb = 2\n```\n"
-          "```bash\nls\n```\n")
+  text = (
+    "x\n```python\na = 1\n```\n<!-- not-run: needs data -->\n```python\nb = 2\n```\n"
+    "```bash\nls\n```\n"
+  )
   path = ROOT / "tests" / "_docs_snippets_probe.md"
   try:
     path.write_text(text, encoding="utf-8")
-    assert python_blocks(str(path.relative_to(ROOT))) == [(3, "a = 1", True),
-                                                          (7, "b = 2", False)]
+    assert python_blocks(str(path.relative_to(ROOT))) == [(3, "a = 1", True), (7, "b = 2", False)]
   finally:
     path.unlink()
 
 
-@pytest.mark.parametrize("module", [m for m in _modules_with_examples()
-                                    if m not in DOCTEST_SKIP_MODULES])
+@pytest.mark.parametrize(
+  "module", [m for m in _modules_with_examples() if m not in DOCTEST_SKIP_MODULES]
+)
 def test_docstring_examples(module, in_tmp):
   mod = importlib.import_module(module)
   finder = doctest.DocTestFinder(exclude_empty=True)
@@ -139,7 +141,7 @@ def test_ci_runs_the_readme_test_command():
   """The README's second command (install and test) is the one `.ci/run` runs."""
   readme = (ROOT / "README.md").read_text(encoding="utf-8")
   first = readme.index("```bash")
-  block = readme[first:readme.index("```\n", first + 7)]
+  block = readme[first : readme.index("```\n", first + 7)]
   commands = [line for line in block.splitlines()[1:] if line and not line.startswith("#")]
   assert len(commands) == 2, commands
   install, test = commands[1].split(" && ")
@@ -160,6 +162,7 @@ def test_stage_reference_lists_every_stage_and_field():
     sys.path.remove(str(ROOT / "docs" / "_ext"))
   from synthjax._src import registry
   from synthjax._src.stages.bias import BiasConfig
+
   page = stage_reference.render()
   for stage in registry.STAGES:
     assert f"(stage-{stage.name})=\n## `{stage.name}`" in page

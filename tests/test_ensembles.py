@@ -25,13 +25,32 @@ T_SHAPE = (24, 28, 20)  # templates of another shape than the output
 
 # One config per source, shared by the tests so that each compiles once.
 CFG = ensembles.EnsembleConfig(
-    shape=SHAPE, num_templates=(1, 3), median_filter=False, prob_sphere=1.0,
-    sphere_radius=(0.25, 0.4), sphere_noise=(0.0, 0.3), sphere_grid_scale=(0.0625, 0.25),
-    envelope_label=1, rim_label=2, prob_rim=0.5, label_offset=3)
+  shape=SHAPE,
+  num_templates=(1, 3),
+  median_filter=False,
+  prob_sphere=1.0,
+  sphere_radius=(0.25, 0.4),
+  sphere_noise=(0.0, 0.3),
+  sphere_grid_scale=(0.0625, 0.25),
+  envelope_label=1,
+  rim_label=2,
+  prob_rim=0.5,
+  label_offset=3,
+)
 SHAPES_CFG = ensembles.EnsembleConfig(
-    shape=SHAPE, num_templates=(6, 8), label_mode="offset", num_shape_labels=(2, 3),
-    shape_radius=(0.2, 0.3), shape_noise=(0.0, 0.2), scaling=(0.8, 1.25), shear=(-0.1, 0.1),
-    translation=(-0.3, 0.3), prob_sphere=0.0, envelope_label=None, median_filter=False)
+  shape=SHAPE,
+  num_templates=(6, 8),
+  label_mode="offset",
+  num_shape_labels=(2, 3),
+  shape_radius=(0.2, 0.3),
+  shape_noise=(0.0, 0.2),
+  scaling=(0.8, 1.25),
+  shear=(-0.1, 0.1),
+  translation=(-0.3, 0.3),
+  prob_sphere=0.0,
+  envelope_label=None,
+  median_filter=False,
+)
 
 
 def make_templates():
@@ -47,14 +66,17 @@ def make_templates():
 TEMPLATES = make_templates()
 # Affines with no rounding ties between float32 and float64 (see `reference_paint`).
 FIXED = {
-    "num_templates": 3, "template_index": [2, 0, 1],
-    "rotation": [[0, 0, 0], [0, 0, 0], [0, 0, 90]],
-    "scaling": [[1, 1, 1], [1, 1.25, 1], [0.5, 1, 1]],
-    "shear": [[0, 0, 0], [0, 0, 0], [0.25, 0, 0]],
-    "reflect": [[False] * 3, [True, False, False], [False] * 3],
-    "translation": [[0, 0, 0], [0.125, 0, -0.0625], [0, 0.0625, 0]],
-    "sphere_applied": False, "envelope_applied": False, "rim_applied": False,
-    "shape_radius": 0.2,  # a scalar for a per-slot entry: every slot
+  "num_templates": 3,
+  "template_index": [2, 0, 1],
+  "rotation": [[0, 0, 0], [0, 0, 0], [0, 0, 90]],
+  "scaling": [[1, 1, 1], [1, 1.25, 1], [0.5, 1, 1]],
+  "shear": [[0, 0, 0], [0, 0, 0], [0.25, 0, 0]],
+  "reflect": [[False] * 3, [True, False, False], [False] * 3],
+  "translation": [[0, 0, 0], [0.125, 0, -0.0625], [0, 0.0625, 0]],
+  "sphere_applied": False,
+  "envelope_applied": False,
+  "rim_applied": False,
+  "shape_radius": 0.2,  # a scalar for a per-slot entry: every slot
 }
 
 
@@ -97,10 +119,18 @@ def reference_paint(templates, p, cfg):
     m = np_slot_matrix(p["rotation"][s], p["scaling"][s], p["shear"][s], p["reflect"][s])
     t = p["translation"][s] * np.asarray(cfg.shape)
     tpl = templates[p["template_index"][s] % len(templates)]
-    vals = ndi.affine_transform(tpl, m, offset=c_tpl - m @ (c_out + t), output_shape=cfg.shape,
-                                order=0, mode="grid-constant", cval=0)
-    label = (cfg.label_offset + s if cfg.label_mode == "slot"
-             else cfg.label_offset + s * stride + vals - 1)
+    vals = ndi.affine_transform(
+      tpl,
+      m,
+      offset=c_tpl - m @ (c_out + t),
+      output_shape=cfg.shape,
+      order=0,
+      mode="grid-constant",
+      cval=0,
+    )
+    label = (
+      cfg.label_offset + s if cfg.label_mode == "slot" else cfg.label_offset + s * stride + vals - 1
+    )
     out = np.where(vals > 0, label, out)
   return out
 
@@ -123,7 +153,9 @@ def test_config_defaults_hashable_and_json():
   assert CFG.replace(prob_rim=0.1).prob_rim == 0.1
 
 
-@pytest.mark.parametrize("changes, match", [
+@pytest.mark.parametrize(
+  "changes, match",
+  [
     ({"shape": (32, 32)}, "shape"),
     ({"shape": (32, 1, 32)}, "shape"),
     ({"num_templates": (3, 2)}, "num_templates"),
@@ -146,8 +178,9 @@ def test_config_defaults_hashable_and_json():
     ({"num_shape_labels": (0, 2)}, "num_shape_labels"),
     ({"shape_grid": 1}, "shape_grid"),
     ({"median_filter": "yes"}, "median_filter"),
-    ({"label_mode": "offset", "label_stride": 2 ** 30}, "int32"),
-])
+    ({"label_mode": "offset", "label_stride": 2**30}, "int32"),
+  ],
+)
 def test_config_validation(changes, match):
   with pytest.raises(ValueError, match=match):
     CFG.replace(**changes)
@@ -178,15 +211,18 @@ def test_sample_params_shapes_ranges_and_fixed():
     else:
       np.testing.assert_array_equal(fixed[name], plain[name], err_msg=name)
   # A per-slot entry may be given once for every slot.
-  np.testing.assert_array_equal(E._pick({"rotation": [1.0, 2.0, 3.0]}, "rotation",
-                                        plain["rotation"]), np.tile([1.0, 2.0, 3.0], (3, 1)))
+  np.testing.assert_array_equal(
+    E._pick({"rotation": [1.0, 2.0, 3.0]}, "rotation", plain["rotation"]),
+    np.tile([1.0, 2.0, 3.0], (3, 1)),
+  )
   with pytest.raises(ValueError, match="unknown ensemble parameter"):
     ensembles.sample_ensemble_params(jax.random.key(0), CFG, fixed={"rotations": 0})
   with pytest.raises(ValueError, match="shape"):
     ensembles.sample_ensemble_params(jax.random.key(0), CFG, fixed={"rotation": [1.0, 2.0]})
   with pytest.raises(ValueError, match="rim_label is None"):
-    ensembles.sample_ensemble_params(jax.random.key(0), CFG.replace(rim_label=None),
-                                     fixed={"rim_applied": True})
+    ensembles.sample_ensemble_params(
+      jax.random.key(0), CFG.replace(rim_label=None), fixed={"rim_applied": True}
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,9 +243,15 @@ def test_painting_order_matches_scipy(mode):
   assert set(np.unique(got)) <= set(ensembles.ensemble_labels(cfg, TEMPLATES))
   # The test can tell the order: later slots cover earlier ones where they overlap.
   last = cfg.label_offset + 2 if mode == "slot" else cfg.label_offset + 2 * 4
-  reversed_p = dict(p, template_index=p["template_index"][::-1], rotation=p["rotation"][::-1],
-                    scaling=p["scaling"][::-1], shear=p["shear"][::-1],
-                    reflect=p["reflect"][::-1], translation=p["translation"][::-1])
+  reversed_p = dict(
+    p,
+    template_index=p["template_index"][::-1],
+    rotation=p["rotation"][::-1],
+    scaling=p["scaling"][::-1],
+    shear=p["shear"][::-1],
+    reflect=p["reflect"][::-1],
+    translation=p["translation"][::-1],
+  )
   assert not np.array_equal(got, render(reversed_p, cfg=cfg))
   assert (got >= last).sum() > 0 and (got == 0).sum() > 0
   if mode == "offset":  # every (slot, label) pair has its own value
@@ -219,8 +261,11 @@ def test_painting_order_matches_scipy(mode):
 def test_num_templates_masks_the_extra_slots():
   one = render(params(num_templates=1))
   np.testing.assert_array_equal(np.unique(one), [0, CFG.label_offset])
-  moved = params(num_templates=1, translation=[[0, 0, 0], [0.3, 0.3, 0.3], [-0.3, 0, 0]],
-                 template_index=[2, 1, 1])
+  moved = params(
+    num_templates=1,
+    translation=[[0, 0, 0], [0.3, 0.3, 0.3], [-0.3, 0, 0]],
+    template_index=[2, 1, 1],
+  )
   np.testing.assert_array_equal(render(moved), one)
   assert not render(params(num_templates=0)).any()
 
@@ -238,8 +283,7 @@ def test_reference_places_templates_about_the_centres():
 
 
 def test_sphere_envelope_and_rim_match_numpy():
-  base = dict(sphere_noise=0.0, sphere_radius=0.3, sphere_shift=[0.1, -0.05, 0.0],
-              rim_width=2.0)
+  base = dict(sphere_noise=0.0, sphere_radius=0.3, sphere_shift=[0.1, -0.05, 0.0], rim_width=2.0)
   painted = render(params(**base))
   p = params(**base, sphere_applied=True)
   dist = distances(CFG, p)
@@ -259,19 +303,30 @@ def test_sphere_envelope_and_rim_match_numpy():
   np.testing.assert_array_equal(rim, np.where(band, 2, env))
   # The envelope needs the sphere: no envelope and no rim without a mask.
   np.testing.assert_array_equal(
-      render(params(**base, envelope_applied=True, rim_applied=True)), painted)
+    render(params(**base, envelope_applied=True, rim_applied=True)), painted
+  )
   assert set(np.unique(rim)) <= set(ensembles.ensemble_labels(CFG, TEMPLATES))
 
 
 def test_deformed_sphere_matches_scipy_noise_field():
-  p = params(sphere_applied=True, sphere_noise=0.3, sphere_radius=0.35,
-             sphere_shift=[0.0, 0.05, -0.05], sphere_grid_scale=0.125, rim_applied=False,
-             envelope_applied=True)
+  p = params(
+    sphere_applied=True,
+    sphere_noise=0.3,
+    sphere_radius=0.35,
+    sphere_shift=[0.0, 0.05, -0.05],
+    sphere_grid_scale=0.125,
+    rim_applied=False,
+    envelope_applied=True,
+  )
   key = jax.random.key(7)
   got = np.asarray(ensembles.render_ensemble(key, p, TEMPLATES, CFG))
   g_max = draw.max_grid_size(CFG.sphere_grid_scale[1], 32)
-  small = np.asarray(jax.random.normal(jax.random.fold_in(key, E._SYNTH_STREAMS["sphere"]),
-                                       (g_max,) * 3, jnp.float32), np.float64)
+  small = np.asarray(
+    jax.random.normal(
+      jax.random.fold_in(key, E._SYNTH_STREAMS["sphere"]), (g_max,) * 3, jnp.float32
+    ),
+    np.float64,
+  )
   g = 4  # ceil(0.125 * 32)
   axis = np.arange(32) * (g - 1) / 31
   coords = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"))
@@ -357,11 +412,11 @@ def test_random_shapes_source():
 def test_render_errors():
   p = params()
   with pytest.raises(ValueError, match="entries"):
-    ensembles.render_ensemble(jax.random.key(0), {k: v for k, v in p.items() if k != "rotation"},
-                              TEMPLATES, CFG)
+    ensembles.render_ensemble(
+      jax.random.key(0), {k: v for k, v in p.items() if k != "rotation"}, TEMPLATES, CFG
+    )
   with pytest.raises(ValueError, match="rotation"):
-    ensembles.render_ensemble(jax.random.key(0), dict(p, rotation=np.zeros((2, 3))),
-                              TEMPLATES, CFG)
+    ensembles.render_ensemble(jax.random.key(0), dict(p, rotation=np.zeros((2, 3))), TEMPLATES, CFG)
   with pytest.raises(ValueError, match=r"\(T, X, Y, Z\)"):
     ensembles.render_ensemble(jax.random.key(0), p, TEMPLATES[0], CFG)
   with pytest.raises(TypeError, match="integer"):
@@ -436,6 +491,7 @@ def test_ensemble_labels():
   assert ensembles.ensemble_labels(CFG) == [0, 1, 2, 3, 4, 5]
   off = CFG.replace(label_mode="offset")
   assert ensembles.ensemble_labels(off, TEMPLATES) == sorted(
-      {0, 1, 2} | {3 + s * 4 + l - 1 for s in range(3) for l in (1, 2, 3, 4)})
+    {0, 1, 2} | {3 + s * 4 + l - 1 for s in range(3) for l in (1, 2, 3, 4)}
+  )
   assert ensembles.max_label(off, 4) == 3 + 3 * 4 - 1
   assert ensembles.ensemble_labels(SHAPES_CFG)[-1] == ensembles.max_label(SHAPES_CFG)

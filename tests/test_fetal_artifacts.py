@@ -33,8 +33,7 @@ def _ball(r):
 @pytest.fixture(scope="module")
 def brain():
   """An irregular 'brain': two overlapping spheres and a bump; a cortex shell around it."""
-  fg = (ball(SHAPE, (15, 16, 15), 9) | ball(SHAPE, (20, 13, 17), 6)
-        | ball(SHAPE, (9, 22, 12), 3))
+  fg = ball(SHAPE, (15, 16, 15), 9) | ball(SHAPE, (20, 13, 17), 6) | ball(SHAPE, (9, 22, 12), 3)
   cortex = fg & ~ndimage.binary_erosion(fg, iterations=2)
   img = np.random.default_rng(0).uniform(0, 1, SHAPE).astype(np.float32) * fg
   return fg, cortex, img
@@ -47,29 +46,33 @@ def brain():
 def test_configs_defaults_and_validation():
   c = blur_cortex.BlurCortexConfig()
   assert (c.enabled, c.prob, c.nblur) == (False, 0.0, (50, 199))
-  assert ((c.blob_sigma_shape, c.blob_sigma_scale, c.blur_std_shape, c.blur_std_scale)
-          == (3, 1, 2, 1))
+  assert (c.blob_sigma_shape, c.blob_sigma_scale, c.blur_std_shape, c.blur_std_scale) == (
+    3,
+    1,
+    2,
+    1,
+  )
   b = boundary.BoundaryConfig()
   assert (b.enabled, b.prob, b.halo_radius) == (False, 0.0, (5, 14))
   assert (b.prob_no_mask, b.prob_halo, b.prob_fuzzy) == (0.5, 0.5, 0.5)
   hash(c), hash(b)
   bad = [
-      (blur_cortex.BlurCortexConfig, {"nblur": (5, 2)}, "nblur"),
-      (blur_cortex.BlurCortexConfig, {"nblur": (0, 0)}, "nblur"),
-      (blur_cortex.BlurCortexConfig, {"nblur": (1.5, 3)}, "nblur"),
-      (blur_cortex.BlurCortexConfig, {"blob_sigma_shape": 0.0}, "blob_sigma_shape"),
-      (blur_cortex.BlurCortexConfig, {"blur_std_scale": -1.0}, "blur_std_scale"),
-      (blur_cortex.BlurCortexConfig, {"max_blur_std": float("inf")}, "max_blur_std"),
-      (blur_cortex.BlurCortexConfig, {"prob": 1.5}, "prob"),
-      (blur_cortex.BlurCortexConfig, {"cortex_label": 2.5}, "cortex_label"),
-      (boundary.BoundaryConfig, {"prob_halo": -0.1}, "prob_halo"),
-      (boundary.BoundaryConfig, {"prob_no_mask": 2}, "prob_no_mask"),
-      (boundary.BoundaryConfig, {"halo_radius": (-1, 3)}, "halo_radius"),
-      (boundary.BoundaryConfig, {"halo_radius": (6, 5)}, "halo_radius"),
-      (boundary.BoundaryConfig, {"fuzzy_width": (-1.0, 2.0)}, "fuzzy_width"),
-      (boundary.BoundaryConfig, {"fuzzy_jitter": (3.0, 2.0)}, "fuzzy_jitter"),
-      (boundary.BoundaryConfig, {"jitter_grid_scale": 1.5}, "jitter_grid_scale"),
-      (boundary.BoundaryConfig, {"fuzzy_grid_scale": 0.0}, "fuzzy_grid_scale"),
+    (blur_cortex.BlurCortexConfig, {"nblur": (5, 2)}, "nblur"),
+    (blur_cortex.BlurCortexConfig, {"nblur": (0, 0)}, "nblur"),
+    (blur_cortex.BlurCortexConfig, {"nblur": (1.5, 3)}, "nblur"),
+    (blur_cortex.BlurCortexConfig, {"blob_sigma_shape": 0.0}, "blob_sigma_shape"),
+    (blur_cortex.BlurCortexConfig, {"blur_std_scale": -1.0}, "blur_std_scale"),
+    (blur_cortex.BlurCortexConfig, {"max_blur_std": float("inf")}, "max_blur_std"),
+    (blur_cortex.BlurCortexConfig, {"prob": 1.5}, "prob"),
+    (blur_cortex.BlurCortexConfig, {"cortex_label": 2.5}, "cortex_label"),
+    (boundary.BoundaryConfig, {"prob_halo": -0.1}, "prob_halo"),
+    (boundary.BoundaryConfig, {"prob_no_mask": 2}, "prob_no_mask"),
+    (boundary.BoundaryConfig, {"halo_radius": (-1, 3)}, "halo_radius"),
+    (boundary.BoundaryConfig, {"halo_radius": (6, 5)}, "halo_radius"),
+    (boundary.BoundaryConfig, {"fuzzy_width": (-1.0, 2.0)}, "fuzzy_width"),
+    (boundary.BoundaryConfig, {"fuzzy_jitter": (3.0, 2.0)}, "fuzzy_jitter"),
+    (boundary.BoundaryConfig, {"jitter_grid_scale": 1.5}, "jitter_grid_scale"),
+    (boundary.BoundaryConfig, {"fuzzy_grid_scale": 0.0}, "fuzzy_grid_scale"),
   ]
   for cls, kw, field in bad:
     with pytest.raises(ValueError, match=field):
@@ -100,8 +103,9 @@ def test_sample_blur_cortex_shapes_stats_and_fixing():
   np.testing.assert_array_equal(f["blur_std"], [1.0, 0.0, 2.0])
   np.testing.assert_array_equal(f["blob_sigma"], np.tile([2.0, 3.0, 4.0], (8, 1)))
   with pytest.raises(ValueError, match="blob_sigma"):
-    jax.jit(lambda k: blur_cortex.sample_blur_cortex(
-        k, cfg, fixed={"blob_sigma": np.ones((2, 3))}))(jax.random.key(1))
+    jax.jit(
+      lambda k: blur_cortex.sample_blur_cortex(k, cfg, fixed={"blob_sigma": np.ones((2, 3))})
+    )(jax.random.key(1))
 
 
 def test_centres_inside_region_distinct_and_prior(brain):
@@ -131,7 +135,7 @@ def test_centres_inside_region_distinct_and_prior(brain):
   lp = np.asarray(blur_cortex.cortex_prior_logits(SHAPE))
   i, j, k = np.meshgrid(*[np.arange(N)] * 3, indexing="ij")
   rest = (j - N) ** 2 + (k - N // 2) ** 2
-  ref = np.exp(-0.5 * (i ** 2 + rest) / 6 ** 2) + np.exp(-0.5 * ((i - N) ** 2 + rest) / 6 ** 2)
+  ref = np.exp(-0.5 * (i**2 + rest) / 6**2) + np.exp(-0.5 * ((i - N) ** 2 + rest) / 6**2)
   np.testing.assert_allclose(np.exp(lp), np.minimum(ref, 1), rtol=1e-4, atol=1e-30)
 
 
@@ -140,8 +144,9 @@ def test_blob_mask_matches_numpy():
   centres = rng.integers(0, N, (6, 3))
   sig = rng.gamma(3.0, 1.0, (6, 3)).astype(np.float32)
   active = np.array([1, 1, 0, 1, 1, 0], bool)
-  got = np.asarray(blur_cortex.blob_mask(jnp.asarray(centres), jnp.asarray(sig),
-                                         jnp.asarray(active), SHAPE))
+  got = np.asarray(
+    blur_cortex.blob_mask(jnp.asarray(centres), jnp.asarray(sig), jnp.asarray(active), SHAPE)
+  )
   g = np.stack(np.meshgrid(*[np.arange(N)] * 3, indexing="ij")).astype(np.float64)
   ref = np.zeros(SHAPE)
   for c, s, a in zip(centres, sig, active):
@@ -156,15 +161,19 @@ def test_blur_matches_scipy():
   cfg = blur_cortex.BlurCortexConfig()
   for stds in ([1.3, 0.0, 2.7], [0.4, 4.0, 9.5], [12.0, 0.7, 1.0]):
     got = np.asarray(blur_cortex.gaussian_blur(jnp.asarray(x), jnp.asarray(stds), cfg))
-    ref = ndimage.gaussian_filter(x.astype(np.float64), np.minimum(stds, cfg.max_blur_std),
-                                  mode="reflect", truncate=4.0)
+    ref = ndimage.gaussian_filter(
+      x.astype(np.float64), np.minimum(stds, cfg.max_blur_std), mode="reflect", truncate=4.0
+    )
     np.testing.assert_allclose(got, ref, atol=2e-5)
 
 
 def _blur_params(**kw):
-  p = {"applied": jnp.asarray(True), "nblur": jnp.asarray(5, jnp.int32),
-       "blur_std": jnp.asarray([1.5, 2.0, 0.8], jnp.float32),
-       "blob_sigma": jnp.full((8, 3), 3.0, jnp.float32)}
+  p = {
+    "applied": jnp.asarray(True),
+    "nblur": jnp.asarray(5, jnp.int32),
+    "blur_std": jnp.asarray([1.5, 2.0, 0.8], jnp.float32),
+    "blob_sigma": jnp.full((8, 3), 3.0, jnp.float32),
+  }
   p.update({k: jnp.asarray(v, p[k].dtype) for k, v in kw.items()})
   return p
 
@@ -189,9 +198,11 @@ def test_apply_blur_cortex_reference_and_identities(brain):
   assert np.asarray(v).all() and (g[tuple(np.asarray(c)[:5].T)] == 1.0).all()
   # Identities: no blob, zero blur, empty region. (A stage that is not applied is skipped
   # by the generator's render loop: tests/test_stages_wired.py.)
-  for q, r in ((_blur_params(nblur=0), region),
-               (_blur_params(blur_std=[0.0, 0.0, 0.0]), region),
-               (p, jnp.zeros(SHAPE, bool))):
+  for q, r in (
+    (_blur_params(nblur=0), region),
+    (_blur_params(blur_std=[0.0, 0.0, 0.0]), region),
+    (p, jnp.zeros(SHAPE, bool)),
+  ):
     np.testing.assert_array_equal(np.asarray(run(key, x, q, r)), img)
   with pytest.raises(ValueError, match="region_mask"):
     blur_cortex.apply_blur_cortex(key, x, p, cfg, region[:-1])
@@ -229,8 +240,11 @@ def test_sample_boundary_and_fixing():
   assert r.dtype == np.int32 and r.min() == 5 and r.max() == 14
   w, j = np.asarray(p["fuzzy_width"]), np.asarray(p["fuzzy_jitter"])
   assert w.min() >= 2.0 and w.max() <= 10.0 and j.min() >= 0.0 and j.max() <= 3.0
-  f = boundary.sample_boundary(jax.random.key(1), cfg, fixed={"no_mask": False, "halo": True,
-                                                        "halo_radius": 7, "fuzzy_width": 4.5})
+  f = boundary.sample_boundary(
+    jax.random.key(1),
+    cfg,
+    fixed={"no_mask": False, "halo": True, "halo_radius": 7, "fuzzy_width": 4.5},
+  )
   assert (not bool(f["no_mask"])) and bool(f["halo"]) and int(f["halo_radius"]) == 7
   assert float(f["fuzzy_width"]) == 4.5
 
@@ -244,9 +258,9 @@ def test_squared_distance_and_halo_match_scipy(brain):
   for mask in (fg, small):
     d = np.asarray(sq(jnp.asarray(mask)))
     edt2 = np.rint(ndimage.distance_transform_edt(~mask) ** 2)
-    near = edt2 <= 14 ** 2
+    near = edt2 <= 14**2
     np.testing.assert_array_equal(d[near], edt2[near])
-    assert (d[~near] > 14 ** 2).all()
+    assert (d[~near] > 14**2).all()
     np.testing.assert_array_equal(np.asarray(dil(jnp.asarray(mask), 0)), mask)
     for r in (1, 4, 6, 9):  # (r = 14: scipy takes seconds; the EDT check above covers it)
       ref = ndimage.binary_dilation(mask, structure=_ball(r))
@@ -254,12 +268,20 @@ def test_squared_distance_and_halo_match_scipy(brain):
 
 
 def _bparams(**kw):
-  p = {"applied": True, "no_mask": False, "halo": False, "halo_radius": 5, "fuzzy": False,
-       "fuzzy_width": 6.0, "fuzzy_jitter": 2.0}
+  p = {
+    "applied": True,
+    "no_mask": False,
+    "halo": False,
+    "halo_radius": 5,
+    "fuzzy": False,
+    "fuzzy_width": 6.0,
+    "fuzzy_jitter": 2.0,
+  }
   p.update(kw)
   # Explicit dtypes (as sampled; weakly typed values would compile other programs).
-  dtype = lambda k: jnp.int32 if k == "halo_radius" else (
-      jnp.float32 if k.startswith("fuzzy_") else jnp.bool_)
+  dtype = lambda k: (
+    jnp.int32 if k == "halo_radius" else (jnp.float32 if k.startswith("fuzzy_") else jnp.bool_)
+  )
   return {k: jnp.asarray(v, dtype(k)) for k, v in p.items()}
 
 
@@ -273,8 +295,9 @@ def test_apply_boundary_modes(brain):
   mask_of = lambda k, p: run(p, k) != 0  # the image is >= 0.1 everywhere
   # One eager call (the jitted ones below must agree with it).
   np.testing.assert_array_equal(
-      np.asarray(boundary.apply_boundary(key, x, _bparams(halo=True, fuzzy=True), cfg, f)),
-      run(_bparams(halo=True, fuzzy=True)))
+    np.asarray(boundary.apply_boundary(key, x, _bparams(halo=True, fuzzy=True), cfg, f)),
+    run(_bparams(halo=True, fuzzy=True)),
+  )
   # No mask: the input itself.
   np.testing.assert_array_equal(run(_bparams(no_mask=True, halo=True, fuzzy=True)), img)
   # Plain mask: zero outside the foreground, unchanged inside.
@@ -302,9 +325,11 @@ def test_apply_boundary_modes(brain):
   assert (m1 != m2).any()
   # Zero extents: fuzzy reduces to the plain / halo masks.
   np.testing.assert_array_equal(
-      run(_bparams(fuzzy=True, fuzzy_width=0.0, fuzzy_jitter=0.0)), img * fg)
+    run(_bparams(fuzzy=True, fuzzy_width=0.0, fuzzy_jitter=0.0)), img * fg
+  )
   np.testing.assert_array_equal(
-      run(_bparams(halo=True, fuzzy=True, fuzzy_width=0.0, fuzzy_jitter=0.0)), img * halo)
+    run(_bparams(halo=True, fuzzy=True, fuzzy_width=0.0, fuzzy_jitter=0.0)), img * halo
+  )
   with pytest.raises(ValueError, match="foreground"):
     boundary.apply_boundary(key, x, _bparams(), cfg, f[:, :-1])
 
@@ -313,8 +338,12 @@ def test_boundary_jit_vmap(brain):
   fg, _, img = brain
   cfg = BND_CFG
   x, f = jnp.asarray(img + 0.5 * ~fg), jnp.asarray(fg)
-  ps = [_bparams(no_mask=True), _bparams(halo=True, halo_radius=7),
-        _bparams(fuzzy=True), _bparams(halo=True, fuzzy=True, fuzzy_width=3.0)]
+  ps = [
+    _bparams(no_mask=True),
+    _bparams(halo=True, halo_radius=7),
+    _bparams(fuzzy=True),
+    _bparams(halo=True, fuzzy=True, fuzzy_width=3.0),
+  ]
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *ps)
   skeys = jax.random.split(jax.random.key(4), 4)
   run = lambda k, p: boundary.apply_boundary(k, x, p, cfg, f)

@@ -42,7 +42,7 @@ def _align_corners_grid(in_shape, out_shape):
 
 def _upsample(a, n_nodes, out_shape):
   """Align-corners trilinear upsampling of `a[:n0, :n1, :n2, ...]` to `out_shape` (scipy)."""
-  a = np.asarray(a, np.float64)[:n_nodes[0], :n_nodes[1], :n_nodes[2]]
+  a = np.asarray(a, np.float64)[: n_nodes[0], : n_nodes[1], : n_nodes[2]]
   grid = _align_corners_grid(a.shape[:3], out_shape)
   if a.ndim == 3:
     return ndimage.map_coordinates(a, grid, order=1, mode="nearest")
@@ -51,8 +51,10 @@ def _upsample(a, n_nodes, out_shape):
 
 def _interp_field(field, pts):
   """Samples a `(X, Y, Z, 3)` field at `(3, ...)` points, edge-extended (scipy)."""
-  return np.stack([ndimage.map_coordinates(field[..., c], pts, order=1, mode="nearest")
-                   for c in range(3)], axis=-1)
+  return np.stack(
+    [ndimage.map_coordinates(field[..., c], pts, order=1, mode="nearest") for c in range(3)],
+    axis=-1,
+  )
 
 
 def _displacement_last(*args):
@@ -82,7 +84,7 @@ def _half_velocity(key, std, grid_scale, cfg, shape):
 
 def _scaling_and_squaring(v_half, steps):
   grid = _grid(v_half.shape[:3])
-  u = v_half / 2.0 ** steps
+  u = v_half / 2.0**steps
   for _ in range(steps):
     u = u + _interp_field(u, grid + np.moveaxis(u, -1, 0))
   return u
@@ -137,8 +139,9 @@ def test_reference_helpers():
   # The Jacobian helper is exact on affine maps and sees a fold.
   a = np.array([[1.1, 0.2, 0.0], [-0.1, 0.9, 0.3], [0.05, 0.0, 1.2]])
   grid = _grid((6, 7, 8))
-  np.testing.assert_allclose(_jacobian_det(np.einsum("ij,j...->i...", a, grid)),
-                             np.linalg.det(a), rtol=1e-12)
+  np.testing.assert_allclose(
+    _jacobian_det(np.einsum("ij,j...->i...", a, grid)), np.linalg.det(a), rtol=1e-12
+  )
   folded = grid.copy()
   folded[0] = grid[0] - 2.5 * np.exp(-((grid[0] - 3) ** 2 + (grid[1] - 3) ** 2) / 2.0)
   assert _jacobian_det(folded).min() < 0
@@ -203,8 +206,10 @@ DEF_CFG0 = DeformationConfig(std=(0.0, 4.0), grid_scale=(0.04, 0.12), steps=0)
 @pytest.mark.parametrize("mode", ["eager", "jit-vmap"])
 def test_displacement_without_squaring_is_upsampled_velocity(mode):
   keys = jax.random.split(jax.random.key(2), 2)
-  params = [_params(applied=True, std=3.0, grid_scale=0.12),
-            _params(applied=True, std=1.5, grid_scale=0.07)]
+  params = [
+    _params(applied=True, std=3.0, grid_scale=0.12),
+    _params(applied=True, std=1.5, grid_scale=0.07),
+  ]
   fn = lambda k, p: _displacement_last(k, p, DEF_CFG0, DEF_SHAPE)
   if mode == "eager":
     with jax.disable_jit():
@@ -221,9 +226,11 @@ def test_displacement_without_squaring_is_upsampled_velocity(mode):
 
 def test_displacement_matches_numpy_scaling_and_squaring():
   keys = jax.random.split(jax.random.key(4), 3)
-  params = [_params(applied=True, std=4.0, grid_scale=0.12),
-            _params(applied=True, std=2.5, grid_scale=0.05),
-            _params(applied=True, std=0.0, grid_scale=0.12)]
+  params = [
+    _params(applied=True, std=4.0, grid_scale=0.12),
+    _params(applied=True, std=2.5, grid_scale=0.05),
+    _params(applied=True, std=0.0, grid_scale=0.12),
+  ]
   fn = lambda k, p: _displacement_last(k, p, DEF_CFG, DEF_SHAPE)
   batched = np.asarray(jax.jit(jax.vmap(fn))(keys, _stack(params)))
   # Zero velocity: exactly the identity.
@@ -241,16 +248,16 @@ def test_displacement_matches_numpy_scaling_and_squaring():
 LABELS = (0, 1, 2)
 SHAPE = (64, 64, 64)
 PRESETS = {
-    "synthseg": synthjax.presets.synthseg(LABELS, SHAPE),
-    "fetal": synthjax.presets.fetal(LABELS, SHAPE),
+  "synthseg": synthjax.presets.synthseg(LABELS, SHAPE),
+  "fetal": synthjax.presets.fetal(LABELS, SHAPE),
 }
 SEEDS = (0, 1, 2)
 MARGIN = 8  # interior region, away from the edge-extended (clamped) boundary
 # Corners of the affine ranges: signs of the 3 rotations, 3 scalings and 6 shears.
 AFFINE_CORNERS = (
-    (1, -1, 1, 1, -1, 1, 1, -1, 1, -1, 1, -1),
-    (-1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1),
-    (1, 1, -1, 1, 1, -1, -1, 1, -1, 1, 1, -1),
+  (1, -1, 1, 1, -1, 1, 1, -1, 1, -1, 1, -1),
+  (-1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1),
+  (1, 1, -1, 1, 1, -1, -1, 1, -1, 1, 1, -1),
 )
 IN_SHAPE = (72, 64, 60)  # larger along axis 0 (crop), smaller along axis 2 (padding)
 SPACING = (1.0, 1.2, 0.8)
@@ -265,13 +272,15 @@ def _fixed(cfg, signs, affine_applied, std_sign, translation=(0.0, 0.0, 0.0)):
   a, d = cfg.affine, cfg.deformation
   pick = lambda rng, s: rng[1] if s > 0 else rng[0]
   return {
-      "affine": {"applied": affine_applied,
-                 "rotation": [pick(a.rotation, s) for s in signs[:3]],
-                 "scaling": [pick(a.scaling, s) for s in signs[3:6]],
-                 "shear": [pick(a.shear, s) for s in signs[6:12]],
-                 "translation": list(translation)},
-      "deformation": {"applied": True, "std": std_sign * d.std[1], "grid_scale": d.grid_scale[1]},
-      "flip": {"applied": False},  # the flip's mirror is part of the coordinate map
+    "affine": {
+      "applied": affine_applied,
+      "rotation": [pick(a.rotation, s) for s in signs[:3]],
+      "scaling": [pick(a.scaling, s) for s in signs[3:6]],
+      "shear": [pick(a.shear, s) for s in signs[6:12]],
+      "translation": list(translation),
+    },
+    "deformation": {"applied": True, "std": std_sign * d.std[1], "grid_scale": d.grid_scale[1]},
+    "flip": {"applied": False},  # the flip's mirror is part of the coordinate map
   }
 
 
@@ -292,13 +301,20 @@ def _preset_maps(name):
   for i in SEEDS:
     translation = (2.0, -1.5, 0.5) if i == 0 else (0.0, 0.0, 0.0)  # not in the presets
     corner = AFFINE_CORNERS[i]
-    fixed += [_fixed(cfg, corner, True, 1.0, translation),
-              _fixed(cfg, corner, False, 1.0), _fixed(cfg, corner, False, -1.0)]
-  params = [synthjax.sample_params(jax.random.key(200 + j), cfg, fixed=f)
-            for j, f in enumerate(fixed)]
+    fixed += [
+      _fixed(cfg, corner, True, 1.0, translation),
+      _fixed(cfg, corner, False, 1.0),
+      _fixed(cfg, corner, False, -1.0),
+    ]
+  params = [
+    synthjax.sample_params(jax.random.key(200 + j), cfg, fixed=f) for j, f in enumerate(fixed)
+  ]
   keys = jnp.stack([jax.random.key(100 + i) for i in SEEDS for _ in range(3)])
-  maps = np.asarray(jax.jit(jax.vmap(lambda k, p: geometry.coordinate_map(k, p, cfg, IN_SHAPE)))(
-      keys, _stack(params)))
+  maps = np.asarray(
+    jax.jit(jax.vmap(lambda k, p: geometry.coordinate_map(k, p, cfg, IN_SHAPE)))(
+      keys, _stack(params)
+    )
+  )
   # Without the affine the map is x + u(x) + crop offset.
   disp = []
   for m, p in zip(maps, params):
@@ -321,9 +337,11 @@ def test_preset_maps_use_the_preset_extremes():
       pa, pd = jax.tree.map(np.asarray, (p["affine"], p["deformation"]))
       assert pa["applied"] and pd["applied"]
       assert pd["std"] == 4.0 and pd["grid_scale"] == np.float32(cfg.deformation.grid_scale[1])
-      for field, rng, signs in (("rotation", cfg.affine.rotation, AFFINE_CORNERS[i][:3]),
-                                ("scaling", cfg.affine.scaling, AFFINE_CORNERS[i][3:6]),
-                                ("shear", cfg.affine.shear, AFFINE_CORNERS[i][6:])):
+      for field, rng, signs in (
+        ("rotation", cfg.affine.rotation, AFFINE_CORNERS[i][:3]),
+        ("scaling", cfg.affine.scaling, AFFINE_CORNERS[i][3:6]),
+        ("shear", cfg.affine.shear, AFFINE_CORNERS[i][6:]),
+      ):
         want = np.where(np.asarray(signs) > 0, rng[1], rng[0]).astype(np.float32)
         np.testing.assert_array_equal(pa[field], want)
 
@@ -341,22 +359,24 @@ def test_displacement_approximates_velocity_flow(name):
     mag = np.linalg.norm(_interior(u), axis=-1)
     assert mag.max() > 4.0
     assert err.max() < 0.05 * mag.max()
-    assert np.sqrt((err ** 2).mean() / (mag ** 2).mean()) < 0.02
+    assert np.sqrt((err**2).mean() / (mag**2).mean()) < 0.02
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_displacement_flows_of_v_and_minus_v_are_inverse(name):
   _, _, _, fwd, bwd = _preset_maps(name)
   grid = _grid(SHAPE)
-  rms = lambda x: np.sqrt((x ** 2).mean())
+  rms = lambda x: np.sqrt((x**2).mean())
   for u, w in ((fwd, bwd), (bwd, fwd)):
     for a, b in zip(u, w):
       # phi_a(phi_b(x)) - x = b(x) + a(x + b(x)), which must be ~0 in the interior.
-      residual = np.linalg.norm(_interior(b + _interp_field(a, grid + np.moveaxis(b, -1, 0))),
-                                axis=-1)
+      residual = np.linalg.norm(
+        _interior(b + _interp_field(a, grid + np.moveaxis(b, -1, 0))), axis=-1
+      )
       # Using -a(x) as the inverse (first-order guess) must do much worse.
-      naive = np.linalg.norm(_interior(-a + _interp_field(a, grid - np.moveaxis(a, -1, 0))),
-                             axis=-1)
+      naive = np.linalg.norm(
+        _interior(-a + _interp_field(a, grid - np.moveaxis(a, -1, 0))), axis=-1
+      )
       mag = np.linalg.norm(_interior(a), axis=-1)
       assert mag.max() > 4.0
       assert residual.max() < 0.1 * mag.max()
@@ -386,8 +406,7 @@ def test_coordinate_map_at_preset_extremes(name):
     lin = _affine_reference(pa["rotation"], scaling, pa["shear"])
     mm = (grid - centre + np.moveaxis(u, -1, 0)) * sp  # deformed point, mm about the centre
     mm = np.einsum("ij,j...->i...", lin, mm) + pa["translation"].reshape(3, 1, 1, 1)
-    np.testing.assert_allclose(c, mm / sp + centre + offset.reshape(3, 1, 1, 1), rtol=0,
-                               atol=2e-3)
+    np.testing.assert_allclose(c, mm / sp + centre + offset.reshape(3, 1, 1, 1), rtol=0, atol=2e-3)
 
     det = _jacobian_det(c)
     assert det.min() > 0, f"folding: min Jacobian determinant {det.min():.3g}"
@@ -402,8 +421,11 @@ def test_coordinate_map_at_preset_extremes(name):
 
 
 def _random_affine_params(rng, n):
-  return {"rotation": rng.uniform(-180, 180, (n, 3)), "scaling": rng.uniform(0.5, 2.0, (n, 3)),
-          "shear": rng.uniform(-0.3, 0.3, (n, 6))}
+  return {
+    "rotation": rng.uniform(-180, 180, (n, 3)),
+    "scaling": rng.uniform(0.5, 2.0, (n, 3)),
+    "shear": rng.uniform(-0.3, 0.3, (n, 6)),
+  }
 
 
 @pytest.mark.parametrize("mode", ["eager", "jit", "vmap"])
@@ -412,23 +434,26 @@ def test_affine_matrix_matches_numpy_construction(mode):
   p = {k: jnp.asarray(v, jnp.float32) for k, v in raw.items()}
   if mode == "eager":
     with jax.disable_jit():
-      out = np.stack([np.asarray(geometry.affine_matrix(element(p, i)))
-                      for i in range(2)])
+      out = np.stack([np.asarray(geometry.affine_matrix(element(p, i))) for i in range(2)])
   elif mode == "jit":
     fn = jax.jit(geometry.affine_matrix)
     out = np.stack([np.asarray(fn(element(p, i))) for i in range(8)])
   else:
     out = np.asarray(jax.jit(jax.vmap(geometry.affine_matrix))(p))
   for i, m in enumerate(out):
-    ref = _affine_reference(*(np.float32(raw[k][i]).astype(np.float64)
-                              for k in ("rotation", "scaling", "shear")))
+    ref = _affine_reference(
+      *(np.float32(raw[k][i]).astype(np.float64) for k in ("rotation", "scaling", "shear"))
+    )
     np.testing.assert_allclose(m, ref, rtol=0, atol=2e-6)
 
 
 def test_affine_matrix_pure_rotation_is_orthonormal():
   rng = np.random.default_rng(7)
-  p = {"rotation": jnp.asarray(rng.uniform(-180, 180, (16, 3)), jnp.float32),
-       "scaling": jnp.ones((16, 3), jnp.float32), "shear": jnp.zeros((16, 6), jnp.float32)}
+  p = {
+    "rotation": jnp.asarray(rng.uniform(-180, 180, (16, 3)), jnp.float32),
+    "scaling": jnp.ones((16, 3), jnp.float32),
+    "shear": jnp.zeros((16, 6), jnp.float32),
+  }
   mats = np.asarray(jax.vmap(geometry.affine_matrix)(p)).astype(np.float64)
   eye = np.broadcast_to(np.eye(3), mats.shape)
   np.testing.assert_allclose(mats @ np.swapaxes(mats, 1, 2), eye, atol=1e-6)
@@ -440,8 +465,11 @@ def test_affine_matrix_single_angle_is_right_handed_rotation_about_axis(axis):
   # +90 degrees about axis a maps e_{a+1} to e_{a+2} (cyclically) and fixes e_a.
   rot = np.zeros(3)
   rot[axis] = 90.0
-  m = np.asarray(geometry.affine_matrix({"rotation": jnp.asarray(rot, jnp.float32),
-                                        "scaling": jnp.ones(3), "shear": jnp.zeros(6)}))
+  m = np.asarray(
+    geometry.affine_matrix(
+      {"rotation": jnp.asarray(rot, jnp.float32), "scaling": jnp.ones(3), "shear": jnp.zeros(6)}
+    )
+  )
   e = np.eye(3)
   np.testing.assert_allclose(m @ e[axis], e[axis], atol=1e-6)
   np.testing.assert_allclose(m @ e[(axis + 1) % 3], e[(axis + 2) % 3], atol=1e-6)
@@ -451,9 +479,9 @@ def test_affine_matrix_single_angle_is_right_handed_rotation_about_axis(axis):
 # crop_offset
 
 CROP_CASES = [
-    ((40, 40, 40), (32, 32, 32)),  # crop
-    ((32, 30, 28), (32, 32, 33)),  # keep, pad by 2 (even), pad by 5 (odd)
-    ((50, 20, 33), (41, 27, 33)),  # mixed
+  ((40, 40, 40), (32, 32, 32)),  # crop
+  ((32, 30, 28), (32, 32, 33)),  # keep, pad by 2 (even), pad by 5 (odd)
+  ((50, 20, 33), (41, 27, 33)),  # mixed
 ]
 
 
@@ -463,17 +491,20 @@ def test_crop_offset_numpy_and_jax_paths_agree(in_shape, out_shape):
   room = np.array(in_shape) - np.array(out_shape)
   # Random positions, the ends of [0, 1], and positions on the bin edges k / (room + 1).
   pos = [rng.uniform(size=3) for _ in range(20)] + [np.zeros(3), np.ones(3)]
-  pos += [np.float32(np.minimum(k, np.maximum(room, 0)) / (np.maximum(room, 0) + 1))
-          for k in range(3)]
+  pos += [
+    np.float32(np.minimum(k, np.maximum(room, 0)) / (np.maximum(room, 0) + 1)) for k in range(3)
+  ]
   pos = np.asarray(pos, np.float32)
   jitted = jax.jit(lambda q: geometry.crop_offset(in_shape, out_shape, q))
-  batched = np.asarray(jax.vmap(lambda q: geometry.crop_offset(in_shape, out_shape, q))(
-      jnp.asarray(pos)))
+  batched = np.asarray(
+    jax.vmap(lambda q: geometry.crop_offset(in_shape, out_shape, q))(jnp.asarray(pos))
+  )
   for q, b in zip(pos, batched):
     ref = _crop_offset_reference(in_shape, out_shape, q.astype(np.float64))
     np.testing.assert_array_equal(geometry.crop_offset(in_shape, out_shape, q), ref)
-    np.testing.assert_array_equal(np.asarray(geometry.crop_offset(in_shape, out_shape,
-                                                                 jnp.asarray(q))), ref)
+    np.testing.assert_array_equal(
+      np.asarray(geometry.crop_offset(in_shape, out_shape, jnp.asarray(q))), ref
+    )
     np.testing.assert_array_equal(np.asarray(jitted(jnp.asarray(q))), ref)
     np.testing.assert_array_equal(b, ref)
 

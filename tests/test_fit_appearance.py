@@ -43,8 +43,9 @@ def test_fitted_tissue_means_match_the_real_image_within_5_percent():
   assert means[1] < means[2] < means[3]
   # The real means are the image's: min-max normalised, averaged over each label.
   norm = fit_appearance.normalise(image)
-  np.testing.assert_allclose(result.real_means[1:],
-                             [norm[labels == v].mean() for v in (1, 2, 3)], rtol=1e-5)
+  np.testing.assert_allclose(
+    result.real_means[1:], [norm[labels == v].mean() for v in (1, 2, 3)], rtol=1e-5
+  )
 
 
 def test_coarsen_averages_blocks_and_takes_block_centres():

@@ -30,7 +30,7 @@ SHAPE = (32, 32, 32)
 def _labels(values):
   """A deterministic label map on SHAPE: concentric shells of `values` (first = outside)."""
   g = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"))
-  r = np.sqrt((g ** 2).sum(0)) + 0.15 * np.sin(3 * g[0]) * np.cos(2 * g[1])
+  r = np.sqrt((g**2).sum(0)) + 0.15 * np.sin(3 * g[0]) * np.cos(2 * g[1])
   edges = np.linspace(1.0, 0.1, len(values))
   out = np.full(SHAPE, values[0], np.int32)
   for v, e in zip(values[1:], edges[1:]):
@@ -41,9 +41,9 @@ def _labels(values):
 def _cases():
   fs = (0, 2, 3, 4, 41, 42, 43)
   return {
-      "synthseg": (synthjax.presets.synthseg(fs, SHAPE, (1.5, 1.5, 1.5)), _labels(fs)),
-      "fetal": (synthjax.presets.fetal(range(8), SHAPE, (2.0, 2.0, 2.0)), _labels(range(8))),
-      "anatomix_views": (synthjax.presets.anatomix_views(range(5), SHAPE), _labels(range(5))),
+    "synthseg": (synthjax.presets.synthseg(fs, SHAPE, (1.5, 1.5, 1.5)), _labels(fs)),
+    "fetal": (synthjax.presets.fetal(range(8), SHAPE, (2.0, 2.0, 2.0)), _labels(range(8))),
+    "anatomix_views": (synthjax.presets.anatomix_views(range(5), SHAPE), _labels(range(5))),
   }
 
 
@@ -67,8 +67,11 @@ def machine():
       cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  return {"cpu": cpu, "jax": jax.__version__, "jaxlib": jax.lib.__version__
-          if hasattr(jax.lib, "__version__") else jax.__version__}
+  return {
+    "cpu": cpu,
+    "jax": jax.__version__,
+    "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else jax.__version__,
+  }
 
 
 def compute():
@@ -76,8 +79,12 @@ def compute():
   for name, (cfg, labels) in _cases().items():
     params = synthjax.sample_params(jax.random.key(11), cfg)
     image, seg = synthjax.synthesize(jax.random.key(12), params, labels, cfg)
-    out[name] = {"params": hashlib.sha256(synthjax.params_to_json(params).encode()).hexdigest(),
-                 "seg": _sha(seg), "image": _sha(image), "fingerprint": _fingerprint(image)}
+    out[name] = {
+      "params": hashlib.sha256(synthjax.params_to_json(params).encode()).hexdigest(),
+      "seg": _sha(seg),
+      "image": _sha(image),
+      "fingerprint": _fingerprint(image),
+    }
   ecfg = ensembles.EnsembleConfig(shape=SHAPE)
   ep = ensembles.sample_ensemble_params(jax.random.key(13), ecfg)
   lab = ensembles.render_ensemble(jax.random.key(14), ep, None, ecfg)
@@ -89,9 +96,15 @@ def compute_with_default_flags():
   """`compute()` in a fresh process with XLA's default flags: the rest of the suite compiles
   with faster flags (tests/conftest.py), and this record is of what users run."""
   from conftest import without_fast_compile
+
   env = dict(os.environ, XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")))
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--print"], env=env,
-                        capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), "--print"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout)
 
@@ -107,8 +120,9 @@ def test_outputs_match_the_golden_record():
       if field in want:
         assert got[field] == want[field], f"{name}: {field} changed"
     if "fingerprint" in want:
-      np.testing.assert_allclose(got["fingerprint"], want["fingerprint"], rtol=0, atol=1e-5,
-                                 err_msg=f"{name}: image changed")
+      np.testing.assert_allclose(
+        got["fingerprint"], want["fingerprint"], rtol=0, atol=1e-5, err_msg=f"{name}: image changed"
+      )
       if same_machine:
         assert got["image"] == want["image"], f"{name}: image bytes changed"
 

@@ -22,35 +22,72 @@ N = 16
 # 1 or a thickness equal to the spacing switches to the identity), where a central
 # difference straddles two branches.
 CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N), (1.0, 1.0, 1.0)).replace(
-    affine={"prob": 1.0, "object_size": (0.8, 1.2)}, deformation={"prob": 1.0},
-    flip={"enabled": False},
-    bias={"prob": 1.0}, gamma={"prob": 1.0}, resolution={"prob": 1.0},
-    noise={"prob": 1.0, "std": (0.02, 0.05)}, rician={"enabled": True, "prob": 1.0},
-    texture={"enabled": True, "prob": 1.0}, spike={"enabled": True, "prob": 1.0},
-    ghosting={"enabled": True, "prob": 1.0}, gibbs={"enabled": True, "prob": 1.0},
-    subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)},
-    struct_noise={"enabled": True, "prob": 1.0, "region_labels": (2,), "sigma_mean": 2.0,
-                  "sigma_clip": (1.0, 4.0)})
+  affine={"prob": 1.0, "object_size": (0.8, 1.2)},
+  deformation={"prob": 1.0},
+  flip={"enabled": False},
+  bias={"prob": 1.0},
+  gamma={"prob": 1.0},
+  resolution={"prob": 1.0},
+  noise={"prob": 1.0, "std": (0.02, 0.05)},
+  rician={"enabled": True, "prob": 1.0},
+  texture={"enabled": True, "prob": 1.0},
+  spike={"enabled": True, "prob": 1.0},
+  ghosting={"enabled": True, "prob": 1.0},
+  gibbs={"enabled": True, "prob": 1.0},
+  subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)},
+  struct_noise={
+    "enabled": True,
+    "prob": 1.0,
+    "region_labels": (2,),
+    "sigma_mean": 2.0,
+    "sigma_clip": (1.0, 4.0),
+  },
+)
 # The background keeps its Gaussian, so that the label GMM's means reach the image where
 # the sub-label classes do not apply.
-FIXED = {"resolution": {"resolution": [2.3, 1.7, 3.1], "thickness": [2.0, 1.5, 2.8]},
-         "gmm": {"background_zero": False}}
+FIXED = {
+  "resolution": {"resolution": [2.3, 1.7, 3.1], "thickness": [2.0, 1.5, 2.8]},
+  "gmm": {"background_zero": False},
+}
 
 # Every float param on the intensity path: its gradient is checked against finite
 # differences and must not vanish.
-INTENSITY = [("gmm", "means"), ("gmm", "stds"), ("subclusters", "means"),
-             ("subclusters", "stds"), ("bias", "std"), ("gamma", "log_gamma"),
-             ("resolution", "resolution"), ("resolution", "thickness"),
-             ("resolution", "blur_scale"), ("noise", "std"), ("rician", "std"),
-             ("texture", "amplitude"), ("texture", "weights"), ("spike", "intensity"),
-             ("ghosting", "intensity"), ("struct_noise", "std"), ("struct_noise", "sigmas")]
+INTENSITY = [
+  ("gmm", "means"),
+  ("gmm", "stds"),
+  ("subclusters", "means"),
+  ("subclusters", "stds"),
+  ("bias", "std"),
+  ("gamma", "log_gamma"),
+  ("resolution", "resolution"),
+  ("resolution", "thickness"),
+  ("resolution", "blur_scale"),
+  ("noise", "std"),
+  ("rician", "std"),
+  ("texture", "amplitude"),
+  ("texture", "weights"),
+  ("spike", "intensity"),
+  ("ghosting", "intensity"),
+  ("struct_noise", "std"),
+  ("struct_noise", "sigmas"),
+]
 # Zero by construction: the labels are resampled by nearest neighbour (affine,
 # deformation, crop), grid sizes are rounded (`grid_scale`), spikes sit at rounded
 # positions, and Gibbs ringing keeps a 0/1 band of frequencies.
-ZERO = [("affine", "rotation"), ("affine", "scaling"), ("affine", "shear"),
-        ("affine", "translation"), ("affine", "object_size"), ("deformation", "std"),
-        ("deformation", "grid_scale"), ("crop", "position"), ("bias", "grid_scale"),
-        ("subclusters", "grid_scale"), ("spike", "positions"), ("gibbs", "alpha")]
+ZERO = [
+  ("affine", "rotation"),
+  ("affine", "scaling"),
+  ("affine", "shear"),
+  ("affine", "translation"),
+  ("affine", "object_size"),
+  ("deformation", "std"),
+  ("deformation", "grid_scale"),
+  ("crop", "position"),
+  ("bias", "grid_scale"),
+  ("subclusters", "grid_scale"),
+  ("spike", "positions"),
+  ("gibbs", "alpha"),
+]
 
 
 def _labels():
@@ -59,10 +96,14 @@ def _labels():
 
 def _split(params):
   """(float entries, the others): only the float ones are differentiated."""
-  floats = {s: {n: v for n, v in e.items() if jnp.issubdtype(v.dtype, jnp.floating)}
-            for s, e in params.items()}
-  rest = {s: {n: v for n, v in e.items() if not jnp.issubdtype(v.dtype, jnp.floating)}
-          for s, e in params.items()}
+  floats = {
+    s: {n: v for n, v in e.items() if jnp.issubdtype(v.dtype, jnp.floating)}
+    for s, e in params.items()
+  }
+  rest = {
+    s: {n: v for n, v in e.items() if not jnp.issubdtype(v.dtype, jnp.floating)}
+    for s, e in params.items()
+  }
   return floats, rest
 
 
@@ -74,15 +115,19 @@ def _loss_fn(rest, key, weights):
     params = {s: {**floats[s], **rest[s]} for s in floats}
     image, _ = synthjax.synthesize(key, params, labels, CONFIG)
     return jnp.sum(image * weights)
+
   return loss
 
 
 def _central_difference(loss, floats, stage, name, index, h):
   def at(delta):
     entry = floats[stage][name]
-    moved = {**floats, stage: {**floats[stage],
-                               name: entry.at[np.unravel_index(index, entry.shape)].add(delta)}}
+    moved = {
+      **floats,
+      stage: {**floats[stage], name: entry.at[np.unravel_index(index, entry.shape)].add(delta)},
+    }
     return float(loss(moved))
+
   return (at(h) - at(-h)) / (2 * h)
 
 
@@ -92,22 +137,23 @@ def float64_case():
   (a function of the float params; the key, weights and other params are fixed)."""
   with jax.enable_x64(True):
     params = synthjax.sample_params(jax.random.key(0), CONFIG, fixed=FIXED)
-    params = jax.tree.map(lambda x: x.astype(jnp.float64)
-                          if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    params = jax.tree.map(
+      lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+    )
     floats, rest = _split(params)
     weights = np.random.default_rng(0).normal(size=(N, N, N))
     loss = jax.jit(_loss_fn(rest, jax.random.key(1), jnp.asarray(weights)))
     grad = jax.jit(jax.grad(loss))
     grads = grad(floats)
-  return loss, floats, grads, {"grad": grad, "rest": rest, "weights": weights,
-                               "params": params}
+  return loss, floats, grads, {"grad": grad, "rest": rest, "weights": weights, "params": params}
 
 
 def test_the_image_is_rendered_in_float64_from_float64_params(float64_case):
   wide = float64_case[3]["params"]
   with jax.enable_x64(True):
-    params = jax.tree.map(lambda x: x.astype(jnp.float32)
-                          if jnp.issubdtype(x.dtype, jnp.floating) else x, wide)
+    params = jax.tree.map(
+      lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, wide
+    )
     image64, seg64 = synthjax.synthesize(jax.random.key(1), wide, _labels(), CONFIG)
     image32, seg32 = synthjax.synthesize(jax.random.key(1), params, _labels(), CONFIG)
   assert image64.dtype == jnp.float64 and image32.dtype == jnp.float32
@@ -127,8 +173,9 @@ def test_intensity_gradients_match_central_differences(float64_case, stage, name
     for index in range(min(value.size, 4)):
       h = 1e-6 * max(1.0, abs(value[index]))
       fd = _central_difference(loss, floats, stage, name, index, h)
-      np.testing.assert_allclose(grad[index], fd, rtol=1e-5, atol=1e-7,
-                                 err_msg=f"{stage}.{name}[{index}]")
+      np.testing.assert_allclose(
+        grad[index], fd, rtol=1e-5, atol=1e-7, err_msg=f"{stage}.{name}[{index}]"
+      )
 
 
 def test_label_geometry_grid_sizes_and_masks_have_exactly_zero_gradients(float64_case):
@@ -156,5 +203,6 @@ def test_float32_gradients_under_vmap_are_the_single_float64_ones(float64_case):
       want = np.asarray(single[i][stage][name])
       assert g.dtype == np.float32 and np.all(np.isfinite(g)), f"{stage}.{name}"
       assert np.abs(g).max() > 0, f"{stage}.{name}"
-      np.testing.assert_allclose(g, want, rtol=2e-3, atol=2e-3 * np.abs(want).max(),
-                                 err_msg=f"{stage}.{name}[{i}]")
+      np.testing.assert_allclose(
+        g, want, rtol=2e-3, atol=2e-3 * np.abs(want).max(), err_msg=f"{stage}.{name}[{i}]"
+      )

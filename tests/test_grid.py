@@ -60,10 +60,11 @@ def _reference_assemble(patches, origins, shape, weights):
   den = np.zeros(tuple(shape))
   for patch, o in zip(patches, origins):
     ex = [min(p, s - oo) for p, s, oo in zip(patch.shape[:3], shape, o)]
-    w = weights[:ex[0], :ex[1], :ex[2]]
-    num[o[0]:o[0] + ex[0], o[1]:o[1] + ex[1], o[2]:o[2] + ex[2]] += (
-        w.reshape(w.shape + (1,) * len(channels)) * patch[:ex[0], :ex[1], :ex[2]])
-    den[o[0]:o[0] + ex[0], o[1]:o[1] + ex[1], o[2]:o[2] + ex[2]] += w
+    w = weights[: ex[0], : ex[1], : ex[2]]
+    num[o[0] : o[0] + ex[0], o[1] : o[1] + ex[1], o[2] : o[2] + ex[2]] += (
+      w.reshape(w.shape + (1,) * len(channels)) * patch[: ex[0], : ex[1], : ex[2]]
+    )
+    den[o[0] : o[0] + ex[0], o[1] : o[1] + ex[1], o[2] : o[2] + ex[2]] += w
   den = den.reshape(den.shape + (1,) * len(channels))
   return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
@@ -85,7 +86,7 @@ def test_origins_cover_volume(shape, patch, overlap):
   # Every voxel is covered, and no patch starts outside the volume.
   count = np.zeros(shape, int)
   for x, y, z in origins:
-    count[x:x + p[0], y:y + p[1], z:z + p[2]] += 1
+    count[x : x + p[0], y : y + p[1], z : z + p[2]] += 1
   assert count.min() >= 1
   assert np.all(origins >= 0) and np.all(origins < np.asarray(shape))
 
@@ -118,13 +119,13 @@ def test_patch_contents_and_padding(shape, channels):
   pad = [(0, max(p - s, 0)) for p, s in zip(patch, shape)] + [(0, 0)] * len(channels)
   padded = np.pad(vol, pad, constant_values=pad_value)
   for pt, (x, y, z) in zip(patches, origins):
-    np.testing.assert_array_equal(pt, padded[x:x + patch[0], y:y + patch[1], z:z + patch[2]])
+    np.testing.assert_array_equal(pt, padded[x : x + patch[0], y : y + patch[1], z : z + patch[2]])
   if min(s - p for s, p in zip(shape, patch)) < 0:
     assert np.any(patches == pad_value)
 
 
 def test_grid_patches_accepts_jax_arrays():
-  vol = np.arange(16 ** 3, dtype=np.float32).reshape(16, 16, 16)
+  vol = np.arange(16**3, dtype=np.float32).reshape(16, 16, 16)
   a, oa = grid.grid_patches(jnp.asarray(vol), 8, 2)
   b, ob = grid.grid_patches(vol, 8, 2)
   assert isinstance(a, np.ndarray)
@@ -137,8 +138,13 @@ def test_grid_patches_accepts_jax_arrays():
 # ---------------------------------------------------------------------------------------
 
 ROUND_TRIP_DATA = [
-    (np.float32, ()), (np.float64, ()), (np.int16, ()), (np.uint8, ()),
-    (np.float32, (2,)), (np.int32, (3,)), (np.float64, (2, 2)),
+  (np.float32, ()),
+  (np.float64, ()),
+  (np.int16, ()),
+  (np.uint8, ()),
+  (np.float32, (2,)),
+  (np.int32, (3,)),
+  (np.float64, (2, 2)),
 ]
 
 
@@ -192,9 +198,14 @@ def test_integer_patches_blend_to_float_unless_exact():
   np.testing.assert_array_equal(out, 1)
 
 
-@pytest.mark.parametrize("patch,sigma_scale", [
-    ((8, 8, 8), 0.125), ((7, 6, 10), 0.125), ((16, 9, 5), (0.05, 0.2, 0.125)),
-])
+@pytest.mark.parametrize(
+  "patch,sigma_scale",
+  [
+    ((8, 8, 8), 0.125),
+    ((7, 6, 10), 0.125),
+    ((16, 9, 5), (0.05, 0.2, 0.125)),
+  ],
+)
 def test_importance_map_matches_reference(patch, sigma_scale):
   ref = _reference_map(patch, sigma_scale)
   np.testing.assert_allclose(grid._importance_map(patch, sigma_scale), ref, rtol=1e-12)
@@ -270,7 +281,9 @@ _P, _O = grid.grid_patches(_VOL, 8, 2)
 _ID = lambda x: x  # noqa: E731
 
 
-@pytest.mark.parametrize("call,match", [
+@pytest.mark.parametrize(
+  "call,match",
+  [
     (lambda: grid.grid_patches(_VOL, 8, 8), r"overlap must be smaller than patch_size"),
     (lambda: grid.grid_patches(_VOL, 8, (1, 9, 1)), r"overlap must be smaller"),
     (lambda: grid.grid_patches(_VOL, -4), r"patch_size must be positive"),
@@ -280,25 +293,35 @@ _ID = lambda x: x  # noqa: E731
     (lambda: grid.grid_patches(_VOL, 2.5), r"patch_size must be an int or a 3-tuple"),
     (lambda: grid.grid_patches(_VOL, 8, 1.5), r"overlap must be an int or a 3-tuple"),
     (lambda: grid.grid_patches(np.zeros((16, 16)), 8), r"volume must have shape"),
-    (lambda: grid.assemble(_P[:-1], _O, (16, 16, 16)), rf"{len(_P) - 1} patches but "
-     rf"{len(_O)} origins"),
-    (lambda: grid.assemble(_P, _O, (16, 16, 16), "max"),
-     r"unknown mode 'max'; allowed modes are average, gaussian"),
+    (
+      lambda: grid.assemble(_P[:-1], _O, (16, 16, 16)),
+      rf"{len(_P) - 1} patches but "
+      rf"{len(_O)} origins",
+    ),
+    (
+      lambda: grid.assemble(_P, _O, (16, 16, 16), "max"),
+      r"unknown mode 'max'; allowed modes are average, gaussian",
+    ),
     (lambda: grid.assemble(_P, _O[:, :2], (16, 16, 16)), r"origins must have shape \(N, 3\)"),
     (lambda: grid.assemble(_P, _O - 1, (16, 16, 16)), r"origins must be non-negative"),
     (lambda: grid.assemble(_P, _O.astype(float), (16, 16, 16)), r"origins must be integers"),
     (lambda: grid.assemble(_P[:, 0], _O, (16, 16, 16)), r"patches must have shape"),
     (lambda: grid.assemble(_P, _O, (16, 0, 16)), r"shape must be positive"),
     (lambda: grid.assemble(_P, _O, (16, 16)), r"shape must be an int or a 3-tuple"),
-    (lambda: grid.assemble(_P, _O, (16, 16, 16), "gaussian", sigma_scale=0),
-     r"sigma_scale must be a positive"),
+    (
+      lambda: grid.assemble(_P, _O, (16, 16, 16), "gaussian", sigma_scale=0),
+      r"sigma_scale must be a positive",
+    ),
     (lambda: grid.sliding_window(_ID, _VOL, 8, batch_size=0), r"batch_size must be positive"),
     (lambda: grid.sliding_window(_ID, _VOL, 8, mode="mean"), r"allowed modes are average"),
     (lambda: grid.sliding_window(_ID, _VOL, 8, 8), r"overlap must be smaller"),
-    (lambda: grid.sliding_window(lambda x: x[:, :4], _VOL, 8),
-     r"fn must map \(B, px, py, pz\[, C\]\)"),
+    (
+      lambda: grid.sliding_window(lambda x: x[:, :4], _VOL, 8),
+      r"fn must map \(B, px, py, pz\[, C\]\)",
+    ),
     (lambda: grid.sliding_window(lambda x: x[:1], _VOL, 8), r"fn must map"),
-])
+  ],
+)
 def test_errors(call, match):
   with pytest.raises(ValueError, match=match):
     call()

@@ -26,8 +26,7 @@ class TakeSmallTest(chex.TestCase):
     # A batch of tables (traced, per sample) with one index map.
     tables = rng.normal(size=(3, n)).astype(np.float32)
     batched = self.variant(jax.vmap(lookup.take_small, in_axes=(0, None)))
-    chex.assert_trees_all_equal(batched(jnp.asarray(tables), jnp.asarray(index)),
-                                tables[:, index])
+    chex.assert_trees_all_equal(batched(jnp.asarray(tables), jnp.asarray(index)), tables[:, index])
 
 
 def test_match_values_maps_known_values_and_defaults_the_rest():

@@ -38,13 +38,22 @@ def image(seed=0, shape=SHAPE, border=4):
   return x
 
 
-def params(applied=True, count=2, times=(0.3, 0.7), degrees=((0, 0, 0), (0, 0, 0)),
-           translation=((0, 0, 0), (0, 0, 0)), axis=2):
-  return {"applied": jnp.asarray(applied), "num_transforms": jnp.asarray(count, jnp.int32),
-          "times": jnp.asarray(times, jnp.float32),
-          "degrees": jnp.asarray(degrees, jnp.float32),
-          "translation": jnp.asarray(translation, jnp.float32),
-          "axis": jnp.asarray(axis, jnp.int32)}
+def params(
+  applied=True,
+  count=2,
+  times=(0.3, 0.7),
+  degrees=((0, 0, 0), (0, 0, 0)),
+  translation=((0, 0, 0), (0, 0, 0)),
+  axis=2,
+):
+  return {
+    "applied": jnp.asarray(applied),
+    "num_transforms": jnp.asarray(count, jnp.int32),
+    "times": jnp.asarray(times, jnp.float32),
+    "degrees": jnp.asarray(degrees, jnp.float32),
+    "translation": jnp.asarray(translation, jnp.float32),
+    "axis": jnp.asarray(axis, jnp.int32),
+  }
 
 
 def _apply(x, p, spacing=SPACING):
@@ -74,8 +83,9 @@ def np_moved(x, deg, trans, spacing):
   c = (np.asarray(x.shape) - 1) / 2.0
   a = np.diag(1 / s) @ np_rotation(deg) @ np.diag(s)  # voxel -> voxel
   offset = c + np.asarray(trans, np.float64) / s - a @ c
-  return ndimage.affine_transform(x.astype(np.float64), a, offset, order=1,
-                                  mode="grid-constant", cval=float(x.min()))
+  return ndimage.affine_transform(
+    x.astype(np.float64), a, offset, order=1, mode="grid-constant", cval=float(x.min())
+  )
 
 
 def np_compose(spectra, times, axis):
@@ -98,8 +108,9 @@ def np_compose(spectra, times, axis):
 
 def np_motion(x, times, degrees, translation, axis, spacing):
   """Reference motion artifact (sorted times; one pose per time)."""
-  images = [x.astype(np.float64)] + [np_moved(x, d, t, spacing)
-                                     for d, t in zip(degrees, translation)]
+  images = [x.astype(np.float64)] + [
+    np_moved(x, d, t, spacing) for d, t in zip(degrees, translation)
+  ]
   return np_compose([np.fft.fftshift(np.fft.fftn(v)) for v in images], times, axis)
 
 
@@ -111,9 +122,9 @@ def test_vmap_equals_single_calls():
   rng = np.random.default_rng(9)
   xs = np.stack([image(s) for s in (10, 11, 12)])
   singles = [
-      params(True, 2, (0.3, 0.6), ((4, -2, 7), (-5, 3, 1)), ((2, 1, -1), (0, -3, 2)), 0),
-      params(True, 1, (0.66, 1.0), ((0, 9, 0), (0, 0, 0)), ((-3, 0, 2), (0, 0, 0)), 2),
-      params(False, 2, (0.3, 0.6), rng.uniform(-9, 9, (2, 3)), rng.uniform(-9, 9, (2, 3)), 1),
+    params(True, 2, (0.3, 0.6), ((4, -2, 7), (-5, 3, 1)), ((2, 1, -1), (0, -3, 2)), 0),
+    params(True, 1, (0.66, 1.0), ((0, 9, 0), (0, 0, 0)), ((-3, 0, 2), (0, 0, 0)), 2),
+    params(False, 2, (0.3, 0.6), rng.uniform(-9, 9, (2, 3)), rng.uniform(-9, 9, (2, 3)), 1),
   ]
   batch = jax.tree.map(lambda *v: jnp.stack(v), *singles)
   out = np.asarray(apply_batch(jnp.asarray(xs), batch))
@@ -128,8 +139,9 @@ def test_vmap_equals_single_calls():
 
 
 def test_sample_shapes_ranges_and_times():
-  cfg = MotionConfig(num_transforms=(1, 3), degrees=(-5, 5), translation=(0, 2),
-                     axes=(0, 2), prob=0.5, enabled=True)
+  cfg = MotionConfig(
+    num_transforms=(1, 3), degrees=(-5, 5), translation=(0, 2), axes=(0, 2), prob=0.5, enabled=True
+  )
   keys = jax.random.split(jax.random.key(0), 400)
   p = jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: motion.sample_motion(k, cfg)))(keys))
   assert p["times"].shape == (400, 3) and p["degrees"].shape == (400, 3, 3)
@@ -154,7 +166,8 @@ def test_sample_shapes_ranges_and_times():
 def test_sample_fixed_values_are_kept_and_others_vary():
   fixed = {"num_transforms": 1, "degrees": [1.0, 2.0, 3.0], "axis": 1, "applied": True}
   batch = jax.jit(jax.vmap(lambda k: motion.sample_motion(k, CFG, fixed)))(
-      jax.random.split(jax.random.key(0), 4))
+    jax.random.split(jax.random.key(0), 4)
+  )
   draws = [jax.tree.map(np.asarray, element(batch, i)) for i in range(4)]
   for p in draws:
     assert bool(p["applied"]) and int(p["num_transforms"]) == 1 and int(p["axis"]) == 1
@@ -185,8 +198,14 @@ def test_sampled_params_apply():
   assert out.shape == (2,) + SHAPE and out.dtype == jnp.float32
   assert np.isfinite(np.asarray(out)).all()
   for i in range(2):
-    ref = np_motion(np.asarray(x), np.asarray(p["times"][i]), np.asarray(p["degrees"][i]),
-                    np.asarray(p["translation"][i]), int(p["axis"][i]), SPACING)
+    ref = np_motion(
+      np.asarray(x),
+      np.asarray(p["times"][i]),
+      np.asarray(p["degrees"][i]),
+      np.asarray(p["translation"][i]),
+      int(p["axis"][i]),
+      SPACING,
+    )
     np.testing.assert_allclose(np.asarray(out[i]), ref, rtol=0, atol=5e-5)
 
 
@@ -200,10 +219,13 @@ def test_config_defaults_mirror_torchio():
   assert cfg.num_transforms == (2, 2) and cfg.axes == (2,) and cfg.perturbation == 0.3
   assert cfg.prob == 0.0 and cfg.enabled is False
   assert hash(MotionConfig(axes=[0, 1], degrees=[-1, 1])) == hash(
-      MotionConfig(axes=(0, 1), degrees=(-1.0, 1.0)))
+    MotionConfig(axes=(0, 1), degrees=(-1.0, 1.0))
+  )
 
 
-@pytest.mark.parametrize("bad,match", [
+@pytest.mark.parametrize(
+  "bad,match",
+  [
     ({"degrees": (5, -5)}, "degrees"),
     ({"translation": (0, float("nan"))}, "translation"),
     ({"num_transforms": (2, 1)}, "num_transforms"),
@@ -216,7 +238,8 @@ def test_config_defaults_mirror_torchio():
     ({"perturbation": 0.6}, "perturbation"),
     ({"perturbation": -0.1}, "perturbation"),
     ({"prob": 1.5}, "prob"),
-])
+  ],
+)
 def test_config_validation(bad, match):
   with pytest.raises(ValueError, match=match):
     MotionConfig(**bad)

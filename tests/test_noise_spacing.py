@@ -13,16 +13,22 @@ from _batches import element
 import synthjax
 from synthjax import data as sdata
 
-ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
-               flip={"enabled": False}, bias={"enabled": False}, gamma={"enabled": False},
-               resolution={"enabled": False}, noise={"enabled": False})
+ALL_OFF = dict(
+  affine={"enabled": False},
+  deformation={"enabled": False},
+  flip={"enabled": False},
+  bias={"enabled": False},
+  gamma={"enabled": False},
+  resolution={"enabled": False},
+  noise={"enabled": False},
+)
 FINE, COARSE = 0.5, 2.0
 N = 16  # voxels per side at 2 mm
 
 
 def halves(n):
   labels = np.zeros((n, n, n), np.int32)
-  labels[n // 2:] = 1
+  labels[n // 2 :] = 1
   return labels
 
 
@@ -73,19 +79,21 @@ def test_coarse_render_has_the_spread_of_averaged_fine_voxels(stage):
   fine = render(config(FINE, N * 4, **kw), fine_labels, fixed)
   want = spread_over_contrast(block_mean(fine, 4), coarse_labels)
   coarse_cfg = config(COARSE, N, noise_spacing=(FINE,) * 3, **kw)
-  got = [spread_over_contrast(render(coarse_cfg, coarse_labels, fixed, seed=s), coarse_labels)
-         for s in range(4)]
+  got = [
+    spread_over_contrast(render(coarse_cfg, coarse_labels, fixed, seed=s), coarse_labels)
+    for s in range(4)
+  ]
   # 2048 voxels per estimate: the std's relative standard error is about 1.6 %.
   assert np.mean(got) == pytest.approx(want, rel=0.05)
   # Unscaled, the coarse render is 8 times as spread (the ratio of sqrt(64)).
-  plain = spread_over_contrast(render(config(COARSE, N, **kw), coarse_labels, fixed),
-                               coarse_labels)
+  plain = spread_over_contrast(render(config(COARSE, N, **kw), coarse_labels, fixed), coarse_labels)
   assert plain == pytest.approx(8 * want, rel=0.08)
   # Under vmap, a batch of configs' samples renders as the single calls do.
   keys = jax.random.split(jax.random.key(7), 2)
   batch = synthjax.sample_params(keys, coarse_cfg, fixed=fixed)
   images, _ = jax.vmap(lambda k, p: synthjax.synthesize(k, p, coarse_labels, coarse_cfg))(
-      keys, batch)
+    keys, batch
+  )
   for i in range(2):
     one = element(batch, i)
     single, _ = synthjax.synthesize(keys[i], one, coarse_labels, coarse_cfg)

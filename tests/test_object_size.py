@@ -18,29 +18,45 @@ def _ball(radius):
 def _config(**affine):
   # Sizes are read from the segmentation: the image stages after the label Gaussians are
   # off, so that each program compiles in less time.
-  cfg = synthjax.presets.synthseg((0, 1), SHAPE, (1.0, 1.0, 1.0), bias={"enabled": False},
-                                  resolution={"enabled": False}, gamma={"enabled": False})
+  cfg = synthjax.presets.synthseg(
+    (0, 1),
+    SHAPE,
+    (1.0, 1.0, 1.0),
+    bias={"enabled": False},
+    resolution={"enabled": False},
+    gamma={"enabled": False},
+  )
   return cfg.replace(affine=affine) if affine else cfg
 
 
 def _fixed(scaling=1.0, **extra):
-  return {"affine": {"applied": True, "rotation": [0.0] * 3, "shear": [0.0] * 6,
-                     "translation": [0.0] * 3, "scaling": [scaling] * 3, **extra},
-          "deformation": {"applied": False}, "flip": {"applied": False},
-          "crop": {"position": [0.5, 0.5, 0.5]}}
+  return {
+    "affine": {
+      "applied": True,
+      "rotation": [0.0] * 3,
+      "shear": [0.0] * 6,
+      "translation": [0.0] * 3,
+      "scaling": [scaling] * 3,
+      **extra,
+    },
+    "deformation": {"applied": False},
+    "flip": {"applied": False},
+    "crop": {"position": [0.5, 0.5, 0.5]},
+  }
 
 
-@pytest.mark.parametrize("scaling,size", [(1.25, None), (0.8, None), (1.0, 0.5),
-                                          (1.0, 1.1), (1.25, 0.8)])
+@pytest.mark.parametrize(
+  "scaling,size", [(1.25, None), (0.8, None), (1.0, 0.5), (1.0, 1.1), (1.25, 0.8)]
+)
 def test_rendered_volume_follows_the_closed_form(scaling, size):
   labels = _ball(14.0)
   cfg = _config(object_size=(0.5, 1.1)) if size is not None else _config()
   extra = {"object_size": size} if size is not None else {}
   params = synthjax.sample_params(jax.random.key(0), cfg, fixed=_fixed(scaling, **extra))
   _, seg = synthjax.synthesize(jax.random.key(1), params, labels, cfg)
-  factor = (size if size is not None else 1.0) / scaling   # linear size of the anatomy
+  factor = (size if size is not None else 1.0) / scaling  # linear size of the anatomy
   ratio = (np.asarray(seg) == 1).sum() / (labels == 1).sum()
-  assert ratio == pytest.approx(factor ** 3, rel=0.06)
+  assert ratio == pytest.approx(factor**3, rel=0.06)
 
 
 def test_object_size_is_drawn_in_range_recorded_and_replayed():
@@ -58,8 +74,9 @@ def test_object_size_is_drawn_in_range_recorded_and_replayed():
   b, _ = synthjax.synthesize(jax.random.key(4), again, labels, cfg)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   render = jax.jit(jax.vmap(lambda k, p: synthjax.synthesize(k, p, labels, cfg)[1]))
-  segs = np.asarray(render(jax.random.split(jax.random.key(5), 4),
-                           jax.tree.map(lambda x: x[:4], batch)))
+  segs = np.asarray(
+    render(jax.random.split(jax.random.key(5), 4), jax.tree.map(lambda x: x[:4], batch))
+  )
   _, seg0 = synthjax.synthesize(jax.random.split(jax.random.key(5), 4)[0], one, labels, cfg)
   np.testing.assert_array_equal(segs[0], np.asarray(seg0))
 

@@ -30,8 +30,9 @@ def source(tmp_path_factory):
     lab = rng.integers(0, 3, shape).astype(np.int16)
     lab[..., 0] = 10 + i  # identifies the volume in every patch that reaches z = 0
     nib.save(nib.Nifti1Image(lab, np.eye(4)), str(folder / f"v{i}_T2w_dseg.nii.gz"))
-    nib.save(nib.Nifti1Image(lab.astype(np.float32) * 0.5, np.eye(4)),
-             str(folder / f"v{i}_T2w.nii.gz"))
+    nib.save(
+      nib.Nifti1Image(lab.astype(np.float32) * 0.5, np.eye(4)), str(folder / f"v{i}_T2w.nii.gz")
+    )
   return data.NiftiSource.from_pairs(folder, cache=False)
 
 
@@ -56,8 +57,9 @@ def assert_batches_equal(a, b):
 
 
 def test_batches_hold_patches_images_indices_and_keys(source):
-  batches = take(data.pipeline(source, patch_size=PATCH, batch_size=3, seed=7,
-                               patches_per_volume=2), 4)
+  batches = take(
+    data.pipeline(source, patch_size=PATCH, batch_size=3, seed=7, patches_per_volume=2), 4
+  )
   b = batches[0]
   assert b["labels"].shape == (3,) + PATCH and b["labels"].dtype == np.int32
   assert b["image"].shape == (3,) + PATCH and b["image"].dtype == np.float32
@@ -69,19 +71,21 @@ def test_batches_hold_patches_images_indices_and_keys(source):
       np.testing.assert_array_equal(x["labels"][j], data.extract_patch(vol, o, PATCH))
       np.testing.assert_array_equal(x["image"][j], x["labels"][j] * 0.5)
     ref = jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.key(7), i)))(
-        x["index"].astype(np.uint32))
+      x["index"].astype(np.uint32)
+    )
     np.testing.assert_array_equal(x["key"], np.asarray(ref))
 
 
 def test_epochs_visit_each_volume_patches_per_volume_times(source):
-  ds = data.pipeline(source, patch_size=PATCH, batch_size=2, seed=1, patches_per_volume=3,
-                     num_epochs=2)
+  ds = data.pipeline(
+    source, patch_size=PATCH, batch_size=2, seed=1, patches_per_volume=3, num_epochs=2
+  )
   batches = list(ds)
   volumes = np.concatenate([b["volume"] for b in batches])
   assert len(volumes) == 2 * 4 * 3
   for epoch in (volumes[:12], volumes[12:]):
     assert sorted(np.bincount(epoch).tolist()) == [3, 3, 3, 3]
-    assert all(len(set(epoch[i:i + 3])) == 1 for i in range(0, 12, 3))
+    assert all(len(set(epoch[i : i + 3])) == 1 for i in range(0, 12, 3))
   assert not np.array_equal(volumes[:12], volumes[12:])  # reshuffled (4! orders)
 
 
@@ -114,6 +118,7 @@ class BackendProbe(grain.transforms.Map):
 
   def map(self, element):
     import os
+
     element["jax_work"] = np.int64(len(_JAX_WORK))
     element["platforms"] = np.bytes_(os.environ.get("JAX_PLATFORMS", ""))
     element["pid"] = np.int64(os.getpid())
@@ -121,8 +126,13 @@ class BackendProbe(grain.transforms.Map):
 
 
 def test_same_batches_for_0_and_2_workers_and_exact_resume(source):
-  kw = dict(patch_size=PATCH, batch_size=2, seed=3, patches_per_volume=2,
-            sampler=data.LabelSampler({1: 1.0, 2: 1.0}))
+  kw = dict(
+    patch_size=PATCH,
+    batch_size=2,
+    seed=3,
+    patches_per_volume=2,
+    sampler=data.LabelSampler({1: 1.0, 2: 1.0}),
+  )
   serial = take(data.pipeline(source, **kw), 7)
   ds2 = data.pipeline(source, workers=2, transforms=[BackendProbe()], **kw)
   with iterate(ds2) as it:
@@ -182,11 +192,12 @@ def test_whole_volumes_and_bad_arguments(source, tmp_path):
   # A patch larger than a volume is an error naming the file, unless padding is asked for.
   with pytest.raises(ValueError, match=r"v\d_T2w_dseg.nii.gz.*smaller than the patch"):
     data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0)
-  big = take(data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0,
-                           pad_small=True), 4)
+  big = take(
+    data.pipeline(source, patch_size=(20, 20, 20), batch_size=1, seed=0, pad_small=True), 4
+  )
   for x in big:
     shape = source[int(x["volume"][0])]["shape"]
-    assert (x["labels"][0] == 0).sum() >= 20 ** 3 - np.prod(shape)
+    assert (x["labels"][0] == 0).sum() >= 20**3 - np.prod(shape)
 
 
 def _cfg():
@@ -194,17 +205,23 @@ def _cfg():
   # for every stage: without the deformation, bias and resolution stages the programs
   # compile in about half the time.
   import synthjax
-  return synthjax.presets.synthseg((0, 1, 2, 10, 11, 12, 13), PATCH, **{
-      s: {"enabled": False} for s in ("deformation", "bias", "resolution")})
+
+  return synthjax.presets.synthseg(
+    (0, 1, 2, 10, 11, 12, 13),
+    PATCH,
+    **{s: {"enabled": False} for s in ("deformation", "bias", "resolution")},
+  )
 
 
 def test_device_synthesis_of_a_batch_replays_like_the_cli(source):
   import synthjax
   from synthjax._src import samples
+
   cfg = _cfg()
   batch = take(data.pipeline(source, patch_size=PATCH, batch_size=3, seed=9), 2)[1]
   images, segs, params = jax.jit(lambda b: data.synthesize_batch(b, cfg))(
-      {"key": batch["key"], "labels": batch["labels"]})
+    {"key": batch["key"], "labels": batch["labels"]}
+  )
   for j, index in enumerate(batch["index"]):
     pkey, skey = samples.sample_keys(9, int(index))
     p = synthjax.sample_params(pkey, cfg)
@@ -216,6 +233,7 @@ def test_device_synthesis_of_a_batch_replays_like_the_cli(source):
 
 def test_host_synthesis_transform_matches_device_synthesis(source):
   import pickle
+
   cfg = _cfg()
   transform = data.SynthesizeTransform(cfg)
   ds = data.pipeline(source, patch_size=PATCH, batch_size=2, seed=4, transforms=[transform])
@@ -229,17 +247,18 @@ def test_host_synthesis_transform_matches_device_synthesis(source):
 
 # Shared memory ------------------------------------------------------------------------
 
+
 def test_buffer_is_sized_from_the_batch_bytes_and_the_budget(source):
   nbytes = data.batch_nbytes(source, PATCH, 2)
-  assert nbytes == 2 * (8 ** 3 * (4 + 4) + 36)  # int32 labels, float32 images, index/key...
-  assert data.batch_nbytes(source, PATCH, 2, [data.SeedPatches((), (), "", 3)]) == \
-      nbytes + 2 * 8 ** 3 * 3
+  assert nbytes == 2 * (8**3 * (4 + 4) + 36)  # int32 labels, float32 images, index/key...
+  assert (
+    data.batch_nbytes(source, PATCH, 2, [data.SeedPatches((), (), "", 3)]) == nbytes + 2 * 8**3 * 3
+  )
   assert data.shm_in_flight(2, 1, nbytes) == 2 * 4 * nbytes
   kw = dict(patch_size=PATCH, batch_size=2, seed=3, workers=2)
   ds = data.pipeline(source, shm_budget=data.shm_in_flight(2, 2, nbytes), **kw)
   assert _buffer(ds) == 2
-  assert _buffer(data.pipeline(source, shm_budget=data.shm_in_flight(2, 2, nbytes) - 1,
-                               **kw)) == 1
+  assert _buffer(data.pipeline(source, shm_budget=data.shm_in_flight(2, 2, nbytes) - 1, **kw)) == 1
 
 
 def _buffer(ds):
@@ -254,8 +273,7 @@ def _buffer(ds):
   return None
 
 
-def test_too_little_shared_memory_falls_back_to_no_workers(source, tmp_path, monkeypatch,
-                                                           caplog):
+def test_too_little_shared_memory_falls_back_to_no_workers(source, tmp_path, monkeypatch, caplog):
   kw = dict(patch_size=PATCH, batch_size=2, seed=3, patches_per_volume=2)
   serial = take(data.pipeline(source, **kw), 3)
   real_statvfs = os.statvfs
@@ -263,8 +281,9 @@ def test_too_little_shared_memory_falls_back_to_no_workers(source, tmp_path, mon
   class Tiny:
     f_bavail, f_frsize = 4, 4096  # 16 kB free
 
-  monkeypatch.setattr(os, "statvfs",
-                      lambda p: Tiny() if os.fspath(p) == str(tmp_path) else real_statvfs(p))
+  monkeypatch.setattr(
+    os, "statvfs", lambda p: Tiny() if os.fspath(p) == str(tmp_path) else real_statvfs(p)
+  )
   monkeypatch.setenv("SYNTHJAX_SHM_DIR", str(tmp_path))
   assert data.shm_free_bytes() == 16384
   with caplog.at_level(logging.WARNING, logger="synthjax.data"):
@@ -329,18 +348,22 @@ def _in_small_shm(tmp_path, args, size="64m"):
   """Runs the script above in a mount namespace with its own `size` tmpfs on /dev/shm."""
   if shutil.which("unshare") is None:
     pytest.skip("no unshare")
-  probe = subprocess.run(["unshare", "-m", "sh", "-c",
-                          "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True)
+  probe = subprocess.run(
+    ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /dev/shm"], capture_output=True
+  )
   if probe.returncode != 0:
     pytest.skip("mount namespaces with a tmpfs are not permitted here")
   script = tmp_path / "shm_script.py"
   script.write_text(_SHM_SCRIPT)
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "JAX_PLATFORMS": "cpu"}
-  cmd = (f"mount -t tmpfs -o size={size} tmpfs /dev/shm && {shlex.quote(sys.executable)} "
-         + " ".join(shlex.quote(str(a)) for a in [script, *args])
-         + '; rc=$?; echo "left $(ls /dev/shm | wc -l)"; exit $rc')
-  return subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True,
-                        env=env, timeout=300)
+  cmd = (
+    f"mount -t tmpfs -o size={size} tmpfs /dev/shm && {shlex.quote(sys.executable)} "
+    + " ".join(shlex.quote(str(a)) for a in [script, *args])
+    + '; rc=$?; echo "left $(ls /dev/shm | wc -l)"; exit $rc'
+  )
+  return subprocess.run(
+    ["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, env=env, timeout=300
+  )
 
 
 def test_shared_memory_is_freed_on_close_and_exit_without_tracebacks(tmp_path):

@@ -18,9 +18,15 @@ from synthjax._src.stages import gmm as gmm_stage
 from synthjax._src.stages import subclusters
 
 ATLAS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fetal-sb-atlas"
-ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
-               flip={"enabled": False}, bias={"enabled": False}, gamma={"enabled": False},
-               resolution={"enabled": False}, noise={"enabled": False})
+ALL_OFF = dict(
+  affine={"enabled": False},
+  deformation={"enabled": False},
+  flip={"enabled": False},
+  bias={"enabled": False},
+  gamma={"enabled": False},
+  resolution={"enabled": False},
+  noise={"enabled": False},
+)
 
 
 def gaussian_image(means, stds, n=24, seed=0):
@@ -29,13 +35,13 @@ def gaussian_image(means, stds, n=24, seed=0):
   labels = np.broadcast_to(labels[:, None, None], (n, n, n)).copy()
   rng = np.random.default_rng(seed)
   image = np.asarray(means, float)[labels] + np.asarray(stds, float)[labels] * rng.normal(
-      size=labels.shape)
+    size=labels.shape
+  )
   return image, labels
 
 
 def ranges(priors):
-  return ({v: (lo, hi) for v, lo, hi in priors.mean},
-          {v: (lo, hi) for v, lo, hi in priors.std})
+  return ({v: (lo, hi) for v, lo, hi in priors.mean}, {v: (lo, hi) for v, lo, hi in priors.std})
 
 
 def test_medians_and_mads_recover_the_gaussians_up_to_one_scale():
@@ -80,8 +86,7 @@ def test_estimate_is_robust_and_scale_free():
   rng = np.random.default_rng(1)
   hit = (labels == 1) & (rng.random(labels.shape) < 0.01)
   spoilt[hit] = 150.0  # 1 % of label 1 far off: a mean and std would move, not the median
-  (m0, s0), (m1, s1) = ranges(base), ranges(priors_lib.estimate([spoilt], [labels],
-                                                                spacing=1.0))
+  (m0, s0), (m1, s1) = ranges(base), ranges(priors_lib.estimate([spoilt], [labels], spacing=1.0))
   assert m1[1] == pytest.approx(m0[1], abs=0.5)
   assert s1[1] == pytest.approx(s0[1], rel=0.05)
 
@@ -99,8 +104,9 @@ def test_classes_pool_their_labels():
 def test_bad_input_is_named():
   image, labels = gaussian_image([0.0, 100.0, 200.0], [0.0, 5.0, 5.0])
   with pytest.raises(ValueError, match="scan-b.*shape"):
-    priors_lib.estimate([image, image], [labels, labels[1:]], spacing=1.0,
-                        names=["scan-a", "scan-b"])
+    priors_lib.estimate(
+      [image, image], [labels, labels[1:]], spacing=1.0, names=["scan-a", "scan-b"]
+    )
   bad = image.copy()
   bad[0, 0, 0] = np.nan
   with pytest.raises(ValueError, match="image 0.*non-finite"):
@@ -108,7 +114,7 @@ def test_bad_input_is_named():
   with pytest.raises(ValueError, match="label 1 is in more than one class"):
     priors_lib.estimate([image], [labels], spacing=1.0, classes=[(1, 2), (1,)])
   with pytest.raises(ValueError, match=r"label\(s\) \[1\] have fewer than"):
-    priors_lib.estimate([image], [labels], spacing=1.0, min_voxels=10 ** 6)
+    priors_lib.estimate([image], [labels], spacing=1.0, min_voxels=10**6)
   with pytest.raises(ValueError, match="one label map"):
     priors_lib.estimate([image], [], spacing=1.0)
   with pytest.raises(ValueError, match="same labels"):
@@ -119,9 +125,12 @@ def test_bad_input_is_named():
     synthjax.GMMConfig(label_std=((1, -1.0, 1.0),))
 
 
-PRIORS = priors_lib.IntensityPriors(mean=((1, 40.0, 60.0), (2, 150.0, 160.0)),
-                                    std=((1, 2.0, 4.0), (2, 1.0, 2.0)), spacing=(2.0,) * 3,
-                                    num_images=3)
+PRIORS = priors_lib.IntensityPriors(
+  mean=((1, 40.0, 60.0), (2, 150.0, 160.0)),
+  std=((1, 2.0, 4.0), (2, 1.0, 2.0)),
+  spacing=(2.0,) * 3,
+  num_images=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -163,18 +172,25 @@ def test_stds_are_converted_to_the_noise_voxel():
 
 
 def test_fetal_subclusters_draw_from_the_hull_of_their_labels():
-  p = priors_lib.IntensityPriors(mean=((1, 150.0, 200.0), (4, 180.0, 250.0), (2, 90.0, 120.0)),
-                                 std=((1, 1.0, 2.0), (4, 2.0, 3.0), (2, 1.0, 1.5)),
-                                 spacing=(0.5,) * 3)
+  p = priors_lib.IntensityPriors(
+    mean=((1, 150.0, 200.0), (4, 180.0, 250.0), (2, 90.0, 120.0)),
+    std=((1, 1.0, 2.0), (4, 2.0, 3.0), (2, 1.0, 1.5)),
+    spacing=(0.5,) * 3,
+  )
   for seeds in (False, True):
-    cfg = synthjax.presets.fetal(tuple(range(8)), (8, 8, 8), (0.5,) * 3, seeds=seeds,
-                                 priors=p)
+    cfg = synthjax.presets.fetal(tuple(range(8)), (8, 8, 8), (0.5,) * 3, seeds=seeds, priors=p)
     # FeTA meta-labels: (1, 4) CSF, (2, 6) GM, (3, 5, 7) WM: WM has no priors.
     assert cfg.subclusters.meta_mean == ((1, 150.0, 250.0), (2, 90.0, 120.0))
     assert cfg.subclusters.meta_std == ((1, 1.0, 3.0), (2, 1.0, 1.5))
     keys = jax.random.split(jax.random.key(1), 300)
-    sub = jax.vmap(functools.partial(subclusters.sample_subclusters, cfg=cfg.subclusters,
-                                     gmm=cfg.gmm, n_meta=subclusters.num_meta(cfg)))(keys)
+    sub = jax.vmap(
+      functools.partial(
+        subclusters.sample_subclusters,
+        cfg=cfg.subclusters,
+        gmm=cfg.gmm,
+        n_meta=subclusters.num_meta(cfg),
+      )
+    )(keys)
     m, s = np.asarray(sub["means"]), np.asarray(sub["stds"])
     assert m[:, 0].min() >= 150.0 and m[:, 0].max() <= 250.0
     assert m[:, 1].min() >= 90.0 and m[:, 1].max() <= 120.0
@@ -217,12 +233,14 @@ def test_rendered_images_show_the_estimated_intensities():
   ranges) has that image's intensities again."""
   image, labels = gaussian_image([0.0, 300.0, 700.0, 1000.0], [0.0, 30.0, 20.0, 40.0], n=32)
   p = priors_lib.estimate([image], [labels], spacing=1.0, mean_margin=0.0, std_factor=1.0)
-  cfg = synthjax.presets.synthseg((0, 1, 2, 3), (32, 32, 32), (1.0,) * 3, priors=p,
-                                  gmm={"prob_background_zero": 1.0}, **ALL_OFF)
+  cfg = synthjax.presets.synthseg(
+    (0, 1, 2, 3), (32, 32, 32), (1.0,) * 3, priors=p, gmm={"prob_background_zero": 1.0}, **ALL_OFF
+  )
   params = synthjax.sample_params(jax.random.key(0), cfg)
   rendered, _ = synthjax.synthesize(jax.random.key(1), params, labels, cfg)
-  again = priors_lib.estimate([np.asarray(rendered, np.float64)], [labels], spacing=1.0,
-                              mean_margin=0.0, std_factor=1.0)
+  again = priors_lib.estimate(
+    [np.asarray(rendered, np.float64)], [labels], spacing=1.0, mean_margin=0.0, std_factor=1.0
+  )
   (m0, s0), (m1, s1) = ranges(p), ranges(again)
   for v in (1, 2, 3):
     assert m1[v][0] == pytest.approx(m0[v][0], rel=0.02)
@@ -232,6 +250,7 @@ def test_rendered_images_show_the_estimated_intensities():
 def test_mni152_t1_white_matter_is_brighter_than_grey_matter_and_csf():
   pytest.importorskip("nilearn")
   from synthjax._src import mni152
+
   t1, labels, _ = mni152.t1_and_tissues()
   t1, labels = t1[::2, ::2, ::2], labels[::2, ::2, ::2]  # 2 mm: the same tissues, faster
   p = priors_lib.estimate([t1], [labels], spacing=2.0, mean_margin=0.0, std_factor=1.0)
@@ -244,12 +263,17 @@ def test_mni152_t1_white_matter_is_brighter_than_grey_matter_and_csf():
 @pytest.mark.skipif(not ATLAS.exists(), reason=f"{ATLAS} not present")
 def test_fetal_t2w_csf_and_ventricles_are_brighter_than_white_matter_and_cortex():
   from synthjax._src import scans
+
   name = "sub-ga30op"
-  scan, grid = scans.load_pair(ATLAS / name / "anat" / f"{name}_T2w.nii.gz",
-                               ATLAS / name / "anat" / f"{name}_dseg.nii.gz", (2.0,) * 3,
-                               normalize=False)
-  p = priors_lib.estimate([scan.image], [grid], spacing=2.0, mean_margin=0.0,
-                          std_factor=1.0, names=[name])
+  scan, grid = scans.load_pair(
+    ATLAS / name / "anat" / f"{name}_T2w.nii.gz",
+    ATLAS / name / "anat" / f"{name}_dseg.nii.gz",
+    (2.0,) * 3,
+    normalize=False,
+  )
+  p = priors_lib.estimate(
+    [scan.image], [grid], spacing=2.0, mean_margin=0.0, std_factor=1.0, names=[name]
+  )
   mean, _ = ranges(p)
   assert p.labels == tuple(range(1, 8))
   # T2w: fluid is bright, the cortical ribbon dark (FeTA: 1 eCSF, 2 cortex, 3 WM, 4
@@ -274,6 +298,7 @@ def test_estimate_priors_command_reads_a_folder_of_pairs(tmp_path):
   import sys
 
   import nibabel as nib
+
   script = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "estimate_priors.py"
   for i, (sub, m) in enumerate((("sub-a", 300.0), ("sub-b", 500.0), ("sub-c", 900.0))):
     image, labels = gaussian_image([0.0, m, 1000.0], [0.0, 10.0, 10.0], n=16, seed=i)
@@ -285,11 +310,16 @@ def test_estimate_priors_command_reads_a_folder_of_pairs(tmp_path):
   out = tmp_path / "priors.json"
 
   def estimate(*argv):
-    return subprocess.run([sys.executable, str(script), "--real-dir", str(tmp_path), *argv,
-                           "--out", str(out)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+      [sys.executable, str(script), "--real-dir", str(tmp_path), *argv, "--out", str(out)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
 
-  proc = estimate("--match", "sub-(a|b)", "--spacing", "2", "--mean-margin", "0",
-                  "--std-factor", "1")
+  proc = estimate(
+    "--match", "sub-(a|b)", "--spacing", "2", "--mean-margin", "0", "--std-factor", "1"
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   p = priors_lib.load(out)
   mean, _ = ranges(p)
@@ -311,8 +341,9 @@ def test_fetal_preset_draws_feta_tissues_from_the_fetal_t2w_priors():
   assert low[4] > low[3] > low[2] and high[4] > high[3] > high[2]
   wide = synthjax.presets.fetal(tuple(range(8)), (8, 8, 8), (2.0,) * 3, priors=None)
   assert wide.gmm.label_mean == () and wide.subclusters.meta_mean == ()
-  assert wide == cfg.replace(gmm={"label_mean": (), "label_std": ()},
-                             subclusters={"meta_mean": (), "meta_std": ()})
+  assert wide == cfg.replace(
+    gmm={"label_mean": (), "label_std": ()}, subclusters={"meta_mean": (), "meta_std": ()}
+  )
   other = synthjax.presets.fetal((0, 1, 2), (8, 8, 8))  # not FeTA's labels: no priors
   assert other.gmm.label_mean == ()
   with pytest.raises(ValueError, match="'fetal_t1w'"):

@@ -37,29 +37,38 @@ def _dice(a, b, v):
 def test_identity_spatial_params_crop_the_real_map(labels):
   cfg = synthjax.presets.fetal(FETA, SHAPE, (1.0, 1.0, 1.0))
   synthjax.validate_labels(labels, cfg, name=str(SUBJECT))
-  fixed = {"affine": {"applied": False}, "deformation": {"applied": False},
-           "flip": {"applied": False}, "crop": {"position": [0.5, 0.25, 0.75]}}
+  fixed = {
+    "affine": {"applied": False},
+    "deformation": {"applied": False},
+    "flip": {"applied": False},
+    "crop": {"position": [0.5, 0.25, 0.75]},
+  }
   params = synthjax.sample_params(jax.random.key(0), cfg, fixed=fixed)
   _, seg = synthjax.synthesize(jax.random.key(1), params, labels, cfg)
   off = np.asarray(geometry.crop_offset(labels.shape, SHAPE, np.float32([0.5, 0.25, 0.75])))
-  expect = labels[off[0]:off[0] + 96, off[1]:off[1] + 96, off[2]:off[2] + 96]
+  expect = labels[off[0] : off[0] + 96, off[1] : off[1] + 96, off[2] : off[2] + 96]
   assert np.array_equal(np.asarray(seg), expect)
 
 
 def test_max_deformation_preserves_anatomy(labels):
   cfg = synthjax.presets.synthseg(FETA, SHAPE, (1.0, 1.0, 1.0))
-  fixed = {"affine": {"applied": False}, "flip": {"applied": False},
-           "deformation": {"applied": True, "std": 4.0}, "crop": {"position": [0.5] * 3}}
+  fixed = {
+    "affine": {"applied": False},
+    "flip": {"applied": False},
+    "deformation": {"applied": True, "std": 4.0},
+    "crop": {"position": [0.5] * 3},
+  }
   params = synthjax.sample_params(jax.random.key(2), cfg, fixed=fixed)
   off = np.asarray(geometry.crop_offset(labels.shape, SHAPE, np.float32([0.5] * 3)))
-  ref = labels[off[0]:off[0] + 96, off[1]:off[1] + 96, off[2]:off[2] + 96]
+  ref = labels[off[0] : off[0] + 96, off[1] : off[1] + 96, off[2] : off[2] + 96]
   for k in range(3):
     key = jax.random.key(10 + k)
     image, seg = synthjax.synthesize(key, params, labels, cfg)
     seg = np.asarray(seg)
     # Reference: scipy's nearest-neighbour resampling at the generator's coordinate map.
-    coords = np.asarray(geometry.coordinate_map(jax.random.fold_in(key, 0), params, cfg,
-                                               labels.shape))
+    coords = np.asarray(
+      geometry.coordinate_map(jax.random.fold_in(key, 0), params, cfg, labels.shape)
+    )
     expect = ndimage.map_coordinates(labels, coords, order=0, mode="grid-constant", cval=0)
     assert np.mean(seg == expect) > 0.9999  # rounding ties at x.5 may differ
     assert set(np.unique(seg)) == set(np.unique(ref))

@@ -23,15 +23,14 @@ def test_touching_pairs_match_a_loop_over_faces():
   assert realism.touching_pairs(labels) == tuple(sorted(want))
   many = tuple(sorted(k for k, n in want.items() if n >= 25))
   assert realism.touching_pairs(labels, min_faces=25) == many
-  assert realism.touching_pairs(labels, (0, 1, 2)) == tuple(
-      k for k in sorted(want) if k[1] <= 2)
+  assert realism.touching_pairs(labels, (0, 1, 2)) == tuple(k for k in sorted(want) if k[1] <= 2)
 
 
 def test_tissue_statistics_recover_gaussian_tissues():
   rng = np.random.default_rng(1)
   labels = np.zeros((40, 40, 40), np.int32)
   labels[20:] = 1
-  labels[:, 20:] += 2          # four blocks: 0, 1, 2, 3
+  labels[:, 20:] += 2  # four blocks: 0, 1, 2, 3
   means, stds = {0: 0.1, 1: 0.4, 2: 0.5, 3: 0.9}, {0: 0.0, 1: 0.05, 2: 0.02, 3: 0.1}
   image = np.zeros(labels.shape)
   for v in means:
@@ -55,11 +54,13 @@ def test_tissue_statistics_recover_gaussian_tissues():
 
 def test_wasserstein1_is_scipys():
   from scipy import stats
+
   rng = np.random.default_rng(2)
   for n, m in ((5, 5), (17, 40), (1, 9)):
     x, y = rng.normal(size=n), rng.normal(1.0, 2.0, size=m)
-    assert realism.wasserstein1(x, y) == pytest.approx(stats.wasserstein_distance(x, y),
-                                                       rel=1e-10, abs=1e-12)
+    assert realism.wasserstein1(x, y) == pytest.approx(
+      stats.wasserstein_distance(x, y), rel=1e-10, abs=1e-12
+    )
   assert realism.wasserstein1([0.0, 1.0], [0.0, 1.0]) == 0.0
 
 
@@ -78,15 +79,17 @@ def _stats_of(noise, seed, n=8):
 def test_realism_distance_grows_as_synthetic_noise_departs_from_real():
   real = _stats_of(0.05, seed=0)
   same = realism.realism_distance(_stats_of(0.05, seed=1), real)["distance"]
-  distances = [realism.realism_distance(_stats_of(s, seed=1), real)["distance"]
-               for s in (0.1, 0.2, 0.4)]
+  distances = [
+    realism.realism_distance(_stats_of(s, seed=1), real)["distance"] for s in (0.1, 0.2, 0.4)
+  ]
   assert same < 0.1 < distances[0] < distances[1] < distances[2]
   # Doubling the noise moves log spread and log contrast by log 2 each.
   assert distances[0] == pytest.approx(np.log(2.0), abs=0.1)
   out = realism.realism_distance(_stats_of(0.1, seed=1), real)
   assert set(out["spread"]) == {0, 1} and set(out["contrast"]) == {(0, 1)}
-  assert out["distance"] == pytest.approx(np.mean(list(out["spread"].values())
-                                                  + list(out["contrast"].values())))
+  assert out["distance"] == pytest.approx(
+    np.mean(list(out["spread"].values()) + list(out["contrast"].values()))
+  )
   # Coverage: real spreads and contrasts inside the synthetic 5-95 % range.
   assert realism.realism_distance(_stats_of(0.05, seed=1, n=40), real)["coverage"] > 0.8
   assert out["coverage"] == 0.0  # twice the noise: every real value outside

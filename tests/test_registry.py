@@ -13,13 +13,40 @@ from synthjax._src import registry, rendering, sampling
 # The replay contract: a stage's stream ids never change (params JSON written by any
 # version replays bit for bit). New stages append new ids.
 FROZEN_PARAM_STREAMS = {
-    "affine": 0, "deformation": 1, "crop": 2, "flip": 3, "gmm": 4, "bias": 5, "gamma": 6,
-    "resolution": 7, "noise": 8, "spike": 9, "ghosting": 10, "gibbs": 11, "rician": 12,
-    "subclusters": 13, "image_intensity": 14, "motion": 15, "slice_stack": 16,
-    "texture": 17, "struct_noise": 18, "blur_cortex": 19, "boundary": 20}
+  "affine": 0,
+  "deformation": 1,
+  "crop": 2,
+  "flip": 3,
+  "gmm": 4,
+  "bias": 5,
+  "gamma": 6,
+  "resolution": 7,
+  "noise": 8,
+  "spike": 9,
+  "ghosting": 10,
+  "gibbs": 11,
+  "rician": 12,
+  "subclusters": 13,
+  "image_intensity": 14,
+  "motion": 15,
+  "slice_stack": 16,
+  "texture": 17,
+  "struct_noise": 18,
+  "blur_cortex": 19,
+  "boundary": 20,
+}
 FROZEN_SYNTH_STREAMS = {
-    "deformation": 0, "gmm": 1, "bias": 2, "noise": 3, "rician": 4, "subclusters": 5,
-    "texture": 6, "struct_noise": 7, "blur_cortex": 8, "boundary": 9}
+  "deformation": 0,
+  "gmm": 1,
+  "bias": 2,
+  "noise": 3,
+  "rician": 4,
+  "subclusters": 5,
+  "texture": 6,
+  "struct_noise": 7,
+  "blur_cortex": 8,
+  "boundary": 9,
+}
 
 
 def test_stream_ids_are_frozen_and_unique():
@@ -34,8 +61,9 @@ def test_stream_ids_are_frozen_and_unique():
 
 
 def _stage_fields():
-  return {f.name for f in dataclasses.fields(synthjax.SynthConfig)
-          if dataclasses.is_dataclass(f.default)}
+  return {
+    f.name for f in dataclasses.fields(synthjax.SynthConfig) if dataclasses.is_dataclass(f.default)
+  }
 
 
 def test_every_config_stage_is_registered_and_every_registered_stage_configured():
@@ -61,14 +89,16 @@ def test_params_follow_the_registry_in_order(cfg):
   # Each stage's params are exactly its own sampler's, from its own stream. The samplers
   # run in one program of their own (drawing them op by op takes several times longer).
   drawn = [s for s in registry.STAGES if not s.configured or getattr(cfg, s.name).enabled]
-  own = jax.jit(lambda key: {s.name: s.sample(jax.random.fold_in(key, s.param_stream), cfg, {})
-                             for s in drawn})(jax.random.key(0))
+  own = jax.jit(
+    lambda key: {s.name: s.sample(jax.random.fold_in(key, s.param_stream), cfg, {}) for s in drawn}
+  )(jax.random.key(0))
   assert drawn and set(own) <= set(params)
   for s in drawn:
     assert set(own[s.name]) == set(params[s.name])
     for name in own[s.name]:  # two programs: equal up to float rounding
-      np.testing.assert_allclose(own[s.name][name], params[s.name][name], rtol=1e-5,
-                                 atol=1e-6, err_msg=f"{s.name}.{name}")
+      np.testing.assert_allclose(
+        own[s.name][name], params[s.name][name], rtol=1e-5, atol=1e-6, err_msg=f"{s.name}.{name}"
+      )
 
 
 def test_fixed_names_come_from_the_template(cfg):
@@ -82,8 +112,7 @@ def test_fixed_names_come_from_the_template(cfg):
   fixed = {}
   for s in registry.STAGES:
     first = sorted(template[s.name])[0]
-    fixed[s.name] = {first: np.zeros(template[s.name][first].shape,
-                                     template[s.name][first].dtype)}
+    fixed[s.name] = {first: np.zeros(template[s.name][first].shape, template[s.name][first].dtype)}
   out = synthjax.sample_params(jax.random.key(0), cfg, fixed=fixed)
   for stage, entries in fixed.items():
     for name, value in entries.items():
@@ -92,12 +121,12 @@ def test_fixed_names_come_from_the_template(cfg):
 
 def test_every_stage_renders_through_its_phase_signature_in_registry_order():
   from synthjax._src.stages import record
+
   phases = [s.phase for s in registry.STAGES]
   assert set(phases) == set(record.PHASES)
   # The spatial stages come first, then the sources; the k-space group is contiguous.
   first_image = phases.index("image")
-  assert phases[:first_image] == sorted(phases[:first_image],
-                                        key=["spatial", "source"].index)
+  assert phases[:first_image] == sorted(phases[:first_image], key=["spatial", "source"].index)
   assert not {"spatial", "source"} & set(phases[first_image:])
   k = [i for i, p in enumerate(phases) if p == "kspace"]
   assert k == list(range(k[0], k[-1] + 1))
@@ -128,14 +157,22 @@ def test_a_registered_image_stage_is_rendered_where_the_registry_puts_it(cfg):
   finally:
     registry.STAGES = original
   assert np.abs(with_noise - without).mean() > 1e-3
-  off = np.asarray(rendering.render(jax.random.key(1), params, lab,
-                                    base.replace(noise={"enabled": False}))[0])
+  off = np.asarray(
+    rendering.render(jax.random.key(1), params, lab, base.replace(noise={"enabled": False}))[0]
+  )
   np.testing.assert_array_equal(without, off)
 
 
-PUBLIC_RANDOM = [synthjax.sample_params, synthjax.synthesize, synthjax.sample_view_params,
-                 synthjax.synthesize_views, synthjax.synthesize_sharded, synthjax.warp,
-                 synthjax.ensembles.sample_ensemble_params, synthjax.ensembles.render_ensemble]
+PUBLIC_RANDOM = [
+  synthjax.sample_params,
+  synthjax.synthesize,
+  synthjax.sample_view_params,
+  synthjax.synthesize_views,
+  synthjax.synthesize_sharded,
+  synthjax.warp,
+  synthjax.ensembles.sample_ensemble_params,
+  synthjax.ensembles.render_ensemble,
+]
 
 
 @pytest.mark.parametrize("fn", PUBLIC_RANDOM, ids=lambda f: f.__name__)

@@ -22,7 +22,7 @@ SHAPE = (16, 16, 16)
 LABEL_VALUES = (0, 1, 2, 3)
 
 # A source: every voxel of label index `l` gets `level * (l + 1)`, where applied.
-TOY_SOURCE = '''
+TOY_SOURCE = """
 import jax.numpy as jnp
 
 from synthjax._src.checks import config_class, field, flag, prob, real
@@ -48,11 +48,11 @@ def render_source(key, image, p, cfg, ctx):
 
 STAGE = Stage("toy_source", lambda k, c, f: sample(k, c.toy_source, f), phase="source",
               apply=render_source)
-'''
+"""
 
 # A k-space stage: a linear phase ramp along `axis`, a circular shift of the image by
 # `shift` voxels, where applied.
-TOY_KSPACE = '''
+TOY_KSPACE = """
 import numpy as np
 import jax.numpy as jnp
 
@@ -84,7 +84,7 @@ def shift_spectrum(key, spectrum, p, cfg, ctx):
 
 STAGE = Stage("toy_shift", lambda k, c, f: sample(k, c.toy_shift, f), phase="kspace",
               apply=shift_spectrum)
-'''
+"""
 
 
 def _module(tmp_path, name, source):
@@ -100,8 +100,10 @@ def _with(module, after: str, streams):
   """The config class of the package's stages plus `module`'s."""
   i = registry.NAMES.index(after) + 1
   # The registry line: the record where it renders, and its stream ids.
-  stages = registry.register((*registry.STAGES[:i], module.STAGE, *registry.STAGES[i:]),
-                             {**registry.STREAMS, module.STAGE.name: streams})
+  stages = registry.register(
+    (*registry.STAGES[:i], module.STAGE, *registry.STAGES[i:]),
+    {**registry.STREAMS, module.STAGE.name: streams},
+  )
   # The config field.
   return registry.config_variant(stages, **{module.STAGE.name: module.Config()})
 
@@ -117,14 +119,19 @@ def _labels():
 # Only the label Gaussians, without noise, on the unmoved labels: the image is the
 # min-max normalised label means.
 BARE = synthjax.SynthConfig(
-    shape=SHAPE, label_values=LABEL_VALUES,
-    gmm={"std": (0.0, 0.0), "prob_background_zero": 0.0},
-    **{s.name: {"enabled": False} for s in registry.STAGES
-       if s.configured and s.name != "gmm"})
+  shape=SHAPE,
+  label_values=LABEL_VALUES,
+  gmm={"std": (0.0, 0.0), "prob_background_zero": 0.0},
+  **{s.name: {"enabled": False} for s in registry.STAGES if s.configured and s.name != "gmm"},
+)
 # Stages of every phase on, the k-space group included.
-FULL = synthjax.presets.synthseg(LABEL_VALUES, SHAPE, noise={"prob": 1.0, "std": (0.02, 0.05)},
-                                 gibbs={"prob": 1.0, "alpha": (0.3, 0.5)},
-                                 flip_pairs=((1, 3),))
+FULL = synthjax.presets.synthseg(
+  LABEL_VALUES,
+  SHAPE,
+  noise={"prob": 1.0, "std": (0.02, 0.05)},
+  gibbs={"prob": 1.0, "alpha": (0.3, 0.5)},
+  flip_pairs=((1, 3),),
+)
 
 
 def _render(cfg, key=0):
@@ -162,7 +169,11 @@ def test_a_toy_source_stage_is_rendered_from_its_module_registry_line_and_field(
   toy = _module(tmp_path, "toy_source", TOY_SOURCE)
   cls = _with(toy, after="image_intensity", streams=registry.Streams(params=21))
   assert [s.name for s in registry.stages_of(_variant(cls, BARE)) if s.phase == "source"] == [
-      "gmm", "subclusters", "image_intensity", "toy_source"]
+    "gmm",
+    "subclusters",
+    "image_intensity",
+    "toy_source",
+  ]
 
   lab = _labels()
   params, image, _ = _render(BARE)
@@ -182,7 +193,11 @@ def test_a_toy_kspace_stage_transforms_the_shared_spectrum(tmp_path):
   toy = _module(tmp_path, "toy_shift", TOY_KSPACE)
   cls = _with(toy, after="spike", streams=registry.Streams(params=22))
   assert [s.name for s in registry.stages_of(_variant(cls, BARE)) if s.phase == "kspace"] == [
-      "gibbs", "ghosting", "spike", "toy_shift"]
+    "gibbs",
+    "ghosting",
+    "spike",
+    "toy_shift",
+  ]
 
   lab = _labels()
   params, _, _ = _render(BARE)
@@ -210,13 +225,19 @@ def test_the_registry_refuses_a_stage_without_streams_or_out_of_its_phase(tmp_pa
   with pytest.raises(ValueError, match="'toy_source' has no stream ids"):
     registry.register(registry.STAGES + (toy.STAGE,))
   with pytest.raises(ValueError, match="'toy_source' has the params stream 4 of stage 'gmm'"):
-    registry.register(registry.STAGES[:5] + (toy.STAGE,) + registry.STAGES[5:],
-                      {**registry.STREAMS, "toy_source": registry.Streams(params=4)})
+    registry.register(
+      registry.STAGES[:5] + (toy.STAGE,) + registry.STAGES[5:],
+      {**registry.STREAMS, "toy_source": registry.Streams(params=4)},
+    )
   with pytest.raises(ValueError, match="'toy_source' \\(source\\) is listed after a later"):
-    registry.register(registry.STAGES + (toy.STAGE,),
-                      {**registry.STREAMS, "toy_source": registry.Streams(params=21)})
-  stages = registry.register(registry.STAGES[:5] + (toy.STAGE,) + registry.STAGES[5:],
-                             {**registry.STREAMS, "toy_source": registry.Streams(params=21)})
+    registry.register(
+      registry.STAGES + (toy.STAGE,),
+      {**registry.STREAMS, "toy_source": registry.Streams(params=21)},
+    )
+  stages = registry.register(
+    registry.STAGES[:5] + (toy.STAGE,) + registry.STAGES[5:],
+    {**registry.STREAMS, "toy_source": registry.Streams(params=21)},
+  )
   with pytest.raises(ValueError, match=r"stage\(s\) \['toy_source'\] have no config field"):
     registry.config_variant(stages)
   with pytest.raises(ValueError, match=r"field\(s\) \['other'\] have no registered stage"):

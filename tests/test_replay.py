@@ -24,7 +24,7 @@ VALUES = (0, 2, 3, 4, 41, 42, 43)
 def _labels(seed=0, shape=(36, 34, 32)):
   rng = np.random.default_rng(seed)
   x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-  r = np.sqrt(x ** 2 + y ** 2 + z ** 2) + 0.05 * rng.standard_normal(shape)
+  r = np.sqrt(x**2 + y**2 + z**2) + 0.05 * rng.standard_normal(shape)
   lab = np.zeros(shape, np.int32)
   left = x < 0
   for thr, (lv, rv) in ((0.9, (3, 42)), (0.6, (2, 41)), (0.25, (4, 43))):
@@ -35,8 +35,9 @@ def _labels(seed=0, shape=(36, 34, 32)):
 
 def _config(**kw):
   # Noise on so that every random stream is exercised.
-  return synthjax.presets.synthseg(VALUES, SHAPE, (1.2, 1.2, 1.2),
-                                   noise={"prob": 1.0, "std": (0.01, 0.05)}, **kw)
+  return synthjax.presets.synthseg(
+    VALUES, SHAPE, (1.2, 1.2, 1.2), noise={"prob": 1.0, "std": (0.01, 0.05)}, **kw
+  )
 
 
 def _digest(*arrays):
@@ -87,8 +88,9 @@ def test_float32_json_roundtrip_is_bit_exact():
   cfg = _config()
   params = synthjax.sample_params(jax.random.key(0), cfg)
   # Values that a decimal round trip with too few digits would change.
-  tricky = np.array([np.float32(1) / 3, np.nextafter(np.float32(1), np.float32(2)), 1e-30],
-                    np.float32)
+  tricky = np.array(
+    [np.float32(1) / 3, np.nextafter(np.float32(1), np.float32(2)), 1e-30], np.float32
+  )
   params["affine"]["rotation"] = jnp.asarray(tricky)
   back = synthjax.params_from_json(synthjax.params_to_json(params), cfg)
   assert np.asarray(back["affine"]["rotation"]).tobytes() == tricky.tobytes()
@@ -112,8 +114,13 @@ def test_replay_in_a_fresh_process(sample, tmp_path):
         h.update(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
       print(h.hexdigest())
   """)
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  out = subprocess.run(
+    [sys.executable, "-c", script],
+    capture_output=True,
+    text=True,
+    check=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert out.stdout.strip() == _digest(image, seg)
 
 
@@ -167,10 +174,10 @@ def test_other_params_key_gives_other_params():
 def test_fixed_values_kept_others_vary():
   cfg = _config()
   fixed = {
-      "affine": {"applied": True, "rotation": [0.0, 0.0, 12.5], "scaling": 1.1},
-      "gmm": {"means": [float(v) for v in range(len(VALUES))], "background_zero": None},
-      "resolution": {"resolution": [1.2, 1.2, 5.0]},
-      "flip": {"applied": False},
+    "affine": {"applied": True, "rotation": [0.0, 0.0, 12.5], "scaling": 1.1},
+    "gmm": {"means": [float(v) for v in range(len(VALUES))], "background_zero": None},
+    "resolution": {"resolution": [1.2, 1.2, 5.0]},
+    "flip": {"applied": False},
   }
   draws = [synthjax.sample_params(jax.random.key(k), cfg, fixed=fixed) for k in range(6)]
   for p in draws:
@@ -182,8 +189,13 @@ def test_fixed_values_kept_others_vary():
     assert not bool(p["flip"]["applied"])
     # A draw depending on a fixed value respects it.
     assert np.all(np.asarray(p["resolution"]["thickness"]) <= np.float32([1.2, 1.2, 5.0]) + 1e-6)
-  for stage, name in (("affine", "shear"), ("gmm", "stds"), ("resolution", "thickness"),
-                      ("deformation", "std"), ("crop", "position")):
+  for stage, name in (
+    ("affine", "shear"),
+    ("gmm", "stds"),
+    ("resolution", "thickness"),
+    ("deformation", "std"),
+    ("crop", "position"),
+  ):
     values = {np.asarray(p[stage][name]).tobytes() for p in draws}
     assert len(values) == len(draws), f"{stage}.{name} did not vary with the key"
 
@@ -254,8 +266,9 @@ def test_disabled_stage_records_not_applied_and_params_refeed_as_fixed():
   for k in range(4):
     p = synthjax.sample_params(jax.random.key(k), cfg)
     assert not bool(p["bias"]["applied"])
-    again = synthjax.sample_params(jax.random.key(99), cfg,
-                                   fixed=json.loads(synthjax.params_to_json(p)))
+    again = synthjax.sample_params(
+      jax.random.key(99), cfg, fixed=json.loads(synthjax.params_to_json(p))
+    )
     assert _tree_equal(p, again)
 
 

@@ -57,12 +57,15 @@ def test_a_changed_label_map_is_refused_unless_forced(file_sample):
   assert image.shape == seg.shape == (16, 16, 16)
 
 
-@pytest.mark.parametrize("content,message", [
+@pytest.mark.parametrize(
+  "content,message",
+  [
     ("{not json", "cannot read params JSON"),
     (json.dumps({"format": "something/1"}), "not a synthjax sample file"),
     (json.dumps([1, 2]), "not a synthjax sample file"),
     (json.dumps({"format": "synthjax-sample/1", "index": 0}), "sample file lacks"),
-])
+  ],
+)
 def test_load_sample_refuses_a_bad_file_naming_it(tmp_path, content, message):
   bad = tmp_path / "bad_params.json"
   bad.write_text(content)

@@ -65,9 +65,16 @@ def _align_corners_grid(in_shape, out_shape):
 # sample_nearest
 
 
-@pytest.mark.parametrize("dtype,cval,mode", [
-    (np.int32, -1, "eager"), (np.int32, -1, "jit"), (np.int16, 7, "jit"), (np.uint8, 200, "jit"),
-    (np.float32, -3.5, "jit")])
+@pytest.mark.parametrize(
+  "dtype,cval,mode",
+  [
+    (np.int32, -1, "eager"),
+    (np.int32, -1, "jit"),
+    (np.int16, 7, "jit"),
+    (np.uint8, 200, "jit"),
+    (np.float32, -3.5, "jit"),
+  ],
+)
 def test_sample_nearest_matches_map_coordinates(dtype, cval, mode):
   rng = np.random.default_rng(0)
   shape = SHAPE
@@ -76,8 +83,9 @@ def test_sample_nearest_matches_map_coordinates(dtype, cval, mode):
   else:
     vol = rng.normal(size=shape).astype(dtype)
   coords = _random_coords(rng, shape, avoid_ties=True)
-  ref = ndimage.map_coordinates(vol, coords.astype(np.float64), order=0,
-                                mode="grid-constant", cval=cval)
+  ref = ndimage.map_coordinates(
+    vol, coords.astype(np.float64), order=0, mode="grid-constant", cval=cval
+  )
   fn = lambda v, c: resample.sample_nearest(v, c, cval=cval)
   out = _call(fn, mode, jnp.asarray(vol), jnp.asarray(coords))
   assert out.dtype == vol.dtype
@@ -96,10 +104,12 @@ def test_sample_nearest_half_integers_round_up(mode):
   vol = rng.integers(0, 100, size=SHAPE).astype(np.int32)
   halves = [np.arange(-2, s + 2) - 0.5 for s in SHAPE]
   coords = np.stack(np.meshgrid(*halves, indexing="ij")).astype(np.float32)
-  ref = ndimage.map_coordinates(vol, coords.astype(np.float64), order=0, mode="grid-constant",
-                                cval=-1)
-  out = _call(lambda v, c: resample.sample_nearest(v, c, cval=-1), mode, jnp.asarray(vol),
-              jnp.asarray(coords))
+  ref = ndimage.map_coordinates(
+    vol, coords.astype(np.float64), order=0, mode="grid-constant", cval=-1
+  )
+  out = _call(
+    lambda v, c: resample.sample_nearest(v, c, cval=-1), mode, jnp.asarray(vol), jnp.asarray(coords)
+  )
   np.testing.assert_array_equal(out, ref)
   # Closed form: coordinate k - 0.5 reads voxel k for k in [0, s), and cval elsewhere.
   inside = np.full(out.shape, False)
@@ -113,12 +123,16 @@ def test_sample_nearest_vmap_and_batch_shape():
   shape = (8, 6, 10)
   vols = rng.integers(0, 50, size=(3,) + shape).astype(np.int32)
   coords = np.stack([_random_coords(rng, shape, (20, 25), avoid_ties=True) for _ in range(3)])
-  out = np.asarray(jax.jit(jax.vmap(lambda v, c: resample.sample_nearest(v, c, cval=-9)))(
-      jnp.asarray(vols), jnp.asarray(coords)))
+  out = np.asarray(
+    jax.jit(jax.vmap(lambda v, c: resample.sample_nearest(v, c, cval=-9)))(
+      jnp.asarray(vols), jnp.asarray(coords)
+    )
+  )
   assert out.shape == (3, 20, 25)
   for b in range(3):
-    ref = ndimage.map_coordinates(vols[b], coords[b].astype(np.float64), order=0,
-                                  mode="grid-constant", cval=-9)
+    ref = ndimage.map_coordinates(
+      vols[b], coords[b].astype(np.float64), order=0, mode="grid-constant", cval=-9
+    )
     np.testing.assert_array_equal(out[b], ref)
 
 
@@ -132,15 +146,19 @@ def test_sample_linear_matches_map_coordinates(cval, mode):
   shape = SHAPE
   vol = rng.normal(size=shape).astype(np.float32)
   coords = _random_coords(rng, shape)
-  ref = ndimage.map_coordinates(vol.astype(np.float64), coords.astype(np.float64), order=1,
-                                mode="grid-constant", cval=cval)
+  ref = ndimage.map_coordinates(
+    vol.astype(np.float64), coords.astype(np.float64), order=1, mode="grid-constant", cval=cval
+  )
   fn = lambda v, c: resample.sample_linear(v, c, cval=cval)
   out = _call(fn, mode, jnp.asarray(vol), jnp.asarray(coords))
   np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize("margin,mode", [(0.0, "jit"), (3.0, "eager"), (3.0, "jit")],
-                         ids=["in-range-jit", "out-of-range-eager", "out-of-range-jit"])
+@pytest.mark.parametrize(
+  "margin,mode",
+  [(0.0, "jit"), (3.0, "eager"), (3.0, "jit")],
+  ids=["in-range-jit", "out-of-range-eager", "out-of-range-jit"],
+)
 def test_sample_linear_clamp_matches_nearest_mode(margin, mode):
   # Clamping coordinates into the volume is edge extension, which is scipy's "nearest" mode
   # for linear interpolation, both for in-range and out-of-range coordinates.
@@ -148,8 +166,9 @@ def test_sample_linear_clamp_matches_nearest_mode(margin, mode):
   shape = SHAPE
   vol = rng.normal(size=shape).astype(np.float32)
   coords = _random_coords(rng, shape, margin=margin)
-  ref = ndimage.map_coordinates(vol.astype(np.float64), coords.astype(np.float64), order=1,
-                                mode="nearest")
+  ref = ndimage.map_coordinates(
+    vol.astype(np.float64), coords.astype(np.float64), order=1, mode="nearest"
+  )
   fn = lambda v, c: resample.sample_linear(v, c, clamp=True)
   out = _call(fn, mode, jnp.asarray(vol), jnp.asarray(coords))
   np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
@@ -162,10 +181,15 @@ def test_sample_linear_clamp_with_thin_axes(shape):
   rng = np.random.default_rng(6)
   vol = rng.normal(size=shape).astype(np.float32)
   coords = _random_coords(rng, shape, (20, 30), margin=2.0)
-  ref = ndimage.map_coordinates(vol.astype(np.float64), coords.astype(np.float64), order=1,
-                                mode="nearest")
-  out = _call(lambda v, c: resample.sample_linear(v, c, clamp=True), "jit", jnp.asarray(vol),
-              jnp.asarray(coords))
+  ref = ndimage.map_coordinates(
+    vol.astype(np.float64), coords.astype(np.float64), order=1, mode="nearest"
+  )
+  out = _call(
+    lambda v, c: resample.sample_linear(v, c, clamp=True),
+    "jit",
+    jnp.asarray(vol),
+    jnp.asarray(coords),
+  )
   np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
 
 
@@ -176,9 +200,15 @@ def test_sample_linear_channels_match_per_channel(clamp):
   vol = rng.normal(size=shape + (3,)).astype(np.float32)
   coords = _random_coords(rng, shape, (30, 40))
   scipy_mode = "nearest" if clamp else "grid-constant"
-  ref = np.stack([ndimage.map_coordinates(vol[..., ch].astype(np.float64),
-                                          coords.astype(np.float64), order=1, mode=scipy_mode)
-                  for ch in range(3)], axis=-1)
+  ref = np.stack(
+    [
+      ndimage.map_coordinates(
+        vol[..., ch].astype(np.float64), coords.astype(np.float64), order=1, mode=scipy_mode
+      )
+      for ch in range(3)
+    ],
+    axis=-1,
+  )
   fn = lambda v, c: resample.sample_linear(v, c, clamp=clamp)
   out = _call(fn, "jit", jnp.asarray(vol), jnp.asarray(coords))
   assert out.shape == (30, 40, 3)
@@ -190,11 +220,13 @@ def test_sample_linear_vmap_over_volumes_and_coords():
   shape = (7, 8, 9)
   vols = rng.normal(size=(4,) + shape).astype(np.float32)
   coords = np.stack([_random_coords(rng, shape, (500,)) for _ in range(4)])
-  out = np.asarray(jax.jit(jax.vmap(resample.sample_linear))(jnp.asarray(vols),
-                                                             jnp.asarray(coords)))
+  out = np.asarray(
+    jax.jit(jax.vmap(resample.sample_linear))(jnp.asarray(vols), jnp.asarray(coords))
+  )
   for b in range(4):
-    ref = ndimage.map_coordinates(vols[b].astype(np.float64), coords[b].astype(np.float64),
-                                  order=1, mode="grid-constant")
+    ref = ndimage.map_coordinates(
+      vols[b].astype(np.float64), coords[b].astype(np.float64), order=1, mode="grid-constant"
+    )
     np.testing.assert_allclose(out[b], ref, rtol=0, atol=ATOL)
 
 
@@ -217,8 +249,9 @@ def _random_affine(rng, shape):
   return m
 
 
-@pytest.mark.parametrize("order,seed,mode", [(0, 0, "jit"), (0, 1, "jit"), (1, 0, "eager"),
-                                             (1, 1, "jit")])
+@pytest.mark.parametrize(
+  "order,seed,mode", [(0, 0, "jit"), (0, 1, "jit"), (1, 0, "eager"), (1, 1, "jit")]
+)
 def test_affine_sampling_matches_affine_transform(order, seed, mode):
   rng = np.random.default_rng(10 + seed)
   shape = SHAPE
@@ -228,10 +261,15 @@ def test_affine_sampling_matches_affine_transform(order, seed, mode):
   coords = coords64.astype(np.float32)
   if order == 0:
     vol = rng.integers(0, 20, size=shape).astype(np.int32)
-    ref = ndimage.affine_transform(vol, m[:3, :3], offset=m[:3, 3], order=0,
-                                   mode="grid-constant", cval=-1)
-    out = _call(lambda v, c: resample.sample_nearest(v, c, cval=-1), mode,
-                jnp.asarray(vol), jnp.asarray(coords))
+    ref = ndimage.affine_transform(
+      vol, m[:3, :3], offset=m[:3, 3], order=0, mode="grid-constant", cval=-1
+    )
+    out = _call(
+      lambda v, c: resample.sample_nearest(v, c, cval=-1),
+      mode,
+      jnp.asarray(vol),
+      jnp.asarray(coords),
+    )
     # Compare where float32 and float64 coordinates cannot round differently.
     frac = coords64 - np.floor(coords64)
     ok = (np.abs(frac - 0.5) > 1e-3).all(axis=0)
@@ -239,8 +277,9 @@ def test_affine_sampling_matches_affine_transform(order, seed, mode):
     np.testing.assert_array_equal(out[ok], ref[ok])
   else:
     vol = rng.normal(size=shape).astype(np.float32)
-    ref = ndimage.affine_transform(vol.astype(np.float64), m[:3, :3], offset=m[:3, 3],
-                                   order=1, mode="grid-constant", cval=0.0)
+    ref = ndimage.affine_transform(
+      vol.astype(np.float64), m[:3, :3], offset=m[:3, 3], order=1, mode="grid-constant", cval=0.0
+    )
     out = _call(resample.sample_linear, mode, jnp.asarray(vol), jnp.asarray(coords))
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
   # The affine must push part of the grid outside the volume.
@@ -252,20 +291,22 @@ def test_affine_sampling_matches_affine_transform(order, seed, mode):
 
 
 RESIZES = [
-    ((8, 9, 10), (16, 18, 21)),   # upsampling
-    ((20, 17, 12), (7, 5, 4)),    # downsampling
-    ((10, 12, 14), (10, 25, 6)),  # one axis kept, one up, one down
-    ((2, 3, 5), (33, 1, 5)),      # two nodes to many, and to a single node
+  ((8, 9, 10), (16, 18, 21)),  # upsampling
+  ((20, 17, 12), (7, 5, 4)),  # downsampling
+  ((10, 12, 14), (10, 25, 6)),  # one axis kept, one up, one down
+  ((2, 3, 5), (33, 1, 5)),  # two nodes to many, and to a single node
 ]
 
 
-@pytest.mark.parametrize("in_shape,out_shape,mode",
-                         [RESIZES[0] + ("eager",)] + [r + ("jit",) for r in RESIZES])
+@pytest.mark.parametrize(
+  "in_shape,out_shape,mode", [RESIZES[0] + ("eager",)] + [r + ("jit",) for r in RESIZES]
+)
 def test_resize_linear_matches_align_corners_map_coordinates(in_shape, out_shape, mode):
   rng = np.random.default_rng(20)
   x = rng.normal(size=in_shape).astype(np.float32)
-  ref = ndimage.map_coordinates(x.astype(np.float64), _align_corners_grid(in_shape, out_shape),
-                                order=1, mode="nearest")
+  ref = ndimage.map_coordinates(
+    x.astype(np.float64), _align_corners_grid(in_shape, out_shape), order=1, mode="nearest"
+  )
   out = _call(lambda x: resample.resize_linear(x, out_shape), mode, jnp.asarray(x))
   assert out.shape == out_shape
   np.testing.assert_allclose(out, ref, rtol=0, atol=ATOL)
@@ -280,8 +321,7 @@ def test_resize_linear_channels_and_vmap():
   grid = _align_corners_grid(in_shape, out_shape)
   for b in range(2):
     for ch in range(3):
-      ref = ndimage.map_coordinates(x[b, ..., ch].astype(np.float64), grid, order=1,
-                                    mode="nearest")
+      ref = ndimage.map_coordinates(x[b, ..., ch].astype(np.float64), grid, order=1, mode="nearest")
       np.testing.assert_allclose(out[b, ..., ch], ref, rtol=0, atol=ATOL)
 
 
@@ -301,8 +341,10 @@ def test_linear_resize_matrix_matches_interp(n_in, n_out):
 N_MAX = 12
 NODE_COUNTS = (2, 3, 4, 6, 7, 8, 10, 11, 12)
 # (n_out, how n is traced); 80 outputs from 7 nodes is SynthSeg's velocity grid at 160^3.
-DYNAMIC_CASES = ([(n, m) for n in (1, 5, 14, 22, 36, 80) for m in ("jit", "vmap")]
-                 + [(14, "eager"), (80, "eager")])
+DYNAMIC_CASES = [(n, m) for n in (1, 5, 14, 22, 36, 80) for m in ("jit", "vmap")] + [
+  (14, "eager"),
+  (80, "eager"),
+]
 
 
 @functools.cache
@@ -342,8 +384,10 @@ def test_dynamic_resize_matrix_ignores_nodes_beyond_n(mode):
       leak = np.abs(m @ garbage - m @ np.where(np.arange(N_MAX) < n, x, 0.0)).max()
       if np.any(m[:, n:] != 0.0) or leak != 0.0:
         col = n + int(np.argmax(m[:, n:].max(axis=0)))
-        leaks.append(f"(n_out={n_out}, n={n}): weight {m[:, n:].max():.3g} on column {col}, "
-                     f"tail=1e6 shifts output by {leak:.3g}")
+        leaks.append(
+          f"(n_out={n_out}, n={n}): weight {m[:, n:].max():.3g} on column {col}, "
+          f"tail=1e6 shifts output by {leak:.3g}"
+        )
   assert not leaks, "nodes >= n influence the result:\n" + "\n".join(leaks)
 
 
@@ -355,12 +399,20 @@ def test_dynamic_resize_matrix_ignores_nodes_beyond_n(mode):
 def test_apply_separable_matches_einsum(channels, mode):
   rng = np.random.default_rng(40)
   x = rng.normal(size=(8, 9, 10) + channels).astype(np.float32)
-  mats = [rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(7, 9)).astype(np.float32),
-          rng.normal(size=(6, 10)).astype(np.float32)]
-  ref = np.einsum("ia,jb,kc,abc...->ijk...", *[m.astype(np.float64) for m in mats],
-                  x.astype(np.float64))
-  out = _call(lambda x, a, b, c: resample.apply_separable(x, [a, b, c]), mode,
-              jnp.asarray(x), *map(jnp.asarray, mats))
+  mats = [
+    rng.normal(size=(5, 8)).astype(np.float32),
+    rng.normal(size=(7, 9)).astype(np.float32),
+    rng.normal(size=(6, 10)).astype(np.float32),
+  ]
+  ref = np.einsum(
+    "ia,jb,kc,abc...->ijk...", *[m.astype(np.float64) for m in mats], x.astype(np.float64)
+  )
+  out = _call(
+    lambda x, a, b, c: resample.apply_separable(x, [a, b, c]),
+    mode,
+    jnp.asarray(x),
+    *map(jnp.asarray, mats),
+  )
   assert out.shape == (5, 7, 6) + channels
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
 
@@ -369,8 +421,9 @@ def test_apply_separable_vmap():
   rng = np.random.default_rng(41)
   x = rng.normal(size=(3, 4, 5, 6)).astype(np.float32)
   mats = [rng.normal(size=(3, s, s)).astype(np.float32) for s in (4, 5, 6)]
-  out = np.asarray(jax.jit(jax.vmap(lambda x, a, b, c: resample.apply_separable(x, [a, b, c])))(
-      x, *mats))
+  out = np.asarray(
+    jax.jit(jax.vmap(lambda x, a, b, c: resample.apply_separable(x, [a, b, c])))(x, *mats)
+  )
   for i in range(3):
     ref = np.einsum("ia,jb,kc,abc->ijk", mats[0][i], mats[1][i], mats[2][i], x[i])
     np.testing.assert_allclose(out[i], ref, rtol=1e-5, atol=1e-4)

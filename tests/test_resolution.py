@@ -46,9 +46,12 @@ def _resolution_reference(x, res, thick, blur_scale, cfg, spacing):
 
 
 def _params(applied, res, thick, blur_scale):
-  return {"applied": jnp.asarray(applied), "resolution": jnp.asarray(res, jnp.float32),
-          "thickness": jnp.asarray(thick, jnp.float32),
-          "blur_scale": jnp.asarray(blur_scale, jnp.float32)}
+  return {
+    "applied": jnp.asarray(applied),
+    "resolution": jnp.asarray(res, jnp.float32),
+    "thickness": jnp.asarray(thick, jnp.float32),
+    "blur_scale": jnp.asarray(blur_scale, jnp.float32),
+  }
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,8 +68,7 @@ def _check_gaussian(mats):
   for m, sigma in zip(mats, SIGMAS):
     x = rng.normal(size=N_GAUSS)
     ref = ndimage.gaussian_filter1d(x, sigma, mode="reflect", truncate=4.0)
-    np.testing.assert_allclose(np.asarray(m) @ x, ref, rtol=0, atol=2e-6,
-                               err_msg=f"sigma={sigma}")
+    np.testing.assert_allclose(np.asarray(m) @ x, ref, rtol=0, atol=2e-6, err_msg=f"sigma={sigma}")
 
 
 def test_gaussian_matrix_matches_gaussian_filter1d_eager():
@@ -116,10 +118,10 @@ def test_down_up_matrix_matches_interp_reference(n):
 SHAPE = (20, 18, 16)
 SPACING = (1.0, 1.0, 1.5)
 CASES = [
-    # resolution, thickness, blur_scale
-    ((1.0, 3.0, 4.5), (1.0, 2.4, 4.0), 1.02),  # two thick axes, one native
-    ((5.3, 1.0, 1.5), (3.1, 1.0, 1.5), 0.98),  # one thick axis
-    ((2.2, 2.2, 2.2), (2.2, 1.6, 2.0), 1.0),   # isotropic resolution, thinner slices
+  # resolution, thickness, blur_scale
+  ((1.0, 3.0, 4.5), (1.0, 2.4, 4.0), 1.02),  # two thick axes, one native
+  ((5.3, 1.0, 1.5), (3.1, 1.0, 1.5), 0.98),  # one thick axis
+  ((2.2, 2.2, 2.2), (2.2, 1.6, 2.0), 1.0),  # isotropic resolution, thinner slices
 ]
 CFG = ResolutionConfig()
 
@@ -138,8 +140,9 @@ def _run(mode, x, p):
   return np.asarray(_apply_jit(jnp.asarray(x), p))
 
 
-@pytest.mark.parametrize("res,thick,scale,mode",
-                         [CASES[0] + ("eager",)] + [c + ("jit",) for c in CASES])
+@pytest.mark.parametrize(
+  "res,thick,scale,mode", [CASES[0] + ("eager",)] + [c + ("jit",) for c in CASES]
+)
 def test_apply_resolution_matches_separable_reference(res, thick, scale, mode):
   x = np.random.default_rng(1).normal(size=SHAPE).astype(np.float32)
   out = _run(mode, x, _params(True, res, thick, scale))
@@ -164,10 +167,13 @@ def test_apply_resolution_vmap_over_params():
 
 N_KEYS = 2000
 STAT_CONFIGS = [
-    pytest.param(ResolutionConfig(), (1.0, 1.0, 1.0), id="synthseg-1mm"),
-    pytest.param(ResolutionConfig(prob_iso=0.4), (1.0, 1.0, 2.0), id="aniso-spacing"),
-    pytest.param(ResolutionConfig(min_res=0.5, max_res_iso=1.5, max_res_aniso=1.5, prob=0.9),
-                 (0.5, 0.5, 0.5), id="fetal"),
+  pytest.param(ResolutionConfig(), (1.0, 1.0, 1.0), id="synthseg-1mm"),
+  pytest.param(ResolutionConfig(prob_iso=0.4), (1.0, 1.0, 2.0), id="aniso-spacing"),
+  pytest.param(
+    ResolutionConfig(min_res=0.5, max_res_iso=1.5, max_res_aniso=1.5, prob=0.9),
+    (0.5, 0.5, 0.5),
+    id="fetal",
+  ),
 ]
 
 
@@ -216,8 +222,9 @@ def test_sample_resolution_statistics(cfg, spacing):
   aniso_r = res[aniso][np.arange(aniso.sum()), thick_axis]
   assert (aniso_r <= max(cfg.max_res_aniso, lo_max) + 1e-5).all()
   assert stats.kstest(aniso_r, stats.uniform(lo_max, cfg.max_res_aniso - lo_max).cdf).pvalue > 1e-3
-  np.testing.assert_array_equal(res[aniso][~above[aniso]],
-                                np.broadcast_to(lo, (aniso.sum(), 3))[~above[aniso]])
+  np.testing.assert_array_equal(
+    res[aniso][~above[aniso]], np.broadcast_to(lo, (aniso.sum(), 3))[~above[aniso]]
+  )
 
   # Random thickness: uniform on [lo, resolution] per axis.
   u = (thick - lo)[above] / (res - lo)[above]

@@ -40,7 +40,7 @@ def test_normal_marginal_matches_gaussian():
 def test_per_key_means_are_standard_error_distributed():
   # Across keys, sample means must scatter like N(0, 1/n): a generator whose streams were
   # shifted copies of each other, or biased, would fail this.
-  n = 32 ** 3
+  n = 32**3
   means = np.array([_normal(s, (32, 32, 32)).mean() for s in range(40)]) * np.sqrt(n)
   assert scipy.stats.kstest(means, "norm").pvalue > 1e-4
 
@@ -104,4 +104,4 @@ def test_raw_keys_work_and_shape_limit_is_checked():
   raw = jax.random.PRNGKey(0)
   assert rng.voxel_bits(raw, (4, 4)).dtype == jnp.uint32
   with pytest.raises(ValueError, match="2\\*\\*32"):
-    jax.eval_shape(lambda k: rng.voxel_bits(k, (2 ** 16, 2 ** 16)), jax.random.key(0))
+    jax.eval_shape(lambda k: rng.voxel_bits(k, (2**16, 2**16)), jax.random.key(0))

@@ -51,8 +51,15 @@ def maps(tmp_path_factory):
     for k in range(1, K + 1):
       for m in range(1, META + 1):
         layer = np.where(stack[k - 1] // 10 == m, stack[k - 1], 0).astype(np.int8)
-        _write(root / "seeds" / f"subclasses_{k}" / f"sub-0{i}" / "anat" /
-               f"sub-0{i}_dseg_mlabel_{m}.nii.gz", layer)
+        _write(
+          root
+          / "seeds"
+          / f"subclasses_{k}"
+          / f"sub-0{i}"
+          / "anat"
+          / f"sub-0{i}_dseg_mlabel_{m}.nii.gz",
+          layer,
+        )
     paths.append(str(path))
     stacks.append(stack)
   return {"root": root, "paths": paths, "stacks": stacks, "seeds": str(root / "seeds")}
@@ -85,8 +92,13 @@ def _pipeline(maps, patch, **kw):
   source = data.NiftiSource.from_files(maps["paths"], reader=reader, cache=True)
   cfg = presets.fetal((0, 1, 2, 3, 4), patch, seeds=True)
   seeds = data.seed_patches(source, maps["seeds"], cfg, to_grid=reader.layer)
-  return source, seeds, data.pipeline(source, patch_size=patch, batch_size=2, seed=5,
-                                      pad_small=True, transforms=[seeds], **kw)
+  return (
+    source,
+    seeds,
+    data.pipeline(
+      source, patch_size=patch, batch_size=2, seed=5, pad_small=True, transforms=[seeds], **kw
+    ),
+  )
 
 
 @pytest.mark.parametrize("patch", [(6, 6, 4), (10, 8, 8)])
@@ -102,8 +114,7 @@ def test_seed_patches_are_cut_with_their_label_patches(maps, patch):
     for b in range(2):
       v, origin = int(batch["volume"][b]), batch["origin"][b]
       lab = np.asarray(nib.load(maps["paths"][v]).dataobj)
-      np.testing.assert_array_equal(batch["labels"][b],
-                                    _crop(_reference_grid(lab), origin, patch))
+      np.testing.assert_array_equal(batch["labels"][b], _crop(_reference_grid(lab), origin, patch))
       for k in range(K):
         want = _crop(_reference_grid(maps["stacks"][v][k]), origin, patch)
         np.testing.assert_array_equal(batch["seeds"][b, k], want)
@@ -118,8 +129,11 @@ def test_seed_patches_pickle_for_grain_workers(maps):
   """A worker gets the transform by pickle, without the parent's cache, and cuts the same
   patches."""
   source, seeds, _ = _pipeline(maps, (6, 6, 4))
-  element = {"volume": np.int64(1), "origin": np.array([1, 2, 3], np.int32),
-             "labels": np.zeros((6, 6, 4), np.int32)}
+  element = {
+    "volume": np.int64(1),
+    "origin": np.array([1, 2, 3], np.int32),
+    "labels": np.zeros((6, 6, 4), np.int32),
+  }
   want = seeds.map(dict(element))["seeds"]
   copy = pickle.loads(pickle.dumps(seeds))
   assert copy._stacks == {}

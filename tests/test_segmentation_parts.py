@@ -34,14 +34,16 @@ class ConvolutionTest(chex.TestCase):
     rng = np.random.default_rng(dim)
     size = (9, 8, 7)[:dim]
     x = rng.normal(size=(2,) + size + (3,)).astype(np.float32)
-    convs = {impl: model.Conv(3, 4, dim=dim, impl=impl, rngs=nnx.Rngs(1)) for impl in
-             model.CONV_IMPLS}
+    convs = {
+      impl: model.Conv(3, 4, dim=dim, impl=impl, rngs=nnx.Rngs(1)) for impl in model.CONV_IMPLS
+    }
     w = np.asarray(convs["im2col"].kernel[...])
     # scipy: 'same' cross-correlation with zero padding, summed over input channels.
     ref = np.zeros((2,) + size + (4,), np.float64)
     for b, ci, co in itertools.product(range(2), range(3), range(4)):
       ref[(b,) + (Ellipsis,) + (co,)] += ndimage.correlate(
-          x[(b,) + (Ellipsis,) + (ci,)].astype(np.float64), w[..., ci, co], mode="constant")
+        x[(b,) + (Ellipsis,) + (ci,)].astype(np.float64), w[..., ci, co], mode="constant"
+      )
     for impl, conv in convs.items():
       out = self.variant(lambda a, c=conv: c(a))(jnp.asarray(x))
       np.testing.assert_allclose(np.asarray(out), ref, atol=2e-5, err_msg=impl)
@@ -75,21 +77,24 @@ def test_group_and_instance_norm_match_numpy():
     np.testing.assert_allclose(np.asarray(norm(jnp.asarray(x))), ref, atol=1e-4)
 
 
-@pytest.mark.parametrize("options", [
+@pytest.mark.parametrize(
+  "options",
+  [
     dict(dim=3, features=(4, 8, 16)),
     dict(dim=2, features=(4, 8), norm="group", activation="elu", upsample="resize"),
     dict(dim=3, features=(4, 8), norm="none", conv_impl="xla", convs_per_level=1),
-])
+  ],
+)
 def test_unet_shapes_vmap_and_shape_errors(options):
   net = model.UNet(5, rngs=nnx.Rngs(0), **options)
   # Jitted as the train step runs it (eagerly, each layer's ops would compile one by one).
   apply = nnx.jit(lambda m, v: m(v))
-  size = (8, 8, 8)[:options["dim"]]
+  size = (8, 8, 8)[: options["dim"]]
   x = jnp.asarray(np.random.default_rng(0).normal(size=(3,) + size + (1,)), jnp.float32)
   y = apply(net, x)
   assert y.shape == (3,) + size + (5,)
   # Per-sample maps: a batch equals its samples one by one (norms are per sample).
-  one = jnp.concatenate([apply(net, x[i:i + 1]) for i in range(3)])
+  one = jnp.concatenate([apply(net, x[i : i + 1]) for i in range(3)])
   np.testing.assert_allclose(np.asarray(y), np.asarray(one), atol=1e-5)
   bad = (3,) + tuple(n + 1 for n in size) + (1,)
   with pytest.raises(ValueError, match="divisible by"):
@@ -132,8 +137,7 @@ def _brute_metrics(pred, truth, label, spacing):
   dice = 2 * np.sum(p & t) / (p.sum() + t.sum()) if t.any() else np.nan
   if not p.any() or not t.any():
     return dice, np.nan
-  dist = cdist(np.argwhere(_brute_surface(p)) * spacing,
-               np.argwhere(_brute_surface(t)) * spacing)
+  dist = cdist(np.argwhere(_brute_surface(p)) * spacing, np.argwhere(_brute_surface(t)) * spacing)
   return dice, max(np.percentile(dist.min(1), 95), np.percentile(dist.min(0), 95))
 
 
@@ -168,8 +172,7 @@ def test_metrics_against_brute_force():
     for v in labels:
       ref_dice, ref_hd = _brute_metrics(pred, truth, v, np.asarray(spacing))
       np.testing.assert_allclose(dice[v], ref_dice, rtol=1e-12)
-      np.testing.assert_allclose(metrics.hausdorff95(pred, truth, v, spacing), ref_hd,
-                                 rtol=1e-9)
+      np.testing.assert_allclose(metrics.hausdorff95(pred, truth, v, spacing), ref_hd, rtol=1e-9)
   pred, truth, _ = _metric_cases()[0]
   d = metrics.dice_per_label(pred, truth, [1, 2, 3, 4, 5])
   assert d[1] == pytest.approx(2 * 6 * 64 / (512 + 512))
@@ -200,16 +203,23 @@ def test_metrics_match_monai():
 
   import torch
   from monai.metrics import DiceMetric, compute_hausdorff_distance
+
   labels = [1, 2, 3, 4]
   for pred, truth, spacing in _metric_cases():
     one_hot = lambda a: torch.as_tensor(np.stack([a == v for v in labels])[None]).float()
     with warnings.catch_warnings():
       warnings.simplefilter("ignore")  # MONAI warns of the empty labels
-      hd = compute_hausdorff_distance(one_hot(pred), one_hot(truth), include_background=True,
-                                      percentile=95, spacing=[float(s) for s in spacing])
+      hd = compute_hausdorff_distance(
+        one_hot(pred),
+        one_hot(truth),
+        include_background=True,
+        percentile=95,
+        spacing=[float(s) for s in spacing],
+      )
     for ignore_empty in (True, False):
-      dice = DiceMetric(include_background=True, reduction="none",
-                        ignore_empty=ignore_empty)(one_hot(pred), one_hot(truth))
+      dice = DiceMetric(include_background=True, reduction="none", ignore_empty=ignore_empty)(
+        one_hot(pred), one_hot(truth)
+      )
       ours = metrics.dice_per_label(pred, truth, labels, ignore_empty=ignore_empty)
       np.testing.assert_allclose([ours[v] for v in labels], dice[0].numpy(), rtol=1e-6)
     ours = [metrics.hausdorff95(pred, truth, v, spacing) for v in labels]
@@ -271,7 +281,7 @@ def test_block_downsampling_majority_mean_and_affine():
   f = (2, 3, 2)
   out = scans.downsample_labels(labels, f)
   for i, j, k in itertools.product(*(range(n) for n in out.shape)):
-    block = labels[2 * i:2 * i + 2, 3 * j:3 * j + 3, 2 * k:2 * k + 2].ravel()
+    block = labels[2 * i : 2 * i + 2, 3 * j : 3 * j + 3, 2 * k : 2 * k + 2].ravel()
     counts = np.bincount(block, minlength=4)
     assert out[i, j, k] == np.argmax(counts)  # ties: smallest value, as argmax
   image = rng.normal(size=(8, 6, 4)).astype(np.float32)
@@ -282,12 +292,12 @@ def test_block_downsampling_majority_mean_and_affine():
   np.testing.assert_allclose(m @ [1, 1, 1, 1], [2 + 0.5, 3 + 1.0, 2 + 0.5, 1])
 
 
-@pytest.mark.parametrize("spacing,target", [((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)),
-                                            ((0.9, 1.3, 2.0), (1.5, 1.5, 1.5))])
+@pytest.mark.parametrize(
+  "spacing,target", [((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)), ((0.9, 1.3, 2.0), (1.5, 1.5, 1.5))]
+)
 def test_scan_to_training_grid_and_back_keeps_a_smooth_image(tmp_path, spacing, target):
   shape = (40, 36, 30)
-  g = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)],
-                           indexing="ij"), -1)
+  g = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij"), -1)
   smooth = np.sin(g[..., 0] / 9.0) + np.cos(g[..., 1] / 11.0) + 0.02 * g[..., 2]
   affine = np.diag(list(spacing) + [1.0])
   affine[:3, 3] = [-10, 5, 3]
@@ -327,8 +337,9 @@ def test_scan_errors_name_the_file(tmp_path):
   with pytest.raises(scans.ScanError, match="text.nii.gz.*cannot read"):
     scans.load_scan(pt, (1, 1, 1))
   pf = str(tmp_path / "fine.nii.gz")
-  nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.float32),
-                           np.diag([0.01, 0.01, 0.01, 1.0])), pf)
+  nib.save(
+    nib.Nifti1Image(np.zeros((64, 64, 64), np.float32), np.diag([0.01, 0.01, 0.01, 1.0])), pf
+  )
   with pytest.raises(scans.ScanError, match="fine.nii.gz.*too large"):
     scans.load_scan(pf, (0.0001, 0.0001, 0.0001))
   with pytest.raises(scans.ScanError, match="IMAGE:LABELS"):
@@ -348,9 +359,11 @@ def test_find_pairs_takes_every_bids_like_pair_of_a_folder(tmp_path):
   (tmp_path / "sub-c_dseg.nii").write_bytes(b"")
   got = scans.find_pairs(tmp_path)
   rel = [tuple(os.path.relpath(p, tmp_path) for p in pair) for pair in got]
-  assert rel == [("sub-a/anat/sub-a_T2w.nii.gz", "sub-a/anat/sub-a_dseg.nii.gz"),
-                 ("sub-b/anat/sub-b_T2w.nii.gz", "sub-b/anat/sub-b_dseg.nii.gz"),
-                 ("sub-c_T2w.nii", "sub-c_dseg.nii")]
+  assert rel == [
+    ("sub-a/anat/sub-a_T2w.nii.gz", "sub-a/anat/sub-a_dseg.nii.gz"),
+    ("sub-b/anat/sub-b_T2w.nii.gz", "sub-b/anat/sub-b_dseg.nii.gz"),
+    ("sub-c_T2w.nii", "sub-c_dseg.nii"),
+  ]
   # Several folders, filtered by a regular expression on the image path.
   picked = scans.pairs_in([tmp_path / "sub-a", tmp_path / "sub-b"], match="sub-(b|c)")
   assert [os.path.basename(p[0]) for p in picked] == ["sub-b_T2w.nii.gz"]
@@ -376,7 +389,7 @@ def test_labels_resampled_to_any_spacing_keep_each_volume():
   # mm^3 per label within 7 % of the fine map's (the inner ball, 4 coarse voxels in radius,
   # loses 5 %: its blurred indicator falls below its neighbour's at the curved edge).
   for v in (0, 1, 2, 3):
-    fine, coarse = (labels == v).sum() * 0.8 ** 3, (out == v).sum() * 2.0 ** 3
+    fine, coarse = (labels == v).sum() * 0.8**3, (out == v).sum() * 2.0**3
     assert coarse == pytest.approx(fine, rel=0.07), v
   # It agrees with scipy's nearest-neighbour zoom wherever that is not at a boundary.
   nearest = ndimage.zoom(labels, 0.4, order=0, grid_mode=True, mode="grid-constant")
@@ -393,8 +406,9 @@ def test_label_reader_brings_maps_of_any_voxel_size_to_one_spacing(tmp_path):
   for name, s in (("fine", 0.5), ("atlas", 0.8)):
     shape = tuple(int(round(40 / s)) for _ in range(3))
     path = tmp_path / f"{name}_dseg.nii.gz"
-    nib.save(nib.Nifti1Image(nested_balls(shape, (15.0, 8.0), s),
-                             np.diag([s, s, s, 1.0])), str(path))
+    nib.save(
+      nib.Nifti1Image(nested_balls(shape, (15.0, 8.0), s), np.diag([s, s, s, 1.0])), str(path)
+    )
     maps[name] = scans.LabelReader(spacing=(2.0, 2.0, 2.0))(str(path))
   for data, affine in maps.values():
     assert data.shape == (20, 20, 20)

@@ -79,30 +79,60 @@ def problem(tmp_path_factory, compilation_cache):
   # stages: without the deformation, bias and resolution stages, the train step compiles
   # in about 60 % of the time. The learning test below renders a fuller config.
   import synthjax
+
   light = synthjax.presets.synthseg(
-      (0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
-      **{s: {"enabled": False} for s in ("deformation", "bias", "resolution")})
+    (0, 1, 2),
+    (16, 16, 16),
+    (2.0, 2.0, 2.0),
+    **{s: {"enabled": False} for s in ("deformation", "bias", "resolution")},
+  )
   config = str(root / "light.json")
   with open(config, "w") as f:
     f.write(light.to_json())
-  common = paths + ["--config", config, "--features", "4", "8", "--batch", "2",
-                    "--steps", str(STEPS), "--ckpt-every", str(CKPT_EVERY), "--seed", "3",
-                    "--quiet"]
-  return {"root": root, "paths": paths, "val": f"{val_image}:{val_labels}",
-          "val_image": val_image, "val_labels": val_labels, "env": env, "common": common}
+  common = paths + [
+    "--config",
+    config,
+    "--features",
+    "4",
+    "8",
+    "--batch",
+    "2",
+    "--steps",
+    str(STEPS),
+    "--ckpt-every",
+    str(CKPT_EVERY),
+    "--seed",
+    "3",
+    "--quiet",
+  ]
+  return {
+    "root": root,
+    "paths": paths,
+    "val": f"{val_image}:{val_labels}",
+    "val_image": val_image,
+    "val_labels": val_labels,
+    "env": env,
+    "common": common,
+  }
 
 
 def _train(problem, out, *extra, env=None, check=True):
-  proc = subprocess.run([sys.executable, *TRAIN, *problem["common"], "-o", out, *extra],
-                        capture_output=True, text=True, env=env or problem["env"], timeout=300)
+  proc = subprocess.run(
+    [sys.executable, *TRAIN, *problem["common"], "-o", out, *extra],
+    capture_output=True,
+    text=True,
+    env=env or problem["env"],
+    timeout=300,
+  )
   if check:
     assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
 
 
 def _losses(run_dir):
-  return [r["loss"] for r in plot.read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-          if "loss" in r]
+  return [
+    r["loss"] for r in plot.read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r
+  ]
 
 
 def _sha256(path):
@@ -135,8 +165,17 @@ def test_run_records_metrics_checkpoints_and_curves(problem, reference):
     run = json.load(f)
   assert run["classes"] == [0, 1, 2] and run["model"]["features"] == [4, 8]
   # Provenance: the stack's versions, the source's commit, the label maps' digests.
-  assert set(run["versions"]) == {"synthjax", "jax", "flax", "optax", "orbax-checkpoint",
-                                  "grain", "numpy", "nibabel", "python"}
+  assert set(run["versions"]) == {
+    "synthjax",
+    "jax",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "grain",
+    "numpy",
+    "nibabel",
+    "python",
+  }
   assert run["versions"]["numpy"] == np.__version__
   assert run["versions"]["python"] == ".".join(map(str, sys.version_info[:3]))
   git = run["git"]
@@ -144,8 +183,7 @@ def test_run_records_metrics_checkpoints_and_curves(problem, reference):
   assert run["label_sha256"] == {p: _sha256(p) for p in problem["paths"]}
 
 
-def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, tmp_path,
-                                                           capsys):
+def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, tmp_path, capsys):
   # The scan in another orientation (LPS-like flips and an axis swap) at another spacing.
   img = nib.load(problem["val_image"])
   data = np.asarray(img.dataobj)
@@ -154,12 +192,25 @@ def test_predict_writes_segmentation_on_the_scans_own_grid(problem, reference, t
   scan = str(tmp_path / "moved_T1w.nii.gz")
   nib.save(nib.Nifti1Image(moved, affine), scan)
   out = str(tmp_path / "pred")
-  proc = subprocess.run([sys.executable, *SEGMENT, reference, scan, problem["val_image"],
-                         "-o", out, "--tta", "--quiet"], capture_output=True, text=True,
-                        env=problem["env"], timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      *SEGMENT,
+      reference,
+      scan,
+      problem["val_image"],
+      "-o",
+      out,
+      "--tta",
+      "--quiet",
+    ],
+    capture_output=True,
+    text=True,
+    env=problem["env"],
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  for name, shape, aff in (("moved_T1w", moved.shape, affine),
-                           ("val_T1w", data.shape, img.affine)):
+  for name, shape, aff in (("moved_T1w", moved.shape, affine), ("val_T1w", data.shape, img.affine)):
     seg = nib.load(os.path.join(out, f"{name}_seg.nii.gz"))
     conf = nib.load(os.path.join(out, f"{name}_conf.nii.gz"))
     assert seg.shape == shape and conf.shape == shape
@@ -184,6 +235,7 @@ def _check_volumes_and_qc(out, name, seg):
   from PIL import Image
 
   from synthjax._src.train import qc
+
   labels = np.asarray(seg.dataobj)
   mm3 = abs(float(np.linalg.det(seg.affine[:3, :3])))
   with open(os.path.join(out, f"{name}_volumes.json")) as f:
@@ -201,7 +253,7 @@ def _check_volumes_and_qc(out, name, seg):
   width = png.shape[1]
   # The panels fill the first three quarters of the width (qc.py's grid), the legend the rest.
   for i in range(3):
-    panel = png[60:-30, int(width * (0.03 + 0.25 * i)):int(width * (0.2 + 0.25 * i))]
+    panel = png[60:-30, int(width * (0.03 + 0.25 * i)) : int(width * (0.2 + 0.25 * i))]
     grey = (panel.max(-1) - panel.min(-1)) < 8
     assert grey.mean() > 0.3 and panel[grey].std() > 5, i  # an image, not a blank
     if int(np.sum(labels != 0)) > 0:
@@ -225,10 +277,20 @@ def _children(pid):
 
 def test_kill_9_and_resume_gives_bit_identical_losses(problem, reference):
   out = str(problem["root"] / "killed")
-  args = [sys.executable, *TRAIN, *problem["common"], "-o", out, "--workers", "1",
-          "--val", problem["val"]]
-  proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          env=problem["env"])
+  args = [
+    sys.executable,
+    *TRAIN,
+    *problem["common"],
+    "-o",
+    out,
+    "--workers",
+    "1",
+    "--val",
+    problem["val"],
+  ]
+  proc = subprocess.Popen(
+    args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=problem["env"]
+  )
   metrics = os.path.join(out, "metrics.jsonl")
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -258,9 +320,13 @@ def test_sigterm_and_resume_gives_bit_identical_losses(problem, reference):
   exit status 143 and one line saying how to continue; `--resume` then finishes the run
   with the losses of an uninterrupted one."""
   out = str(problem["root"] / "terminated")
-  proc = subprocess.Popen([sys.executable, *TRAIN, *problem["common"], "-o", out],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env=problem["env"])
+  proc = subprocess.Popen(
+    [sys.executable, *TRAIN, *problem["common"], "-o", out],
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=problem["env"],
+  )
   metrics = os.path.join(out, "metrics.jsonl")
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -272,8 +338,9 @@ def test_sigterm_and_resume_gives_bit_identical_losses(problem, reference):
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 143, err[-3000:]
   assert err.strip().splitlines()[-1] == (
-      "synthjax train: terminated (SIGTERM); checkpoints are kept, re-run the same command "
-      "with --resume to continue the run")
+    "synthjax train: terminated (SIGTERM); checkpoints are kept, re-run the same command "
+    "with --resume to continue the run"
+  )
   assert CKPT_EVERY + 1 <= len(_losses(out)) < STEPS
   assert str(CKPT_EVERY) in os.listdir(os.path.join(out, "checkpoints"))
   _train_here(problem, out, "--resume")
@@ -283,6 +350,7 @@ def test_sigterm_and_resume_gives_bit_identical_losses(problem, reference):
 def _stop_at_step(monkeypatch, n, exc):
   """Makes the train step built next raise `exc` at its `n`-th call."""
   from synthjax._src.train import steps
+
   make = steps.make_train_step
 
   def make_stopping(*args, **kwargs):
@@ -294,12 +362,13 @@ def _stop_at_step(monkeypatch, n, exc):
       if len(calls) == n:
         raise exc
       return step(*a, **k)
+
     return stopping
+
   monkeypatch.setattr(steps, "make_train_step", make_stopping)
 
 
-def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monkeypatch,
-                                                       capsys):
+def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monkeypatch, capsys):
   """Ctrl-C (KeyboardInterrupt in a train step) exits with status 130 and one line; a disk
   that fills up while a checkpoint is written (the write raises ENOSPC) is one line naming
   the run folder, status 2, and keeps the previous checkpoint. `--resume` after both
@@ -307,12 +376,15 @@ def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monke
   import errno
 
   import grain
+
   out = str(problem["root"] / "interrupted")
   _stop_at_step(monkeypatch, 3, KeyboardInterrupt())
   assert cli.main(["train", *problem["common"], "-o", out]) == 130
   err = capsys.readouterr().err
-  assert err == ("synthjax train: interrupted; checkpoints are kept, re-run the same command "
-                 "with --resume to continue the run\n")
+  assert err == (
+    "synthjax train: interrupted; checkpoints are kept, re-run the same command "
+    "with --resume to continue the run\n"
+  )
   assert len(_losses(out)) == 2 and not os.listdir(os.path.join(out, "checkpoints"))
   monkeypatch.undo()
   # The checkpoint of step 2 * CKPT_EVERY fails half-written: the disk is full.
@@ -326,11 +398,13 @@ def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monke
         f.write("{")
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
     return save(self, directory, *args, **kwargs)
+
   monkeypatch.setattr(grain.checkpoint.CheckpointHandler, "save", full_disk)
   assert cli.main(["train", *problem["common"], "-o", out, "--resume"]) == 2
   err = capsys.readouterr().err
-  assert err.startswith(f"synthjax train: error: {out}: no space left on the device at "
-                        f"step {2 * CKPT_EVERY} "), err
+  assert err.startswith(
+    f"synthjax train: error: {out}: no space left on the device at step {2 * CKPT_EVERY} "
+  ), err
   assert f"the checkpoint of step {CKPT_EVERY} is kept" in err and "--resume" in err
   assert err.count("\n") == 1
   monkeypatch.undo()
@@ -339,32 +413,39 @@ def test_ctrl_c_and_full_disk_leave_a_run_that_resumes(problem, reference, monke
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == KEPT
 
 
-def test_full_disk_at_the_start_is_one_line_and_the_command_runs_again(problem, tmp_path,
-                                                                       monkeypatch, capsys):
+def test_full_disk_at_the_start_is_one_line_and_the_command_runs_again(
+  problem, tmp_path, monkeypatch, capsys
+):
   """run.json cannot be written: one line, status 2, an empty run folder that the same
   command may use once there is space (nothing compiled)."""
   import errno
+
   out = str(tmp_path / "run")
 
   def full(path, text):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
   monkeypatch.setattr(train, "atomic_write", full)
   assert train.main([*problem["common"], "-o", out]) == 2
   err = capsys.readouterr().err
-  assert err == (f"synthjax train: error: {out}: no space left on the device for run.json "
-                 f"(No space left on device); free some space and run the same command "
-                 f"again\n")
+  assert err == (
+    f"synthjax train: error: {out}: no space left on the device for run.json "
+    f"(No space left on device); free some space and run the same command "
+    f"again\n"
+  )
   assert os.listdir(out) == []
   monkeypatch.undo()
-  args, stored = train.prepare_run(train.build_parser().parse_args(
-      [*problem["common"], "-o", out]), train.build_parser())
+  args, stored = train.prepare_run(
+    train.build_parser().parse_args([*problem["common"], "-o", out]), train.build_parser()
+  )
   assert stored is None  # the folder is accepted for a new run
 
 
 def test_two_devices_match_one_device(problem, reference):
   out = str(problem["root"] / "two-devices")
-  env = dict(problem["env"],
-             XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2"))
+  env = dict(
+    problem["env"], XLA_FLAGS=with_fast_compile("--xla_force_host_platform_device_count=2")
+  )
   _train(problem, out, env=env)
   np.testing.assert_allclose(_losses(out)[:10], _losses(reference)[:10], rtol=1e-4)
   np.testing.assert_allclose(_losses(out), _losses(reference), rtol=2e-2)
@@ -391,11 +472,25 @@ def test_two_processes_share_weights_and_split_each_batch(problem, reference, tm
     f.write(DRIVER)
   procs = []
   for i in range(2):
-    argv = problem["common"] + ["-o", out, "--coordinator", f"127.0.0.1:{port}",
-                                "--num-processes", "2", "--process-id", str(i)]
-    procs.append(subprocess.Popen([sys.executable, driver, json.dumps(argv),
-                                   str(tmp_path / f"p{i}.npz")], env=problem["env"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    argv = problem["common"] + [
+      "-o",
+      out,
+      "--coordinator",
+      f"127.0.0.1:{port}",
+      "--num-processes",
+      "2",
+      "--process-id",
+      str(i),
+    ]
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, driver, json.dumps(argv), str(tmp_path / f"p{i}.npz")],
+        env=problem["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
   for p in procs:
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0, err[-3000:]
@@ -415,27 +510,60 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
   the command line in a process with XLA's default flags, as users train (the suite's
   compile-time flags slow down long runs, tests/conftest.py)."""
   import synthjax
+
   n = 16
   paths, val_image, val_labels = write_problem(str(tmp_path / "data"), (n, n, n))
   cfg = synthjax.presets.synthseg(
-      (0, 1, 2), (n, n, n), (2.0, 2.0, 2.0), deformation={"std": (0.0, 1.0)},
-      resolution={"prob": 0.0}, bias={"std": (0.0, 0.3)}, gamma={"std": 0.2})
+    (0, 1, 2),
+    (n, n, n),
+    (2.0, 2.0, 2.0),
+    deformation={"std": (0.0, 1.0)},
+    resolution={"prob": 0.0},
+    bias={"std": (0.0, 0.3)},
+    gamma={"std": 0.2},
+  )
   config = str(tmp_path / "mild.json")
   with open(config, "w") as f:
     f.write(cfg.to_json())
   out = str(tmp_path / "run")
-  argv = paths + ["-o", out, "--config", config, "--dim", "2",
-                  "--features", "8", "16", "32", "--steps", "400", "--batch", "2",
-                  "--slices", "8", "--lr", "3e-3", "--schedule", "constant",
-                  "--ckpt-every", "400", "--quiet",
-                  "--val", f"{val_image}:{val_labels}"]
-  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compilation_cache, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")))
-  proc = subprocess.run([sys.executable, *TRAIN, *argv], capture_output=True, text=True,
-                        env=env, timeout=600)
+  argv = paths + [
+    "-o",
+    out,
+    "--config",
+    config,
+    "--dim",
+    "2",
+    "--features",
+    "8",
+    "16",
+    "32",
+    "--steps",
+    "400",
+    "--batch",
+    "2",
+    "--slices",
+    "8",
+    "--lr",
+    "3e-3",
+    "--schedule",
+    "constant",
+    "--ckpt-every",
+    "400",
+    "--quiet",
+    "--val",
+    f"{val_image}:{val_labels}",
+  ]
+  env = dict(
+    os.environ,
+    JAX_COMPILATION_CACHE_DIR=compilation_cache,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=without_fast_compile(os.environ.get("XLA_FLAGS", "")),
+  )
+  proc = subprocess.run(
+    [sys.executable, *TRAIN, *argv], capture_output=True, text=True, env=env, timeout=600
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  final = [r for r in plot.read_metrics(os.path.join(out, "metrics.jsonl"))
-           if "mean_dice" in r][-1]
+  final = [r for r in plot.read_metrics(os.path.join(out, "metrics.jsonl")) if "mean_dice" in r][-1]
   assert final["step"] == 400
   # Chance: a label of fraction q predicted at random with its own frequency scores ~q.
   truth = np.asarray(nib.load(val_labels).dataobj)
@@ -447,7 +575,9 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
   assert min(final["dice"].values()) > 0.3, final
 
 
-@pytest.mark.parametrize("extra,message", [
+@pytest.mark.parametrize(
+  "extra,message",
+  [
     (["--resume"], "no run to resume"),
     (["--val", "nope.nii.gz"], "IMAGE:LABELS"),
     (["--shape", "17", "16", "16"], "divisible by 2"),
@@ -465,7 +595,8 @@ def test_a_2d_net_learns_a_tiny_problem(tmp_path, compilation_cache):
     (["--preset", "fetal", "--seeds", "no-such-folder"], "no such seeds folder"),
     ("seeds config without --seeds", "give their folder with --seeds"),
     (["--preset", "fetal", "--seeds", "seeds", "--real", "REAL"], "not seed maps"),
-])
+  ],
+)
 def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
   out = str(tmp_path / "run")
   if extra == "foreign folder":
@@ -474,10 +605,14 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
     extra = []
   elif extra == "two channels":
     import synthjax
+
     config = str(tmp_path / "two.json")
     with open(config, "w") as f:
-      f.write(synthjax.presets.synthseg((0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
-                                        num_channels=2).to_json())
+      f.write(
+        synthjax.presets.synthseg(
+          (0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0), num_channels=2
+        ).to_json()
+      )
     extra = ["--config", config]
   elif extra == "seeds config without --seeds":
     config = str(tmp_path / "seeds.json")
@@ -486,15 +621,22 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
     extra = ["--config", config]
   elif extra.__class__ is str and extra.startswith("priors"):
     import synthjax
+
     path = str(tmp_path / "priors.json")
     with open(path, "w") as f:
-      f.write("nope" if extra.endswith("JSON") else synthjax.priors.IntensityPriors(
-          mean=((9, 1.0, 2.0),), std=((9, 1.0, 2.0),)).to_json())
+      f.write(
+        "nope"
+        if extra.endswith("JSON")
+        else synthjax.priors.IntensityPriors(mean=((9, 1.0, 2.0),), std=((9, 1.0, 2.0),)).to_json()
+      )
     extra = ["--priors", path]
-  extra = [{"seeds": str(tmp_path), "no-such-folder": str(tmp_path / "nope"),
-            "REAL": problem["val"]}.get(a, a) for a in extra]
-  argv = problem["paths"] + ["-o", out, "--steps", "1", "--features", "4", "8", "--quiet",
-                             *extra]
+  extra = [
+    {"seeds": str(tmp_path), "no-such-folder": str(tmp_path / "nope"), "REAL": problem["val"]}.get(
+      a, a
+    )
+    for a in extra
+  ]
+  argv = problem["paths"] + ["-o", out, "--steps", "1", "--features", "4", "8", "--quiet", *extra]
   assert train.main(argv) == 2
   err = capsys.readouterr().err
   assert message in err and err.count("\n") == 1
@@ -504,6 +646,7 @@ def test_bad_input_is_one_clear_line(problem, tmp_path, capsys, extra, message):
 def write_bad_nifti(src, dst, case):
   """A broken copy of the NIfTI `src` at `dst`: `case` says how it is broken."""
   import gzip
+
   img = nib.load(src)
   data = np.asarray(img.dataobj)
   if case == "4-D":
@@ -550,31 +693,65 @@ def write_bad_nifti(src, dst, case):
 
 
 BAD_FILES = {
-    "4-D": "must be 3-D, got shape (16, 16, 16, 2)", "2-D": "must be 3-D, got shape (16, 16)",
-    "NaN": "1 non-finite voxel", "constant": "constant intensities",
-    "zero spacing": "invalid affine", "NaN spacing": "invalid affine",
-    "huge spacing": "absurd spacing [2.0, 150.0, 2.0] mm", "no spacing": "no voxel spacing",
-    "not NIfTI": "cannot read as NIfTI", "uncompressed as .gz": "cannot read as NIfTI",
-    "corrupt gzip": "corrupt or truncated", "missing": "no such file",
-    "unknown label": "label value(s) not in config.label_values: 7 (3 voxels)",
+  "4-D": "must be 3-D, got shape (16, 16, 16, 2)",
+  "2-D": "must be 3-D, got shape (16, 16)",
+  "NaN": "1 non-finite voxel",
+  "constant": "constant intensities",
+  "zero spacing": "invalid affine",
+  "NaN spacing": "invalid affine",
+  "huge spacing": "absurd spacing [2.0, 150.0, 2.0] mm",
+  "no spacing": "no voxel spacing",
+  "not NIfTI": "cannot read as NIfTI",
+  "uncompressed as .gz": "cannot read as NIfTI",
+  "corrupt gzip": "corrupt or truncated",
+  "missing": "no such file",
+  "unknown label": "label value(s) not in config.label_values: 7 (3 voxels)",
 }
 
 
-@pytest.mark.parametrize("where,case", [
-    ("labels", c) for c in ("4-D", "2-D", "zero spacing", "huge spacing", "no spacing",
-                            "not NIfTI", "corrupt gzip", "missing", "unknown label")] + [
-    ("val", c) for c in ("NaN", "constant", "4-D", "NaN spacing", "uncompressed as .gz",
-                         "corrupt gzip")] + [
-    ("val labels", c) for c in ("2-D", "corrupt gzip")] + [
-    ("real", c) for c in ("NaN", "constant")] + [
-    ("segment", c) for c in ("2-D", "NaN", "constant", "huge spacing", "no spacing",
-                             "not NIfTI", "corrupt gzip", "missing")])
+@pytest.mark.parametrize(
+  "where,case",
+  [
+    ("labels", c)
+    for c in (
+      "4-D",
+      "2-D",
+      "zero spacing",
+      "huge spacing",
+      "no spacing",
+      "not NIfTI",
+      "corrupt gzip",
+      "missing",
+      "unknown label",
+    )
+  ]
+  + [
+    ("val", c)
+    for c in ("NaN", "constant", "4-D", "NaN spacing", "uncompressed as .gz", "corrupt gzip")
+  ]
+  + [("val labels", c) for c in ("2-D", "corrupt gzip")]
+  + [("real", c) for c in ("NaN", "constant")]
+  + [
+    ("segment", c)
+    for c in (
+      "2-D",
+      "NaN",
+      "constant",
+      "huge spacing",
+      "no spacing",
+      "not NIfTI",
+      "corrupt gzip",
+      "missing",
+    )
+  ],
+)
 def test_bad_files_are_one_clear_line(problem, reference, tmp_path, capsys, where, case):
   """A bad label map (train), scan or label map of --val or --real (train) or scan
   (segment) is refused in one line naming the file, with status 2, before anything is
   written and before anything is compiled."""
   src = {"labels": problem["paths"][0], "val labels": problem["val_labels"]}.get(
-      where, problem["val_image"])
+    where, problem["val_image"]
+  )
   bad = write_bad_nifti(src, str(tmp_path / f"bad_{where[:3]}.nii.gz"), case)
   capsys.readouterr()  # nibabel's warnings about the file it wrote
   out = str(tmp_path / "out")
@@ -583,11 +760,13 @@ def test_bad_files_are_one_clear_line(problem, reference, tmp_path, capsys, wher
   else:
     common = problem["common"]
     if where == "labels":
-      common = [bad] + common[len(problem["paths"]):]  # --config: the light one, labels 0-2
-    pair = (f"{problem['val_image']}:{bad}" if where == "val labels"
-            else f"{bad}:{problem['val_labels']}")
-    extra = {"val": ["--val", pair], "val labels": ["--val", pair],
-             "real": ["--real", pair]}.get(where, [])
+      common = [bad] + common[len(problem["paths"]) :]  # --config: the light one, labels 0-2
+    pair = (
+      f"{problem['val_image']}:{bad}" if where == "val labels" else f"{bad}:{problem['val_labels']}"
+    )
+    extra = {"val": ["--val", pair], "val labels": ["--val", pair], "real": ["--real", pair]}.get(
+      where, []
+    )
     argv = ["train", *common, "-o", out, *extra]
   assert cli.main(argv) == 2
   err = capsys.readouterr().err
@@ -597,8 +776,7 @@ def test_bad_files_are_one_clear_line(problem, reference, tmp_path, capsys, wher
 
 
 @pytest.mark.parametrize("suffix", segment.OUTPUTS)
-def test_segment_never_overwrites_without_overwrite(problem, reference, tmp_path, capsys,
-                                                    suffix):
+def test_segment_never_overwrites_without_overwrite(problem, reference, tmp_path, capsys, suffix):
   """Any one of a scan's four outputs already there is refused in one line naming it,
   before anything is written; the file is left as it was."""
   out = tmp_path / "seg"
@@ -607,8 +785,7 @@ def test_segment_never_overwrites_without_overwrite(problem, reference, tmp_path
   existing.write_text("an earlier result")
   assert cli.main(["segment", reference, problem["val_image"], "-o", str(out), "--quiet"]) == 2
   err = capsys.readouterr().err
-  assert err == (f"synthjax segment: error: {existing}: exists; pass --overwrite to replace "
-                 f"it\n")
+  assert err == (f"synthjax segment: error: {existing}: exists; pass --overwrite to replace it\n")
   assert os.listdir(out) == [existing.name] and existing.read_text() == "an earlier result"
 
 
@@ -627,11 +804,15 @@ def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, 
     if os.fspath(dst).startswith(str(tmp_path)):
       raise KeyboardInterrupt()
     return real_replace(src, dst)
+
   monkeypatch.setattr(os, "replace", stopped)
   old = tmp_path / "run.json"
   old.write_text("old")
-  writers = [lambda p: recipe_cli.atomic_write(p, "new"), lambda p: qc.write_json(p, {}),
-             lambda p: segment.save(p, np.zeros((2, 2, 2), np.uint8), np.eye(4))]
+  writers = [
+    lambda p: recipe_cli.atomic_write(p, "new"),
+    lambda p: qc.write_json(p, {}),
+    lambda p: segment.save(p, np.zeros((2, 2, 2), np.uint8), np.eye(4)),
+  ]
   for i, write in enumerate(writers):
     for path in (str(old), str(tmp_path / f"new{i}.nii.gz")):
       with pytest.raises(KeyboardInterrupt):
@@ -645,12 +826,14 @@ def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, 
   monkeypatch.setattr(qc, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
   out = str(tmp_path / "seg")
   with pytest.raises(KeyboardInterrupt):
-    segment.run(segment.build_parser().parse_args(
-        [reference, problem["val_image"], "-o", out, "--quiet"]))
+    segment.run(
+      segment.build_parser().parse_args([reference, problem["val_image"], "-o", out, "--quiet"])
+    )
   assert [os.path.basename(p) for p in saved] == ["val_T1w_seg.nii.gz", "val_T1w_conf.nii.gz"]
   assert os.listdir(out) == []
   # The same with a full disk: one line naming the output folder, status 2.
   import errno
+
   full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(out, "x"))
   monkeypatch.setattr(qc, "write_json", lambda *a: (_ for _ in ()).throw(full))
   err = io.StringIO()
@@ -658,20 +841,25 @@ def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, 
     assert segment.main([reference, problem["val_image"], "-o", out, "--quiet"]) == 2
   lines = err.getvalue().splitlines()  # the run's provenance, then the error
   assert len(lines) == 2 and "trained with synthjax" in lines[0], lines
-  assert lines[1].startswith(f"synthjax segment: error: {out}: no space left on the device "
-                             f"while writing the outputs of "), lines
+  assert lines[1].startswith(
+    f"synthjax segment: error: {out}: no space left on the device while writing the outputs of "
+  ), lines
   assert os.listdir(out) == []
 
 
 def test_spacing_and_priors_reach_the_preset(problem, tmp_path):
   import synthjax
-  priors = synthjax.priors.IntensityPriors(mean=((1, 50.0, 60.0),), std=((1, 1.0, 2.0),),
-                                           spacing=(1.0, 1.0, 1.0))
+
+  priors = synthjax.priors.IntensityPriors(
+    mean=((1, 50.0, 60.0),), std=((1, 1.0, 2.0),), spacing=(1.0, 1.0, 1.0)
+  )
   path = str(tmp_path / "priors.json")
   with open(path, "w") as f:
     f.write(priors.to_json())
-  args = train.build_parser().parse_args(problem["paths"] + [
-      "-o", str(tmp_path / "run"), "--preset", "fetal", "--spacing", "4", "--priors", path])
+  args = train.build_parser().parse_args(
+    problem["paths"]
+    + ["-o", str(tmp_path / "run"), "--preset", "fetal", "--spacing", "4", "--priors", path]
+  )
   cfg = train.load_config(args, (0, 1, 2), (4.0, 4.0, 4.0), (8, 8, 8))
   assert cfg.gmm.label_mean == priors.mean and cfg.spacing == (4.0, 4.0, 4.0)
   assert cfg.shape == (8, 8, 8)
@@ -682,25 +870,37 @@ def test_spacing_and_priors_reach_the_preset(problem, tmp_path):
 def _seeds_config():
   """The recipe's light config with its two labels' sub-label classes drawn from seed maps."""
   import synthjax
+
   return synthjax.presets.synthseg(
-      (0, 1, 2), (16, 16, 16), (2.0, 2.0, 2.0),
-      **{s: {"enabled": False} for s in ("deformation", "bias", "resolution")},
-      subclusters={"source": "seeds", "num_subclusters": (1, 2), "num_meta": 2,
-                   "meta_labels": ((1,), (2,)), "prob": 1.0, "enabled": True})
+    (0, 1, 2),
+    (16, 16, 16),
+    (2.0, 2.0, 2.0),
+    **{s: {"enabled": False} for s in ("deformation", "bias", "resolution")},
+    subclusters={
+      "source": "seeds",
+      "num_subclusters": (1, 2),
+      "num_meta": 2,
+      "meta_labels": ((1,), (2,)),
+      "prob": 1.0,
+      "enabled": True,
+    },
+  )
 
 
 def _write_seed_maps(paths, root, classes):
   """FetalSynthGen's layout for each map: `classes(lab, m, k)` fills meta-label m's voxels."""
   for path in paths:
     lab = np.asarray(nib.load(path).dataobj)
-    stem = os.path.basename(path)[:-len(".nii.gz")]
+    stem = os.path.basename(path)[: -len(".nii.gz")]
     for k in (1, 2):
       for m in (1, 2):
         layer = np.where(lab == m, 10 * m + classes(lab, m, k), 0).astype(np.int8)
         folder = os.path.join(root, f"subclasses_{k}", "anat")
         os.makedirs(folder, exist_ok=True)
-        nib.save(nib.Nifti1Image(layer, np.diag([2.0, 2.0, 2.0, 1.0])),
-                 os.path.join(folder, f"{stem}_mlabel_{m}.nii.gz"))
+        nib.save(
+          nib.Nifti1Image(layer, np.diag([2.0, 2.0, 2.0, 1.0])),
+          os.path.join(folder, f"{stem}_mlabel_{m}.nii.gz"),
+        )
 
 
 def test_seed_maps_reach_the_train_step(problem, tmp_path):
@@ -710,8 +910,9 @@ def test_seed_maps_reach_the_train_step(problem, tmp_path):
   config = str(tmp_path / "seeds.json")
   with open(config, "w") as f:
     f.write(_seeds_config().to_json())
-  halves = lambda lab, m, k: (np.arange(lab.shape[0])[:, None, None] * k // lab.shape[0]
-                              + np.zeros(lab.shape, int))
+  halves = lambda lab, m, k: (
+    np.arange(lab.shape[0])[:, None, None] * k // lab.shape[0] + np.zeros(lab.shape, int)
+  )
   one = lambda lab, m, k: np.zeros(lab.shape, int)
   losses = []
   for name, classes in (("halves", halves), ("one", one)):
@@ -741,8 +942,16 @@ def _train_here(problem, out, *extra):
 def test_real_image_fine_tuning_interleaves_real_steps_and_resumes_exactly(problem, reference):
   """Every 2nd step trains on the real pair (augmented by the generator's stages); a run
   stopped after 4 steps and resumed to 6 matches an uninterrupted 6-step run."""
-  real = ["--real", problem["val"], "--real-every", "2", "--schedule", "constant",
-          "--ckpt-every", "2"]
+  real = [
+    "--real",
+    problem["val"],
+    "--real-every",
+    "2",
+    "--schedule",
+    "constant",
+    "--ckpt-every",
+    "2",
+  ]
   whole = str(problem["root"] / "real-whole")
   _train_here(problem, whole, *real, "--steps", "6")
   records = [r for r in plot.read_metrics(os.path.join(whole, "metrics.jsonl")) if "loss" in r]
@@ -763,8 +972,16 @@ def test_strength_curriculum_follows_the_step_and_resumes_exactly(problem):
   with the step, in one compiled step; a run stopped after 2 steps and resumed continues
   the ramp where it was (it follows the optimizer's step count, which the checkpoint
   restores: the kill -9 test shows the resumed losses are bit-identical)."""
-  ramp = ["--strength-start", "0", "--strength-ramp", "4", "--schedule", "constant",
-          "--ckpt-every", "2"]
+  ramp = [
+    "--strength-start",
+    "0",
+    "--strength-ramp",
+    "4",
+    "--schedule",
+    "constant",
+    "--ckpt-every",
+    "2",
+  ]
   parted = str(problem["root"] / "ramp-parted")
   _train_here(problem, parted, *ramp, "--steps", "2")
   _train_here(problem, parted, "--resume", "--steps", "3")
@@ -812,14 +1029,19 @@ def test_curves_are_redrawn_at_every_checkpoint_and_validation(problem, monkeypa
 
   def record(metrics_path, png_path, **kw):
     records = plot.read_metrics(metrics_path)
-    drawn.append(([r["step"] for r in records if "loss" in r],
-                  [r["step"] for r in records if "mean_dice" in r]))
+    drawn.append(
+      (
+        [r["step"] for r in records if "loss" in r],
+        [r["step"] for r in records if "mean_dice" in r],
+      )
+    )
     assert metrics_path == metrics and png_path == os.path.join(out, "curves.png")
     return original(metrics_path, png_path, **kw)
 
   monkeypatch.setattr(plot, "plot_curves", record)
-  _train_here(problem, out, "--steps", "4", "--ckpt-every", "2", "--eval-every", "3",
-              "--val", problem["val"])
+  _train_here(
+    problem, out, "--steps", "4", "--ckpt-every", "2", "--eval-every", "3", "--val", problem["val"]
+  )
   assert drawn == [([1, 2], []), ([1, 2, 3], [3]), ([1, 2, 3, 4], [3, 4])]
   assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
   assert not [n for n in os.listdir(out) if ".tmp" in n]
@@ -858,7 +1080,9 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
       f.write(original)
 
 
-@pytest.mark.parametrize("case,message", [
+@pytest.mark.parametrize(
+  "case,message",
+  [
     ("no run.json", "run.json: no such file"),
     ("no weights", "checkpoints: no checkpoint"),
     ("another major version", "written by synthjax 99.0.0"),
@@ -868,9 +1092,9 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
     ("4-D scan", "must be 3-D"),
     ("zero spacing", "invalid affine"),
     ("NaN spacing", "invalid affine"),
-])
-def test_segment_refuses_bad_runs_and_scans(problem, reference, tmp_path, capsys, case,
-                                            message):
+  ],
+)
+def test_segment_refuses_bad_runs_and_scans(problem, reference, tmp_path, capsys, case, message):
   run, scan = reference, problem["val_image"]
   if case in ("4-D scan", "zero spacing", "NaN spacing"):
     scan = str(tmp_path / "bad_T1w.nii.gz")
@@ -880,8 +1104,9 @@ def test_segment_refuses_bad_runs_and_scans(problem, reference, tmp_path, capsys
     else:
       # Through the sform alone: nibabel cannot write such an affine as a qform.
       img = nib.Nifti1Image(data, None)
-      img.header.set_sform(np.diag([2.0, 0.0 if case == "zero spacing" else np.nan, 2.0, 1.0]),
-                           code=2)
+      img.header.set_sform(
+        np.diag([2.0, 0.0 if case == "zero spacing" else np.nan, 2.0, 1.0]), code=2
+      )
       img.header.set_qform(None, code=0)
       nib.save(img, scan)
   else:

@@ -33,7 +33,10 @@ def test_sharded_batch_matches_single_samples():
         raise AssertionError("a batch of 6 on 4 devices must be refused")
       print("OK")
   """)
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=4")}
+  env = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=4"),
+  }
   out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
   assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-3000:]

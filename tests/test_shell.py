@@ -27,15 +27,22 @@ def test_map_keys_equals_one_call_per_key():
 
 
 def test_messages_name_the_unknown_and_the_allowed():
-  with pytest.raises(ValueError, match=r"fixed names unknown stage\(s\) \['nope'\]; stages are "
-                                       r"\['a', 'b'\]"):
-    shell.check_names({"a": 1, "nope": 2}, {"a": 0, "b": 0}, subject="fixed", noun="stage",
-                      allowed_are="stages are")
+  with pytest.raises(
+    ValueError,
+    match=r"fixed names unknown stage\(s\) \['nope'\]; stages are "
+    r"\['a', 'b'\]",
+  ):
+    shell.check_names(
+      {"a": 1, "nope": 2}, {"a": 0, "b": 0}, subject="fixed", noun="stage", allowed_are="stages are"
+    )
   with pytest.raises(TypeError, match="fixed must be a dict of things, got list"):
     shell.check_fixed_dict([1], "a dict of things")
   assert shell.check_fixed_dict(None, "x") == {}
-  with pytest.raises(ValueError, match=r"params\['gmm'\] must be a dict with entries "
-                                       r"\['means', 'stds'\], got \['means'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"params\['gmm'\] must be a dict with entries "
+    r"\['means', 'stds'\], got \['means'\]",
+  ):
     shell.check_entries({"means": 1}, {"means": 0, "stds": 0}, name="params['gmm']")
 
 

@@ -18,8 +18,9 @@ from synthjax._src.train import metrics
 pytest.importorskip("flax")
 nilearn = pytest.importorskip("nilearn")
 
-SIM2REAL = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "benchmarks", "sim2real.py")
+SIM2REAL = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "sim2real.py"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def mni(tmp_path_factory):
 
 def test_mni152_label_map_follows_the_tissue_maps(mni):
   from nilearn import datasets
+
   _, train, (image_path, label_path) = mni
   labels = np.asarray(nib.load(label_path).dataobj)
   mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata() > 0.5
@@ -86,8 +88,9 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path, compilati
   cfg_path = str(tmp_path / "nobias.json")
   # The config's program is that of `synthseg~bias` (a disabled stage's ranges are not in
   # it), so the second generator reuses the first one's compiled train step.
-  cfg = synthjax.presets.synthseg((0, 1, 2, 3), (8, 8, 8),
-                                  bias={"enabled": False, "std": (0.0, 0.25)})
+  cfg = synthjax.presets.synthseg(
+    (0, 1, 2, 3), (8, 8, 8), bias={"enabled": False, "std": (0.0, 0.25)}
+  )
   with open(cfg_path, "w") as f:
     f.write(cfg.to_json())
   # A BIDS-like test folder of two scans: the pair, and the pair mirrored along x.
@@ -96,22 +99,58 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path, compilati
     for src, kind in ((pair[0], "T1w"), (pair[1], "dseg")):
       img = nib.load(src)
       data = np.asarray(img.dataobj)
-      nib.save(nib.Nifti1Image(data[::-1] if flip else data, img.affine),
-               str(tmp_path / "test" / sub / "anat" / f"{sub}_{kind}.nii.gz"))
+      nib.save(
+        nib.Nifti1Image(data[::-1] if flip else data, img.affine),
+        str(tmp_path / "test" / sub / "anat" / f"{sub}_{kind}.nii.gz"),
+      )
   out = str(tmp_path / "s2r.json")
-  argv = ["--train", *train, "--test-dir", str(tmp_path / "test"), "--image-suffix", "_T1w",
-          "--real", f"{pair[0]}:{pair[1]}", "--real-every", "2", "--down", "8",
-          "--generators", "synthjax:synthseg~bias", "config:nobias", "--config",
-          f"nobias={cfg_path}", "--steps", "4", "--eval-every", "2", "--features", "4", "8",
-          "--slices", "4", "--json", out, "--table", str(tmp_path / "t.md")]
-  proc = subprocess.run([sys.executable, SIM2REAL, *argv], capture_output=True, text=True,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=600)
+  argv = [
+    "--train",
+    *train,
+    "--test-dir",
+    str(tmp_path / "test"),
+    "--image-suffix",
+    "_T1w",
+    "--real",
+    f"{pair[0]}:{pair[1]}",
+    "--real-every",
+    "2",
+    "--down",
+    "8",
+    "--generators",
+    "synthjax:synthseg~bias",
+    "config:nobias",
+    "--config",
+    f"nobias={cfg_path}",
+    "--steps",
+    "4",
+    "--eval-every",
+    "2",
+    "--features",
+    "4",
+    "8",
+    "--slices",
+    "4",
+    "--json",
+    out,
+    "--table",
+    str(tmp_path / "t.md"),
+  ]
+  proc = subprocess.run(
+    [sys.executable, SIM2REAL, *argv],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(out) as f:
     result = json.load(f)
   assert result["meta"]["trainer"] == "jax" and result["meta"]["spacing"] == [8.0] * 3
   assert [os.path.basename(p[0]) for p in result["meta"]["test_pairs"]] == [
-      "sub-a_T1w.nii.gz", "sub-b_T1w.nii.gz"]
+    "sub-a_T1w.nii.gz",
+    "sub-b_T1w.nii.gz",
+  ]
   for gen in ("synthjax:synthseg~bias", "config:nobias"):
     curves = result["results"][gen]["curves"]
     assert set(curves) == {"sub-a_T1w", "sub-b_T1w"}
@@ -127,7 +166,8 @@ def test_tiny_benchmark_run_writes_curves_table_and_png(mni, tmp_path, compilati
       assert mean["min_dice"] == pytest.approx(min(e["mean_dice"] for e in scans))
       for label in ("1", "2", "3"):
         assert mean["per_label"][label] == pytest.approx(
-            np.mean([e["per_label"][label] for e in scans]))
+          np.mean([e["per_label"][label] for e in scans])
+        )
     assert len(result["results"][gen]["losses"]) == 4
     final = result["results"][gen]["final"]["sub-b_T1w"]
     assert final["mean_dice"] >= 0.0 and set(final["hd95"]) == {"1", "2", "3"}
@@ -148,8 +188,9 @@ def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
   sup, inf = nib.load(superior[1]), nib.load(inferior[1])
   assert sup.shape[2] + inf.shape[2] == full.shape[2]
   data = np.asarray(full.dataobj)
-  np.testing.assert_array_equal(np.concatenate([np.asarray(inf.dataobj),
-                                                np.asarray(sup.dataobj)], axis=2), data)
+  np.testing.assert_array_equal(
+    np.concatenate([np.asarray(inf.dataobj), np.asarray(sup.dataobj)], axis=2), data
+  )
   # World coordinates are kept: the first superior slice sits where it was.
   k = inf.shape[2]
   np.testing.assert_allclose(sup.affine @ [0, 0, 0, 1], full.affine @ [0, 0, k, 1])
@@ -158,37 +199,53 @@ def test_mni152_split_keeps_test_voxels_out_of_fine_tuning(mni, tmp_path):
 
 def test_generator_specs_switch_stages_off_and_set_fields():
   cfg = specs.config_from_spec(
-      "synthjax:synthseg~bias+gmm.prob_background_zero=1+affine.object_size=[0.5, 1.1]",
-      [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
+    "synthjax:synthseg~bias+gmm.prob_background_zero=1+affine.object_size=[0.5, 1.1]",
+    [0, 1, 2],
+    (16, 16, 16),
+    (2.0, 2.0, 2.0),
+    {},
+  )
   assert not cfg.bias.enabled and cfg.gmm.prob_background_zero == 1.0
   assert cfg.affine.object_size == (0.5, 1.1) and cfg.spacing == (2.0, 2.0, 2.0)
-  cfg = specs.config_from_spec("synthjax:fetal@seeds+noise_spacing=[0.5, 0.5, 0.5]",
-                               list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {})
+  cfg = specs.config_from_spec(
+    "synthjax:fetal@seeds+noise_spacing=[0.5, 0.5, 0.5]",
+    list(range(8)),
+    (16, 16, 16),
+    (2.0, 2.0, 2.0),
+    {},
+  )
   assert cfg.subclusters.source == "seeds" and cfg.noise_spacing == (0.5, 0.5, 0.5)
-  priors = synthjax.priors.IntensityPriors(mean=((1, 100.0, 120.0),), std=((1, 2.0, 3.0),),
-                                           spacing=(2.0, 2.0, 2.0))
-  cfg = specs.config_from_spec("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
-                               (2.0, 2.0, 2.0), {}, priors)
+  priors = synthjax.priors.IntensityPriors(
+    mean=((1, 100.0, 120.0),), std=((1, 2.0, 3.0),), spacing=(2.0, 2.0, 2.0)
+  )
+  cfg = specs.config_from_spec(
+    "synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {}, priors
+  )
   assert cfg.gmm.label_mean == priors.mean and cfg.gmm.label_std == priors.std
-  fetal = [specs.config_from_spec(spec, list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {})
-           for spec in ("synthjax:fetal", "synthjax:fetal@nopriors")]
+  fetal = [
+    specs.config_from_spec(spec, list(range(8)), (16, 16, 16), (2.0, 2.0, 2.0), {})
+    for spec in ("synthjax:fetal", "synthjax:fetal@nopriors")
+  ]
   assert fetal[0].gmm.label_mean == synthjax.priors.FETAL_T2W.mean
   assert fetal[1].gmm.label_mean == () and fetal[1].subclusters.meta_mean == ()
   with pytest.raises(ValueError, match="needs --priors"):
-    specs.config_from_spec("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16),
-                            (2.0, 2.0, 2.0), {})
-  for bad, message in (("synthjax:synthseg~nope", "no stage 'nope'"),
-                       ("synthjax:synthseg+gmm.nope=1", "nope"),
-                       ("synthjax:synthseg+gmm.prob_background_zero=x", "JSON"),
-                       ("synthjax:other", "unknown preset"), ("peer", "unknown generator"),
-                       ("synthjax:synthseg@seeds", "fetal preset"),
-                       ("synthjax:fetal+nope=1", "nope")):
+    specs.config_from_spec("synthjax:synthseg@priors", [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
+  for bad, message in (
+    ("synthjax:synthseg~nope", "no stage 'nope'"),
+    ("synthjax:synthseg+gmm.nope=1", "nope"),
+    ("synthjax:synthseg+gmm.prob_background_zero=x", "JSON"),
+    ("synthjax:other", "unknown preset"),
+    ("peer", "unknown generator"),
+    ("synthjax:synthseg@seeds", "fetal preset"),
+    ("synthjax:fetal+nope=1", "nope"),
+  ):
     with pytest.raises(ValueError, match=message):
       specs.config_from_spec(bad, [0, 1, 2], (16, 16, 16), (2.0, 2.0, 2.0), {})
 
 
 def test_cubic_zoom_is_scipys_cubic_zoom():
   from scipy import ndimage
+
   grid = np.random.default_rng(0).normal(size=(3, 5, 4)).astype(np.float32)
   shape = (17, 23, 9)
   want = ndimage.zoom(grid, [n / k for n, k in zip(shape, grid.shape)], order=3)

@@ -38,7 +38,7 @@ def np_triangle_weights(w, radius=RADIUS, samples=4001):
   d = np.arange(-radius, radius + 1, dtype=np.float64)
   t = (np.arange(samples) + 0.5) / samples - 0.5  # midpoints across one voxel
   x = d[:, None] + t[None, :]
-  return (np.maximum(w - np.abs(x), 0.0) / w ** 2).mean(axis=1)
+  return (np.maximum(w - np.abs(x), 0.0) / w**2).mean(axis=1)
 
 
 def np_filter(x, weights, axis):
@@ -63,9 +63,12 @@ def np_resolution(x, res, thick, blur_scale, spacing, weights_fn):
 
 
 def params(applied, res, thick, blur_scale=1.0):
-  return {"applied": jnp.asarray(applied), "resolution": jnp.asarray(res, jnp.float32),
-          "thickness": jnp.asarray(thick, jnp.float32),
-          "blur_scale": jnp.asarray(blur_scale, jnp.float32)}
+  return {
+    "applied": jnp.asarray(applied),
+    "resolution": jnp.asarray(res, jnp.float32),
+    "thickness": jnp.asarray(thick, jnp.float32),
+    "blur_scale": jnp.asarray(blur_scale, jnp.float32),
+  }
 
 
 # ---------------------------------------------------------------------------------------
@@ -75,8 +78,9 @@ N = 20
 profile_jit = jax.jit(resolution.profile_matrix, static_argnums=(0, 2, 3))
 
 
-@pytest.mark.parametrize("profile,ref_fn", [("boxcar", np_box_weights),
-                                            ("triangle", np_triangle_weights)])
+@pytest.mark.parametrize(
+  "profile,ref_fn", [("boxcar", np_box_weights), ("triangle", np_triangle_weights)]
+)
 def test_profile_matrix_rows_and_weights(profile, ref_fn):
   rng = np.random.default_rng(0)
   mats = [profile_jit(N, jnp.float32(w), RADIUS, profile) for w in WIDTHS]  # traced width
@@ -87,8 +91,9 @@ def test_profile_matrix_rows_and_weights(profile, ref_fn):
     assert m.dtype == np.float32 and m.shape == (N, N)
     np.testing.assert_allclose(m.sum(axis=1), 1.0, rtol=0, atol=1e-6, err_msg=f"w={w}")
     x = rng.normal(size=N)
-    np.testing.assert_allclose(m @ x, np_filter(x, ref_fn(w), 0), rtol=0, atol=2e-6,
-                               err_msg=f"{profile} w={w}")
+    np.testing.assert_allclose(
+      m @ x, np_filter(x, ref_fn(w), 0), rtol=0, atol=2e-6, err_msg=f"{profile} w={w}"
+    )
   # Interior row = the kernel itself (offsets -4..4 about voxel 10, for w = 3 and 4.35).
   m = np.asarray(profile_jit(N, jnp.float32(4.35), RADIUS, profile))
   np.testing.assert_allclose(m[10, 6:15], ref_fn(4.35, radius=4), rtol=0, atol=1e-6)
@@ -103,12 +108,12 @@ def test_boxcar_weights_closed_form():
   np.testing.assert_allclose(m[10, 8:13], [0, 0.25, 0.5, 0.25, 0], atol=1e-7)
   # At most one voxel: the identity, exactly.
   for w in (0.3, 1.0):
-    np.testing.assert_array_equal(np.asarray(profile_jit(N, jnp.float32(w), RADIUS, "boxcar")),
-                                  np.eye(N, dtype=np.float32))
+    np.testing.assert_array_equal(
+      np.asarray(profile_jit(N, jnp.float32(w), RADIUS, "boxcar")), np.eye(N, dtype=np.float32)
+    )
   # Triangle (2 - |x|) / 4 (the box of width 2 convolved with itself), integrated per voxel.
   m = np.asarray(profile_jit(N, jnp.float32(2.0), RADIUS, "triangle"))
-  np.testing.assert_allclose(m[10, 7:14], [0, 1 / 32, 1 / 4, 7 / 16, 1 / 4, 1 / 32, 0],
-                             atol=1e-6)
+  np.testing.assert_allclose(m[10, 7:14], [0, 1 / 32, 1 / 4, 7 / 16, 1 / 4, 1 / 32, 0], atol=1e-6)
 
 
 def test_width_is_continuous():
@@ -117,8 +122,9 @@ def test_width_is_continuous():
   steps = np.abs(np.diff(mats, axis=0)).max()
   assert steps < 0.01  # 0.005 mm steps change any weight by at most ~w'/w^2 * 0.005
   for m, w in zip(mats, ws):
-    np.testing.assert_allclose(m[10, 10 - RADIUS:10 + RADIUS + 1], np_box_weights(float(w)),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+      m[10, 10 - RADIUS : 10 + RADIUS + 1], np_box_weights(float(w)), atol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,9 +162,9 @@ def test_delta_and_step_closed_forms():
 
 
 CASES = [  # resolution, thickness, blur_scale
-    ((1.0, 3.0, 4.5), (1.0, 2.4, 4.0), 1.02),
-    ((5.3, 1.0, 1.5), (3.1, 1.0, 1.5), 0.98),
-    ((2.2, 2.2, 2.2), (2.2, 1.6, 2.0), 1.0),
+  ((1.0, 3.0, 4.5), (1.0, 2.4, 4.0), 1.02),
+  ((5.3, 1.0, 1.5), (3.1, 1.0, 1.5), 0.98),
+  ((2.2, 2.2, 2.2), (2.2, 1.6, 2.0), 1.0),
 ]
 
 
@@ -177,11 +183,15 @@ def test_vmap_matches_single_calls_and_the_reference():
   x = rng.normal(size=(3,) + SHAPE).astype(np.float32)
   singles = [params(True, *CASES[0]), params(True, *CASES[1]), params(True, *CASES[1])]
   p = jax.tree.map(lambda *a: jnp.stack(a), *singles)
-  out = np.asarray(jax.jit(jax.vmap(
-      lambda x, p: resolution.apply_resolution(x, p, BOX, SPACING)))(jnp.asarray(x), p))
+  out = np.asarray(
+    jax.jit(jax.vmap(lambda x, p: resolution.apply_resolution(x, p, BOX, SPACING)))(
+      jnp.asarray(x), p
+    )
+  )
   for b, case in enumerate((CASES[0], CASES[1], CASES[1])):
-    np.testing.assert_allclose(out[b], np.asarray(apply_box(jnp.asarray(x[b]), singles[b])),
-                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+      out[b], np.asarray(apply_box(jnp.asarray(x[b]), singles[b])), rtol=0, atol=1e-5
+    )
     ref = np_resolution(x[b], *case, SPACING, np_box_weights)
     np.testing.assert_allclose(out[b], ref, rtol=0, atol=2e-5)
 
@@ -233,7 +243,8 @@ def test_invalid_profile_raises(bad):
 @pytest.mark.parametrize("profile", ["gaussian", "boxcar", "triangle"])
 def test_config_round_trip(profile):
   cfg = SynthConfig(shape=(8, 8, 8), label_values=(0, 1)).replace(
-      resolution={"slice_profile": profile})
+    resolution={"slice_profile": profile}
+  )
   assert cfg.resolution.slice_profile == profile
   d = cfg.to_dict()
   assert d["resolution"]["slice_profile"] == profile

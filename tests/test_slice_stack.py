@@ -51,17 +51,35 @@ def apply(x, p, cfg=CFG, spacing=ISO):
 sample_jit = jax.jit(slice_stack.sample_slice_stack, static_argnums=(1, 2, 3))
 
 
-def make_params(shape=SHAPE, spacing=ISO, cfg=CFG, active=(True, False, False), thickness=1.0,
-                gap=0.0, offset=0.0, rotation=0.0, translation=0.0, applied=True):
+def make_params(
+  shape=SHAPE,
+  spacing=ISO,
+  cfg=CFG,
+  active=(True, False, False),
+  thickness=1.0,
+  gap=0.0,
+  offset=0.0,
+  rotation=0.0,
+  translation=0.0,
+  applied=True,
+):
   """Params written directly (no sampling): motion (S, K, 3) broadcast from what is given."""
   s, k = len(slice_stack.slot_axes(cfg)), slice_stack.max_slices(cfg, shape, spacing)
   vec = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (s,))
   motion = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (s, k, 3))
-  return {"applied": jnp.asarray(applied), "num_stacks": jnp.int32(sum(active)),
-          "active": jnp.asarray(active, bool), "thickness": vec(thickness), "gap": vec(gap),
-          "offset": vec(offset), "interleave": jnp.full((s,), 2, jnp.int32),
-          "rotation_std": vec(0.0), "translation_std": vec(0.0),
-          "rotation": motion(rotation), "translation": motion(translation)}
+  return {
+    "applied": jnp.asarray(applied),
+    "num_stacks": jnp.int32(sum(active)),
+    "active": jnp.asarray(active, bool),
+    "thickness": vec(thickness),
+    "gap": vec(gap),
+    "offset": vec(offset),
+    "interleave": jnp.full((s,), 2, jnp.int32),
+    "rotation_std": vec(0.0),
+    "translation_std": vec(0.0),
+    "rotation": motion(rotation),
+    "translation": motion(translation),
+  }
 
 
 def one_hot(i, n=3):
@@ -70,10 +88,12 @@ def one_hot(i, n=3):
 
 # numpy references (float64)
 
+
 def np_slice_blur(x, axis, thickness, spacing):
   sigma = SIGMA_PER_FWHM * thickness / spacing[axis]
-  return scipy.ndimage.gaussian_filter1d(x.astype(np.float64), sigma, axis=axis,
-                                         mode="reflect", truncate=4.0)
+  return scipy.ndimage.gaussian_filter1d(
+    x.astype(np.float64), sigma, axis=axis, mode="reflect", truncate=4.0
+  )
 
 
 def np_stack(x, axis, thickness, gap, offset, spacing):
@@ -90,9 +110,9 @@ def np_stack(x, axis, thickness, gap, offset, spacing):
   z = np.asarray(z)
   grid = np.arange(n, dtype=np.float64)
   eye = np.eye(n)
-  read = np.stack([np.interp(z / s, grid, eye[i]) for i in range(n)], 1)       # (N, n)
+  read = np.stack([np.interp(z / s, grid, eye[i]) for i in range(n)], 1)  # (N, n)
   back = np.stack([np.interp(grid * s, z, np.eye(len(z))[j]) for j in range(len(z))], 1)
-  op = back @ read                                                             # (n, n)
+  op = back @ read  # (n, n)
   b = np_slice_blur(x, axis, thickness, spacing)
   return np.moveaxis(np.tensordot(op, b, axes=([1], [axis])), 0, axis)
 
@@ -133,7 +153,7 @@ def test_motion_free_stacks_average_per_axis_references():
 
 def test_gap_larger_than_the_volume_gives_one_slice():
   x = smooth_image(4)
-  p = make_params(gap=40.0, offset=0.5)   # the only centre on axis 0 is at 20.5 mm
+  p = make_params(gap=40.0, offset=0.5)  # the only centre on axis 0 is at 20.5 mm
   out = apply(x, p)
   np.testing.assert_allclose(out, np_stack(x, 0, 1.0, 40.0, 0.5, ISO), atol=1e-5)
   assert np.allclose(out, out[:1])  # one slice, extended along the axis
@@ -147,9 +167,9 @@ def test_integer_translations_shift_exactly_their_slices():
   x = smooth_image(5)
   k = slice_stack.max_slices(CFG, SHAPE, ISO)
   trans = np.zeros((3, k, 3), np.float32)
-  trans[2, 3] = (0.0, 2.0, 0.0)     # in-plane, 2 voxels along axis 1
-  trans[2, 7] = (-3.0, 0.0, 0.0)    # in-plane, -3 voxels along axis 0
-  trans[2, 10] = (0.0, 0.0, 1.0)    # through-plane: reads the next plane
+  trans[2, 3] = (0.0, 2.0, 0.0)  # in-plane, 2 voxels along axis 1
+  trans[2, 7] = (-3.0, 0.0, 0.0)  # in-plane, -3 voxels along axis 0
+  trans[2, 10] = (0.0, 0.0, 1.0)  # through-plane: reads the next plane
   out = apply(x, make_params(active=one_hot(2), translation=trans))
   ref = np_slice_blur(x, 2, 1.0, ISO)
   want = ref.copy()
@@ -193,8 +213,13 @@ def test_absent_stacks_are_masked_and_none_present_is_identity():
   x = smooth_image(8)
   rng = np.random.default_rng(0)
   k = slice_stack.max_slices(CFG, SHAPE, ISO)
-  keep = dict(thickness=[2.0, 2.5, 3.0], gap=[0.5, 1.0, 0.0], offset=[0.1, 0.5, 0.9],
-              rotation=rng.normal(0, 2, (3, k, 3)), translation=rng.normal(0, 1, (3, k, 3)))
+  keep = dict(
+    thickness=[2.0, 2.5, 3.0],
+    gap=[0.5, 1.0, 0.0],
+    offset=[0.1, 0.5, 0.9],
+    rotation=rng.normal(0, 2, (3, k, 3)),
+    translation=rng.normal(0, 1, (3, k, 3)),
+  )
   single = [apply(x, make_params(active=one_hot(i), **keep)) for i in range(3)]
   assert all(np.abs(a - x).max() > 0.05 for a in single)
   two = apply(x, make_params(active=(True, False, True), **keep))
@@ -210,9 +235,14 @@ def test_blocks_of_planes_give_the_same_image(monkeypatch):
   x = smooth_image(10)
   rng = np.random.default_rng(1)
   k = slice_stack.max_slices(CFG, SHAPE, ISO)
-  p = make_params(active=(True, True, True), thickness=[2.0, 2.5, 3.0], gap=[0.5, 1.0, 0.0],
-                  offset=[0.1, 0.5, 0.9], rotation=rng.normal(0, 2, (3, k, 3)),
-                  translation=rng.normal(0, 1, (3, k, 3)))
+  p = make_params(
+    active=(True, True, True),
+    thickness=[2.0, 2.5, 3.0],
+    gap=[0.5, 1.0, 0.0],
+    offset=[0.1, 0.5, 0.9],
+    rotation=rng.normal(0, 2, (3, k, 3)),
+    translation=rng.normal(0, 1, (3, k, 3)),
+  )
   whole = apply(x, p)
   monkeypatch.setattr(slice_stack, "BLOCK_VOXELS", 6720)
   blocked = jax.jit(lambda x, p: slice_stack.apply_slice_stack(x, p, CFG, ISO))(x, p)
@@ -221,10 +251,10 @@ def test_blocks_of_planes_give_the_same_image(monkeypatch):
 
 # One batch of sampled params (one compilation) for the statistics below: up to 6 stacks,
 # each stack's slice geometry and motion level fixed.
-CFG6 = SliceStackConfig(num_stacks=(1, 6), thickness=(1.0, 3.5), gap=(0.0, 2.0), prob=0.5,
-                        enabled=True)
-WALK = {"thickness": 2.0, "gap": 1.0, "offset": 0.25, "rotation_std": 2.0,
-        "translation_std": 0.5}
+CFG6 = SliceStackConfig(
+  num_stacks=(1, 6), thickness=(1.0, 3.5), gap=(0.0, 2.0), prob=0.5, enabled=True
+)
+WALK = {"thickness": 2.0, "gap": 1.0, "offset": 0.25, "rotation_std": 2.0, "translation_std": 0.5}
 
 
 @functools.cache
@@ -242,9 +272,9 @@ def test_stack_count_and_orthogonal_orientations():
   axes = np.asarray(slice_stack.slot_axes(CFG6))
   for row in active:
     counts = np.bincount(axes[row], minlength=3)
-    assert counts.max() - counts.min() <= 1   # each orientation once before repeats
+    assert counts.max() - counts.min() <= 1  # each orientation once before repeats
   first = np.bincount(axes[np.argmax(active[num == 1], axis=1)], minlength=3)
-  assert (first >= 5).all()                    # any orientation can be the lone stack
+  assert (first >= 5).all()  # any orientation can be the lone stack
   assert 0.4 < p["applied"].mean() < 0.6
   # Fewer stacks than orientations: still one slot per orientation.
   assert slice_stack.slot_axes(SliceStackConfig(num_stacks=(1, 1))) == (0, 1, 2)
@@ -273,7 +303,7 @@ def test_motion_is_a_centred_random_walk_in_acquisition_time():
   p = batch6()
   for slot, n_axis in enumerate(SHAPE):
     n = num_slices(n_axis, 1.0, 3.0, 0.25)
-    rot = p["rotation"][:, slot]      # (B, K, 3)
+    rot = p["rotation"][:, slot]  # (B, K, 3)
     trans = p["translation"][:, slot]
     assert np.all(rot[:, n:] == 0) and np.all(trans[:, n:] == 0)
     np.testing.assert_allclose(rot[:, :n].mean(1), 0, atol=1e-4)
@@ -282,10 +312,10 @@ def test_motion_is_a_centred_random_walk_in_acquisition_time():
     for b in range(len(rot)):
       m = int(p["interleave"][b, slot])
       assert 2 <= m <= max(2, math.isqrt(n))
-      order = np.argsort(np_interleave(n, m))       # spatial index of each time
+      order = np.argsort(np_interleave(n, m))  # spatial index of each time
       steps_r.append(np.diff(rot[b, order], axis=0))
       steps_t.append(np.diff(trans[b, order], axis=0))
-    assert abs(np.std(steps_r) / 2.0 - 1) < 0.05    # step std = rotation_std
+    assert abs(np.std(steps_r) / 2.0 - 1) < 0.05  # step std = rotation_std
     assert abs(np.std(steps_t) / 0.5 - 1) < 0.05
     # Neighbours in space are acquired far apart in time: larger than one step.
     assert np.std(np.diff(rot[:, :n], axis=1)) > 1.5 * 2.0
@@ -313,13 +343,12 @@ def test_params_for_another_shape_are_refused():
 
 
 def test_vmap_equals_single_calls_and_eager_equals_jit():
-  keys = jax.random.split(jax.random.key(0), 300)[:3]   # the first rows of batch6
+  keys = jax.random.split(jax.random.key(0), 300)[:3]  # the first rows of batch6
   batch = jax.tree_util.tree_map(lambda v: v[:3], batch6())
   for i, k in enumerate(keys):
     single = sample_jit(k, CFG6, SHAPE, ISO, WALK)
     for name, v in single.items():
-      np.testing.assert_allclose(batch[name][i], np.asarray(v), rtol=1e-6, atol=1e-6,
-                                 err_msg=name)
+      np.testing.assert_allclose(batch[name][i], np.asarray(v), rtol=1e-6, atol=1e-6, err_msg=name)
   # CFG's three slots are CFG6's first three (same axes and slice slots).
   assert slice_stack.slot_axes(CFG) == slice_stack.slot_axes(CFG6)[:3]
   batch = {n: (jnp.asarray(v[:, :3]) if v.ndim > 1 else jnp.asarray(v)) for n, v in batch.items()}
@@ -333,8 +362,12 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
   assert np.abs(out[0] - np.asarray(x[0])).max() > 0.05
   # Motion moves the image away from the motion-free acquisition of the same stacks.
   p0 = jax.tree_util.tree_map(lambda v: v[0], batch)
-  calm = apply(x[0], dict(p0, rotation=jnp.zeros_like(p0["rotation"]),
-                          translation=jnp.zeros_like(p0["translation"])))
+  calm = apply(
+    x[0],
+    dict(
+      p0, rotation=jnp.zeros_like(p0["rotation"]), translation=jnp.zeros_like(p0["translation"])
+    ),
+  )
   assert np.abs(out[0] - calm).max() > 0.02
   assert abs(out[0].mean() - calm.mean()) < 0.02
   # Eager (no jit) gives the same image.
@@ -346,7 +379,9 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
 # Config
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     ({"num_stacks": (0, 2)}, "num_stacks"),
     ({"num_stacks": (3, 2)}, "num_stacks"),
     ({"num_stacks": (1.5, 2)}, "num_stacks"),
@@ -360,7 +395,8 @@ def test_vmap_equals_single_calls_and_eager_equals_jit():
     ({"rotation_std": (-1.0, 1.0)}, "rotation_std"),
     ({"translation_std": (0.0, -1.0)}, "translation_std"),
     ({"prob": 1.5}, "prob"),
-])
+  ],
+)
 def test_config_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):
     SliceStackConfig(**kwargs)

@@ -18,11 +18,17 @@ N = 16
 # Every stage family on: spatial, intensity, artifacts with a magnitude, and gated stages
 # (flip, sub-label classes).
 CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N), (1.0, 1.0, 1.0)).replace(
-    affine={"prob": 1.0}, deformation={"prob": 1.0}, bias={"prob": 1.0},
-    gamma={"prob": 1.0}, resolution={"prob": 1.0}, noise={"prob": 1.0, "std": (0.02, 0.05)},
-    rician={"enabled": True, "prob": 1.0}, gibbs={"enabled": True, "prob": 1.0},
-    texture={"enabled": True, "prob": 1.0},
-    subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)})
+  affine={"prob": 1.0},
+  deformation={"prob": 1.0},
+  bias={"prob": 1.0},
+  gamma={"prob": 1.0},
+  resolution={"prob": 1.0},
+  noise={"prob": 1.0, "std": (0.02, 0.05)},
+  rician={"enabled": True, "prob": 1.0},
+  gibbs={"enabled": True, "prob": 1.0},
+  texture={"enabled": True, "prob": 1.0},
+  subclusters={"enabled": True, "prob": 1.0, "num_subclusters": (2, 3)},
+)
 # What `s` leaves alone: what is rendered, not how it is altered.
 SOURCES = {"gmm", "crop", "image_intensity"}
 KEYS = jax.random.split(jax.random.key(0), 256)
@@ -76,13 +82,15 @@ def test_magnitudes_shrink_by_exactly_the_strength_toward_the_identity(batches):
           continue
         ident = np.asarray(identity(CONFIG) if callable(identity) else identity, np.float32)
         want = ident + np.float32(s) * (np.asarray(full[stage.name][name]) - ident)
-        np.testing.assert_allclose(p[stage.name][name], want, rtol=1e-6, atol=1e-6,
-                                   err_msg=f"{stage.name}.{name} at {s}")
+        np.testing.assert_allclose(
+          p[stage.name][name], want, rtol=1e-6, atol=1e-6, err_msg=f"{stage.name}.{name} at {s}"
+        )
       # The stage's other entries are the full strength's draws.
       for name, value in p[stage.name].items():
         if name != "applied" and name not in (stage.strength or {}):
-          np.testing.assert_array_equal(value, full[stage.name][name],
-                                        err_msg=f"{stage.name}.{name}")
+          np.testing.assert_array_equal(
+            value, full[stage.name][name], err_msg=f"{stage.name}.{name}"
+          )
 
 
 def test_gated_stages_apply_with_probability_times_strength(batches):
@@ -117,8 +125,11 @@ def test_strength_zero_renders_the_plain_gmm_of_the_unmoved_labels():
   labels = _labels()
   p0 = synthjax.sample_params(key, CONFIG, strength=0.0)
   image, seg = synthjax.synthesize(synth_key, p0, labels, CONFIG)
-  plain = CONFIG.replace(**{s.name: {"enabled": False} for s in registry.STAGES
-                            if s.configured and s.name not in SOURCES})
+  plain = CONFIG.replace(
+    **{
+      s.name: {"enabled": False} for s in registry.STAGES if s.configured and s.name not in SOURCES
+    }
+  )
   p_plain = synthjax.sample_params(key, plain)
   np.testing.assert_array_equal(p_plain["gmm"]["means"], p0["gmm"]["means"])
   want_image, want_seg = synthjax.synthesize(synth_key, p_plain, labels, plain)
@@ -153,8 +164,7 @@ def test_a_disabled_stage_keeps_its_zeros_at_any_strength():
 
 
 def test_fixed_values_are_kept_whatever_the_strength():
-  fixed = {"affine": {"rotation": [10.0, 0.0, 0.0], "applied": True},
-           "noise": {"std": 0.04}}
+  fixed = {"affine": {"rotation": [10.0, 0.0, 0.0], "applied": True}, "noise": {"std": 0.04}}
   p = synthjax.sample_params(jax.random.key(1), CONFIG, fixed=fixed, strength=0.0)
   assert bool(p["affine"]["applied"]) and not bool(p["bias"]["applied"])
   np.testing.assert_array_equal(p["affine"]["rotation"], [10.0, 0.0, 0.0])
@@ -162,13 +172,16 @@ def test_fixed_values_are_kept_whatever_the_strength():
   np.testing.assert_allclose(p["noise"]["std"], 0.04)
 
 
-@pytest.mark.parametrize("strength,error,match", [
+@pytest.mark.parametrize(
+  "strength,error,match",
+  [
     (1.5, ValueError, r"strength must be in \[0, 1\], got 1.5"),
     (-0.1, ValueError, r"in \[0, 1\]"),
     ([0.5, 0.5], ValueError, "must be a scalar, got shape"),
     ("strong", TypeError, "strength must be a number"),
     (True, TypeError, "got a bool"),
-])
+  ],
+)
 def test_bad_strengths_are_named(strength, error, match):
   with pytest.raises(error, match=match):
     synthjax.sample_params(jax.random.key(0), CONFIG, strength=strength)
@@ -183,11 +196,15 @@ def test_synthesize_batch_takes_a_schedule_of_the_step():
   import optax
 
   from synthjax import data as sdata
+
   schedule = optax.linear_schedule(0.2, 1.0, 8)
   # A light config: the rendering is not under test here.
   cfg = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
-      affine={"prob": 1.0}, deformation={"enabled": False}, bias={"enabled": False},
-      resolution={"enabled": False})
+    affine={"prob": 1.0},
+    deformation={"enabled": False},
+    bias={"enabled": False},
+    resolution={"enabled": False},
+  )
   keys = jax.random.split(jax.random.key(5), 2)
   batch = {"labels": np.stack([_labels()] * 2), "key": jax.random.key_data(keys)}
   run = jax.jit(lambda b, step: sdata.synthesize_batch(b, cfg, strength=schedule, step=step))
@@ -198,7 +215,11 @@ def test_synthesize_batch_takes_a_schedule_of_the_step():
     chex.assert_trees_all_equal(params, want)
   # At step 0 (strength 0.2) the rotations are a fifth of those at full strength.
   full = synthjax.sample_params(pair[:, 0], cfg)
-  np.testing.assert_allclose(run(batch, 0)[2]["affine"]["rotation"],
-                             0.2 * np.asarray(full["affine"]["rotation"]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    run(batch, 0)[2]["affine"]["rotation"],
+    0.2 * np.asarray(full["affine"]["rotation"]),
+    rtol=1e-5,
+    atol=1e-5,
+  )
   with pytest.raises(ValueError, match="needs the step"):
     sdata.synthesize_batch(batch, cfg, strength=schedule)

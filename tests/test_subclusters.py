@@ -18,14 +18,28 @@ from synthjax._src.stages import gmm, subclusters
 from synthjax.data import load_seed_maps
 
 SHAPE = (24, 20, 16)
-OFF = {name: {"enabled": False} for name in
-       ("affine", "deformation", "flip", "bias", "gamma", "resolution", "noise",
-        "blur_cortex", "struct_noise", "boundary", "slice_stack")}
+OFF = {
+  name: {"enabled": False}
+  for name in (
+    "affine",
+    "deformation",
+    "flip",
+    "bias",
+    "gamma",
+    "resolution",
+    "noise",
+    "blur_cortex",
+    "struct_noise",
+    "boundary",
+    "slice_stack",
+  )
+}
 
 
 def _labels():
-  return boxes(SHAPE, (1, (4, 3, 2), (20, 17, 14)), (2, (8, 6, 4), (16, 14, 12)),
-               (3, (10, 8, 6), (14, 12, 10)))
+  return boxes(
+    SHAPE, (1, (4, 3, 2), (20, 17, 14)), (2, (8, 6, 4), (16, 14, 12)), (3, (10, 8, 6), (14, 12, 10))
+  )
 
 
 def _seeds(lab, k_max=4, n_meta=3, seed=0):
@@ -47,8 +61,9 @@ def _config(**kw):
 def test_seed_classes_match_numpy():
   lab = _labels()
   seeds = _seeds(lab)
-  cfg = _config(subclusters={"source": "seeds", "num_subclusters": (1, 4), "num_meta": 3,
-                             "prob": 1.0}).subclusters
+  cfg = _config(
+    subclusters={"source": "seeds", "num_subclusters": (1, 4), "num_meta": 3, "prob": 1.0}
+  ).subclusters
   counts = np.array([2, 4, 1], np.int32)
   got = np.asarray(subclusters.seed_classes(jnp.asarray(seeds), jnp.asarray(counts), cfg))
   want = np.zeros(SHAPE, np.int32)
@@ -59,21 +74,33 @@ def test_seed_classes_match_numpy():
 
 
 def test_procedural_split_counts_and_balance():
-  cfg = _config(subclusters={"prob": 1.0, "num_subclusters": (1, 5), "grid_scale": (0.3, 0.3),
-                             "meta_labels": ((1,), (2, 3))})
-  p = synthjax.sample_params(jax.random.key(0), cfg,
-                             fixed={"subclusters": {"counts": [3, 2], "phase": [0.0, 0.5]}})
+  cfg = _config(
+    subclusters={
+      "prob": 1.0,
+      "num_subclusters": (1, 5),
+      "grid_scale": (0.3, 0.3),
+      "meta_labels": ((1,), (2, 3)),
+    }
+  )
+  p = synthjax.sample_params(
+    jax.random.key(0), cfg, fixed={"subclusters": {"counts": [3, 2], "phase": [0.0, 0.5]}}
+  )
   index = jnp.asarray(_labels())  # label values 0..3 are their own indices here
-  cls = np.asarray(subclusters.procedural_classes(
-      jax.random.key(1), p["subclusters"], cfg.subclusters, index,
-      subclusters.meta_table(cfg)))
+  cls = np.asarray(
+    subclusters.procedural_classes(
+      jax.random.key(1), p["subclusters"], cfg.subclusters, index, subclusters.meta_table(cfg)
+    )
+  )
   lab = _labels()
   assert (cls[lab == 0] == 0).all()
-  assert set(np.unique(cls[lab == 1])) == {1, 2, 3}          # meta 0: 3 subclusters
+  assert set(np.unique(cls[lab == 1])) == {1, 2, 3}  # meta 0: 3 subclusters
   assert set(np.unique(cls[(lab == 2) | (lab == 3)])) == {6, 7}  # meta 1: 2 subclusters
   # The split field is uniform in (0, 1): over many voxels, subclusters are balanced.
-  u = np.asarray(subclusters.split_field(jax.random.key(2), {"grid_scale": jnp.float32(0.3)},
-                                         cfg.subclusters, (40, 40, 40)))
+  u = np.asarray(
+    subclusters.split_field(
+      jax.random.key(2), {"grid_scale": jnp.float32(0.3)}, cfg.subclusters, (40, 40, 40)
+    )
+  )
   hist = np.histogram(u, bins=4, range=(0, 1))[0] / u.size
   np.testing.assert_allclose(hist, 0.25, atol=0.08)
 
@@ -82,8 +109,9 @@ def test_render_unapplied_is_label_gmm_bitwise_and_applied_uses_tables():
   cfg = _config(subclusters={"prob": 1.0, "num_subclusters": (2, 2)})
   p = synthjax.sample_params(jax.random.key(3), cfg)
   index = jnp.asarray(_labels())
-  classes = subclusters.procedural_classes(jax.random.key(4), p["subclusters"],
-                                           cfg.subclusters, index, subclusters.meta_table(cfg))
+  classes = subclusters.procedural_classes(
+    jax.random.key(4), p["subclusters"], cfg.subclusters, index, subclusters.meta_table(cfg)
+  )
   key = jax.random.key(5)
   plain = gmm.render_gmm(key, p["gmm"], index, 0)
   off = dict(p["subclusters"], applied=jnp.asarray(False))
@@ -97,12 +125,13 @@ def test_render_unapplied_is_label_gmm_bitwise_and_applied_uses_tables():
 
 
 def test_related_classes_share_a_mean():
-  cfg = _config(subclusters={"prob": 1.0, "num_subclusters": (3, 3), "related_metas": (1,),
-                             "related_std": 0.0})
+  cfg = _config(
+    subclusters={"prob": 1.0, "num_subclusters": (3, 3), "related_metas": (1,), "related_std": 0.0}
+  )
   p = synthjax.sample_params(jax.random.key(6), cfg)
   means = np.asarray(p["subclusters"]["means"])
-  assert np.ptp(means[0]) == 0.0       # related: all at the shared mean
-  assert np.ptp(means[1]) > 0.0        # independent draws
+  assert np.ptp(means[0]) == 0.0  # related: all at the shared mean
+  assert np.ptp(means[1]) > 0.0  # independent draws
   lo, hi = cfg.gmm.mean
   assert (means >= lo).all() and (means <= hi).all()
   cfg2 = cfg.replace(subclusters={"related_std": 25.0})
@@ -124,13 +153,15 @@ def _constant_class_image(cfg, lab, seeds=None, key=0):
 def test_synthesize_with_seeds_renders_selected_subclusters():
   lab = _labels()
   seeds = _seeds(lab)
-  cfg = _config(subclusters={"source": "seeds", "num_subclusters": (1, 4), "num_meta": 3,
-                             "prob": 1.0})
+  cfg = _config(
+    subclusters={"source": "seeds", "num_subclusters": (1, 4), "num_meta": 3, "prob": 1.0}
+  )
   p, img, seg = _constant_class_image(cfg, lab, seeds)
   np.testing.assert_array_equal(seg, lab)
   counts = np.asarray(p["subclusters"]["counts"])
-  want_cls = np.asarray(subclusters.seed_classes(jnp.asarray(seeds), jnp.asarray(counts),
-                                                 cfg.subclusters))
+  want_cls = np.asarray(
+    subclusters.seed_classes(jnp.asarray(seeds), jnp.asarray(counts), cfg.subclusters)
+  )
   # Piecewise constant per class, with the class means' order (min-max normalised).
   means = np.concatenate([[0.0], np.asarray(p["subclusters"]["means"]).ravel()])
   for c in np.unique(want_cls[want_cls > 0]):
@@ -148,9 +179,12 @@ def test_seeds_jit_vmap_and_replay():
   # The image stages after the intensity source play no part in the seed path: off, for
   # a smaller program.
   cfg = presets.fetal((0, 1, 2, 3), SHAPE, seeds=True, spacing=(1, 1, 1)).replace(
-      subclusters={"num_subclusters": (1, 4), "num_meta": 3},
-      **{s: {"enabled": False} for s in ("bias", "resolution", "slice_stack", "blur_cortex",
-                                         "struct_noise", "boundary")})
+    subclusters={"num_subclusters": (1, 4), "num_meta": 3},
+    **{
+      s: {"enabled": False}
+      for s in ("bias", "resolution", "slice_stack", "blur_cortex", "struct_noise", "boundary")
+    },
+  )
   keys = jax.random.split(jax.random.key(8), 3)
   params = synthjax.sample_params(keys, cfg)
   batch = jax.vmap(lambda k, p: synthjax.synthesize(k, p, lab, cfg, seeds=seeds))(keys, params)
@@ -159,8 +193,9 @@ def test_seeds_jit_vmap_and_replay():
     img, seg = synthjax.synthesize(keys[i], p_i, lab, cfg, seeds=seeds)
     np.testing.assert_allclose(batch[0][i], img, atol=1e-6)
     np.testing.assert_array_equal(batch[1][i], seg)
-    again = synthjax.synthesize(keys[i], synthjax.params_from_json(
-        synthjax.params_to_json(p_i), cfg), lab, cfg, seeds=seeds)
+    again = synthjax.synthesize(
+      keys[i], synthjax.params_from_json(synthjax.params_to_json(p_i), cfg), lab, cfg, seeds=seeds
+    )
     np.testing.assert_array_equal(again[0], img)
   p_1, seeds_1 = jax.tree.map(lambda a: a[1], params), _seeds(lab, seed=1)
   with traced() as seen:
@@ -170,8 +205,9 @@ def test_seeds_jit_vmap_and_replay():
 
 def test_seed_input_errors():
   lab = _labels()
-  cfg = _config(subclusters={"source": "seeds", "num_subclusters": (1, 4), "num_meta": 3,
-                             "prob": 1.0})
+  cfg = _config(
+    subclusters={"source": "seeds", "num_subclusters": (1, 4), "num_meta": 3, "prob": 1.0}
+  )
   p = synthjax.sample_params(jax.random.key(0), cfg)
   with pytest.raises(ValueError, match="pass seeds="):
     synthjax.synthesize(jax.random.key(0), p, lab, cfg)
@@ -179,8 +215,13 @@ def test_seed_input_errors():
     synthjax.synthesize(jax.random.key(0), p, lab, cfg, seeds=_seeds(lab)[:2])
   plain = _config()
   with pytest.raises(ValueError, match="does not use them"):
-    synthjax.synthesize(jax.random.key(0), synthjax.sample_params(jax.random.key(0), plain),
-                        lab, plain, seeds=_seeds(lab))
+    synthjax.synthesize(
+      jax.random.key(0),
+      synthjax.sample_params(jax.random.key(0), plain),
+      lab,
+      plain,
+      seeds=_seeds(lab),
+    )
 
 
 def test_procedural_default_in_fetal_preset_varies_within_labels():
@@ -245,8 +286,9 @@ def test_load_seed_maps_layout_and_errors(tmp_path):
   for k in range(1, 4):
     for m in range(1, 4):
       layer = np.where(seeds[k - 1] // 10 == m, seeds[k - 1], 0).astype(np.int8)
-      _write(str(root / f"subclasses_{k}" / "sub-01" / "anat" / f"sub-01_dseg_mlabel_{m}.nii.gz"),
-             layer)
+      _write(
+        str(root / f"subclasses_{k}" / "sub-01" / "anat" / f"sub-01_dseg_mlabel_{m}.nii.gz"), layer
+      )
   got = load_seed_maps(label_path, root, num_subclusters=3, num_meta=3)
   np.testing.assert_array_equal(got, seeds)
   with pytest.raises(FileNotFoundError, match="mlabel_4"):
@@ -263,8 +305,7 @@ FETAL = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "f
 @pytest.mark.skipif(not os.path.isdir(FETAL), reason="../shared/data/fetal not present")
 def test_real_seed_maps_follow_meta_labels():
   label_path = os.path.join(FETAL, "sub-sta21", "anat", "sub-sta21_rec-irtk_T2w_dseg.nii.gz")
-  seeds = load_seed_maps(label_path, os.path.join(FETAL, "derivatives", "seeds"),
-                         num_subclusters=2)
+  seeds = load_seed_maps(label_path, os.path.join(FETAL, "derivatives", "seeds"), num_subclusters=2)
   lab = np.asarray(nib.load(label_path).dataobj).astype(np.int32)
   assert seeds.shape == (2,) + lab.shape
   # FetalSynthGen's meta-labels: CSF covers external CSF, GM the cortex, WM the white matter.
@@ -274,8 +315,10 @@ def test_real_seed_maps_follow_meta_labels():
   assert (meta[lab == 3] == 3).mean() > 0.99
   crop = tuple(slice(96, 160) for _ in range(3))
   cfg = presets.fetal(tuple(range(8)), (64, 64, 64), seeds=True).replace(
-      subclusters={"num_subclusters": (1, 2)})
+    subclusters={"num_subclusters": (1, 2)}
+  )
   p = synthjax.sample_params(jax.random.key(0), cfg)
-  img, seg = synthjax.synthesize(jax.random.key(1), p, lab[crop], cfg,
-                                 seeds=seeds[(slice(None),) + crop])
+  img, seg = synthjax.synthesize(
+    jax.random.key(1), p, lab[crop], cfg, seeds=seeds[(slice(None),) + crop]
+  )
   assert np.isfinite(np.asarray(img)).all() and set(np.unique(np.asarray(seg))) <= set(range(8))

@@ -20,9 +20,15 @@ import synthjax
 from synthjax._src import registry
 from synthjax._src.stages import geometry
 
-ALL_OFF = dict(affine={"enabled": False}, deformation={"enabled": False},
-               flip={"enabled": False}, bias={"enabled": False}, gamma={"enabled": False},
-               resolution={"enabled": False}, noise={"enabled": False})
+ALL_OFF = dict(
+  affine={"enabled": False},
+  deformation={"enabled": False},
+  flip={"enabled": False},
+  bias={"enabled": False},
+  gamma={"enabled": False},
+  resolution={"enabled": False},
+  noise={"enabled": False},
+)
 
 VALUES = (0, 1, 2, 3)
 N = 24
@@ -39,10 +45,10 @@ def asym_labels(shape=(N, N, N), values=VALUES, dtype=np.int32):
   X, Y, Z = shape
   lab = np.full(shape, values[0], dtype)
   x, y, z = np.meshgrid(np.arange(X), np.arange(Y), np.arange(Z), indexing="ij")
-  lab[X // 8: 3 * X // 4, Y // 6: 5 * Y // 6, Z // 5: 2 * Z // 3] = values[1]
+  lab[X // 8 : 3 * X // 4, Y // 6 : 5 * Y // 6, Z // 5 : 2 * Z // 3] = values[1]
   sphere = (x - 0.45 * X) ** 2 + (y - 0.4 * Y) ** 2 + (z - 0.35 * Z) ** 2 <= (0.2 * min(shape)) ** 2
   lab[sphere] = values[2]
-  lab[X // 2: 7 * X // 8, Y // 10: Y // 3, 3 * Z // 4: Z - 1] = values[3]
+  lab[X // 2 : 7 * X // 8, Y // 10 : Y // 3, 3 * Z // 4 : Z - 1] = values[3]
   return lab
 
 
@@ -73,7 +79,8 @@ def render(mode, key, p, labels, cfg):
   elif mode == "vmap":
     stack = lambda t: jax.tree_util.tree_map(lambda x: jnp.stack([x, x]), t)
     images, segs = jax.vmap(lambda k, q, l: synthjax.synthesize(k, q, l, cfg))(
-        stack(key), stack(p), stack(labels))
+      stack(key), stack(p), stack(labels)
+    )
     assert images.shape == (2,) + cfg.shape and segs.shape == (2,) + cfg.shape
     np.testing.assert_array_equal(np.asarray(segs[0]), np.asarray(segs[1]))
     np.testing.assert_array_equal(np.asarray(images[0]), np.asarray(images[1]))
@@ -163,8 +170,11 @@ def np_affine_reference(lab, out_shape, mat, translation, spacing, offset, cval=
   grid = np.stack(np.meshgrid(*[np.arange(s) for s in out_shape], indexing="ij")).reshape(3, -1)
   sp = np.asarray(spacing)[:, None]
   mm = (grid - centre[:, None]) * sp
-  src = ((mat @ mm + np.asarray(translation)[:, None]) / sp + centre[:, None]
-         + np.asarray(offset)[:, None])
+  src = (
+    (mat @ mm + np.asarray(translation)[:, None]) / sp
+    + centre[:, None]
+    + np.asarray(offset)[:, None]
+  )
   out = ndi.map_coordinates(lab, src, order=0, mode="grid-constant", cval=cval)
   return out.reshape(out_shape)
 
@@ -190,8 +200,8 @@ def test_rotation_90(axis, mode, size):
   expected = np.rot90(lab, k, axes)
   # The np.rot90 call agrees with the documented convention (numpy reference).
   np.testing.assert_array_equal(
-      np_affine_reference(lab, shape, rotation_matrix(rot), [0, 0, 0], [1, 1, 1], [0, 0, 0]),
-      expected)
+    np_affine_reference(lab, shape, rotation_matrix(rot), [0, 0, 0], [1, 1, 1], [0, 0, 0]), expected
+  )
   _, seg = render(mode, KEY, p, lab, cfg)
   np.testing.assert_array_equal(seg, expected)
   assert not np.array_equal(seg, lab)
@@ -219,21 +229,30 @@ def test_affine_matches_scipy_reference_with_crop_and_anisotropic_spacing():
   cfg = bare_config(shape=out_shape, spacing=spacing, affine={"enabled": True, "prob": 1.0})
   in_shape = (30, 26, 21)
   lab = asym_labels(in_shape)
-  aff = {"rotation": [20.0, -10.0, 35.0], "scaling": [1.1, 0.9, 1.05],
-         "shear": [0.01, -0.012, 0.0, 0.005, -0.008, 0.011], "translation": [2.0, -3.0, 1.5]}
+  aff = {
+    "rotation": [20.0, -10.0, 35.0],
+    "scaling": [1.1, 0.9, 1.05],
+    "shear": [0.01, -0.012, 0.0, 0.005, -0.008, 0.011],
+    "translation": [2.0, -3.0, 1.5],
+  }
   pos = np.array([0.3, 0.6, 0.9])
   p = params(cfg, {"affine": aff, "crop": {"position": pos}})
   _, seg = render("jit", KEY, p, lab, cfg)
   sh = np.array(aff["shear"])
   shear = np.array([[1, sh[0], sh[1]], [sh[2], 1, sh[3]], [sh[4], sh[5], 1]])
   mat = rotation_matrix(aff["rotation"]) @ shear @ np.diag(aff["scaling"])
-  offset = [min(int(np.floor(pos[a] * (in_shape[a] - out_shape[a] + 1))),
-                in_shape[a] - out_shape[a]) for a in range(3)]
+  offset = [
+    min(int(np.floor(pos[a] * (in_shape[a] - out_shape[a] + 1))), in_shape[a] - out_shape[a])
+    for a in range(3)
+  ]
   expected = np_affine_reference(lab, out_shape, mat, aff["translation"], spacing, offset)
   # Float32 vs float64 coordinates may round differently right at voxel boundaries.
   assert np.mean(seg != expected) < 2e-3
-  unmoved = lab[offset[0]:offset[0] + out_shape[0], offset[1]:offset[1] + out_shape[1],
-                offset[2]:offset[2] + out_shape[2]]
+  unmoved = lab[
+    offset[0] : offset[0] + out_shape[0],
+    offset[1] : offset[1] + out_shape[1],
+    offset[2] : offset[2] + out_shape[2],
+  ]
   assert np.mean(seg != unmoved) > 0.05
 
 
@@ -269,8 +288,9 @@ def swap_values(lab, pairs):
 
 
 # vmap on axis 0 only: every axis compiles its own program.
-@pytest.mark.parametrize("mode,axis", [(m, a) for m in MODES if m != "vmap" for a in (0, 1, 2)]
-                         + [("vmap", 0)])
+@pytest.mark.parametrize(
+  "mode,axis", [(m, a) for m in MODES if m != "vmap" for a in (0, 1, 2)] + [("vmap", 0)]
+)
 def test_flip_swaps_pairs(axis, mode):
   pairs = ((1, 2),)
   cfg = bare_config(flip_pairs=pairs, flip={"enabled": True, "prob": 0.5, "axis": axis})
@@ -304,14 +324,18 @@ def test_flip_with_output_labels():
 # ---------------------------------------------------------------------------------------
 # Crop and pad
 
+
 @pytest.mark.parametrize("mode", ["eager", "jit"])
 def test_flip_mirrors_affine_and_crop_output(mode):
   # The mirror acts on the output grid, so with an affine and a crop (no deformation) the
   # flipped sample is exactly the mirror, with swapped pairs, of the unflipped one.
   pairs = ((1, 2),)
-  cfg = bare_config(shape=(20, 24, 16), flip_pairs=pairs, flip={"enabled": True, "axis": 1},
-                    affine={"enabled": True, "prob": 1.0, "rotation": (-20, 20),
-                            "translation": (-3, 3)})
+  cfg = bare_config(
+    shape=(20, 24, 16),
+    flip_pairs=pairs,
+    flip={"enabled": True, "axis": 1},
+    affine={"enabled": True, "prob": 1.0, "rotation": (-20, 20), "translation": (-3, 3)},
+  )
   lab = asym_labels()
   base = {"crop": {"position": [0.2, 0.7, 0.4]}, "affine": {"applied": True}}
   p_on = params(cfg, {**base, "flip": {"applied": True}}, seed=3)
@@ -327,8 +351,9 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
   # about the FOV centre): the output of the mirrored, equally likely, field. Checked on the
   # coordinate maps and against scipy's order-0 resampling of the labels.
   pairs = ((1, 2),)
-  cfg = bare_config(flip_pairs=pairs, flip={"enabled": True},
-                    deformation={"enabled": True, "prob": 1.0})
+  cfg = bare_config(
+    flip_pairs=pairs, flip={"enabled": True}, deformation={"enabled": True, "prob": 1.0}
+  )
   lab = asym_labels()
   p_on = params(cfg, {"flip": {"applied": True}}, seed=4)
   p_off = params(cfg, {"flip": {"applied": False}}, seed=4)
@@ -340,9 +365,18 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
   np.testing.assert_array_equal(c_on[1:], c_off[1:])
   key = jax.random.key(99)
   _, seg_on = render("jit", key, p_on, lab, cfg)
-  ref = ndi.map_coordinates(lab, np.asarray(geometry.coordinate_map(
-      jax.random.fold_in(key, registry.synth_stream("deformation")), p_on, cfg, lab.shape),
-      np.float64), order=0, mode="grid-constant", cval=0)
+  ref = ndi.map_coordinates(
+    lab,
+    np.asarray(
+      geometry.coordinate_map(
+        jax.random.fold_in(key, registry.synth_stream("deformation")), p_on, cfg, lab.shape
+      ),
+      np.float64,
+    ),
+    order=0,
+    mode="grid-constant",
+    cval=0,
+  )
   assert np.mean(seg_on == swap_values(ref, pairs)) > 0.999  # rounding ties may differ
   assert not np.array_equal(seg_on, swap_values(np.flip(lab, 0), pairs))
 
@@ -350,9 +384,10 @@ def test_flip_with_deformation_mirrors_grid_before_the_field():
 OUT = (20, 24, 16)
 
 
-@pytest.mark.parametrize("mode,position",
-                         [(m, p) for m in MODES for p in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))]
-                         + [("jit", (0.5, 0.25, 0.9))])
+@pytest.mark.parametrize(
+  "mode,position",
+  [(m, p) for m in MODES for p in ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))] + [("jit", (0.5, 0.25, 0.9))],
+)
 def test_crop(position, mode):
   in_shape = (27, 30, 21)
   cfg = bare_config(shape=OUT)
@@ -368,8 +403,9 @@ def test_crop(position, mode):
     np.testing.assert_array_equal(off, room)
   else:
     np.testing.assert_array_equal(
-        off, np.minimum(np.floor(np.asarray(position) * (room + 1)), room))
-  expected = lab[off[0]:off[0] + OUT[0], off[1]:off[1] + OUT[1], off[2]:off[2] + OUT[2]]
+      off, np.minimum(np.floor(np.asarray(position) * (room + 1)), room)
+    )
+  expected = lab[off[0] : off[0] + OUT[0], off[1] : off[1] + OUT[1], off[2] : off[2] + OUT[2]]
   np.testing.assert_array_equal(seg, expected)
 
 
@@ -424,8 +460,11 @@ GMM_N = 48
 
 
 def gmm_config(**kw):
-  return bare_config(shape=(GMM_N,) * 3, gmm={"mean": (20.0, 220.0), "std": (1.0, 4.0),
-                                               "prob_background_zero": 0.0}, **kw)
+  return bare_config(
+    shape=(GMM_N,) * 3,
+    gmm={"mean": (20.0, 220.0), "std": (1.0, 4.0), "prob_background_zero": 0.0},
+    **kw,
+  )
 
 
 def test_gmm_statistics():
@@ -451,7 +490,7 @@ def test_gmm_statistics():
   rel_se_std = 1.0 / np.sqrt(2 * (counts - 1))
   np.testing.assert_allclose(emp_std, a * stds, rtol=6 * rel_se_std.max())
   # The affine map is the min-max normalisation: 1/a is the raw range.
-  raw_lo = ((image.min() - b) / a)
+  raw_lo = (image.min() - b) / a
   assert abs(raw_lo - (means - 4 * stds).min()) < 2.5 * stds.max()
   # Each label's intensities are Gaussian.
   for i, v in enumerate(VALUES):
@@ -472,7 +511,7 @@ def test_gmm_sampled_params_in_range_and_rendered():
   emp = np.array([image[lab == v].mean() for v in VALUES])
   A = np.stack([means, np.ones(4)], 1)
   (a, b), *_ = np.linalg.lstsq(A, emp, rcond=None)
-  assert np.max(np.abs(A @ [a, b] - emp)) < 6 * a * stds.max() / np.sqrt(n ** 3 / 4)
+  assert np.max(np.abs(A @ [a, b] - emp)) < 6 * a * stds.max() / np.sqrt(n**3 / 4)
 
 
 @pytest.mark.parametrize("values,background", [((0, 1, 2, 3), 0), ((3, 0, 7, 1), 7)])
@@ -504,8 +543,10 @@ def test_background_zero(values, background):
 def test_gamma_closed_form(g, mode):
   cfg = bare_config(gamma={"enabled": True, "prob": 1.0})
   means = np.array([-10.0, 90.0, 180.0, 320.0])
-  p = params(cfg, {"gamma": {"log_gamma": g}, "gmm": {"means": means, "stds": [0] * 4,
-                                                      "background_zero": False}})
+  p = params(
+    cfg,
+    {"gamma": {"log_gamma": g}, "gmm": {"means": means, "stds": [0] * 4, "background_zero": False}},
+  )
   lab = asym_labels()
   image, _ = render(mode, KEY, p, lab, cfg)
   expected = np_normalize(np.clip(means[index_of(lab, VALUES)], 0, 300)) ** np.exp(g)
@@ -514,13 +555,17 @@ def test_gamma_closed_form(g, mode):
 
 def test_gamma_on_gaussian_image():
   cfg = bare_config(gamma={"enabled": True, "prob": 1.0})
-  gmm = {"means": [20.0, 90.0, 180.0, 280.0], "stds": [5.0, 10.0, 20.0, 30.0],
-         "background_zero": False}  # label 3 reaches past the 300 clip
+  gmm = {
+    "means": [20.0, 90.0, 180.0, 280.0],
+    "stds": [5.0, 10.0, 20.0, 30.0],
+    "background_zero": False,
+  }  # label 3 reaches past the 300 clip
   lab = asym_labels()
   g = 0.55
   on, _ = render("jit", KEY, params(cfg, {"gamma": {"log_gamma": g}, "gmm": gmm}), lab, cfg)
-  off, _ = render("jit", KEY, params(cfg, {"gamma": {"applied": False, "log_gamma": g},
-                                           "gmm": gmm}), lab, cfg)
+  off, _ = render(
+    "jit", KEY, params(cfg, {"gamma": {"applied": False, "log_gamma": g}, "gmm": gmm}), lab, cfg
+  )
   cfg_dis = bare_config()
   dis, _ = render("jit", KEY, params(cfg_dis, {"gmm": gmm}), lab, cfg_dis)
   np.testing.assert_allclose(off, dis, rtol=0, atol=OTHER_PROGRAM)
@@ -532,19 +577,23 @@ def test_gamma_on_gaussian_image():
 def bias_labels(n=N):
   """Foreground everywhere (corners included) except a small background block."""
   lab = np.ones((n, n, n), np.int32)
-  lab[n // 3: 2 * n // 3, n // 4: n // 2, n // 2: 3 * n // 4] = 2
-  lab[n // 2: n // 2 + 2, n // 2: n // 2 + 2, n // 4: n // 4 + 2] = 0
+  lab[n // 3 : 2 * n // 3, n // 4 : n // 2, n // 2 : 3 * n // 4] = 2
+  lab[n // 2 : n // 2 + 2, n // 2 : n // 2 + 2, n // 4 : n // 4 + 2] = 0
   return lab
 
 
-BIAS_GMM = {"means": [0.0, 80.0, 160.0, 50.0], "stds": [0.0, 0.0, 0.0, 0.0],
-            "background_zero": True}
+BIAS_GMM = {
+  "means": [0.0, 80.0, 160.0, 50.0],
+  "stds": [0.0, 0.0, 0.0, 0.0],
+  "background_zero": True,
+}
 
 
 def bias_config():
   # grid_scale 0.05 on 24 voxels: a 2-node grid per axis, so the log-field is multilinear.
-  return bare_config(bias={"enabled": True, "prob": 1.0, "std": (0.0, 1.0),
-                           "grid_scale": (0.05, 0.05)})
+  return bare_config(
+    bias={"enabled": True, "prob": 1.0, "std": (0.0, 1.0), "grid_scale": (0.05, 0.05)}
+  )
 
 
 def test_bias_not_applied_equals_disabled():
@@ -555,8 +604,9 @@ def test_bias_not_applied_equals_disabled():
   a, _ = render("jit", KEY, params(cfg_on, {"bias": {"applied": False}, "gmm": gmm}), lab, cfg_on)
   b, _ = render("jit", KEY, params(cfg_off, {"gmm": gmm}), lab, cfg_off)
   np.testing.assert_allclose(a, b, rtol=0, atol=OTHER_PROGRAM)
-  c, _ = render("jit", KEY, params(cfg_on, {"bias": {"applied": True, "std": 0.5}, "gmm": gmm}),
-                lab, cfg_on)
+  c, _ = render(
+    "jit", KEY, params(cfg_on, {"bias": {"applied": True, "std": 0.5}, "gmm": gmm}), lab, cfg_on
+  )
   assert np.abs(c - b).max() > 0.01
 
 
@@ -594,14 +644,14 @@ def test_bias_strength_statistics():
   cvs = []
   for s in (0.1, 0.3, 0.6):
     with jax.disable_jit():
-      p = synthjax.sample_params(keys, cfg, fixed={"bias": {"std": s, "applied": True},
-                                                   "gmm": BIAS_GMM})
+      p = synthjax.sample_params(
+        keys, cfg, fixed={"bias": {"std": s, "applied": True}, "gmm": BIAS_GMM}
+      )
     assert p["bias"]["std"].shape == (n_keys,)
-    images = [render("jit", keys[i], element(p, i), lab, cfg)[0]
-              for i in range(n_keys)]
+    images = [render("jit", keys[i], element(p, i), lab, cfg)[0] for i in range(n_keys)]
     var = np.mean([np.var(np.log(im[corners] / off[corners]), ddof=1) for im in images])
     dof = 7 * n_keys
-    assert abs(var / s ** 2 - 1) < 4 * np.sqrt(2.0 / dof), (s, var)
+    assert abs(var / s**2 - 1) < 4 * np.sqrt(2.0 / dof), (s, var)
     cvs.append(np.mean([im[lab == 1].std() / im[lab == 1].mean() for im in images]))
   assert cvs[0] < cvs[1] < cvs[2]
 
@@ -617,11 +667,13 @@ def test_noise_std(s, mode):
   cfg = noise_config()
   lab = (quadrant_labels(n) >= 2).astype(np.int32)  # labels 0 and 1 only
   gmm = {"means": [50.0, 150.0, 0.0, 0.0], "stds": [0.0] * 4, "background_zero": False}
-  clean, _ = render(mode, KEY, params(cfg, {"noise": {"applied": False, "std": s}, "gmm": gmm}),
-                    lab, cfg)
+  clean, _ = render(
+    mode, KEY, params(cfg, {"noise": {"applied": False, "std": s}, "gmm": gmm}), lab, cfg
+  )
   np.testing.assert_array_equal(clean, lab.astype(np.float32))  # noise-free image is {0, 1}
-  noisy, _ = render(mode, KEY, params(cfg, {"noise": {"applied": True, "std": s}, "gmm": gmm}),
-                    lab, cfg)
+  noisy, _ = render(
+    mode, KEY, params(cfg, {"noise": {"applied": True, "std": s}, "gmm": gmm}), lab, cfg
+  )
   # noisy = (clean + s * eps - lo) / span; undo the affine with the label means.
   m0, m1 = noisy[lab == 0].mean(), noisy[lab == 1].mean()
   span = 1.0 / (m1 - m0)
@@ -639,8 +691,9 @@ def test_noise_not_applied_equals_disabled():
   gmm = {"stds": [3.0] * 4, "background_zero": False}
   cfg_on = noise_config()
   cfg_off = bare_config()
-  a, _ = render("jit", KEY, params(cfg_on, {"noise": {"applied": False, "std": 0.05}, "gmm": gmm}),
-                lab, cfg_on)
+  a, _ = render(
+    "jit", KEY, params(cfg_on, {"noise": {"applied": False, "std": 0.05}, "gmm": gmm}), lab, cfg_on
+  )
   b, _ = render("jit", KEY, params(cfg_off, {"gmm": gmm}), lab, cfg_off)
   np.testing.assert_array_equal(a, b)
 
@@ -650,8 +703,9 @@ def test_noise_not_applied_equals_disabled():
 
 
 def full_config(n=N):
-  return synthjax.presets.synthseg(VALUES, (n, n, n), flip_pairs=((1, 2),),
-                                   noise={"prob": 0.5, "std": (0.0, 0.05)})
+  return synthjax.presets.synthseg(
+    VALUES, (n, n, n), flip_pairs=((1, 2),), noise={"prob": 0.5, "std": (0.0, 0.05)}
+  )
 
 
 def test_vmap_matches_single_calls():
@@ -659,8 +713,13 @@ def test_vmap_matches_single_calls():
   b = 3
   keys = jax.random.split(jax.random.key(3), b)
   p = synthjax.sample_params(keys, cfg)
-  labs = jnp.stack([jnp.asarray(asym_labels()), jnp.asarray(np.flip(asym_labels(), 1)),
-                    jnp.asarray(np.roll(asym_labels(), 3, 2))])
+  labs = jnp.stack(
+    [
+      jnp.asarray(asym_labels()),
+      jnp.asarray(np.flip(asym_labels(), 1)),
+      jnp.asarray(np.roll(asym_labels(), 3, 2)),
+    ]
+  )
   synth_keys = jax.random.split(jax.random.key(4), b)
   images, segs = jax.vmap(lambda k, q, l: synthjax.synthesize(k, q, l, cfg))(synth_keys, p, labs)
   assert images.shape == (b,) + cfg.shape
@@ -670,14 +729,16 @@ def test_vmap_matches_single_calls():
     with jax.disable_jit():
       p_single = synthjax.sample_params(keys[i], cfg)
     # (eager and compiled draws may differ in the last ulp: XLA fuses lo + u * (hi - lo))
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
-                           p_i, p_single)
+    jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), p_i, p_single
+    )
     image, seg = synthjax.synthesize(synth_keys[i], p_i, labs[i], cfg)
     np.testing.assert_array_equal(np.asarray(segs[i]), np.asarray(seg))
     np.testing.assert_allclose(np.asarray(images[i]), np.asarray(image), atol=1e-6)
   assert np.abs(np.asarray(images[0]) - np.asarray(images[1])).mean() > 1e-3
-  assert not np.array_equal(np.asarray(p["affine"]["rotation"][0]),
-                            np.asarray(p["affine"]["rotation"][1]))
+  assert not np.array_equal(
+    np.asarray(p["affine"]["rotation"][0]), np.asarray(p["affine"]["rotation"][1])
+  )
 
 
 class ContractTest(chex.TestCase):
@@ -688,8 +749,11 @@ class ContractTest(chex.TestCase):
   def test_sample_and_synthesize_under_the_callers_jit_and_vmap(self):
     # The plumbing under test is the same for every stage: a light config compiles fast.
     n = 12
-    cfg = bare_config(shape=(n, n, n), flip={"enabled": True, "prob": 0.5},
-                      noise={"enabled": True, "prob": 1.0, "std": (0.02, 0.05)})
+    cfg = bare_config(
+      shape=(n, n, n),
+      flip={"enabled": True, "prob": 0.5},
+      noise={"enabled": True, "prob": 1.0, "std": (0.02, 0.05)},
+    )
     labels = jnp.asarray(asym_labels((n, n, n)))
     keys = jax.random.split(jax.random.key(5), 2)
     sample = self.variant(synthjax.sample_params, static_argnums=1)
@@ -707,8 +771,9 @@ class ContractTest(chex.TestCase):
     chex.assert_trees_all_equal(render(keys[1], p, labels, cfg), (image, seg))  # replay
     # A batch: each element is its own call.
     batch = self.variant(jax.vmap(lambda k: synthjax.sample_params(k, cfg)))(keys)
-    images, segs = self.variant(jax.vmap(
-        lambda k, q: synthjax.synthesize(k, q, labels, cfg)))(keys, batch)
+    images, segs = self.variant(jax.vmap(lambda k, q: synthjax.synthesize(k, q, labels, cfg)))(
+      keys, batch
+    )
     for i in range(2):
       p_i = element(batch, i)
       chex.assert_trees_all_close(p_i, sample(keys[i], cfg), rtol=1e-6, atol=1e-6)
@@ -789,13 +854,23 @@ def test_sample_params_rejects_bad_fixed():
 
 
 def _dtype_config():
-  return bare_config(flip_pairs=((1, 2),), flip={"enabled": True},
-                     affine={"enabled": True, "prob": 1.0}, shape=(20, 24, 22))
+  return bare_config(
+    flip_pairs=((1, 2),),
+    flip={"enabled": True},
+    affine={"enabled": True, "prob": 1.0},
+    shape=(20, 24, 22),
+  )
 
 
 def _dtype_params(cfg):
-  return params(cfg, {"flip": {"applied": True}, "crop": {"position": [0.2, 0.5, 0.8]},
-                      "affine": {"rotation": [10.0, -5.0, 20.0]}})
+  return params(
+    cfg,
+    {
+      "flip": {"applied": True},
+      "crop": {"position": [0.2, 0.5, 0.8]},
+      "affine": {"rotation": [10.0, -5.0, 20.0]},
+    },
+  )
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16])
@@ -890,8 +965,8 @@ def test_unknown_values_render_as_background():
 def test_int64_values_beyond_int32_render_as_background():
   cfg = bare_config(values=(0, 1, 2), background=1, shape=(8, 8, 8))
   lab = np.full((8, 8, 8), 2, np.int64)
-  lab[0] = 2 ** 32      # wraps to 0 if cast to int32
-  lab[1] = 2 ** 32 + 2  # wraps to 2
+  lab[0] = 2**32  # wraps to 0 if cast to int32
+  lab[1] = 2**32 + 2  # wraps to 2
   lab[2] = 0
   p = params(cfg)
   with jax.enable_x64(True):

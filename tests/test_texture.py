@@ -27,8 +27,9 @@ ODD = (24, 28, 33)  # distinct sizes, so an axis mix-up cannot pass
 
 # Jitted once per static configuration: eager calls would retrace the stages' `lax.cond`
 # on every call.
-noise = jax.jit(fields.multiscale_noise, static_argnums=(1, 3),
-                static_argnames=("finest", "normalize"))
+noise = jax.jit(
+  fields.multiscale_noise, static_argnums=(1, 3), static_argnames=("finest", "normalize")
+)
 struct = jax.jit(struct_noise.apply_struct_noise, static_argnums=3)
 textured = jax.jit(texture.apply_texture, static_argnums=3, static_argnames="background_index")
 blobs = jax.jit(struct_noise.gaussian_blobs, static_argnums=0)
@@ -60,14 +61,15 @@ def np_resize(x, shape):
 
 def np_multiscale(key, shape, num_scales, max_scales, finest=1, weights=None):
   """The cascade written out in numpy (level noise drawn as the module does)."""
-  grids = [tuple(max(2, int(np.ceil(n / 2 ** (finest + i)))) for n in shape)
-           for i in range(max_scales)]
+  grids = [
+    tuple(max(2, int(np.ceil(n / 2 ** (finest + i)))) for n in shape) for i in range(max_scales)
+  ]
   offsets = np.cumsum([0] + [np.prod(g) for g in grids])
   flat = np.asarray(rng.voxel_normal(key, (int(offsets[-1]),)), np.float64)
   acc = None
   for i in reversed(range(max_scales)):
     grid = grids[i]
-    level = flat[offsets[i]:offsets[i + 1]].reshape(grid)
+    level = flat[offsets[i] : offsets[i + 1]].reshape(grid)
     if weights is not None:
       level = level * weights[i]
     if i >= num_scales:
@@ -81,17 +83,20 @@ def np_blobs(shape, centres, sigmas, active):
   out = np.zeros(shape)
   for c, s, a in zip(centres, sigmas, active):
     if a:
-      out += np.exp(-np.sum((grid - np.asarray(c, np.float64)) ** 2, -1) / (2 * s ** 2))
+      out += np.exp(-np.sum((grid - np.asarray(c, np.float64)) ** 2, -1) / (2 * s**2))
   return np.clip(out, 0, 1)
 
 
 def struct_params(applied=True, std=0.3, num_blobs=3, num_stages=3, sigmas=None, slots=14):
   if sigmas is None:
     sigmas = np.full(slots, 6.0, np.float32)
-  return {"applied": jnp.asarray(applied), "std": jnp.asarray(std, jnp.float32),
-          "num_blobs": jnp.asarray(num_blobs, jnp.int32),
-          "num_stages": jnp.asarray(num_stages, jnp.int32),
-          "sigmas": jnp.asarray(sigmas, jnp.float32)}
+  return {
+    "applied": jnp.asarray(applied),
+    "std": jnp.asarray(std, jnp.float32),
+    "num_blobs": jnp.asarray(num_blobs, jnp.int32),
+    "num_stages": jnp.asarray(num_stages, jnp.int32),
+    "sigmas": jnp.asarray(sigmas, jnp.float32),
+  }
 
 
 def smooth_image(shape=SHAPE, seed=0):
@@ -100,7 +105,7 @@ def smooth_image(shape=SHAPE, seed=0):
 
 def box_region(shape=SHAPE, lo=(6, 18, 10), hi=(12, 26, 15)):
   m = np.zeros(shape, bool)
-  m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = True
+  m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
   return m
 
 
@@ -133,8 +138,10 @@ def test_noise_normalisation():
   # Normalising only rescales: the three are proportional.
   np.testing.assert_allclose(g, raw / np.sqrt(np.mean(raw.astype(np.float64) ** 2)), atol=1e-5)
   # No active scale, or all weights zero: an all-zero field, not NaN.
-  for z in (noise(key, ODD, 0, 5, weights=w, normalize="max"),
-            noise(key, ODD, 3, 5, weights=0 * w, normalize="std")):
+  for z in (
+    noise(key, ODD, 0, 5, weights=w, normalize="max"),
+    noise(key, ODD, 3, 5, weights=0 * w, normalize="std"),
+  ):
     assert np.all(np.asarray(z) == 0)
   with pytest.raises(ValueError, match="normalize"):
     fields.multiscale_noise(key, SHAPE, 1, 1, normalize="l2")
@@ -144,8 +151,11 @@ def test_noise_normalisation():
 
 def test_noise_mean_zero_and_correlation_grows_with_scales():
   keys = jax.random.split(jax.random.key(7), 6)
-  draw = jax.jit(jax.vmap(lambda k, n: fields.multiscale_noise(k, SHAPE, n, 4, normalize="std"),
-                          in_axes=(0, None)))
+  draw = jax.jit(
+    jax.vmap(
+      lambda k, n: fields.multiscale_noise(k, SHAPE, n, 4, normalize="std"), in_axes=(0, None)
+    )
+  )
   corr, means = [], []
   for n in (1, 2, 3, 4):
     drawn = np.asarray(draw(keys, n))
@@ -184,8 +194,7 @@ def test_gaussian_blobs_match_numpy():
   want = np_blobs(ODD, centres, sigmas, active)
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-6)
   # Overlapping wide blobs saturate at 1 (FetalSynthGen clamps the sum).
-  wide = blobs(SHAPE, jnp.full((14, 3), 16, jnp.int32), jnp.full(14, 20.0),
-               jnp.arange(14) < 3)
+  wide = blobs(SHAPE, jnp.full((14, 3), 16, jnp.int32), jnp.full(14, 20.0), jnp.arange(14) < 3)
   assert float(wide.max()) == 1.0 and float(wide.min()) > 0
 
 
@@ -214,8 +223,9 @@ def test_struct_noise_blob_centred_in_region():
     # The stage's change is confined to the blob: nothing far from the region moves.
     img = smooth_image()
     p = struct_params(num_blobs=1, sigmas=np.full(14, 1.5, np.float32))
-    out = np.asarray(struct(key, jnp.asarray(img), p, struct_noise.StructNoiseConfig(),
-                            jnp.asarray(region)))
+    out = np.asarray(
+      struct(key, jnp.asarray(img), p, struct_noise.StructNoiseConfig(), jnp.asarray(region))
+    )
     changed = np.abs(out - img) > 1e-6
     assert changed.any()
     c = np.asarray(centres[0])
@@ -228,8 +238,9 @@ def test_struct_noise_closed_form():
   key = jax.random.key(5)
   img = smooth_image()
   region = box_region()
-  p = struct_params(std=0.35, num_blobs=4, num_stages=2,
-                    sigmas=np.linspace(3, 9, 14).astype(np.float32))
+  p = struct_params(
+    std=0.35, num_blobs=4, num_stages=2, sigmas=np.linspace(3, 9, 14).astype(np.float32)
+  )
   out = np.asarray(struct(key, jnp.asarray(img), p, cfg, jnp.asarray(region)))
   k_noise, k_centres = jax.random.split(key)
   raw = np_multiscale(k_noise, SHAPE, 2, cfg.num_stages[1])
@@ -262,7 +273,8 @@ def test_struct_noise_identities():
 def test_sample_struct_noise_ranges_and_fixing():
   cfg = struct_noise.StructNoiseConfig(prob=0.5, enabled=True)
   ps = jax.jit(jax.vmap(lambda k: struct_noise.sample_struct_noise(k, cfg)))(
-      jax.random.split(jax.random.key(0), 200))
+    jax.random.split(jax.random.key(0), 200)
+  )
   assert ps["sigmas"].shape == (200, 14) and ps["sigmas"].dtype == jnp.float32
   assert ps["num_blobs"].dtype == jnp.int32 and ps["applied"].dtype == jnp.bool_
   s = np.asarray(ps["sigmas"])
@@ -317,11 +329,15 @@ def label_map(shape=SHAPE):
   return boxes(shape, (1, (4, 4, 4), (28, 28, 28)), (2, (10, 10, 10), (22, 22, 22)))
 
 
-def texture_params(applied=True, amplitude=(0.0, 0.1, 0.3), num_scales=3,
-                   weights=(1, 0.5, 0.8, 0.3)):
-  return {"applied": jnp.asarray(applied), "amplitude": jnp.asarray(amplitude, jnp.float32),
-          "num_scales": jnp.asarray(num_scales, jnp.int32),
-          "weights": jnp.asarray(weights, jnp.float32)}
+def texture_params(
+  applied=True, amplitude=(0.0, 0.1, 0.3), num_scales=3, weights=(1, 0.5, 0.8, 0.3)
+):
+  return {
+    "applied": jnp.asarray(applied),
+    "amplitude": jnp.asarray(amplitude, jnp.float32),
+    "num_scales": jnp.asarray(num_scales, jnp.int32),
+    "weights": jnp.asarray(weights, jnp.float32),
+  }
 
 
 def test_texture_closed_form_and_background():
@@ -333,12 +349,11 @@ def test_texture_closed_form_and_background():
   p = texture_params(amplitude=(0.2, 0.1, 0.3))
   out = np.asarray(textured(key, jnp.asarray(img), p, cfg, jnp.asarray(idx)))
   raw = np_multiscale(key, SHAPE, 3, 4, finest=2, weights=np.asarray(p["weights"]))
-  noise = raw / np.sqrt(np.mean(raw ** 2))
+  noise = raw / np.sqrt(np.mean(raw**2))
   want = img * np.maximum(1 + np.array([0.2, 0.1, 0.3])[idx] * noise, 0)
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-4)
   # The background index is left as is (exactly), the other labels are modulated.
-  kept = np.asarray(textured(key, jnp.asarray(img), p, cfg, jnp.asarray(idx),
-                                          background_index=0))
+  kept = np.asarray(textured(key, jnp.asarray(img), p, cfg, jnp.asarray(idx), background_index=0))
   assert np.array_equal(kept[idx == 0], img[idx == 0])
   np.testing.assert_allclose(kept[idx > 0], want[idx > 0], rtol=1e-5, atol=1e-4)
 
@@ -347,10 +362,11 @@ def test_texture_amplitude_is_modulation_std():
   # One label over the whole volume: the relative change has rms == amplitude (unit-std field).
   cfg = texture.TextureConfig()
   img = jnp.full(SHAPE, 100.0)
-  out = textured(jax.random.key(9), img, texture_params(amplitude=(0.15,)), cfg,
-                              jnp.zeros(SHAPE, jnp.int32))
+  out = textured(
+    jax.random.key(9), img, texture_params(amplitude=(0.15,)), cfg, jnp.zeros(SHAPE, jnp.int32)
+  )
   rel = np.asarray(out, np.float64) / 100.0 - 1
-  assert np.sqrt(np.mean(rel ** 2)) == pytest.approx(0.15, rel=1e-4)
+  assert np.sqrt(np.mean(rel**2)) == pytest.approx(0.15, rel=1e-4)
   assert lag_corr(rel, lag=2) > 0.5  # a smooth texture, not voxel noise
 
 
@@ -373,7 +389,8 @@ def test_texture_identities():
 def test_sample_texture_ranges_and_fixing():
   cfg = texture.TextureConfig(prob=1.0, enabled=True, num_scales=(1, 4), amplitude=(0.05, 0.2))
   ps = jax.jit(jax.vmap(lambda k: texture.sample_texture(k, cfg, 5)))(
-      jax.random.split(jax.random.key(0), 100))
+    jax.random.split(jax.random.key(0), 100)
+  )
   assert ps["amplitude"].shape == (100, 5) and ps["weights"].shape == (100, 4)
   a = np.asarray(ps["amplitude"])
   assert a.min() >= 0.05 and a.max() <= 0.2
@@ -411,7 +428,9 @@ def test_texture_jit_vmap_match_single_calls():
 # Config validation
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     ({"std": (0.4, 0.2)}, r"StructNoiseConfig\.std.*\(0\.4, 0\.2\)"),
     ({"std": (-0.1, 0.2)}, r"StructNoiseConfig\.std must be non-negative"),
     ({"num_blobs": (0, 0)}, r"StructNoiseConfig\.num_blobs.*\(0, 0\)"),
@@ -422,13 +441,16 @@ def test_texture_jit_vmap_match_single_calls():
     ({"sigma_clip": (0.0, 40.0)}, r"StructNoiseConfig\.sigma_clip must be positive"),
     ({"region_labels": (3, 1.5)}, r"StructNoiseConfig\.region_labels"),
     ({"prob": 1.5}, r"StructNoiseConfig\.prob.*1\.5"),
-])
+  ],
+)
 def test_struct_noise_config_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
     struct_noise.StructNoiseConfig(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     ({"amplitude": (-0.1, 0.2)}, r"TextureConfig\.amplitude must be non-negative"),
     ({"amplitude": (0.3, 0.2)}, r"TextureConfig\.amplitude.*\(0\.3, 0\.2\)"),
     ({"num_scales": (0, 2)}, r"TextureConfig\.num_scales.*\(0, 2\)"),
@@ -436,7 +458,8 @@ def test_struct_noise_config_errors(kwargs, match):
     ({"finest_scale": 1.5}, r"TextureConfig\.finest_scale.*1\.5"),
     ({"scale_weight": (-1.0, 1.0)}, r"TextureConfig\.scale_weight must be non-negative"),
     ({"prob": -0.1}, r"TextureConfig\.prob.*-0\.1"),
-])
+  ],
+)
 def test_texture_config_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
     texture.TextureConfig(**kwargs)
@@ -448,13 +471,15 @@ def test_configs_hashable_and_normalised():
   assert struct_noise.StructNoiseConfig(region_labels=3).region_labels == (3,)
   t = texture.TextureConfig(num_scales=[2, 3])
   assert t.num_scales == (2, 3)
-  assert hash(s) == hash(struct_noise.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 41),
-                                                   std=(0.1, 0.2)))
+  assert hash(s) == hash(
+    struct_noise.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 41), std=(0.1, 0.2))
+  )
   assert hash(t) == hash(texture.TextureConfig(num_scales=(2, 3)))
   assert t == texture.TextureConfig(num_scales=(2.0, 3.0))  # JSON's floats normalised
   assert t != texture.TextureConfig(num_scales=(2, 4))
-  assert s != struct_noise.StructNoiseConfig(num_blobs=(2, 6), region_labels=(2, 42),
-                                             std=(0.1, 0.2))
+  assert s != struct_noise.StructNoiseConfig(
+    num_blobs=(2, 6), region_labels=(2, 42), std=(0.1, 0.2)
+  )
   # As a static jit argument: an equal config built anew hits the compiled program, a
   # differing one compiles its own.
   fn = jax.jit(lambda x, cfg: x * cfg.num_scales[1], static_argnums=1)

@@ -14,12 +14,21 @@ SHAPE = (24, 24, 24)
 
 
 def _labels():
-  return boxes(SHAPE, (1, (3, 4, 5), (21, 20, 19)), (2, (8, 8, 8), (16, 16, 16)),
-               (3, (11, 6, 10), (13, 18, 14)))
+  return boxes(
+    SHAPE,
+    (1, (3, 4, 5), (21, 20, 19)),
+    (2, (8, 8, 8), (16, 16, 16)),
+    (3, (11, 6, 10), (13, 18, 14)),
+  )
 
 
-CFG = presets.synthseg((0, 1, 2, 3), SHAPE, flip={"prob": 0.5},
-                       deformation={"std": (2.0, 3.0)}, noise={"prob": 1.0, "std": (0.02, 0.05)})
+CFG = presets.synthseg(
+  (0, 1, 2, 3),
+  SHAPE,
+  flip={"prob": 0.5},
+  deformation={"std": (2.0, 3.0)},
+  noise={"prob": 1.0, "std": (0.02, 0.05)},
+)
 
 
 def _single(key, p):
@@ -55,8 +64,9 @@ def test_shared_deformation_realisation_even_with_the_same_params():
 def test_independent_spatial_views_match_single_samples():
   p = synthjax.sample_view_params(jax.random.key(4), CFG, shared_spatial=False)
   assert not np.allclose(p["affine"]["rotation"][0], p["affine"]["rotation"][1])
-  images, segs = synthjax.synthesize_views(jax.random.key(5), p, _labels(), CFG,
-                                           shared_spatial=False)
+  images, segs = synthjax.synthesize_views(
+    jax.random.key(5), p, _labels(), CFG, shared_spatial=False
+  )
   keys = jax.random.split(jax.random.key(5), 2)
   for i in range(2):
     img, seg = _single(keys[i], element(p, i))

@@ -16,13 +16,17 @@ N = 20
 IN_SHAPE = (22, 19, 21)  # cropped to N^3 by the sample's crop position
 # Affine, deformation, crop and flip all applied, with visible ranges.
 CONFIG = synthjax.presets.synthseg((0, 1, 2, 3), (N, N, N)).replace(
-    affine={"prob": 1.0, "translation": (-2.0, 2.0)}, deformation={"prob": 1.0},
-    flip={"prob": 1.0})
+  affine={"prob": 1.0, "translation": (-2.0, 2.0)}, deformation={"prob": 1.0}, flip={"prob": 1.0}
+)
 
 
 def _labels():
-  return boxes(IN_SHAPE, (1, (3, 4, 3), (18, 16, 19)), (2, (6, 6, 6), (14, 12, 15)),
-               (3, (4, 10, 5), (9, 15, 10)))
+  return boxes(
+    IN_SHAPE,
+    (1, (3, 4, 3), (18, 16, 19)),
+    (2, (6, 6, 6), (14, 12, 15)),
+    (3, (4, 10, 5), (9, 15, 10)),
+  )
 
 
 def _smooth(shape=IN_SHAPE):
@@ -32,8 +36,7 @@ def _smooth(shape=IN_SHAPE):
 
 def _ramps(shape=IN_SHAPE):
   """Three volumes whose values are their voxel coordinates along x, y and z."""
-  return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape],
-                              indexing="ij"))
+  return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,9 @@ def test_cubic_sampling_matches_scipy_with_its_prefilter(mode):
   rng = np.random.default_rng(0)
   vol = rng.normal(size=(10, 12, 9)).astype(np.float32)
   pts = np.stack([rng.uniform(-4, n + 3, 400) for n in vol.shape]).astype(np.float32)
-  want = ndi.map_coordinates(vol.astype(np.float64), pts.astype(np.float64), order=3,
-                             mode="grid-constant", cval=0.5)
+  want = ndi.map_coordinates(
+    vol.astype(np.float64), pts.astype(np.float64), order=3, mode="grid-constant", cval=0.5
+  )
   fn = lambda v, p: warp_src.sample_cubic(v, p, cval=0.5)
   if mode == "eager":
     with jax.disable_jit():
@@ -101,8 +105,9 @@ def test_linear_and_cubic_warps_match_scipy_on_the_coordinate_map(sample, coords
   for order in (1, 3):
     got = np.asarray(synthjax.warp(key, params, vol, CONFIG, order=order, cval=0.25))
     assert got.shape == (N, N, N) and got.dtype == np.float32
-    want = ndi.map_coordinates(vol.astype(np.float64), c.reshape(3, -1), order=order,
-                               mode="grid-constant", cval=0.25).reshape(N, N, N)
+    want = ndi.map_coordinates(
+      vol.astype(np.float64), c.reshape(3, -1), order=order, mode="grid-constant", cval=0.25
+    ).reshape(N, N, N)
     np.testing.assert_allclose(got[inside], want[inside], atol=2e-4, err_msg=f"order {order}")
 
 
@@ -113,8 +118,9 @@ def test_channels_and_a_vmapped_batch_match_single_calls(sample):
   both = np.asarray(synthjax.warp(key, params, channels, CONFIG, order=3))
   assert both.shape == (2, N, N, N)
   for i in range(2):
-    np.testing.assert_allclose(both[i], np.asarray(synthjax.warp(key, params, channels[i],
-                                                                  CONFIG, order=3)), atol=1e-5)
+    np.testing.assert_allclose(
+      both[i], np.asarray(synthjax.warp(key, params, channels[i], CONFIG, order=3)), atol=1e-5
+    )
   keys = jax.random.split(jax.random.key(9), 2)
   batch = synthjax.sample_params(keys, CONFIG)
   out = jax.vmap(lambda k, p: synthjax.warp(k, p, vol, CONFIG, order=1))(keys, batch)
@@ -164,25 +170,43 @@ def test_unwarp_inverts_warp_to_within_a_hundredth_of_a_voxel():
   for seed in range(3):
     key, params = jax.random.key(20 + seed), synthjax.sample_params(jax.random.key(seed), cfg)
     there = synthjax.warp(key, params, ramps, cfg, order=1, cval=np.nan)
-    back = np.asarray(synthjax.unwarp(key, params, there, cfg, in_shape=IN_SHAPE, order=1,
-                                      cval=np.nan))
+    back = np.asarray(
+      synthjax.unwarp(key, params, there, cfg, in_shape=IN_SHAPE, order=1, cval=np.nan)
+    )
     seen = np.all(np.isfinite(back), axis=0)
     assert back.shape == (3,) + IN_SHAPE and seen.mean() > 0.3
     err = np.sqrt(np.sum((back - ramps) ** 2, axis=0))[seen]
-    assert np.sqrt(np.mean(err ** 2)) < 0.01 and err.max() < 0.15, (seed, err.max())
+    assert np.sqrt(np.mean(err**2)) < 0.01 and err.max() < 0.15, (seed, err.max())
 
 
 def test_unwarp_of_warp_returns_a_smooth_image_and_the_flip_exactly(sample):
   key, params = sample
   vol = _smooth()
-  back = np.asarray(synthjax.unwarp(key, params, synthjax.warp(key, params, vol, CONFIG,
-                                                                 order=3),
-                                    CONFIG, in_shape=IN_SHAPE, order=3))
+  back = np.asarray(
+    synthjax.unwarp(
+      key,
+      params,
+      synthjax.warp(key, params, vol, CONFIG, order=3),
+      CONFIG,
+      in_shape=IN_SHAPE,
+      order=3,
+    )
+  )
   # Where the output grid saw the input, two voxels from its edge (the spline's support).
   ones = np.ones(IN_SHAPE, np.float32)
-  seen = np.isfinite(np.asarray(synthjax.unwarp(
-      key, params, synthjax.warp(key, params, ones, CONFIG, order=1, cval=np.nan), CONFIG,
-      in_shape=IN_SHAPE, order=1, cval=np.nan)))
+  seen = np.isfinite(
+    np.asarray(
+      synthjax.unwarp(
+        key,
+        params,
+        synthjax.warp(key, params, ones, CONFIG, order=1, cval=np.nan),
+        CONFIG,
+        in_shape=IN_SHAPE,
+        order=1,
+        cval=np.nan,
+      )
+    )
+  )
   seen = ~ndi.binary_dilation(~seen, iterations=2)
   assert seen.mean() > 0.2
   # Interpolated twice, through a compressing map: a few hundredths at worst on a range of 3.
@@ -195,7 +219,8 @@ def test_unwarp_of_warp_returns_a_smooth_image_and_the_flip_exactly(sample):
   there = np.asarray(synthjax.warp(key, p, cube, flip, order=1))
   np.testing.assert_array_equal(there, np.flip(cube, axis=flip.flip.axis))
   np.testing.assert_array_equal(
-      np.asarray(synthjax.unwarp(key, p, there, flip, in_shape=(N, N, N), order=1)), cube)
+    np.asarray(synthjax.unwarp(key, p, there, flip, in_shape=(N, N, N), order=1)), cube
+  )
 
 
 def test_tta_of_a_pointwise_model_is_the_model():
@@ -218,8 +243,13 @@ def test_unwarp_refuses_a_volume_off_the_output_grid(sample):
     synthjax.unwarp(key, params, np.zeros(IN_SHAPE, np.float32), CONFIG, in_shape=IN_SHAPE)
 
 
-SPATIAL = [("affine", "rotation"), ("affine", "scaling"), ("affine", "shear"),
-           ("affine", "translation"), ("deformation", "std")]
+SPATIAL = [
+  ("affine", "rotation"),
+  ("affine", "scaling"),
+  ("affine", "shear"),
+  ("affine", "translation"),
+  ("deformation", "std"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +258,9 @@ def spatial_float64(sample):
   gradient, and the params, in float64: one compiled loss and one compiled gradient."""
   key, params = sample
   with jax.enable_x64(True):
-    wide = jax.tree.map(lambda x: x.astype(jnp.float64)
-                        if jnp.issubdtype(x.dtype, jnp.floating) else x, params)
+    wide = jax.tree.map(
+      lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, params
+    )
     vol = jnp.asarray(_smooth(), jnp.float64)
     w = jnp.asarray(np.random.default_rng(4).normal(size=(N, N, N)))
     values = {s: {n: wide[s][n] for t, n in SPATIAL if t == s} for s, _ in SPATIAL}
@@ -245,7 +276,8 @@ def spatial_float64(sample):
 
 @pytest.mark.parametrize("stage,name", SPATIAL)
 def test_spatial_gradients_through_a_warped_image_match_central_differences(
-    spatial_float64, stage, name):
+  spatial_float64, stage, name
+):
   """With float64 params (x64, in this test only) the coordinate map is float64 too, and
   the gradient of a cubic-spline warp matches central differences."""
   loss, values, grads = spatial_float64
@@ -261,5 +293,6 @@ def test_spatial_gradients_through_a_warped_image_match_central_differences(
       e = e.reshape(np.shape(value))
       at = lambda d: float(loss({**values, stage: {**values[stage], name: value + d}}))
       fd = (at(e) - at(-e)) / (2 * h)
-      np.testing.assert_allclose(grad[i], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max(),
-                                 err_msg=f"{stage}.{name}[{i}]")
+      np.testing.assert_allclose(
+        grad[i], fd, rtol=1e-5, atol=1e-6 * np.abs(grad).max(), err_msg=f"{stage}.{name}[{i}]"
+      )

@@ -24,7 +24,7 @@ from synthjax.data import (
 )
 
 SHAPE = (12, 10, 8)  # not a cube, so that a swapped axis shows
-N = 8                # NIfTI samples per run
+N = 8  # NIfTI samples per run
 N_AR, SHARD = 10, 4  # ArrayRecord samples per run and per shard: shards of 4, 4, 2
 # Exactly representable in float32, the precision of a NIfTI header's sform.
 AFFINE = np.array([[2.0, 0, 0, -10.5], [0, 1.5, 0, 4.25], [0, 0, 3.0, 3.0], [0, 0, 0, 1]])
@@ -36,12 +36,17 @@ def fake_sample(i):
   image = rng.random(SHAPE, dtype=np.float32)
   image[0, 0, 0] = np.float32(1e-40) * i  # subnormal values must survive too
   return {
-      "image": image,
-      "seg": rng.integers(0, 60, SHAPE).astype(np.int32),
-      "affine": AFFINE.copy(),
+    "image": image,
+    "seg": rng.integers(0, 60, SHAPE).astype(np.int32),
+    "affine": AFFINE.copy(),
+    "index": i,
+    "sidecar": {
       "index": i,
-      "sidecar": {"index": i, "seed": 7, "params": {"gamma": [0.1 * i, -3e-7], "flip": i % 2 == 0},
-                  "key": [i, 2 ** 32 - 1], "note": "sampl\u00e9"},
+      "seed": 7,
+      "params": {"gamma": [0.1 * i, -3e-7], "flip": i % 2 == 0},
+      "key": [i, 2**32 - 1],
+      "note": "sampl\u00e9",
+    },
   }
 
 
@@ -63,6 +68,7 @@ def interrupt_at(k, exc=KeyboardInterrupt):
     if i == k:
       raise exc(f"interrupted at {i}")
     return fake_sample(i)
+
   return make
 
 
@@ -81,10 +87,13 @@ def run_killed(writer_expr, n, kill_at):
       write_dataset({writer_expr}, range({n}), make)
   """)
   # The child imports this file's `fake_sample`: its folder goes on the child's path.
-  path = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH"))
-                         if p)
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path})
+  path = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH")) if p)
+  out = subprocess.run(
+    [sys.executable, "-c", script],
+    capture_output=True,
+    text=True,
+    env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path},
+  )
   assert out.returncode == -signal.SIGKILL, out.stderr
 
 
@@ -98,8 +107,9 @@ def nifti_reference(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ar_reference(tmp_path_factory):
   folder = tmp_path_factory.mktemp("ar_ref")
-  written = write_dataset(ArrayRecordWriter(folder / "train", shard_size=SHARD), range(N_AR),
-                          fake_sample)
+  written = write_dataset(
+    ArrayRecordWriter(folder / "train", shard_size=SHARD), range(N_AR), fake_sample
+  )
   assert written == list(range(N_AR))
   return files(folder)
 
@@ -135,8 +145,9 @@ def test_nifti_round_trip(tmp_path, seg_dtype):
     with open(json_path) as f:
       assert json.load(f) == s["sidecar"]
   assert w.done() == {0, 1}
-  assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p)
-                                                for i in range(2) for p in w.paths(i))
+  assert sorted(os.listdir(tmp_path)) == sorted(
+    os.path.basename(p) for i in range(2) for p in w.paths(i)
+  )
 
 
 def test_nifti_int64_seg_is_stored_as_int32(tmp_path):
@@ -146,7 +157,7 @@ def test_nifti_int64_seg_is_stored_as_int32(tmp_path):
     w.write(s)
   labels = np.asanyarray(nib.load(w.paths(0)[1]).dataobj)
   assert labels.dtype == np.int32 and np.array_equal(labels, s["seg"])
-  s["seg"][0, 0, 0] = 2 ** 40
+  s["seg"][0, 0, 0] = 2**40
   with pytest.raises(ValueError, match="do not fit int32"):
     NiftiWriter(tmp_path, overwrite=True, max_pending=0).write(s)
 
@@ -289,8 +300,10 @@ def test_nifti_overwrite_protection(tmp_path):
   assert read_json(json_path) == {"index": 0, "other": True}
   assert w3.done() == {0}
 
-  with (pytest.raises(FileExistsError, match=re.escape(w.paths(1)[2])),
-        NiftiWriter(tmp_path, max_pending=4) as w4):  # twice in one run: queued or written
+  with (
+    pytest.raises(FileExistsError, match=re.escape(w.paths(1)[2])),
+    NiftiWriter(tmp_path, max_pending=4) as w4,
+  ):  # twice in one run: queued or written
     w4.write(fake_sample(1))
     w4.write(fake_sample(1))
 
@@ -343,12 +356,14 @@ def test_record_round_trip_is_bitwise_and_deterministic():
 
 
 def test_arrayrecord_round_trip(tmp_path):
-  written = write_dataset(ArrayRecordWriter(tmp_path / "train", shard_size=SHARD),
-                          range(N_AR), fake_sample)
+  written = write_dataset(
+    ArrayRecordWriter(tmp_path / "train", shard_size=SHARD), range(N_AR), fake_sample
+  )
   assert written == list(range(N_AR))
   names = sorted(os.listdir(tmp_path))
   assert [n for n in names if n.endswith(".array_record")] == [
-      f"train.{k:05d}.array_record" for k in range(3)]
+    f"train.{k:05d}.array_record" for k in range(3)
+  ]
   assert not any("partial" in n for n in names)
   src = read_arrayrecord(tmp_path / "train")
   assert len(src) == N_AR
@@ -406,22 +421,31 @@ def test_arrayrecord_cleanup(tmp_path):
   (tmp_path / "train.00003.indices.json").write_text('{"indices": [1]}')
   (tmp_path / "other.partial-00003").write_bytes(b"not ours")
   removed = ArrayRecordWriter(prefix).cleanup()
-  assert sorted(os.path.basename(p) for p in removed) == ["train.00003.indices.json",
-                                                           "train.partial-00003"]
-  assert sorted(os.listdir(tmp_path)) == ["other.partial-00003", "train.00000.array_record",
-                                          "train.00000.indices.json"]
+  assert sorted(os.path.basename(p) for p in removed) == [
+    "train.00003.indices.json",
+    "train.partial-00003",
+  ]
+  assert sorted(os.listdir(tmp_path)) == [
+    "other.partial-00003",
+    "train.00000.array_record",
+    "train.00000.indices.json",
+  ]
 
 
 def test_arrayrecord_overwrite_protection(tmp_path):
   prefix = tmp_path / "train"
   write_dataset(ArrayRecordWriter(prefix, shard_size=2), range(4), fake_sample)
   before = files(tmp_path)
-  with (pytest.raises(FileExistsError, match=re.escape(f"{prefix}.00001.array_record")),
-        ArrayRecordWriter(prefix, shard_size=2) as w):
+  with (
+    pytest.raises(FileExistsError, match=re.escape(f"{prefix}.00001.array_record")),
+    ArrayRecordWriter(prefix, shard_size=2) as w,
+  ):
     w.write(fake_sample(2))
   assert files(tmp_path) == before
-  with (pytest.raises(FileExistsError, match="already written to this shard"),
-        ArrayRecordWriter(prefix, shard_size=2) as w):
+  with (
+    pytest.raises(FileExistsError, match="already written to this shard"),
+    ArrayRecordWriter(prefix, shard_size=2) as w,
+  ):
     w.write(fake_sample(7))
     w.write(fake_sample(7))
   assert files(tmp_path) == before  # the open shard was discarded
@@ -446,6 +470,7 @@ def test_read_arrayrecord_missing(tmp_path):
 
 def test_arrayrecord_source_pickles_and_feeds_grain(tmp_path):
   import grain
+
   write_dataset(ArrayRecordWriter(tmp_path / "train", shard_size=SHARD), range(6), fake_sample)
   src = read_arrayrecord(tmp_path / "train")
   assert src[1]["index"] == 1  # the readers are open; pickling must drop them
@@ -472,27 +497,44 @@ def test_arrayrecord_source_pickles_and_feeds_grain(tmp_path):
 def real_samples():
   import synthjax
   from synthjax._src import phantom, samples
+
   labels, affine = phantom.brain_phantom((16, 16, 16), 8.0)
-  config = synthjax.presets.synthseg(sorted(np.unique(labels).tolist()), (16, 16, 16),
-                                     (8.0, 8.0, 8.0))
+  config = synthjax.presets.synthseg(
+    sorted(np.unique(labels).tolist()), (16, 16, 16), (8.0, 8.0, 8.0)
+  )
   out = []
   for i in range(2):  # as datasets.generate builds them
     pkey, skey = samples.sample_keys(11, i)
     params = synthjax.sample_params(pkey, config)
     image, seg = synthjax.synthesize(skey, params, labels, config)
-    sidecar = samples.make_sidecar(seed=11, index=i, synth_key=skey, params_key=pkey,
-                                   params=params, config=config, source={"demo": "16^3"},
-                                   version=synthjax.__version__)
-    out.append({"image": np.asarray(image), "seg": np.asarray(seg, np.int32),
-                "affine": samples.output_affine(affine, labels.shape, config.shape,
-                                                params["crop"]["position"]),
-                "index": i, "sidecar": sidecar})
+    sidecar = samples.make_sidecar(
+      seed=11,
+      index=i,
+      synth_key=skey,
+      params_key=pkey,
+      params=params,
+      config=config,
+      source={"demo": "16^3"},
+      version=synthjax.__version__,
+    )
+    out.append(
+      {
+        "image": np.asarray(image),
+        "seg": np.asarray(seg, np.int32),
+        "affine": samples.output_affine(
+          affine, labels.shape, config.shape, params["crop"]["position"]
+        ),
+        "index": i,
+        "sidecar": sidecar,
+      }
+    )
   return labels, out
 
 
 def test_real_samples_round_trip_and_replay(tmp_path, real_samples):
   import synthjax
   from synthjax._src.config import SynthConfig
+
   labels, samples = real_samples
   write_dataset(NiftiWriter(tmp_path / "nii"), range(2), lambda i: samples[i])
   write_dataset(ArrayRecordWriter(tmp_path / "ar" / "train"), range(2), lambda i: samples[i])
@@ -508,7 +550,10 @@ def test_real_samples_round_trip_and_replay(tmp_path, real_samples):
   # The sidecar read back is enough to regenerate the sample bit for bit.
   side = src[1]["sidecar"]
   config = SynthConfig.from_dict(side["config"])
-  image, _ = synthjax.synthesize(synthjax.key_from_json(side["key"]),
-                                 synthjax.params_from_json(side["params"], config), labels,
-                                 config)
+  image, _ = synthjax.synthesize(
+    synthjax.key_from_json(side["key"]),
+    synthjax.params_from_json(side["params"], config),
+    labels,
+    config,
+  )
   assert np.asarray(image).tobytes() == samples[1]["image"].tobytes()

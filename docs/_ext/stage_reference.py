@@ -20,9 +20,9 @@ OUTPUT = "stage_reference.md"
 
 # Fields every stage config has, and most do not describe one by one.
 _COMMON = {
-    "prob": "probability that the stage is applied to a sample.",
-    "enabled": "`False` removes the stage from the compiled program (its params record "
-               "`applied: False`).",
+  "prob": "probability that the stage is applied to a sample.",
+  "enabled": "`False` removes the stage from the compiled program (its params record "
+  "`applied: False`).",
 }
 
 
@@ -82,28 +82,33 @@ def render() -> str:
   import synthjax
   from synthjax._src import registry
 
-  stage_configs = {f.name: type(f.default) for f in dataclasses.fields(synthjax.SynthConfig)
-                   if dataclasses.is_dataclass(f.default)}
+  stage_configs = {
+    f.name: type(f.default)
+    for f in dataclasses.fields(synthjax.SynthConfig)
+    if dataclasses.is_dataclass(f.default)
+  }
   out = [
-      "# Stage reference",
-      "",
-      "Generated from the registry (`synthjax._src.registry.STAGES`) when the documentation",
-      "is built, in render order. Each stage's config is a field of `SynthConfig` of the",
-      "same name: `cfg.replace(bias={\"std\": (0.0, 0.3)})` changes a range,",
-      "`cfg.replace(bias={\"enabled\": False})` removes the stage from the compiled program.",
-      "The defaults below are the config classes' own; the presets set their own values",
-      "([stages and defaults](stages.md)).",
-      "",
-      "| stage | module | phase | config |",
-      "|---|---|---|---|",
+    "# Stage reference",
+    "",
+    "Generated from the registry (`synthjax._src.registry.STAGES`) when the documentation",
+    "is built, in render order. Each stage's config is a field of `SynthConfig` of the",
+    'same name: `cfg.replace(bias={"std": (0.0, 0.3)})` changes a range,',
+    '`cfg.replace(bias={"enabled": False})` removes the stage from the compiled program.',
+    "The defaults below are the config classes' own; the presets set their own values",
+    "([stages and defaults](stages.md)).",
+    "",
+    "| stage | module | phase | config |",
+    "|---|---|---|---|",
   ]
   for stage in registry.STAGES:
     module = inspect.getmodule(stage.sample)
     phase = getattr(stage, "phase", None)
     config = stage_configs.get(stage.name)
-    out.append(f"| {{ref}}`{stage.name} <stage-{stage.name}>` | `{module.__name__}` | "
-               f"{'`' + phase + '`' if phase else ''} | "
-               f"{'`' + config.__name__ + '`' if config else '(none)'} |")
+    out.append(
+      f"| {{ref}}`{stage.name} <stage-{stage.name}>` | `{module.__name__}` | "
+      f"{'`' + phase + '`' if phase else ''} | "
+      f"{'`' + config.__name__ + '`' if config else '(none)'} |"
+    )
   out.append("")
   shown = set()
   for stage in registry.STAGES:
@@ -133,8 +138,14 @@ def render() -> str:
     else:
       shown.add(module.__name__)
       # A colon fence: a backtick fence's info string may not hold the title's backticks.
-      out += [f":::{{admonition}} `{module.__name__}`", ":class: note", "",
-              _module_doc(module), ":::", ""]
+      out += [
+        f":::{{admonition}} `{module.__name__}`",
+        ":class: note",
+        "",
+        _module_doc(module),
+        ":::",
+        "",
+      ]
   return "\n".join(out) + "\n"
 
 

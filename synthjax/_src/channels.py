@@ -27,14 +27,14 @@ CHANNEL_STAGES = tuple(s.name for s in registry.STAGES if s.per_channel)
 # the sample's synthesis key. Channel 0 uses the keys themselves.
 CHANNEL_STREAM = 0x4348
 
-__all__ = ["CHANNEL_STAGES", "channel_keys", "per_channel", "render_aligned",
-           "render_channels"]
+__all__ = ["CHANNEL_STAGES", "channel_keys", "per_channel", "render_aligned", "render_channels"]
 
 
 def channel_keys(key, num_channels: int):
   """`num_channels` keys: `key`, then `fold_in(key, CHANNEL_STREAM + c)`."""
-  return jnp.stack([key] + [jax.random.fold_in(key, CHANNEL_STREAM + c)
-                            for c in range(1, num_channels)])
+  return jnp.stack(
+    [key] + [jax.random.fold_in(key, CHANNEL_STREAM + c) for c in range(1, num_channels)]
+  )
 
 
 def _channel_fixed(fixed, shapes, c, num_channels):
@@ -59,11 +59,15 @@ def _correlate(means, fixed, config):
   rho = config.channel_correlation
   lo, hi = config.gmm.mean
   if config.gmm.label_mean:  # each label's own range (its uniform is kept per label)
-    lo, hi = gmm.per_label_range(config.gmm.mean, config.gmm.label_mean, config.label_values,
-                                 "label_mean")
+    lo, hi = gmm.per_label_range(
+      config.gmm.mean, config.gmm.label_mean, config.label_values, "label_mean"
+    )
     hi = np.maximum(hi, lo + np.float32(1e-6))  # a label with a single value stays put
-  if rho == 0.0 or np.all(np.asarray(hi) <= np.asarray(lo)) or (
-      fixed and fixed.get("means") is not None):
+  if (
+    rho == 0.0
+    or np.all(np.asarray(hi) <= np.asarray(lo))
+    or (fixed and fixed.get("means") is not None)
+  ):
     return means
   # Uniforms with Gaussian-copula correlation r have Pearson correlation
   # (6 / pi) asin(r / 2); this r gives `rho`.
@@ -93,8 +97,9 @@ def per_channel(sampler, config, name: str):
   return sample
 
 
-def render_aligned(render_one, keys, params, in_axes, labels, config, seeds=None, image=None,
-                   *, spatial_key):
+def render_aligned(
+  render_one, keys, params, in_axes, labels, config, seeds=None, image=None, *, spatial_key
+):
   """Images of one label map under one spatial transform: `render_one(keys[i], params_i,
   labels, config, seeds, image, spatial_key=spatial_key)` mapped over `i`, where `params_i`
   takes entry `i` of the stages whose `in_axes` is 0 and shares those whose `in_axes` is
@@ -102,17 +107,27 @@ def render_aligned(render_one, keys, params, in_axes, labels, config, seeds=None
   channels of a multi-contrast sample and the views of a pair (`views.py`) render so.
   """
   return jax.vmap(
-      lambda k, p: render_one(k, p, labels, config, seeds, image, spatial_key=spatial_key),
-      in_axes=(0, in_axes))(keys, params)
+    lambda k, p: render_one(k, p, labels, config, seeds, image, spatial_key=spatial_key),
+    in_axes=(0, in_axes),
+  )(keys, params)
 
 
-def render_channels(render_one, key, params, labels, config, seeds=None, image=None,
-                    spatial_key=None):
+def render_channels(
+  render_one, key, params, labels, config, seeds=None, image=None, spatial_key=None
+):
   """The `(num_channels, X, Y, Z)` image and the `(X, Y, Z)` segmentation: the channel
   stages' params and the synthesis keys per channel, everything else shared."""
   per_channel = {s.name for s in registry.stages_of(config) if s.per_channel}
   in_axes = {s: (0 if s in per_channel else None) for s in params}
-  images, segs = render_aligned(render_one, channel_keys(key, config.num_channels), params,
-                                in_axes, labels, config, seeds, image,
-                                spatial_key=key if spatial_key is None else spatial_key)
+  images, segs = render_aligned(
+    render_one,
+    channel_keys(key, config.num_channels),
+    params,
+    in_axes,
+    labels,
+    config,
+    seeds,
+    image,
+    spatial_key=key if spatial_key is None else spatial_key,
+  )
   return images, segs[0]

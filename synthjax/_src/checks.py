@@ -36,8 +36,10 @@ import numpy as np
 if sys.version_info >= (3, 11):
   from typing import dataclass_transform
 else:  # Python 3.10: the decorator only informs type checkers
+
   def dataclass_transform(**_):
     return lambda f: f
+
 
 if TYPE_CHECKING:
   from typing import Self
@@ -136,14 +138,21 @@ def to_int(name: str, value: Any) -> int:
   return int(v)
 
 
-def real(*, low: float | None = None, high: float | None = None,
-         low_open: bool = False, high_open: bool = False) -> Check:
+def real(
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  low_open: bool = False,
+  high_open: bool = False,
+) -> Check:
   """A finite number within the given bounds."""
+
   def check(name, value):
     v = to_float(name, value)
     if not _in_bounds(v, low, high, low_open, high_open):
       raise ValueError(f"{name} must {_bound_text(low, high, low_open, high_open)}, got {value!r}")
     return v
+
   return check
 
 
@@ -153,48 +162,59 @@ def positive() -> Check:
 
 def prob() -> Check:
   """A probability in [0, 1]."""
+
   def check(name, value):
     v = to_float(name, value)
     if not 0.0 <= v <= 1.0:
       raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
     return v
+
   return check
 
 
 def integer(*, low: int | None = None, high: int | None = None) -> Check:
   """An integer within the given (inclusive) bounds."""
+
   def check(name, value):
     v = to_int(name, value)
     if not _in_bounds(v, low, high, False, False):
-      bounds = " and ".join(t for t in (low is not None and f">= {low}",
-                                         high is not None and f"<= {high}") if t)
+      bounds = " and ".join(
+        t for t in (low is not None and f">= {low}", high is not None and f"<= {high}") if t
+      )
       raise ValueError(f"{name} must be an integer {bounds}, got {value!r}")
     return v
+
   return check
 
 
 def flag() -> Check:
   """A real bool (`True`/`False`, numpy's included); `"no"`, `0` and `1` are refused."""
+
   def check(name, value):
     if not isinstance(value, (bool, np.bool_)):
       raise ValueError(f"{name} must be true or false, got {value!r}")
     return bool(value)
+
   return check
 
 
 def choice(options: tuple) -> Check:
   """One of `options`."""
+
   def check(name, value):
     if not isinstance(value, str) or value not in options:
       raise ValueError(f"{name} must be one of {options}, got {value!r}")
     return str(value)
+
   return check
 
 
 def optional(inner: Check) -> Check:
   """`None`, or what `inner` accepts."""
+
   def check(name, value):
     return None if value is None else inner(name, value)
+
   return check
 
 
@@ -211,33 +231,44 @@ def _pair(name: str, value: Any, what: str) -> tuple:
   return items
 
 
-def real_range(*, low: float | None = None, high: float | None = None,
-               low_open: bool = False, high_open: bool = False) -> Check:
+def real_range(
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  low_open: bool = False,
+  high_open: bool = False,
+) -> Check:
   """A `(low, high)` pair of finite numbers, `low <= high`, both within the bounds."""
+
   def check(name, value):
     items = _pair(name, value, "numbers")
     try:
       lo, hi = (to_float(name, v) for v in items)
     except ValueError:
-      raise ValueError(f"{name} must be a (low, high) pair of finite numbers, got "
-                       f"{value!r}") from None
+      raise ValueError(
+        f"{name} must be a (low, high) pair of finite numbers, got {value!r}"
+      ) from None
     if lo > hi:
       raise ValueError(f"{name} must be a range with low <= high, got {(lo, hi)}")
     for v in (lo, hi):
       if not _in_bounds(v, low, high, low_open, high_open):
-        raise ValueError(f"{name} must {_bound_text(low, high, low_open, high_open)}, "
-                         f"got {(lo, hi)}")
+        raise ValueError(
+          f"{name} must {_bound_text(low, high, low_open, high_open)}, got {(lo, hi)}"
+        )
     return (lo, hi)
+
   return check
 
 
-def int_range(*, low: int, high: int | None = None, high_at_least: int | None = None,
-              what: str = "") -> Check:
+def int_range(
+  *, low: int, high: int | None = None, high_at_least: int | None = None, what: str = ""
+) -> Check:
   """A `(low, high)` pair of integers with `low <= first <= second <= high`.
 
   `high_at_least` asks the second value (the static size it fixes) to allow at least that
   many (`what` names them in the message).
   """
+
   def check(name, value):
     items = _pair(name, value, "integers")
     try:
@@ -251,6 +282,7 @@ def int_range(*, low: int, high: int | None = None, high_at_least: int | None = 
     if high_at_least is not None and hi < high_at_least:
       raise ValueError(f"{name} must allow at least {high_at_least} {what}, got {(lo, hi)}")
     return (lo, hi)
+
   return check
 
 
@@ -264,6 +296,7 @@ def _as_tuple(value) -> tuple:
 
 def axes() -> Check:
   """Distinct array axes among 0, 1, 2 (one axis may be given alone)."""
+
   def check(name, value):
     try:
       out = tuple(to_int(name, a) for a in _as_tuple(value))
@@ -272,12 +305,15 @@ def axes() -> Check:
     if not out or any(a not in (0, 1, 2) for a in out) or len(set(out)) != len(out):
       raise ValueError(f"{name} must be distinct axes among 0, 1, 2, got {value!r}")
     return out
+
   return check
 
 
-def integers(*, low: int | None = None, high: int | None = None, distinct: bool = False,
-             nonempty: bool = False) -> Check:
+def integers(
+  *, low: int | None = None, high: int | None = None, distinct: bool = False, nonempty: bool = False
+) -> Check:
   """A tuple of integers (one may be given alone), each within `[low, high]`."""
+
   def check(name, value):
     try:
       out = tuple(to_int(name, v) for v in _as_tuple(value))
@@ -293,11 +329,13 @@ def integers(*, low: int | None = None, high: int | None = None, distinct: bool 
       dups = sorted({v for v in out if out.count(v) > 1})
       raise ValueError(f"{name} has duplicates: {dups}")
     return out
+
   return check
 
 
 def sizes(n: int, *, low: int) -> Check:
   """Exactly `n` integers, each `>= low` (a shape)."""
+
   def check(name, value):
     try:
       out = tuple(to_int(name, v) for v in _as_tuple(value))
@@ -306,11 +344,13 @@ def sizes(n: int, *, low: int) -> Check:
     if len(out) != n or min(out) < low:
       raise ValueError(f"{name} must be {n} integers >= {low}, got {value!r}")
     return out
+
   return check
 
 
 def positives(n: int) -> Check:
   """Exactly `n` finite positive numbers (a spacing)."""
+
   def check(name, value):
     try:
       out = tuple(to_float(name, v) for v in _as_tuple(value))
@@ -319,11 +359,13 @@ def positives(n: int) -> Check:
     if len(out) != n or min(out) <= 0:
       raise ValueError(f"{name} must be {n} finite positive numbers, got {value!r}")
     return out
+
   return check
 
 
 def label_groups() -> Check:
   """Non-empty groups of label values, each value in at most one group."""
+
   def check(name, value):
     try:
       groups = tuple(tuple(to_int(name, v) for v in _as_tuple(g)) for g in _as_tuple(value))
@@ -331,15 +373,18 @@ def label_groups() -> Check:
       raise ValueError(f"{name} must be groups of label values, got {value!r}") from None
     flat = [v for g in groups for v in g]
     if any(not g for g in groups) or len(flat) != len(set(flat)):
-      raise ValueError(f"{name} must be non-empty groups naming each label at most once, "
-                       f"got {groups}")
+      raise ValueError(
+        f"{name} must be non-empty groups naming each label at most once, got {groups}"
+      )
     return groups
+
   return check
 
 
 def label_ranges(*, low: float | None = None) -> Check:
   """`(label, low, high)` triples: distinct integer labels, each with a range of finite
   numbers `low <= high` (each `>= low` when given)."""
+
   def check(name, value):
     try:
       rows = tuple(tuple(_as_tuple(r)) for r in _as_tuple(value))
@@ -354,9 +399,11 @@ def label_ranges(*, low: float | None = None) -> Check:
       out.append((label, lo, hi))
     labels = [r[0] for r in out]
     if len(set(labels)) != len(labels):
-      raise ValueError(f"{name} names a label more than once: "
-                       f"{sorted({v for v in labels if labels.count(v) > 1})}")
+      raise ValueError(
+        f"{name} names a label more than once: {sorted({v for v in labels if labels.count(v) > 1})}"
+      )
     return tuple(out)
+
   return check
 
 
@@ -370,9 +417,11 @@ def from_mapping(cls: type[_T], d: Any) -> _T:
   unknown = sorted(set(d) - set(fields))
   if unknown:
     raise ValueError(f"{name} has no field(s) {unknown}; its fields are {sorted(fields)}")
-  missing = sorted(n for n, f in fields.items() if n not in d
-                   and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING)
+  missing = sorted(
+    n
+    for n, f in fields.items()
+    if n not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+  )
   if missing:
     raise ValueError(f"{name} is missing the field(s) {missing}")
   return cls(**d)
@@ -381,6 +430,7 @@ def from_mapping(cls: type[_T], d: Any) -> _T:
 class JsonConfig:
   """JSON round trip for a config dataclass: `to_dict` / `to_json`, and `from_dict` /
   `from_json`, which refuse unknown and missing fields (`from_mapping`)."""
+
   # Set on each subclass by `config_class`; declared so that type checkers see a dataclass.
   __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 

@@ -41,6 +41,7 @@ def enable(folder: str | None = None) -> str | None:
     The cache folder in use, or None when the cache is off.
   """
   import jax
+
   if disabled_by_env():
     return None
   # JAX's flags are attributes its Config class does not declare.
@@ -68,7 +69,8 @@ def prepare(folder) -> str | None:
     if not os.access(folder, os.W_OK):
       raise PermissionError(f"{folder} is not writable")
   except OSError as e:
-    print(f"synthjax: compilation cache off ({e}); set XDG_CACHE_HOME or {ENV_OFF}=1",
-          file=sys.stderr)
+    print(
+      f"synthjax: compilation cache off ({e}); set XDG_CACHE_HOME or {ENV_OFF}=1", file=sys.stderr
+    )
     return None
   return folder

@@ -44,12 +44,30 @@ from synthjax._src.stages.subclusters import SubclusterConfig
 from synthjax._src.stages.texture import TextureConfig
 
 __all__ = [
-    "AffineConfig", "BiasConfig", "BlurCortexConfig", "BoundaryConfig", "DeformationConfig",
-    "FlipConfig", "GammaConfig", "GhostingConfig", "GibbsConfig", "GMMConfig",
-    "ImageIntensityConfig", "MotionConfig", "NoiseConfig", "ResolutionConfig",
-    "RicianConfig", "SliceStackConfig", "StructNoiseConfig", "SubclusterConfig",
-    "SynthConfig", "TextureConfig", "as_stage", "LABEL_MAX",
+  "AffineConfig",
+  "BiasConfig",
+  "BlurCortexConfig",
+  "BoundaryConfig",
+  "DeformationConfig",
+  "FlipConfig",
+  "GammaConfig",
+  "GhostingConfig",
+  "GibbsConfig",
+  "GMMConfig",
+  "ImageIntensityConfig",
+  "MotionConfig",
+  "NoiseConfig",
+  "ResolutionConfig",
+  "RicianConfig",
+  "SliceStackConfig",
+  "StructNoiseConfig",
+  "SubclusterConfig",
+  "SynthConfig",
+  "TextureConfig",
+  "as_stage",
+  "LABEL_MAX",
 ]
+
 
 def _positive_prob(stage: dict[str, Any]) -> bool:
   try:
@@ -64,7 +82,7 @@ def getattr_fields(obj) -> dict[str, Any]:
 
 
 # Label values are stored as int32 on the device.
-LABEL_MAX = 2 ** 31 - 1
+LABEL_MAX = 2**31 - 1
 
 
 def as_stage(name: str, typ: type, value: Any):
@@ -123,14 +141,16 @@ class SynthConfig(JsonConfig):
     >>> hash(cfg) == hash(SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2)))
     True
   """
+
   shape: tuple[int, ...] = field(check=sizes(3, low=2))
-  label_values: tuple[int, ...] = field(check=integers(
-      low=0, high=LABEL_MAX, distinct=True, nonempty=True))
+  label_values: tuple[int, ...] = field(
+    check=integers(low=0, high=LABEL_MAX, distinct=True, nonempty=True)
+  )
   spacing: tuple[float, ...] = field(default=(1.0, 1.0, 1.0), check=positives(3))
-  noise_spacing: tuple[float, ...] | None = field(
-      default=None, check=optional(positives(3)))
+  noise_spacing: tuple[float, ...] | None = field(default=None, check=optional(positives(3)))
   output_labels: tuple[int, ...] | None = field(
-      default=None, check=optional(integers(high=LABEL_MAX)))
+    default=None, check=optional(integers(high=LABEL_MAX))
+  )
   flip_pairs: tuple[tuple[int, int], ...] = field(default=(), check=label_groups())
   background: int = field(default=0, check=integer())
   num_channels: int = field(default=1, check=integer(low=1, high=16))
@@ -161,8 +181,10 @@ class SynthConfig(JsonConfig):
     if self.background not in values:
       raise ValueError(f"SynthConfig.background {self.background} is not in label_values")
     if self.output_labels is not None and len(self.output_labels) != len(values):
-      raise ValueError(f"SynthConfig.output_labels has {len(self.output_labels)} entries for "
-                       f"{len(values)} label_values")
+      raise ValueError(
+        f"SynthConfig.output_labels has {len(self.output_labels)} entries for "
+        f"{len(values)} label_values"
+      )
     for pair in self.flip_pairs:
       if len(pair) != 2:
         raise ValueError(f"SynthConfig.flip_pairs must hold (left, right) pairs, got {pair}")
@@ -174,8 +196,9 @@ class SynthConfig(JsonConfig):
     for field_name in ("label_mean", "label_std"):
       unknown = sorted({r[0] for r in getattr(self.gmm, field_name)} - set(values))
       if unknown:
-        raise ValueError(f"SynthConfig.gmm.{field_name} names label(s) {unknown}, which are "
-                         f"not in label_values")
+        raise ValueError(
+          f"SynthConfig.gmm.{field_name} names label(s) {unknown}, which are not in label_values"
+        )
 
   @property
   def voxel_std_scale(self) -> float:
@@ -214,13 +237,13 @@ class SynthConfig(JsonConfig):
     return dataclasses.replace(self, **changes)
 
 
-
 @functools.cache
 def _stage_types(cls) -> dict:
   """Each stage's config type, from the class's own fields: a stage is a field whose
   default is a stage config dataclass (a `registry.config_variant` adds its own)."""
-  return {f.name: type(f.default) for f in dataclasses.fields(cls)
-          if dataclasses.is_dataclass(f.default)}
+  return {
+    f.name: type(f.default) for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default)
+  }
 
 
 # SynthConfig's own stage types.

@@ -23,12 +23,14 @@ def _versions():
   import jax
 
   import synthjax
+
   return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
 
 
 def _write_run(out, manifest, overwrite, make_writer, n, make_sample, progress):
   """Starts the run of `manifest` in `out` and writes samples `0..n-1` under its lock."""
   from synthjax._src.data import writers
+
   lock = runs.start_run(out, manifest, overwrite)
   try:
     return writers.write_dataset(make_writer(), range(n), make_sample, progress=progress)
@@ -36,8 +38,18 @@ def _write_run(out, manifest, overwrite, make_writer, n, make_sample, progress):
     lock.close()
 
 
-def generate(out, sources, config, *, n: int, seed: int = 0, output_format: str = "nifti",
-             workers: int = 4, overwrite: bool = False, progress: bool = False) -> list[int]:
+def generate(
+  out,
+  sources,
+  config,
+  *,
+  n: int,
+  seed: int = 0,
+  output_format: str = "nifti",
+  workers: int = 4,
+  overwrite: bool = False,
+  progress: bool = False,
+) -> list[int]:
   """Writes `n` synthetic samples (image, seg, params JSON) rendered from `sources`.
 
   Args:
@@ -67,15 +79,22 @@ def generate(out, sources, config, *, n: int, seed: int = 0, output_format: str 
   """
   import synthjax
   from synthjax._src.data import arrayrecord, nifti_folder
+
   if output_format not in OUTPUT_FORMATS:
     raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
   # Host copies awaiting the writer threads: an image and a seg per pending sample.
   inputs.check_fits(config, sources, extra_bytes=8 * math.prod(config.shape) * (workers + 1))
-  manifest = {"format": runs.RUN_FORMAT, "command": "generate", "seed": seed,
-              "config": config.to_dict(), "sources": [s.record for s in sources],
-              "output_format": output_format,
-              "source_of_sample": "sources[index % len(sources)]", "n": n,
-              "versions": _versions()}
+  manifest = {
+    "format": runs.RUN_FORMAT,
+    "command": "generate",
+    "seed": seed,
+    "config": config.to_dict(),
+    "sources": [s.record for s in sources],
+    "output_format": output_format,
+    "source_of_sample": "sources[index % len(sources)]",
+    "n": n,
+    "versions": _versions(),
+  }
 
   def make_writer():
     if output_format == "nifti":
@@ -87,18 +106,38 @@ def generate(out, sources, config, *, n: int, seed: int = 0, output_format: str 
     pkey, skey = samples.sample_keys(seed, i)
     params = synthjax.sample_params(pkey, config)
     image, seg = synthjax.synthesize(skey, params, labels, config, seeds=seeds)
-    return {"index": i, "image": np.asarray(image), "seg": np.asarray(seg, np.int32),
-            "affine": samples.output_affine(affine, labels.shape, config.shape,
-                                            np.asarray(params["crop"]["position"])),
-            "sidecar": samples.make_sidecar(seed=seed, index=i, synth_key=skey,
-                                            params_key=pkey, params=params, config=config,
-                                            source=record, version=synthjax.__version__)}
+    return {
+      "index": i,
+      "image": np.asarray(image),
+      "seg": np.asarray(seg, np.int32),
+      "affine": samples.output_affine(
+        affine, labels.shape, config.shape, np.asarray(params["crop"]["position"])
+      ),
+      "sidecar": samples.make_sidecar(
+        seed=seed,
+        index=i,
+        synth_key=skey,
+        params_key=pkey,
+        params=params,
+        config=config,
+        source=record,
+        version=synthjax.__version__,
+      ),
+    }
 
   return _write_run(out, manifest, overwrite, make_writer, n, make, progress)
 
 
-def generate_views(out, sources, config, *, n: int, seed: int = 0, shared_spatial: bool = True,
-                   overwrite: bool = False) -> list[int]:
+def generate_views(
+  out,
+  sources,
+  config,
+  *,
+  n: int,
+  seed: int = 0,
+  shared_spatial: bool = True,
+  overwrite: bool = False,
+) -> list[int]:
   """Writes `n` pairs of contrastive views (anatomix step 2) rendered from `sources`.
 
   Sample `i` is `sample_{i:05d}_view{0,1}_image.nii.gz` with one `_seg.nii.gz` when the
@@ -123,39 +162,59 @@ def generate_views(out, sources, config, *, n: int, seed: int = 0, shared_spatia
   """
   import synthjax
   from synthjax._src.data import nifti_folder
+
   inputs.check_fits(config, sources, batch=2)
-  manifest = {"format": runs.RUN_FORMAT, "command": "views", "seed": seed,
-              "config": config.to_dict(), "sources": [s.record for s in sources],
-              "output_format": "nifti-views", "shared_spatial": shared_spatial,
-              "source_of_sample": "sources[index % len(sources)]", "n": n,
-              "versions": _versions()}
+  manifest = {
+    "format": runs.RUN_FORMAT,
+    "command": "views",
+    "seed": seed,
+    "config": config.to_dict(),
+    "sources": [s.record for s in sources],
+    "output_format": "nifti-views",
+    "shared_spatial": shared_spatial,
+    "source_of_sample": "sources[index % len(sources)]",
+    "n": n,
+    "versions": _versions(),
+  }
 
   def make(i):
     stem = os.path.join(out, f"sample_{i:05d}")
     labels, affine, record, _ = sources[i % len(sources)]
     pkey, skey = samples.sample_keys(seed, i)
     params = synthjax.sample_view_params(pkey, config, shared_spatial=shared_spatial)
-    images, segs = synthjax.synthesize_views(skey, params, labels, config,
-                                             shared_spatial=shared_spatial)
+    images, segs = synthjax.synthesize_views(
+      skey, params, labels, config, shared_spatial=shared_spatial
+    )
     files = {}
     for v in range(2):
-      aff = samples.output_affine(affine, labels.shape, config.shape,
-                                  np.asarray(params["crop"]["position"][v]))
+      aff = samples.output_affine(
+        affine, labels.shape, config.shape, np.asarray(params["crop"]["position"][v])
+      )
       files[f"{stem}_view{v}_image.nii.gz"] = (np.asarray(images[v]), aff)
       if v == 0 or not shared_spatial:
         name = f"{stem}_seg.nii.gz" if shared_spatial else f"{stem}_view{v}_seg.nii.gz"
         files[name] = (np.asarray(segs[v], np.int32), aff)
-    side = samples.make_sidecar(seed=seed, index=i, synth_key=skey, params_key=pkey,
-                                params=params, config=config, source=record,
-                                version=synthjax.__version__, shared_spatial=shared_spatial)
+    side = samples.make_sidecar(
+      seed=seed,
+      index=i,
+      synth_key=skey,
+      params_key=pkey,
+      params=params,
+      config=config,
+      source=record,
+      version=synthjax.__version__,
+      shared_spatial=shared_spatial,
+    )
     return {"index": i, "files": files, "sidecar": side}
 
-  return _write_run(out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n,
-                    make, False)
+  return _write_run(
+    out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n, make, False
+  )
 
 
-def generate_ensembles(out, config, *, n: int, seed: int = 0, templates=None,
-                       overwrite: bool = False) -> list[int]:
+def generate_ensembles(
+  out, config, *, n: int, seed: int = 0, templates=None, overwrite: bool = False
+) -> list[int]:
   """Writes `n` synthetic label maps (anatomix label ensembles), `sample_{i:05d}_labels.nii.gz`
   with an identity affine, and their params JSONs.
 
@@ -183,25 +242,39 @@ def generate_ensembles(out, config, *, n: int, seed: int = 0, templates=None,
   import synthjax
   from synthjax import ensembles
   from synthjax._src.data import nifti_folder
+
   stack, paths = None, None
   if templates:
     with inputs.input_errors():
-      stack, paths = ensembles.load_templates(templates, crop_foreground=True,
-                                              return_paths=True)
-  manifest = {"format": runs.RUN_FORMAT, "command": "ensemble", "seed": seed,
-              "config": config.to_dict(), "sources": paths or "random shapes",
-              "output_format": "nifti-labels", "n": n, "versions": _versions()}
+      stack, paths = ensembles.load_templates(templates, crop_foreground=True, return_paths=True)
+  manifest = {
+    "format": runs.RUN_FORMAT,
+    "command": "ensemble",
+    "seed": seed,
+    "config": config.to_dict(),
+    "sources": paths or "random shapes",
+    "output_format": "nifti-labels",
+    "n": n,
+    "versions": _versions(),
+  }
 
   def make(i):
     stem = os.path.join(out, f"sample_{i:05d}")
     pkey, skey = samples.sample_keys(seed, i)
     params = ensembles.sample_ensemble_params(pkey, config)
     labels = np.asarray(ensembles.render_ensemble(skey, params, stack, config), np.int32)
-    side = samples.make_ensemble_sidecar(seed=seed, index=i, synth_key=skey,
-                                         params_key=pkey, params=params, config=config,
-                                         templates=paths, version=synthjax.__version__)
-    return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))},
-            "sidecar": side}
+    side = samples.make_ensemble_sidecar(
+      seed=seed,
+      index=i,
+      synth_key=skey,
+      params_key=pkey,
+      params=params,
+      config=config,
+      templates=paths,
+      version=synthjax.__version__,
+    )
+    return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))}, "sidecar": side}
 
-  return _write_run(out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n,
-                    make, False)
+  return _write_run(
+    out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n, make, False
+  )

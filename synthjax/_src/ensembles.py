@@ -140,9 +140,11 @@ class EnsembleConfig(JsonConfig):
       label of the template stack (random shapes: `num_shape_labels[1]`). Template
       labels above it are not painted.
   """
+
   shape: tuple[int, int, int] = field(default=(128, 128, 128), check=sizes(3, low=2))
   num_templates: tuple[int, int] = field(
-      default=(20, 39), check=int_range(low=0, high_at_least=1, what="template"))
+    default=(20, 39), check=int_range(low=0, high_at_least=1, what="template")
+  )
   rotation: Range = field(default=(-180.0, 180.0), check=real_range())
   scaling: Range = field(default=(0.5, 1.5), check=real_range(low=0.0, low_open=True))
   shear: Range = field(default=(-0.5, 0.5), check=real_range())
@@ -158,7 +160,8 @@ class EnsembleConfig(JsonConfig):
   sphere_shift: Range = field(default=(-0.25, 0.25), check=real_range())
   sphere_noise: Range = field(default=(0.02, 0.15), check=real_range(low=0.0))
   sphere_grid_scale: Range = field(
-      default=(0.0625, 0.25), check=real_range(low=0.0, high=1.0, low_open=True))
+    default=(0.0625, 0.25), check=real_range(low=0.0, high=1.0, low_open=True)
+  )
   envelope_label: int | None = field(default=1, check=optional(integer(low=1)))
   prob_envelope: float = field(default=1.0, check=prob())
   rim_label: int | None = field(default=None, check=optional(integer(low=1)))
@@ -171,16 +174,21 @@ class EnsembleConfig(JsonConfig):
   def _check_together(self):
     n = type(self).__name__
     if self.envelope_label is not None and self.envelope_label == self.rim_label:
-      raise ValueError(f"{n}.envelope_label and {n}.rim_label must differ, both are "
-                       f"{self.rim_label}")
+      raise ValueError(
+        f"{n}.envelope_label and {n}.rim_label must differ, both are {self.rim_label}"
+      )
     for name in ("envelope_label", "rim_label"):
       value = getattr(self, name)
       if value is not None and value >= self.label_offset:
-        raise ValueError(f"{n}.{name} ({value}) must be below {n}.label_offset "
-                         f"({self.label_offset}): template labels start at label_offset")
-    if max_label(self, 1) >= 2 ** 31:
-      raise ValueError(f"{n}: labels would exceed int32 (label_offset {self.label_offset}, "
-                       f"label_stride {self.label_stride}, {self.num_templates[1]} slots)")
+        raise ValueError(
+          f"{n}.{name} ({value}) must be below {n}.label_offset "
+          f"({self.label_offset}): template labels start at label_offset"
+        )
+    if max_label(self, 1) >= 2**31:
+      raise ValueError(
+        f"{n}: labels would exceed int32 (label_offset {self.label_offset}, "
+        f"label_stride {self.label_stride}, {self.num_templates[1]} slots)"
+      )
 
   @property
   def max_templates(self) -> int:
@@ -189,7 +197,6 @@ class EnsembleConfig(JsonConfig):
 
   def replace(self, **changes: Any) -> EnsembleConfig:
     return dataclasses.replace(self, **changes)
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,12 +255,26 @@ def ensemble_labels(cfg: EnsembleConfig, templates: ArrayLike | None = None) -> 
 # Every parameter draws from its own column of one block of random bits (column ids are
 # stable: never renumber, only append), so fixing one never changes the others. One `bits`
 # call keeps the sampling program small (each random draw compiles its own hash).
-_PARAM_STREAMS = {"num_templates": 0, "template_index": 1, "rotation": 2, "scaling": 3,
-                  "shear": 4, "reflect": 5, "translation": 6, "shape_radius": 7,
-                  "shape_noise": 8, "num_shape_labels": 9, "sphere_applied": 10,
-                  "sphere_radius": 11, "sphere_shift": 12, "sphere_noise": 13,
-                  "sphere_grid_scale": 14, "envelope_applied": 15, "rim_applied": 16,
-                  "rim_width": 17}
+_PARAM_STREAMS = {
+  "num_templates": 0,
+  "template_index": 1,
+  "rotation": 2,
+  "scaling": 3,
+  "shear": 4,
+  "reflect": 5,
+  "translation": 6,
+  "shape_radius": 7,
+  "shape_noise": 8,
+  "num_shape_labels": 9,
+  "sphere_applied": 10,
+  "sphere_radius": 11,
+  "sphere_shift": 12,
+  "sphere_noise": 13,
+  "sphere_grid_scale": 14,
+  "envelope_applied": 15,
+  "rim_applied": 16,
+  "rim_width": 17,
+}
 _SYNTH_STREAMS = {"sphere": 0, "shapes": 1}
 
 PARAM_NAMES = tuple(_PARAM_STREAMS)
@@ -263,12 +284,26 @@ def _param_specs(cfg: EnsembleConfig) -> dict[str, Any]:
   """Shape and dtype of every params entry."""
   n = cfg.num_templates[1]
   f, i, b = jnp.float32, jnp.int32, jnp.bool_
-  return {"num_templates": ((), i), "template_index": ((n,), i), "rotation": ((n, 3), f),
-          "scaling": ((n, 3), f), "shear": ((n, 3), f), "reflect": ((n, 3), b),
-          "translation": ((n, 3), f), "shape_radius": ((n,), f), "shape_noise": ((n,), f),
-          "num_shape_labels": ((n,), i), "sphere_applied": ((), b), "sphere_radius": ((), f),
-          "sphere_shift": ((3,), f), "sphere_noise": ((), f), "sphere_grid_scale": ((), f),
-          "envelope_applied": ((), b), "rim_applied": ((), b), "rim_width": ((), f)}
+  return {
+    "num_templates": ((), i),
+    "template_index": ((n,), i),
+    "rotation": ((n, 3), f),
+    "scaling": ((n, 3), f),
+    "shear": ((n, 3), f),
+    "reflect": ((n, 3), b),
+    "translation": ((n, 3), f),
+    "shape_radius": ((n,), f),
+    "shape_noise": ((n,), f),
+    "num_shape_labels": ((n,), i),
+    "sphere_applied": ((), b),
+    "sphere_radius": ((), f),
+    "sphere_shift": ((3,), f),
+    "sphere_noise": ((), f),
+    "sphere_grid_scale": ((), f),
+    "envelope_applied": ((), b),
+    "rim_applied": ((), b),
+    "rim_width": ((), f),
+  }
 
 
 def _pick(fixed, name, sampled):
@@ -294,7 +329,7 @@ def _sample_one(key, cfg: EnsembleConfig, fixed: dict[str, Any]) -> dict[str, An
 
   def bits(name):
     shape = specs[name][0]
-    return block[:max(math.prod(shape), 1), _PARAM_STREAMS[name]].reshape(shape)
+    return block[: max(math.prod(shape), 1), _PARAM_STREAMS[name]].reshape(shape)
 
   def uniform(name, rng):
     lo, hi = rng
@@ -308,26 +343,27 @@ def _sample_one(key, cfg: EnsembleConfig, fixed: dict[str, Any]) -> dict[str, An
     return (lo + bits(name) % jnp.uint32(hi - lo + 1)).astype(jnp.int32)
 
   sampled = {
-      "num_templates": integer("num_templates", cfg.num_templates),
-      # Reduced modulo the stack size at render time, so params do not depend on it.
-      "template_index": integer("template_index", (0, 2 ** 31 - 1)),
-      "rotation": uniform("rotation", cfg.rotation),
-      "scaling": uniform("scaling", cfg.scaling),
-      "shear": uniform("shear", cfg.shear),
-      "reflect": bernoulli("reflect", cfg.prob_reflect),
-      "translation": uniform("translation", cfg.translation),
-      "shape_radius": uniform("shape_radius", cfg.shape_radius),
-      "shape_noise": uniform("shape_noise", cfg.shape_noise),
-      "num_shape_labels": integer("num_shape_labels", cfg.num_shape_labels),
-      "sphere_applied": bernoulli("sphere_applied", cfg.prob_sphere),
-      "sphere_radius": uniform("sphere_radius", cfg.sphere_radius),
-      "sphere_shift": uniform("sphere_shift", cfg.sphere_shift),
-      "sphere_noise": uniform("sphere_noise", cfg.sphere_noise),
-      "sphere_grid_scale": uniform("sphere_grid_scale", cfg.sphere_grid_scale),
-      "envelope_applied": bernoulli("envelope_applied",
-                                    cfg.prob_envelope if cfg.envelope_label else 0.0),
-      "rim_applied": bernoulli("rim_applied", cfg.prob_rim if cfg.rim_label else 0.0),
-      "rim_width": uniform("rim_width", cfg.rim_width),
+    "num_templates": integer("num_templates", cfg.num_templates),
+    # Reduced modulo the stack size at render time, so params do not depend on it.
+    "template_index": integer("template_index", (0, 2**31 - 1)),
+    "rotation": uniform("rotation", cfg.rotation),
+    "scaling": uniform("scaling", cfg.scaling),
+    "shear": uniform("shear", cfg.shear),
+    "reflect": bernoulli("reflect", cfg.prob_reflect),
+    "translation": uniform("translation", cfg.translation),
+    "shape_radius": uniform("shape_radius", cfg.shape_radius),
+    "shape_noise": uniform("shape_noise", cfg.shape_noise),
+    "num_shape_labels": integer("num_shape_labels", cfg.num_shape_labels),
+    "sphere_applied": bernoulli("sphere_applied", cfg.prob_sphere),
+    "sphere_radius": uniform("sphere_radius", cfg.sphere_radius),
+    "sphere_shift": uniform("sphere_shift", cfg.sphere_shift),
+    "sphere_noise": uniform("sphere_noise", cfg.sphere_noise),
+    "sphere_grid_scale": uniform("sphere_grid_scale", cfg.sphere_grid_scale),
+    "envelope_applied": bernoulli(
+      "envelope_applied", cfg.prob_envelope if cfg.envelope_label else 0.0
+    ),
+    "rim_applied": bernoulli("rim_applied", cfg.prob_rim if cfg.rim_label else 0.0),
+    "rim_width": uniform("rim_width", cfg.rim_width),
   }
   return {name: _pick(fixed, name, value) for name, value in sampled.items()}
 
@@ -339,20 +375,31 @@ def _sample_jit(key, cfg, fixed):
 
 def _check_fixed(fixed, cfg):
   fixed = shell.check_fixed_dict(fixed, "a dict of ensemble params")
-  shell.check_names(fixed, _PARAM_STREAMS, subject="fixed", noun="ensemble parameter",
-                    allowed_are="the parameters are")
+  shell.check_names(
+    fixed,
+    _PARAM_STREAMS,
+    subject="fixed",
+    noun="ensemble parameter",
+    allowed_are="the parameters are",
+  )
   for name in ("envelope_applied", "rim_applied"):
     label = cfg.envelope_label if name == "envelope_applied" else cfg.rim_label
     value = fixed.get(name)
-    if (label is None and value is not None and not isinstance(value, jax.core.Tracer)
-        and np.any(np.asarray(value))):
-      raise ValueError(f"fixed[{name!r}] is True but EnsembleConfig.{name.split('_')[0]}_label "
-                       f"is None")
+    if (
+      label is None
+      and value is not None
+      and not isinstance(value, jax.core.Tracer)
+      and np.any(np.asarray(value))
+    ):
+      raise ValueError(
+        f"fixed[{name!r}] is True but EnsembleConfig.{name.split('_')[0]}_label is None"
+      )
   return {k: v for k, v in fixed.items() if v is not None}
 
 
-def sample_ensemble_params(key: PRNGKey, cfg: EnsembleConfig, *, fixed: dict[str, Any] | None = None
-                           ) -> dict[str, Any]:
+def sample_ensemble_params(
+  key: PRNGKey, cfg: EnsembleConfig, *, fixed: dict[str, Any] | None = None
+) -> dict[str, Any]:
   """Draws the parameters of one label ensemble (or of a batch of keys).
 
   Args:
@@ -387,12 +434,14 @@ def sample_ensemble_params(key: PRNGKey, cfg: EnsembleConfig, *, fixed: dict[str
 def _mat3(a, b):
   # Written out so that a vmapped batch evaluates exactly the same products in the same
   # order as a single call (a batched dot may not), which keeps integer maps bitwise equal.
-  return [[a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j] for j in range(3)]
-          for i in range(3)]
+  return [
+    [a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j] for j in range(3)] for i in range(3)
+  ]
 
 
-def slot_matrix(rotation: jax.Array, scaling: jax.Array, shear: jax.Array,
-                reflect: jax.Array) -> list[list[Any]]:
+def slot_matrix(
+  rotation: jax.Array, scaling: jax.Array, shear: jax.Array, reflect: jax.Array
+) -> list[list[Any]]:
   """Linear part `Rz Ry Rx @ Shear @ diag(±scaling)` of a slot's output-to-template map.
 
   Rotation angles in degrees about axes 0, 1, 2 (as `geometry.affine_matrix`); `shear`
@@ -422,8 +471,9 @@ def _small_grid_coords(x, n_out, g):
   return jnp.minimum(x * ((g - 1.0) / max(n_out - 1, 1)), g - 1.0)
 
 
-def sphere_mask(key: PRNGKey, p: dict[str, Any], cfg: EnsembleConfig
-                ) -> tuple[jax.Array, jax.Array]:
+def sphere_mask(
+  key: PRNGKey, p: dict[str, Any], cfg: EnsembleConfig
+) -> tuple[jax.Array, jax.Array]:
   """Deformed sphere: returns `(inside, rim)` bool maps of `cfg.shape`.
 
   `inside` is `|x - c| <= R (1 + sphere_noise * n(x))` with `R = sphere_radius *
@@ -458,8 +508,7 @@ def shape_fields(key: PRNGKey, cfg: EnsembleConfig) -> jax.Array:
   """Unit Gaussian small-grid fields of every slot's random shape, `(n, g, g, g, C)`:
   channel 0 modulates the boundary, channels 1.. score the labels ("offset" mode)."""
   g = cfg.shape_grid
-  return jax.random.normal(key, (cfg.num_templates[1], g, g, g, _shape_channels(cfg)),
-                           jnp.float32)
+  return jax.random.normal(key, (cfg.num_templates[1], g, g, g, _shape_channels(cfg)), jnp.float32)
 
 
 def _random_shape(fields, u, p, s, cfg: EnsembleConfig):
@@ -489,8 +538,10 @@ def median3(x: jax.Array) -> jax.Array:
   """3x3x3 median with edge extension (`scipy.ndimage.median_filter(x, 3, mode="nearest")`)."""
   X, Y, Z = x.shape
   pad = jnp.pad(x, 1, mode="edge")
-  stack = jnp.stack([pad[i:i + X, j:j + Y, k:k + Z]
-                     for i in range(3) for j in range(3) for k in range(3)], axis=-1)
+  stack = jnp.stack(
+    [pad[i : i + X, j : j + Y, k : k + Z] for i in range(3) for j in range(3) for k in range(3)],
+    axis=-1,
+  )
   return jnp.sort(stack, axis=-1)[..., 13]
 
 
@@ -537,9 +588,10 @@ def _render(key, p, templates, cfg: EnsembleConfig):
   masked = p["sphere_applied"]
   # Under `vmap` both branches run; a single call skips the sphere when it is off.
   inside, rim = jax.lax.cond(
-      masked,
-      lambda: sphere_mask(jax.random.fold_in(key, _SYNTH_STREAMS["sphere"]), p, cfg),
-      lambda: (jnp.ones(shape, bool), jnp.zeros(shape, bool)))
+    masked,
+    lambda: sphere_mask(jax.random.fold_in(key, _SYNTH_STREAMS["sphere"]), p, cfg),
+    lambda: (jnp.ones(shape, bool), jnp.zeros(shape, bool)),
+  )
   out = jnp.where(inside | ~masked, out, 0)
   if cfg.envelope_label is not None:
     fill = masked & p["envelope_applied"] & inside & (out == 0)
@@ -564,8 +616,9 @@ def _as_device_params(params, cfg):
   return out
 
 
-def render_ensemble(key: PRNGKey, params: dict[str, Any], templates: ArrayLike | None,
-                    cfg: EnsembleConfig) -> jax.Array:
+def render_ensemble(
+  key: PRNGKey, params: dict[str, Any], templates: ArrayLike | None, cfg: EnsembleConfig
+) -> jax.Array:
   """Renders one label ensemble.
 
   Pure and deterministic: the same `(key, params, templates, cfg)` gives the same map.
@@ -593,8 +646,10 @@ def render_ensemble(key: PRNGKey, params: dict[str, Any], templates: ArrayLike |
     if not isinstance(templates, jax.Array):
       templates = np.asarray(templates)
     if templates.ndim != 4 or templates.shape[0] < 1 or min(templates.shape[1:]) < 1:
-      raise ValueError(f"templates must be a non-empty (T, X, Y, Z) stack of label maps, got "
-                       f"shape {templates.shape}")
+      raise ValueError(
+        f"templates must be a non-empty (T, X, Y, Z) stack of label maps, got "
+        f"shape {templates.shape}"
+      )
     if not jnp.issubdtype(templates.dtype, jnp.integer):
       raise TypeError(f"templates must have an integer dtype, got {templates.dtype}")
     if not isinstance(templates, jax.Array):

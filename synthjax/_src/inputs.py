@@ -36,6 +36,7 @@ class Source(NamedTuple):
       with `labels_sha256` and, with seed maps, `seeds` and `seeds_sha256`.
     seeds: the seed maps (`load_seed_maps`), or None when the config does not use them.
   """
+
   labels: np.ndarray
   affine: np.ndarray
   record: dict
@@ -58,9 +59,12 @@ def demo_sources(shape=(96, 96, 96), spacing: float = 2.0):
     ((32, 32, 32), (6.0, 6.0, 6.0))
   """
   from synthjax._src import phantom, samples
+
   labels, affine = phantom.brain_phantom(tuple(shape), spacing)
-  record = {"demo": {"shape": list(shape), "spacing": spacing},
-            "labels_sha256": samples.content_digest(labels)}
+  record = {
+    "demo": {"shape": list(shape), "spacing": spacing},
+    "labels_sha256": samples.content_digest(labels),
+  }
   return [Source(labels, affine, record)], (spacing,) * 3
 
 
@@ -83,6 +87,7 @@ def load_sources(patterns):
   """
   from synthjax._src import nifti, samples
   from synthjax._src.data.sources import expand_paths
+
   sources, spacing = [], None
   with input_errors():
     paths = expand_paths(patterns)
@@ -93,8 +98,13 @@ def load_sources(patterns):
       spacing = sp
     elif not np.allclose(sp, spacing, rtol=1e-4):
       raise InputError(f"{path}: spacing {sp} differs from the first label map's {spacing}")
-    sources.append(Source(labels, affine, {"path": os.path.abspath(path),
-                                           "labels_sha256": samples.content_digest(labels)}))
+    sources.append(
+      Source(
+        labels,
+        affine,
+        {"path": os.path.abspath(path), "labels_sha256": samples.content_digest(labels)},
+      )
+    )
   return sources, spacing
 
 
@@ -116,8 +126,7 @@ def load_config(path) -> SynthConfig:
     raise InputError(f"{path}: not a valid config ({e})") from e
 
 
-def preset_config(preset: str, label_values, shape, spacing, *,
-                  seeds: bool = False) -> SynthConfig:
+def preset_config(preset: str, label_values, shape, spacing, *, seeds: bool = False) -> SynthConfig:
   """The config of a preset (one of `PRESETS`) for label maps with these values.
 
   Args:
@@ -136,14 +145,16 @@ def preset_config(preset: str, label_values, shape, spacing, *,
     (32, 32, 32)
   """
   from synthjax import presets
+
   if preset not in PRESETS:
     raise InputError(f"unknown preset {preset!r}; one of {PRESETS}")
   args = (tuple(label_values), tuple(shape), tuple(spacing))
   if preset == "fetal":
     return presets.fetal(*args, seeds=bool(seeds))
   if seeds:
-    raise InputError(f"seed maps need the fetal preset or a config using seed subclusters, "
-                     f"not {preset!r}")
+    raise InputError(
+      f"seed maps need the fetal preset or a config using seed subclusters, not {preset!r}"
+    )
   return getattr(presets, preset)(*args)
 
 
@@ -155,18 +166,24 @@ def check_sources(sources, config: SynthConfig) -> None:
     InputError: a map holds a label value the config does not know (naming the map).
   """
   import synthjax
+
   for s in sources:
     name = s.record.get("path", "demo")
     with input_errors():
       synthjax.validate_labels(s.labels, config, name=name)
     present = np.unique(s.labels)
     if present.size == 1:
-      print(f"synthjax: warning: {name}: holds a single label value ({int(present[0])}); every "
-            "sample will show one class", file=sys.stderr)
+      print(
+        f"synthjax: warning: {name}: holds a single label value ({int(present[0])}); every "
+        "sample will show one class",
+        file=sys.stderr,
+      )
     if config.background != 0 and 0 not in config.label_values:
-      print(f"synthjax: warning: {name}: has no label 0, so label {config.background} is taken "
-            "as the background (padding, and the label zeroed by prob_background_zero)",
-            file=sys.stderr)
+      print(
+        f"synthjax: warning: {name}: has no label 0, so label {config.background} is taken "
+        "as the background (padding, and the label zeroed by prob_background_zero)",
+        file=sys.stderr,
+      )
 
 
 def uses_seed_maps(config: SynthConfig) -> bool:
@@ -193,6 +210,7 @@ def with_seed_maps(sources, config: SynthConfig, seeds_root):
   """
   from synthjax._src import samples
   from synthjax._src.data import seeds as seed_io
+
   if not uses_seed_maps(config):
     raise InputError("the config's subclusters do not use seed maps")
   sc = config.subclusters
@@ -202,13 +220,16 @@ def with_seed_maps(sources, config: SynthConfig, seeds_root):
       raise InputError("seed maps need label map files, not the demo phantom")
     path = s.record["path"]
     with input_errors():
-      seeds = seed_io.load_seed_maps(path, seeds_root, num_subclusters=sc.num_subclusters[1],
-                                     num_meta=sc.num_meta)
+      seeds = seed_io.load_seed_maps(
+        path, seeds_root, num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta
+      )
     if seeds.shape[1:] != s.labels.shape:
-      raise InputError(f"{path}: seed maps have shape {seeds.shape[1:]}, the label map "
-                       f"{s.labels.shape}")
-    record = dict(s.record, seeds=os.path.abspath(seeds_root),
-                  seeds_sha256=samples.content_digest(seeds))
+      raise InputError(
+        f"{path}: seed maps have shape {seeds.shape[1:]}, the label map {s.labels.shape}"
+      )
+    record = dict(
+      s.record, seeds=os.path.abspath(seeds_root), seeds_sha256=samples.content_digest(seeds)
+    )
     out.append(Source(s.labels, s.affine, record, seeds))
   return out
 
@@ -221,6 +242,7 @@ def check_fits(config: SynthConfig, sources, *, batch: int = 1, extra_bytes: int
     InputError: the estimate exceeds the available memory (naming the shape).
   """
   from synthjax._src import memory
+
   largest = max((s.labels.shape for s in sources), key=math.prod)
   with input_errors():
     memory.check_fits(config, largest, batch=batch, extra_bytes=extra_bytes)

@@ -29,32 +29,38 @@ def label_map_info(path) -> dict:
   import nibabel as nib
 
   from synthjax._src import inputs, nifti, presets
+
   with inputs.input_errors():
     labels, affine, spacing = nifti.load_label_map(path)
   values, counts = np.unique(labels, return_counts=True)
   values = values.tolist()
   return {
-      "path": path,
-      "shape": labels.shape,
-      "spacing": spacing,
-      "orientation": "".join(nib.aff2axcodes(affine)),
-      "counts": dict(zip(values, counts.tolist())),
-      "unknown": {name: sorted(set(values) - set(known)) for name, known in
-                  (("synthseg", presets.FREESURFER_LABELS), ("fetal", presets.FETA_LABELS))},
-      "flip_pairs": presets.freesurfer_flip_pairs(values),
+    "path": path,
+    "shape": labels.shape,
+    "spacing": spacing,
+    "orientation": "".join(nib.aff2axcodes(affine)),
+    "counts": dict(zip(values, counts.tolist())),
+    "unknown": {
+      name: sorted(set(values) - set(known))
+      for name, known in (("synthseg", presets.FREESURFER_LABELS), ("fetal", presets.FETA_LABELS))
+    },
+    "flip_pairs": presets.freesurfer_flip_pairs(values),
   }
 
 
 def format_label_map_info(info: dict) -> str:
   """The text `synthjax info` prints for `label_map_info(path)` (lines, no final newline)."""
   size = sum(info["counts"].values())
-  lines = [f"file:        {info['path']}",
-           f"shape:       {info['shape']}",
-           f"spacing:     {tuple(round(s, 4) for s in info['spacing'])} mm",
-           f"orientation: {info['orientation']}",
-           f"labels:      {len(info['counts'])} values"]
-  lines += [f"  {v:>6d}  {c:>10d} voxels  {100.0 * c / size:6.2f}%"
-            for v, c in info["counts"].items()]
+  lines = [
+    f"file:        {info['path']}",
+    f"shape:       {info['shape']}",
+    f"spacing:     {tuple(round(s, 4) for s in info['spacing'])} mm",
+    f"orientation: {info['orientation']}",
+    f"labels:      {len(info['counts'])} values",
+  ]
+  lines += [
+    f"  {v:>6d}  {c:>10d} voxels  {100.0 * c / size:6.2f}%" for v, c in info["counts"].items()
+  ]
   for name, unknown in info["unknown"].items():
     verdict = "knows every label" if not unknown else f"does not know {unknown}"
     lines.append(f"preset {name + ':':<10s}{verdict}")

@@ -19,8 +19,14 @@ from synthjax._src.config import SynthConfig
 from synthjax._src.ops import lookup
 from synthjax._src.stages import geometry
 
-__all__ = ["check_extra_inputs", "check_labels", "inside", "label_index", "tables",
-           "validate_labels"]
+__all__ = [
+  "check_extra_inputs",
+  "check_labels",
+  "inside",
+  "label_index",
+  "tables",
+  "validate_labels",
+]
 
 # Label values up to this use a dense lookup table; above it, a sorted search.
 _DENSE_LUT_MAX = 1 << 16
@@ -49,8 +55,11 @@ def label_index(raw: jax.Array, config: SynthConfig, *, swap=None) -> jax.Array:
     # so they cannot wrap onto a known value.
     raw = jnp.where((raw < 0) | (raw > np.iinfo(np.int32).max), -1, raw)
   raw = raw.astype(jnp.int32)
-  compose = (lambda table: jnp.asarray(table)) if swap is None else (
-      lambda table: jnp.asarray(swap)[jnp.asarray(table)])
+  compose = (
+    (lambda table: jnp.asarray(table))
+    if swap is None
+    else (lambda table: jnp.asarray(swap)[jnp.asarray(table)])
+  )
   bg_out = bg if swap is None else jnp.asarray(swap)[bg]
   if values.size <= lookup.MAX_SELECT_ENTRIES:
     positions = compose(np.arange(values.size, dtype=np.int32))
@@ -83,10 +92,11 @@ def check_labels(labels, config: SynthConfig):
   dtype = getattr(labels, "dtype", None)
   if shape is None or len(shape) != 3:
     raise ValueError(f"labels must be a rank-3 integer array (X, Y, Z), got shape {shape}")
-  if dtype is None or not (jnp.issubdtype(dtype, jnp.integer)
-                           or jnp.issubdtype(dtype, jnp.bool_)):
-    raise TypeError(f"labels must have an integer dtype, got {dtype}; label maps stored as "
-                    "floats can be checked and cast with synthjax.validate_labels")
+  if dtype is None or not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_)):
+    raise TypeError(
+      f"labels must have an integer dtype, got {dtype}; label maps stored as "
+      "floats can be checked and cast with synthjax.validate_labels"
+    )
   if min(shape) < 1:
     raise ValueError(f"labels has an empty axis: shape {shape}")
 
@@ -96,29 +106,43 @@ def check_extra_inputs(labels, seeds, image, config: SynthConfig):
   sc, ii = config.subclusters, config.image_intensity
   if seeds is not None:
     if not (sc.enabled and sc.source == "seeds"):
-      raise ValueError("seeds were given but the config does not use them: set "
-                       "subclusters={'source': 'seeds', 'prob': ...}")
+      raise ValueError(
+        "seeds were given but the config does not use them: set "
+        "subclusters={'source': 'seeds', 'prob': ...}"
+      )
     k_max = sc.num_subclusters[1]
-    if (getattr(seeds, "ndim", 0) != 4 or tuple(seeds.shape[1:]) != tuple(labels.shape)
-        or seeds.shape[0] < k_max):
-      raise ValueError(f"seeds must have shape (K >= {k_max}, *labels.shape) = "
-                       f"({k_max}, {', '.join(map(str, labels.shape))}), got "
-                       f"{getattr(seeds, 'shape', None)}")
+    if (
+      getattr(seeds, "ndim", 0) != 4
+      or tuple(seeds.shape[1:]) != tuple(labels.shape)
+      or seeds.shape[0] < k_max
+    ):
+      raise ValueError(
+        f"seeds must have shape (K >= {k_max}, *labels.shape) = "
+        f"({k_max}, {', '.join(map(str, labels.shape))}), got "
+        f"{getattr(seeds, 'shape', None)}"
+      )
     if not jnp.issubdtype(seeds.dtype, jnp.integer):
       raise TypeError(f"seeds must have an integer dtype, got {seeds.dtype}")
   elif sc.enabled and sc.source == "seeds":
-    raise ValueError("the subclusters stage uses seed maps (source='seeds'): pass "
-                     "seeds=... to synthesize (synthjax.data.load_seed_maps reads them)")
+    raise ValueError(
+      "the subclusters stage uses seed maps (source='seeds'): pass "
+      "seeds=... to synthesize (synthjax.data.load_seed_maps reads them)"
+    )
   if image is not None:
     if not ii.enabled:
-      raise ValueError("an image was given but image_intensity is disabled in the config: "
-                       "set image_intensity={'prob': ...}")
+      raise ValueError(
+        "an image was given but image_intensity is disabled in the config: "
+        "set image_intensity={'prob': ...}"
+      )
     if tuple(getattr(image, "shape", ())) != tuple(labels.shape):
-      raise ValueError(f"image must have the labels' shape {tuple(labels.shape)}, got "
-                       f"{getattr(image, 'shape', None)}")
+      raise ValueError(
+        f"image must have the labels' shape {tuple(labels.shape)}, got "
+        f"{getattr(image, 'shape', None)}"
+      )
   elif ii.enabled:
-    raise ValueError("image_intensity is enabled: pass image=... (a real image on the "
-                     "labels' grid) to synthesize")
+    raise ValueError(
+      "image_intensity is enabled: pass image=... (a real image on the labels' grid) to synthesize"
+    )
 
 
 def validate_labels(labels, config: SynthConfig, *, name: str = "labels") -> np.ndarray:
@@ -147,8 +171,10 @@ def validate_labels(labels, config: SynthConfig, *, name: str = "labels") -> np.
     bad = ~np.isfinite(arr) | (arr != np.round(arr))
     if bad.any():
       where = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(f"{name}: label map has {int(bad.sum())} non-integer value(s), e.g. "
-                       f"{arr[where]!r} at voxel {where}")
+      raise ValueError(
+        f"{name}: label map has {int(bad.sum())} non-integer value(s), e.g. "
+        f"{arr[where]!r} at voxel {where}"
+      )
   values, counts = np.unique(arr, return_counts=True)
   known = set(config.label_values)
   unknown = [(int(v), int(c)) for v, c in zip(values, counts) if int(v) not in known]

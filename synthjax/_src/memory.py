@@ -49,6 +49,7 @@ def available_bytes() -> int | None:
   """Memory the default device can still take: free GPU/TPU memory where the backend
   reports it, else the host's `MemAvailable` (Linux), else None (unknown)."""
   import jax
+
   dev = jax.devices()[0]
   if dev.platform != "cpu":
     try:
@@ -73,11 +74,12 @@ def available_bytes() -> int | None:
 
 
 def _gib(n) -> str:
-  return f"{n / 2 ** 30:.1f} GiB"
+  return f"{n / 2**30:.1f} GiB"
 
 
-def check_fits(config, labels_shape=None, *, batch: int = 1, extra_bytes: int = 0,
-               available: int | None = None) -> None:
+def check_fits(
+  config, labels_shape=None, *, batch: int = 1, extra_bytes: int = 0, available: int | None = None
+) -> None:
   """Raises `ValueError` when the estimate (`estimate_bytes` plus `extra_bytes`) exceeds
   the available memory.
 
@@ -89,7 +91,9 @@ def check_fits(config, labels_shape=None, *, batch: int = 1, extra_bytes: int = 
   need = estimate_bytes(config, labels_shape, batch=batch) + int(extra_bytes)
   have = available_bytes() if available is None else available
   if have is not None and need > have:
-    raise ValueError(f"shape {tuple(config.shape)} needs about {_gib(need)} "
-                     f"({BYTES_PER_VOXEL} bytes per output voxel"
-                     + (f", {batch} at once" if batch > 1 else "")
-                     + f"), but {_gib(have)} is available; use a smaller shape")
+    raise ValueError(
+      f"shape {tuple(config.shape)} needs about {_gib(need)} "
+      f"({BYTES_PER_VOXEL} bytes per output voxel"
+      + (f", {batch} at once" if batch > 1 else "")
+      + f"), but {_gib(have)} is available; use a smaller shape"
+    )

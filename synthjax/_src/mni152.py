@@ -19,6 +19,7 @@ def t1_and_tissues():
   """`(t1, labels, affine)` at 1 mm: the T1 template (float64), its int16 tissue labels and
   their voxel-to-world affine. Needs nilearn (the `test` and `bench` extras)."""
   from nilearn import datasets
+
   t1 = datasets.load_mni152_template(resolution=1)
   gm = datasets.load_mni152_gm_template(resolution=1).get_fdata()
   wm = datasets.load_mni152_wm_template(resolution=1).get_fdata()
@@ -33,6 +34,7 @@ def split_mni152(image_path, label_path, folder):
   for real-image fine-tuning, the inferior half for testing (no test voxel is trained on).
   Returns `(superior_pair, inferior_pair)`."""
   import nibabel as nib
+
   img, lab = nifti.load_image(image_path), nifti.load_image(label_path)
   labels = np.asarray(lab.dataobj)
   zs = np.nonzero(labels.any(axis=(0, 1)))[0]
@@ -58,6 +60,7 @@ def _cubic_zoom(grid, shape):
   1-D zoom of the identity), and the whole costs a few tensor products instead of 64 taps
   per output voxel (0.3 s instead of 4 s at 1 mm)."""
   from scipy import ndimage
+
   out = grid.astype(np.float64)
   for ax, n in enumerate(shape):
     k = grid.shape[ax]
@@ -73,6 +76,7 @@ def build_mni152(folder, n_train, seed=0):
   """
   import nibabel as nib
   from scipy import ndimage
+
   os.makedirs(folder, exist_ok=True)
   t1, labels, affine = t1_and_tissues()
   image_path = os.path.join(folder, "mni152_T1w.nii.gz")
@@ -81,8 +85,7 @@ def build_mni152(folder, n_train, seed=0):
   nib.save(nib.Nifti1Image(labels, affine), label_path)
   rng = np.random.default_rng(seed)
   shape = labels.shape
-  grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape],
-                              indexing="ij"))
+  grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
   centre = (np.array(shape, np.float32) - 1) / 2
   paths = []
   for i in range(n_train):

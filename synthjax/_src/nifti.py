@@ -41,8 +41,10 @@ def load_label_map(path):
     bad = ~np.isfinite(data) | (data != np.round(data))
     if bad.any():
       where = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(f"{path}: label map has {int(bad.sum())} non-integer value(s), e.g. "
-                       f"{data[where]!r} at voxel {where}")
+      raise ValueError(
+        f"{path}: label map has {int(bad.sum())} non-integer value(s), e.g. "
+        f"{data[where]!r} at voxel {where}"
+      )
   check_int32_range(path, data)
   affine = np.asarray(img.affine, np.float64)
   spacing = tuple(float(s) for s in img.header.get_zooms()[:3])
@@ -62,9 +64,11 @@ def check_int32_range(path, data) -> None:
   lo, hi = data.min(), data.max()
   if lo < _INT32.min or hi > _INT32.max:
     bad = data[(data < _INT32.min) | (data > _INT32.max)]
-    raise ValueError(f"{path}: label value(s) outside the int32 range "
-                     f"[{_INT32.min}, {_INT32.max}], e.g. {bad.flat[0]!r} "
-                     f"({bad.size} voxel(s), dtype {data.dtype})")
+    raise ValueError(
+      f"{path}: label value(s) outside the int32 range "
+      f"[{_INT32.min}, {_INT32.max}], e.g. {bad.flat[0]!r} "
+      f"({bad.size} voxel(s), dtype {data.dtype})"
+    )
 
 
 _umask_lock = threading.Lock()

@@ -26,8 +26,9 @@ def _where(index) -> str:
   return "".join(f"[{int(i)}]" for i in index)
 
 
-def check_values(params: dict[str, Any], config, template: dict[str, Any], *,
-                 what: str = "params") -> None:
+def check_values(
+  params: dict[str, Any], config, template: dict[str, Any], *, what: str = "params"
+) -> None:
   """Raises `ValueError` naming the entry path (`affine.rotation[1]`) and the value of the
   first entry of `params` that is non-finite or outside its domain, or an `applied` flag
   set for a stage that `config` disables.
@@ -51,9 +52,11 @@ def check_values(params: dict[str, Any], config, template: dict[str, Any], *,
       a = np.asarray(value)
       path = f"{what} {stage_name}.{name}"
       if name == "applied" and not enabled and a.dtype == bool and a.any():
-        raise ValueError(f"{path} is true but the {stage_name} stage is disabled in the "
-                         f"config (enabled=False): it would not be rendered; enable it to "
-                         "apply it")
+        raise ValueError(
+          f"{path} is true but the {stage_name} stage is disabled in the "
+          f"config (enabled=False): it would not be rendered; enable it to "
+          "apply it"
+        )
       if not enabled or a.dtype == bool or a.dtype.kind not in "fiu":
         continue
       if a.dtype.kind == "f":
@@ -75,5 +78,6 @@ def check_values(params: dict[str, Any], config, template: dict[str, Any], *,
         bad |= a > high
       if bad.any():
         i = tuple(np.argwhere(bad)[0])
-        raise ValueError(f"{path}{_where(i)} = {a[i].item()!r} is outside its domain "
-                         f"{bounds.describe(high)}")
+        raise ValueError(
+          f"{path}{_where(i)} = {a[i].item()!r} is outside its domain {bounds.describe(high)}"
+        )

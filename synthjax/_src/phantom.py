@@ -13,19 +13,34 @@ from collections.abc import Sequence
 import numpy as np
 
 PHANTOM_LABELS = (0, 2, 3, 4, 8, 10, 16, 24, 41, 42, 43, 47, 49)
-PHANTOM_NAMES = {0: "background", 2: "left white matter", 3: "left cortex",
-                 4: "left lateral ventricle", 8: "left cerebellum", 10: "left thalamus",
-                 16: "brainstem", 24: "CSF", 41: "right white matter", 42: "right cortex",
-                 43: "right lateral ventricle", 47: "right cerebellum", 49: "right thalamus"}
+PHANTOM_NAMES = {
+  0: "background",
+  2: "left white matter",
+  3: "left cortex",
+  4: "left lateral ventricle",
+  8: "left cerebellum",
+  10: "left thalamus",
+  16: "brainstem",
+  24: "CSF",
+  41: "right white matter",
+  42: "right cortex",
+  43: "right lateral ventricle",
+  47: "right cerebellum",
+  49: "right thalamus",
+}
 
 
 def _ellipsoid(x, y, z, centre, radii):
-  return (((x - centre[0]) / radii[0]) ** 2 + ((y - centre[1]) / radii[1]) ** 2
-          + ((z - centre[2]) / radii[2]) ** 2)
+  return (
+    ((x - centre[0]) / radii[0]) ** 2
+    + ((y - centre[1]) / radii[1]) ** 2
+    + ((z - centre[2]) / radii[2]) ** 2
+  )
 
 
-def brain_phantom(shape: Sequence[int] = (96, 96, 96), spacing: float = 2.0
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def brain_phantom(
+  shape: Sequence[int] = (96, 96, 96), spacing: float = 2.0
+) -> tuple[np.ndarray, np.ndarray]:
   """Returns `(labels, affine)`: an int32 label map and its RAS voxel-to-mm affine.
 
   The field of view is `shape * spacing` mm (192 mm by default), with an adult-sized

@@ -37,8 +37,24 @@ from synthjax._src.config import (
 )
 
 # FreeSurfer's lateralised structures (FreeSurferColorLUT): left -> right.
-_FS_LEFT_RIGHT = {2: 41, 3: 42, 4: 43, 5: 44, 7: 46, 8: 47, 10: 49, 11: 50, 12: 51, 13: 52,
-                  17: 53, 18: 54, 26: 58, 28: 60, 30: 62, 31: 63}
+_FS_LEFT_RIGHT = {
+  2: 41,
+  3: 42,
+  4: 43,
+  5: 44,
+  7: 46,
+  8: 47,
+  10: 49,
+  11: 50,
+  12: 51,
+  13: 52,
+  17: 53,
+  18: 54,
+  26: 58,
+  28: 60,
+  30: 62,
+  31: 63,
+}
 # Parcellation ranges whose right-hemisphere value is the left one plus an offset.
 _FS_RANGES = ((1000, 1999, 1000), (3000, 3999, 1000), (11100, 11199, 1000))
 
@@ -48,9 +64,54 @@ FETA_LABELS = tuple(range(8))
 # FeTA labels grouped into FetalSynthGen's brain meta-labels by tissue: CSF (external CSF,
 # ventricles), grey matter (cortex, deep GM), white matter (WM, cerebellum, brainstem).
 FETA_META_LABELS = ((1, 4), (2, 6), (3, 5, 7))
-_ASEG = (0, 2, 3, 4, 5, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 24, 26, 28, 30, 31, 41, 42,
-         43, 44, 46, 47, 49, 50, 51, 52, 53, 54, 58, 60, 62, 63, 72, 77, 80, 85, 251, 252,
-         253, 254, 255)
+_ASEG = (
+  0,
+  2,
+  3,
+  4,
+  5,
+  7,
+  8,
+  10,
+  11,
+  12,
+  13,
+  14,
+  15,
+  16,
+  17,
+  18,
+  24,
+  26,
+  28,
+  30,
+  31,
+  41,
+  42,
+  43,
+  44,
+  46,
+  47,
+  49,
+  50,
+  51,
+  52,
+  53,
+  54,
+  58,
+  60,
+  62,
+  63,
+  72,
+  77,
+  80,
+  85,
+  251,
+  252,
+  253,
+  254,
+  255,
+)
 FREESURFER_LABELS = _ASEG + tuple(range(1000, 1036)) + tuple(range(2000, 2036))
 
 
@@ -69,23 +130,31 @@ def _artifacts_off() -> dict[str, Any]:
   Their ranges are the TorchIO / MONAI defaults (Gibbs alpha capped at 0.8 and Rician std
   set for the [0, 1] image), so `spike={"prob": 0.5}` switches one on with sensible values.
   """
-  return dict(spike=SpikeConfig(num_spikes=(1, 1), intensity=(1.0, 3.0), prob=0.0, enabled=False),
-              ghosting=GhostingConfig(num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.5, 1.0),
-                                      restore=0.0, prob=0.0, enabled=False),
-              gibbs=GibbsConfig(alpha=(0.0, 0.8), prob=0.0, enabled=False),
-              rician=RicianConfig(std=(0.0, 0.05), prob=0.0, enabled=False))
+  return dict(
+    spike=SpikeConfig(num_spikes=(1, 1), intensity=(1.0, 3.0), prob=0.0, enabled=False),
+    ghosting=GhostingConfig(
+      num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.5, 1.0), restore=0.0, prob=0.0, enabled=False
+    ),
+    gibbs=GibbsConfig(alpha=(0.0, 0.8), prob=0.0, enabled=False),
+    rician=RicianConfig(std=(0.0, 0.05), prob=0.0, enabled=False),
+  )
 
 
-def _build(base: SynthConfig, overrides: dict[str, Any],
-           priors: priors_lib.IntensityPriors | None = None) -> SynthConfig:
+def _build(
+  base: SynthConfig, overrides: dict[str, Any], priors: priors_lib.IntensityPriors | None = None
+) -> SynthConfig:
   cfg = base.replace(**overrides) if overrides else base
   return cfg if priors is None else priors_lib.apply(cfg, priors)
 
 
-def synthseg(label_values: Sequence[int], shape: Sequence[int],
-             spacing: Sequence[float] = (1.0, 1.0, 1.0), *,
-             priors: priors_lib.IntensityPriors | None = None,
-             **overrides: Any) -> SynthConfig:
+def synthseg(
+  label_values: Sequence[int],
+  shape: Sequence[int],
+  spacing: Sequence[float] = (1.0, 1.0, 1.0),
+  *,
+  priors: priors_lib.IntensityPriors | None = None,
+  **overrides: Any,
+) -> SynthConfig:
   """SynthSeg `BrainGenerator` defaults.
 
   Means U[0, 250] and stds U[0, 30] per label, background zeroed in 5% of samples; scaling
@@ -123,21 +192,35 @@ def synthseg(label_values: Sequence[int], shape: Sequence[int],
     ((2, 41), (3, 42))
   """
   base = SynthConfig(
-      shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
-      flip_pairs=freesurfer_flip_pairs(label_values),
-      background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
-      gmm=GMMConfig(mean=(0.0, 250.0), std=(0.0, 30.0), prob_background_zero=0.05),
-      affine=AffineConfig(rotation=(-15.0, 15.0), scaling=(0.8, 1.2), shear=(-0.012, 0.012),
-                          translation=(0.0, 0.0), prob=1.0),
-      deformation=DeformationConfig(std=(0.0, 4.0), grid_scale=(0.04, 0.04), steps=7, prob=1.0),
-      flip=FlipConfig(axis=0, prob=0.5),
-      bias=BiasConfig(std=(0.0, 0.7), grid_scale=(0.025, 0.025), prob=0.95),
-      gamma=GammaConfig(std=0.5, clip=300.0, prob=1.0),
-      resolution=ResolutionConfig(max_res_iso=4.0, max_res_aniso=8.0, min_res=None,
-                                  prob_iso=0.1, random_thickness=True, blur_factor=0.75,
-                                  blur_range=1.03, prob=0.95),
-      noise=NoiseConfig(std=(0.0, 0.0), prob=0.0, enabled=False),
-      **_artifacts_off(),
+    shape=tuple(shape),
+    label_values=tuple(label_values),
+    spacing=tuple(spacing),
+    flip_pairs=freesurfer_flip_pairs(label_values),
+    background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
+    gmm=GMMConfig(mean=(0.0, 250.0), std=(0.0, 30.0), prob_background_zero=0.05),
+    affine=AffineConfig(
+      rotation=(-15.0, 15.0),
+      scaling=(0.8, 1.2),
+      shear=(-0.012, 0.012),
+      translation=(0.0, 0.0),
+      prob=1.0,
+    ),
+    deformation=DeformationConfig(std=(0.0, 4.0), grid_scale=(0.04, 0.04), steps=7, prob=1.0),
+    flip=FlipConfig(axis=0, prob=0.5),
+    bias=BiasConfig(std=(0.0, 0.7), grid_scale=(0.025, 0.025), prob=0.95),
+    gamma=GammaConfig(std=0.5, clip=300.0, prob=1.0),
+    resolution=ResolutionConfig(
+      max_res_iso=4.0,
+      max_res_aniso=8.0,
+      min_res=None,
+      prob_iso=0.1,
+      random_thickness=True,
+      blur_factor=0.75,
+      blur_range=1.03,
+      prob=0.95,
+    ),
+    noise=NoiseConfig(std=(0.0, 0.0), prob=0.0, enabled=False),
+    **_artifacts_off(),
   )
   return _build(base, overrides, priors)
 
@@ -146,10 +229,15 @@ def synthseg(label_values: Sequence[int], shape: Sequence[int],
 FETALSYNTHGEN_SPACING = 0.5
 
 
-def fetal(label_values: Sequence[int], shape: Sequence[int],
-          spacing: Sequence[float] = (0.5, 0.5, 0.5), *, seeds: bool = False,
-          priors: priors_lib.IntensityPriors | str | None = "fetal_t2w",
-          **overrides: Any) -> SynthConfig:
+def fetal(
+  label_values: Sequence[int],
+  shape: Sequence[int],
+  spacing: Sequence[float] = (0.5, 0.5, 0.5),
+  *,
+  seeds: bool = False,
+  priors: priors_lib.IntensityPriors | str | None = "fetal_t2w",
+  **overrides: Any,
+) -> SynthConfig:
   """FetalSynthGen default generator ranges, in millimetres.
 
   Rotations ±20°, shear ±0.02, scaling ±0.1 per axis (of the sampling grid: the anatomy
@@ -207,29 +295,46 @@ def fetal(label_values: Sequence[int], shape: Sequence[int],
   p = 0.9
   r = _voxel_ratio(spacing)
   base = SynthConfig(
-      shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
-      noise_spacing=(FETALSYNTHGEN_SPACING,) * 3,
-      background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
-      gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.5),
-      affine=AffineConfig(rotation=(-20.0, 20.0), scaling=(0.9, 1.1), shear=(-0.02, 0.02),
-                          translation=(0.0, 0.0), prob=p, object_size=(0.5, 1.1)),
-      deformation=DeformationConfig(std=(0.0, 4.0 * r), grid_scale=_grid(0.03, 0.06, r),
-                                    steps=7, prob=p),
-      flip=FlipConfig(axis=0, prob=0.5),
-      bias=BiasConfig(std=(0.01, 0.3), grid_scale=_grid(0.004, 0.02, r), prob=p),
-      gamma=GammaConfig(std=0.1, clip=300.0, prob=p),
-      resolution=ResolutionConfig(max_res_iso=1.5, max_res_aniso=1.5, min_res=0.5,
-                                  prob_iso=0.1, random_thickness=True, blur_factor=0.75,
-                                  blur_range=1.03, prob=p),
-      noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
-      subclusters=_fetal_subclusters(label_values, seeds, r),
-      **_fetal_sr_artifacts(label_values, r),
-      **_artifacts_off(),
+    shape=tuple(shape),
+    label_values=tuple(label_values),
+    spacing=tuple(spacing),
+    noise_spacing=(FETALSYNTHGEN_SPACING,) * 3,
+    background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
+    gmm=GMMConfig(mean=(25.0, 225.0), std=(5.0, 25.0), prob_background_zero=0.5),
+    affine=AffineConfig(
+      rotation=(-20.0, 20.0),
+      scaling=(0.9, 1.1),
+      shear=(-0.02, 0.02),
+      translation=(0.0, 0.0),
+      prob=p,
+      object_size=(0.5, 1.1),
+    ),
+    deformation=DeformationConfig(
+      std=(0.0, 4.0 * r), grid_scale=_grid(0.03, 0.06, r), steps=7, prob=p
+    ),
+    flip=FlipConfig(axis=0, prob=0.5),
+    bias=BiasConfig(std=(0.01, 0.3), grid_scale=_grid(0.004, 0.02, r), prob=p),
+    gamma=GammaConfig(std=0.1, clip=300.0, prob=p),
+    resolution=ResolutionConfig(
+      max_res_iso=1.5,
+      max_res_aniso=1.5,
+      min_res=0.5,
+      prob_iso=0.1,
+      random_thickness=True,
+      blur_factor=0.75,
+      blur_range=1.03,
+      prob=p,
+    ),
+    noise=NoiseConfig(std=(5.0 / 255.0, 15.0 / 255.0), prob=p),
+    subclusters=_fetal_subclusters(label_values, seeds, r),
+    **_fetal_sr_artifacts(label_values, r),
+    **_artifacts_off(),
   )
   if isinstance(priors, str):
     if priors != "fetal_t2w":
-      raise ValueError(f"presets.fetal: priors must be an IntensityPriors, None or "
-                       f"'fetal_t2w', got {priors!r}")
+      raise ValueError(
+        f"presets.fetal: priors must be an IntensityPriors, None or 'fetal_t2w', got {priors!r}"
+      )
     feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
     priors = priors_lib.FETAL_T2W if feta else None
   return _build(base, overrides, priors)
@@ -260,21 +365,46 @@ def _fetal_sr_artifacts(label_values, r: float = 1.0) -> dict[str, Any]:
   """
   feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
   return dict(
-      blur_cortex=BlurCortexConfig(nblur=(50, 199), blob_sigma_scale=1.0 * r,
-                                   blur_std_scale=1.0 * r, max_blur_std=10.0 * r,
-                                   cortex_label=2, prob=0.4, enabled=feta),
-      struct_noise=StructNoiseConfig(std=(0.2, 0.4), num_blobs=(5, 14), sigma_mean=25.0 * r,
-                                     sigma_std=5.0 * r, sigma_clip=(1.0 * r, 40.0 * r),
-                                     region_labels=(3,), prob=0.4, enabled=feta),
-      boundary=BoundaryConfig(prob_no_mask=0.5, prob_halo=0.5,
-                              halo_radius=(max(1, round(5 * r)), max(1, round(14 * r))),
-                              fuzzy_width=(2.0 * r, 10.0 * r), fuzzy_jitter=(0.0, 3.0 * r),
-                              fuzzy_grid_scale=min(1.0, 0.06 / r),
-                              jitter_grid_scale=min(1.0, 0.3 / r),
-                              prob_fuzzy=0.5, prob=1.0, enabled=True),
-      slice_stack=SliceStackConfig(num_stacks=(2, 6), thickness=(1.5, 3.5), gap=(0.0, 2.0),
-                                   rotation_std=(0.0, 0.5), translation_std=(0.0, 0.5),
-                                   prob=0.4, enabled=True),
+    blur_cortex=BlurCortexConfig(
+      nblur=(50, 199),
+      blob_sigma_scale=1.0 * r,
+      blur_std_scale=1.0 * r,
+      max_blur_std=10.0 * r,
+      cortex_label=2,
+      prob=0.4,
+      enabled=feta,
+    ),
+    struct_noise=StructNoiseConfig(
+      std=(0.2, 0.4),
+      num_blobs=(5, 14),
+      sigma_mean=25.0 * r,
+      sigma_std=5.0 * r,
+      sigma_clip=(1.0 * r, 40.0 * r),
+      region_labels=(3,),
+      prob=0.4,
+      enabled=feta,
+    ),
+    boundary=BoundaryConfig(
+      prob_no_mask=0.5,
+      prob_halo=0.5,
+      halo_radius=(max(1, round(5 * r)), max(1, round(14 * r))),
+      fuzzy_width=(2.0 * r, 10.0 * r),
+      fuzzy_jitter=(0.0, 3.0 * r),
+      fuzzy_grid_scale=min(1.0, 0.06 / r),
+      jitter_grid_scale=min(1.0, 0.3 / r),
+      prob_fuzzy=0.5,
+      prob=1.0,
+      enabled=True,
+    ),
+    slice_stack=SliceStackConfig(
+      num_stacks=(2, 6),
+      thickness=(1.5, 3.5),
+      gap=(0.0, 2.0),
+      rotation_std=(0.0, 0.5),
+      translation_std=(0.0, 0.5),
+      prob=0.4,
+      enabled=True,
+    ),
   )
 
 
@@ -282,17 +412,34 @@ def _fetal_subclusters(label_values, seeds: bool, r: float = 1.0) -> SubclusterC
   feta = set(FETA_LABELS) <= set(int(v) for v in label_values)
   if seeds:
     # FetalSynthGen's seed meta-labels 1..3 are CSF, GM and WM (4: non-brain tissue).
-    return SubclusterConfig(num_subclusters=(1, 6), source="seeds", num_meta=4,
-                            meta_labels=FETA_META_LABELS if feta else (),
-                            related_metas=(1, 2, 3), related_std=25.0, prob=1.0, enabled=True)
-  return SubclusterConfig(num_subclusters=(1, 6), source="procedural",
-                          meta_labels=FETA_META_LABELS if feta else (),
-                          related_metas=(1, 2, 3) if feta else (), related_std=25.0,
-                          grid_scale=_grid(0.03, 0.08, r), prob=1.0, enabled=True)
+    return SubclusterConfig(
+      num_subclusters=(1, 6),
+      source="seeds",
+      num_meta=4,
+      meta_labels=FETA_META_LABELS if feta else (),
+      related_metas=(1, 2, 3),
+      related_std=25.0,
+      prob=1.0,
+      enabled=True,
+    )
+  return SubclusterConfig(
+    num_subclusters=(1, 6),
+    source="procedural",
+    meta_labels=FETA_META_LABELS if feta else (),
+    related_metas=(1, 2, 3) if feta else (),
+    related_std=25.0,
+    grid_scale=_grid(0.03, 0.08, r),
+    prob=1.0,
+    enabled=True,
+  )
 
 
-def anatomix_views(label_values: Sequence[int], shape: Sequence[int],
-                   spacing: Sequence[float] = (1.0, 1.0, 1.0), **overrides: Any) -> SynthConfig:
+def anatomix_views(
+  label_values: Sequence[int],
+  shape: Sequence[int],
+  spacing: Sequence[float] = (1.0, 1.0, 1.0),
+  **overrides: Any,
+) -> SynthConfig:
   """Appearance randomisation for paired contrastive views (anatomix step 2).
 
   For `synthesize_views` on label ensembles (`synthjax.ensembles`): label values are
@@ -313,24 +460,45 @@ def anatomix_views(label_values: Sequence[int], shape: Sequence[int],
   """
   arts = _artifacts_off()
   arts["gibbs"] = GibbsConfig(alpha=(0.0, 0.6), prob=0.1, enabled=True)
-  arts["ghosting"] = GhostingConfig(num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.3, 0.8),
-                                    restore=0.0, prob=0.1, enabled=True)
+  arts["ghosting"] = GhostingConfig(
+    num_ghosts=(4, 10), axes=(0, 1, 2), intensity=(0.3, 0.8), restore=0.0, prob=0.1, enabled=True
+  )
   base = SynthConfig(
-      shape=tuple(shape), label_values=tuple(label_values), spacing=tuple(spacing),
-      background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
-      gmm=GMMConfig(mean=(0.0, 255.0), std=(0.0, 25.0), prob_background_zero=0.5),
-      affine=AffineConfig(rotation=(-10.0, 10.0), scaling=(0.9, 1.1), shear=(-0.01, 0.01),
-                          translation=(0.0, 0.0), prob=1.0),
-      deformation=DeformationConfig(std=(0.0, 2.0), grid_scale=(0.04, 0.04), steps=7, prob=1.0),
-      flip=FlipConfig(axis=0, prob=0.0, enabled=False),
-      bias=BiasConfig(std=(0.0, 0.5), grid_scale=(0.025, 0.05), prob=0.8),
-      gamma=GammaConfig(std=0.4, clip=300.0, prob=1.0),
-      resolution=ResolutionConfig(max_res_iso=3.0, max_res_aniso=5.0, min_res=None,
-                                  prob_iso=0.5, random_thickness=True, blur_factor=0.75,
-                                  blur_range=1.03, prob=0.5),
-      noise=NoiseConfig(std=(0.0, 0.05), prob=0.8),
-      texture=TextureConfig(amplitude=(0.0, 0.2), num_scales=(4, 4), finest_scale=2,
-                            scale_weight=(0.0, 1.0), prob=1.0, enabled=True),
-      **arts,
+    shape=tuple(shape),
+    label_values=tuple(label_values),
+    spacing=tuple(spacing),
+    background=0 if 0 in tuple(label_values) else tuple(label_values)[0],
+    gmm=GMMConfig(mean=(0.0, 255.0), std=(0.0, 25.0), prob_background_zero=0.5),
+    affine=AffineConfig(
+      rotation=(-10.0, 10.0),
+      scaling=(0.9, 1.1),
+      shear=(-0.01, 0.01),
+      translation=(0.0, 0.0),
+      prob=1.0,
+    ),
+    deformation=DeformationConfig(std=(0.0, 2.0), grid_scale=(0.04, 0.04), steps=7, prob=1.0),
+    flip=FlipConfig(axis=0, prob=0.0, enabled=False),
+    bias=BiasConfig(std=(0.0, 0.5), grid_scale=(0.025, 0.05), prob=0.8),
+    gamma=GammaConfig(std=0.4, clip=300.0, prob=1.0),
+    resolution=ResolutionConfig(
+      max_res_iso=3.0,
+      max_res_aniso=5.0,
+      min_res=None,
+      prob_iso=0.5,
+      random_thickness=True,
+      blur_factor=0.75,
+      blur_range=1.03,
+      prob=0.5,
+    ),
+    noise=NoiseConfig(std=(0.0, 0.05), prob=0.8),
+    texture=TextureConfig(
+      amplitude=(0.0, 0.2),
+      num_scales=(4, 4),
+      finest_scale=2,
+      scale_weight=(0.0, 1.0),
+      prob=1.0,
+      enabled=True,
+    ),
+    **arts,
   )
   return _build(base, overrides)

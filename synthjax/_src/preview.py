@@ -25,6 +25,7 @@ _GAP = 4
 def save_png(path: PathLike, rgb: np.ndarray) -> None:
   """Writes an (H, W, 3) uint8 array as an 8-bit RGB PNG (with Pillow)."""
   from PIL import Image
+
   rgb = np.ascontiguousarray(rgb, np.uint8)
   if rgb.ndim != 3 or rgb.shape[2] != 3:
     raise ValueError(f"expected an (H, W, 3) array, got shape {rgb.shape}")
@@ -63,9 +64,12 @@ def _pad(panel, h, w):
   return out
 
 
-def render_row(image: ArrayLike | None = None, seg: ArrayLike | None = None,
-               labels: ArrayLike | None = None,
-               colors: Mapping[int, np.ndarray] | None = None) -> list[np.ndarray]:
+def render_row(
+  image: ArrayLike | None = None,
+  seg: ArrayLike | None = None,
+  labels: ArrayLike | None = None,
+  colors: Mapping[int, np.ndarray] | None = None,
+) -> list[np.ndarray]:
   """Three panels: image with seg outline, or coloured labels."""
   panels = []
   if labels is not None:
@@ -120,6 +124,7 @@ def preview(labels: ArrayLike, config: SynthConfig, *, n: int = 8, seed: int = 0
   # The input as the generator sees it with identity spatial params: the centred window.
   from synthjax._src.data.samplers import extract_patch
   from synthjax._src.stages.geometry import crop_offset
+
   offset = crop_offset(labels.shape, config.shape, np.full(3, 0.5, np.float32))
   window = extract_patch(labels, offset, config.shape, pad_value=config.background)
   rows = [render_row(labels=window, colors=colors)]

@@ -55,6 +55,7 @@ class IntensityPriors(JsonConfig):
     spacing: the voxel size in mm the stds were measured at.
     num_images: how many images they come from.
   """
+
   mean: tuple = field(default=(), check=label_ranges())
   std: tuple = field(default=(), check=label_ranges(low=0.0))
   spacing: tuple = field(default=(1.0, 1.0, 1.0), check=positives(3))
@@ -62,8 +63,10 @@ class IntensityPriors(JsonConfig):
 
   def _check_together(self):
     if self.std and [r[0] for r in self.mean] != [r[0] for r in self.std]:
-      raise ValueError(f"IntensityPriors.mean and .std must name the same labels in the same "
-                       f"order, got {[r[0] for r in self.mean]} and {[r[0] for r in self.std]}")
+      raise ValueError(
+        f"IntensityPriors.mean and .std must name the same labels in the same "
+        f"order, got {[r[0] for r in self.mean]} and {[r[0] for r in self.std]}"
+      )
 
   @property
   def labels(self) -> tuple[int, ...]:
@@ -78,12 +81,20 @@ class IntensityPriors(JsonConfig):
     return tuple((l, lo * f, hi * f) for l, lo, hi in self.std)
 
 
-def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
-             spacing: float | Sequence[float],
-             classes: Sequence[Sequence[int]] | None = None,
-             skip: Sequence[int] = (0,), scale: float = 255.0, percentile: float = 99.5,
-             mean_margin: float = 0.1, std_factor: float = 1.5,
-             min_voxels: int = 20, names: Sequence[str] | None = None) -> IntensityPriors:
+def estimate(
+  images: Sequence[ArrayLike],
+  label_maps: Sequence[ArrayLike],
+  *,
+  spacing: float | Sequence[float],
+  classes: Sequence[Sequence[int]] | None = None,
+  skip: Sequence[int] = (0,),
+  scale: float = 255.0,
+  percentile: float = 99.5,
+  mean_margin: float = 0.1,
+  std_factor: float = 1.5,
+  min_voxels: int = 20,
+  names: Sequence[str] | None = None,
+) -> IntensityPriors:
   """Each label's mean and std ranges in real scans (SynthSeg's `estimate_priors.py`).
 
   Args:
@@ -121,12 +132,16 @@ def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
   if not images:
     raise ValueError("estimate needs at least one image")
   if len(images) != len(label_maps) or len(names) != len(images):
-    raise ValueError(f"estimate got {len(images)} images, {len(label_maps)} label maps and "
-                     f"{len(names)} names; give one label map and name per image")
+    raise ValueError(
+      f"estimate got {len(images)} images, {len(label_maps)} label maps and "
+      f"{len(names)} names; give one label map and name per image"
+    )
   spacing = tuple(float(s) for s in np.broadcast_to(np.asarray(spacing, float), (3,)))
   if not 0.0 < percentile <= 100.0 or scale <= 0 or mean_margin < 0 or std_factor < 1.0:
-    raise ValueError(f"estimate needs 0 < percentile <= 100, scale > 0, mean_margin >= 0 and "
-                     f"std_factor >= 1, got {percentile}, {scale}, {mean_margin}, {std_factor}")
+    raise ValueError(
+      f"estimate needs 0 < percentile <= 100, scale > 0, mean_margin >= 0 and "
+      f"std_factor >= 1, got {percentile}, {scale}, {mean_margin}, {std_factor}"
+    )
   skipped = {int(v) for v in skip}
   group_of = {}
   for g, group in enumerate(classes or ()):
@@ -139,19 +154,21 @@ def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
     image = np.asarray(image, np.float64)
     labels = np.asarray(labels)
     if image.shape != labels.shape:
-      raise ValueError(f"{name}: image shape {image.shape} differs from its label map's "
-                       f"{labels.shape}")
+      raise ValueError(
+        f"{name}: image shape {image.shape} differs from its label map's {labels.shape}"
+      )
     if not np.all(np.isfinite(image)):
-      raise ValueError(f"{name}: image has {int((~np.isfinite(image)).sum())} non-finite "
-                       f"voxel(s)")
+      raise ValueError(f"{name}: image has {int((~np.isfinite(image)).sum())} non-finite voxel(s)")
     present = [int(v) for v in np.unique(labels) if int(v) not in skipped]
     inside = np.isin(labels, present)
     if not inside.any():
       raise ValueError(f"{name}: no labelled voxel outside the skipped labels {sorted(skipped)}")
     top = np.percentile(image[inside], percentile)
     if top <= 0:
-      raise ValueError(f"{name}: the {percentile}th percentile of its labelled voxels is "
-                       f"{top:g}; intensities must be positive")
+      raise ValueError(
+        f"{name}: the {percentile}th percentile of its labelled voxels is "
+        f"{top:g}; intensities must be positive"
+      )
     image = image * (scale / top)
     by_class = {}
     for v in present:
@@ -168,8 +185,10 @@ def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
   mean_rows, std_rows = [], []
   for key, values in members.items():
     if key not in medians:
-      raise ValueError(f"estimate: label(s) {sorted(values)} have fewer than {min_voxels} "
-                       f"voxels in every image; lower min_voxels or skip them")
+      raise ValueError(
+        f"estimate: label(s) {sorted(values)} have fewer than {min_voxels} "
+        f"voxels in every image; lower min_voxels or skip them"
+      )
     m, s = np.asarray(medians[key]), np.asarray(spreads[key])
     margin = mean_margin * scale
     mean = (max(0.0, float(m.min()) - margin), float(m.max()) + margin)
@@ -178,9 +197,12 @@ def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
       mean_rows.append((v, *mean))
       std_rows.append((v, *std))
   order = np.argsort([r[0] for r in mean_rows], kind="stable")
-  return IntensityPriors(mean=tuple(mean_rows[i] for i in order),
-                         std=tuple(std_rows[i] for i in order), spacing=spacing,
-                         num_images=len(images))
+  return IntensityPriors(
+    mean=tuple(mean_rows[i] for i in order),
+    std=tuple(std_rows[i] for i in order),
+    spacing=spacing,
+    num_images=len(images),
+  )
 
 
 # Fetal T2w, the means of the FeTA tissues: five CC0 volumes of the spina-bifida fetal
@@ -193,9 +215,19 @@ def estimate(images: Sequence[ArrayLike], label_maps: Sequence[ArrayLike], *,
 # smooth anatomy and partial volume, not noise, so it does not follow the voxel-volume rule
 # the preset's stds do, and the means alone trained as well on the ten other volumes.
 FETAL_T2W = IntensityPriors(
-    mean=((1, 145.2, 239.4), (2, 92.1, 173.2), (3, 122.1, 191.1), (4, 179.4, 258.3),
-          (5, 131.5, 194.9), (6, 114.9, 173.3), (7, 109.8, 167.5)),
-    std=(), spacing=(2.0, 2.0, 2.0), num_images=5)
+  mean=(
+    (1, 145.2, 239.4),
+    (2, 92.1, 173.2),
+    (3, 122.1, 191.1),
+    (4, 179.4, 258.3),
+    (5, 131.5, 194.9),
+    (6, 114.9, 173.3),
+    (7, 109.8, 167.5),
+  ),
+  std=(),
+  spacing=(2.0, 2.0, 2.0),
+  num_images=5,
+)
 
 
 def load(path: PathLike) -> IntensityPriors:
@@ -222,20 +254,25 @@ def apply(config: SynthConfig, priors: IntensityPriors) -> SynthConfig:
       subclusters whose meta-labels name no labels.
   """
   if not isinstance(priors, IntensityPriors):
-    raise TypeError(f"priors must be an IntensityPriors (synthjax.priors.estimate), got "
-                    f"{type(priors).__name__}")
+    raise TypeError(
+      f"priors must be an IntensityPriors (synthjax.priors.estimate), got {type(priors).__name__}"
+    )
   unknown = sorted(set(priors.labels) - set(config.label_values))
   if unknown:
-    raise ValueError(f"priors name label(s) {unknown}, which are not in the config's "
-                     f"label_values {config.label_values}")
+    raise ValueError(
+      f"priors name label(s) {unknown}, which are not in the config's "
+      f"label_values {config.label_values}"
+    )
   noise_spacing = config.noise_spacing if config.noise_spacing is not None else config.spacing
   stds = priors.stds_at(noise_spacing)
   changes = {"gmm": {"label_mean": priors.mean, "label_std": stds}}
   sub = config.subclusters
   if sub.enabled:
     groups = _meta_groups(config)
-    changes["subclusters"] = {"meta_mean": _hulls(priors.mean, groups),
-                              "meta_std": _hulls(stds, groups)}
+    changes["subclusters"] = {
+      "meta_mean": _hulls(priors.mean, groups),
+      "meta_std": _hulls(stds, groups),
+    }
   if not priors.std:  # means alone: the config's std ranges stay
     del changes["gmm"]["label_std"]
     changes.get("subclusters", {}).pop("meta_std", None)
@@ -248,8 +285,10 @@ def _meta_groups(config) -> tuple:
   if sub.meta_labels:
     return sub.meta_labels
   if sub.source == "seeds":
-    raise ValueError("priors cannot reach the subclusters of seed maps whose "
-                     "SubclusterConfig.meta_labels do not name the labels of each meta-label")
+    raise ValueError(
+      "priors cannot reach the subclusters of seed maps whose "
+      "SubclusterConfig.meta_labels do not name the labels of each meta-label"
+    )
   return tuple((v,) for v in config.label_values if v != config.background)
 
 

@@ -16,8 +16,16 @@ import numpy as np
 if TYPE_CHECKING:
   import jax
 
-__all__ = ["Array", "PRNGKey", "PathLike", "Shape3", "Size3", "Spacing", "RandomAccessSource",
-           "PatchSampler"]
+__all__ = [
+  "Array",
+  "PRNGKey",
+  "PathLike",
+  "Shape3",
+  "Size3",
+  "Spacing",
+  "RandomAccessSource",
+  "PatchSampler",
+]
 
 # A JAX array, or a numpy array where the host side takes either.
 Array: TypeAlias = "jax.Array | np.ndarray"
@@ -44,6 +52,6 @@ class RandomAccessSource(Protocol):
 class PatchSampler(Protocol):
   """Picks a patch origin in an element (`UniformSampler`, `LabelSampler`, ...)."""
 
-  def origin(self, rng: np.random.Generator, element: dict[str, Any], patch_size: Sequence[int], /
-             ) -> np.ndarray: ...
-
+  def origin(
+    self, rng: np.random.Generator, element: dict[str, Any], patch_size: Sequence[int], /
+  ) -> np.ndarray: ...

@@ -29,8 +29,9 @@ LOG_FLOOR = 1e-3
 MAD_TO_STD = 1.4826
 
 
-def touching_pairs(labels: ArrayLike, label_values: Sequence[int] | None = None, *,
-                   min_faces: int = 1) -> tuple[tuple[int, int], ...]:
+def touching_pairs(
+  labels: ArrayLike, label_values: Sequence[int] | None = None, *, min_faces: int = 1
+) -> tuple[tuple[int, int], ...]:
   """Pairs `(a, b)`, `a < b`, of label values that share at least `min_faces` voxel faces.
 
   Args:
@@ -56,12 +57,21 @@ def touching_pairs(labels: ArrayLike, label_values: Sequence[int] | None = None,
     for (x, y), k in zip(pairs.tolist(), n.tolist()):
       counts[(x, y)] = counts.get((x, y), 0) + k
   keep = None if label_values is None else set(int(v) for v in label_values)
-  return tuple(sorted(p for p, k in counts.items() if k >= min_faces
-                      and (keep is None or (p[0] in keep and p[1] in keep))))
+  return tuple(
+    sorted(
+      p
+      for p, k in counts.items()
+      if k >= min_faces and (keep is None or (p[0] in keep and p[1] in keep))
+    )
+  )
 
 
-def tissue_statistics(image: ArrayLike, labels: ArrayLike, label_values: Sequence[int],
-                      pairs: Sequence[tuple[int, int]] = ()) -> dict[str, Any]:
+def tissue_statistics(
+  image: ArrayLike,
+  labels: ArrayLike,
+  label_values: Sequence[int],
+  pairs: Sequence[tuple[int, int]] = (),
+) -> dict[str, Any]:
   """Intensity, spread and contrast of the tissues of one image.
 
   Args:
@@ -116,8 +126,9 @@ def wasserstein1(x: ArrayLike, y: ArrayLike) -> float:
   return float(np.sum(np.abs(cdf_x - cdf_y) * deltas))
 
 
-def realism_distance(synthetic: Sequence[dict[str, Any]], real: Sequence[dict[str, Any]]
-                     ) -> dict[str, Any]:
+def realism_distance(
+  synthetic: Sequence[dict[str, Any]], real: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
   """How far synthetic images' spreads and contrasts lie from real ones'.
 
   Args:
@@ -149,8 +160,9 @@ def realism_distance(synthetic: Sequence[dict[str, Any]], real: Sequence[dict[st
         covered.append(float(np.mean((r[k] >= lo) & (r[k] <= hi))))
   summed = list(out["spread"].values()) + list(out["contrast"].values())
   if not summed:
-    raise ValueError("no tissue or tissue pair is measured in both the synthetic and the "
-                     "real images")
+    raise ValueError(
+      "no tissue or tissue pair is measured in both the synthetic and the real images"
+    )
   out["distance"] = float(np.mean(summed))
   out["coverage"] = float(np.mean(covered))
   return out

@@ -74,46 +74,66 @@ from synthjax._src.stages.record import (
   Stage,
 )
 
-__all__ = ["Bounds", "Placement", "RenderContext", "SpatialContext", "Spectrum", "Stage",
-           "Streams", "STAGES", "STREAMS", "BY_NAME", "NAMES", "by_name", "config_variant",
-           "enabled", "in_phase", "register", "stage_config", "stages_of", "synth_stream"]
+__all__ = [
+  "Bounds",
+  "Placement",
+  "RenderContext",
+  "SpatialContext",
+  "Spectrum",
+  "Stage",
+  "Streams",
+  "STAGES",
+  "STREAMS",
+  "BY_NAME",
+  "NAMES",
+  "by_name",
+  "config_variant",
+  "enabled",
+  "in_phase",
+  "register",
+  "stage_config",
+  "stages_of",
+  "synth_stream",
+]
 
 
 class Streams(NamedTuple):
   """A stage's `fold_in` ids: of its key in `sample_params` (`params`) and in `synthesize`
   (`synth`, None for a stage whose rendering draws nothing)."""
+
   params: int
   synth: int | None = None
 
 
 # Every stage's stream ids, by name. The replay contract: never renumber, only append.
 STREAMS: Mapping[str, Streams] = dict(
-    affine=Streams(params=0),
-    deformation=Streams(params=1, synth=0),
-    crop=Streams(params=2),
-    flip=Streams(params=3),
-    gmm=Streams(params=4, synth=1),
-    bias=Streams(params=5, synth=2),
-    gamma=Streams(params=6),
-    resolution=Streams(params=7),
-    noise=Streams(params=8, synth=3),
-    spike=Streams(params=9),
-    ghosting=Streams(params=10),
-    gibbs=Streams(params=11),
-    rician=Streams(params=12, synth=4),
-    subclusters=Streams(params=13, synth=5),
-    image_intensity=Streams(params=14),
-    motion=Streams(params=15),
-    slice_stack=Streams(params=16),
-    texture=Streams(params=17, synth=6),
-    struct_noise=Streams(params=18, synth=7),
-    blur_cortex=Streams(params=19, synth=8),
-    boundary=Streams(params=20, synth=9),
+  affine=Streams(params=0),
+  deformation=Streams(params=1, synth=0),
+  crop=Streams(params=2),
+  flip=Streams(params=3),
+  gmm=Streams(params=4, synth=1),
+  bias=Streams(params=5, synth=2),
+  gamma=Streams(params=6),
+  resolution=Streams(params=7),
+  noise=Streams(params=8, synth=3),
+  spike=Streams(params=9),
+  ghosting=Streams(params=10),
+  gibbs=Streams(params=11),
+  rician=Streams(params=12, synth=4),
+  subclusters=Streams(params=13, synth=5),
+  image_intensity=Streams(params=14),
+  motion=Streams(params=15),
+  slice_stack=Streams(params=16),
+  texture=Streams(params=17, synth=6),
+  struct_noise=Streams(params=18, synth=7),
+  blur_cortex=Streams(params=19, synth=8),
+  boundary=Streams(params=20, synth=9),
 )
 
 
-def register(stages: Sequence[Stage], streams: Mapping[str, Streams] = STREAMS
-             ) -> tuple[Stage, ...]:
+def register(
+  stages: Sequence[Stage], streams: Mapping[str, Streams] = STREAMS
+) -> tuple[Stage, ...]:
   """The records of `stages`, in their order, with their stream ids from `streams`.
 
   Raises:
@@ -128,30 +148,38 @@ def register(stages: Sequence[Stage], streams: Mapping[str, Streams] = STREAMS
     if stage.name in (s.name for s in out):
       raise ValueError(f"stage {stage.name!r} is registered twice")
     if stage.name not in streams:
-      raise ValueError(f"stage {stage.name!r} has no stream ids: add "
-                       f"{stage.name}=Streams(params=..., synth=...) to the registry's STREAMS")
+      raise ValueError(
+        f"stage {stage.name!r} has no stream ids: add "
+        f"{stage.name}=Streams(params=..., synth=...) to the registry's STREAMS"
+      )
     ids = Streams(*streams[stage.name])
-    for table, value, kind in ((seen_params, ids.params, "params"),
-                               (seen_synth, ids.synth, "synth")):
+    for table, value, kind in (
+      (seen_params, ids.params, "params"),
+      (seen_synth, ids.synth, "synth"),
+    ):
       if value is not None and value in table:
-        raise ValueError(f"stage {stage.name!r} has the {kind} stream {value} of stage "
-                         f"{table[value]!r}")
+        raise ValueError(
+          f"stage {stage.name!r} has the {kind} stream {value} of stage {table[value]!r}"
+        )
       table[value] = stage.name
     rank = phase_rank.get(stage.phase, 2)
     if rank < last_rank:
-      raise ValueError(f"stage {stage.name!r} ({stage.phase}) is listed after a later phase: "
-                       f"the spatial stages come first, then the sources")
+      raise ValueError(
+        f"stage {stage.name!r} ({stage.phase}) is listed after a later phase: "
+        f"the spatial stages come first, then the sources"
+      )
     last_rank = rank
     out.append(dataclasses.replace(stage, param_stream=ids.params, synth_stream=ids.synth))
   return tuple(out)
 
 
 # In render order. The k-space group renders where its first stage stands, on one spectrum.
-STAGES: tuple[Stage, ...] = register((
-    *geometry.STAGES,          # affine, deformation, crop, flip: one coordinate map
-    gmm.STAGE,                 # intensity sources: Gaussians per label,
-    subclusters.STAGE,         # or per sub-label class,
-    image_intensity.STAGE,     # or a real image
+STAGES: tuple[Stage, ...] = register(
+  (
+    *geometry.STAGES,  # affine, deformation, crop, flip: one coordinate map
+    gmm.STAGE,  # intensity sources: Gaussians per label,
+    subclusters.STAGE,  # or per sub-label class,
+    image_intensity.STAGE,  # or a real image
     texture.STAGE,
     bias.STAGE,
     gamma.STAGE,
@@ -159,12 +187,13 @@ STAGES: tuple[Stage, ...] = register((
     resolution.STAGE,
     slice_stack.STAGE,
     motion.STAGE,
-    *kspace.STAGES,            # gibbs, ghosting, spike: one spectrum
+    *kspace.STAGES,  # gibbs, ghosting, spike: one spectrum
     rician.STAGE,
     noise.STAGE,
     struct_noise.STAGE,
     boundary.STAGE,
-))
+  )
+)
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
@@ -207,8 +236,9 @@ def synth_stream(name: str) -> int:
   return stream
 
 
-def config_variant(stages: Sequence[Stage], *, base: type = SynthConfig,
-                   name: str | None = None, **fields) -> type:
+def config_variant(
+  stages: Sequence[Stage], *, base: type = SynthConfig, name: str | None = None, **fields
+) -> type:
   """A `base` subclass with extra stage fields, whose samples render `stages`.
 
   The three steps of adding a stage (module, registry line, config field) without editing
@@ -240,18 +270,25 @@ def config_variant(stages: Sequence[Stage], *, base: type = SynthConfig,
   """
   for field_name, default in fields.items():
     if not dataclasses.is_dataclass(default) or not hasattr(default, "enabled"):
-      raise TypeError(f"field {field_name!r} must default to a stage config (a config_class "
-                      f"with `enabled`), got {type(default).__name__}")
-  have = {f.name for f in dataclasses.fields(base)
-          if dataclasses.is_dataclass(f.default)} | set(fields)
+      raise TypeError(
+        f"field {field_name!r} must default to a stage config (a config_class "
+        f"with `enabled`), got {type(default).__name__}"
+      )
+  have = {f.name for f in dataclasses.fields(base) if dataclasses.is_dataclass(f.default)} | set(
+    fields
+  )
   configured = {s.name for s in stages if s.configured}
   if configured - have:
-    raise ValueError(f"stage(s) {sorted(configured - have)} have no config field: pass "
-                     f"them as keyword arguments")
+    raise ValueError(
+      f"stage(s) {sorted(configured - have)} have no config field: pass them as keyword arguments"
+    )
   if have - configured:
     raise ValueError(f"config field(s) {sorted(have - configured)} have no registered stage")
-  namespace = {"__annotations__": {n: type(v) for n, v in fields.items()},
-               "__module__": base.__module__, **fields}
+  namespace = {
+    "__annotations__": {n: type(v) for n, v in fields.items()},
+    "__module__": base.__module__,
+    **fields,
+  }
   cls = type(name or base.__name__, (base,), namespace)
   cls = dataclasses.dataclass(frozen=True)(cls)
   cls.registry = tuple(stages)  # not a field: the class's stages, for `stages_of`

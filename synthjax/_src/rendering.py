@@ -33,8 +33,7 @@ from synthjax._src.stages import gamma, geometry, kspace
 __all__ = ["render", "synthesize"]
 
 
-def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
-           spatial_key=None):
+def render(key, params, labels, config: SynthConfig, seeds=None, image=None, spatial_key=None):
   """The body of `synthesize`, traceable as it is (params already device arrays): the
   views and the sharded batch render through it. Under `jax.vmap` it renders sample by
   sample (`batching.per_sample`), so a sample of a batch is the single call's bits."""
@@ -46,8 +45,9 @@ def render(key, params, labels, config: SynthConfig, seeds=None, image=None,
 
 def _render(key, params, labels, config: SynthConfig, seeds, image, spatial_key):
   if config.num_channels > 1:
-    return channels.render_channels(_render_one, key, params, labels, config, seeds, image,
-                                    spatial_key)
+    return channels.render_channels(
+      _render_one, key, params, labels, config, seeds, image, spatial_key
+    )
   return _render_one(key, params, labels, config, seeds, image, spatial_key)
 
 
@@ -83,15 +83,19 @@ def _render_kspace(image, group, params, config, ctx, key_of):
   for stage in group[1:]:
     applied = applied | params[stage.name]["applied"]
   transforms = [
-      lambda spectrum, s=s: s.apply(key_of(s.name) if s.synth_stream is not None else None,
-                                    spectrum, params[s.name], registry.stage_config(s, config),
-                                    ctx)
-      for s in group]
+    lambda spectrum, s=s: s.apply(
+      key_of(s.name) if s.synth_stream is not None else None,
+      spectrum,
+      params[s.name],
+      registry.stage_config(s, config),
+      ctx,
+    )
+    for s in group
+  ]
   return kspace.render_spectrum(image, transforms, applied)
 
 
-def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None,
-                spatial_key=None):
+def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None, spatial_key=None):
   labelmaps.check_labels(labels, config)
   labelmaps.check_extra_inputs(labels, seeds, image, config)
   labels = jnp.asarray(labels)
@@ -109,8 +113,13 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
 
   # Spatial: one coordinate map. `spatial_key` lets paired views and the channels of a
   # sample share one deformation realisation (`views.py`, `channels.py`).
-  placed = geometry.placement(key_of if spatial_key is None else _key_of(spatial_key, stages),
-                              params, config, labels.shape, stages=phase("spatial"))
+  placed = geometry.placement(
+    key_of if spatial_key is None else _key_of(spatial_key, stages),
+    params,
+    config,
+    labels.shape,
+    stages=phase("spatial"),
+  )
   coords = geometry.evaluate(placed, config)
   # The first source is the base image, rendered whatever its config says.
   sources = [s for i, s in enumerate(phase("source")) if i == 0 or registry.enabled(s, config)]
@@ -123,10 +132,20 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
   # One nearest-neighbour resampling of the input labels and the carried volumes.
   raw, carried = _gather_labels(labels, coords, carried, config)
   index_map = labelmaps.label_index(raw, config, swap=placed.label_swap)
-  ctx = registry.RenderContext(index_map, np.asarray(seg_values), bg, config.shape,
-                               config.spacing, config.voxel_std_scale, config=config,
-                               params=params, coords=coords, inputs=inputs, carried=carried,
-                               synth_key=key_of)
+  ctx = registry.RenderContext(
+    index_map,
+    np.asarray(seg_values),
+    bg,
+    config.shape,
+    config.spacing,
+    config.voxel_std_scale,
+    config=config,
+    params=params,
+    coords=coords,
+    inputs=inputs,
+    carried=carried,
+    synth_key=key_of,
+  )
 
   # Intensities, rendered on the deformed labels.
   image = None
@@ -151,7 +170,6 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
   return image.astype(precision.float_dtype(*jax.tree.leaves(params))), seg
 
 
-
 def _off(stage, cfg, image):
   return image if stage.off is None else stage.off(image, cfg)
 
@@ -163,9 +181,12 @@ def _image_stage(stage, image, p, cfg, key, ctx):
   only with float64 params)."""
   if not cfg.enabled:
     return _off(stage, cfg, image)
-  return jax.lax.cond(p["applied"],
-                      lambda x: stage.apply(key, x, p, cfg, ctx).astype(x.dtype),
-                      lambda x: _off(stage, cfg, x).astype(x.dtype), image)
+  return jax.lax.cond(
+    p["applied"],
+    lambda x: stage.apply(key, x, p, cfg, ctx).astype(x.dtype),
+    lambda x: _off(stage, cfg, x).astype(x.dtype),
+    image,
+  )
 
 
 _synthesize_jit = jax.jit(render, static_argnums=3)
@@ -223,5 +244,6 @@ def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=No
     seeds = jnp.asarray(np.asarray(seeds))
   if image is not None and not isinstance(image, jax.Array):
     image = jnp.asarray(np.asarray(image, np.float32))
-  return _synthesize_jit(key, sampling.as_device_params(params, config), labels, config,
-                         seeds=seeds, image=image)
+  return _synthesize_jit(
+    key, sampling.as_device_params(params, config), labels, config, seeds=seeds, image=image
+  )

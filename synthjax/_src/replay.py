@@ -51,6 +51,7 @@ class Sample:
     affine: the input label map's world affine.
     seeds: the seed maps, or None when the config does not use them.
   """
+
   path: str
   index: int
   key: Any
@@ -65,12 +66,15 @@ class Sample:
   def output_affine(self) -> np.ndarray:
     """The world affine of the sample's output grid (the input's, shifted to the crop)."""
     from synthjax._src import samples
-    return samples.output_affine(self.affine, self.labels.shape, self.config.shape,
-                                 np.asarray(self.params["crop"]["position"]))
+
+    return samples.output_affine(
+      self.affine, self.labels.shape, self.config.shape, np.asarray(self.params["crop"]["position"])
+    )
 
 
 def _read_sidecar(path: str) -> dict:
   from synthjax._src import samples
+
   try:
     with open(path) as f:
       side = json.load(f)
@@ -91,11 +95,14 @@ def _read_sidecar(path: str) -> dict:
 def _check_unchanged(path, src, field, array, what, force):
   """Refuses an input whose content differs from the recorded one (warns with `force`)."""
   from synthjax._src import samples
+
   recorded = src.get(field)
   if recorded is None or samples.content_digest(array) == recorded:
     return  # equal, or written before inputs were hashed: nothing to compare
-  detail = (f"{what} changed since {path} was written (its content hash differs), so the "
-            "replay would not reproduce the recorded sample")
+  detail = (
+    f"{what} changed since {path} was written (its content hash differs), so the "
+    "replay would not reproduce the recorded sample"
+  )
   if not force:
     raise InputChangedError(detail)
   warnings.warn(InputChangedWarning(detail), stacklevel=3)
@@ -134,6 +141,7 @@ def load_sample(path, *, force: bool = False) -> Sample:
   """
   import synthjax
   from synthjax._src import nifti, phantom
+
   path = os.fspath(path)
   side = _read_sidecar(path)
   try:
@@ -157,16 +165,26 @@ def load_sample(path, *, force: bool = False) -> Sample:
   seeds = None
   if "seeds" in src:
     from synthjax._src.data import seeds as seed_io
+
     sc = config.subclusters
     try:
-      seeds = seed_io.load_seed_maps(src["path"], src["seeds"],
-                                     num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta)
+      seeds = seed_io.load_seed_maps(
+        src["path"], src["seeds"], num_subclusters=sc.num_subclusters[1], num_meta=sc.num_meta
+      )
     except (ValueError, FileNotFoundError) as e:
       raise type(e)(f"seed maps of {path}: {e}") from e
-    _check_unchanged(path, src, "seeds_sha256", seeds, f"the seed maps under {src['seeds']}",
-                     force)
-  return Sample(path=path, index=index, key=key, params=params, config=config, source=src,
-                labels=labels, affine=np.asarray(affine, np.float64), seeds=seeds)
+    _check_unchanged(path, src, "seeds_sha256", seeds, f"the seed maps under {src['seeds']}", force)
+  return Sample(
+    path=path,
+    index=index,
+    key=key,
+    params=params,
+    config=config,
+    source=src,
+    labels=labels,
+    affine=np.asarray(affine, np.float64),
+    seeds=seeds,
+  )
 
 
 def replay(path, *, force: bool = False):
@@ -199,6 +217,7 @@ def replay(path, *, force: bool = False):
   """
   import synthjax
   from synthjax._src import nifti
+
   s = path if isinstance(path, Sample) else load_sample(path, force=force)
   image, seg = synthjax.synthesize(s.key, s.params, s.labels, s.config, seeds=s.seeds)
   return nifti.nifti_layout(image), np.asarray(seg, np.int32), s.output_affine
@@ -226,6 +245,7 @@ def replay_to(path, folder, *, force: bool = False, overwrite: bool = False) -> 
     ('again/sample_00002_image.nii.gz', 'again/sample_00002_seg.nii.gz')
   """
   from synthjax._src import nifti
+
   s = path if isinstance(path, Sample) else load_sample(path, force=force)
   image, seg, affine = replay(s)
   os.makedirs(folder, exist_ok=True)

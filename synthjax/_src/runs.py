@@ -31,10 +31,15 @@ SAME_RUN_KEYS = ("format", "seed", "config", "sources", "output_format")
 # The files of sample i are f"sample_{i:05d}{suffix}"; the params JSON is written last and
 # removed first, so a sample is complete exactly when its JSON exists.
 _SUFFIXES = {
-    "generate": ("_image.nii.gz", "_seg.nii.gz"),
-    "views": ("_view0_image.nii.gz", "_view1_image.nii.gz", "_seg.nii.gz",
-              "_view0_seg.nii.gz", "_view1_seg.nii.gz"),
-    "ensemble": ("_labels.nii.gz",),
+  "generate": ("_image.nii.gz", "_seg.nii.gz"),
+  "views": (
+    "_view0_image.nii.gz",
+    "_view1_image.nii.gz",
+    "_seg.nii.gz",
+    "_view0_seg.nii.gz",
+    "_view1_seg.nii.gz",
+  ),
+  "ensemble": ("_labels.nii.gz",),
 }
 _PARAMS = "_params.json"
 _SAMPLE = re.compile(r"sample_(\d{5,})(_.+)")
@@ -61,9 +66,11 @@ def run_files(folder, manifest: dict) -> list[str]:
     patterns = arrayrecord.shard_patterns(os.path.join(folder, ARRAYRECORD_PREFIX))
     return sorted(n for n in names if any(p.fullmatch(n) for p in patterns))
   if command not in _SUFFIXES:
-    raise FolderError(f"{os.path.join(folder, MANIFEST)}: a run of an unknown command "
-                      f"{command!r} (output format {fmt!r}); remove its files yourself or "
-                      "choose another folder")
+    raise FolderError(
+      f"{os.path.join(folder, MANIFEST)}: a run of an unknown command "
+      f"{command!r} (output format {fmt!r}); remove its files yourself or "
+      "choose another folder"
+    )
   n = manifest.get("n")
   suffixes = set(_SUFFIXES[command]) | {_PARAMS}
   owned = []
@@ -71,7 +78,7 @@ def run_files(folder, manifest: dict) -> list[str]:
     m = _SAMPLE.fullmatch(name)
     if m and m.group(2) in suffixes:
       i = int(m.group(1))
-      if f"sample_{i:05d}" == name[:-len(m.group(2))] and (n is None or i < int(n)):
+      if f"sample_{i:05d}" == name[: -len(m.group(2))] and (n is None or i < int(n)):
         owned.append(name)
   return sorted(owned, key=lambda s: (not s.endswith(_PARAMS), s))
 
@@ -91,8 +98,9 @@ def _read_manifest(folder):
 
 
 def _write_manifest(folder, manifest):
-  nifti.write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1),
-                          overwrite=True)
+  nifti.write_text_atomic(
+    os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1), overwrite=True
+  )
 
 
 def _user_entries(folder):
@@ -109,16 +117,20 @@ def _check(out, manifest, overwrite):
   previous = _read_manifest(out)
   if previous is None:
     if _user_entries(out):
-      raise FolderError(f"{out}: folder is not empty and holds no synthjax run ({MANIFEST}); "
-                        "choose an empty or new folder")
+      raise FolderError(
+        f"{out}: folder is not empty and holds no synthjax run ({MANIFEST}); "
+        "choose an empty or new folder"
+      )
     return {}
   same = {k: previous.get(k) == manifest.get(k) for k in SAME_RUN_KEYS}
   if all(same.values()):
     return {}
   if not overwrite:
     differs = ", ".join(k for k, v in same.items() if not v)
-    raise FolderError(f"{out}: holds a run of another command ({differs} differ); pass "
-                      "--overwrite to replace it, or choose another folder")
+    raise FolderError(
+      f"{out}: holds a run of another command ({differs} differ); pass "
+      "--overwrite to replace it, or choose another folder"
+    )
   return previous
 
 
@@ -129,6 +141,7 @@ def lock_folder(folder):
     FolderError: another process holds it.
   """
   import fcntl
+
   f = open(os.path.join(folder, LOCK), "a+")  # noqa: SIM115 - returned open: it holds the lock
   try:
     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,8 +149,10 @@ def lock_folder(folder):
     f.seek(0)
     holder = f.read().strip() or "another process"
     f.close()
-    raise FolderError(f"{folder}: another synthjax run is writing there ({holder}); wait for "
-                      "it to finish or choose another folder") from None
+    raise FolderError(
+      f"{folder}: another synthjax run is writing there ({holder}); wait for "
+      "it to finish or choose another folder"
+    ) from None
   f.seek(0)
   f.truncate()
   f.write(f"pid {os.getpid()}\n")
@@ -186,9 +201,10 @@ def start_run(out, manifest: dict, overwrite: bool):
         _remove(out, names)
       kept = sorted(set(_user_entries(out)) - owned - {MANIFEST})
       if kept:
-        _warn(f"{out}: kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} that the "
-              f"replaced run did not write: {', '.join(kept[:5])}"
-              + (", ..." if len(kept) > 5 else ""))
+        _warn(
+          f"{out}: kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} that the "
+          f"replaced run did not write: {', '.join(kept[:5])}" + (", ..." if len(kept) > 5 else "")
+        )
     _write_manifest(out, manifest)
   except BaseException:
     lock.close()

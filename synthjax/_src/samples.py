@@ -33,6 +33,7 @@ def content_digest(array) -> str:
   """SHA-256 of an integer volume as the generator sees it (int32, C order, with its
   shape): equal for equal maps however they are compressed or stored on disk."""
   import hashlib
+
   a = np.ascontiguousarray(array, np.int32)
   h = hashlib.sha256(f"int32{a.shape}".encode())
   h.update(a.tobytes())
@@ -45,45 +46,73 @@ def output_affine(input_affine, input_shape, output_shape, crop_position) -> np.
   The spatial transform acts about the window's centre, so a sample rendered with identity
   spatial params coincides voxel for voxel with the input over that window.
   """
-  offset = geometry.crop_offset(tuple(input_shape), tuple(output_shape),
-                               np.asarray(crop_position, np.float32))
+  offset = geometry.crop_offset(
+    tuple(input_shape), tuple(output_shape), np.asarray(crop_position, np.float32)
+  )
   shift = np.eye(4)
   shift[:3, 3] = np.asarray(offset, np.float64)
   return np.asarray(input_affine, np.float64) @ shift
 
 
-def _sidecar(fmt, *, seed, index, synth_key, params_key, version, config_dict, params_dict,
-             **inputs) -> dict:
+def _sidecar(
+  fmt, *, seed, index, synth_key, params_key, version, config_dict, params_dict, **inputs
+) -> dict:
   return {
-      "format": fmt,
-      "synthjax_version": version,
-      "seed": int(seed),
-      "index": int(index),
-      "key": serialize.key_to_json(synth_key),
-      "params_key": serialize.key_to_json(params_key),
-      **inputs,
-      "config": config_dict,
-      "params": params_dict,
+    "format": fmt,
+    "synthjax_version": version,
+    "seed": int(seed),
+    "index": int(index),
+    "key": serialize.key_to_json(synth_key),
+    "params_key": serialize.key_to_json(params_key),
+    **inputs,
+    "config": config_dict,
+    "params": params_dict,
   }
 
 
-def make_sidecar(*, seed, index, synth_key, params_key, params, config: SynthConfig,
-                 source: dict, version: str, shared_spatial=None) -> dict:
+def make_sidecar(
+  *,
+  seed,
+  index,
+  synth_key,
+  params_key,
+  params,
+  config: SynthConfig,
+  source: dict,
+  version: str,
+  shared_spatial=None,
+) -> dict:
   """The params JSON of one sample (`SIDECAR_FORMAT`), or of a view pair when
   `shared_spatial` is given (`VIEWS_SIDECAR_FORMAT`): everything replay needs."""
   fmt = SIDECAR_FORMAT if shared_spatial is None else VIEWS_SIDECAR_FORMAT
-  side = _sidecar(fmt, seed=seed, index=index, synth_key=synth_key, params_key=params_key,
-                  version=version, config_dict=config.to_dict(),
-                  params_dict=serialize.params_to_dict(params), source=source)
+  side = _sidecar(
+    fmt,
+    seed=seed,
+    index=index,
+    synth_key=synth_key,
+    params_key=params_key,
+    version=version,
+    config_dict=config.to_dict(),
+    params_dict=serialize.params_to_dict(params),
+    source=source,
+  )
   if shared_spatial is not None:
     side["shared_spatial"] = bool(shared_spatial)
   return side
 
 
-def make_ensemble_sidecar(*, seed, index, synth_key, params_key, params, config,
-                          templates, version: str) -> dict:
+def make_ensemble_sidecar(
+  *, seed, index, synth_key, params_key, params, config, templates, version: str
+) -> dict:
   """The params JSON of one label ensemble (`ENSEMBLE_SIDECAR_FORMAT`)."""
-  return _sidecar(ENSEMBLE_SIDECAR_FORMAT, seed=seed, index=index, synth_key=synth_key,
-                  params_key=params_key, version=version, config_dict=config.to_dict(),
-                  params_dict=serialize.params_to_dict({"ensemble": params})["ensemble"],
-                  templates=templates)
+  return _sidecar(
+    ENSEMBLE_SIDECAR_FORMAT,
+    seed=seed,
+    index=index,
+    synth_key=synth_key,
+    params_key=params_key,
+    version=version,
+    config_dict=config.to_dict(),
+    params_dict=serialize.params_to_dict({"ensemble": params})["ensemble"],
+    templates=templates,
+  )

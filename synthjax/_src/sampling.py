@@ -22,24 +22,29 @@ from synthjax._src import strength as strength_lib
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import batching, draw
 
-__all__ = ["PARAM_STAGES", "as_device_params", "params_defaults", "params_template",
-           "sample_params"]
+__all__ = [
+  "PARAM_STAGES",
+  "as_device_params",
+  "params_defaults",
+  "params_template",
+  "sample_params",
+]
 
 PARAM_STAGES = registry.NAMES
 
 
 def _check_fixed(fixed, template_names):
   fixed = shell.check_fixed_dict(fixed, "a nested dict like the params JSON")
-  shell.check_names(fixed, template_names, subject="fixed", noun="stage",
-                    allowed_are="stages are")
+  shell.check_names(fixed, template_names, subject="fixed", noun="stage", allowed_are="stages are")
   for stage, names in template_names.items():
     sub = fixed.get(stage)
     if sub is None:
       continue
     if not isinstance(sub, dict):
       raise TypeError(f"fixed[{stage!r}] must be a dict, got {type(sub).__name__}")
-    shell.check_names(sub, names, subject=f"fixed[{stage!r}]", noun="parameter",
-                      allowed_are=f"{stage} has")
+    shell.check_names(
+      sub, names, subject=f"fixed[{stage!r}]", noun="parameter", allowed_are=f"{stage} has"
+    )
   return fixed
 
 
@@ -147,6 +152,5 @@ def as_device_params(params, config):
   out = {}
   for stage, entries in template.items():
     shell.check_entries(params[stage], entries, name=f"params[{stage!r}]")
-    out[stage] = {n: shell.to_device(params[stage][n], spec.dtype)
-                  for n, spec in entries.items()}
+    out[stage] = {n: shell.to_device(params[stage][n], spec.dtype) for n, spec in entries.items()}
   return out

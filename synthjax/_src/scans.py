@@ -75,20 +75,25 @@ def load(path: PathLike, *, kind: str = "image") -> SpatialImage:
   if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
     pixdim = _stored_pixdim(path, header)
     if not np.all(pixdim > 0):
-      raise ScanError(f"{path}: {kind} has no voxel spacing in its header (pixdim "
-                      f"{pixdim.tolist()}, no qform or sform)")
+      raise ScanError(
+        f"{path}: {kind} has no voxel spacing in its header (pixdim "
+        f"{pixdim.tolist()}, no qform or sform)"
+      )
   zooms = np.sqrt((np.asarray(img.affine)[:3, :3] ** 2).sum(0))
   if not np.all(np.isfinite(np.asarray(img.affine))) or not np.all(zooms > 0):
     raise ScanError(f"{path}: {kind} has an invalid affine (spacing {zooms.tolist()})")
   if np.any(zooms > MAX_SPACING_MM):
-    raise ScanError(f"{path}: {kind} has an absurd spacing {np.round(zooms, 4).tolist()} mm "
-                    f"(more than {MAX_SPACING_MM:g} mm); check its header's units")
+    raise ScanError(
+      f"{path}: {kind} has an absurd spacing {np.round(zooms, 4).tolist()} mm "
+      f"(more than {MAX_SPACING_MM:g} mm); check its header's units"
+    )
   return img
 
 
 def _stored_pixdim(path, header):
   """The voxel sizes as the file stores them (nibabel replaces zeros by ones on reading)."""
   from nibabel.openers import ImageOpener
+
   try:
     with ImageOpener(path) as f:
       raw = type(header).from_fileobj(f, check=False)
@@ -104,8 +109,9 @@ def read_data(img: SpatialImage, path: PathLike | None = None) -> np.ndarray:
   try:
     return np.asanyarray(img.dataobj)
   except Exception as e:  # gzip, zlib and nibabel raise many types for a corrupt file
-    raise ScanError(f"{path}: cannot read its voxels, the file is corrupt or truncated "
-                    f"({type(e).__name__}: {e})") from e
+    raise ScanError(
+      f"{path}: cannot read its voxels, the file is corrupt or truncated ({type(e).__name__}: {e})"
+    ) from e
 
 
 def check_image(path: PathLike) -> None:
@@ -126,8 +132,9 @@ def _check_intensities(data, path):
     raise ScanError(f"{path}: image has {int((~finite).sum())} non-finite voxel(s)")
   lo, hi = float(data.min()), float(data.max())
   if lo == hi:
-    raise ScanError(f"{path}: image has constant intensities (every voxel is {lo:g}); "
-                    f"nothing to segment")
+    raise ScanError(
+      f"{path}: image has constant intensities (every voxel is {lo:g}); nothing to segment"
+    )
 
 
 def canonical(img: SpatialImage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,8 +159,9 @@ def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
   return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
 
-def integer_factors(spacing: Spacing, target: Spacing, *, tol: float = 1e-3
-                    ) -> tuple[int, ...] | None:
+def integer_factors(
+  spacing: Spacing, target: Spacing, *, tol: float = 1e-3
+) -> tuple[int, ...] | None:
   """The per-axis factors `target / spacing` if all are integers (else None)."""
   f = np.asarray(target, float) / np.asarray(spacing, float)
   r = np.round(f)
@@ -206,8 +214,14 @@ def downsample_image(image: np.ndarray, factors: Sequence[int]) -> np.ndarray:
   return _blocks(image, factors).mean(axis=(1, 3, 5), dtype=np.float64).astype(np.float32)
 
 
-def resample(volume: np.ndarray, spacing: Spacing, target_spacing: Spacing, *, order: int,
-             out_shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def resample(
+  volume: np.ndarray,
+  spacing: Spacing,
+  target_spacing: Spacing,
+  *,
+  order: int,
+  out_shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Resamples `volume` from `spacing` to `target_spacing` (voxel 0 centres aligned).
 
   Downsampling is anti-aliased with a Gaussian of sigma `(f - 1) / 2` voxels along axes
@@ -215,6 +229,7 @@ def resample(volume: np.ndarray, spacing: Spacing, target_spacing: Spacing, *, o
   with `scale = target_spacing / spacing`, so the new affine is `affine @ diag(scale, 1)`.
   """
   from scipy import ndimage
+
   volume = np.asarray(volume)
   scale = np.asarray(target_spacing, np.float64) / np.asarray(spacing, np.float64)
   if out_shape is None:
@@ -222,13 +237,19 @@ def resample(volume: np.ndarray, spacing: Spacing, target_spacing: Spacing, *, o
   if order >= 1 and np.any(scale > 1):
     sigma = np.maximum(0.0, (scale - 1.0) / 2.0)
     volume = ndimage.gaussian_filter(volume.astype(np.float32), sigma, mode="nearest")
-  out = ndimage.affine_transform(volume, scale, output_shape=tuple(out_shape), order=order,
-                                 mode="nearest", prefilter=False)
+  out = ndimage.affine_transform(
+    volume, scale, output_shape=tuple(out_shape), order=order, mode="nearest", prefilter=False
+  )
   return out, scale
 
 
-def resample_labels(labels: np.ndarray, spacing: Spacing, target_spacing: Spacing, *,
-                    out_shape: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def resample_labels(
+  labels: np.ndarray,
+  spacing: Spacing,
+  target_spacing: Spacing,
+  *,
+  out_shape: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """A label map brought from `spacing` to `target_spacing`: `(labels, voxel_affine)`, the
   second mapping the new grid's voxels to the old one's (so the new affine is
   `affine @ voxel_affine`).
@@ -245,8 +266,9 @@ def resample_labels(labels: np.ndarray, spacing: Spacing, target_spacing: Spacin
     return downsample_labels(labels, factors), block_affine(factors)
   best = scale = None  # (largest fraction so far, its label value) and the grid's scale
   for v in np.unique(labels):
-    frac, scale = resample((labels == v).astype(np.float32), spacing, target_spacing, order=1,
-                           out_shape=out_shape)
+    frac, scale = resample(
+      (labels == v).astype(np.float32), spacing, target_spacing, order=1, out_shape=out_shape
+    )
     if best is None:
       best = frac, np.full(frac.shape, v, np.int32)
     else:
@@ -280,13 +302,15 @@ class LabelReader:
     spacing: the spacing in mm to bring every map to instead (`resample_labels`), so that
       maps of different voxel sizes train together; `down` must then be 1.
   """
+
   down: int = 1
   spacing: tuple[float, ...] | None = None
 
   def __post_init__(self):
     if self.spacing is not None and self.down != 1:
-      raise ScanError(f"give a coarsening factor (down={self.down}) or a spacing "
-                      f"({self.spacing} mm), not both")
+      raise ScanError(
+        f"give a coarsening factor (down={self.down}) or a spacing ({self.spacing} mm), not both"
+      )
     if self.spacing is not None and (len(self.spacing) != 3 or min(self.spacing) <= 0):
       raise ScanError(f"spacing must be three positive lengths in mm, got {self.spacing}")
 
@@ -299,8 +323,9 @@ class LabelReader:
         raise ScanError(f"{path}: label map has {int(bad.sum())} non-integer value(s)")
     data = data.astype(np.int64)
     if data.min() < 0 or data.max() > np.iinfo(np.int32).max:
-      raise ScanError(f"{path}: label values must lie in [0, 2**31), got "
-                      f"[{data.min()}, {data.max()}]")
+      raise ScanError(
+        f"{path}: label values must lie in [0, 2**31), got [{data.min()}, {data.max()}]"
+      )
     return self._to_grid(data.astype(np.int32), affine)
 
   def layer(self, data: np.ndarray, path: PathLike) -> np.ndarray:
@@ -309,8 +334,10 @@ class LabelReader:
     `to_grid`)."""
     img = load(path, kind="label map")
     if tuple(np.shape(data)) != tuple(img.shape[:3]):
-      raise ScanError(f"{path}: a volume of shape {tuple(np.shape(data))} is not on this "
-                      f"label map's grid {tuple(img.shape[:3])}")
+      raise ScanError(
+        f"{path}: a volume of shape {tuple(np.shape(data))} is not on this "
+        f"label map's grid {tuple(img.shape[:3])}"
+      )
     oriented, affine, _ = canonical(nib.Nifti1Image(np.asarray(data, np.int32), img.affine))
     return self._to_grid(oriented, affine)[0]
 
@@ -338,6 +365,7 @@ class Scan:
     origin: where training-grid voxel 0 lies on the canonical grid, in its voxels
       (`(f - 1) / 2` after block averaging by `f`, 0 after resampling).
   """
+
   path: str
   image: np.ndarray
   native_shape: tuple
@@ -351,22 +379,39 @@ class Scan:
   def to_native(self, volume: np.ndarray, *, order: int) -> np.ndarray:
     """A volume on the training grid (`(*grid, C...)`) back on the scan's own grid."""
     from scipy import ndimage
+
     volume = np.asarray(volume)
     scale = np.asarray(self.spacing) / np.asarray(self.target_spacing)
     shift = -np.asarray(self.origin) * scale
     channels = volume.shape[3:]
     flat = volume.reshape(volume.shape[:3] + (-1,))
     # scipy takes a per-axis offset; its stubs say float.
-    out = np.stack([ndimage.affine_transform(flat[..., c], scale, shift,  # pyright: ignore[reportArgumentType]
-                                             output_shape=self.canonical_shape, order=order,
-                                             mode="nearest", prefilter=False)
-                    for c in range(flat.shape[-1])], axis=-1)
+    out = np.stack(
+      [
+        ndimage.affine_transform(
+          flat[..., c],
+          scale,
+          shift,  # pyright: ignore[reportArgumentType]
+          output_shape=self.canonical_shape,
+          order=order,
+          mode="nearest",
+          prefilter=False,
+        )
+        for c in range(flat.shape[-1])
+      ],
+      axis=-1,
+    )
     out = out.reshape(self.canonical_shape + channels)
     return from_canonical(out, self.ornt)
 
 
-def load_scan(path: PathLike, target_spacing: Sequence[float], *, max_voxels: int = 512 ** 3,
-              normalize: bool = True) -> Scan:
+def load_scan(
+  path: PathLike,
+  target_spacing: Sequence[float],
+  *,
+  max_voxels: int = 512**3,
+  normalize: bool = True,
+) -> Scan:
   """Reads a real scan and brings it to the training grid (see the module docstring);
   `normalize=False` keeps its own intensities (for measuring them, `synthjax.priors`).
 
@@ -381,9 +426,11 @@ def load_scan(path: PathLike, target_spacing: Sequence[float], *, max_voxels: in
   target = tuple(float(s) for s in target_spacing)
   grid = [int(round(n * s / t)) for n, s, t in zip(data.shape, spacing, target)]
   if np.prod(np.maximum(grid, 1), dtype=np.float64) > max_voxels:
-    raise ScanError(f"{path}: spacing {tuple(round(s, 3) for s in spacing)} mm resampled to "
-                    f"the training spacing {target} mm gives a grid of {grid} voxels, too large "
-                    f"(more than {max_voxels})")
+    raise ScanError(
+      f"{path}: spacing {tuple(round(s, 3) for s in spacing)} mm resampled to "
+      f"the training spacing {target} mm gives a grid of {grid} voxels, too large "
+      f"(more than {max_voxels})"
+    )
   _check_intensities(data, path)
   factors = integer_factors(spacing, target)
   if factors is not None and all(n % f == 0 for n, f in zip(data.shape, factors)):
@@ -393,18 +440,27 @@ def load_scan(path: PathLike, target_spacing: Sequence[float], *, max_voxels: in
     on_grid, _ = resample(data, spacing, target, order=1)
     origin = (0.0, 0.0, 0.0)
   image = normalize_intensity(on_grid) if normalize else on_grid.astype(np.float32)
-  return Scan(path=os.fspath(path), image=image,
-              native_shape=tuple(img.shape), affine=np.asarray(img.affine),
-              canonical_shape=tuple(data.shape), ornt=ornt, spacing=spacing,
-              target_spacing=target, origin=origin)
+  return Scan(
+    path=os.fspath(path),
+    image=image,
+    native_shape=tuple(img.shape),
+    affine=np.asarray(img.affine),
+    canonical_shape=tuple(data.shape),
+    ornt=ornt,
+    spacing=spacing,
+    target_spacing=target,
+    origin=origin,
+  )
 
 
 def load_truth(path: PathLike, scan: Scan) -> np.ndarray:
   """A label map on the scan's own grid (same shape and affine), as int32."""
   img = load(path, kind="label map")
   if tuple(img.shape) != tuple(scan.native_shape):
-    raise ScanError(f"{path}: label map shape {tuple(img.shape)} differs from its image "
-                    f"{scan.path} shape {tuple(scan.native_shape)}")
+    raise ScanError(
+      f"{path}: label map shape {tuple(img.shape)} differs from its image "
+      f"{scan.path} shape {tuple(scan.native_shape)}"
+    )
   if not np.allclose(np.asarray(img.affine), scan.affine, atol=1e-3):
     raise ScanError(f"{path}: label map affine differs from its image {scan.path}")
   data = read_data(img, path)
@@ -429,8 +485,9 @@ def parse_pairs(pairs: Sequence[str] | None) -> list[tuple[str, str]]:
   return out
 
 
-def find_pairs(folder: PathLike, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg"
-               ) -> list[tuple[str, str]]:
+def find_pairs(
+  folder: PathLike, *, image_suffix: str = "_T2w", label_suffix: str = "_dseg"
+) -> list[tuple[str, str]]:
   """Every `(image, labels)` pair of a BIDS-like folder, sorted by image path.
 
   An image is any `*{image_suffix}.nii[.gz]` below `folder`; its label map is the file of the
@@ -468,13 +525,20 @@ def spacing_option(values: Sequence[float], option: str = "--spacing") -> tuple[
   """
   values = tuple(float(v) for v in values)
   if len(values) not in (1, 3) or not all(0 < v <= MAX_SPACING_MM for v in values):
-    raise ScanError(f"{option} takes one or three positive lengths in mm (at most "
-                    f"{MAX_SPACING_MM:g}), got {list(values)}")
+    raise ScanError(
+      f"{option} takes one or three positive lengths in mm (at most "
+      f"{MAX_SPACING_MM:g}), got {list(values)}"
+    )
   return values * (3 // len(values))
 
 
-def pairs_in(folders: Sequence[PathLike], *, image_suffix: str = "_T2w",
-             label_suffix: str = "_dseg", match: str | None = None) -> list[tuple[str, str]]:
+def pairs_in(
+  folders: Sequence[PathLike],
+  *,
+  image_suffix: str = "_T2w",
+  label_suffix: str = "_dseg",
+  match: str | None = None,
+) -> list[tuple[str, str]]:
   """The pairs of every folder (`find_pairs`), those whose image path matches the regular
   expression `match` where one is given.
 
@@ -482,6 +546,7 @@ def pairs_in(folders: Sequence[PathLike], *, image_suffix: str = "_T2w",
     ScanError: as `find_pairs`, or no pair matching `match`.
   """
   import re
+
   pairs = []
   for folder in folders:
     pairs += find_pairs(folder, image_suffix=image_suffix, label_suffix=label_suffix)
@@ -492,8 +557,13 @@ def pairs_in(folders: Sequence[PathLike], *, image_suffix: str = "_T2w",
   return pairs
 
 
-def load_pair(image_path: PathLike, label_path: PathLike, target_spacing: Sequence[float], *,
-              normalize: bool = True) -> tuple[Scan, np.ndarray]:
+def load_pair(
+  image_path: PathLike,
+  label_path: PathLike,
+  target_spacing: Sequence[float],
+  *,
+  normalize: bool = True,
+) -> tuple[Scan, np.ndarray]:
   """A real scan and its label map, both on the training grid (canonical orientation):
   `(scan, labels)`, the labels coarsened by majority vote where the factors are integers
   (as the image is block-averaged), else by nearest neighbour. `normalize` as `load_scan`."""
@@ -504,8 +574,7 @@ def load_pair(image_path: PathLike, label_path: PathLike, target_spacing: Sequen
   if factors is not None and all(n % f == 0 for n, f in zip(canon.shape, factors)):
     grid = downsample_labels(canon, factors)
   else:
-    grid, _ = resample(canon, scan.spacing, target_spacing, order=0,
-                       out_shape=scan.image.shape)
+    grid, _ = resample(canon, scan.spacing, target_spacing, order=0, out_shape=scan.image.shape)
   return scan, np.ascontiguousarray(grid, np.int32)
 
 
@@ -520,6 +589,7 @@ class ArraySource:
     names: one name per volume (used in error messages).
     spacing: the grid spacing.
   """
+
   labels: list[np.ndarray]
   images: list[np.ndarray] | None
   names: list[str]
@@ -534,9 +604,15 @@ class ArraySource:
   def __getitem__(self, i: int) -> dict[str, Any]:
     i = int(i)
     image = None if self.images is None else self.images[i]
-    return {"labels": self.labels[i], "image": image, "shape": tuple(self.labels[i].shape),
-            "spacing": np.asarray(self.spacing), "affine": np.diag(list(self.spacing) + [1.0]),
-            "path": self.names[i], "index": i}
+    return {
+      "labels": self.labels[i],
+      "image": image,
+      "shape": tuple(self.labels[i].shape),
+      "spacing": np.asarray(self.spacing),
+      "affine": np.diag(list(self.spacing) + [1.0]),
+      "path": self.names[i],
+      "index": i,
+    }
 
 
 def pad_to(volume: np.ndarray, shape: Sequence[int], value: float = 0) -> np.ndarray:
@@ -566,8 +642,9 @@ def common_shape(maps: Sequence[np.ndarray], multiple: int, dim: int) -> tuple[i
   return tuple(shape)
 
 
-def load_test(pair: Sequence[PathLike], spacing: Sequence[float]
-              ) -> tuple[str, np.ndarray, np.ndarray]:
+def load_test(
+  pair: Sequence[PathLike], spacing: Sequence[float]
+) -> tuple[str, np.ndarray, np.ndarray]:
   """A real scan and its labels on the training grid: `(name, image, truth)`."""
   scan, grid = load_pair(pair[0], pair[1], spacing)
   name = os.path.basename(pair[0]).split(".nii")[0]

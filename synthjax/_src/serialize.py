@@ -32,8 +32,10 @@ def _to_python(x):
 
 def params_to_dict(params) -> dict[str, Any]:
   """Nested dict of Python lists/numbers (the JSON form of params, and of `fixed`)."""
-  return {stage: {name: _to_python(v) for name, v in sorted(entries.items())}
-          for stage, entries in sorted(params.items())}
+  return {
+    stage: {name: _to_python(v) for name, v in sorted(entries.items())}
+    for stage, entries in sorted(params.items())
+  }
 
 
 def params_to_json(params, *, indent=None) -> str:
@@ -71,8 +73,9 @@ def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
   if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
     data = data["params"]
   if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-    raise ValueError(f"params JSON must be an object of stages, each an object of entries, "
-                     f"got {_summary(data)}")
+    raise ValueError(
+      f"params JSON must be an object of stages, each an object of entries, got {_summary(data)}"
+    )
   template = params_template(config)
   data = dict(data)
   for stage in template:
@@ -81,8 +84,9 @@ def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
       # A stage added after the file was written, disabled in this config: it renders
       # nothing, so any values of the right shape replay the file exactly.
       data[stage] = params_to_dict({stage: sampling.params_defaults(config)[stage]})[stage]
-  missing = [f"{s}.{n}" for s, e in template.items() for n in e
-             if s not in data or n not in data[s]]
+  missing = [
+    f"{s}.{n}" for s, e in template.items() for n in e if s not in data or n not in data[s]
+  ]
   if missing:
     raise ValueError(f"params JSON lacks {missing}")
   extra = [s for s in data if s not in template]
@@ -94,9 +98,11 @@ def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
     host[stage] = {}
     for name, spec in entries.items():
       arr = _entry_array(data[stage][name], spec.dtype, f"{stage}.{name}")
-      if arr.shape[arr.ndim - len(spec.shape):] != spec.shape or arr.ndim < len(spec.shape):
-        raise ValueError(f"params JSON {stage}.{name} has shape {arr.shape}, expected "
-                         f"{spec.shape} (config has {config.num_labels} labels)")
+      if arr.shape[arr.ndim - len(spec.shape) :] != spec.shape or arr.ndim < len(spec.shape):
+        raise ValueError(
+          f"params JSON {stage}.{name} has shape {arr.shape}, expected "
+          f"{spec.shape} (config has {config.num_labels} labels)"
+        )
       host[stage][name] = arr
   param_checks.check_values(host, config, template, what="params JSON")
   return jax.tree.map(jnp.asarray, host)
@@ -117,13 +123,15 @@ def _entry_array(value, dtype, path) -> np.ndarray:
   kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[np.dtype(dtype).kind]
   if raw.dtype.kind not in kinds:
     want = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
-    raise ValueError(f"params JSON {path} must hold {want[np.dtype(dtype).kind]}, got "
-                     f"{_summary(value)}")
+    raise ValueError(
+      f"params JSON {path} must hold {want[np.dtype(dtype).kind]}, got {_summary(value)}"
+    )
   if np.dtype(dtype).kind in "iu" and raw.dtype.kind in "iu":
     info = np.iinfo(dtype)
     if raw.size and (raw.min() < info.min or raw.max() > info.max):
-      raise ValueError(f"params JSON {path} has values outside {np.dtype(dtype).name}: "
-                       f"{_summary(value)}")
+      raise ValueError(
+        f"params JSON {path} has values outside {np.dtype(dtype).name}: {_summary(value)}"
+      )
   return raw.astype(dtype)
 
 

@@ -26,8 +26,13 @@ def _sharded_program(config: SynthConfig, devices: tuple):
   # program has no collectives, and its conds join per-device values with constants, which
   # shard_map's check of varying values rejects.
   spec = PartitionSpec("batch")
-  fn = jax.shard_map(jax.vmap(lambda k, p, l: rendering.render(k, p, l, config)), mesh=mesh,
-                     in_specs=(spec, spec, spec), out_specs=spec, check_vma=False)
+  fn = jax.shard_map(
+    jax.vmap(lambda k, p, l: rendering.render(k, p, l, config)),
+    mesh=mesh,
+    in_specs=(spec, spec, spec),
+    out_specs=spec,
+    check_vma=False,
+  )
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
 
@@ -64,7 +69,9 @@ def synthesize_sharded(keys, params, labels, config: SynthConfig, *, devices=Non
     raise ValueError(f"batch size {b} is not a multiple of the {len(devices)} devices")
   fn, sharding = _sharded_program(config, devices)
   template = sampling.params_template(config)
-  params = {s: {n: jax.numpy.asarray(params[s][n], spec.dtype) for n, spec in e.items()}
-            for s, e in template.items()}
+  params = {
+    s: {n: jax.numpy.asarray(params[s][n], spec.dtype) for n, spec in e.items()}
+    for s, e in template.items()
+  }
   keys, params, labels = jax.device_put((keys, params, jax.numpy.asarray(labels)), sharding)
   return fn(keys, params, labels)

@@ -45,8 +45,9 @@ def check_names(given, allowed, *, subject: str, noun: str, allowed_are: str):
   """
   unknown = sorted(set(given) - set(allowed))
   if unknown:
-    raise ValueError(f"{subject} names unknown {noun}(s) {unknown}; {allowed_are} "
-                     f"{sorted(allowed)}")
+    raise ValueError(
+      f"{subject} names unknown {noun}(s) {unknown}; {allowed_are} {sorted(allowed)}"
+    )
 
 
 def check_fixed_dict(fixed, what: str) -> dict[str, Any]:
@@ -71,7 +72,10 @@ def to_device(value, dtype):
   then rendered in float64, as it is when the same params are traced)."""
   if isinstance(value, jax.core.Tracer):
     return value
-  if (getattr(value, "dtype", None) == np.float64 and jnp.issubdtype(dtype, jnp.floating)
-      and jax.config.jax_enable_x64):  # pyright: ignore[reportAttributeAccessIssue]
+  if (
+    getattr(value, "dtype", None) == np.float64
+    and jnp.issubdtype(dtype, jnp.floating)
+    and jax.config.jax_enable_x64
+  ):  # pyright: ignore[reportAttributeAccessIssue]
     return jnp.asarray(value)
   return jnp.asarray(value, dtype)

@@ -18,9 +18,14 @@ import re
 from collections.abc import Mapping, Sequence
 
 
-def config_from_spec(spec: str, values: Sequence[int], shape: Sequence[int],
-                     spacing: Sequence[float], configs: Mapping[str, str],
-                     priors=None):
+def config_from_spec(
+  spec: str,
+  values: Sequence[int],
+  shape: Sequence[int],
+  spacing: Sequence[float],
+  configs: Mapping[str, str],
+  priors=None,
+):
   """The SynthConfig a spec string names.
 
   Args:
@@ -39,6 +44,7 @@ def config_from_spec(spec: str, values: Sequence[int], shape: Sequence[int],
     ValueError: a spec that cannot be built, with the spec in the message.
   """
   import synthjax
+
   if spec.startswith("synthjax:"):
     preset, *changes = re.split(r"(?=[~+])", spec.split(":", 1)[1])
     preset, *ats = preset.split("@")

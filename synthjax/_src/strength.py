@@ -47,8 +47,9 @@ def as_strength(strength, num_keys=None):
   try:
     s = jnp.asarray(strength, jnp.float32)
   except (TypeError, ValueError) as e:
-    raise TypeError(f"strength must be a number in [0, 1] (or one per key), got "
-                    f"{type(strength).__name__}") from e
+    raise TypeError(
+      f"strength must be a number in [0, 1] (or one per key), got {type(strength).__name__}"
+    ) from e
   allowed = [()] if num_keys is None else [(), (num_keys,)]
   if s.shape not in allowed:
     where = "a scalar" if num_keys is None else f"a scalar or one per key ({num_keys},)"

@@ -22,8 +22,9 @@ from synthjax._src.config import SynthConfig
 SPATIAL_STAGES = tuple(s.name for s in registry.in_phase(SynthConfig, "spatial"))
 
 
-def sample_view_params(key, config: SynthConfig, *, shared_spatial: bool = True,
-                       fixed=None) -> dict:
+def sample_view_params(
+  key, config: SynthConfig, *, shared_spatial: bool = True, fixed=None
+) -> dict:
   """Draws the params of a pair of views (every leaf gets a leading axis of 2).
 
   Args:
@@ -56,13 +57,15 @@ def _views_jit(key, params, labels, config, shared_spatial, seeds, image):
   keys = jax.random.split(key, 2)
   if shared_spatial:
     # The views' anatomy is shared as a multi-contrast sample's channels are.
-    return channels.render_aligned(rendering.render, keys, params, 0, labels, config, seeds,
-                                   image, spatial_key=keys[0])
+    return channels.render_aligned(
+      rendering.render, keys, params, 0, labels, config, seeds, image, spatial_key=keys[0]
+    )
   return jax.vmap(lambda k, p: rendering.render(k, p, labels, config, seeds, image))(keys, params)
 
 
-def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial: bool = True,
-                     seeds=None, image=None):
+def synthesize_views(
+  key, params, labels, config: SynthConfig, *, shared_spatial: bool = True, seeds=None, image=None
+):
   """Renders the two views of a pair from one label map.
 
   View `i` uses `params[i]` and the synthesis key `jax.random.split(key, 2)[i]` for its
@@ -86,10 +89,12 @@ def synthesize_views(key, params, labels, config: SynthConfig, *, shared_spatial
   """
   import jax.numpy as jnp
   import numpy as np
+
   if not isinstance(labels, jax.Array):
     labels = jnp.asarray(np.asarray(labels))
   labelmaps.check_labels(labels, config)
   template = sampling.params_template(config)
-  params = {s: {n: jnp.asarray(params[s][n], template[s][n].dtype) for n in template[s]}
-            for s in template}
+  params = {
+    s: {n: jnp.asarray(params[s][n], template[s][n].dtype) for n in template[s]} for s in template
+  }
   return _views_jit(key, params, labels, config, bool(shared_spatial), seeds, image)

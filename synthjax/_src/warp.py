@@ -52,8 +52,12 @@ def spline_prefilter_matrix(n: int) -> np.ndarray:
 def _cubic_weights(t):
   """Cubic B-spline weights of the samples at offsets -1, 0, 1, 2 from `floor(x)`."""
   s = 1.0 - t
-  return (s ** 3 / 6.0, (3.0 * t ** 3 - 6.0 * t ** 2 + 4.0) / 6.0,
-          (-3.0 * t ** 3 + 3.0 * t ** 2 + 3.0 * t + 1.0) / 6.0, t ** 3 / 6.0)
+  return (
+    s**3 / 6.0,
+    (3.0 * t**3 - 6.0 * t**2 + 4.0) / 6.0,
+    (-3.0 * t**3 + 3.0 * t**2 + 3.0 * t + 1.0) / 6.0,
+    t**3 / 6.0,
+  )
 
 
 def sample_cubic(volume: jax.Array, coords, *, cval=0.0) -> jax.Array:
@@ -115,8 +119,9 @@ def _deform_key(key):
 
 def _map_dtype(params, config):
   """float64 for float64 spatial params (x64), so gradients can be checked in float64."""
-  return precision.float_dtype(*jax.tree.leaves(
-      {s.name: params[s.name] for s in registry.in_phase(config, "spatial")}))
+  return precision.float_dtype(
+    *jax.tree.leaves({s.name: params[s.name] for s in registry.in_phase(config, "spatial")})
+  )
 
 
 def _sample_channels(volume, coords, order, cval):
@@ -127,15 +132,17 @@ def _sample_channels(volume, coords, order, cval):
 
 @functools.partial(jax.jit, static_argnames=("config", "order"))
 def _warp_jit(key, params, volume, config, order, cval):
-  coords = geometry.coordinate_components(_deform_key(key), params, config, volume.shape[-3:],
-                                          dtype=_map_dtype(params, config))
+  coords = geometry.coordinate_components(
+    _deform_key(key), params, config, volume.shape[-3:], dtype=_map_dtype(params, config)
+  )
   return _sample_channels(volume, coords, order, cval)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "order", "in_shape"))
 def _unwarp_jit(key, params, volume, config, order, in_shape, cval):
-  coords = geometry.inverse_coordinate_map(_deform_key(key), params, config, in_shape,
-                                           dtype=_map_dtype(params, config))
+  coords = geometry.inverse_coordinate_map(
+    _deform_key(key), params, config, in_shape, dtype=_map_dtype(params, config)
+  )
   return _sample_channels(volume, coords, order, cval)
 
 
@@ -146,12 +153,15 @@ def _check(config, order, volume, grid: str):
     raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
   volume = jnp.asarray(volume)
   if volume.ndim not in (3, 4):
-    raise ValueError(f"volume must be (X, Y, Z) or (C, X, Y, Z) on the {grid} grid, got "
-                     f"shape {volume.shape}")
-  if order > 0 and not (jnp.issubdtype(volume.dtype, jnp.floating)
-                        or jnp.issubdtype(volume.dtype, jnp.integer)):
-    raise TypeError(f"volume of dtype {volume.dtype} cannot be interpolated (order "
-                    f"{order}); use order=0")
+    raise ValueError(
+      f"volume must be (X, Y, Z) or (C, X, Y, Z) on the {grid} grid, got shape {volume.shape}"
+    )
+  if order > 0 and not (
+    jnp.issubdtype(volume.dtype, jnp.floating) or jnp.issubdtype(volume.dtype, jnp.integer)
+  ):
+    raise TypeError(
+      f"volume of dtype {volume.dtype} cannot be interpolated (order {order}); use order=0"
+    )
   return volume
 
 
@@ -187,12 +197,12 @@ def warp(key, params, volume, config: SynthConfig, *, order: int = 1, cval=0.0) 
     (32, 32, 32)
   """
   volume = _check(config, order, volume, "labels'")
-  return _warp_jit(key, sampling.as_device_params(params, config), volume, config, order,
-                   cval)
+  return _warp_jit(key, sampling.as_device_params(params, config), volume, config, order, cval)
 
 
-def unwarp(key, params, volume, config: SynthConfig, *, in_shape, order: int = 1,
-           cval=0.0) -> jax.Array:
+def unwarp(
+  key, params, volume, config: SynthConfig, *, in_shape, order: int = 1, cval=0.0
+) -> jax.Array:
   """Maps a volume on the output grid back to the input grid: the inverse of `warp`.
 
   The coordinate map is inverted exactly in its affine part (and the flip) and, for the
@@ -215,10 +225,13 @@ def unwarp(key, params, volume, config: SynthConfig, *, in_shape, order: int = 1
   if len(in_shape) != 3 or min(in_shape) < 1:
     raise ValueError(f"in_shape must be three positive sizes, got {in_shape}")
   if volume.shape[-3:] != tuple(config.shape):
-    raise ValueError(f"volume has spatial shape {volume.shape[-3:]}, expected the output "
-                     f"grid {tuple(config.shape)}")
-  return _unwarp_jit(key, sampling.as_device_params(params, config), volume, config, order,
-                     in_shape, cval)
+    raise ValueError(
+      f"volume has spatial shape {volume.shape[-3:]}, expected the output "
+      f"grid {tuple(config.shape)}"
+    )
+  return _unwarp_jit(
+    key, sampling.as_device_params(params, config), volume, config, order, in_shape, cval
+  )
 
 
 def tta_predict(key, fn, image, config: SynthConfig, *, n: int, order: int = 1) -> jax.Array:
@@ -256,8 +269,9 @@ def tta_predict(key, fn, image, config: SynthConfig, *, n: int, order: int = 1) 
     # the mapped-back ones undoes that.
     channels = pred.reshape((-1,) + tuple(config.shape))
     ones = jnp.ones((1,) + tuple(config.shape), channels.dtype)
-    back = unwarp(k_warp, params, jnp.concatenate([channels, ones]), config,
-                  in_shape=image.shape, order=order)
+    back = unwarp(
+      k_warp, params, jnp.concatenate([channels, ones]), config, in_shape=image.shape, order=order
+    )
     total = total + back[:-1].reshape(pred.shape[:-3] + image.shape)
     seen = seen + back[-1]
   return jnp.where(seen > 0, total / jnp.where(seen > 0, seen, 1.0), 0.0)

@@ -19,9 +19,11 @@ from synthjax._src.pytypes import PathLike
 
 def shard_patterns(path: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
   base = re.escape(os.path.basename(path))
-  return (re.compile(base + r"\.(\d{5,})\.array_record"),
-          re.compile(base + r"\.(\d{5,})\.indices\.json"),
-          re.compile(base + r"\.partial-(\d{5,})"))
+  return (
+    re.compile(base + r"\.(\d{5,})\.array_record"),
+    re.compile(base + r"\.(\d{5,})\.indices\.json"),
+    re.compile(base + r"\.partial-(\d{5,})"),
+  )
 
 
 def _complete_shards(path) -> dict[int, str]:
@@ -29,17 +31,21 @@ def _complete_shards(path) -> dict[int, str]:
   pattern = shard_patterns(path)[0]
   if not os.path.isdir(folder):
     return {}
-  return {int(m.group(1)): os.path.join(folder, name) for name in os.listdir(folder)
-          if (m := pattern.fullmatch(name))}
+  return {
+    int(m.group(1)): os.path.join(folder, name)
+    for name in os.listdir(folder)
+    if (m := pattern.fullmatch(name))
+  }
 
 
 def _index_path(shard_path):
-  return shard_path[:-len(".array_record")] + ".indices.json"
+  return shard_path[: -len(".array_record")] + ".indices.json"
 
 
 def _shard_indices(shard_path) -> list[int]:
   """The sample indices of a complete shard, in record order."""
   from array_record.python import array_record_module  # pyright: ignore[reportAttributeAccessIssue]
+
   reader = array_record_module.ArrayRecordReader(shard_path)
   try:
     n = reader.num_records()
@@ -88,8 +94,9 @@ class ArrayRecordWriter(Writer):
     (6, 5.0)
   """
 
-  def __init__(self, path: PathLike, *, overwrite: bool = False, group_size: int = 1,
-               shard_size: int = 64) -> None:
+  def __init__(
+    self, path: PathLike, *, overwrite: bool = False, group_size: int = 1, shard_size: int = 64
+  ) -> None:
     if group_size < 1 or shard_size < 1:
       raise ValueError(f"group_size and shard_size must be >= 1, got {group_size}, {shard_size}")
     self.path = os.fspath(path)
@@ -114,8 +121,9 @@ class ArrayRecordWriter(Writer):
 
   def done(self) -> set[int]:
     """Returns the indices of the samples in complete shards (not those of the open shard)."""
-    self._done = {i: p for _, p in sorted(_complete_shards(self.path).items())
-                  for i in _shard_indices(p)}
+    self._done = {
+      i: p for _, p in sorted(_complete_shards(self.path).items()) for i in _shard_indices(p)
+    }
     return set(self._done)
 
   def write(self, sample: dict[str, Any]) -> None:
@@ -130,8 +138,10 @@ class ArrayRecordWriter(Writer):
     record = encode_record(sample)
     index = operator.index(sample["index"])
     if index in self._done:
-      raise FileExistsError(f"{self._done[index]}: already holds sample {index} (pass "
-                            "overwrite=True to the writer to start a new dataset)")
+      raise FileExistsError(
+        f"{self._done[index]}: already holds sample {index} (pass "
+        "overwrite=True to the writer to start a new dataset)"
+      )
     if index in self._open:
       raise FileExistsError(f"{self._partial}: sample {index} was already written to this shard")
     writer = self._writer if self._writer is not None else self._open_shard()
@@ -170,18 +180,21 @@ class ArrayRecordWriter(Writer):
       path = os.path.join(self._folder, name)
       m = index_re.fullmatch(name)
       if (partial_re.fullmatch(name) and path != self._partial) or (
-          m and int(m.group(1)) not in shards):
+        m and int(m.group(1)) not in shards
+      ):
         os.remove(path)
         removed.append(path)
     return removed
 
   def _open_shard(self) -> Any:
     from array_record.python import array_record_module  # pyright: ignore[reportAttributeAccessIssue]
+
     self._partial = f"{self.path}.partial-{self._next_shard:05d}"
     if os.path.exists(self._partial):
       os.remove(self._partial)  # left by a killed run
-    self._writer = array_record_module.ArrayRecordWriter(self._partial,
-                                                         f"group_size:{self.group_size}")
+    self._writer = array_record_module.ArrayRecordWriter(
+      self._partial, f"group_size:{self.group_size}"
+    )
     if not self._writer.ok():
       raise OSError(f"{self._partial}: cannot open for writing")
     return self._writer
@@ -193,8 +206,7 @@ class ArrayRecordWriter(Writer):
     self._writer = None
     final = f"{self.path}.{self._next_shard:05d}.array_record"
     # Index file first: a shard with its final name then always has one.
-    nifti.write_text_atomic(_index_path(final), json.dumps({"indices": self._open}),
-                            overwrite=True)
+    nifti.write_text_atomic(_index_path(final), json.dumps({"indices": self._open}), overwrite=True)
     os.replace(self._partial, final)
     self._done.update((i, final) for i in self._open)
     self._open, self._partial = [], None
@@ -204,8 +216,10 @@ class ArrayRecordWriter(Writer):
     self.abort()
 
   def __repr__(self):
-    return (f"ArrayRecordWriter({self.path!r}, overwrite={self.overwrite}, "
-            f"group_size={self.group_size}, shard_size={self.shard_size})")
+    return (
+      f"ArrayRecordWriter({self.path!r}, overwrite={self.overwrite}, "
+      f"group_size={self.group_size}, shard_size={self.shard_size})"
+    )
 
 
 def _resolve_shards(path_or_glob) -> list[str]:
@@ -225,8 +239,9 @@ def _resolve_shards(path_or_glob) -> list[str]:
     return [pattern]
   shards = _complete_shards(pattern)
   if not shards:
-    raise FileNotFoundError(f"{pattern}: no such file and no complete shard "
-                            f"{pattern}.NNNNN.array_record")
+    raise FileNotFoundError(
+      f"{pattern}: no such file and no complete shard {pattern}.NNNNN.array_record"
+    )
   return [shards[k] for k in sorted(shards)]
 
 
@@ -241,6 +256,7 @@ class ArrayRecordSamples:
   Attributes:
     source: the underlying `grain.sources.ArrayRecordDataSource` of raw records.
   """
+
   source: Any
 
   @property
@@ -263,8 +279,9 @@ class ArrayRecordSamples:
     return f"ArrayRecordSamples({len(self)} samples in {len(self.source.paths)} shard(s))"
 
 
-def read_arrayrecord(path_or_glob: PathLike, *, reader_options: dict[str, Any] | None = None
-                     ) -> ArrayRecordSamples:
+def read_arrayrecord(
+  path_or_glob: PathLike, *, reader_options: dict[str, Any] | None = None
+) -> ArrayRecordSamples:
   """Opens written samples as a Grain data source of decoded dicts.
 
   Args:
@@ -292,5 +309,6 @@ def read_arrayrecord(path_or_glob: PathLike, *, reader_options: dict[str, Any] |
     (8, 8, 8)
   """
   import grain  # only readers pay for importing Grain
+
   paths = _resolve_shards(path_or_glob)
   return ArrayRecordSamples(grain.sources.ArrayRecordDataSource(paths, reader_options))

@@ -51,8 +51,10 @@ def _check_sizes(patch_size, overlap):
   if min(over) < 0:
     raise ValueError(f"overlap must be non-negative along every axis, got {over}")
   if any(o >= p for o, p in zip(over, patch)):
-    raise ValueError(f"overlap must be smaller than patch_size along every axis, got "
-                     f"overlap={over} and patch_size={patch}")
+    raise ValueError(
+      f"overlap must be smaller than patch_size along every axis, got "
+      f"overlap={over} and patch_size={patch}"
+    )
   return patch, over
 
 
@@ -66,8 +68,9 @@ def _axis_starts(size, patch, step):
   return starts
 
 
-def grid_patches(volume: np.ndarray, patch_size: Size3, overlap: Size3 = 0, *,
-                 pad_value: float = 0) -> tuple[np.ndarray, np.ndarray]:
+def grid_patches(
+  volume: np.ndarray, patch_size: Size3, overlap: Size3 = 0, *, pad_value: float = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """Cuts a volume into a grid of overlapping patches that covers every voxel.
 
   Along each axis patches start at `0, step, 2 * step, ...` with `step = patch_size -
@@ -107,8 +110,7 @@ def grid_patches(volume: np.ndarray, patch_size: Size3, overlap: Size3 = 0, *,
   """
   volume = np.asarray(volume)
   if volume.ndim < 3:
-    raise ValueError(f"volume must have shape (X, Y, Z) or (X, Y, Z, C...), got "
-                     f"{volume.shape}")
+    raise ValueError(f"volume must have shape (X, Y, Z) or (X, Y, Z, C...), got {volume.shape}")
   patch, over = _check_sizes(patch_size, overlap)
   spatial = volume.shape[:3]
   if min(spatial) < 1:
@@ -121,7 +123,7 @@ def grid_patches(volume: np.ndarray, patch_size: Size3, overlap: Size3 = 0, *,
   origins = np.array(list(itertools.product(*starts)), np.int64).reshape(-1, 3)
   patches = np.empty((len(origins),) + patch + volume.shape[3:], volume.dtype)
   for i, (x, y, z) in enumerate(origins):
-    patches[i] = volume[x:x + patch[0], y:y + patch[1], z:z + patch[2]]
+    patches[i] = volume[x : x + patch[0], y : y + patch[1], z : z + patch[2]]
   return patches, origins
 
 
@@ -147,13 +149,20 @@ def _scales(sigma_scale):
   if scales.size == 1:
     scales = np.repeat(scales, 3)
   if scales.size != 3 or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-    raise ValueError(f"sigma_scale must be a positive float or a 3-tuple of positive "
-                     f"floats, got {sigma_scale!r}")
+    raise ValueError(
+      f"sigma_scale must be a positive float or a 3-tuple of positive floats, got {sigma_scale!r}"
+    )
   return tuple(scales.tolist())
 
 
-def assemble(patches: np.ndarray, origins: np.ndarray, shape: Sequence[int],
-             mode: str = "average", *, sigma_scale: float = 0.125) -> np.ndarray:
+def assemble(
+  patches: np.ndarray,
+  origins: np.ndarray,
+  shape: Sequence[int],
+  mode: str = "average",
+  *,
+  sigma_scale: float = 0.125,
+) -> np.ndarray:
   """Blends patches (e.g. per-patch predictions) back into one volume.
 
   Each voxel gets the weighted mean of the patch values that cover it: weight 1 for
@@ -205,19 +214,23 @@ def assemble(patches: np.ndarray, origins: np.ndarray, shape: Sequence[int],
   if origins.ndim != 2 or origins.shape[1] != 3:
     raise ValueError(f"origins must have shape (N, 3), got {origins.shape}")
   if len(origins) != len(patches):
-    raise ValueError(f"got {len(patches)} patches but {len(origins)} origins; "
-                     f"they must match one to one")
+    raise ValueError(
+      f"got {len(patches)} patches but {len(origins)} origins; they must match one to one"
+    )
   if origins.size and not np.issubdtype(origins.dtype, np.integer):
     raise ValueError(f"origins must be integers, got dtype {origins.dtype}")
   if np.any(origins < 0):
-    raise ValueError(f"origins must be non-negative, got {origins.min(axis=0).tolist()} "
-                     f"as per-axis minimum")
+    raise ValueError(
+      f"origins must be non-negative, got {origins.min(axis=0).tolist()} as per-axis minimum"
+    )
   shape = _triple(shape, "shape")
   if min(shape) < 1:
     raise ValueError(f"shape must be positive along every axis, got {shape}")
   if len(origins) and not np.any(np.all(origins < np.asarray(shape), axis=1)):
-    raise ValueError(f"no patch covers any voxel of the volume of shape {shape}: every origin "
-                     f"lies outside it (e.g. {origins[0].tolist()})")
+    raise ValueError(
+      f"no patch covers any voxel of the volume of shape {shape}: every origin "
+      f"lies outside it (e.g. {origins[0].tolist()})"
+    )
 
   patch_shape = patches.shape[1:4]
   channels = patches.shape[4:]
@@ -245,8 +258,7 @@ def assemble(patches: np.ndarray, origins: np.ndarray, shape: Sequence[int],
   for patch, (dst, src) in zip(patches, regions):
     values, ref = patch[src], reference[dst]
     # Equal values deviate by exactly 0, also where they are infinite (inf - inf is nan).
-    deviation = np.subtract(values, ref, out=np.zeros(ref.shape, acc_dtype),
-                            where=values != ref)
+    deviation = np.subtract(values, ref, out=np.zeros(ref.shape, acc_dtype), where=values != ref)
     numer[dst] += weights[src] * deviation
     denom[dst] += weights[src]
   blended = reference + np.divide(numer, denom, out=np.zeros_like(numer), where=denom > 0)
@@ -257,9 +269,17 @@ def assemble(patches: np.ndarray, origins: np.ndarray, shape: Sequence[int],
   return blended.astype(patches.dtype)
 
 
-def sliding_window(fn: Callable[[Any], Any], volume: np.ndarray, patch_size: Size3,
-                   overlap: Size3 = 0, *, batch_size: int = 4, mode: str = "gaussian",
-                   sigma_scale: float = 0.125, pad_value: float = 0) -> np.ndarray:
+def sliding_window(
+  fn: Callable[[Any], Any],
+  volume: np.ndarray,
+  patch_size: Size3,
+  overlap: Size3 = 0,
+  *,
+  batch_size: int = 4,
+  mode: str = "gaussian",
+  sigma_scale: float = 0.125,
+  pad_value: float = 0,
+) -> np.ndarray:
   """Runs a JAX function patch-wise over a volume and blends the outputs.
 
   The volume is cut with `grid_patches`, `fn` runs on batches of exactly `batch_size`
@@ -307,15 +327,16 @@ def sliding_window(fn: Callable[[Any], Any], volume: np.ndarray, patch_size: Siz
   patches, origins = grid_patches(volume, patch_size, overlap, pad_value=pad_value)
   outputs = []
   for start in range(0, len(patches), batch_size):
-    batch = patches[start:start + batch_size]
+    batch = patches[start : start + batch_size]
     n = len(batch)
     if n < batch_size:
       filler = np.zeros((batch_size - n,) + batch.shape[1:], batch.dtype)
       batch = np.concatenate([batch, filler])
     out = np.asarray(fn(jnp.asarray(batch)))
     if out.ndim < 4 or out.shape[:4] != batch.shape[:4]:
-      raise ValueError(f"fn must map (B, px, py, pz[, C]) to (B, px, py, pz[, C']); "
-                       f"got {batch.shape} -> {out.shape}")
+      raise ValueError(
+        f"fn must map (B, px, py, pz[, C]) to (B, px, py, pz[, C']); "
+        f"got {batch.shape} -> {out.shape}"
+      )
     outputs.append(out[:n])
-  return assemble(np.concatenate(outputs), origins, volume.shape[:3], mode,
-                  sigma_scale=sigma_scale)
+  return assemble(np.concatenate(outputs), origins, volume.shape[:3], mode, sigma_scale=sigma_scale)

@@ -61,9 +61,11 @@ class NiftiWriter(Writer):
     self.overwrite = bool(overwrite)
     self.max_pending = int(max_pending)
     os.makedirs(self.folder, exist_ok=True)
-    self._pool = (concurrent.futures.ThreadPoolExecutor(self.max_pending,
-                                                        thread_name_prefix="synthjax-nifti")
-                  if self.max_pending else None)
+    self._pool = (
+      concurrent.futures.ThreadPoolExecutor(self.max_pending, thread_name_prefix="synthjax-nifti")
+      if self.max_pending
+      else None
+    )
     self._pending: dict[int, concurrent.futures.Future] = {}
     self._errors: list[BaseException] = []
     self._closed = False
@@ -99,27 +101,32 @@ class NiftiWriter(Writer):
     json_path = self.paths(index)[2]
     if index in self._pending:
       if not self.overwrite:
-        raise FileExistsError(f"{json_path}: sample {index} is already queued for writing "
-                              "(pass overwrite=True to replace it)")
+        raise FileExistsError(
+          f"{json_path}: sample {index} is already queued for writing "
+          "(pass overwrite=True to replace it)"
+        )
       # The later write must land last.
       concurrent.futures.wait([self._pending[index]])
       self._reap()
       self._raise_errors()
     replace = os.path.exists(json_path)
     if replace and not self.overwrite:
-      raise FileExistsError(f"{json_path}: sample {index} exists "
-                            "(pass overwrite=True to replace it)")
+      raise FileExistsError(
+        f"{json_path}: sample {index} exists (pass overwrite=True to replace it)"
+      )
     if self._pool is None:
       self._write_files(index, image, seg, affine, text, replace)
       return
     while len(self._pending) >= self.max_pending:
-      concurrent.futures.wait(self._pending.values(),
-                              return_when=concurrent.futures.FIRST_COMPLETED)
+      concurrent.futures.wait(
+        self._pending.values(), return_when=concurrent.futures.FIRST_COMPLETED
+      )
       self._reap()
     self._raise_errors()
     # Copies, so that the caller may reuse or mutate its buffers while the write is queued.
-    self._pending[index] = self._pool.submit(self._write_files, index, np.array(image),
-                                             np.array(seg), affine.copy(), text, replace)
+    self._pending[index] = self._pool.submit(
+      self._write_files, index, np.array(image), np.array(seg), affine.copy(), text, replace
+    )
 
   def flush(self) -> None:
     """Waits for all queued writes; re-raises the first write error."""
@@ -189,13 +196,14 @@ class NiftiWriter(Writer):
     try:
       self.close()
     except Exception as e:  # noqa: BLE001
-      warnings.warn(f"NiftiWriter({self.folder!r}): a queued write also failed: {e!r}",
-                    stacklevel=2)
+      warnings.warn(
+        f"NiftiWriter({self.folder!r}): a queued write also failed: {e!r}", stacklevel=2
+      )
 
   def __repr__(self):
-    return (f"NiftiWriter({self.folder!r}, overwrite={self.overwrite}, "
-            f"max_pending={self.max_pending})")
-
+    return (
+      f"NiftiWriter({self.folder!r}, overwrite={self.overwrite}, max_pending={self.max_pending})"
+    )
 
 
 class NiftiFilesWriter(Writer):
@@ -231,6 +239,7 @@ class NiftiFilesWriter(Writer):
   def write(self, sample: dict) -> None:
     """Writes the sample's files, then its params JSON (replacing existing ones)."""
     import json
+
     for path, (array, affine) in sample["files"].items():
       nifti.save_nifti(path, array, affine, overwrite=True)
     stem = os.path.join(self.folder, f"sample_{int(sample['index']):05d}")
@@ -251,6 +260,8 @@ def _nifti_seg(index, seg):
     return seg
   info = np.iinfo(np.int32)
   if seg.size and (seg.min() < info.min or seg.max() > info.max):
-    raise ValueError(f"sample {index}: seg values [{seg.min()}, {seg.max()}] do not fit "
-                     "int32, the widest integer NIfTI readers accept")
+    raise ValueError(
+      f"sample {index}: seg values [{seg.min()}, {seg.max()}] do not fit "
+      "int32, the widest integer NIfTI readers accept"
+    )
   return seg.astype(np.int32)

@@ -59,8 +59,11 @@ _log = logging.getLogger("synthjax.data")
 def _as_size(patch_size: Size3 | None) -> tuple[int, ...] | None:
   if patch_size is None:
     return None
-  size = ((int(patch_size),) * 3 if isinstance(patch_size, (int, float, np.integer, np.floating))
-          else tuple(int(p) for p in patch_size))
+  size = (
+    (int(patch_size),) * 3
+    if isinstance(patch_size, (int, float, np.integer, np.floating))
+    else tuple(int(p) for p in patch_size)
+  )
   if len(size) != 3 or min(size) < 1:
     raise ValueError(f"patch_size must be a positive int or 3 ints, got {patch_size}")
   return size
@@ -73,6 +76,7 @@ class ExtractPatches(grain.transforms.Map):
   Holds a small per-process cache (the last volume and its full label map) so the
   `patches_per_volume` consecutive samples of a volume read it once per worker.
   """
+
   source: RandomAccessSource
   patch_size: tuple | None
   patches_per_volume: int
@@ -125,10 +129,15 @@ class ExtractPatches(grain.transforms.Map):
     shape = tuple(element["shape"])
     size = self.patch_size or shape
     rng = np.random.default_rng([self.seed, _STREAM_PATCH, int(j)])
-    origin = (np.zeros(3, np.int64) if self.patch_size is None
-              else self.sampler.origin(rng, element, size))
-    out = {"index": np.int64(j), "volume": np.int64(v), "origin": origin.astype(np.int32),
-           "key": keys_lib.sample_key_data(self.seed, j)}
+    origin = (
+      np.zeros(3, np.int64) if self.patch_size is None else self.sampler.origin(rng, element, size)
+    )
+    out = {
+      "index": np.int64(j),
+      "volume": np.int64(v),
+      "origin": origin.astype(np.int32),
+      "key": keys_lib.sample_key_data(self.seed, j),
+    }
     if element.get("labels_full") is not None:
       out["labels"] = extract_patch(element["labels_full"], origin, size, pad_value=self.pad_label)
     elif element["labels"] is not None:
@@ -180,8 +189,12 @@ def _has_images(source) -> bool:
   return True
 
 
-def batch_nbytes(source: RandomAccessSource, patch_size: Size3 | None, batch_size: int,
-                 transforms: Sequence[Any] = ()) -> int:
+def batch_nbytes(
+  source: RandomAccessSource,
+  patch_size: Size3 | None,
+  batch_size: int,
+  transforms: Sequence[Any] = (),
+) -> int:
   """Bytes of one batch of `pipeline(source, patch_size=..., batch_size=...)`.
 
   Counts `labels` (int32), `image` (float32, image sources), `index`, `volume`, `origin`
@@ -305,14 +318,26 @@ class _BatchIterDataset(grain.IterDataset):
     return "BatchIterDataset"
 
 
-def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size: int,
-             seed: int, workers: int = 0, patches_per_volume: int = 1,
-             sampler: PatchSampler | None = None, shuffle: bool = True,
-             num_epochs: int | None = None, drop_remainder: bool = True,
-             shard: tuple[int, int] | None = None, transforms: Sequence[Any] = (),
-             worker_buffer_size: int = 2, pad_label: int = 0,
-             pad_small: bool = False, shm_budget: int | None = None,
-             shm_dir: str | None = None) -> grain.IterDataset:
+def pipeline(
+  source: RandomAccessSource,
+  *,
+  patch_size: Size3 | None,
+  batch_size: int,
+  seed: int,
+  workers: int = 0,
+  patches_per_volume: int = 1,
+  sampler: PatchSampler | None = None,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  drop_remainder: bool = True,
+  shard: tuple[int, int] | None = None,
+  transforms: Sequence[Any] = (),
+  worker_buffer_size: int = 2,
+  pad_label: int = 0,
+  pad_small: bool = False,
+  shm_budget: int | None = None,
+  shm_dir: str | None = None,
+) -> grain.IterDataset:
   """Batches of patches (labels, images where present) with per-sample JAX keys.
 
   Args:
@@ -382,8 +407,10 @@ def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size
   if not 0 <= int(seed) < (1 << 32):
     raise ValueError(f"seed must be in [0, 2**32), got {seed}")
   if batch_size < 1 or patches_per_volume < 1 or workers < 0:
-    raise ValueError(f"batch_size and patches_per_volume must be >= 1 and workers >= 0, got "
-                     f"{batch_size}, {patches_per_volume}, {workers}")
+    raise ValueError(
+      f"batch_size and patches_per_volume must be >= 1 and workers >= 0, got "
+      f"{batch_size}, {patches_per_volume}, {workers}"
+    )
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be >= 1 or None, got {num_epochs}")
   size = _as_size(patch_size)
@@ -394,16 +421,23 @@ def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size
     for d in described:
       shape = tuple(d["shape"])
       if any(n < p for n, p in zip(shape, size)):
-        raise ValueError(f"{d['path']}: volume shape {shape} is smaller than the patch "
-                         f"size {size}; pass pad_small=True to pad it")
+        raise ValueError(
+          f"{d['path']}: volume shape {shape} is smaller than the patch "
+          f"size {size}; pass pad_small=True to pad it"
+        )
   if size is None:
     shapes = {tuple(d["shape"]) for d in described}
     if len(shapes) > 1:
       raise ValueError(f"patch_size=None needs volumes of one shape, got {sorted(shapes)}")
-  extract = ExtractPatches(source=source, patch_size=size,
-                           patches_per_volume=int(patches_per_volume), seed=int(seed),
-                           shuffle=bool(shuffle), sampler=sampler or UniformSampler(),
-                           pad_label=int(pad_label))
+  extract = ExtractPatches(
+    source=source,
+    patch_size=size,
+    patches_per_volume=int(patches_per_volume),
+    seed=int(seed),
+    shuffle=bool(shuffle),
+    sampler=sampler or UniformSampler(),
+    pad_label=int(pad_label),
+  )
   per_epoch = len(source) * int(patches_per_volume)
   total = sys.maxsize if num_epochs is None else per_epoch * int(num_epochs)
   ds = grain.MapDataset.range(total).map(extract)
@@ -427,11 +461,16 @@ def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size
         folder = shm_dir or os.environ.get(SHM_DIR_ENV) or "/dev/shm"
         need = shm_in_flight(workers, 1, nbytes)
         _log.warning(
-            "synthjax pipeline: %d workers need %.0f MB of shared memory (budget %.0f MB of "
-            "%s); running with workers=0 instead. Cure: docker run --shm-size=%dm (or a "
-            "larger emptyDir medium: Memory on /dev/shm in Kubernetes), fewer workers, or "
-            "workers=0.", workers, need / 2**20, budget / 2**20, folder,
-            max(64, 2 ** math.ceil(math.log2(2 * need / 2**20))))
+          "synthjax pipeline: %d workers need %.0f MB of shared memory (budget %.0f MB of "
+          "%s); running with workers=0 instead. Cure: docker run --shm-size=%dm (or a "
+          "larger emptyDir medium: Memory on /dev/shm in Kubernetes), fewer workers, or "
+          "workers=0.",
+          workers,
+          need / 2**20,
+          budget / 2**20,
+          folder,
+          max(64, 2 ** math.ceil(math.log2(2 * need / 2**20))),
+        )
         workers = 0
       else:
         buffer = fits[-1]
@@ -443,19 +482,22 @@ def pipeline(source: RandomAccessSource, *, patch_size: Size3 | None, batch_size
     # as they enter a worker's queue. (`enable_shared_memory_output` would stack them in
     # shared memory, where the worker's read-ahead holds hundreds and, when the workers
     # stop, leaves them behind until the interpreter exits.)
-    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=_WORKER_READ_THREADS,
-                                              prefetch_buffer_size=_WORKER_READ_AHEAD))
+    it = ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=_WORKER_READ_THREADS, prefetch_buffer_size=_WORKER_READ_AHEAD)
+    )
     it = grain.experimental.WithOptionsIterDataset(
-        it, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES))
+      it, grain.experimental.DatasetOptions(min_shm_size=_MIN_SHM_BYTES)
+    )
     # Grain <= 0.2.18 reads an absl flag in mp_prefetch and fails in scripts that do not
     # parse flags (google/grain#1355); the defaults are what such scripts want.
     from absl import flags
+
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=int(workers),
-                                     per_worker_buffer_size=buffer),
-        worker_init_fn=_worker_init)
+      grain.MultiprocessingOptions(num_workers=int(workers), per_worker_buffer_size=buffer),
+      worker_init_fn=_worker_init,
+    )
   else:
     it = ds.to_iter_dataset()
   return _BatchIterDataset(it)

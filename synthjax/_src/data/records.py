@@ -34,11 +34,11 @@ def check_sample(sample: Mapping[str, Any]) -> tuple[int, np.ndarray, np.ndarray
   image, seg = np.asarray(sample["image"]), np.asarray(sample["seg"])
   affine = np.asarray(sample["affine"], np.float64)
   if image.ndim not in (3, 4):
-    raise ValueError(f"sample {index}: image must be 3-D, or 4-D with channels first, got "
-                     f"shape {image.shape}")
+    raise ValueError(
+      f"sample {index}: image must be 3-D, or 4-D with channels first, got shape {image.shape}"
+    )
   if seg.shape != image.shape[-3:]:
-    raise ValueError(f"sample {index}: seg shape {seg.shape} != image shape "
-                     f"{image.shape[-3:]}")
+    raise ValueError(f"sample {index}: seg shape {seg.shape} != image shape {image.shape[-3:]}")
   if not np.issubdtype(seg.dtype, np.integer):
     raise ValueError(f"sample {index}: seg must have an integer dtype, got {seg.dtype}")
   if affine.shape != (4, 4):
@@ -90,10 +90,10 @@ def encode_record(sample: dict[str, Any]) -> bytes:
   index, image, seg, affine, sidecar = check_sample(sample)
   arrays = [np.ascontiguousarray(a) for a in (image, seg, affine)]
   header = {
-      "format": _RECORD_FORMAT,
-      "index": index,
-      "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in zip(_ARRAYS, arrays)],
-      "sidecar": sidecar,
+    "format": _RECORD_FORMAT,
+    "index": index,
+    "arrays": [[name, a.dtype.str, list(a.shape)] for name, a in zip(_ARRAYS, arrays)],
+    "sidecar": sidecar,
   }
   head = sidecar_json(index, header, separators=(",", ":")).encode()
   return b"".join([_MAGIC, len(head).to_bytes(8, "little"), head, *(a.tobytes() for a in arrays)])
@@ -104,7 +104,7 @@ def read_header(record: bytes | memoryview) -> tuple[dict, int]:
   if bytes(record[:8]) != _MAGIC:
     raise ValueError(f"not a synthjax record (starts with {bytes(record[:8])!r})")
   n = int.from_bytes(record[8:16], "little")
-  header = json.loads(bytes(record[16:16 + n]))
+  header = json.loads(bytes(record[16 : 16 + n]))
   if header.get("format") != _RECORD_FORMAT:
     raise ValueError(f"unsupported record format {header.get('format')!r}")
   return header, 16 + n
@@ -136,8 +136,10 @@ def decode_record(record: bytes) -> dict[str, Any]:
     dtype = np.dtype(dtype)
     count = int(np.prod(shape, dtype=np.int64))
     if offset + count * dtype.itemsize > len(record):
-      raise ValueError(f"truncated record: {name} needs bytes up to "
-                       f"{offset + count * dtype.itemsize}, record has {len(record)}")
+      raise ValueError(
+        f"truncated record: {name} needs bytes up to "
+        f"{offset + count * dtype.itemsize}, record has {len(record)}"
+      )
     # The copy makes the array writable and aligned (a view of bytes is neither).
     out[name] = np.frombuffer(record, dtype, count, offset).reshape(shape).copy()
     offset += count * dtype.itemsize

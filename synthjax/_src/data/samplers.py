@@ -40,10 +40,12 @@ def _centre_from_weights(rng, weights):
 @dataclasses.dataclass(frozen=True)
 class UniformSampler:
   """Patches anywhere in the volume with equal probability (TorchIO `UniformSampler`)."""
+
   needs_full_labels = False
 
-  def origin(self, rng: np.random.Generator, element: Mapping[str, Any],
-             patch_size: Sequence[int]) -> np.ndarray:
+  def origin(
+    self, rng: np.random.Generator, element: Mapping[str, Any], patch_size: Sequence[int]
+  ) -> np.ndarray:
     shape = element["shape"]
     out = []
     for n, p in zip(shape, patch_size):
@@ -65,6 +67,7 @@ class LabelSampler:
     label_probabilities: label value -> probability; `None` gives every present label
       the same probability.
   """
+
   label_probabilities: Mapping[int, float] | None = None
   needs_full_labels = True
 
@@ -72,12 +75,14 @@ class LabelSampler:
     if self.label_probabilities is not None:
       probs = {int(k): float(v) for k, v in dict(self.label_probabilities).items()}
       if any(v < 0 for v in probs.values()) or sum(probs.values()) <= 0:
-        raise ValueError(f"label_probabilities must be non-negative with a positive sum, "
-                         f"got {probs}")
+        raise ValueError(
+          f"label_probabilities must be non-negative with a positive sum, got {probs}"
+        )
       object.__setattr__(self, "label_probabilities", tuple(sorted(probs.items())))
 
-  def origin(self, rng: np.random.Generator, element: Mapping[str, Any],
-             patch_size: Sequence[int]) -> np.ndarray:
+  def origin(
+    self, rng: np.random.Generator, element: Mapping[str, Any], patch_size: Sequence[int]
+  ) -> np.ndarray:
     labels = element["labels_full"]
     present = np.unique(labels)
     if self.label_probabilities is None:
@@ -88,8 +93,10 @@ class LabelSampler:
       values = np.asarray([v for v in present if table.get(int(v), 0.0) > 0])
       probs = np.asarray([table[int(v)] for v in values])
       if values.size == 0:
-        raise ValueError(f"{element['path']}: none of the labels "
-                         f"{sorted(k for k, v in table.items() if v > 0)} is present")
+        raise ValueError(
+          f"{element['path']}: none of the labels "
+          f"{sorted(k for k, v in table.items() if v > 0)} is present"
+        )
     label = values[rng.choice(len(values), p=probs / probs.sum())]
     voxels = np.flatnonzero(labels == label)
     centre = np.unravel_index(voxels[rng.integers(len(voxels))], labels.shape)
@@ -105,21 +112,29 @@ class WeightedSampler:
       map read from disk, or a function of `element["labels_full"]`). Must pickle (a
       module-level function or a dataclass) when Grain workers are used.
   """
+
   weights: Callable
   needs_full_labels = True
 
-  def origin(self, rng: np.random.Generator, element: Mapping[str, Any],
-             patch_size: Sequence[int]) -> np.ndarray:
+  def origin(
+    self, rng: np.random.Generator, element: Mapping[str, Any], patch_size: Sequence[int]
+  ) -> np.ndarray:
     w = np.asarray(self.weights(element))
     if w.shape != tuple(element["shape"]):
-      raise ValueError(f"{element['path']}: weight map shape {w.shape} differs from the "
-                       f"volume shape {tuple(element['shape'])}")
+      raise ValueError(
+        f"{element['path']}: weight map shape {w.shape} differs from the "
+        f"volume shape {tuple(element['shape'])}"
+      )
     return _clip_origin(_centre_from_weights(rng, w), w.shape, patch_size)
 
 
-def extract_patch(volume: Any, origin: Sequence[int] | np.ndarray | jax.Array,
-                  patch_size: Sequence[int], *,
-                  pad_value: float = 0) -> np.ndarray:
+def extract_patch(
+  volume: Any,
+  origin: Sequence[int] | np.ndarray | jax.Array,
+  patch_size: Sequence[int],
+  *,
+  pad_value: float = 0,
+) -> np.ndarray:
   """Reads `volume[origin : origin + patch_size]`, padding where it leaves the volume.
 
   `volume` is a numpy array or a lazy `Volume` (only the overlapping region is read).

@@ -40,8 +40,9 @@ def _stem(path: str) -> str:
   return name
 
 
-def seed_map_paths(label_path: PathLike, seeds_root: PathLike, *, num_subclusters: int = 6,
-                   num_meta: int = 4) -> dict[tuple[int, int], str]:
+def seed_map_paths(
+  label_path: PathLike, seeds_root: PathLike, *, num_subclusters: int = 6, num_meta: int = 4
+) -> dict[tuple[int, int], str]:
   """Finds the seed files of a label map: `{(K, M): path}` for K <= num_subclusters.
 
   Raises:
@@ -56,20 +57,27 @@ def seed_map_paths(label_path: PathLike, seeds_root: PathLike, *, num_subcluster
   for k in range(1, num_subclusters + 1):
     folder = os.path.join(seeds_root, f"subclasses_{k}")
     for m in range(1, num_meta + 1):
-      hits = sorted(p for ext in _EXTENSIONS for p in glob.glob(
+      hits = sorted(
+        p
+        for ext in _EXTENSIONS
+        for p in glob.glob(
           os.path.join(glob.escape(folder), "**", f"{glob.escape(stem)}_mlabel_{m}{ext}"),
-          recursive=True))
+          recursive=True,
+        )
+      )
       if not hits:
-        raise FileNotFoundError(f"{folder}: no seed map {stem}_mlabel_{m}.nii.gz for "
-                                f"{label_path} (K={k}, meta-label {m})")
+        raise FileNotFoundError(
+          f"{folder}: no seed map {stem}_mlabel_{m}.nii.gz for {label_path} (K={k}, meta-label {m})"
+        )
       if len(hits) > 1:
         raise ValueError(f"{folder}: several seed maps for {stem}_mlabel_{m}: {hits}")
       out[(k, m)] = hits[0]
   return out
 
 
-def load_seed_maps(label_path: PathLike, seeds_root: PathLike, *, num_subclusters: int = 6,
-                   num_meta: int = 4) -> np.ndarray:
+def load_seed_maps(
+  label_path: PathLike, seeds_root: PathLike, *, num_subclusters: int = 6, num_meta: int = 4
+) -> np.ndarray:
   """Reads and stacks a label map's seed maps for `synthesize(..., seeds=...)`.
 
   Args:
@@ -86,8 +94,7 @@ def load_seed_maps(label_path: PathLike, seeds_root: PathLike, *, num_subcluster
     the label map, overlapping meta-labels, or values that are not `10 * M + k` with
     `k < K`.
   """
-  paths = seed_map_paths(label_path, seeds_root, num_subclusters=num_subclusters,
-                         num_meta=num_meta)
+  paths = seed_map_paths(label_path, seeds_root, num_subclusters=num_subclusters, num_meta=num_meta)
   shape = None
   if os.path.exists(os.fspath(label_path)):
     shape = tuple(nifti.load_image(os.fspath(label_path)).shape[:3])
@@ -99,8 +106,10 @@ def load_seed_maps(label_path: PathLike, seeds_root: PathLike, *, num_subcluster
       if shape is None:
         shape = data.shape
       if data.shape != shape:
-        raise ValueError(f"{path}: seed map shape {data.shape} differs from the label map "
-                         f"{label_path} shape {shape}")
+        raise ValueError(
+          f"{path}: seed map shape {data.shape} differs from the label map "
+          f"{label_path} shape {shape}"
+        )
       if stacked is None:
         stacked = np.zeros((num_subclusters,) + shape, np.int8)
       values = np.unique(data)
@@ -110,12 +119,16 @@ def load_seed_maps(label_path: PathLike, seeds_root: PathLike, *, num_subcluster
       layer = stacked[k - 1]
       overlap = (layer != 0) & (data != 0)
       if overlap.any():
-        raise ValueError(f"{path}: {int(overlap.sum())} voxels already belong to another "
-                         f"meta-label in subclasses_{k}")
+        raise ValueError(
+          f"{path}: {int(overlap.sum())} voxels already belong to another "
+          f"meta-label in subclasses_{k}"
+        )
       layer[data != 0] = data[data != 0]
   if stacked is None:  # no (K, M) pair to read
-    raise ValueError(f"{label_path}: num_subclusters and num_meta must be at least 1, got "
-                     f"{num_subclusters} and {num_meta}")
+    raise ValueError(
+      f"{label_path}: num_subclusters and num_meta must be at least 1, got "
+      f"{num_subclusters} and {num_meta}"
+    )
   return stacked
 
 
@@ -140,6 +153,7 @@ class SeedPatches(grain.transforms.Map):
       `(layer, label_path) -> layer` bringing an integer volume on a label map's own grid
       to the grid the source reads that map on (orientation, coarsening, resampling).
   """
+
   label_paths: tuple
   shapes: tuple
   seeds_root: str
@@ -164,14 +178,17 @@ class SeedPatches(grain.transforms.Map):
     """The `(K, X, Y, Z)` int8 seed stack of volume `v` on the source's grid."""
     if v not in self._stacks:
       path = self.label_paths[v]
-      stack = load_seed_maps(path, self.seeds_root, num_subclusters=self.num_subclusters,
-                             num_meta=self.num_meta)
+      stack = load_seed_maps(
+        path, self.seeds_root, num_subclusters=self.num_subclusters, num_meta=self.num_meta
+      )
       if self.to_grid is not None:
         stack = np.stack([np.asarray(self.to_grid(layer, path)) for layer in stack])
       if tuple(stack.shape[1:]) != tuple(self.shapes[v]):
-        raise ValueError(f"{self.seeds_root}: the seed maps of {path} have shape "
-                         f"{tuple(stack.shape[1:])} on the training grid, the label map "
-                         f"{tuple(self.shapes[v])}")
+        raise ValueError(
+          f"{self.seeds_root}: the seed maps of {path} have shape "
+          f"{tuple(stack.shape[1:])} on the training grid, the label map "
+          f"{tuple(self.shapes[v])}"
+        )
       self._stacks[v] = stack.astype(np.int8)
     return self._stacks[v]
 
@@ -182,8 +199,13 @@ class SeedPatches(grain.transforms.Map):
     return {**element, "seeds": np.ascontiguousarray(np.moveaxis(patch, -1, 0))}
 
 
-def seed_patches(source: RandomAccessSource, seeds_root: PathLike, config: SynthConfig, *,
-                 to_grid: Callable | None = None) -> SeedPatches:
+def seed_patches(
+  source: RandomAccessSource,
+  seeds_root: PathLike,
+  config: SynthConfig,
+  *,
+  to_grid: Callable | None = None,
+) -> SeedPatches:
   """The pipeline transform that feeds FetalSynthGen's seed maps to the train step.
 
   A config whose subclusters come from seed maps (`presets.fetal(..., seeds=True)`) renders
@@ -211,8 +233,10 @@ def seed_patches(source: RandomAccessSource, seeds_root: PathLike, config: Synth
   """
   sub = config.subclusters
   if not (sub.enabled and sub.source == "seeds"):
-    raise ValueError("the config's subclusters do not come from seed maps "
-                     "(SubclusterConfig.source='seeds'); it needs no seed folder")
+    raise ValueError(
+      "the config's subclusters do not come from seed maps "
+      "(SubclusterConfig.source='seeds'); it needs no seed folder"
+    )
   paths, shapes = [], []
   for i in range(len(source)):
     element = source[i]
@@ -221,6 +245,11 @@ def seed_patches(source: RandomAccessSource, seeds_root: PathLike, config: Synth
   k = int(sub.num_subclusters[1])
   for path in paths:
     seed_map_paths(path, seeds_root, num_subclusters=k, num_meta=int(sub.num_meta))
-  return SeedPatches(label_paths=tuple(paths), shapes=tuple(shapes),
-                     seeds_root=os.fspath(seeds_root), num_subclusters=k,
-                     num_meta=int(sub.num_meta), to_grid=to_grid)
+  return SeedPatches(
+    label_paths=tuple(paths),
+    shapes=tuple(shapes),
+    seeds_root=os.fspath(seeds_root),
+    num_subclusters=k,
+    num_meta=int(sub.num_meta),
+    to_grid=to_grid,
+  )

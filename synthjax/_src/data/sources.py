@@ -46,8 +46,9 @@ def expand_paths(patterns: Sequence[PathLike]) -> list[str]:
   for pat in patterns:
     pat = os.fspath(pat)
     if os.path.isdir(pat):
-      found = sorted(glob.glob(os.path.join(pat, "*.nii"))
-                     + glob.glob(os.path.join(pat, "*.nii.gz")))
+      found = sorted(
+        glob.glob(os.path.join(pat, "*.nii")) + glob.glob(os.path.join(pat, "*.nii.gz"))
+      )
       if not found:
         raise ValueError(f"{pat}: folder holds no .nii or .nii.gz file")
       paths += found
@@ -66,6 +67,7 @@ def expand_paths(patterns: Sequence[PathLike]) -> list[str]:
 def _available_ram() -> int:
   try:
     import psutil
+
     return int(psutil.virtual_memory().available)
   except Exception:  # psutil missing or unsupported platform
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
@@ -79,8 +81,9 @@ class Volume:
     shape: the array's shape.
   """
 
-  def __init__(self, path: str, kind: str, reader: Callable | None = None,
-               canonical: bool = False) -> None:
+  def __init__(
+    self, path: str, kind: str, reader: Callable | None = None, canonical: bool = False
+  ) -> None:
     self.path = path
     self.kind = kind  # "labels" or "image"
     self._reader = reader
@@ -114,8 +117,10 @@ class Volume:
     bad = ~np.isfinite(arr) | (arr != np.round(arr))
     if bad.any():
       where = tuple(int(i) for i in np.argwhere(bad)[0])
-      raise ValueError(f"{self.path}: label map has {int(bad.sum())} non-integer value(s) in "
-                       f"the region read, e.g. {arr[where]!r} at {where} of that region")
+      raise ValueError(
+        f"{self.path}: label map has {int(bad.sum())} non-integer value(s) in "
+        f"the region read, e.g. {arr[where]!r} at {where} of that region"
+      )
     return arr.astype(np.int32)
 
   def __getitem__(self, slices: tuple[slice, ...]) -> np.ndarray:
@@ -132,8 +137,9 @@ class Volume:
   @property
   def seekable(self) -> bool:
     """Whether a region can be read without reading the file up to it (not gzip)."""
-    return self._data is not None or (self._reader is None and not self._canonical
-                                      and not self.path.endswith(".gz"))
+    return self._data is not None or (
+      self._reader is None and not self._canonical and not self.path.endswith(".gz")
+    )
 
   def read(self) -> np.ndarray:
     """The whole array (int32 labels or float32 image)."""
@@ -228,6 +234,7 @@ class NiftiSource:
     cache: keep volumes in memory once read; "auto" caches when the total size is under a
       quarter of the available RAM (per process: each Grain worker holds its own copy).
   """
+
   label_paths: Sequence[PathLike | None]
   image_paths: Sequence[PathLike | None] | None = None
   reader: Callable | None = None
@@ -244,13 +251,16 @@ class NiftiSource:
       raise ValueError("the source is empty: no label maps given")
     missing = [p for p in self._all_paths() if not os.path.exists(p)]
     if missing:
-      raise FileNotFoundError(f"{missing[0]}: no such file" +
-                              (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+      raise FileNotFoundError(
+        f"{missing[0]}: no such file"
+        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+      )
     self._volumes = [self._open(i) for i in range(len(self.label_paths))]
     if self.cache not in ("auto", True, False):
       raise ValueError(f"cache must be 'auto', True or False, got {self.cache!r}")
-    self.cached = bool(self.cache) if self.cache != "auto" else (
-        self.nbytes() < _available_ram() // 4)
+    self.cached = (
+      bool(self.cache) if self.cache != "auto" else (self.nbytes() < _available_ram() // 4)
+    )
 
   def _all_paths(self):
     paths = [p for p in self.label_paths if p is not None]
@@ -267,8 +277,10 @@ class NiftiSource:
       raise ValueError(f"element {i} has neither a label map nor an image")
     if labels is not None and image is not None:
       if labels.shape != image.shape:
-        raise ValueError(f"{img_path}: image shape {image.shape} differs from its label map "
-                         f"{lab_path} shape {labels.shape}")
+        raise ValueError(
+          f"{img_path}: image shape {image.shape} differs from its label map "
+          f"{lab_path} shape {labels.shape}"
+        )
       if not np.allclose(labels.affine, image.affine, atol=1e-4):
         raise ValueError(f"{img_path}: image affine differs from its label map {lab_path}")
     return labels, image
@@ -296,8 +308,15 @@ class NiftiSource:
           v.cache()
     ref = _reference(labels, image)
     spacing = np.sqrt(np.sum(ref.affine[:3, :3] ** 2, axis=0))
-    return {"labels": labels, "image": image, "affine": ref.affine.copy(), "spacing": spacing,
-            "path": ref.path, "index": index, "shape": ref.shape}
+    return {
+      "labels": labels,
+      "image": image,
+      "affine": ref.affine.copy(),
+      "spacing": spacing,
+      "path": ref.path,
+      "index": index,
+      "shape": ref.shape,
+    }
 
   def __repr__(self):
     kind = "label maps" if self.image_paths is None else "image/label pairs"
@@ -306,15 +325,24 @@ class NiftiSource:
   # Constructors ----------------------------------------------------------------------
 
   @classmethod
-  def from_files(cls, label_paths: Sequence[PathLike | None],
-                 image_paths: Sequence[PathLike | None] | None = None,
-                 **kwargs: Any) -> NiftiSource:
+  def from_files(
+    cls,
+    label_paths: Sequence[PathLike | None],
+    image_paths: Sequence[PathLike | None] | None = None,
+    **kwargs: Any,
+  ) -> NiftiSource:
     """From explicit lists of label-map paths (and matching image paths)."""
     return cls(list(label_paths), None if image_paths is None else list(image_paths), **kwargs)
 
   @classmethod
-  def from_folder(cls, folder: PathLike, pattern: str = "**/*", *,
-                  extensions: Sequence[str] = NIFTI_EXTENSIONS, **kwargs: Any) -> NiftiSource:
+  def from_folder(
+    cls,
+    folder: PathLike,
+    pattern: str = "**/*",
+    *,
+    extensions: Sequence[str] = NIFTI_EXTENSIONS,
+    **kwargs: Any,
+  ) -> NiftiSource:
     """All label maps under `folder` matching `pattern` whose names end in `extensions`.
 
     Args:
@@ -326,16 +354,25 @@ class NiftiSource:
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
       raise FileNotFoundError(f"{folder}: no such folder")
-    paths = sorted(p for p in glob.glob(os.path.join(folder, pattern), recursive=True)
-                   if os.path.isfile(p) and p.endswith(tuple(extensions)))
+    paths = sorted(
+      p
+      for p in glob.glob(os.path.join(folder, pattern), recursive=True)
+      if os.path.isfile(p) and p.endswith(tuple(extensions))
+    )
     if not paths:
       raise ValueError(f"{folder}: no file matches {pattern!r} with extension {tuple(extensions)}")
     return cls(paths, None, **kwargs)
 
   @classmethod
-  def from_pairs(cls, folder: PathLike, *, image_suffix: str = "_T2w",
-                 label_suffix: str = "_dseg", extensions: Sequence[str] = NIFTI_EXTENSIONS,
-                 **kwargs: Any) -> NiftiSource:
+  def from_pairs(
+    cls,
+    folder: PathLike,
+    *,
+    image_suffix: str = "_T2w",
+    label_suffix: str = "_dseg",
+    extensions: Sequence[str] = NIFTI_EXTENSIONS,
+    **kwargs: Any,
+  ) -> NiftiSource:
     """Image/label pairs matched by BIDS-like suffixes under `folder` (recursively).
 
     `sub-01_rec-x_T2w.nii.gz` pairs with `sub-01_rec-x_T2w_dseg.nii.gz` (or
@@ -345,8 +382,11 @@ class NiftiSource:
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
       raise FileNotFoundError(f"{folder}: no such folder")
-    files = sorted(p for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
-                   if os.path.isfile(p) and p.endswith(tuple(extensions)))
+    files = sorted(
+      p
+      for p in glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+      if os.path.isfile(p) and p.endswith(tuple(extensions))
+    )
     images, labels = {}, {}
     for p in files:
       stem = _strip_ext(p, extensions)
@@ -357,8 +397,10 @@ class NiftiSource:
       elif stem.endswith(image_suffix):
         images[stem[: -len(image_suffix)]] = p
     if not images and not labels:
-      raise ValueError(f"{folder}: no file ends in {image_suffix!r} or {label_suffix!r} "
-                       f"with extension {tuple(extensions)}")
+      raise ValueError(
+        f"{folder}: no file ends in {image_suffix!r} or {label_suffix!r} "
+        f"with extension {tuple(extensions)}"
+      )
     lonely = sorted(set(images) ^ set(labels))
     if lonely:
       k = lonely[0]

@@ -27,6 +27,7 @@ def describe_element(source: RandomAccessSource, i: int) -> dict[str, Any]:
 @dataclasses.dataclass
 class Subset:
   """The elements `indices` of `source`, in that order (a random-access source)."""
+
   source: RandomAccessSource
   indices: Sequence[int]
 
@@ -49,8 +50,9 @@ class Subset:
     return element
 
 
-def train_val_split(source: RandomAccessSource, *, val_fraction: float = 0.2, min_val: int = 1,
-                    seed: int = 0) -> tuple[Subset, Subset]:
+def train_val_split(
+  source: RandomAccessSource, *, val_fraction: float = 0.2, min_val: int = 1, seed: int = 0
+) -> tuple[Subset, Subset]:
   """Splits a source into `(train, val)`, two `Subset` views, by a seeded permutation.
 
   The validation set has `max(min_val, round(val_fraction * n))` elements and the training
@@ -64,8 +66,9 @@ def train_val_split(source: RandomAccessSource, *, val_fraction: float = 0.2, mi
     raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
   n_val = max(int(min_val), int(round(val_fraction * n)))
   if n_val >= n:
-    raise ValueError(f"cannot split {n} element(s) into {n_val} for validation and at least "
-                     "one for training")
+    raise ValueError(
+      f"cannot split {n} element(s) into {n_val} for validation and at least one for training"
+    )
   perm = np.random.default_rng([int(seed), 3]).permutation(n)
   train = Subset(source, sorted(perm[n_val:].tolist()))
   return train, Subset(source, sorted(perm[:n_val].tolist()))
@@ -84,6 +87,7 @@ class MixedSource:
     length: the mixed source's length (default: the sources' total).
     seed: seed of the draws.
   """
+
   sources: Sequence[RandomAccessSource]
   weights: Sequence[float]
   length: int = 0
@@ -91,8 +95,10 @@ class MixedSource:
 
   def __post_init__(self):
     if len(self.sources) != len(self.weights) or not self.sources:
-      raise ValueError(f"need one weight per source, got {len(self.weights)} weights for "
-                       f"{len(self.sources)} sources")
+      raise ValueError(
+        f"need one weight per source, got {len(self.weights)} weights for "
+        f"{len(self.sources)} sources"
+      )
     w = np.asarray(self.weights, np.float64)
     if not np.all(np.isfinite(w)) or w.min() < 0 or w.sum() <= 0:
       raise ValueError(f"weights must be non-negative with a positive sum, got {list(w)}")

@@ -21,11 +21,14 @@ if TYPE_CHECKING:
   from synthjax._src.config import SynthConfig
 
 
-def synthesize_batch(batch: dict[str, Any], config: SynthConfig, *,
-                     fixed: dict[str, Any] | None = None,
-                     strength: float | jax.Array | Callable[[Any], Any] | None = None,
-                     step: int | jax.Array | None = None
-                     ) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
+def synthesize_batch(
+  batch: dict[str, Any],
+  config: SynthConfig,
+  *,
+  fixed: dict[str, Any] | None = None,
+  strength: float | jax.Array | Callable[[Any], Any] | None = None,
+  step: int | jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
   """Renders a pipeline batch on the device; call it inside the jitted training step.
 
   Args:
@@ -80,6 +83,7 @@ class SynthesizeTransform(grain.transforms.Map):
   Attributes:
     config: the `SynthConfig`; its shape must equal the patch size.
   """
+
   config: SynthConfig
   # Bytes it adds per voxel (`image` float32 and `seg` int32), for `batch_nbytes`.
   bytes_per_voxel = 8
@@ -99,4 +103,3 @@ class SynthesizeTransform(grain.transforms.Map):
     out["image"], out["seg"] = np.asarray(image), np.asarray(seg)
     out["params"] = jax.tree.map(np.asarray, params)
     return out
-

@@ -16,8 +16,11 @@ from synthjax._src.pytypes import PathLike
 def _nifti_paths(spec) -> list[str]:
   spec = os.fspath(spec)
   if os.path.isdir(spec):
-    found = [p for ext in ("*.nii", "*.nii.gz")
-             for p in glob.glob(os.path.join(spec, "**", ext), recursive=True)]
+    found = [
+      p
+      for ext in ("*.nii", "*.nii.gz")
+      for p in glob.glob(os.path.join(spec, "**", ext), recursive=True)
+    ]
     if not found:
       raise FileNotFoundError(f"{spec}: folder holds no NIfTI files (.nii, .nii.gz)")
     return sorted(found)
@@ -47,13 +50,18 @@ def _fit(array, shape):
 def _crop_foreground(array):
   idx = np.argwhere(array != 0)
   lo, hi = idx.min(0), idx.max(0) + 1
-  return array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+  return array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
 
 
-def load_templates(paths_or_folder: PathLike | Sequence[PathLike],
-                   shape: Sequence[int] | None = None, *, crop_foreground: bool = False,
-                   skip_empty: bool = False, dtype: DTypeLike = np.int32,
-                   return_paths: bool = False) -> np.ndarray | tuple[np.ndarray, list[str]]:
+def load_templates(
+  paths_or_folder: PathLike | Sequence[PathLike],
+  shape: Sequence[int] | None = None,
+  *,
+  crop_foreground: bool = False,
+  skip_empty: bool = False,
+  dtype: DTypeLike = np.int32,
+  return_paths: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[str]]:
   """Reads template label maps into one `(T, X, Y, Z)` stack for `render_ensemble`.
 
   Args:
@@ -78,8 +86,9 @@ def load_templates(paths_or_folder: PathLike | Sequence[PathLike],
     ValueError: unreadable or non-integer maps, negative labels, empty maps, labels
       that do not fit `dtype`, or shapes that differ with `shape=None` (naming the file).
   """
-  specs = ([paths_or_folder] if isinstance(paths_or_folder, (str, os.PathLike))
-           else list(paths_or_folder))
+  specs = (
+    [paths_or_folder] if isinstance(paths_or_folder, (str, os.PathLike)) else list(paths_or_folder)
+  )
   if not specs:
     raise ValueError("load_templates: no paths given")
   dtype = np.dtype(dtype)
@@ -91,8 +100,9 @@ def load_templates(paths_or_folder: PathLike | Sequence[PathLike],
       if len(shape) != 3 or min(shape) < 1:
         raise ValueError
     except (TypeError, ValueError):
-      raise ValueError(f"load_templates: shape must be three positive integers, got "
-                       f"{shape!r}") from None
+      raise ValueError(
+        f"load_templates: shape must be three positive integers, got {shape!r}"
+      ) from None
   paths = [p for spec in specs for p in _nifti_paths(spec)]
   info = np.iinfo(dtype)
   maps, used = [], []
@@ -105,8 +115,10 @@ def load_templates(paths_or_folder: PathLike | Sequence[PathLike],
     if not labels.any():
       if skip_empty:
         continue
-      raise ValueError(f"{path}: template has no foreground (all zero); pass skip_empty=True "
-                       f"to leave such files out")
+      raise ValueError(
+        f"{path}: template has no foreground (all zero); pass skip_empty=True "
+        f"to leave such files out"
+      )
     if crop_foreground:
       labels = _crop_foreground(labels)
     maps.append(labels.astype(dtype))
@@ -119,8 +131,10 @@ def load_templates(paths_or_folder: PathLike | Sequence[PathLike],
     else:
       for m, path in zip(maps, used):
         if m.shape != maps[0].shape:
-          raise ValueError(f"{path}: shape {m.shape} differs from {maps[0].shape} of "
-                           f"{used[0]}; pass shape=(X, Y, Z) to pad/crop to a common shape")
+          raise ValueError(
+            f"{path}: shape {m.shape} differs from {maps[0].shape} of "
+            f"{used[0]}; pass shape=(X, Y, Z) to pad/crop to a common shape"
+          )
       shape = maps[0].shape
   stack = np.stack([_fit(m, shape) for m in maps])
   return (stack, used) if return_paths else stack

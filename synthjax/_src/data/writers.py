@@ -32,11 +32,9 @@ class SampleWriter(Protocol):
     """Stores one sample."""
     ...
 
-  def __enter__(self) -> Any:
-    ...
+  def __enter__(self) -> Any: ...
 
-  def __exit__(self, exc_type, exc, tb) -> bool | None:
-    ...
+  def __exit__(self, exc_type, exc, tb) -> bool | None: ...
 
 
 class Writer:
@@ -63,8 +61,13 @@ class Writer:
     raise NotImplementedError
 
 
-def write_dataset(writer: SampleWriter, indices: Iterable[int],
-                  make_sample: Callable[[int], dict], *, progress: bool = False) -> list[int]:
+def write_dataset(
+  writer: SampleWriter,
+  indices: Iterable[int],
+  make_sample: Callable[[int], dict],
+  *,
+  progress: bool = False,
+) -> list[int]:
   """Writes `make_sample(i)` for every `i` in `indices` that `writer.done()` lacks.
 
   Run it again after an interruption and it writes only the missing samples. Indices already
@@ -94,10 +97,15 @@ def write_dataset(writer: SampleWriter, indices: Iterable[int],
     [3]
   """
   from tqdm import tqdm
+
   complete = writer.done()
   todo = [i for i in dict.fromkeys(operator.index(i) for i in indices) if i not in complete]
-  with writer, tqdm(total=len(todo), unit="sample", file=sys.stderr, disable=not progress,
-                    dynamic_ncols=True) as bar:
+  with (
+    writer,
+    tqdm(
+      total=len(todo), unit="sample", file=sys.stderr, disable=not progress, dynamic_ncols=True
+    ) as bar,
+  ):
     for i in todo:
       stops.check()
       sample = make_sample(i)

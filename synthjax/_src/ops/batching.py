@@ -26,8 +26,9 @@ def _split(in_batched, args):
 
 
 def _merge(in_batched, batched, shared):
-  return jax.tree.map(lambda b, x, y: x if b else y, in_batched, batched, shared,
-                      is_leaf=lambda x: x is None)
+  return jax.tree.map(
+    lambda b, x, y: x if b else y, in_batched, batched, shared, is_leaf=lambda x: x is None
+  )
 
 
 def per_sample(fn):

@@ -23,8 +23,9 @@ def pick(fixed, name: str, sampled: jax.Array) -> jax.Array:
     if value.ndim == 0:
       value = jnp.broadcast_to(value, sampled.shape)
     else:
-      raise ValueError(f"fixed value for {name!r} has shape {value.shape}, "
-                       f"expected {sampled.shape}")
+      raise ValueError(
+        f"fixed value for {name!r} has shape {value.shape}, expected {sampled.shape}"
+      )
   return value
 
 

@@ -29,11 +29,19 @@ _NORMALIZE = ("max", "std", None)
 
 def scale_grid_shape(shape, level: int) -> tuple[int, ...]:
   """Grid of pyramid level `level`: `max(2, ceil(n / 2**level))` nodes per axis."""
-  return tuple(max(2, int(math.ceil(n / 2 ** level))) for n in shape)
+  return tuple(max(2, int(math.ceil(n / 2**level))) for n in shape)
 
 
-def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1,
-                     weights=None, normalize: str | None = "max") -> jax.Array:
+def multiscale_noise(
+  key,
+  shape,
+  num_scales,
+  max_scales: int,
+  *,
+  finest: int = 1,
+  weights=None,
+  normalize: str | None = "max",
+) -> jax.Array:
   """Perlin-type multi-scale noise of shape `shape` (float32).
 
   Level `i = 0 .. max_scales - 1` is `N(0, 1)` noise (times `weights[i]`) on a grid of
@@ -81,7 +89,7 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
   acc = None
   for i in reversed(range(max_scales)):
     grid = grids[i]
-    level = flat[offsets[i]:offsets[i + 1]].reshape(grid)
+    level = flat[offsets[i] : offsets[i + 1]].reshape(grid)
     if weights is not None:
       level = level * precision.real(weights)[i]
     level = jnp.where(i < num_scales, level, 0.0)
@@ -90,6 +98,5 @@ def multiscale_noise(key, shape, num_scales, max_scales: int, *, finest: int = 1
   field = resample.resize_linear(acc, shape, axes)
   if normalize is None:
     return field
-  norm = (jnp.max(jnp.abs(field)) if normalize == "max"
-          else jnp.sqrt(jnp.mean(jnp.square(field))))
+  norm = jnp.max(jnp.abs(field)) if normalize == "max" else jnp.sqrt(jnp.mean(jnp.square(field)))
   return jnp.where(norm > 0, field / jnp.where(norm > 0, norm, 1.0), 0.0)

@@ -52,8 +52,9 @@ def sample_nearest(volume: jax.Array, coords: jax.Array, *, cval=0) -> jax.Array
   return jnp.where(valid, values, jnp.asarray(cval, volume.dtype))
 
 
-def sample_linear(volume: jax.Array, coords: jax.Array | Sequence[jax.Array], *, cval=0.0,
-                  clamp=False) -> jax.Array:
+def sample_linear(
+  volume: jax.Array, coords: jax.Array | Sequence[jax.Array], *, cval=0.0, clamp=False
+) -> jax.Array:
   """Trilinear sampling of a 3-D volume (optionally with trailing channels).
 
   With `clamp=False` it mirrors `scipy.ndimage.map_coordinates(..., order=1,
@@ -143,7 +144,7 @@ def apply_separable(x: jax.Array, matrices, axes=(0, 1, 2)) -> jax.Array:
   # volume cost more than the products themselves).
   out = x
   for axis, m in zip(axes, matrices):
-    lead, n, trail = out.shape[:axis], out.shape[axis], out.shape[axis + 1:]
+    lead, n, trail = out.shape[:axis], out.shape[axis], out.shape[axis + 1 :]
     rows = m.shape[0]
     size = lambda dims: int(np.prod(dims, dtype=np.int64))
     if not trail:

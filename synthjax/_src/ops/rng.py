@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 _U32 = jnp.uint32
-_MAX_COUNT = 2 ** 32
+_MAX_COUNT = 2**32
 
 
 def _mix(x: jax.Array) -> jax.Array:
@@ -63,7 +63,7 @@ def voxel_uniform(key, shape) -> jax.Array:
   bits = voxel_bits(key, shape)
   # 23 mantissa bits give [1, 2); the half-step offset keeps 0 and 1 out.
   one_two = jax.lax.bitcast_convert_type((bits >> 9) | _U32(0x3F800000), jnp.float32)
-  return one_two - np.float32(1.0 - 2.0 ** -24)
+  return one_two - np.float32(1.0 - 2.0**-24)
 
 
 def voxel_normal(key, shape) -> jax.Array:

@@ -26,9 +26,11 @@ class BiasConfig:
     std: range of the log-field standard deviation.
     grid_scale: range of the ratio between the small grid and the output shape.
   """
+
   std: Range = field(default=(0.0, 0.7), check=real_range(low=0.0))
   grid_scale: Range = field(
-      default=(0.025, 0.025), check=real_range(low=0.0, high=1.0, low_open=True))
+    default=(0.025, 0.025), check=real_range(low=0.0, high=1.0, low_open=True)
+  )
   prob: float = field(default=0.95, check=prob())
   enabled: bool = field(default=True, check=flag())
 
@@ -42,9 +44,12 @@ def bias_field(key, p: dict, cfg: BiasConfig, shape) -> jax.Array:
   shape = tuple(shape)
   g_max = tuple(draw.max_grid_size(cfg.grid_scale[1], s) for s in shape)
   small = jax.random.normal(key, g_max, jnp.float32) * p["std"]
-  mats = [resample.dynamic_resize_matrix(shape[a], g_max[a],
-                                         draw.grid_size(p["grid_scale"], shape[a], g_max[a]))
-          for a in range(3)]
+  mats = [
+    resample.dynamic_resize_matrix(
+      shape[a], g_max[a], draw.grid_size(p["grid_scale"], shape[a], g_max[a])
+    )
+    for a in range(3)
+  ]
   return jnp.exp(resample.apply_separable(small, mats))
 
 
@@ -53,6 +58,11 @@ def apply_bias(key, image: jax.Array, p: dict, cfg: BiasConfig, ctx) -> jax.Arra
   return image * bias_field(key, p, cfg, ctx.shape)
 
 
-STAGE = Stage("bias", lambda k, c, f: sample_bias(k, c.bias, f), per_channel=True,
-              domain={"std": record.NONNEG, "grid_scale": record.GRID}, apply=apply_bias,
-              strength={"std": 0.0})
+STAGE = Stage(
+  "bias",
+  lambda k, c, f: sample_bias(k, c.bias, f),
+  per_channel=True,
+  domain={"std": record.NONNEG, "grid_scale": record.GRID},
+  apply=apply_bias,
+  strength={"std": 0.0},
+)

@@ -55,8 +55,10 @@ class BlurCortexConfig:
     cortex_label: label value of the cortex (FeTA: 2), for the pipeline to build the
       region mask; `apply_blur_cortex` itself takes the mask.
   """
+
   nblur: tuple[int, int] = field(
-      default=(50, 199), check=int_range(low=0, high_at_least=1, what="blob"))
+    default=(50, 199), check=int_range(low=0, high_at_least=1, what="blob")
+  )
   blob_sigma_shape: float = field(default=3.0, check=positive())
   blob_sigma_scale: float = field(default=1.0, check=positive())
   blur_std_shape: float = field(default=2.0, check=positive())
@@ -89,10 +91,10 @@ def sample_blur_cortex(key, cfg: BlurCortexConfig, fixed=None) -> dict:
   blur_std = g[:3] * cfg.blur_std_scale
   blob_sigma = g[3:].reshape(hi, 3) * cfg.blob_sigma_scale
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "nblur": draw.pick(fixed, "nblur", jax.random.randint(k[1], (), lo, hi + 1, jnp.int32)),
-      "blur_std": draw.pick(fixed, "blur_std", jnp.minimum(blur_std, cfg.max_blur_std)),
-      "blob_sigma": draw.pick(fixed, "blob_sigma", blob_sigma),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "nblur": draw.pick(fixed, "nblur", jax.random.randint(k[1], (), lo, hi + 1, jnp.int32)),
+    "blur_std": draw.pick(fixed, "blur_std", jnp.minimum(blur_std, cfg.max_blur_std)),
+    "blob_sigma": draw.pick(fixed, "blob_sigma", blob_sigma),
   }
 
 
@@ -118,12 +120,14 @@ def cortex_prior_logits(shape) -> jax.Array:
   Computed in the log domain (`logaddexp`), so far voxels keep a finite weight.
   """
   n0, n1, n2 = (int(s) for s in shape)
-  ax = [jnp.arange(s, dtype=jnp.float32).reshape([-1 if a == b else 1 for b in range(3)])
-        for a, s in enumerate(shape)]
+  ax = [
+    jnp.arange(s, dtype=jnp.float32).reshape([-1 if a == b else 1 for b in range(3)])
+    for a, s in enumerate(shape)
+  ]
   rest = (ax[1] - n1) ** 2 + (ax[2] - n2 // 2) ** 2
   s1, s2 = float(max(n0 // 5, 1)), float(max(n1 // 5, 1))
-  a1 = -0.5 * (ax[0] ** 2 + rest) / s1 ** 2
-  a2 = -0.5 * ((ax[0] - n0) ** 2 + rest) / s2 ** 2
+  a1 = -0.5 * (ax[0] ** 2 + rest) / s1**2
+  a2 = -0.5 * ((ax[0] - n0) ** 2 + rest) / s2**2
   return jnp.minimum(jnp.logaddexp(a1, a2), 0.0)
 
 
@@ -162,7 +166,7 @@ def blob_mask(centres: jax.Array, sigmas: jax.Array, active: jax.Array, shape) -
   c = centres.astype(jnp.float32)
   prof = []
   for a, n in enumerate(shape):
-    d = (jnp.arange(n, dtype=jnp.float32)[None, :] - c[:, a:a + 1]) / sig[:, a:a + 1]
+    d = (jnp.arange(n, dtype=jnp.float32)[None, :] - c[:, a : a + 1]) / sig[:, a : a + 1]
     prof.append(jnp.exp(-0.5 * d * d))
   prof[0] = prof[0] * active.astype(jnp.float32)[:, None]
   mog = jnp.einsum("ka,kb,kc->abc", *prof, precision=_HIGHEST)
@@ -194,8 +198,9 @@ def blur_cortex_weights(key, p: dict, cfg: BlurCortexConfig, region_mask: jax.Ar
   return blob_mask(centres, p["blob_sigma"], active, region_mask.shape)
 
 
-def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
-                      region_mask: jax.Array) -> jax.Array:
+def apply_blur_cortex(
+  key, image: jax.Array, p: dict, cfg: BlurCortexConfig, region_mask: jax.Array
+) -> jax.Array:
   """`image * (1 - g) + blur(image) * g` with `g` the blob mask.
 
   Args:
@@ -217,9 +222,16 @@ def apply_blur_cortex(key, image: jax.Array, p: dict, cfg: BlurCortexConfig,
   return x + g * (gaussian_blur(x, p["blur_std"], cfg) - x)
 
 
-STAGE = Stage("blur_cortex", lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),
-              domain={"blob_sigma": record.POSITIVE, "blur_std": record.NONNEG,
-                      "nblur": record.count("blob_sigma")},
-              strength={},
-              apply=lambda k, x, p, c, ctx: apply_blur_cortex(
-                  k, x, p, c, record.label_mask((c.cortex_label,), ctx)))
+STAGE = Stage(
+  "blur_cortex",
+  lambda k, c, f: sample_blur_cortex(k, c.blur_cortex, f),
+  domain={
+    "blob_sigma": record.POSITIVE,
+    "blur_std": record.NONNEG,
+    "nblur": record.count("blob_sigma"),
+  },
+  strength={},
+  apply=lambda k, x, p, c, ctx: apply_blur_cortex(
+    k, x, p, c, record.label_mask((c.cortex_label,), ctx)
+  ),
+)

@@ -53,6 +53,7 @@ class BoundaryConfig:
     fuzzy_grid_scale: node count / shape of the coarse field (256 -> 16 nodes).
     jitter_grid_scale: node count / shape of the fine field (256 -> 77 nodes).
   """
+
   prob_no_mask: float = field(default=0.5, check=prob())
   prob_halo: float = field(default=0.5, check=prob())
   halo_radius: tuple[int, int] = field(default=(5, 14), check=int_range(low=0))
@@ -74,14 +75,15 @@ def sample_boundary(key, cfg: BoundaryConfig, fixed=None) -> dict:
   k = jax.random.split(key, 7)
   lo, hi = cfg.halo_radius
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "no_mask": draw.pick(fixed, "no_mask", draw.bernoulli(k[1], cfg.prob_no_mask)),
-      "halo": draw.pick(fixed, "halo", draw.bernoulli(k[2], cfg.prob_halo)),
-      "halo_radius": draw.pick(fixed, "halo_radius",
-                               jax.random.randint(k[3], (), lo, hi + 1, jnp.int32)),
-      "fuzzy": draw.pick(fixed, "fuzzy", draw.bernoulli(k[4], cfg.prob_fuzzy)),
-      "fuzzy_width": draw.pick(fixed, "fuzzy_width", draw.uniform(k[5], cfg.fuzzy_width)),
-      "fuzzy_jitter": draw.pick(fixed, "fuzzy_jitter", draw.uniform(k[6], cfg.fuzzy_jitter)),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "no_mask": draw.pick(fixed, "no_mask", draw.bernoulli(k[1], cfg.prob_no_mask)),
+    "halo": draw.pick(fixed, "halo", draw.bernoulli(k[2], cfg.prob_halo)),
+    "halo_radius": draw.pick(
+      fixed, "halo_radius", jax.random.randint(k[3], (), lo, hi + 1, jnp.int32)
+    ),
+    "fuzzy": draw.pick(fixed, "fuzzy", draw.bernoulli(k[4], cfg.prob_fuzzy)),
+    "fuzzy_width": draw.pick(fixed, "fuzzy_width", draw.uniform(k[5], cfg.fuzzy_width)),
+    "fuzzy_jitter": draw.pick(fixed, "fuzzy_jitter", draw.uniform(k[6], cfg.fuzzy_jitter)),
   }
 
 
@@ -112,8 +114,9 @@ def boundary_mask(key, p: dict, cfg: BoundaryConfig, foreground: jax.Array) -> j
     k1, k2 = jax.random.split(key)
     width = jnp.clip(p["fuzzy_width"], 0.0, w_max)
     jitter = jnp.clip(p["fuzzy_jitter"], 0.0, j_max)
-    extra = (width * _smooth_uniform(k1, shape, cfg.fuzzy_grid_scale)
-             + jitter * _smooth_uniform(k2, shape, cfg.jitter_grid_scale))
+    extra = width * _smooth_uniform(k1, shape, cfg.fuzzy_grid_scale) + jitter * _smooth_uniform(
+      k2, shape, cfg.jitter_grid_scale
+    )
     r_halo = jnp.clip(p["halo_radius"], 0, h_max).astype(jnp.float32)
     radius = jnp.where(p["halo"], r_halo, 0.0) + jnp.where(p["fuzzy"], extra, 0.0)
     return morphology.squared_distance(fg, r_max) <= radius * radius
@@ -121,8 +124,9 @@ def boundary_mask(key, p: dict, cfg: BoundaryConfig, foreground: jax.Array) -> j
   return jax.lax.cond(p["halo"] | p["fuzzy"], dilated, lambda: fg)
 
 
-def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
-                   foreground: jax.Array) -> jax.Array:
+def apply_boundary(
+  key, image: jax.Array, p: dict, cfg: BoundaryConfig, foreground: jax.Array
+) -> jax.Array:
   """`image * mask`, or `image` unchanged when `no_mask`.
 
   Args:
@@ -144,9 +148,14 @@ def apply_boundary(key, image: jax.Array, p: dict, cfg: BoundaryConfig,
 
 
 # Skull-stripping boundaries mask the image by the deformed foreground.
-STAGE = Stage("boundary", lambda k, c, f: sample_boundary(k, c.boundary, f),
-              domain={"halo_radius": record.NONNEG, "fuzzy_width": record.NONNEG,
-                      "fuzzy_jitter": record.NONNEG},
-              strength={},
-              apply=lambda k, x, p, c, ctx: apply_boundary(
-                  k, x, p, c, ctx.index_map != ctx.background_index))
+STAGE = Stage(
+  "boundary",
+  lambda k, c, f: sample_boundary(k, c.boundary, f),
+  domain={
+    "halo_radius": record.NONNEG,
+    "fuzzy_width": record.NONNEG,
+    "fuzzy_jitter": record.NONNEG,
+  },
+  strength={},
+  apply=lambda k, x, p, c, ctx: apply_boundary(k, x, p, c, ctx.index_map != ctx.background_index),
+)

@@ -23,6 +23,7 @@ class GammaConfig:
     std: standard deviation of the log-gamma.
     clip: intensities are clipped to [0, clip] before normalisation (SynthSeg: 300).
   """
+
   std: float = field(default=0.5, check=real(low=0.0))
   clip: float = field(default=300.0, check=positive())
   prob: float = field(default=1.0, check=prob())
@@ -32,9 +33,8 @@ class GammaConfig:
 def sample_gamma(key, cfg: GammaConfig, fixed=None) -> dict:
   k = jax.random.split(key, 2)
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "log_gamma": draw.pick(fixed, "log_gamma",
-                             jax.random.normal(k[1], (), jnp.float32) * cfg.std),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "log_gamma": draw.pick(fixed, "log_gamma", jax.random.normal(k[1], (), jnp.float32) * cfg.std),
   }
 
 
@@ -53,12 +53,16 @@ def apply_gamma(x: jax.Array, p: dict, cfg: GammaConfig) -> jax.Array:
   x = normalize(jnp.clip(x, 0.0, cfg.clip))
   # exp(g log x) rather than x ** g: XLA's general power handles negative bases and
   # special exponents at twice the cost; here x is in [0, 1] and g > 0.
-  powered = jnp.where(x > 0, jnp.exp(jnp.exp(p["log_gamma"]) * jnp.log(jnp.maximum(x, 1e-30))),
-                      0.0)
+  powered = jnp.where(x > 0, jnp.exp(jnp.exp(p["log_gamma"]) * jnp.log(jnp.maximum(x, 1e-30))), 0.0)
   return powered
 
 
-STAGE = Stage("gamma", lambda k, c, f: sample_gamma(k, c.gamma, f), per_channel=True,
-              apply=lambda k, x, p, c, ctx: apply_gamma(x, p, c), strength={"log_gamma": 0.0},
-              # Without gamma the image is still clipped and brought to [0, 1].
-              off=lambda x, c: normalize(jnp.clip(x, 0.0, c.clip)))
+STAGE = Stage(
+  "gamma",
+  lambda k, c, f: sample_gamma(k, c.gamma, f),
+  per_channel=True,
+  apply=lambda k, x, p, c, ctx: apply_gamma(x, p, c),
+  strength={"log_gamma": 0.0},
+  # Without gamma the image is still clipped and brought to [0, 1].
+  off=lambda x, c: normalize(jnp.clip(x, 0.0, c.clip)),
+)

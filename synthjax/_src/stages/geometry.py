@@ -62,6 +62,7 @@ class AffineConfig:
     >>> AffineConfig(object_size=(0.5, 1.1)).object_size   # half to 1.1x the map's size
     (0.5, 1.1)
   """
+
   rotation: Range = field(default=(-15.0, 15.0), check=real_range(low=-180.0, high=180.0))
   scaling: Range = field(default=(0.8, 1.2), check=real_range(low=0.0, low_open=True))
   shear: Range = field(default=(-0.012, 0.012), check=real_range())
@@ -69,7 +70,8 @@ class AffineConfig:
   prob: float = field(default=1.0, check=prob())
   enabled: bool = field(default=True, check=flag())
   object_size: Range | None = field(
-      default=None, check=optional(real_range(low=0.0, low_open=True)))
+    default=None, check=optional(real_range(low=0.0, low_open=True))
+  )
 
 
 @config_class
@@ -86,9 +88,11 @@ class DeformationConfig:
       (FetalSynthGen's `nonlin_scale`) draws the grid size per sample.
     steps: number of squarings.
   """
+
   std: Range = field(default=(0.0, 4.0), check=real_range(low=0.0))
   grid_scale: Range = field(
-      default=(0.04, 0.04), check=real_range(low=0.0, high=1.0, low_open=True))
+    default=(0.04, 0.04), check=real_range(low=0.0, high=1.0, low_open=True)
+  )
   steps: int = field(default=7, check=integer(low=0))
   prob: float = field(default=1.0, check=prob())
   enabled: bool = field(default=True, check=flag())
@@ -105,6 +109,7 @@ class FlipConfig:
   Attributes:
     axis: the array axis that runs left to right (0 for RAS-oriented volumes).
   """
+
   axis: int = field(default=0, check=integer(low=0, high=2))
   prob: float = field(default=0.5, check=prob())
   enabled: bool = field(default=True, check=flag())
@@ -120,11 +125,11 @@ def sample_affine(key, cfg: AffineConfig, fixed=None) -> dict:
   k = jax.random.split(key, 5)
   applied = draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob))
   out = {
-      "applied": applied,
-      "rotation": draw.pick(fixed, "rotation", draw.uniform(k[1], cfg.rotation, (3,))),
-      "scaling": draw.pick(fixed, "scaling", draw.uniform(k[2], cfg.scaling, (3,))),
-      "shear": draw.pick(fixed, "shear", draw.uniform(k[3], cfg.shear, (6,))),
-      "translation": draw.pick(fixed, "translation", draw.uniform(k[4], cfg.translation, (3,))),
+    "applied": applied,
+    "rotation": draw.pick(fixed, "rotation", draw.uniform(k[1], cfg.rotation, (3,))),
+    "scaling": draw.pick(fixed, "scaling", draw.uniform(k[2], cfg.scaling, (3,))),
+    "shear": draw.pick(fixed, "shear", draw.uniform(k[3], cfg.shear, (6,))),
+    "translation": draw.pick(fixed, "translation", draw.uniform(k[4], cfg.translation, (3,))),
   }
   if cfg.object_size is not None:
     ks = jax.random.fold_in(key, _OBJECT_SIZE_STREAM)
@@ -200,14 +205,18 @@ def half_displacement(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array:
   """
   shape = tuple(shape)
   g_max, half = _half_grid(cfg, shape)
-  ratio = np.array([(h - 1) / max(s - 1, 1) for h, s in zip(half, shape)],
-                   np.float32).reshape(3, 1, 1, 1)
+  ratio = np.array([(h - 1) / max(s - 1, 1) for h, s in zip(half, shape)], np.float32).reshape(
+    3, 1, 1, 1
+  )
 
   v = jax.random.normal(key, (3,) + g_max, jnp.float32) * p["std"]
-  mats = [resample.dynamic_resize_matrix(half[a], g_max[a],
-                                         draw.grid_size(p["grid_scale"], shape[a], g_max[a]))
-          for a in range(3)]
-  u = resample.apply_separable(v, mats, axes=(1, 2, 3)) * (ratio / (2.0 ** cfg.steps))
+  mats = [
+    resample.dynamic_resize_matrix(
+      half[a], g_max[a], draw.grid_size(p["grid_scale"], shape[a], g_max[a])
+    )
+    for a in range(3)
+  ]
+  u = resample.apply_separable(v, mats, axes=(1, 2, 3)) * (ratio / (2.0**cfg.steps))
   grid = resample.grid_coords(half)
   # Channel-last during the squarings: each trilinear corner is one gather of 3 floats.
   u = jnp.moveaxis(u, 0, -1)
@@ -224,8 +233,7 @@ def displacement_field(key, p: dict, cfg: DeformationConfig, shape) -> jax.Array
 
   `half_displacement` upsampled to `shape` (align-corners trilinear), as in SynthSeg.
   """
-  return resample.resize_linear(half_displacement(key, p, cfg, shape), tuple(shape),
-                                axes=(1, 2, 3))
+  return resample.resize_linear(half_displacement(key, p, cfg, shape), tuple(shape), axes=(1, 2, 3))
 
 
 def _cast(p: dict, dtype) -> dict:
@@ -246,9 +254,9 @@ def place_affine(key, placement, p, cfg, ctx):
   """The affine is the map's linear part and translation (the identity where not applied)."""
   p = _cast(p, ctx.dtype)
   return placement._replace(
-      linear=jnp.where(p["applied"], affine_matrix(p, ctx.dtype), placement.linear),
-      translation=jnp.where(p["applied"], p["translation"].astype(ctx.dtype),
-                            placement.translation))
+    linear=jnp.where(p["applied"], affine_matrix(p, ctx.dtype), placement.linear),
+    translation=jnp.where(p["applied"], p["translation"].astype(ctx.dtype), placement.translation),
+  )
 
 
 def place_deformation(key, placement, p, cfg, ctx):
@@ -259,11 +267,14 @@ def place_deformation(key, placement, p, cfg, ctx):
 
   def displacement(lin):
     return jax.lax.cond(
-        p["applied"],
-        lambda: resample.resize_linear(
-            jnp.einsum("ij,j...->i...", lin, half_displacement(key, p, cfg, shape)),
-            shape, axes=(1, 2, 3)),
-        lambda: jnp.zeros((3,) + shape, ctx.dtype))
+      p["applied"],
+      lambda: resample.resize_linear(
+        jnp.einsum("ij,j...->i...", lin, half_displacement(key, p, cfg, shape)),
+        shape,
+        axes=(1, 2, 3),
+      ),
+      lambda: jnp.zeros((3,) + shape, ctx.dtype),
+    )
 
   return placement._replace(displacement=displacement)
 
@@ -271,8 +282,7 @@ def place_deformation(key, placement, p, cfg, ctx):
 def place_crop(key, placement, p, cfg, ctx):
   """The output window's offset in the label map."""
   position = _cast(p, ctx.dtype)["position"]
-  return placement._replace(
-      offset=crop_offset(ctx.in_shape, ctx.shape, position).astype(ctx.dtype))
+  return placement._replace(offset=crop_offset(ctx.in_shape, ctx.shape, position).astype(ctx.dtype))
 
 
 def place_flip(key, placement, p, cfg, ctx):
@@ -283,9 +293,9 @@ def place_flip(key, placement, p, cfg, ctx):
   mirror = p["applied"] & (jnp.arange(3) == cfg.axis)
   swap = ctx.label_swap
   return placement._replace(
-      mirror=jnp.where(mirror, -1.0, 1.0).astype(ctx.dtype),
-      label_swap=jnp.where(p["applied"], jnp.asarray(swap),
-                           jnp.arange(swap.size, dtype=jnp.int32)))
+    mirror=jnp.where(mirror, -1.0, 1.0).astype(ctx.dtype),
+    label_swap=jnp.where(p["applied"], jnp.asarray(swap), jnp.arange(swap.size, dtype=jnp.int32)),
+  )
 
 
 def label_swap(config: SynthConfig) -> np.ndarray:
@@ -298,8 +308,9 @@ def label_swap(config: SynthConfig) -> np.ndarray:
   return swap
 
 
-def placement(key_of, params: dict, config: SynthConfig, in_shape, dtype=jnp.float32,
-              stages=None) -> record.Placement:
+def placement(
+  key_of, params: dict, config: SynthConfig, in_shape, dtype=jnp.float32, stages=None
+) -> record.Placement:
   """The spatial stages' placement of the output grid in a label map of shape `in_shape`.
 
   Args:
@@ -316,9 +327,11 @@ def placement(key_of, params: dict, config: SynthConfig, in_shape, dtype=jnp.flo
   if stages is None:
     # The registry lists this module's records, so it is read when called.
     from synthjax._src import registry
+
     stages = registry.in_phase(config, "spatial")
-  ctx = record.SpatialContext(tuple(config.shape), tuple(config.spacing), tuple(in_shape),
-                              dtype, label_swap(config))
+  ctx = record.SpatialContext(
+    tuple(config.shape), tuple(config.spacing), tuple(in_shape), dtype, label_swap(config)
+  )
   out = record.Placement(jnp.eye(3, dtype=dtype), jnp.zeros(3, dtype))
   for stage in stages:
     cfg = getattr(config, stage.name) if stage.configured else None
@@ -351,8 +364,9 @@ def _same_key(key):
   return lambda name: key
 
 
-def coordinate_components(key, params: dict, config: SynthConfig, in_shape,
-                          dtype=jnp.float32) -> list:
+def coordinate_components(
+  key, params: dict, config: SynthConfig, in_shape, dtype=jnp.float32
+) -> list:
   """Input-voxel coordinates of each output voxel, as three `(X, Y, Z)` arrays.
 
   The map is `x -> D^-1 (A (S p(x) + D u(x)) + t) + offset + centre`, with `p(x)` the
@@ -380,16 +394,19 @@ def evaluate(placed: record.Placement, config: SynthConfig, dtype=jnp.float32) -
   centre = _centre(shape)
 
   grid = [jax.lax.broadcasted_iota(dtype, shape, a) - centre[a] for a in range(3)]
-  out = [grid_lin[i, 0] * grid[0] + grid_lin[i, 1] * grid[1] + grid_lin[i, 2] * grid[2]
-         + const[i] for i in range(3)]
+  out = [
+    grid_lin[i, 0] * grid[0] + grid_lin[i, 1] * grid[1] + grid_lin[i, 2] * grid[2] + const[i]
+    for i in range(3)
+  ]
   if placed.displacement is not None:
     full = placed.displacement(lin)
     out = [out[i] + full[i] for i in range(3)]
   return out
 
 
-def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
-                           iterations: int = 10, dtype=jnp.float32) -> jax.Array:
+def inverse_coordinate_map(
+  key, params: dict, config: SynthConfig, in_shape, iterations: int = 10, dtype=jnp.float32
+) -> jax.Array:
   """Output-voxel coordinates `(3,) + in_shape` of each input voxel: the inverse of
   `coordinate_components`.
 
@@ -404,7 +421,8 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   """
   shape = tuple(config.shape)
   lin, _, const, sign = _affine_parts(
-      placement(_same_key(key), params, config, in_shape, dtype), config, dtype)
+    placement(_same_key(key), params, config, in_shape, dtype), config, dtype
+  )
   centre = _centre(shape)
   y = resample.grid_coords(tuple(in_shape)).astype(dtype) - const.reshape(3, 1, 1, 1)
   w = jnp.einsum("ij,j...->i...", jnp.linalg.inv(lin), y)
@@ -413,18 +431,24 @@ def inverse_coordinate_map(key, params: dict, config: SynthConfig, in_shape,
   if not config.deformation.enabled:
     return start
   pd = _cast(params["deformation"], dtype)
-  u = jax.lax.cond(pd["applied"], lambda: displacement_field(key, pd, config.deformation, shape),
-                   lambda: jnp.zeros((3,) + shape, dtype))
+  u = jax.lax.cond(
+    pd["applied"],
+    lambda: displacement_field(key, pd, config.deformation, shape),
+    lambda: jnp.zeros((3,) + shape, dtype),
+  )
   u_last = jnp.moveaxis(u, 0, -1)
   disp = lambda x: jnp.moveaxis(resample.sample_linear(u_last, x, clamp=True), -1, 0)
   # Start: the mirrored w plus the flow of -v read there (exact without a flip and for
   # small fields; the iteration corrects the rest).
   neg = {**pd, "std": -pd["std"]}
-  u_inv = jax.lax.cond(pd["applied"],
-                       lambda: displacement_field(key, neg, config.deformation, shape),
-                       lambda: jnp.zeros((3,) + shape, dtype))
-  x = start + mirror(jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start,
-                                                         clamp=True), -1, 0))
+  u_inv = jax.lax.cond(
+    pd["applied"],
+    lambda: displacement_field(key, neg, config.deformation, shape),
+    lambda: jnp.zeros((3,) + shape, dtype),
+  )
+  x = start + mirror(
+    jnp.moveaxis(resample.sample_linear(jnp.moveaxis(u_inv, 0, -1), start, clamp=True), -1, 0)
+  )
   step = lambda _, x: centre.reshape(3, 1, 1, 1) + mirror(w - disp(x))
   return jax.lax.fori_loop(0, iterations, step, x)
 
@@ -439,18 +463,42 @@ def coordinate_map(key, params: dict, config: SynthConfig, in_shape) -> jax.Arra
 
 # The spatial phase: one coordinate map and one gather of the labels (`rendering`).
 STAGES = (
-    Stage("affine", lambda k, c, f: sample_affine(k, c.affine, f), phase="spatial",
-          apply=place_affine,
-          domain={"rotation": record.ANGLE, "scaling": record.POSITIVE,
-                  "object_size": record.POSITIVE},
-          strength={"rotation": 0.0, "scaling": 1.0, "shear": 0.0, "translation": 0.0,
-                    "object_size": 1.0}),
-    Stage("deformation", lambda k, c, f: sample_deformation(k, c.deformation, f),
-          phase="spatial", apply=place_deformation,
-          # A negative std negates the velocity (the inverse flow): valid in params.
-          domain={"grid_scale": record.GRID}, strength={"std": 0.0}),
-    Stage("crop", lambda k, c, f: sample_crop(k, f), phase="spatial", apply=place_crop,
-          configured=False, domain={"position": record.UNIT}),
-    Stage("flip", lambda k, c, f: sample_flip(k, c.flip, f), phase="spatial",
-          apply=place_flip, strength={}),
+  Stage(
+    "affine",
+    lambda k, c, f: sample_affine(k, c.affine, f),
+    phase="spatial",
+    apply=place_affine,
+    domain={"rotation": record.ANGLE, "scaling": record.POSITIVE, "object_size": record.POSITIVE},
+    strength={
+      "rotation": 0.0,
+      "scaling": 1.0,
+      "shear": 0.0,
+      "translation": 0.0,
+      "object_size": 1.0,
+    },
+  ),
+  Stage(
+    "deformation",
+    lambda k, c, f: sample_deformation(k, c.deformation, f),
+    phase="spatial",
+    apply=place_deformation,
+    # A negative std negates the velocity (the inverse flow): valid in params.
+    domain={"grid_scale": record.GRID},
+    strength={"std": 0.0},
+  ),
+  Stage(
+    "crop",
+    lambda k, c, f: sample_crop(k, f),
+    phase="spatial",
+    apply=place_crop,
+    configured=False,
+    domain={"position": record.UNIT},
+  ),
+  Stage(
+    "flip",
+    lambda k, c, f: sample_flip(k, c.flip, f),
+    phase="spatial",
+    apply=place_flip,
+    strength={},
+  ),
 )

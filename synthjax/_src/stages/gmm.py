@@ -32,6 +32,7 @@ class GMMConfig:
       `synthjax.priors.estimate` measures them on real scans).
     label_std: the same for the standard deviation.
   """
+
   mean: Range = field(default=(0.0, 250.0), check=real_range())
   std: Range = field(default=(0.0, 30.0), check=real_range(low=0.0))
   prob_background_zero: float = field(default=0.05, check=prob())
@@ -47,8 +48,10 @@ def per_label_range(default: Range, rows: tuple, label_values, field_name: str):
   own = {r[0]: r[1:] for r in rows}
   unknown = sorted(set(own) - set(int(v) for v in label_values))
   if unknown:
-    raise ValueError(f"GMMConfig.{field_name} names label(s) {unknown}, which are not in the "
-                     f"config's label_values {tuple(label_values)}")
+    raise ValueError(
+      f"GMMConfig.{field_name} names label(s) {unknown}, which are not in the "
+      f"config's label_values {tuple(label_values)}"
+    )
   lo, hi = zip(*(own.get(int(v), default) for v in label_values))
   return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
@@ -67,17 +70,21 @@ def sample_gmm(key, cfg: GMMConfig, label_values, fixed=None) -> dict:
     label_values = tuple(range(label_values))
   k = jax.random.split(key, 3)
   return {
-      "means": draw.pick(fixed, "means", _draw(k[0], cfg.mean, cfg.label_mean, label_values,
-                                               "label_mean")),
-      "stds": draw.pick(fixed, "stds", _draw(k[1], cfg.std, cfg.label_std, label_values,
-                                             "label_std")),
-      "background_zero": draw.pick(fixed, "background_zero",
-                                   draw.bernoulli(k[2], cfg.prob_background_zero)),
+    "means": draw.pick(
+      fixed, "means", _draw(k[0], cfg.mean, cfg.label_mean, label_values, "label_mean")
+    ),
+    "stds": draw.pick(
+      fixed, "stds", _draw(k[1], cfg.std, cfg.label_std, label_values, "label_std")
+    ),
+    "background_zero": draw.pick(
+      fixed, "background_zero", draw.bernoulli(k[2], cfg.prob_background_zero)
+    ),
   }
 
 
-def label_tables(p: dict, background_index: int,
-                 std_scale: float = 1.0) -> tuple[jax.Array, jax.Array]:
+def label_tables(
+  p: dict, background_index: int, std_scale: float = 1.0
+) -> tuple[jax.Array, jax.Array]:
   """Each label's mean and std (times `std_scale`, `SynthConfig.voxel_std_scale`), with the
   background's zeroed where `background_zero`."""
   means = precision.real(p["means"])
@@ -88,8 +95,9 @@ def label_tables(p: dict, background_index: int,
   return jnp.where(zero_bg, 0.0, means), jnp.where(zero_bg, 0.0, stds)
 
 
-def render_gmm(key, p: dict, index_map: jax.Array, background_index: int,
-               std_scale: float = 1.0) -> jax.Array:
+def render_gmm(
+  key, p: dict, index_map: jax.Array, background_index: int, std_scale: float = 1.0
+) -> jax.Array:
   """`means[l] + std_scale * stds[l] * N(0, 1)` at each voxel of label index `l`."""
   means, stds = label_tables(p, background_index, std_scale)
   noise = rng.voxel_normal(key, index_map.shape)
@@ -101,5 +109,11 @@ def render_source(key, image, p: dict, cfg: GMMConfig, ctx: record.RenderContext
   return render_gmm(key, p, ctx.index_map, ctx.background_index, ctx.std_scale)
 
 
-STAGE = Stage("gmm", lambda k, c, f: sample_gmm(k, c.gmm, c.label_values, f), phase="source",
-              per_channel=True, apply=render_source, domain={"stds": record.NONNEG})
+STAGE = Stage(
+  "gmm",
+  lambda k, c, f: sample_gmm(k, c.gmm, c.label_values, f),
+  phase="source",
+  per_channel=True,
+  apply=render_source,
+  domain={"stds": record.NONNEG},
+)

@@ -27,6 +27,7 @@ class ImageIntensityConfig:
   Attributes:
     scale: the intensity range the image is scaled to (the GMM's 0..255 scale).
   """
+
   scale: float = field(default=255.0, check=positive())
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=False, check=flag())
@@ -55,6 +56,9 @@ def render_source(key, image, p: dict, cfg: ImageIntensityConfig, ctx: record.Re
   return jnp.where(p["applied"], real, image)
 
 
-STAGE = Stage("image_intensity",
-              lambda k, c, f: sample_image_intensity(k, c.image_intensity, f),
-              phase="source", apply=render_source)
+STAGE = Stage(
+  "image_intensity",
+  lambda k, c, f: sample_image_intensity(k, c.image_intensity, f),
+  phase="source",
+  apply=render_source,
+)

@@ -58,8 +58,10 @@ class SpikeConfig:
     num_spikes: range of the (integer) number of spikes; the high end fixes the params shape.
     intensity: range of the spike magnitude relative to the maximum k-space magnitude.
   """
+
   num_spikes: tuple[int, int] = field(
-      default=(1, 1), check=int_range(low=0, high_at_least=1, what="spike"))
+    default=(1, 1), check=int_range(low=0, high_at_least=1, what="spike")
+  )
   intensity: Range = field(default=(1.0, 3.0), check=real_range())
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=False, check=flag())
@@ -81,6 +83,7 @@ class GhostingConfig:
     intensity: range of the artifact strength (0: no ghosts; 1: the lines are zeroed).
     restore: fraction of the k-space lines about the centre that are restored.
   """
+
   num_ghosts: tuple[int, int] = field(default=(4, 10), check=int_range(low=0))
   axes: tuple[int, ...] = field(default=(0, 1, 2), check=axes())
   intensity: Range = field(default=(0.5, 1.0), check=real_range(low=0.0))
@@ -100,6 +103,7 @@ class GibbsConfig:
   Attributes:
     alpha: range of the truncation strength in [0, 1] (0: identity; 1: only the mean left).
   """
+
   alpha: Range = field(default=(0.0, 0.8), check=real_range(low=0.0, high=1.0))
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=False, check=flag())
@@ -128,11 +132,12 @@ def sample_spike(key, cfg: SpikeConfig, fixed=None) -> dict:
       fixed["positions"] = jnp.broadcast_to(pos, (s_max, 3))
   lo, hi = cfg.num_spikes
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "num_spikes": draw.pick(fixed, "num_spikes",
-                              jax.random.randint(k[1], (), lo, hi + 1, jnp.int32)),
-      "positions": draw.pick(fixed, "positions", draw.uniform(k[2], (0.0, 1.0), (s_max, 3))),
-      "intensity": draw.pick(fixed, "intensity", draw.uniform(k[3], cfg.intensity)),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "num_spikes": draw.pick(
+      fixed, "num_spikes", jax.random.randint(k[1], (), lo, hi + 1, jnp.int32)
+    ),
+    "positions": draw.pick(fixed, "positions", draw.uniform(k[2], (0.0, 1.0), (s_max, 3))),
+    "intensity": draw.pick(fixed, "intensity", draw.uniform(k[3], cfg.intensity)),
   }
 
 
@@ -142,11 +147,12 @@ def sample_ghosting(key, cfg: GhostingConfig, fixed=None) -> dict:
   lo, hi = cfg.num_ghosts
   axes = jnp.asarray(cfg.axes, jnp.int32)
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "num_ghosts": draw.pick(fixed, "num_ghosts",
-                              jax.random.randint(k[1], (), lo, hi + 1, jnp.int32)),
-      "axis": draw.pick(fixed, "axis", axes[jax.random.randint(k[2], (), 0, len(cfg.axes))]),
-      "intensity": draw.pick(fixed, "intensity", draw.uniform(k[3], cfg.intensity)),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "num_ghosts": draw.pick(
+      fixed, "num_ghosts", jax.random.randint(k[1], (), lo, hi + 1, jnp.int32)
+    ),
+    "axis": draw.pick(fixed, "axis", axes[jax.random.randint(k[2], (), 0, len(cfg.axes))]),
+    "intensity": draw.pick(fixed, "intensity", draw.uniform(k[3], cfg.intensity)),
   }
 
 
@@ -158,8 +164,9 @@ def spike_indices(positions: jax.Array, shape) -> tuple[jax.Array, ...]:
   """Unshifted spectrum indices of spikes at fractional centred-k-space `positions`."""
   out = []
   for a, n in enumerate(shape):
-    centred = jnp.clip(jnp.floor(positions[:, a].astype(jnp.float32) * n).astype(jnp.int32),
-                       0, n - 1)
+    centred = jnp.clip(
+      jnp.floor(positions[:, a].astype(jnp.float32) * n).astype(jnp.int32), 0, n - 1
+    )
     out.append(jnp.mod(centred - n // 2, n))
   return tuple(out)
 
@@ -215,6 +222,7 @@ def render_spectrum(x: jax.Array, transforms, applied) -> jax.Array:
   Each transform maps a `record.Spectrum` to a `record.Spectrum`; the whole transform sits
   in a `lax.cond`, so where nothing is applied (outside `vmap`) no FFT is computed.
   """
+
   def on(x):
     x = precision.real(x)
     k = jnp.fft.fftn(x)
@@ -243,18 +251,24 @@ def spectrum_spike(key, spectrum, p, cfg, ctx=None):
   return spectrum._replace(k=add_spikes(spectrum.k, p, jnp.max(jnp.abs(spectrum.original))))
 
 
-def apply_kspace(x: jax.Array, *, spike=None, ghosting=None, gibbs=None,
-                 restore: float = 0.0) -> jax.Array:
+def apply_kspace(
+  x: jax.Array, *, spike=None, ghosting=None, gibbs=None, restore: float = 0.0
+) -> jax.Array:
   """Magnitude image after Gibbs truncation, ghosting and spikes on one spectrum.
 
   Each argument is that stage's params dict, or `None` for a stage left out. Returns `x`
   itself when no given stage is applied; otherwise `|ifftn(k')|` with
   `k' = fftn(x) * gibbs * ghosting + spikes` (spike magnitudes relative to `max|fftn(x)|`).
   """
-  given = [(t, p) for t, p in (
+  given = [
+    (t, p)
+    for t, p in (
       (lambda s, p: s._replace(k=s.k * gibbs_factor(s.k.shape, p)), gibbs),
       (lambda s, p: s._replace(k=s.k * ghosting_factor(s.k.shape, p, restore)), ghosting),
-      (lambda s, p: spectrum_spike(None, s, p, None), spike)) if p is not None]
+      (lambda s, p: spectrum_spike(None, s, p, None), spike),
+    )
+    if p is not None
+  ]
   if not given:
     return x
   applied = given[0][1]["applied"]
@@ -278,14 +292,28 @@ def apply_gibbs(x: jax.Array, p: dict) -> jax.Array:
 # One spectrum and one magnitude reconstruction for the group (`rendering`), transformed
 # in this order: the masks multiply, then the spikes are added.
 STAGES = (
-    Stage("gibbs", lambda k, c, f: sample_gibbs(k, c.gibbs, f), phase="kspace",
-          apply=spectrum_gibbs, domain={"alpha": record.UNIT}, strength={"alpha": 0.0}),
-    Stage("ghosting", lambda k, c, f: sample_ghosting(k, c.ghosting, f), phase="kspace",
-          apply=spectrum_ghosting,
-          domain={"axis": record.AXIS, "intensity": record.NONNEG,
-                  "num_ghosts": record.NONNEG}, strength={"intensity": 0.0}),
-    Stage("spike", lambda k, c, f: sample_spike(k, c.spike, f), phase="kspace",
-          apply=spectrum_spike,
-          domain={"positions": record.UNIT, "num_spikes": record.count("positions")},
-          strength={"intensity": 0.0}),
+  Stage(
+    "gibbs",
+    lambda k, c, f: sample_gibbs(k, c.gibbs, f),
+    phase="kspace",
+    apply=spectrum_gibbs,
+    domain={"alpha": record.UNIT},
+    strength={"alpha": 0.0},
+  ),
+  Stage(
+    "ghosting",
+    lambda k, c, f: sample_ghosting(k, c.ghosting, f),
+    phase="kspace",
+    apply=spectrum_ghosting,
+    domain={"axis": record.AXIS, "intensity": record.NONNEG, "num_ghosts": record.NONNEG},
+    strength={"intensity": 0.0},
+  ),
+  Stage(
+    "spike",
+    lambda k, c, f: sample_spike(k, c.spike, f),
+    phase="kspace",
+    apply=spectrum_spike,
+    domain={"positions": record.UNIT, "num_spikes": record.count("positions")},
+    strength={"intensity": 0.0},
+  ),
 )

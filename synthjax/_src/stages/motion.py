@@ -66,10 +66,12 @@ class MotionConfig:
       `1 / (n + 1)` between evenly spaced times (TorchIO: 0.3); at most 0.5 keeps the
       times ordered.
   """
+
   degrees: Range = field(default=(-10.0, 10.0), check=real_range())
   translation: Range = field(default=(-10.0, 10.0), check=real_range())
-  num_transforms: tuple[int, int] = field(default=(2, 2), check=int_range(low=0, high_at_least=1,
-                                                             what="movement"))
+  num_transforms: tuple[int, int] = field(
+    default=(2, 2), check=int_range(low=0, high_at_least=1, what="movement")
+  )
   axes: tuple[int, ...] = field(default=(2,), check=axes())
   perturbation: float = field(default=0.3, check=real(low=0.0, high=0.5))
   prob: float = field(default=0.0, check=prob())
@@ -101,21 +103,19 @@ def sample_motion(key, cfg: MotionConfig, fixed=None) -> dict:
       if v.shape == (3,):  # one pose for every movement slot
         fixed[name] = jnp.broadcast_to(v, (slots, 3))
   lo, hi = cfg.num_transforms
-  count = draw.pick(fixed, "num_transforms",
-                    jax.random.randint(k[1], (), lo, hi + 1, jnp.int32))
+  count = draw.pick(fixed, "num_transforms", jax.random.randint(k[1], (), lo, hi + 1, jnp.int32))
   step = 1.0 / (count.astype(jnp.float32) + 1.0)
   j = jnp.arange(1, slots + 1, dtype=jnp.float32)
   jitter = draw.uniform(k[2], (-cfg.perturbation, cfg.perturbation), (slots,))
   times = jnp.where(j <= count, (j + jitter) * step, 1.0)
   axes = jnp.asarray(cfg.axes, jnp.int32)
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "num_transforms": count,
-      "times": draw.pick(fixed, "times", times),
-      "degrees": draw.pick(fixed, "degrees", draw.uniform(k[3], cfg.degrees, (slots, 3))),
-      "translation": draw.pick(fixed, "translation",
-                               draw.uniform(k[4], cfg.translation, (slots, 3))),
-      "axis": draw.pick(fixed, "axis", axes[jax.random.randint(k[5], (), 0, len(cfg.axes))]),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "num_transforms": count,
+    "times": draw.pick(fixed, "times", times),
+    "degrees": draw.pick(fixed, "degrees", draw.uniform(k[3], cfg.degrees, (slots, 3))),
+    "translation": draw.pick(fixed, "translation", draw.uniform(k[4], cfg.translation, (slots, 3))),
+    "axis": draw.pick(fixed, "axis", axes[jax.random.randint(k[5], (), 0, len(cfg.axes))]),
   }
 
 
@@ -151,8 +151,9 @@ def moved_image(x: jax.Array, degrees, translation, spacing, cval) -> jax.Array:
   volume centre; points outside take `cval` (TorchIO fills with the image minimum).
   """
   shape = x.shape
-  mat = geometry.affine_matrix({"rotation": degrees, "shear": jnp.zeros(6, jnp.float32),
-                               "scaling": jnp.ones(3, jnp.float32)})
+  mat = geometry.affine_matrix(
+    {"rotation": degrees, "shear": jnp.zeros(6, jnp.float32), "scaling": jnp.ones(3, jnp.float32)}
+  )
   sp = jnp.asarray(spacing, jnp.float32).reshape(3, 1, 1, 1)
   centre = jnp.asarray([(s - 1) / 2.0 for s in shape], jnp.float32).reshape(3, 1, 1, 1)
   pts = (resample.grid_coords(shape) - centre) * sp
@@ -204,8 +205,10 @@ def apply_motion(image: jax.Array, p: dict, cfg: MotionConfig, spacing) -> jax.A
   return jnp.abs(jnp.fft.ifftn(k)).astype(jnp.float32)
 
 
-STAGE = Stage("motion", lambda k, c, f: sample_motion(k, c.motion, f),
-              domain={"axis": record.AXIS, "times": record.UNIT,
-                      "num_transforms": record.count("degrees")},
-              apply=lambda k, x, p, c, ctx: apply_motion(x, p, c, ctx.spacing),
-              strength={"degrees": 0.0, "translation": 0.0})
+STAGE = Stage(
+  "motion",
+  lambda k, c, f: sample_motion(k, c.motion, f),
+  domain={"axis": record.AXIS, "times": record.UNIT, "num_transforms": record.count("degrees")},
+  apply=lambda k, x, p, c, ctx: apply_motion(x, p, c, ctx.spacing),
+  strength={"degrees": 0.0, "translation": 0.0},
+)

@@ -25,6 +25,7 @@ class NoiseConfig:
     std: range of the noise standard deviation (FetalSynthGen's 5..15 on a 0..255 scale is
       (5/255, 15/255) here).
   """
+
   std: Range = field(default=(0.0, 0.0), check=real_range(low=0.0))
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=True, check=flag())
@@ -40,7 +41,10 @@ def add_noise(key, x: jax.Array, p: dict, scale: float = 1.0) -> jax.Array:
   return x + rng.voxel_normal(key, x.shape) * std
 
 
-STAGE = Stage("noise", lambda k, c, f: sample_noise(k, c.noise, f),
-              domain={"std": record.NONNEG},
-              apply=lambda k, x, p, c, ctx: add_noise(k, x, p, ctx.std_scale),
-              strength={"std": 0.0})
+STAGE = Stage(
+  "noise",
+  lambda k, c, f: sample_noise(k, c.noise, f),
+  domain={"std": record.NONNEG},
+  apply=lambda k, x, p, c, ctx: add_noise(k, x, p, ctx.std_scale),
+  strength={"std": 0.0},
+)

@@ -78,6 +78,7 @@ class Stage:
       None if rendering it draws nothing. Both are read from the registry's `STREAMS`
       table when the registry lists the record (`registry.register`).
   """
+
   name: str
   sample: Callable
   apply: Callable
@@ -93,8 +94,7 @@ class Stage:
 
   def __post_init__(self):
     if self.phase not in PHASES:
-      raise ValueError(f"stage {self.name!r}: phase must be one of {PHASES}, got "
-                       f"{self.phase!r}")
+      raise ValueError(f"stage {self.name!r}: phase must be one of {PHASES}, got {self.phase!r}")
     if self.off is not None and self.phase != "image":
       raise ValueError(f"stage {self.name!r}: only image stages have an `off` rendering")
     if self.carry is not None and self.phase != "source":
@@ -108,6 +108,7 @@ class Bounds:
   `at_most_rows` bounds an integer count by the static number of rows of another entry
   (e.g. `num_spikes` by the rows of `positions`).
   """
+
   low: float | None = None
   high: float | None = None
   low_open: bool = False
@@ -136,6 +137,7 @@ class SpatialContext(NamedTuple):
   """What a spatial stage reads besides the placement: the output grid's shape and
   spacing (mm), the label map's shape, the float dtype the map is computed in, and the
   permutation of label indices that swaps the config's paired labels (`flip_pairs`)."""
+
   shape: tuple
   spacing: tuple
   in_shape: tuple
@@ -163,6 +165,7 @@ class Placement(NamedTuple):
       labels (a mirror's swap of left and right labels), composed into the label lookup
       table.
   """
+
   linear: Any
   translation: Any
   mirror: Any = None
@@ -182,6 +185,7 @@ class RenderContext(NamedTuple):
   `synthesize` was given besides the labels: `seeds`, `image`), `carried` (each source's
   `carry` volume, resampled with the labels) and `synth_key(name)` (a stage's synthesis
   key)."""
+
   index_map: jax.Array
   seg_values: np.ndarray
   background_index: int
@@ -199,6 +203,7 @@ class RenderContext(NamedTuple):
 class Spectrum(NamedTuple):
   """The spectrum the k-space stages share: `k`, the unshifted `fftn` of the image as the
   stages before have left it, and `original`, the image's own (a reference magnitude)."""
+
   k: jax.Array
   original: jax.Array
 

@@ -49,6 +49,7 @@ class ResolutionConfig:
       `thickness`, with fractional end weights) or "triangle" (that boxcar convolved with
       itself: full width at half maximum `thickness`, base `2 * thickness`).
   """
+
   max_res_iso: float = field(default=4.0, check=positive())
   max_res_aniso: float = field(default=8.0, check=positive())
   min_res: float | None = field(default=None, check=optional(positive()))
@@ -83,8 +84,9 @@ def sample_resolution(key, cfg: ResolutionConfig, spacing, fixed=None) -> dict:
   iso_res = jax.random.uniform(k[2], (), jnp.float32, lo_max, max(cfg.max_res_iso, lo_max))
   axis = jax.random.randint(k[3], (), 0, 3)
   aniso_res = jax.random.uniform(k[4], (), jnp.float32, lo_max, max(cfg.max_res_aniso, lo_max))
-  res = jnp.where(iso, jnp.maximum(iso_res, lo),
-                  jnp.where(jnp.arange(3) == axis, jnp.maximum(aniso_res, lo), lo))
+  res = jnp.where(
+    iso, jnp.maximum(iso_res, lo), jnp.where(jnp.arange(3) == axis, jnp.maximum(aniso_res, lo), lo)
+  )
   res = draw.pick(fixed, "resolution", res)
   if cfg.random_thickness:
     thick = lo + jax.random.uniform(k[5], (3,), jnp.float32) * jnp.maximum(res - lo, 0.0)
@@ -93,10 +95,10 @@ def sample_resolution(key, cfg: ResolutionConfig, spacing, fixed=None) -> dict:
   thick = draw.pick(fixed, "thickness", thick)
   blur = jax.random.uniform(k[6], (), jnp.float32, 1.0 / cfg.blur_range, cfg.blur_range)
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "resolution": res,
-      "thickness": thick,
-      "blur_scale": draw.pick(fixed, "blur_scale", blur),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "resolution": res,
+    "thickness": thick,
+    "blur_scale": draw.pick(fixed, "blur_scale", blur),
   }
 
 
@@ -128,8 +130,9 @@ def _profile_cdf(x, width, profile: str):
   if profile == "boxcar":
     return jnp.clip(x / width + 0.5, 0.0, 1.0)
   u = jnp.clip(x, -width, width)
-  return jnp.where(u <= 0.0, 0.5 * ((u + width) / width) ** 2,
-                   1.0 - 0.5 * ((width - u) / width) ** 2)
+  return jnp.where(
+    u <= 0.0, 0.5 * ((u + width) / width) ** 2, 1.0 - 0.5 * ((width - u) / width) ** 2
+  )
 
 
 def profile_matrix(n: int, width, radius_max: int, profile: str = "boxcar") -> jax.Array:
@@ -188,9 +191,14 @@ def apply_resolution(x: jax.Array, p: dict, cfg: ResolutionConfig, spacing) -> j
   return resample.apply_separable(x, axis_operators(p, cfg, x.shape, spacing))
 
 
-STAGE = Stage("resolution",
-              lambda k, c, f: sample_resolution(k, c.resolution, c.spacing, f),
-              domain={"resolution": record.POSITIVE, "thickness": record.POSITIVE,
-                      "blur_scale": record.POSITIVE},
-              apply=lambda k, x, p, c, ctx: apply_resolution(x, p, c, ctx.spacing),
-              strength={"resolution": lambda c: c.spacing, "thickness": lambda c: c.spacing})
+STAGE = Stage(
+  "resolution",
+  lambda k, c, f: sample_resolution(k, c.resolution, c.spacing, f),
+  domain={
+    "resolution": record.POSITIVE,
+    "thickness": record.POSITIVE,
+    "blur_scale": record.POSITIVE,
+  },
+  apply=lambda k, x, p, c, ctx: apply_resolution(x, p, c, ctx.spacing),
+  strength={"resolution": lambda c: c.spacing, "thickness": lambda c: c.spacing},
+)

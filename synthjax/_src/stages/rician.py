@@ -27,6 +27,7 @@ class RicianConfig:
   Attributes:
     std: range of the standard deviation of each of the two Gaussian components.
   """
+
   std: Range = field(default=(0.0, 0.05), check=real_range(low=0.0))
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=False, check=flag())
@@ -42,6 +43,10 @@ def add_rician(key, x: jax.Array, p: dict) -> jax.Array:
   return jnp.sqrt((x + n[0]) ** 2 + n[1] ** 2)
 
 
-STAGE = Stage("rician", lambda k, c, f: sample_rician(k, c.rician, f),
-              domain={"std": record.NONNEG},
-              apply=lambda k, x, p, c, ctx: add_rician(k, x, p), strength={"std": 0.0})
+STAGE = Stage(
+  "rician",
+  lambda k, c, f: sample_rician(k, c.rician, f),
+  domain={"std": record.NONNEG},
+  apply=lambda k, x, p, c, ctx: add_rician(k, x, p),
+  strength={"std": 0.0},
+)

@@ -95,6 +95,7 @@ class SliceStackConfig:
     translation_std: range of each stack's random-walk step std of the three translations
       (mm per slice time).
   """
+
   num_stacks: tuple[int, int] = field(default=(2, 3), check=int_range(low=1))
   axes: tuple[int, ...] = field(default=(0, 1, 2), check=axes())
   thickness: Range = field(default=(1.5, 3.5), check=real_range(low=0.0, low_open=True))
@@ -106,9 +107,11 @@ class SliceStackConfig:
 
   def _check_together(self):
     if self.thickness[0] + self.gap[0] <= 0:
-      raise ValueError("SliceStackConfig.gap: thickness[0] + gap[0] (the smallest distance "
-                       f"between slice centres) must be positive, got thickness {self.thickness}"
-                       f" and gap {self.gap}")
+      raise ValueError(
+        "SliceStackConfig.gap: thickness[0] + gap[0] (the smallest distance "
+        f"between slice centres) must be positive, got thickness {self.thickness}"
+        f" and gap {self.gap}"
+      )
 
 
 # Voxels per block of planes in the reconstruction (bounds its temporaries).
@@ -208,16 +211,17 @@ def sample_slice_stack(key, cfg: SliceStackConfig, shape, spacing, fixed=None) -
   gap = draw.pick(fixed, "gap", draw.uniform(k[4], cfg.gap, (s_max,)))
   offset = draw.pick(fixed, "offset", draw.uniform(k[5], (0.0, 1.0), (s_max,)))
   d = thickness + gap
-  num_slices = jnp.stack([_num_slices(shape[a], spacing[a], d[i], offset[i], k_max)
-                          for i, a in enumerate(axes)])
+  num_slices = jnp.stack(
+    [_num_slices(shape[a], spacing[a], d[i], offset[i], k_max) for i, a in enumerate(axes)]
+  )
   # FetalSynthGen: interleave factor U{2..floor(sqrt(N))}.
   top = jnp.maximum(jnp.floor(jnp.sqrt(num_slices.astype(jnp.float32))), 2.0)
   u = jax.random.uniform(k[6], (s_max,), jnp.float32)
-  interleave = draw.pick(fixed, "interleave",
-                         jnp.minimum(2 + jnp.floor(u * (top - 1.0)), top).astype(jnp.int32))
+  interleave = draw.pick(
+    fixed, "interleave", jnp.minimum(2 + jnp.floor(u * (top - 1.0)), top).astype(jnp.int32)
+  )
   rot_std = draw.pick(fixed, "rotation_std", draw.uniform(k[7], cfg.rotation_std, (s_max,)))
-  trans_std = draw.pick(fixed, "translation_std",
-                        draw.uniform(k[8], cfg.translation_std, (s_max,)))
+  trans_std = draw.pick(fixed, "translation_std", draw.uniform(k[8], cfg.translation_std, (s_max,)))
 
   # Random walk in acquisition time (the first acquired slice at the origin), read at each
   # slice's time, then centred on the stack's mean pose over its N slices.
@@ -230,26 +234,28 @@ def sample_slice_stack(key, cfg: SliceStackConfig, shape, spacing, fixed=None) -
   mean = jnp.sum(motion * valid, axis=1, keepdims=True) / num_slices[:, None, None]
   motion = jnp.where(valid, motion - mean, 0.0)
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "num_stacks": num,
-      "active": active,
-      "thickness": thickness,
-      "gap": gap,
-      "offset": offset,
-      "interleave": interleave,
-      "rotation_std": rot_std,
-      "translation_std": trans_std,
-      "rotation": draw.pick(fixed, "rotation", motion[..., :3] * rot_std[:, None, None]),
-      "translation": draw.pick(fixed, "translation",
-                               motion[..., 3:] * trans_std[:, None, None]),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "num_stacks": num,
+    "active": active,
+    "thickness": thickness,
+    "gap": gap,
+    "offset": offset,
+    "interleave": interleave,
+    "rotation_std": rot_std,
+    "translation_std": trans_std,
+    "rotation": draw.pick(fixed, "rotation", motion[..., :3] * rot_std[:, None, None]),
+    "translation": draw.pick(fixed, "translation", motion[..., 3:] * trans_std[:, None, None]),
   }
 
 
 def _rotations(angles: jax.Array) -> jax.Array:
   """`(K, 3, 3)` rotations for `(K, 3)` angles in degrees (the affine stage's convention)."""
+
   def one(a):
-    return geometry.affine_matrix({"rotation": a, "shear": jnp.zeros(6, jnp.float32),
-                                  "scaling": jnp.ones(3, jnp.float32)})
+    return geometry.affine_matrix(
+      {"rotation": a, "shear": jnp.zeros(6, jnp.float32), "scaling": jnp.ones(3, jnp.float32)}
+    )
+
   return jax.vmap(one)(angles)
 
 
@@ -259,8 +265,17 @@ def blur_radius_max(cfg: SliceStackConfig, spacing, axis: int, n: int) -> int:
   return min(int(math.floor(filters.TRUNCATE * sigma + 0.5)) + 1, 4 * n)
 
 
-def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotation,
-                      translation, spacing, radius_max: int) -> jax.Array:
+def reconstruct_stack(
+  image: jax.Array,
+  axis: int,
+  thickness,
+  gap,
+  offset,
+  rotation,
+  translation,
+  spacing,
+  radius_max: int,
+) -> jax.Array:
   """One stack acquired from `image` and reconstructed on its grid (see module doc).
 
   Args:
@@ -282,7 +297,8 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
   # Slice profile: Gaussian along the stack axis, FWHM = thickness (sigma in voxels).
   sigma = FWHM_TO_SIGMA * thickness / s_a
   blurred = resample.apply_separable(
-      image, [filters.gaussian_matrix(n_a, sigma, radius_max)], axes=(axis,))
+    image, [filters.gaussian_matrix(n_a, sigma, radius_max)], axes=(axis,)
+  )
 
   d = thickness + gap
   num = _num_slices(n_a, s_a, d, offset, rotation.shape[0])
@@ -294,8 +310,12 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
   plane = shape[others[0]] * shape[others[1]]
   block = int(min(n_a, max(1, BLOCK_VOXELS // plane)))
   n_blocks = -(-n_a // block)
-  in_plane = {b: (jnp.arange(shape[b], dtype=jnp.float32) * sp[b] - centre[b]).reshape(
-      (1, -1, 1) if b == others[0] else (1, 1, -1)) for b in others}
+  in_plane = {
+    b: (jnp.arange(shape[b], dtype=jnp.float32) * sp[b] - centre[b]).reshape(
+      (1, -1, 1) if b == others[0] else (1, 1, -1)
+    )
+    for b in others
+  }
 
   def one_block(start):
     idx = jnp.minimum(start + jnp.arange(block, dtype=jnp.int32), n_a - 1)
@@ -306,8 +326,8 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
     t = jnp.clip(u - k0.astype(jnp.float32), 0.0, 1.0)[:, None, None]
 
     def slice_values(ks):
-      r = rot[ks][:, :, :, None, None]            # (block, 3, 3, 1, 1)
-      tr = trans[ks][:, :, None, None]             # (block, 3, 1, 1)
+      r = rot[ks][:, :, :, None, None]  # (block, 3, 3, 1, 1)
+      tr = trans[ks][:, :, None, None]  # (block, 3, 1, 1)
       rel = dict(in_plane)
       rel[axis] = ((offset + ks.astype(jnp.float32)) * d - centre[axis])[:, None, None]
       coords = []
@@ -321,13 +341,13 @@ def reconstruct_stack(image: jax.Array, axis: int, thickness, gap, offset, rotat
     return (1.0 - t) * slice_values(k0) + t * slice_values(k1)
 
   starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
-  local = jax.lax.map(one_block, starts).reshape((n_blocks * block,) + tuple(
-      shape[o] for o in others))[:n_a]
+  local = jax.lax.map(one_block, starts).reshape(
+    (n_blocks * block,) + tuple(shape[o] for o in others)
+  )[:n_a]
   return jnp.moveaxis(local, 0, axis)
 
 
-def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
-                      spacing) -> jax.Array:
+def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig, spacing) -> jax.Array:
   """Acquires `image` as the stacks of `p` and returns their reconstruction.
 
   Args:
@@ -346,28 +366,46 @@ def apply_slice_stack(image: jax.Array, p: dict, cfg: SliceStackConfig,
   axes = slot_axes(cfg)
   need = max_slices(cfg, shape, spacing)
   if p["rotation"].shape[:2] != (len(axes), need):
-    raise ValueError(f"slice_stack params hold motion of shape {p['rotation'].shape[:2]} "
-                     f"(stacks, slices), expected {(len(axes), need)} for shape {shape}, "
-                     f"spacing {spacing}")
+    raise ValueError(
+      f"slice_stack params hold motion of shape {p['rotation'].shape[:2]} "
+      f"(stacks, slices), expected {(len(axes), need)} for shape {shape}, "
+      f"spacing {spacing}"
+    )
   radius = {a: blur_radius_max(cfg, spacing, a, shape[a]) for a in set(axes)}
   x = image.astype(jnp.float32)
   total = jnp.zeros(shape, jnp.float32)
   for i, a in enumerate(axes):
     # An absent stack costs nothing outside vmap.
     total = total + jax.lax.cond(
-        p["active"][i],
-        lambda x, i=i, a=a: reconstruct_stack(
-            x, a, p["thickness"][i], p["gap"][i], p["offset"][i], p["rotation"][i],
-            p["translation"][i], spacing, radius[a]),
-        lambda x: jnp.zeros(shape, jnp.float32), x)
+      p["active"][i],
+      lambda x, i=i, a=a: reconstruct_stack(
+        x,
+        a,
+        p["thickness"][i],
+        p["gap"][i],
+        p["offset"][i],
+        p["rotation"][i],
+        p["translation"][i],
+        spacing,
+        radius[a],
+      ),
+      lambda x: jnp.zeros(shape, jnp.float32),
+      x,
+    )
   count = jnp.sum(p["active"].astype(jnp.float32))
   return jnp.where(count > 0, total / jnp.maximum(count, 1.0), x)
 
 
-STAGE = Stage("slice_stack",
-              lambda k, c, f: sample_slice_stack(k, c.slice_stack, c.shape, c.spacing, f),
-              domain={"thickness": record.POSITIVE, "rotation_std": record.NONNEG,
-                      "translation_std": record.NONNEG, "num_stacks": record.count("active", 1),
-                      "interleave": record.Bounds(1)},
-              apply=lambda k, x, p, c, ctx: apply_slice_stack(x, p, c, ctx.spacing),
-              strength={})
+STAGE = Stage(
+  "slice_stack",
+  lambda k, c, f: sample_slice_stack(k, c.slice_stack, c.shape, c.spacing, f),
+  domain={
+    "thickness": record.POSITIVE,
+    "rotation_std": record.NONNEG,
+    "translation_std": record.NONNEG,
+    "num_stacks": record.count("active", 1),
+    "interleave": record.Bounds(1),
+  },
+  apply=lambda k, x, p, c, ctx: apply_slice_stack(x, p, c, ctx.spacing),
+  strength={},
+)

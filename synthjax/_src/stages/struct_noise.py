@@ -61,9 +61,11 @@ class StructNoiseConfig:
     region_labels: label values whose voxels may hold blob centres (FetalSynthGen's
       `wm_label`); used by the generator to build the region mask.
   """
+
   std: Range = field(default=(0.2, 0.4), check=real_range(low=0.0))
   num_blobs: tuple[int, int] = field(
-      default=(5, 14), check=int_range(low=0, high_at_least=1, what="blob"))
+    default=(5, 14), check=int_range(low=0, high_at_least=1, what="blob")
+  )
   num_stages: tuple[int, int] = field(default=(1, 4), check=int_range(low=1))
   sigma_mean: float = field(default=25.0, check=real(low=0.0))
   sigma_std: float = field(default=5.0, check=real(low=0.0))
@@ -79,16 +81,19 @@ def sample_struct_noise(key, cfg: StructNoiseConfig, fixed=None) -> dict:
   b_lo, b_hi = cfg.num_blobs
   s_lo, s_hi = cfg.num_stages
   lo, hi = cfg.sigma_clip
-  sigmas = jnp.clip(cfg.sigma_mean + cfg.sigma_std * jax.random.normal(k[4], (b_hi,), jnp.float32),
-                    lo, hi)
+  sigmas = jnp.clip(
+    cfg.sigma_mean + cfg.sigma_std * jax.random.normal(k[4], (b_hi,), jnp.float32), lo, hi
+  )
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
-      "num_blobs": draw.pick(fixed, "num_blobs",
-                             jax.random.randint(k[2], (), b_lo, b_hi + 1, jnp.int32)),
-      "num_stages": draw.pick(fixed, "num_stages",
-                              jax.random.randint(k[3], (), s_lo, s_hi + 1, jnp.int32)),
-      "sigmas": draw.pick(fixed, "sigmas", sigmas),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "std": draw.pick(fixed, "std", draw.uniform(k[1], cfg.std)),
+    "num_blobs": draw.pick(
+      fixed, "num_blobs", jax.random.randint(k[2], (), b_lo, b_hi + 1, jnp.int32)
+    ),
+    "num_stages": draw.pick(
+      fixed, "num_stages", jax.random.randint(k[3], (), s_lo, s_hi + 1, jnp.int32)
+    ),
+    "sigmas": draw.pick(fixed, "sigmas", sigmas),
   }
 
 
@@ -135,14 +140,19 @@ def gaussian_blobs(shape, centres: jax.Array, sigmas: jax.Array, active: jax.Arr
   centres = centres.astype(jnp.float32)
   # A floor keeps a (user-fixed) zero width a one-voxel blob instead of 0 * inf = NaN.
   inv = 1.0 / (2.0 * jnp.square(jnp.maximum(precision.real(sigmas), 1e-3)))
-  g = [jnp.exp(-jnp.square(jnp.arange(n, dtype=jnp.float32)[None, :] - centres[:, a:a + 1])
-               * inv[:, None]) for a, n in enumerate(shape)]
+  g = [
+    jnp.exp(
+      -jnp.square(jnp.arange(n, dtype=jnp.float32)[None, :] - centres[:, a : a + 1]) * inv[:, None]
+    )
+    for a, n in enumerate(shape)
+  ]
   g[0] = jnp.where(active[:, None], g[0], 0.0)
   return jnp.clip(jnp.einsum("bx,by,bz->xyz", g[0], g[1], g[2]), 0.0, 1.0)
 
 
-def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
-                       region: jax.Array) -> jax.Array:
+def apply_struct_noise(
+  key, image: jax.Array, p: dict, cfg: StructNoiseConfig, region: jax.Array
+) -> jax.Array:
   """Blends multi-scale noise into `image` around random voxels of `region`.
 
   Args:
@@ -159,8 +169,9 @@ def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
   shape = image.shape
   k_noise, k_centres = jax.random.split(key)
   x = precision.real(image)
-  noise = fields.multiscale_noise(k_noise, shape, p["num_stages"], cfg.num_stages[1],
-                                  finest=1, normalize="max")
+  noise = fields.multiscale_noise(
+    k_noise, shape, p["num_stages"], cfg.num_stages[1], finest=1, normalize="max"
+  )
   noisy = jnp.clip(x + p["std"] * noise, 0.0, 2.0 * jnp.max(x))
   centres, nonempty = random_voxels(k_centres, region, cfg.num_blobs[1])
   active = (jnp.arange(cfg.num_blobs[1]) < p["num_blobs"]) & nonempty
@@ -169,9 +180,17 @@ def apply_struct_noise(key, image: jax.Array, p: dict, cfg: StructNoiseConfig,
 
 
 # FetalSynthGen runs it among its artifacts, after the noise.
-STAGE = Stage("struct_noise", lambda k, c, f: sample_struct_noise(k, c.struct_noise, f),
-              domain={"std": record.NONNEG, "sigmas": record.POSITIVE,
-                      "num_blobs": record.count("sigmas"), "num_stages": record.Bounds(1)},
-              apply=lambda k, x, p, c, ctx: apply_struct_noise(
-                  k, x, p, c, record.label_mask(c.region_labels, ctx)),
-              strength={"std": 0.0})
+STAGE = Stage(
+  "struct_noise",
+  lambda k, c, f: sample_struct_noise(k, c.struct_noise, f),
+  domain={
+    "std": record.NONNEG,
+    "sigmas": record.POSITIVE,
+    "num_blobs": record.count("sigmas"),
+    "num_stages": record.Bounds(1),
+  },
+  apply=lambda k, x, p, c, ctx: apply_struct_noise(
+    k, x, p, c, record.label_mask(c.region_labels, ctx)
+  ),
+  strength={"std": 0.0},
+)

@@ -95,6 +95,7 @@ class SubclusterConfig:
       of the subcluster means instead of `gmm.mean`.
     meta_std: the same for the subcluster stds instead of `gmm.std`.
   """
+
   num_subclusters: tuple[int, int] = field(default=(1, 6), check=int_range(low=1, high=10))
   source: str = field(default="procedural", check=choice(("procedural", "seeds")))
   meta_labels: tuple[tuple[int, ...], ...] = field(default=(), check=label_groups())
@@ -102,7 +103,8 @@ class SubclusterConfig:
   related_metas: tuple[int, ...] = field(default=(), check=integers(low=1, distinct=True))
   related_std: float = field(default=25.0, check=real(low=0.0))
   grid_scale: Range = field(
-      default=(0.03, 0.08), check=real_range(low=0.0, high=1.0, low_open=True))
+    default=(0.03, 0.08), check=real_range(low=0.0, high=1.0, low_open=True)
+  )
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=False, check=flag())
   meta_mean: tuple = field(default=(), check=label_ranges(low=0.0))
@@ -123,8 +125,9 @@ def meta_table(config: SynthConfig) -> np.ndarray:
     for m, group in enumerate(cfg.meta_labels):
       for v in group:
         if v not in values:
-          raise ValueError(f"SubclusterConfig.meta_labels names label {v}, which is not in "
-                           f"label_values {values}")
+          raise ValueError(
+            f"SubclusterConfig.meta_labels names label {v}, which is not in label_values {values}"
+          )
         table[values.index(v)] = m
   else:
     m = 0
@@ -143,8 +146,7 @@ def num_meta(config: SynthConfig) -> int:
   return max(1, int(meta_table(config).max()) + 1)
 
 
-def sample_subclusters(key, cfg: SubclusterConfig, gmm: GMMConfig, n_meta: int,
-                       fixed=None) -> dict:
+def sample_subclusters(key, cfg: SubclusterConfig, gmm: GMMConfig, n_meta: int, fixed=None) -> dict:
   """Draws the subcluster counts and Gaussians of every meta-label.
 
   Returns:
@@ -162,19 +164,25 @@ def sample_subclusters(key, cfg: SubclusterConfig, gmm: GMMConfig, n_meta: int,
   for m in cfg.related_metas:
     if m <= n_meta:
       related[m - 1] = True
-  clip_lo, clip_hi = (mean_range if cfg.meta_mean else (0.0, max(gmm.mean[1], 0.0)))
-  near = jnp.clip(shared + cfg.related_std * jax.random.normal(k[4], shape, jnp.float32),
-                  clip_lo, clip_hi)
+  clip_lo, clip_hi = mean_range if cfg.meta_mean else (0.0, max(gmm.mean[1], 0.0))
+  near = jnp.clip(
+    shared + cfg.related_std * jax.random.normal(k[4], shape, jnp.float32), clip_lo, clip_hi
+  )
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "counts": draw.pick(fixed, "counts",
-                          jax.random.randint(k[1], (n_meta,), lo, hi + 1, jnp.int32)),
-      "means": draw.pick(fixed, "means", jnp.where(jnp.asarray(related), near, independent)),
-      "stds": draw.pick(fixed, "stds", draw.uniform(
-          k[5], _meta_range(gmm.std, cfg.meta_std, n_meta, "meta_std"), shape)),
-      "phase": draw.pick(fixed, "phase", draw.uniform(k[6], (0.0, 1.0), (n_meta,))),
-      "grid_scale": draw.pick(fixed, "grid_scale",
-                              draw.uniform(jax.random.fold_in(key, 7), cfg.grid_scale)),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "counts": draw.pick(
+      fixed, "counts", jax.random.randint(k[1], (n_meta,), lo, hi + 1, jnp.int32)
+    ),
+    "means": draw.pick(fixed, "means", jnp.where(jnp.asarray(related), near, independent)),
+    "stds": draw.pick(
+      fixed,
+      "stds",
+      draw.uniform(k[5], _meta_range(gmm.std, cfg.meta_std, n_meta, "meta_std"), shape),
+    ),
+    "phase": draw.pick(fixed, "phase", draw.uniform(k[6], (0.0, 1.0), (n_meta,))),
+    "grid_scale": draw.pick(
+      fixed, "grid_scale", draw.uniform(jax.random.fold_in(key, 7), cfg.grid_scale)
+    ),
   }
 
 
@@ -186,8 +194,10 @@ def _meta_range(default: Range, rows: tuple, n_meta: int, field_name: str):
   own = {r[0]: r[1:] for r in rows}
   unknown = sorted(m for m in own if not 1 <= m <= n_meta)
   if unknown:
-    raise ValueError(f"SubclusterConfig.{field_name} names meta-label(s) {unknown}; the "
-                     f"config has meta-labels 1..{n_meta}")
+    raise ValueError(
+      f"SubclusterConfig.{field_name} names meta-label(s) {unknown}; the "
+      f"config has meta-labels 1..{n_meta}"
+    )
   lo, hi = zip(*(own.get(m, default) for m in range(1, n_meta + 1)))
   return np.asarray(lo, np.float32)[:, None], np.asarray(hi, np.float32)[:, None]
 
@@ -220,16 +230,20 @@ def split_field(key, p: dict, cfg: SubclusterConfig, shape) -> jax.Array:
   shape = tuple(shape)
   g_max = tuple(draw.max_grid_size(cfg.grid_scale[1], s) for s in shape)
   small = jax.random.normal(key, g_max, jnp.float32)
-  mats = [resample.dynamic_resize_matrix(shape[a], g_max[a],
-                                         draw.grid_size(p["grid_scale"], shape[a], g_max[a]))
-          for a in range(3)]
+  mats = [
+    resample.dynamic_resize_matrix(
+      shape[a], g_max[a], draw.grid_size(p["grid_scale"], shape[a], g_max[a])
+    )
+    for a in range(3)
+  ]
   f = resample.apply_separable(small, mats)
   f = (f - jnp.mean(f)) / jnp.maximum(jnp.std(f), 1e-6)
   return 0.5 * (1.0 + jax.lax.erf(f / np.sqrt(2.0)))
 
 
-def procedural_classes(key, p: dict, cfg: SubclusterConfig, index_map: jax.Array,
-                       label_meta: np.ndarray) -> jax.Array:
+def procedural_classes(
+  key, p: dict, cfg: SubclusterConfig, index_map: jax.Array, label_meta: np.ndarray
+) -> jax.Array:
   """Class ids splitting each meta-label into `counts[m]` level sets of a smooth field."""
   k_max = cfg.num_subclusters[1]
   u = split_field(key, p, cfg, index_map.shape)
@@ -242,8 +256,15 @@ def procedural_classes(key, p: dict, cfg: SubclusterConfig, index_map: jax.Array
   return jnp.where(inside, 1 + m0 * k_max + sub, 0)
 
 
-def render(key, gmm: dict, sub: dict, index_map: jax.Array, class_map, background_index: int,
-           std_scale: float = 1.0):
+def render(
+  key,
+  gmm: dict,
+  sub: dict,
+  index_map: jax.Array,
+  class_map,
+  background_index: int,
+  std_scale: float = 1.0,
+):
   """Per-voxel Gaussians: the subcluster's where a class applies, else the label's; every
   std times `std_scale` (`SynthConfig.voxel_std_scale`).
 
@@ -275,17 +296,29 @@ def render_source(key, image, p: dict, cfg: SubclusterConfig, ctx: record.Render
   """The source stage: the label Gaussians with the subclusters' where a class applies
   (the same voxel noise as the `gmm` stage, whose image it replaces)."""
   if ctx.params is None or ctx.synth_key is None:
-    raise ValueError("the subclusters source reads the gmm stage's params and key from "
-                     "the render context")
+    raise ValueError(
+      "the subclusters source reads the gmm stage's params and key from the render context"
+    )
   class_map = (ctx.carried or {}).get("subclusters")
   if class_map is None and cfg.source == "procedural":
     class_map = procedural_classes(key, p, cfg, ctx.index_map, meta_table(ctx.config))
-  return render(ctx.synth_key("gmm"), ctx.params["gmm"], p, ctx.index_map, class_map,
-                ctx.background_index, ctx.std_scale)
+  return render(
+    ctx.synth_key("gmm"),
+    ctx.params["gmm"],
+    p,
+    ctx.index_map,
+    class_map,
+    ctx.background_index,
+    ctx.std_scale,
+  )
 
 
-STAGE = Stage("subclusters", lambda k, c, f: sample_subclusters(
-    k, c.subclusters, c.gmm, num_meta(c), f), phase="source", apply=render_source,
-              carry=carry_seed_classes,
-              domain={"counts": record.Bounds(1, 10), "stds": record.NONNEG,
-                      "grid_scale": record.GRID}, strength={})
+STAGE = Stage(
+  "subclusters",
+  lambda k, c, f: sample_subclusters(k, c.subclusters, c.gmm, num_meta(c), f),
+  phase="source",
+  apply=render_source,
+  carry=carry_seed_classes,
+  domain={"counts": record.Bounds(1, 10), "stds": record.NONNEG, "grid_scale": record.GRID},
+  strength={},
+)

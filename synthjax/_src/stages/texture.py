@@ -52,6 +52,7 @@ class TextureConfig:
     finest_scale: static pyramid level of the finest grid (`ceil(n / 2**finest_scale)`).
     scale_weight: range of the per-level weights (relative stds).
   """
+
   amplitude: Range = field(default=(0.0, 0.2), check=real_range(low=0.0))
   num_scales: tuple[int, int] = field(default=(4, 4), check=int_range(low=1))
   finest_scale: int = field(default=2, check=integer(low=0))
@@ -65,23 +66,36 @@ def sample_texture(key, cfg: TextureConfig, num_labels: int, fixed=None) -> dict
   k = jax.random.split(key, 4)
   lo, hi = cfg.num_scales
   return {
-      "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
-      "amplitude": draw.pick(fixed, "amplitude", draw.uniform(k[1], cfg.amplitude,
-                                                              (num_labels,))),
-      "num_scales": draw.pick(fixed, "num_scales",
-                              jax.random.randint(k[2], (), lo, hi + 1, jnp.int32)),
-      "weights": draw.pick(fixed, "weights", draw.uniform(k[3], cfg.scale_weight, (hi,))),
+    "applied": draw.pick(fixed, "applied", draw.bernoulli(k[0], cfg.prob)),
+    "amplitude": draw.pick(fixed, "amplitude", draw.uniform(k[1], cfg.amplitude, (num_labels,))),
+    "num_scales": draw.pick(
+      fixed, "num_scales", jax.random.randint(k[2], (), lo, hi + 1, jnp.int32)
+    ),
+    "weights": draw.pick(fixed, "weights", draw.uniform(k[3], cfg.scale_weight, (hi,))),
   }
 
 
 def texture_field(key, p: dict, cfg: TextureConfig, shape) -> jax.Array:
   """The unit-std multi-scale field of the texture stage."""
-  return fields.multiscale_noise(key, shape, p["num_scales"], cfg.num_scales[1],
-                          finest=cfg.finest_scale, weights=p["weights"], normalize="std")
+  return fields.multiscale_noise(
+    key,
+    shape,
+    p["num_scales"],
+    cfg.num_scales[1],
+    finest=cfg.finest_scale,
+    weights=p["weights"],
+    normalize="std",
+  )
 
 
-def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map: jax.Array,
-                  background_index: int | None = None) -> jax.Array:
+def apply_texture(
+  key,
+  image: jax.Array,
+  p: dict,
+  cfg: TextureConfig,
+  index_map: jax.Array,
+  background_index: int | None = None,
+) -> jax.Array:
   """Multiplies `image` by `max(1 + amplitude[index_map] * noise, 0)`.
 
   Args:
@@ -103,9 +117,16 @@ def apply_texture(key, image: jax.Array, p: dict, cfg: TextureConfig, index_map:
   return x * jnp.maximum(1.0 + lookup.take_small(amp, index_map) * noise, 0.0)
 
 
-STAGE = Stage("texture", lambda k, c, f: sample_texture(k, c.texture, c.num_labels, f),
-              domain={"amplitude": record.NONNEG, "weights": record.NONNEG,
-                      "num_scales": record.count("weights", 1)},
-              apply=lambda k, x, p, c, ctx: apply_texture(
-                  k, x, p, c, ctx.index_map, background_index=ctx.background_index),
-              strength={"amplitude": 0.0})
+STAGE = Stage(
+  "texture",
+  lambda k, c, f: sample_texture(k, c.texture, c.num_labels, f),
+  domain={
+    "amplitude": record.NONNEG,
+    "weights": record.NONNEG,
+    "num_scales": record.count("weights", 1),
+  },
+  apply=lambda k, x, p, c, ctx: apply_texture(
+    k, x, p, c, ctx.index_map, background_index=ctx.background_index
+  ),
+  strength={"amplitude": 0.0},
+)

@@ -31,9 +31,11 @@ def atomic_write(path, text: str):
 
 
 def add_cache_option(parser):
-  parser.add_argument("--no-cache", action="store_true",
-                      help="do not keep compiled programs in ~/.cache/synthjax "
-                           "(also: SYNTHJAX_NO_CACHE=1)")
+  parser.add_argument(
+    "--no-cache",
+    action="store_true",
+    help="do not keep compiled programs in ~/.cache/synthjax (also: SYNTHJAX_NO_CACHE=1)",
+  )
 
 
 def require_extra():
@@ -46,8 +48,9 @@ def require_extra():
     except ImportError:
       missing.append(name)
   if missing:
-    raise UserError(f"needs the 'train' extra ({', '.join(missing)} missing): "
-                    f"pip install 'synthjax[train]'")
+    raise UserError(
+      f"needs the 'train' extra ({', '.join(missing)} missing): pip install 'synthjax[train]'"
+    )
 
 
 def main(prog: str, parser, run, argv=None) -> int:
@@ -59,6 +62,7 @@ def main(prog: str, parser, run, argv=None) -> int:
     require_extra()
     if not getattr(args, "no_cache", False):
       from synthjax._src import compile_cache
+
       compile_cache.enable()
     run(args, parser)
   except (UserError, scans.ScanError) as e:

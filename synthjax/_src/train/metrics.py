@@ -30,8 +30,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-def dice_per_label(pred: ArrayLike, truth: ArrayLike, labels: Iterable[int], *,
-                   ignore_empty: bool = True) -> dict[int, float]:
+def dice_per_label(
+  pred: ArrayLike, truth: ArrayLike, labels: Iterable[int], *, ignore_empty: bool = True
+) -> dict[int, float]:
   """`{label: dice}` for each label value in `labels`.
 
   A label absent from the truth scores NaN (`ignore_empty`, MONAI's default), else 1 if
@@ -60,16 +61,19 @@ def mean_score(scores: Mapping[int, float]) -> float:
 def surface(mask: ArrayLike) -> np.ndarray:
   """The voxels of `mask` with a face neighbour outside it or outside the array."""
   from scipy import ndimage
+
   mask = np.asarray(mask, bool)
   return mask & ~np.asarray(ndimage.binary_erosion(mask, border_value=0), bool)
 
 
-def hausdorff95(pred: ArrayLike, truth: ArrayLike, label: int,
-                spacing: float | Sequence[float] = (1.0, 1.0, 1.0)) -> float:
+def hausdorff95(
+  pred: ArrayLike, truth: ArrayLike, label: int, spacing: float | Sequence[float] = (1.0, 1.0, 1.0)
+) -> float:
   """The 95% Hausdorff distance of `label` between the two maps, in mm (NaN if either lacks
   it): the larger of the 95th percentiles of the surface distances from the prediction to
   the truth and from the truth to the prediction."""
   from scipy import ndimage
+
   p, t = np.asarray(pred) == label, np.asarray(truth) == label
   if p.shape != t.shape:
     raise ValueError(f"prediction shape {p.shape} differs from the truth {t.shape}")

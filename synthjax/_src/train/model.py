@@ -49,8 +49,11 @@ def _normal(rngs: nnx.Rngs, shape, std):
 
 
 def _activation(name):
-  return {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "elu": jax.nn.elu,
-          "relu": jax.nn.relu}[name]
+  return {
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
+    "elu": jax.nn.elu,
+    "relu": jax.nn.relu,
+  }[name]
 
 
 class Conv(nnx.Module):
@@ -60,14 +63,22 @@ class Conv(nnx.Module):
   initialised (the default of MONAI's and Keras' convolutions is similar in scale).
   """
 
-  def __init__(self, in_features: int, out_features: int, *, dim: int, kernel_size: int = 3,
-               impl: str = "auto", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    out_features: int,
+    *,
+    dim: int,
+    kernel_size: int = 3,
+    impl: str = "auto",
+    rngs: nnx.Rngs,
+  ):
     if impl not in CONV_IMPLS:
       raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
     if kernel_size % 2 != 1:
       raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     shape = (kernel_size,) * dim + (in_features, out_features)
-    std = math.sqrt(2.0 / (in_features * kernel_size ** dim))
+    std = math.sqrt(2.0 / (in_features * kernel_size**dim))
     self.kernel = nnx.Param(_normal(rngs, shape, std))
     self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
     self.dim, self.kernel_size, self.impl = dim, kernel_size, impl
@@ -79,7 +90,7 @@ class Conv(nnx.Module):
       return x @ w.reshape(w.shape[-2:]) + self.bias[...]
     impl = self.impl
     if impl == "auto":
-      col_bytes = x.size * k ** d * x.dtype.itemsize
+      col_bytes = x.size * k**d * x.dtype.itemsize
       cpu = jax.default_backend() == "cpu"
       impl = "im2col" if cpu and col_bytes <= IM2COL_MAX_BYTES else "xla"
     if impl == "xla":
@@ -89,10 +100,12 @@ class Conv(nnx.Module):
       return y + self.bias[...]
     r = k // 2
     xp = jnp.pad(x, ((0, 0),) + ((r, r),) * d + ((0, 0),))
-    size = x.shape[1:1 + d]
+    size = x.shape[1 : 1 + d]
     # Offsets in C order over the kernel axes, matching `w.reshape(-1, out)`.
-    cols = [xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, size))]
-            for offset in itertools.product(range(k), repeat=d)]
+    cols = [
+      xp[(slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, size))]
+      for offset in itertools.product(range(k), repeat=d)
+    ]
     col = jnp.concatenate(cols, axis=-1)
     return col @ w.reshape(-1, w.shape[-1]) + self.bias[...]
 
@@ -123,13 +136,15 @@ class GroupNorm(nnx.Module):
 class ConvBlock(nnx.Module):
   """`n` x (convolution, norm, activation)."""
 
-  def __init__(self, in_features, out_features, *, dim, n, norm, activation, conv_impl,
-               rngs):
+  def __init__(self, in_features, out_features, *, dim, n, norm, activation, conv_impl, rngs):
     self.convs = nnx.List()
     self.norms = nnx.List()
     for i in range(n):
-      self.convs.append(Conv(in_features if i == 0 else out_features, out_features, dim=dim,
-                             impl=conv_impl, rngs=rngs))
+      self.convs.append(
+        Conv(
+          in_features if i == 0 else out_features, out_features, dim=dim, impl=conv_impl, rngs=rngs
+        )
+      )
       if norm == "none":
         self.norms.append(None)
       else:
@@ -150,7 +165,7 @@ class ConvBlock(nnx.Module):
 def _max_pool(x, dim):
   """2x max-pooling of the spatial axes (each must be even)."""
   b, c = x.shape[0], x.shape[-1]
-  size = x.shape[1:1 + dim]
+  size = x.shape[1 : 1 + dim]
   split = sum(((n // 2, 2) for n in size), ())
   x = x.reshape((b,) + split + (c,))
   return x.max(axis=tuple(2 + 2 * i for i in range(dim)))
@@ -164,14 +179,14 @@ class Upsample(nnx.Module):
     self.dim, self.mode = dim, mode
     if mode == "transpose":
       std = math.sqrt(2.0 / in_features)
-      self.kernel = nnx.Param(_normal(rngs, (in_features, 2 ** dim * out_features), std))
+      self.kernel = nnx.Param(_normal(rngs, (in_features, 2**dim * out_features), std))
       self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
       self.out_features = out_features
     else:
       self.proj = Conv(in_features, out_features, dim=dim, kernel_size=1, rngs=rngs)
 
   def __call__(self, x):
-    b, size = x.shape[0], x.shape[1:1 + self.dim]
+    b, size = x.shape[0], x.shape[1 : 1 + self.dim]
     if self.mode == "resize":
       x = jax.image.resize(x, (b,) + tuple(2 * n for n in size) + x.shape[-1:], "linear")
       return self.proj(x)
@@ -209,24 +224,39 @@ class UNet(nnx.Module):
     (1, 16, 16, 4)
   """
 
-  def __init__(self, num_classes: int, *, dim: int = 3, in_channels: int = 1,
-               features: Sequence[int] = (8, 16, 32, 64), convs_per_level: int = 2,
-               norm: str = "instance", activation: str = "leaky_relu",
-               upsample: str = "transpose", conv_impl: str = "auto", rngs: nnx.Rngs) -> None:
+  def __init__(
+    self,
+    num_classes: int,
+    *,
+    dim: int = 3,
+    in_channels: int = 1,
+    features: Sequence[int] = (8, 16, 32, 64),
+    convs_per_level: int = 2,
+    norm: str = "instance",
+    activation: str = "leaky_relu",
+    upsample: str = "transpose",
+    conv_impl: str = "auto",
+    rngs: nnx.Rngs,
+  ) -> None:
     if dim not in (2, 3):
       raise ValueError(f"dim must be 2 or 3, got {dim}")
-    for name, value, allowed in (("norm", norm, NORMS), ("activation", activation, ACTIVATIONS),
-                                 ("upsample", upsample, UPSAMPLING),
-                                 ("conv_impl", conv_impl, CONV_IMPLS)):
+    for name, value, allowed in (
+      ("norm", norm, NORMS),
+      ("activation", activation, ACTIVATIONS),
+      ("upsample", upsample, UPSAMPLING),
+      ("conv_impl", conv_impl, CONV_IMPLS),
+    ):
       if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     features = tuple(int(f) for f in features)
     if not features or min(features) < 1 or convs_per_level < 1:
-      raise ValueError(f"features must be positive and convs_per_level >= 1, got "
-                       f"{features} and {convs_per_level}")
+      raise ValueError(
+        f"features must be positive and convs_per_level >= 1, got {features} and {convs_per_level}"
+      )
     self.dim, self.levels = dim, len(features)
-    block = dict(dim=dim, n=convs_per_level, norm=norm, activation=activation,
-                 conv_impl=conv_impl, rngs=rngs)
+    block = dict(
+      dim=dim, n=convs_per_level, norm=norm, activation=activation, conv_impl=conv_impl, rngs=rngs
+    )
     self.down = nnx.List()
     cin = in_channels
     for f in features:
@@ -241,11 +271,13 @@ class UNet(nnx.Module):
     self.head = Conv(cin, num_classes, dim=dim, kernel_size=1, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    size = x.shape[1:1 + self.dim]
+    size = x.shape[1 : 1 + self.dim]
     factor = 2 ** (self.levels - 1)
     if x.ndim != self.dim + 2 or any(n % factor for n in size):
-      raise ValueError(f"UNet input must be (B, *spatial, C) with {self.dim} spatial sizes "
-                       f"divisible by {factor}, got shape {x.shape}")
+      raise ValueError(
+        f"UNet input must be (B, *spatial, C) with {self.dim} spatial sizes "
+        f"divisible by {factor}, got shape {x.shape}"
+      )
     skips = []
     for i, block in enumerate(self.down):
       x = block(x)

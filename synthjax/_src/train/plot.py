@@ -23,6 +23,7 @@ def read_metrics(path: str) -> list[dict]:
 def plot_curves(metrics_path: str, png_path: str, *, title: str = "") -> None:
   """Writes the loss curve (raw and smoothed) and the validation Dice curves to `png_path`."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
@@ -38,7 +39,7 @@ def plot_curves(metrics_path: str, png_path: str, *, title: str = "") -> None:
     k = max(1, len(loss) // 50)
     if len(loss) > k:
       smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
-      axes[0].plot(steps[k - 1:], smooth, color="C0", label=f"mean of {k}")
+      axes[0].plot(steps[k - 1 :], smooth, color="C0", label=f"mean of {k}")
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("DiceCE loss")
     axes[0].legend(frameon=False)
@@ -47,15 +48,21 @@ def plot_curves(metrics_path: str, png_path: str, *, title: str = "") -> None:
     axes[1].plot(steps, [r["mean_dice"] for r in val], "o-", color="k", label="mean")
     labels = sorted({k for r in val for k in r["dice"]}, key=lambda s: int(s))
     for i, lab in enumerate(labels):
-      axes[1].plot(steps, [r["dice"].get(lab, float("nan")) for r in val], lw=0.8,
-                   color=f"C{i % 10}", label=f"label {lab}")
+      axes[1].plot(
+        steps,
+        [r["dice"].get(lab, float("nan")) for r in val],
+        lw=0.8,
+        color=f"C{i % 10}",
+        label=f"label {lab}",
+      )
     axes[1].set_ylim(0, 1)
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("validation Dice")
     axes[1].legend(frameon=False, fontsize=7, ncol=2)
   else:
-    axes[1].text(0.5, 0.5, "no validation scans", ha="center", va="center",
-                 transform=axes[1].transAxes)
+    axes[1].text(
+      0.5, 0.5, "no validation scans", ha="center", va="center", transform=axes[1].transAxes
+    )
     axes[1].set_axis_off()
   if title:
     fig.suptitle(title)

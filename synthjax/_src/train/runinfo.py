@@ -39,6 +39,7 @@ def versions() -> dict[str, Any]:
   import jax
 
   import synthjax
+
   out: dict[str, str | None] = {"synthjax": synthjax.__version__, "jax": jax.__version__}
   for name in PACKAGES:
     try:
@@ -50,8 +51,9 @@ def versions() -> dict[str, Any]:
 
 
 def _git(folder, *args):
-  out = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True,
-                       timeout=20, check=True)
+  out = subprocess.run(
+    ["git", "-C", folder, *args], capture_output=True, text=True, timeout=20, check=True
+  )
   return out.stdout
 
 
@@ -60,6 +62,7 @@ def git_source():
   `synthjax/` folder, else None (an installed wheel; no git; a site-packages that merely
   lies inside some other repository)."""
   import synthjax
+
   package = os.path.dirname(os.path.realpath(synthjax.__file__))
   try:
     top = _git(package, "rev-parse", "--show-toplevel").strip()
@@ -76,8 +79,11 @@ def git_source():
 
 def provenance(label_paths) -> dict[str, Any]:
   """The `versions`, `git` and `label_sha256` entries of run.json."""
-  return {"versions": versions(), "git": git_source(),
-          "label_sha256": {p: sha256(p) for p in label_paths}}
+  return {
+    "versions": versions(),
+    "git": git_source(),
+    "label_sha256": {p: sha256(p) for p in label_paths},
+  }
 
 
 def check_labels(record, run_json):
@@ -85,11 +91,14 @@ def check_labels(record, run_json):
   resumed run would silently train on other maps than the checkpoint's)."""
   for path, digest in (record.get("label_sha256") or {}).items():
     if not os.path.exists(path):
-      raise UserError(f"{path}: label map of the run is missing ({run_json}); restore it "
-                      f"or start a new run")
+      raise UserError(
+        f"{path}: label map of the run is missing ({run_json}); restore it or start a new run"
+      )
     if sha256(path) != digest:
-      raise UserError(f"{path}: label map changed since the run started (its SHA-256 "
-                      f"differs from {run_json}); restore it or start a new run")
+      raise UserError(
+        f"{path}: label map changed since the run started (its SHA-256 "
+        f"differs from {run_json}); restore it or start a new run"
+      )
 
 
 def _major(version):
@@ -100,6 +109,7 @@ def check_record(record, run_json):
   """Refuses a run.json that `synthjax segment` cannot use: not an object, a missing key,
   or one written by another major version of synthjax."""
   import synthjax
+
   if not isinstance(record, dict):
     raise UserError(f"{run_json}: not a run record (a JSON object)")
   for key in REQUIRED:
@@ -112,8 +122,10 @@ def check_record(record, run_json):
   if written is None:
     raise UserError(f"{run_json}: missing required key 'versions.synthjax'")
   if _major(written) != _major(synthjax.__version__):
-    raise UserError(f"{run_json}: written by synthjax {written}, which this synthjax "
-                    f"{synthjax.__version__} cannot read (another major version)")
+    raise UserError(
+      f"{run_json}: written by synthjax {written}, which this synthjax "
+      f"{synthjax.__version__} cannot read (another major version)"
+    )
 
 
 def summary(record, run_dir) -> str:
@@ -123,5 +135,7 @@ def summary(record, run_dir) -> str:
   if git:
     commit = f", commit {git['commit'][:10]}{' (dirty)' if git.get('dirty') else ''}"
   spacing = " x ".join(f"{s:g}" for s in record["spacing"])
-  return (f"run {run_dir}: trained with synthjax {record['versions'].get('synthjax')}"
-          f"{commit}; classes {record['classes']}; spacing {spacing} mm")
+  return (
+    f"run {run_dir}: trained with synthjax {record['versions'].get('synthjax')}"
+    f"{commit}; classes {record['classes']}; spacing {spacing} mm"
+  )

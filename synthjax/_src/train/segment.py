@@ -46,8 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
   p.add_argument("images", nargs="+", help="NIfTI scans")
   p.add_argument("-o", "--out", required=True, help="output folder")
   add_cache_option(p)
-  p.add_argument("--last", action="store_true",
-                 help="use the latest checkpoint (default: the best by validation Dice)")
+  p.add_argument(
+    "--last",
+    action="store_true",
+    help="use the latest checkpoint (default: the best by validation Dice)",
+  )
   p.add_argument("--tta", action="store_true", help="average with the mirrored scan")
   p.add_argument("--batch-size", type=int, default=4, help="patches per forward pass")
   p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -57,8 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  return add_arguments(argparse.ArgumentParser(prog="synthjax segment",
-                                               description=(__doc__ or "").splitlines()[0]))
+  return add_arguments(
+    argparse.ArgumentParser(prog="synthjax segment", description=(__doc__ or "").splitlines()[0])
+  )
 
 
 def _stem(path):
@@ -78,6 +82,7 @@ class Segmenter:
 
     import synthjax
     from synthjax._src.train import checkpoints, model, runinfo, steps
+
     run_json = os.path.join(run_dir, "run.json")
     if not os.path.exists(run_json):
       raise UserError(f"{run_json}: no such file; {run_dir} is not a run folder")
@@ -88,10 +93,14 @@ class Segmenter:
       raise UserError(f"{run_json}: cannot read the run record ({e})") from e
     runinfo.check_record(self.record, run_json)
     # Checked before Orbax opens the folder: its managers would create missing folders.
-    if not (_has_steps(os.path.join(run_dir, "checkpoints"))
-            or (best and _has_steps(os.path.join(run_dir, "best")))):
-      raise UserError(f"{os.path.join(run_dir, 'checkpoints')}: no checkpoint (the run's "
-                      f"weights); train the run first")
+    if not (
+      _has_steps(os.path.join(run_dir, "checkpoints"))
+      or (best and _has_steps(os.path.join(run_dir, "best")))
+    ):
+      raise UserError(
+        f"{os.path.join(run_dir, 'checkpoints')}: no checkpoint (the run's "
+        f"weights); train the run first"
+      )
     self.run_dir = run_dir
     self.args = argparse.Namespace(**self.record["args"])
     self.config = synthjax.SynthConfig.from_dict(self.record["synth_config"])
@@ -111,24 +120,36 @@ class Segmenter:
     self.params = jax.device_put(params, jax.local_devices()[0])
     self.predict = steps.make_predictor(graphdef, dim=self.record["model"]["dim"])
 
-  def __call__(self, image_path: str, *, tta: bool = False, batch_size: int = 4
-               ) -> tuple[np.ndarray, np.ndarray, scans.Scan]:
+  def __call__(
+    self, image_path: str, *, tta: bool = False, batch_size: int = 4
+  ) -> tuple[np.ndarray, np.ndarray, scans.Scan]:
     from synthjax._src.train.train import segment_scan
+
     scan = scans.load_scan(image_path, self.config.spacing)
-    seg, conf = segment_scan(self.predict, self.params, scan, self.classes, self.config,
-                             self.args, tta=tta, batch_size=batch_size)
+    seg, conf = segment_scan(
+      self.predict,
+      self.params,
+      scan,
+      self.classes,
+      self.config,
+      self.args,
+      tta=tta,
+      batch_size=batch_size,
+    )
     return seg, conf, scan
 
 
 def _has_steps(folder):
   """Whether `folder` holds a finished Orbax step (a folder named by its step number)."""
   return os.path.isdir(folder) and any(
-      n.isdigit() and os.path.isdir(os.path.join(folder, n)) for n in os.listdir(folder))
+    n.isdigit() and os.path.isdir(os.path.join(folder, n)) for n in os.listdir(folder)
+  )
 
 
 def save(path, array, affine):
   """Writes a NIfTI atomically (temporary name, then rename), with the umask's mode."""
   import nibabel as nib
+
   tmp = f"{path}.tmp-{os.getpid()}.nii.gz"
   img = nib.Nifti1Image(array, affine)
   img.header.set_xyzt_units("mm")
@@ -160,14 +181,16 @@ def run(args: argparse.Namespace) -> list[list[str]]:
   stems = [_stem(i) for i in args.images]
   dups = sorted({s for s in stems if stems.count(s) > 1})
   if dups:
-    raise UserError(f"two scans share the output name {dups[0]!r}; segment them into "
-                    f"separate folders")
+    raise UserError(
+      f"two scans share the output name {dups[0]!r}; segment them into separate folders"
+    )
   segmenter = Segmenter(args.run, best=not args.last)
   print(f"synthjax segment: {runinfo.summary(segmenter.record, args.run)}", file=sys.stderr)
   os.makedirs(args.out, exist_ok=True)
   bar = None
   if not args.quiet:
     from tqdm import tqdm
+
     bar = tqdm(total=len(outputs), desc="predict", unit="scan", dynamic_ncols=True)
   try:
     for image, (seg_path, conf_path, volumes_path, qc_path) in outputs:
@@ -182,8 +205,10 @@ def run(args: argparse.Namespace) -> list[list[str]]:
         save(conf_path, conf, scan.affine)
         written.append(conf_path)
         volumes = metrics.label_volumes(seg, scan.affine, segmenter.classes)
-        qc.write_json(volumes_path, {"scan": os.path.abspath(image),
-                                     "segmentation": os.path.abspath(seg_path), **volumes})
+        qc.write_json(
+          volumes_path,
+          {"scan": os.path.abspath(image), "segmentation": os.path.abspath(seg_path), **volumes},
+        )
         written.append(volumes_path)
         qc.qc_picture(image, seg, volumes, qc_path, title=os.path.basename(image))
       except BaseException as e:
@@ -192,9 +217,11 @@ def run(args: argparse.Namespace) -> list[list[str]]:
         for p in written:
           os.remove(p)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-          raise UserError(f"{args.out}: no space left on the device while writing the "
-                          f"outputs of {image} ({os.strerror(e.errno)}); the scans before "
-                          f"it are done") from e
+          raise UserError(
+            f"{args.out}: no space left on the device while writing the "
+            f"outputs of {image} ({os.strerror(e.errno)}); the scans before "
+            f"it are done"
+          ) from e
         raise
       if bar is not None:
         bar.update(1)
@@ -207,4 +234,5 @@ def run(args: argparse.Namespace) -> list[list[str]]:
 def main(argv: Sequence[str] | None = None) -> int:
   """`synthjax segment ARGS...` without the other commands: returns the exit status."""
   from synthjax._src.train import cli
+
   return cli.main("synthjax segment", build_parser(), lambda args, _: run(args), argv)

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 _SLICE_STREAM = 0x51CE
 
 
-def make_optimizer(lr: float, steps: int, *, schedule: str = "cosine",
-                   warmup: int = 0) -> optax.GradientTransformation:
+def make_optimizer(
+  lr: float, steps: int, *, schedule: str = "cosine", warmup: int = 0
+) -> optax.GradientTransformation:
   """Adam with a constant or warmup-cosine learning rate (to `lr / 100` at `steps`).
 
   Equal settings give the same object, so that the train steps built from it are compiled
@@ -55,11 +56,17 @@ def make_optimizer(lr: float, steps: int, *, schedule: str = "cosine",
 @functools.lru_cache(maxsize=16)
 def _optimizer(lr, schedule, warmup, horizon):
   if schedule == "constant":
-    rate = optax.constant_schedule(lr) if warmup <= 0 else optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+    rate = (
+      optax.constant_schedule(lr)
+      if warmup <= 0
+      else optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup]
+      )
+    )
   else:
-    rate = optax.warmup_cosine_decay_schedule(0.0 if warmup > 0 else lr, lr, max(warmup, 0),
-                                              max(horizon, warmup + 1), end_value=lr / 100)
+    rate = optax.warmup_cosine_decay_schedule(
+      0.0 if warmup > 0 else lr, lr, max(warmup, 0), max(horizon, warmup + 1), end_value=lr / 100
+    )
   return optax.adam(rate)
 
 
@@ -85,6 +92,7 @@ def take_slices(keys, images, targets, num_slices: int):
 
   Returns `(B * num_slices, X, Y)` images and targets.
   """
+
   def one(key, image, target):
     key = jax.random.fold_in(key, _SLICE_STREAM)
     idx = jax.random.permutation(key, image.shape[-1])[:num_slices]
@@ -94,8 +102,13 @@ def take_slices(keys, images, targets, num_slices: int):
   return (im.reshape((-1,) + im.shape[2:]), tg.reshape((-1,) + tg.shape[2:]))
 
 
-def render(batch: dict[str, Any], synth_config: SynthConfig | None, classes: Sequence[int], *,
-           strength: Any = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def render(
+  batch: dict[str, Any],
+  synth_config: SynthConfig | None,
+  classes: Sequence[int],
+  *,
+  strength: Any = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """`(images, targets, keys)` of a batch: rendered by synthjax when `synth_config` is
   given (at augmentation `strength`, see `synthjax.sample_params`), else the batch's own
   `image` and `seg`; images normalised as real scans are."""
@@ -113,10 +126,17 @@ def optimizer_step(opt_state):
   return optax.tree_utils.tree_get_all_with_path(opt_state, "count")[0][1]
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
-                    synth_config: SynthConfig | None, classes: Sequence[int], dim: int,
-                    slices_per_volume: int = 8, mesh: jax.sharding.Mesh | None = None,
-                    strength: Any = None) -> Callable:
+def make_train_step(
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  *,
+  synth_config: SynthConfig | None,
+  classes: Sequence[int],
+  dim: int,
+  slices_per_volume: int = 8,
+  mesh: jax.sharding.Mesh | None = None,
+  strength: Any = None,
+) -> Callable:
   """The jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
   Cached on its arguments: a second run in the same process with the same net, optimizer
@@ -140,8 +160,16 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, *,
     A jitted function; `metrics` holds the scalar `loss` and soft `dice`. `params` and
     `opt_state` are donated.
   """
-  return _train_step(graphdef, tx, synth_config, tuple(int(c) for c in classes), int(dim),
-                     int(slices_per_volume), mesh, strength)
+  return _train_step(
+    graphdef,
+    tx,
+    synth_config,
+    tuple(int(c) for c in classes),
+    int(dim),
+    int(slices_per_volume),
+    mesh,
+    strength,
+  )
 
 
 @functools.lru_cache(maxsize=16)
@@ -190,8 +218,7 @@ def make_predictor(graphdef: nnx.GraphDef, *, dim: int) -> Callable:
 def data_mesh():
   """A 1-D mesh `("data",)` over every device of every process."""
   # Auto sharding: XLA propagates the batch sharding through the generator's vmap.
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicate(mesh, tree):
@@ -201,8 +228,7 @@ def replicate(mesh, tree):
 def global_batch(mesh, local: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
   """This process's share of a batch, assembled into arrays sharded over the mesh."""
   sharding = NamedSharding(mesh, P("data"))
-  return {n: jax.make_array_from_process_local_data(sharding, np.asarray(local[n]))
-          for n in names}
+  return {n: jax.make_array_from_process_local_data(sharding, np.asarray(local[n])) for n in names}
 
 
 def to_host(x: Any) -> np.ndarray:
@@ -214,15 +240,21 @@ def host_tree(tree: Any) -> Any:
   return jax.tree.map(to_host, tree)
 
 
-def flip_permutation(classes: Iterable[int], flip_pairs: Iterable[tuple[int, int]],
-                     output_labels: Sequence[int] | None = None,
-                     label_values: Sequence[int] | None = None) -> list[int]:
+def flip_permutation(
+  classes: Iterable[int],
+  flip_pairs: Iterable[tuple[int, int]],
+  output_labels: Sequence[int] | None = None,
+  label_values: Sequence[int] | None = None,
+) -> list[int]:
   """Class-channel permutation of a left/right mirror (pairs given as generation labels)."""
   classes = [int(c) for c in sorted(classes)]
   if output_labels is not None and label_values is None:
     raise ValueError("flip_permutation needs label_values to map pairs to output_labels")
-  out_of = (dict(zip(label_values, output_labels))
-            if output_labels is not None and label_values is not None else None)
+  out_of = (
+    dict(zip(label_values, output_labels))
+    if output_labels is not None and label_values is not None
+    else None
+  )
   perm = list(range(len(classes)))
   for a, b in flip_pairs:
     if out_of is not None:
@@ -233,11 +265,19 @@ def flip_permutation(classes: Iterable[int], flip_pairs: Iterable[tuple[int, int
   return perm
 
 
-def segment_array(predict: Callable, params: Any, image: ArrayLike, *, dim: int,
-                  patch: Sequence[int], overlap: Sequence[int] | None = None,
-                  batch_size: int = 4, flip_axes: Sequence[int] = (),
-                  flip_perm: Sequence[int] | None = None,
-                  progress: Callable[[], Any] | None = None) -> np.ndarray:
+def segment_array(
+  predict: Callable,
+  params: Any,
+  image: ArrayLike,
+  *,
+  dim: int,
+  patch: Sequence[int],
+  overlap: Sequence[int] | None = None,
+  batch_size: int = 4,
+  flip_axes: Sequence[int] = (),
+  flip_perm: Sequence[int] | None = None,
+  progress: Callable[[], Any] | None = None,
+) -> np.ndarray:
   """Class probabilities of a normalised image on the training grid, by Gaussian-blended
   sliding windows of the training patch size (MONAI `sliding_window_inference`), averaged
   over mirror images along `flip_axes` (test-time augmentation) when given.
@@ -254,8 +294,9 @@ def segment_array(predict: Callable, params: Any, image: ArrayLike, *, dim: int,
     return predict(params, batch)
 
   def run(x):
-    return sdata.sliding_window(fn, x, patch, overlap, batch_size=batch_size,
-                                mode="gaussian").astype(np.float32)
+    return sdata.sliding_window(
+      fn, x, patch, overlap, batch_size=batch_size, mode="gaussian"
+    ).astype(np.float32)
 
   image = np.asarray(image, np.float32)
   probs = run(image)
