@@ -75,7 +75,7 @@ def to_device(value, dtype):
   if (
     getattr(value, "dtype", None) == np.float64
     and jnp.issubdtype(dtype, jnp.floating)
-    and jax.config.jax_enable_x64
-  ):  # pyright: ignore[reportAttributeAccessIssue]
+    and jax.config.read("jax_enable_x64")
+  ):
     return jnp.asarray(value)
   return jnp.asarray(value, dtype)
