@@ -192,6 +192,15 @@ def _option(*flags, parents=(), **kwargs):
   return parser
 
 
+def _cache_parent():
+  """`--no-cache` as the recipe's commands declare it, as a parent parser."""
+  from synthjax._src.train.cli import add_cache_option
+
+  parser = argparse.ArgumentParser(add_help=False)
+  add_cache_option(parser)
+  return parser
+
+
 def _shared_options():
   """Parent parsers of the options several subcommands take, each declared once here."""
   demo_grid = _option(
@@ -207,11 +216,7 @@ def _shared_options():
       "--demo", action="store_true", help="use the built-in brain phantom", parents=[demo_grid]
     ),
     "quiet": _option("--quiet", action="store_true", help="no progress bar"),
-    "no_cache": _option(
-      "--no-cache",
-      action="store_true",
-      help="do not keep compiled programs in ~/.cache/synthjax (also: SYNTHJAX_NO_CACHE=1)",
-    ),
+    "no_cache": _cache_parent(),
     "overwrite_run": _option(
       "--overwrite", action="store_true", help="replace a previous run of another command in OUT"
     ),
@@ -355,7 +360,7 @@ def build_parser():
 
 
 def main(argv=None):
-  from synthjax._src.stops import Terminated, check, handled
+  from synthjax._src.stops import Terminated, check, handled, report
 
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -364,13 +369,7 @@ def main(argv=None):
       _run(args)
       check()  # a stop swallowed after the last unit of work still reports as one
   except (KeyboardInterrupt, Terminated) as e:
-    what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-    then = {
-      "train": "checkpoints are kept, re-run the same command with --resume to continue the run",
-      "segment": "finished scans are kept, re-run with the remaining scans",
-    }.get(args.command, "finished files are kept, re-run the same command to complete the set")
-    print(f"synthjax {args.command}: {what}; {then}", file=sys.stderr)
-    return 143 if isinstance(e, Terminated) else 130
+    return report(f"synthjax {args.command}", args.command, e)
   except Exception as e:  # one line for the user; --debug shows the traceback
     if args.debug:
       raise

@@ -121,22 +121,41 @@ def test_batch_is_the_single_calls_bit_for_bit(with_default_flags, case):
     assert same, f"{case}, sample {i}: max |batch - single| = {diff}"
 
 
-def _scaled_square(s):
-  # Under a plain vmap XLA computes the scalar case as (d * d) * (r * r) with r = 1 / s, and
-  # the batched case as (d * r) * (d * r): they differ in the last bit for some `s`.
-  d = jnp.arange(-12.0, 13.0)
-  return (d / s) ** 2
+def _gated(x, applied):
+  # A stage gated by its `applied` flag, as the renderer gates every stage.
+  return jax.lax.cond(applied, lambda v: jnp.sin(v) * 2.0, lambda v: v, x)
+
+
+def _primitives(fn, *args):
+  """Every primitive of `fn`'s jaxpr, sub-jaxprs (loop bodies, branches) included."""
+  found = set()
+
+  def walk(jaxpr):
+    for e in jaxpr.eqns:
+      found.add(e.primitive.name)
+      for v in e.params.values():
+        for sub in v if isinstance(v, (tuple, list)) else (v,):
+          inner = getattr(sub, "jaxpr", None)
+          if inner is not None:
+            walk(getattr(inner, "jaxpr", inner))
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
 
 
 def test_per_sample_runs_the_unbatched_program():
-  s = jnp.asarray([0.7, 1.3, 2.9, 3.7], jnp.float32)
-  single = np.stack([np.asarray(jax.jit(_scaled_square)(x)) for x in s])
-  plain = np.asarray(jax.jit(jax.vmap(_scaled_square))(s))
-  mapped = np.asarray(jax.jit(jax.vmap(batching.per_sample(_scaled_square)))(s))
-  np.testing.assert_array_equal(mapped, single)
-  # The reason for `per_sample`: on CPU (jax 0.10) the vmapped program rounds otherwise.
-  # Both agree to float32 rounding.
-  np.testing.assert_allclose(plain, single, rtol=1e-6)
+  """Under `vmap`, `per_sample` loops the single program over the samples: a gated stage
+  stays a `cond` (computed only where applied), where a plain vmap turns it into a select
+  of both branches; and each sample equals its single call bit for bit."""
+  x = jnp.linspace(0.0, 3.0, 20).reshape(4, 5)
+  applied = jnp.asarray([True, False, True, False])
+  plain = _primitives(jax.vmap(_gated), x, applied)
+  mapped = _primitives(jax.vmap(batching.per_sample(_gated)), x, applied)
+  assert "cond" not in plain and "select_n" in plain
+  assert {"scan", "cond"} <= mapped and "select_n" not in mapped
+  got = np.asarray(jax.jit(jax.vmap(batching.per_sample(_gated)))(x, applied))
+  single = np.stack([np.asarray(jax.jit(_gated)(x[i], applied[i])) for i in range(4)])
+  np.testing.assert_array_equal(got, single)
 
 
 def test_per_sample_shares_unbatched_arguments_and_keeps_gradients():

@@ -1,7 +1,9 @@
 """`synthjax.datasets`: what each `synthjax` command writes, from Python.
 
-Each library call is checked against a reference: what the command writes for the same
-arguments (bit for bit), NumPy or nibabel on the same file, or the preset built directly.
+The commands call these functions, so comparing with what a command writes checks that the
+command passes its arguments through; the references of the library calls themselves are
+`synthjax.replay` of what they wrote, NumPy or nibabel on the same file, or the preset built
+directly.
 """
 
 import contextlib

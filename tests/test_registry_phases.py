@@ -242,3 +242,27 @@ def test_the_registry_refuses_a_stage_without_streams_or_out_of_its_phase(tmp_pa
     registry.config_variant(stages)
   with pytest.raises(ValueError, match=r"field\(s\) \['other'\] have no registered stage"):
     registry.config_variant(stages, toy_source=toy.Config(), other=toy.Config())
+
+
+def test_fixed_values_of_a_variant_stage_are_checked_like_the_registry_stages():
+  """`fixed` and params JSON are checked against the config's own registry: a variant's
+  stage refuses a value outside its domain and `applied` while disabled, as `noise` does."""
+  import dataclasses
+
+  from synthjax._src.stages import noise
+
+  again = dataclasses.replace(noise.STAGE, name="noise_again")
+  stages = registry.register(
+    registry.STAGES + (again,), {**registry.STREAMS, "noise_again": registry.Streams(21, 10)}
+  )
+  Config = registry.config_variant(stages, noise_again=noise.NoiseConfig(enabled=True))
+  cfg = Config(shape=(8, 8, 8), label_values=(0, 1))
+  key = jax.random.key(0)
+  for name in ("noise", "noise_again"):
+    with pytest.raises(ValueError, match=rf"fixed {name}\.std .*outside"):
+      synthjax.sample_params(key, cfg, fixed={name: {"std": -1.0}})
+  off = dataclasses.replace(cfg, noise_again=noise.NoiseConfig(enabled=False))
+  with pytest.raises(ValueError, match="noise_again stage is disabled"):
+    synthjax.sample_params(key, off, fixed={"noise_again": {"applied": True}})
+  p = synthjax.sample_params(key, cfg, fixed={"noise_again": {"std": 0.25}})
+  assert float(p["noise_again"]["std"]) == 0.25

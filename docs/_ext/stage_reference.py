@@ -102,23 +102,19 @@ def render() -> str:
   ]
   for stage in registry.STAGES:
     module = inspect.getmodule(stage.sample)
-    phase = getattr(stage, "phase", None)
     config = stage_configs.get(stage.name)
     out.append(
       f"| {{ref}}`{stage.name} <stage-{stage.name}>` | `{module.__name__}` | "
-      f"{'`' + phase + '`' if phase else ''} | "
+      f"`{stage.phase}` | "
       f"{'`' + config.__name__ + '`' if config else '(none)'} |"
     )
   out.append("")
   shown = set()
   for stage in registry.STAGES:
     module = inspect.getmodule(stage.sample)
-    phase = getattr(stage, "phase", None)
     config = stage_configs.get(stage.name)
     out += [f"(stage-{stage.name})=", f"## `{stage.name}`", ""]
-    facts = [f"Module: `{module.__name__}`."]
-    if phase:
-      facts.append(f"Phase: `{phase}`.")
+    facts = [f"Module: `{module.__name__}`.", f"Phase: `{stage.phase}`."]
     if config is None:
       facts.append("No `SynthConfig` field: the stage always applies.")
     else:

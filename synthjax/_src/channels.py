@@ -103,8 +103,10 @@ def render_aligned(
   """Images of one label map under one spatial transform: `render_one(keys[i], params_i,
   labels, config, seeds, image, spatial_key=spatial_key)` mapped over `i`, where `params_i`
   takes entry `i` of the stages whose `in_axes` is 0 and shares those whose `in_axes` is
-  None. The label resampling depends on shared values only, so it is computed once. The
-  channels of a multi-contrast sample and the views of a pair (`views.py`) render so.
+  None. For the channels of a multi-contrast sample the label resampling depends on shared
+  values only, so it is computed once. The views of a pair (`views.py`) render so too, but
+  through `rendering.render`, which maps each view's whole program (`batching.per_sample`),
+  so each view resamples the labels itself.
   """
   return jax.vmap(
     lambda k, p: render_one(k, p, labels, config, seeds, image, spatial_key=spatial_key),

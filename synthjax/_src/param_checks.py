@@ -40,12 +40,12 @@ def check_values(
     template: `params_template(config)`, for the static row counts of the count bounds.
     what: how the message names the params ("params JSON", "fixed").
   """
+  stages = registry.by_name(config)  # a `config_variant`'s own stages included
   for stage_name, entries in params.items():
-    stage = registry.BY_NAME.get(stage_name)
+    stage = stages.get(stage_name)
     if stage is None or not isinstance(entries, dict):
       continue
-    stage_cfg = getattr(config, stage_name) if stage.configured else None
-    enabled = stage_cfg is None or stage_cfg.enabled
+    enabled = registry.enabled(stage, config)
     for name, value in entries.items():
       if value is None or any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(value)):
         continue

@@ -17,24 +17,18 @@ if TYPE_CHECKING:
   import jax
 
 __all__ = [
-  "Array",
   "PRNGKey",
   "PathLike",
-  "Shape3",
   "Size3",
   "Spacing",
   "RandomAccessSource",
   "PatchSampler",
 ]
 
-# A JAX array, or a numpy array where the host side takes either.
-Array: TypeAlias = "jax.Array | np.ndarray"
 # A typed key (`jax.random.key`) or a raw `uint32[2]` one (`jax.random.PRNGKey`).
 PRNGKey: TypeAlias = "jax.Array"
 # A file or folder path.
 PathLike: TypeAlias = "str | os.PathLike[str]"
-# A 3-D shape `(X, Y, Z)`.
-Shape3: TypeAlias = tuple[int, int, int]
 # A size for every axis (one int) or one per axis.
 Size3: TypeAlias = "int | Sequence[int]"
 # A voxel size in mm: one for every axis or one per axis.

@@ -45,7 +45,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from synthjax._src.config import SynthConfig
+from synthjax._src.config import SynthConfig, _stage_types
 from synthjax._src.stages import (
   bias,
   blur_cortex,
@@ -274,9 +274,7 @@ def config_variant(
         f"field {field_name!r} must default to a stage config (a config_class "
         f"with `enabled`), got {type(default).__name__}"
       )
-  have = {f.name for f in dataclasses.fields(base) if dataclasses.is_dataclass(f.default)} | set(
-    fields
-  )
+  have = set(_stage_types(base)) | set(fields)
   configured = {s.name for s in stages if s.configured}
   if configured - have:
     raise ValueError(

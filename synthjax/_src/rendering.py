@@ -108,7 +108,7 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
   bg, _, seg_values = labelmaps.tables(config)
   stages = registry.stages_of(config)
   key_of = _key_of(key, stages)
-  phase = lambda name: [s for s in stages if s.phase == name]
+  phase = lambda name: registry.in_phase(config, name)
   inputs = {"seeds": seeds, "image": image}
 
   # Spatial: one coordinate map. `spatial_key` lets paired views and the channels of a

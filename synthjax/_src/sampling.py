@@ -80,7 +80,7 @@ def _sample_params_jit(key, config, fixed, strength=None):
   # exponent an ulp off moves the image by 3e-5), so a pipeline batch's params are the single
   # calls' bits.
   if not shell.is_key_batch(key):
-    return _sample_one(key, config, fixed, *(() if strength is None else (strength,)))
+    return _sample_one(key, config, fixed, strength)
   one = batching.per_sample(lambda k, f, *s: _sample_one(k, config, f, *s))
   return shell.map_keys(lambda k, _, f, *s: one(k, f, *s), key, config, fixed, strength)
 

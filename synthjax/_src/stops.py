@@ -42,6 +42,24 @@ def check():
     raise _exception(signum)
 
 
+# What a stopped command leaves, and how to go on, by command.
+_AFTER_STOP = {
+  "train": "checkpoints are kept, re-run the same command with --resume to continue the run",
+  "segment": "finished scans are kept, re-run with the remaining scans",
+}
+
+
+def report(prog: str, command: str, stop: BaseException) -> int:
+  """Prints the one line a stopped command ends with and returns its exit status (143 for
+  SIGTERM, 130 for Ctrl-C, as shells report them)."""
+  what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+  then = _AFTER_STOP.get(
+    command, "finished files are kept, re-run the same command to complete the set"
+  )
+  print(f"{prog}: {what}; {then}", file=sys.stderr)
+  return 143 if isinstance(stop, Terminated) else 130
+
+
 @contextlib.contextmanager
 def handled():
   """Installs the SIGTERM and SIGINT handlers for the duration (main thread only: Python

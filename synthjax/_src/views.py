@@ -19,7 +19,7 @@ from synthjax._src import channels, labelmaps, registry, rendering, sampling
 from synthjax._src.config import SynthConfig
 
 # The registry's spatial stages: shared by the views of a voxel-aligned pair.
-SPATIAL_STAGES = tuple(s.name for s in registry.in_phase(SynthConfig, "spatial"))
+SPATIAL_STAGES = tuple(s.name for s in registry.STAGES if s.phase == "spatial")
 
 
 def sample_view_params(
@@ -93,8 +93,5 @@ def synthesize_views(
   if not isinstance(labels, jax.Array):
     labels = jnp.asarray(np.asarray(labels))
   labelmaps.check_labels(labels, config)
-  template = sampling.params_template(config)
-  params = {
-    s: {n: jnp.asarray(params[s][n], template[s][n].dtype) for n in template[s]} for s in template
-  }
+  params = sampling.as_device_params(params, config)
   return _views_jit(key, params, labels, config, bool(shared_spatial), seeds, image)

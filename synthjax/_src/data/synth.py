@@ -43,8 +43,9 @@ def synthesize_batch(
 
   Returns:
     `(images, segs, params)`: (B, X, Y, Z) float32, (B, X, Y, Z) int32 and the batched
-    params (record them to replay any sample). A batch of one renders through the single
-    call, where a stage that is not applied costs nothing; a larger batch is vmapped.
+    params (record them to replay any sample). Each sample renders through the
+    single-sample program (`synthesize` under `vmap`), so a stage that is not applied costs
+    nothing and a sample replays bit for bit.
   """
   import jax
 
@@ -63,13 +64,7 @@ def synthesize_batch(
   if config.image_intensity.enabled:
     extra["image"] = batch["image"]
   render = lambda k, p, l, e: rendering.synthesize(k, p, l, config, **e)
-  if batch["labels"].shape[0] == 1:
-    # A batch of one renders as the single call: under vmap every stage's `applied` cond
-    # becomes a select that computes the stage whether it is applied or not.
-    one = jax.tree.map(lambda x: x[0], (pair[:, 1], params, batch["labels"], extra))
-    images, segs = jax.tree.map(lambda x: x[None], render(*one))
-  else:
-    images, segs = jax.vmap(render)(pair[:, 1], params, batch["labels"], extra)
+  images, segs = jax.vmap(render)(pair[:, 1], params, batch["labels"], extra)
   return images, segs, params
 
 

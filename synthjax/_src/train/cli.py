@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from synthjax._src import scans
+from synthjax._src import scans, stops
 
 # The modules of the `train` extra that the recipe imports (pyproject.toml).
 EXTRA_MODULES = ("flax", "optax", "orbax.checkpoint", "scipy", "matplotlib")
@@ -64,7 +64,11 @@ def main(prog: str, parser, run, argv=None) -> int:
       from synthjax._src import compile_cache
 
       compile_cache.enable()
-    run(args, parser)
+    with stops.handled():
+      run(args, parser)
+      stops.check()
+  except (KeyboardInterrupt, stops.Terminated) as e:
+    return stops.report(prog, prog.split()[-1], e)
   except (UserError, scans.ScanError) as e:
     if getattr(args, "debug", False):
       raise

@@ -3,7 +3,7 @@
 `qc_picture` draws three orthogonal slices (axial, coronal, sagittal, in RAS orientation as
 `synthjax.scans` loads scans) through the centre of the segmented region, with every
 label's boundary outlined in its own colour and a legend of label values and volumes in mL
-(`metrics.label_volumes`, on the scan's own grid, re-exported here).
+(`metrics.label_volumes`, on the scan's own grid).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from synthjax._src import scans
-from synthjax._src.train.metrics import label_volumes, voxel_volume  # noqa: F401
 
 # Pixel size of the picture (at DPI): three square panels and a legend column.
 FIGSIZE = (13.0, 4.6)
