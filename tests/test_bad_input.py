@@ -215,6 +215,26 @@ def test_arrayrecord_overwrite_keeps_foreign_files(tmp_path):
 # Signals
 
 
+def test_the_recipes_own_entry_point_reports_a_stop_swallowed_by_a_finalizer(capsys):
+  """`synthjax.train.train_main` and `segment_main` (not through `synthjax`) stop as the
+  command line does: a SIGTERM that lands where Python swallows it ends the run with 143."""
+  import argparse
+
+  from synthjax._src.train import cli as recipe
+
+  class SignalledWhileFinalized:
+    def __del__(self):
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  def run(args, parser):
+    SignalledWhileFinalized()  # the handler's exception is swallowed inside __del__
+
+  status = recipe.main("synthjax train", argparse.ArgumentParser(), run, [])
+  assert status == 143
+  assert "synthjax train: terminated (SIGTERM); checkpoints are kept" in capsys.readouterr().err
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_sigterm_is_a_clean_stop_and_the_run_resumes(tmp_path):
   out = tmp_path / "run"
   args = [
