@@ -34,6 +34,7 @@ FROZEN_PARAM_STREAMS = {
   "struct_noise": 18,
   "blur_cortex": 19,
   "boundary": 20,
+  "grow_labels": 21,
 }
 FROZEN_SYNTH_STREAMS = {
   "deformation": 0,
@@ -124,10 +125,12 @@ def test_every_stage_renders_through_its_phase_signature_in_registry_order():
 
   phases = [s.phase for s in registry.STAGES]
   assert set(phases) == set(record.PHASES)
-  # The spatial stages come first, then the sources; the k-space group is contiguous.
+  # The spatial stages come first, then the label stages, then the sources; the k-space
+  # group is contiguous.
   first_image = phases.index("image")
-  assert phases[:first_image] == sorted(phases[:first_image], key=["spatial", "source"].index)
-  assert not {"spatial", "source"} & set(phases[first_image:])
+  early = ["spatial", "labels", "source"]
+  assert phases[:first_image] == sorted(phases[:first_image], key=early.index)
+  assert not set(early) & set(phases[first_image:])
   k = [i for i, p in enumerate(phases) if p == "kspace"]
   assert k == list(range(k[0], k[-1] + 1))
   for s in registry.STAGES:

@@ -167,7 +167,7 @@ def _check_off_is_the_original(cls, name):
 
 def test_a_toy_source_stage_is_rendered_from_its_module_registry_line_and_field(tmp_path):
   toy = _module(tmp_path, "toy_source", TOY_SOURCE)
-  cls = _with(toy, after="image_intensity", streams=registry.Streams(params=21))
+  cls = _with(toy, after="image_intensity", streams=registry.Streams(params=22))
   assert [s.name for s in registry.stages_of(_variant(cls, BARE)) if s.phase == "source"] == [
     "gmm",
     "subclusters",
@@ -191,7 +191,7 @@ def test_a_toy_source_stage_is_rendered_from_its_module_registry_line_and_field(
 
 def test_a_toy_kspace_stage_transforms_the_shared_spectrum(tmp_path):
   toy = _module(tmp_path, "toy_shift", TOY_KSPACE)
-  cls = _with(toy, after="spike", streams=registry.Streams(params=22))
+  cls = _with(toy, after="spike", streams=registry.Streams(params=23))
   assert [s.name for s in registry.stages_of(_variant(cls, BARE)) if s.phase == "kspace"] == [
     "gibbs",
     "ghosting",
@@ -222,21 +222,22 @@ def test_a_toy_kspace_stage_transforms_the_shared_spectrum(tmp_path):
 
 def test_the_registry_refuses_a_stage_without_streams_or_out_of_its_phase(tmp_path):
   toy = _module(tmp_path, "toy_source_refused", TOY_SOURCE)
+  after_gmm = registry.NAMES.index("gmm") + 1
   with pytest.raises(ValueError, match="'toy_source' has no stream ids"):
     registry.register(registry.STAGES + (toy.STAGE,))
   with pytest.raises(ValueError, match="'toy_source' has the params stream 4 of stage 'gmm'"):
     registry.register(
-      registry.STAGES[:5] + (toy.STAGE,) + registry.STAGES[5:],
+      registry.STAGES[:after_gmm] + (toy.STAGE,) + registry.STAGES[after_gmm:],
       {**registry.STREAMS, "toy_source": registry.Streams(params=4)},
     )
   with pytest.raises(ValueError, match="'toy_source' \\(source\\) is listed after a later"):
     registry.register(
       registry.STAGES + (toy.STAGE,),
-      {**registry.STREAMS, "toy_source": registry.Streams(params=21)},
+      {**registry.STREAMS, "toy_source": registry.Streams(params=22)},
     )
   stages = registry.register(
-    registry.STAGES[:5] + (toy.STAGE,) + registry.STAGES[5:],
-    {**registry.STREAMS, "toy_source": registry.Streams(params=21)},
+    registry.STAGES[:after_gmm] + (toy.STAGE,) + registry.STAGES[after_gmm:],
+    {**registry.STREAMS, "toy_source": registry.Streams(params=22)},
   )
   with pytest.raises(ValueError, match=r"stage\(s\) \['toy_source'\] have no config field"):
     registry.config_variant(stages)
@@ -253,7 +254,7 @@ def test_fixed_values_of_a_variant_stage_are_checked_like_the_registry_stages():
 
   again = dataclasses.replace(noise.STAGE, name="noise_again")
   stages = registry.register(
-    registry.STAGES + (again,), {**registry.STREAMS, "noise_again": registry.Streams(21, 10)}
+    registry.STAGES + (again,), {**registry.STREAMS, "noise_again": registry.Streams(22, 10)}
   )
   Config = registry.config_variant(stages, noise_again=noise.NoiseConfig(enabled=True))
   cfg = Config(shape=(8, 8, 8), label_values=(0, 1))

@@ -32,6 +32,7 @@ from synthjax._src.stages.boundary import BoundaryConfig
 from synthjax._src.stages.gamma import GammaConfig
 from synthjax._src.stages.geometry import AffineConfig, DeformationConfig, FlipConfig
 from synthjax._src.stages.gmm import GMMConfig
+from synthjax._src.stages.grow_labels import GrowLabelsConfig, check_labels
 from synthjax._src.stages.image_intensity import ImageIntensityConfig
 from synthjax._src.stages.kspace import GhostingConfig, GibbsConfig, SpikeConfig
 from synthjax._src.stages.motion import MotionConfig
@@ -135,6 +136,8 @@ class SynthConfig(JsonConfig):
     struct_noise: FetalSynthGen's structural noise in a label (disabled unless asked for).
     blur_cortex, boundary: FetalSynthGen's cortex blur and skull-stripping boundaries
       (disabled unless asked for).
+    grow_labels: label sets grown into their neighbours on the deformed label map, e.g.
+      enlarged ventricles or a thinner subarachnoid space (disabled unless asked for).
 
   Examples:
     >>> cfg = SynthConfig(shape=(32, 32, 32), label_values=(0, 1, 2))
@@ -175,6 +178,7 @@ class SynthConfig(JsonConfig):
   struct_noise: StructNoiseConfig = StructNoiseConfig()
   blur_cortex: BlurCortexConfig = BlurCortexConfig()
   boundary: BoundaryConfig = BoundaryConfig()
+  grow_labels: GrowLabelsConfig = GrowLabelsConfig()
 
   def _check_together(self):
     values = self.label_values
@@ -199,6 +203,7 @@ class SynthConfig(JsonConfig):
         raise ValueError(
           f"SynthConfig.gmm.{field_name} names label(s) {unknown}, which are not in label_values"
         )
+    check_labels(self.grow_labels, values)
 
   @property
   def voxel_std_scale(self) -> float:

@@ -2,7 +2,7 @@
 
 Each stage lives in one module of `synthjax/_src/stages/`: its config dataclass, its
 `sample`, its `apply` and a `Stage` record (`stages/record.py`) that names them with the
-stage's phase (spatial, source, image or k-space), whether it is drawn per channel and the
+stage's phase (spatial, labels, source, image or k-space), whether it is drawn per channel and the
 physical domain of its params. `STAGES` lists the records in render order and `STREAMS`
 gives each stage's stream ids; nothing else lists the stages:
 
@@ -12,10 +12,10 @@ gives each stage's stream ids; nothing else lists the stages:
   returns.
 * `render` (`rendering.py`) walks `STAGES` by phase: the spatial stages compose one
   coordinate map (`record.Placement`) and the labels (with what the sources `carry`) are
-  gathered through it once; the sources render the intensity image on the deformed labels;
-  then the image stages render in registry order, and the k-space stages, where the first
-  of them stands, transform one shared spectrum (`record.Spectrum`) between one FFT and one
-  magnitude reconstruction.
+  gathered through it once; the label stages edit the gathered map; the sources render the
+  intensity image on the deformed labels; then the image stages render in registry order,
+  and the k-space stages, where the first of them stands, transform one shared spectrum
+  (`record.Spectrum`) between one FFT and one magnitude reconstruction.
 * The spatial stages' names (`views.SPATIAL_STAGES`, `warp`) and the stages drawn per
   channel (`channels.CHANNEL_STAGES`) are read from the records.
 
@@ -53,6 +53,7 @@ from synthjax._src.stages import (
   gamma,
   geometry,
   gmm,
+  grow_labels,
   image_intensity,
   kspace,
   motion,
@@ -128,6 +129,7 @@ STREAMS: Mapping[str, Streams] = dict(
   struct_noise=Streams(params=18, synth=7),
   blur_cortex=Streams(params=19, synth=8),
   boundary=Streams(params=20, synth=9),
+  grow_labels=Streams(params=21),
 )
 
 
@@ -142,7 +144,7 @@ def register(
       stage (those phases render before the others).
   """
   out, seen_params, seen_synth = [], {}, {}
-  phase_rank = {"spatial": 0, "source": 1}
+  phase_rank = {"spatial": 0, "labels": 1, "source": 2}
   last_rank = 0
   for stage in stages:
     if stage.name in (s.name for s in out):
@@ -162,11 +164,11 @@ def register(
           f"stage {stage.name!r} has the {kind} stream {value} of stage {table[value]!r}"
         )
       table[value] = stage.name
-    rank = phase_rank.get(stage.phase, 2)
+    rank = phase_rank.get(stage.phase, 3)
     if rank < last_rank:
       raise ValueError(
         f"stage {stage.name!r} ({stage.phase}) is listed after a later phase: "
-        f"the spatial stages come first, then the sources"
+        f"the spatial stages come first, then the label stages, then the sources"
       )
     last_rank = rank
     out.append(dataclasses.replace(stage, param_stream=ids.params, synth_stream=ids.synth))
@@ -177,6 +179,7 @@ def register(
 STAGES: tuple[Stage, ...] = register(
   (
     *geometry.STAGES,  # affine, deformation, crop, flip: one coordinate map
+    grow_labels.STAGE,  # edits of the deformed labels: the anatomy
     gmm.STAGE,  # intensity sources: Gaussians per label,
     subclusters.STAGE,  # or per sub-label class,
     image_intensity.STAGE,  # or a real image
@@ -262,7 +265,7 @@ def config_variant(
     >>> import dataclasses
     >>> from synthjax._src.stages import noise
     >>> again = dataclasses.replace(noise.STAGE, name="noise_again")  # a second noise
-    >>> stages = register(STAGES + (again,), {**STREAMS, "noise_again": Streams(21, 10)})
+    >>> stages = register(STAGES + (again,), {**STREAMS, "noise_again": Streams(22, 10)})
     >>> Config = config_variant(stages, noise_again=noise.NoiseConfig())
     >>> cfg = Config(shape=(8, 8, 8), label_values=(0, 1), noise_again={"prob": 0.5})
     >>> cfg.noise_again.prob, [s.name for s in stages_of(cfg)][-2:]

@@ -6,9 +6,11 @@ and TorchIO's stages slotted in (`registry.STAGES`), by phase:
 1. spatial: the affine, the deformation, the crop and the flip compose one coordinate map
    (`record.Placement`), and the labels (with the seed classes of the sub-label source)
    are resampled through it once (nearest neighbour);
-2. sources: the intensities on the deformed labels (per-label Gaussians, or sub-label
+2. labels: edits of the deformed labels (label sets grown into their neighbours), seen by
+   the image and the segmentation alike;
+3. sources: the intensities on the deformed labels (per-label Gaussians, or sub-label
    classes, or a real image);
-3. image stages in registry order (texture, bias field, clip/normalise/gamma, cortex blur,
+4. image stages in registry order (texture, bias field, clip/normalise/gamma, cortex blur,
    resolution, slice stacks, k-space motion, Rician noise, noise, structural noise,
    skull-stripping boundaries), with the k-space stages (Gibbs ringing, ghosting, spikes)
    transforming one spectrum, with one magnitude reconstruction, where the first of them
@@ -146,6 +148,14 @@ def _render_one(key, params, labels, config: SynthConfig, seeds=None, image=None
     carried=carried,
     synth_key=key_of,
   )
+  # Label stages edit the deformed anatomy, which the sources and the segmentation read.
+  for stage in phase("labels"):
+    if registry.enabled(stage, config):
+      k = key_of(stage.name) if stage.synth_stream is not None else None
+      index_map = stage.apply(
+        k, index_map, params[stage.name], registry.stage_config(stage, config), ctx
+      )
+      ctx = ctx._replace(index_map=index_map)
 
   # Intensities, rendered on the deformed labels.
   image = None

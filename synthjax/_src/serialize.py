@@ -121,7 +121,8 @@ def _entry_array(value, dtype, path) -> np.ndarray:
     raise ValueError(f"params JSON {path} is not a regular array ({e})") from None
   # Flags take only booleans; numbers take no booleans, and counts no fractions.
   kinds = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[np.dtype(dtype).kind]
-  if raw.dtype.kind not in kinds:
+  # An empty array (a stage with no rows) has no values to check; JSON cannot type it.
+  if raw.size and raw.dtype.kind not in kinds:
     want = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
     raise ValueError(
       f"params JSON {path} must hold {want[np.dtype(dtype).kind]}, got {_summary(value)}"

@@ -18,8 +18,9 @@ import jax
 from synthjax._src import channels, labelmaps, registry, rendering, sampling
 from synthjax._src.config import SynthConfig
 
-# The registry's spatial stages: shared by the views of a voxel-aligned pair.
-SPATIAL_STAGES = tuple(s.name for s in registry.STAGES if s.phase == "spatial")
+# The registry's spatial and label stages (the anatomy): shared by the views of a
+# voxel-aligned pair.
+SPATIAL_STAGES = tuple(s.name for s in registry.STAGES if s.phase in ("spatial", "labels"))
 
 
 def sample_view_params(
@@ -47,7 +48,7 @@ def sample_view_params(
   params = sampling.sample_params(jax.random.split(key, 2), config, fixed=fixed)
   if shared_spatial:
     params = dict(params)
-    for stage in registry.in_phase(config, "spatial"):
+    for stage in registry.in_phase(config, "spatial") + registry.in_phase(config, "labels"):
       params[stage.name] = jax.tree.map(lambda a: a.at[1].set(a[0]), params[stage.name])
   return params
 

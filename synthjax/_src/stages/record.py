@@ -19,7 +19,7 @@ import numpy as np
 
 from synthjax._src.ops import lookup
 
-PHASES = ("spatial", "source", "image", "kspace")
+PHASES = ("spatial", "labels", "source", "image", "kspace")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Stage:
         map, before it is evaluated) and a `SpatialContext`; returns the `Placement` with
         the stage's part composed in. The labels are gathered once, through the composed
         map.
+      * `"labels"`: the deformed label-index map (positions in `label_values`) and a
+        `RenderContext`; returns the edited map, which the sources render and the
+        segmentation reads (the anatomy itself changes). Reads `applied` itself.
       * `"source"`: the intensity image of the sources before it (None for the first) and
         a `RenderContext`; returns the intensity image. A later source replaces an earlier
         one where it applies; the first is the base image, rendered whatever its config
@@ -51,7 +54,8 @@ class Stage:
       * `"kspace"`: a `Spectrum` shared by the enabled k-space stages (one transform, one
         magnitude reconstruction) and a `RenderContext`; returns the `Spectrum`.
 
-      The spatial stages come first in the registry, then the sources; the image stages
+      The spatial stages come first in the registry, then the label stages, then the
+      sources; the image stages
       render in registry order, and the k-space group where its first stage stands.
     per_channel: drawn once per channel of a multi-contrast config (`channels.py`); the
       other stages' params are shared by the channels.
