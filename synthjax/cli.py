@@ -8,6 +8,7 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 # An error in the user's input, the library's or the command line's: one line, exit status 2.
@@ -27,6 +28,7 @@ def _sources_and_config(args):
     raise UserError("no label maps given: pass LABELS (files, folders or globs) or --demo")
   else:
     sources, spacing = inputs.load_sources(args.labels)
+    assert spacing is not None  # LABELS named at least one file (or load_sources raised)
   shape = tuple(args.shape) if args.shape else sources[0].labels.shape
   seeds = bool(getattr(args, "seeds", None))
   if seeds and not args.config and args.preset != "fetal":
@@ -64,7 +66,9 @@ def _report(written, n, what, out):
   print(f"wrote {len(written)} {what} to {out}{skipped}")
 
 
-def cmd_generate(args):
+def cmd_generate(args: argparse.Namespace) -> None:
+  """`synthjax generate`: writes `-n` samples of the label maps (or the demo phantom) to
+  `--output` through `synthjax.datasets.generate`, resuming a run interrupted there."""
   from synthjax._src import datasets
 
   if args.shape and min(args.shape) < 2:
@@ -87,7 +91,9 @@ def cmd_generate(args):
   _report(written, args.n, "samples", args.output)
 
 
-def cmd_views(args):
+def cmd_views(args: argparse.Namespace) -> None:
+  """`synthjax views`: writes `-n` pairs of contrastive views to `--output`
+  (`synthjax.datasets.generate_views`)."""
   from synthjax._src import datasets
 
   sources, config = _sources_and_config(args)
@@ -103,7 +109,9 @@ def cmd_views(args):
   _report(written, args.n, "view pairs", args.output)
 
 
-def cmd_ensemble(args):
+def cmd_ensemble(args: argparse.Namespace) -> None:
+  """`synthjax ensemble`: writes `-n` synthetic label maps to `--output`
+  (`synthjax.datasets.generate_ensembles`); a bad `EnsembleConfig` field is a `UserError`."""
   from synthjax import ensembles
   from synthjax._src import datasets
 
@@ -120,7 +128,12 @@ def cmd_ensemble(args):
   _report(written, args.n, "label ensembles", args.output)
 
 
-def cmd_preview(args):
+def cmd_preview(args: argparse.Namespace) -> None:
+  """`synthjax preview`: writes a PNG montage of a label map (or `demo`) and `-n` samples.
+
+  The PNG is written under a temporary name and renamed, so an existing one is never left
+  half-written.
+  """
   from synthjax._src import inputs, preview
 
   args.demo = args.labels == "demo"
@@ -136,13 +149,14 @@ def cmd_preview(args):
   print(f"wrote {args.output} ({rgb.shape[1]}x{rgb.shape[0]} pixels, {args.n} samples)")
 
 
-def cmd_info(args):
+def cmd_info(args: argparse.Namespace) -> None:
+  """`synthjax info`: prints a label map's grid and labels (`synthjax.datasets.label_map_info`)."""
   from synthjax._src import label_info
 
   print(label_info.format_label_map_info(label_info.label_map_info(args.file)))
 
 
-def cmd_replay(args):
+def cmd_replay(args: argparse.Namespace) -> None:
   """Replays through `synthjax.replay`; a changed input is refused unless --force."""
   import warnings
 
@@ -237,7 +251,13 @@ def _run_arguments(*, what: str, preset: str):
   return parser
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
+  """The `synthjax` command line: one subcommand per `cmd_*` function, plus the recipe's
+  `train` and `segment`, whose arguments come from their own drivers (so that `synthjax
+  train` and the driver's own entry point take the same ones).
+
+  Each subcommand's parsed arguments carry the function that runs it as `func`.
+  """
   parser = argparse.ArgumentParser(
     prog="synthjax", description="Synthetic images from label maps, with exact replay."
   )
@@ -359,7 +379,12 @@ def build_parser():
   return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the `synthjax` command line (`argv`, default `sys.argv[1:]`); returns the exit status.
+
+  0 on success; 2 on an error, printed as one line (with `--debug` it is raised instead, with
+  its traceback); 130 on Ctrl-C and 143 on SIGTERM, after a line saying what was kept.
+  """
   from synthjax._src.stops import Terminated, check, handled, report
 
   parser = build_parser()

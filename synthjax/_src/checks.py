@@ -48,6 +48,8 @@ _T = TypeVar("_T", bound="JsonConfig")
 
 # The type of a `(low, high)` range field.
 Range = tuple[float, float]
+# The type of a `(label, low, high)` rows field (`label_ranges`).
+LabelRanges = tuple[tuple[int, float, float], ...]
 
 Check = Callable[[str, Any], Any]
 
@@ -435,9 +437,11 @@ class JsonConfig:
   __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
   def to_dict(self) -> dict[str, Any]:
+    """The fields as a dict, nested configs as dicts (`dataclasses.asdict`)."""
     return dataclasses.asdict(self)
 
   def to_json(self) -> str:
+    """`to_dict` as JSON, keys sorted (so that equal configs give equal text)."""
     return json.dumps(self.to_dict(), sort_keys=True)
 
   @classmethod
@@ -447,4 +451,5 @@ class JsonConfig:
 
   @classmethod
   def from_json(cls, text: str) -> Self:
+    """A config from `to_json`'s output (see `from_dict`)."""
     return cls.from_dict(json.loads(text))

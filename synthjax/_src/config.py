@@ -221,7 +221,7 @@ class SynthConfig(JsonConfig):
     """The output segmentation value of each generation label."""
     return self.output_labels if self.output_labels is not None else self.label_values
 
-  def replace(self, **changes) -> SynthConfig:
+  def replace(self, **changes: Any) -> SynthConfig:
     """Returns a copy with fields replaced; a dict for a stage updates that stage's fields.
 
     A stage dict with `prob > 0` for a disabled stage also enables it (unless it sets

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from synthjax._src import inputs, runs, samples
+from synthjax._src.config import SynthConfig
+from synthjax._src.pytypes import PathLike
+
+if TYPE_CHECKING:
+  from synthjax._src.ensembles import EnsembleConfig
 
 OUTPUT_FORMATS = ("nifti", "arrayrecord")
 
@@ -39,9 +46,9 @@ def _write_run(out, manifest, overwrite, make_writer, n, make_sample, progress):
 
 
 def generate(
-  out,
-  sources,
-  config,
+  out: PathLike,
+  sources: Sequence[inputs.Source],
+  config: SynthConfig,
   *,
   n: int,
   seed: int = 0,
@@ -129,9 +136,9 @@ def generate(
 
 
 def generate_views(
-  out,
-  sources,
-  config,
+  out: PathLike,
+  sources: Sequence[inputs.Source],
+  config: SynthConfig,
   *,
   n: int,
   seed: int = 0,
@@ -213,7 +220,13 @@ def generate_views(
 
 
 def generate_ensembles(
-  out, config, *, n: int, seed: int = 0, templates=None, overwrite: bool = False
+  out: PathLike,
+  config: EnsembleConfig,
+  *,
+  n: int,
+  seed: int = 0,
+  templates: Sequence[PathLike] | None = None,
+  overwrite: bool = False,
 ) -> list[int]:
   """Writes `n` synthetic label maps (anatomix label ensembles), `sample_{i:05d}_labels.nii.gz`
   with an identity affine, and their params JSONs.

@@ -196,6 +196,7 @@ class EnsembleConfig(JsonConfig):
     return self.num_templates[1]
 
   def replace(self, **changes: Any) -> EnsembleConfig:
+    """A copy with the given fields replaced (and checked again)."""
     return dataclasses.replace(self, **changes)
 
 

@@ -13,11 +13,13 @@ import json
 import math
 import os
 import sys
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from synthjax._src.config import SynthConfig
+from synthjax._src.pytypes import PathLike
 
 PRESETS = ("synthseg", "fetal", "anatomix_views")
 
@@ -39,11 +41,14 @@ class Source(NamedTuple):
 
   labels: np.ndarray
   affine: np.ndarray
-  record: dict
+  # A JSON record: its values are whatever JSON holds.
+  record: dict[str, Any]
   seeds: np.ndarray | None = None
 
 
-def demo_sources(shape=(96, 96, 96), spacing: float = 2.0):
+def demo_sources(
+  shape: Sequence[int] = (96, 96, 96), spacing: float = 2.0
+) -> tuple[list[Source], tuple[float, ...]]:
   """The built-in brain phantom as a run's only source.
 
   Args:
@@ -68,14 +73,15 @@ def demo_sources(shape=(96, 96, 96), spacing: float = 2.0):
   return [Source(labels, affine, record)], (spacing,) * 3
 
 
-def load_sources(patterns):
+def load_sources(patterns: Sequence[PathLike]) -> tuple[list[Source], tuple[float, ...] | None]:
   """Reads the label maps of a run: files, folders (their NIfTI files) and globs, in order.
 
   Args:
     patterns: paths, folders or glob patterns (`synthjax.data.expand_paths`).
 
   Returns:
-    `(sources, spacing)`: a `Source` per file and the voxel size they share.
+    `(sources, spacing)`: a `Source` per file and the voxel size they share (None when
+    `patterns` is empty).
 
   Raises:
     FileNotFoundError: a file that does not exist.
@@ -88,7 +94,8 @@ def load_sources(patterns):
   from synthjax._src import nifti, samples
   from synthjax._src.data.sources import expand_paths
 
-  sources, spacing = [], None
+  sources: list[Source] = []
+  spacing: tuple[float, ...] | None = None
   with input_errors():
     paths = expand_paths(patterns)
   for path in paths:
@@ -108,12 +115,12 @@ def load_sources(patterns):
   return sources, spacing
 
 
-def label_values(sources) -> list[int]:
+def label_values(sources: Iterable[Source]) -> list[int]:
   """The sorted union of the label values of `sources` (what a preset is built on)."""
   return sorted(set().union(*(np.unique(s.labels).tolist() for s in sources)))
 
 
-def load_config(path) -> SynthConfig:
+def load_config(path: PathLike) -> SynthConfig:
   """Reads a config JSON (as `SynthConfig.to_json` writes it).
 
   Raises:
@@ -126,7 +133,14 @@ def load_config(path) -> SynthConfig:
     raise InputError(f"{path}: not a valid config ({e})") from e
 
 
-def preset_config(preset: str, label_values, shape, spacing, *, seeds: bool = False) -> SynthConfig:
+def preset_config(
+  preset: str,
+  label_values: Iterable[int],
+  shape: Iterable[int],
+  spacing: Iterable[float],
+  *,
+  seeds: bool = False,
+) -> SynthConfig:
   """The config of a preset (one of `PRESETS`) for label maps with these values.
 
   Args:
@@ -158,7 +172,7 @@ def preset_config(preset: str, label_values, shape, spacing, *, seeds: bool = Fa
   return getattr(presets, preset)(*args)
 
 
-def check_sources(sources, config: SynthConfig) -> None:
+def check_sources(sources: Iterable[Source], config: SynthConfig) -> None:
   """Refuses label values the config does not know; warns (on stderr) about maps that make
   a useless dataset (one label) or whose background is not label 0.
 
@@ -192,7 +206,9 @@ def uses_seed_maps(config: SynthConfig) -> bool:
   return bool(sc.enabled and sc.source == "seeds")
 
 
-def with_seed_maps(sources, config: SynthConfig, seeds_root):
+def with_seed_maps(
+  sources: Iterable[Source], config: SynthConfig, seeds_root: PathLike
+) -> list[Source]:
   """Adds each label map's seed maps (FetalSynthGen layout under `seeds_root`) to its source.
 
   Args:
@@ -234,7 +250,9 @@ def with_seed_maps(sources, config: SynthConfig, seeds_root):
   return out
 
 
-def check_fits(config: SynthConfig, sources, *, batch: int = 1, extra_bytes: int = 0) -> None:
+def check_fits(
+  config: SynthConfig, sources: Iterable[Source], *, batch: int = 1, extra_bytes: int = 0
+) -> None:
   """Refuses, before anything is compiled or written, a config whose synthesis cannot fit in
   memory for the largest label map of `sources` (`memory.check_fits`).
 
@@ -249,7 +267,7 @@ def check_fits(config: SynthConfig, sources, *, batch: int = 1, extra_bytes: int
 
 
 @contextlib.contextmanager
-def input_errors():
+def input_errors() -> Iterator[None]:
   """Re-raises a `ValueError` of the block as an `InputError` with the same message."""
   try:
     yield

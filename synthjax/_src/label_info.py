@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 
+from synthjax._src.pytypes import PathLike
 
-def label_map_info(path) -> dict:
+
+class LabelMapInfo(TypedDict):
+  """What `label_map_info` returns (see there)."""
+
+  path: PathLike
+  shape: tuple[int, ...]
+  spacing: tuple[float, ...]
+  orientation: str
+  counts: dict[int, int]
+  unknown: dict[str, list[int]]
+  flip_pairs: tuple[tuple[int, int], ...]
+
+
+def label_map_info(path: PathLike) -> LabelMapInfo:
   """Describes a NIfTI label map.
 
   Args:
@@ -48,7 +64,7 @@ def label_map_info(path) -> dict:
   }
 
 
-def format_label_map_info(info: dict) -> str:
+def format_label_map_info(info: LabelMapInfo) -> str:
   """The text `synthjax info` prints for `label_map_info(path)` (lines, no final newline)."""
   size = sum(info["counts"].values())
   lines = [

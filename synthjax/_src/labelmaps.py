@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import lookup
@@ -145,7 +146,9 @@ def check_extra_inputs(labels, seeds, image, config: SynthConfig):
     )
 
 
-def validate_labels(labels, config: SynthConfig, *, name: str = "labels") -> np.ndarray:
+def validate_labels(
+  labels: npt.ArrayLike, config: SynthConfig, *, name: str = "labels"
+) -> np.ndarray:
   """Host-side check of a label map against a config; returns it as an int32 array.
 
   Args:

@@ -9,7 +9,10 @@ from typing import cast
 
 import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 from nibabel.spatialimages import SpatialImage
+
+from synthjax._src.pytypes import PathLike
 
 
 def load_image(path: str | os.PathLike) -> SpatialImage:
@@ -18,7 +21,7 @@ def load_image(path: str | os.PathLike) -> SpatialImage:
   return cast(SpatialImage, nib.load(path))
 
 
-def load_label_map(path):
+def load_label_map(path: PathLike) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
   """Reads a label map; returns `(labels int32, affine 4x4, spacing 3-tuple)`.
 
   Raises:
@@ -97,7 +100,7 @@ def make_temp(folder, suffix=""):
 TMP_PREFIX = ".tmp-"
 
 
-def nifti_layout(image):
+def nifti_layout(image: npt.ArrayLike) -> np.ndarray:
   """A synthesized image as NIfTI stores it: `(X, Y, Z)`, or a multi-contrast `(C, X, Y, Z)`
   with the channels last (the file's 4th dimension, as scanners write contrasts)."""
   image = np.asarray(image)

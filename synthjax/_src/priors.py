@@ -34,7 +34,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
-from synthjax._src.checks import JsonConfig, config_class, field, integer, label_ranges, positives
+from synthjax._src.checks import (
+  JsonConfig,
+  LabelRanges,
+  config_class,
+  field,
+  integer,
+  label_ranges,
+  positives,
+)
 from synthjax._src.pytypes import PathLike
 
 if TYPE_CHECKING:
@@ -56,9 +64,9 @@ class IntensityPriors(JsonConfig):
     num_images: how many images they come from.
   """
 
-  mean: tuple = field(default=(), check=label_ranges())
-  std: tuple = field(default=(), check=label_ranges(low=0.0))
-  spacing: tuple = field(default=(1.0, 1.0, 1.0), check=positives(3))
+  mean: LabelRanges = field(default=(), check=label_ranges())
+  std: LabelRanges = field(default=(), check=label_ranges(low=0.0))
+  spacing: tuple[float, ...] = field(default=(1.0, 1.0, 1.0), check=positives(3))
   num_images: int = field(default=0, check=integer(low=0))
 
   def _check_together(self):

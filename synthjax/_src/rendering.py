@@ -26,10 +26,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from synthjax._src import channels, labelmaps, registry, sampling
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import batching, lookup, precision, resample
+from synthjax._src.pytypes import ParamsLike, PRNGKey
 from synthjax._src.stages import gamma, geometry, kspace
 
 __all__ = ["render", "synthesize"]
@@ -202,7 +204,15 @@ def _image_stage(stage, image, p, cfg, key, ctx):
 _synthesize_jit = jax.jit(render, static_argnums=3)
 
 
-def synthesize(key, params, labels, config: SynthConfig, *, seeds=None, image=None):
+def synthesize(
+  key: PRNGKey,
+  params: ParamsLike,
+  labels: npt.ArrayLike,
+  config: SynthConfig,
+  *,
+  seeds: npt.ArrayLike | None = None,
+  image: npt.ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Renders one synthetic image and its segmentation from a label map.
 
   Pure and deterministic: the same `(key, params, labels, config)` gives the same bits.

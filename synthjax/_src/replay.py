@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from synthjax._src.config import SynthConfig
+from synthjax._src.pytypes import Params, PathLike, PRNGKey
 
 
 class InputChangedError(ValueError):
@@ -54,10 +55,11 @@ class Sample:
 
   path: str
   index: int
-  key: Any
-  params: dict
+  key: PRNGKey
+  params: Params
   config: SynthConfig
-  source: dict
+  # A JSON record (the sidecar's `source`): its values are whatever JSON holds.
+  source: dict[str, Any]
   labels: np.ndarray
   affine: np.ndarray
   seeds: np.ndarray | None = None
@@ -108,7 +110,7 @@ def _check_unchanged(path, src, field, array, what, force):
   warnings.warn(InputChangedWarning(detail), stacklevel=3)
 
 
-def load_sample(path, *, force: bool = False) -> Sample:
+def load_sample(path: PathLike, *, force: bool = False) -> Sample:
   """Reads a sample's params JSON (as `synthjax generate` writes it) and its inputs.
 
   Loads the label map (or rebuilds the demo phantom) and, for seed subclusters, the seed
@@ -187,7 +189,9 @@ def load_sample(path, *, force: bool = False) -> Sample:
   )
 
 
-def replay(path, *, force: bool = False):
+def replay(
+  path: PathLike | Sample, *, force: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Regenerates a sample written by `synthjax generate`, bit for bit.
 
   Args:
@@ -223,7 +227,9 @@ def replay(path, *, force: bool = False):
   return nifti.nifti_layout(image), np.asarray(seg, np.int32), s.output_affine
 
 
-def replay_to(path, folder, *, force: bool = False, overwrite: bool = False) -> tuple[str, str]:
+def replay_to(
+  path: PathLike | Sample, folder: PathLike, *, force: bool = False, overwrite: bool = False
+) -> tuple[str, str]:
   """Replays a sample (`replay`) into `folder` as `sample_XXXXX_{image,seg}.nii.gz`, as
   `synthjax replay` writes it.
 

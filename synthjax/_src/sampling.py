@@ -16,11 +16,13 @@ import typing
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from synthjax._src import channels, param_checks, registry, shell
 from synthjax._src import strength as strength_lib
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import batching, draw
+from synthjax._src.pytypes import FixedParams, Params, PRNGKey
 
 __all__ = [
   "PARAM_STAGES",
@@ -85,7 +87,13 @@ def _sample_params_jit(key, config, fixed, strength=None):
   return shell.map_keys(lambda k, _, f, *s: one(k, f, *s), key, config, fixed, strength)
 
 
-def sample_params(key, config: SynthConfig, *, fixed=None, strength=None) -> dict:
+def sample_params(
+  key: PRNGKey,
+  config: SynthConfig,
+  *,
+  fixed: FixedParams | None = None,
+  strength: npt.ArrayLike | None = None,
+) -> Params:
   """Draws every generation parameter of one sample (or of a batch of keys).
 
   Args:

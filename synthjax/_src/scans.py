@@ -156,6 +156,8 @@ def from_canonical(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
 
 
 def spacing_of(affine: np.ndarray) -> tuple[float, ...]:
+  """The voxel size in mm along each array axis of a voxel-to-world `affine` (its columns'
+  lengths)."""
   return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(0)))
 
 
@@ -306,7 +308,7 @@ class LabelReader:
   down: int = 1
   spacing: tuple[float, ...] | None = None
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if self.spacing is not None and self.down != 1:
       raise ScanError(
         f"give a coarsening factor (down={self.down}) or a spacing ({self.spacing} mm), not both"
@@ -368,13 +370,13 @@ class Scan:
 
   path: str
   image: np.ndarray
-  native_shape: tuple
+  native_shape: tuple[int, ...]
   affine: np.ndarray
-  canonical_shape: tuple
+  canonical_shape: tuple[int, ...]
   ornt: np.ndarray
-  spacing: tuple
-  target_spacing: tuple
-  origin: tuple = (0.0, 0.0, 0.0)
+  spacing: tuple[float, ...]
+  target_spacing: tuple[float, ...]
+  origin: tuple[float, ...] = (0.0, 0.0, 0.0)
 
   def to_native(self, volume: np.ndarray, *, order: int) -> np.ndarray:
     """A volume on the training grid (`(*grid, C...)`) back on the scan's own grid."""
@@ -599,6 +601,7 @@ class ArraySource:
     return len(self.labels)
 
   def describe(self, i: int) -> dict[str, Any]:
+    """The shape and name of element `i`, as `synthjax.data` describes a source's elements."""
     return {"shape": tuple(self.labels[int(i)].shape), "path": self.names[int(i)]}
 
   def __getitem__(self, i: int) -> dict[str, Any]:

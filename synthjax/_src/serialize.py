@@ -14,9 +14,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 
 from synthjax._src import param_checks, sampling
 from synthjax._src.config import SynthConfig
+from synthjax._src.pytypes import Params, ParamsLike, PRNGKey
 
 
 def _to_python(x):
@@ -30,7 +32,7 @@ def _to_python(x):
   raise TypeError(f"cannot serialise array of dtype {a.dtype}")
 
 
-def params_to_dict(params) -> dict[str, Any]:
+def params_to_dict(params: ParamsLike) -> dict[str, dict[str, Any]]:
   """Nested dict of Python lists/numbers (the JSON form of params, and of `fixed`)."""
   return {
     stage: {name: _to_python(v) for name, v in sorted(entries.items())}
@@ -38,7 +40,7 @@ def params_to_dict(params) -> dict[str, Any]:
   }
 
 
-def params_to_json(params, *, indent=None) -> str:
+def params_to_json(params: ParamsLike, *, indent: int | str | None = None) -> str:
   """Serialises params (one sample or a batch) to JSON, bit-exactly for float32.
 
   Examples:
@@ -55,7 +57,7 @@ def params_to_json(params, *, indent=None) -> str:
 params_template = sampling.params_template
 
 
-def params_from_json(text, config: SynthConfig) -> dict[str, Any]:
+def params_from_json(text: str | bytes | dict[str, Any], config: SynthConfig) -> Params:
   """Reads params written by `params_to_json` (a string, or an already parsed dict).
 
   A dict with a top-level `"params"` entry (the sidecar files written by the CLI) is
@@ -136,13 +138,13 @@ def _entry_array(value, dtype, path) -> np.ndarray:
   return raw.astype(dtype)
 
 
-def key_to_json(key) -> list:
+def key_to_json(key: PRNGKey) -> list[int]:
   """The raw uint32 words of a PRNG key (typed or legacy), as a JSON-ready list."""
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   return np.asarray(key, np.uint32).tolist()
 
 
-def key_from_json(data) -> jax.Array:
+def key_from_json(data: npt.ArrayLike) -> PRNGKey:
   """A typed threefry key from `key_to_json`'s output."""
   return jax.random.wrap_key_data(jnp.asarray(np.asarray(data, np.uint32)))

@@ -8,13 +8,17 @@ sample `i` is the same image whichever device renders it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
+import numpy.typing as npt
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from synthjax._src import rendering, sampling
 from synthjax._src.config import SynthConfig
+from synthjax._src.pytypes import ParamsLike, PRNGKey
 
 
 @functools.lru_cache(maxsize=16)
@@ -36,7 +40,16 @@ def _sharded_program(config: SynthConfig, devices: tuple):
   return jax.jit(fn, in_shardings=batch, out_shardings=batch), batch
 
 
-def synthesize_sharded(keys, params, labels, config: SynthConfig, *, devices=None):
+def synthesize_sharded(
+  keys: PRNGKey,
+  params: ParamsLike,
+  labels: npt.ArrayLike,
+  config: SynthConfig,
+  *,
+  # `jax.Device`s: jaxlib's compiled extension has no stubs, so type checkers cannot name
+  # the class.
+  devices: Sequence[Any] | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Renders a batch with its batch axis sharded over `devices` (default: all devices).
 
   Args:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import functools
 
 import jax
+import numpy.typing as npt
+from jax.typing import ArrayLike
 
 from synthjax._src import channels, labelmaps, registry, rendering, sampling
 from synthjax._src.config import SynthConfig
+from synthjax._src.pytypes import FixedParams, Params, ParamsLike, PRNGKey
 
 # The registry's spatial and label stages (the anatomy): shared by the views of a
 # voxel-aligned pair.
@@ -24,8 +27,12 @@ SPATIAL_STAGES = tuple(s.name for s in registry.STAGES if s.phase in ("spatial",
 
 
 def sample_view_params(
-  key, config: SynthConfig, *, shared_spatial: bool = True, fixed=None
-) -> dict:
+  key: PRNGKey,
+  config: SynthConfig,
+  *,
+  shared_spatial: bool = True,
+  fixed: FixedParams | None = None,
+) -> Params:
   """Draws the params of a pair of views (every leaf gets a leading axis of 2).
 
   Args:
@@ -65,8 +72,15 @@ def _views_jit(key, params, labels, config, shared_spatial, seeds, image):
 
 
 def synthesize_views(
-  key, params, labels, config: SynthConfig, *, shared_spatial: bool = True, seeds=None, image=None
-):
+  key: PRNGKey,
+  params: ParamsLike,
+  labels: npt.ArrayLike,
+  config: SynthConfig,
+  *,
+  shared_spatial: bool = True,
+  seeds: ArrayLike | None = None,
+  image: ArrayLike | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Renders the two views of a pair from one label map.
 
   View `i` uses `params[i]` and the synthesis key `jax.random.split(key, 2)[i]` for its

@@ -13,14 +13,17 @@ each mapped back (test-time augmentation).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from synthjax._src import registry, sampling
 from synthjax._src.config import SynthConfig
 from synthjax._src.ops import precision, resample
+from synthjax._src.pytypes import ParamsLike, PRNGKey
 from synthjax._src.stages import geometry
 
 ORDERS = (0, 1, 3)
@@ -165,7 +168,15 @@ def _check(config, order, volume, grid: str):
   return volume
 
 
-def warp(key, params, volume, config: SynthConfig, *, order: int = 1, cval=0.0) -> jax.Array:
+def warp(
+  key: PRNGKey,
+  params: ParamsLike,
+  volume: ArrayLike,
+  config: SynthConfig,
+  *,
+  order: int = 1,
+  cval: float = 0.0,
+) -> jax.Array:
   """Applies a sample's spatial transform (affine, deformation, crop, flip) to a volume.
 
   For the same `key` and `params` the coordinate map is the one `synthesize` resamples the
@@ -201,7 +212,14 @@ def warp(key, params, volume, config: SynthConfig, *, order: int = 1, cval=0.0) 
 
 
 def unwarp(
-  key, params, volume, config: SynthConfig, *, in_shape, order: int = 1, cval=0.0
+  key: PRNGKey,
+  params: ParamsLike,
+  volume: ArrayLike,
+  config: SynthConfig,
+  *,
+  in_shape: Sequence[int],
+  order: int = 1,
+  cval: float = 0.0,
 ) -> jax.Array:
   """Maps a volume on the output grid back to the input grid: the inverse of `warp`.
 
@@ -234,7 +252,15 @@ def unwarp(
   )
 
 
-def tta_predict(key, fn, image, config: SynthConfig, *, n: int, order: int = 1) -> jax.Array:
+def tta_predict(
+  key: PRNGKey,
+  fn: Callable[[jax.Array], jax.Array],
+  image: ArrayLike,
+  config: SynthConfig,
+  *,
+  n: int,
+  order: int = 1,
+) -> jax.Array:
   """Test-time augmentation: the mean of `n` predictions on warped copies of `image`, each
   mapped back to `image`'s grid.
 

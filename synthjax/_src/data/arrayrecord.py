@@ -99,10 +99,10 @@ class ArrayRecordWriter(Writer):
   ) -> None:
     if group_size < 1 or shard_size < 1:
       raise ValueError(f"group_size and shard_size must be >= 1, got {group_size}, {shard_size}")
-    self.path = os.fspath(path)
-    self.overwrite = bool(overwrite)
-    self.group_size = int(group_size)
-    self.shard_size = int(shard_size)
+    self.path: str = os.fspath(path)
+    self.overwrite: bool = bool(overwrite)
+    self.group_size: int = int(group_size)
+    self.shard_size: int = int(shard_size)
     self._folder = os.path.dirname(os.path.abspath(self.path))
     os.makedirs(self._folder, exist_ok=True)
     if self.overwrite:
@@ -212,17 +212,17 @@ class ArrayRecordWriter(Writer):
     self._open, self._partial = [], None
     self._next_shard += 1
 
-  def _close_after_error(self):
+  def _close_after_error(self) -> None:
     self.abort()
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return (
       f"ArrayRecordWriter({self.path!r}, overwrite={self.overwrite}, "
       f"group_size={self.group_size}, shard_size={self.shard_size})"
     )
 
 
-def _resolve_shards(path_or_glob) -> list[str]:
+def _resolve_shards(path_or_glob: PathLike | Sequence[PathLike]) -> list[str]:
   if not isinstance(path_or_glob, (str, os.PathLike)):
     paths = [os.fspath(p) for p in path_or_glob]
     if not paths:
@@ -257,6 +257,7 @@ class ArrayRecordSamples:
     source: the underlying `grain.sources.ArrayRecordDataSource` of raw records.
   """
 
+  # Any: type checkers see neither the length nor `__getitems__` of Grain's class.
   source: Any
 
   @property
@@ -272,15 +273,15 @@ class ArrayRecordSamples:
       j += len(self)
     return decode_record(self.source[j])
 
-  def __getitems__(self, js: Sequence[int]) -> list[dict]:
+  def __getitems__(self, js: Sequence[int]) -> list[dict[str, Any]]:
     return [decode_record(r) for r in self.source.__getitems__(list(js))]
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return f"ArrayRecordSamples({len(self)} samples in {len(self.source.paths)} shard(s))"
 
 
 def read_arrayrecord(
-  path_or_glob: PathLike, *, reader_options: dict[str, Any] | None = None
+  path_or_glob: PathLike | Sequence[PathLike], *, reader_options: dict[str, Any] | None = None
 ) -> ArrayRecordSamples:
   """Opens written samples as a Grain data source of decoded dicts.
 

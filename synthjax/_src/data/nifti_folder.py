@@ -6,18 +6,20 @@ import concurrent.futures
 import os
 import re
 import warnings
+from typing import Any
 
 import numpy as np
 
 from synthjax._src import nifti
 from synthjax._src.data.records import check_sample, sidecar_json
 from synthjax._src.data.writers import Writer
+from synthjax._src.pytypes import PathLike
 
 _NIFTI_DONE = re.compile(r"sample_(\d{5,})_params\.json")
 _NIFTI_VOLUME = re.compile(r"sample_(\d{5,})_(?:image|seg)\.nii\.gz")
 
 
-def complete_samples(folder) -> set[int]:
+def complete_samples(folder: PathLike) -> set[int]:
   """Indices of the samples in `folder` whose params JSON exists (it is written last, so
   those samples are complete)."""
   return {int(m.group(1)) for name in os.listdir(folder) if (m := _NIFTI_DONE.fullmatch(name))}
@@ -54,12 +56,12 @@ class NiftiWriter(Writer):
     [0, 1, 2]
   """
 
-  def __init__(self, folder, *, overwrite: bool = False, max_pending: int = 4):
+  def __init__(self, folder: PathLike, *, overwrite: bool = False, max_pending: int = 4):
     if max_pending < 0:
       raise ValueError(f"max_pending must be >= 0, got {max_pending}")
-    self.folder = os.fspath(folder)
-    self.overwrite = bool(overwrite)
-    self.max_pending = int(max_pending)
+    self.folder: str = os.fspath(folder)
+    self.overwrite: bool = bool(overwrite)
+    self.max_pending: int = int(max_pending)
     os.makedirs(self.folder, exist_ok=True)
     self._pool = (
       concurrent.futures.ThreadPoolExecutor(self.max_pending, thread_name_prefix="synthjax-nifti")
@@ -84,7 +86,7 @@ class NiftiWriter(Writer):
     self._wait()
     return complete_samples(self.folder)
 
-  def write(self, sample: dict) -> None:
+  def write(self, sample: dict[str, Any]) -> None:
     """Queues `sample` for writing (see the class docstring).
 
     Raises:
@@ -200,7 +202,7 @@ class NiftiWriter(Writer):
         f"NiftiWriter({self.folder!r}): a queued write also failed: {e!r}", stacklevel=2
       )
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return (
       f"NiftiWriter({self.folder!r}, overwrite={self.overwrite}, max_pending={self.max_pending})"
     )
@@ -229,14 +231,14 @@ class NiftiFilesWriter(Writer):
     [2]
   """
 
-  def __init__(self, folder):
-    self.folder = os.fspath(folder)
+  def __init__(self, folder: PathLike):
+    self.folder: str = os.fspath(folder)
 
   def done(self) -> set[int]:
     """Returns the indices of the complete samples in the folder."""
     return complete_samples(self.folder)
 
-  def write(self, sample: dict) -> None:
+  def write(self, sample: dict[str, Any]) -> None:
     """Writes the sample's files, then its params JSON (replacing existing ones)."""
     import json
 
@@ -248,10 +250,10 @@ class NiftiFilesWriter(Writer):
   def close(self) -> None:
     """Nothing to flush: every write is finished when `write` returns."""
 
-  def _close_after_error(self):
+  def _close_after_error(self) -> None:
     pass
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return f"NiftiFilesWriter({self.folder!r})"
 
 

@@ -78,18 +78,18 @@ class ExtractPatches(grain.transforms.Map):
   """
 
   source: RandomAccessSource
-  patch_size: tuple | None
+  patch_size: tuple[int, ...] | None
   patches_per_volume: int
   seed: int
   shuffle: bool
   sampler: PatchSampler
   pad_label: int = 0
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     self._perm = {}
     self._last: tuple[int, dict] | None = None
 
-  def __getstate__(self):
+  def __getstate__(self) -> dict[str, Any]:
     state = dict(self.__dict__)
     state["_perm"], state["_last"] = {}, None
     return state
@@ -124,6 +124,7 @@ class ExtractPatches(grain.transforms.Map):
     return self._last[1]
 
   def map(self, j: int) -> dict[str, Any]:
+    """The patch of global sample index `j`: its origin, key and the arrays cut there."""
     v = self._volume_index(j)
     element = self._element(v)
     shape = tuple(element["shape"])
@@ -288,12 +289,16 @@ class BatchIterator(grain.DatasetIterator):
     return _copy_tree(next(self._grain))
 
   def get_state(self) -> dict[str, Any]:
+    """The position of the iterator (Grain's state), for `set_state` or a checkpoint."""
     return self._grain.get_state()
 
   def set_state(self, state: dict[str, Any]) -> None:
+    """Moves the iterator to a position `get_state` returned: the next batch is the one that
+    came after it."""
     self._grain.set_state(state)
 
   def close(self) -> None:
+    """Stops the workers and frees the shared memory of the batches in flight."""
     self._closed = True
     self._finalizer()
 

@@ -46,6 +46,8 @@ class UniformSampler:
   def origin(
     self, rng: np.random.Generator, element: Mapping[str, Any], patch_size: Sequence[int]
   ) -> np.ndarray:
+    """The patch's first voxel in the volume, drawn with `rng` (negative along an axis where
+    the patch is larger than the volume, which centres it there)."""
     shape = element["shape"]
     out = []
     for n, p in zip(shape, patch_size):
@@ -71,7 +73,7 @@ class LabelSampler:
   label_probabilities: Mapping[int, float] | None = None
   needs_full_labels = True
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if self.label_probabilities is not None:
       probs = {int(k): float(v) for k, v in dict(self.label_probabilities).items()}
       if any(v < 0 for v in probs.values()) or sum(probs.values()) <= 0:
@@ -83,6 +85,8 @@ class LabelSampler:
   def origin(
     self, rng: np.random.Generator, element: Mapping[str, Any], patch_size: Sequence[int]
   ) -> np.ndarray:
+    """The patch's first voxel in the volume, drawn with `rng` (negative along an axis where
+    the patch is larger than the volume, which centres it there)."""
     labels = element["labels_full"]
     present = np.unique(labels)
     if self.label_probabilities is None:
@@ -119,6 +123,8 @@ class WeightedSampler:
   def origin(
     self, rng: np.random.Generator, element: Mapping[str, Any], patch_size: Sequence[int]
   ) -> np.ndarray:
+    """The patch's first voxel in the volume, drawn with `rng` (negative along an axis where
+    the patch is larger than the volume, which centres it there)."""
     w = np.asarray(self.weights(element))
     if w.shape != tuple(element["shape"]):
       raise ValueError(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grain
 import numpy as np
+import numpy.typing as npt
 
 from synthjax._src import nifti
 from synthjax._src.data.samplers import extract_patch
@@ -154,17 +155,17 @@ class SeedPatches(grain.transforms.Map):
       to the grid the source reads that map on (orientation, coarsening, resampling).
   """
 
-  label_paths: tuple
-  shapes: tuple
+  label_paths: tuple[str, ...]
+  shapes: tuple[tuple[int, ...], ...]
   seeds_root: str
   num_subclusters: int = 6
   num_meta: int = 4
-  to_grid: Callable | None = None
+  to_grid: Callable[[np.ndarray, str], npt.ArrayLike] | None = None
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     self._stacks = {}
 
-  def __getstate__(self):
+  def __getstate__(self) -> dict[str, Any]:
     state = dict(self.__dict__)
     state["_stacks"] = {}
     return state
@@ -193,6 +194,7 @@ class SeedPatches(grain.transforms.Map):
     return self._stacks[v]
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    """The element with its patch of seed maps added as `seeds`."""
     stack = self.stack(int(element["volume"]))
     size = tuple(np.shape(element["labels"]))
     patch = extract_patch(np.moveaxis(stack, 0, -1), element["origin"], size, pad_value=0)
@@ -204,7 +206,7 @@ def seed_patches(
   seeds_root: PathLike,
   config: SynthConfig,
   *,
-  to_grid: Callable | None = None,
+  to_grid: Callable[[np.ndarray, str], npt.ArrayLike] | None = None,
 ) -> SeedPatches:
   """The pipeline transform that feeds FetalSynthGen's seed maps to the train step.
 

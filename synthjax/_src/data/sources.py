@@ -16,14 +16,14 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from synthjax._src import nifti
-from synthjax._src.pytypes import PathLike
+from synthjax._src.pytypes import PathLike, VolumeReader
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
@@ -82,7 +82,7 @@ class Volume:
   """
 
   def __init__(
-    self, path: str, kind: str, reader: Callable | None = None, canonical: bool = False
+    self, path: str, kind: str, reader: VolumeReader | None = None, canonical: bool = False
   ) -> None:
     self.path = path
     self.kind = kind  # "labels" or "image"
@@ -90,6 +90,8 @@ class Volume:
     self._canonical = canonical
     self._data = None
     self._proxy = None
+    self.shape: tuple[int, ...]
+    self.affine: np.ndarray
     self.shape, self.affine = _header(path, reader, canonical)
 
   def _source(self):
@@ -146,11 +148,12 @@ class Volume:
     return self[(slice(None),) * 3]
 
   def cache(self) -> Volume:
+    """Reads the whole array into memory, where later reads take it from; returns `self`."""
     self._data = self.read()
     self._proxy = None
     return self
 
-  def __getstate__(self):
+  def __getstate__(self) -> dict[str, Any]:
     state = dict(self.__dict__)
     state["_proxy"] = None  # file handles do not cross processes; reopened lazily
     return state
@@ -237,11 +240,11 @@ class NiftiSource:
 
   label_paths: Sequence[PathLike | None]
   image_paths: Sequence[PathLike | None] | None = None
-  reader: Callable | None = None
+  reader: VolumeReader | None = None
   canonical: bool = False
   cache: bool | str = "auto"
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     self.label_paths = [None if p is None else os.fspath(p) for p in self.label_paths]
     if self.image_paths is not None:
       self.image_paths = [None if p is None else os.fspath(p) for p in self.image_paths]
@@ -258,7 +261,7 @@ class NiftiSource:
     self._volumes = [self._open(i) for i in range(len(self.label_paths))]
     if self.cache not in ("auto", True, False):
       raise ValueError(f"cache must be 'auto', True or False, got {self.cache!r}")
-    self.cached = (
+    self.cached: bool = (
       bool(self.cache) if self.cache != "auto" else (self.nbytes() < _available_ram() // 4)
     )
 
@@ -318,7 +321,7 @@ class NiftiSource:
       "shape": ref.shape,
     }
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     kind = "label maps" if self.image_paths is None else "image/label pairs"
     return f"NiftiSource({len(self)} {kind}, cached={self.cached})"
 

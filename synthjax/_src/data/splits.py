@@ -31,7 +31,7 @@ class Subset:
   source: RandomAccessSource
   indices: Sequence[int]
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     self.indices = [int(i) for i in self.indices]
     bad = [i for i in self.indices if not 0 <= i < len(self.source)]
     if bad:
@@ -41,6 +41,7 @@ class Subset:
     return len(self.indices)
 
   def describe(self, i: int) -> dict[str, Any]:
+    """The shape and path of element `i`, without decoding it where the source can."""
     return describe_element(self.source, self.indices[int(i)])
 
   def __getitem__(self, i: int) -> dict[str, Any]:
@@ -93,7 +94,7 @@ class MixedSource:
   length: int = 0
   seed: int = 0
 
-  def __post_init__(self):
+  def __post_init__(self) -> None:
     if len(self.sources) != len(self.weights) or not self.sources:
       raise ValueError(
         f"need one weight per source, got {len(self.weights)} weights for "

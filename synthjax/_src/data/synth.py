@@ -19,16 +19,17 @@ if TYPE_CHECKING:
   import jax
 
   from synthjax._src.config import SynthConfig
+  from synthjax._src.pytypes import FixedParams, Params
 
 
 def synthesize_batch(
   batch: dict[str, Any],
   config: SynthConfig,
   *,
-  fixed: dict[str, Any] | None = None,
+  fixed: FixedParams | None = None,
   strength: float | jax.Array | Callable[[Any], Any] | None = None,
   step: int | jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array, dict[str, Any]]:
+) -> tuple[jax.Array, jax.Array, Params]:
   """Renders a pipeline batch on the device; call it inside the jitted training step.
 
   Args:
@@ -56,8 +57,10 @@ def synthesize_batch(
   if callable(strength):
     if step is None:
       raise ValueError("a strength schedule needs the step: synthesize_batch(..., step=step)")
-    strength = strength(step)
-  params = sampling.sample_params(pair[:, 0], config, fixed=fixed, strength=strength)
+    amount = strength(step)
+  else:
+    amount = strength
+  params = sampling.sample_params(pair[:, 0], config, fixed=fixed, strength=amount)
   extra = {}
   if config.subclusters.enabled and config.subclusters.source == "seeds":
     extra["seeds"] = batch["seeds"]
@@ -84,6 +87,7 @@ class SynthesizeTransform(grain.transforms.Map):
   bytes_per_voxel = 8
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    """The element with `image`, `seg` and `params` of its sample added."""
     import jax
 
     from synthjax._src import rendering, sampling

@@ -16,9 +16,13 @@ from __future__ import annotations
 import operator
 import sys
 from collections.abc import Callable, Collection, Iterable
-from typing import Any, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from synthjax._src import stops
+
+if TYPE_CHECKING:
+  from typing import Self
 
 
 class SampleWriter(Protocol):
@@ -34,7 +38,12 @@ class SampleWriter(Protocol):
 
   def __enter__(self) -> Any: ...
 
-  def __exit__(self, exc_type, exc, tb) -> bool | None: ...
+  def __exit__(
+    self,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+  ) -> bool | None: ...
 
 
 class Writer:
@@ -44,10 +53,15 @@ class Writer:
   what is safely written, discard the rest); leaving the `with` block calls one of them.
   """
 
-  def __enter__(self):
+  def __enter__(self) -> Self:
     return self
 
-  def __exit__(self, exc_type, exc, tb):
+  def __exit__(
+    self,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+  ) -> bool:
     if exc_type is None:
       self.close()
     else:
@@ -55,6 +69,7 @@ class Writer:
     return False
 
   def close(self) -> None:
+    """Finishes every write and keeps it (called on leaving the `with` block normally)."""
     raise NotImplementedError
 
   def _close_after_error(self) -> None:
@@ -64,7 +79,7 @@ class Writer:
 def write_dataset(
   writer: SampleWriter,
   indices: Iterable[int],
-  make_sample: Callable[[int], dict],
+  make_sample: Callable[[int], dict[str, Any]],
   *,
   progress: bool = False,
 ) -> list[int]:

@@ -13,7 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax._src.checks import Range, config_class, field, flag, label_ranges, prob, real_range
+from synthjax._src.checks import (
+  LabelRanges,
+  Range,
+  config_class,
+  field,
+  flag,
+  label_ranges,
+  prob,
+  real_range,
+)
 from synthjax._src.ops import draw, lookup, precision, rng
 from synthjax._src.stages import record
 from synthjax._src.stages.record import Stage
@@ -39,11 +48,11 @@ class GMMConfig:
   # Kept for a uniform stage interface; the GMM is always rendered.
   prob: float = field(default=1.0, check=prob())
   enabled: bool = field(default=True, check=flag())
-  label_mean: tuple = field(default=(), check=label_ranges())
-  label_std: tuple = field(default=(), check=label_ranges(low=0.0))
+  label_mean: LabelRanges = field(default=(), check=label_ranges())
+  label_std: LabelRanges = field(default=(), check=label_ranges(low=0.0))
 
 
-def per_label_range(default: Range, rows: tuple, label_values, field_name: str):
+def per_label_range(default: Range, rows: LabelRanges, label_values, field_name: str):
   """`(low, high)` arrays over `label_values`: each label's own row, else `default`."""
   own = {r[0]: r[1:] for r in rows}
   unknown = sorted(set(own) - set(int(v) for v in label_values))
@@ -56,7 +65,7 @@ def per_label_range(default: Range, rows: tuple, label_values, field_name: str):
   return np.asarray(lo, np.float32), np.asarray(hi, np.float32)
 
 
-def _draw(key, default: Range, rows: tuple, label_values, field_name: str):
+def _draw(key, default: Range, rows: LabelRanges, label_values, field_name: str):
   if not rows:
     return draw.uniform(key, default, (len(label_values),))
   lo, hi = per_label_range(default, rows, label_values, field_name)

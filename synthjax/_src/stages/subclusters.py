@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from synthjax._src.checks import (
+  LabelRanges,
   Range,
   choice,
   config_class,
@@ -107,8 +108,8 @@ class SubclusterConfig:
   )
   prob: float = field(default=0.0, check=prob())
   enabled: bool = field(default=False, check=flag())
-  meta_mean: tuple = field(default=(), check=label_ranges(low=0.0))
-  meta_std: tuple = field(default=(), check=label_ranges(low=0.0))
+  meta_mean: LabelRanges = field(default=(), check=label_ranges(low=0.0))
+  meta_std: LabelRanges = field(default=(), check=label_ranges(low=0.0))
 
 
 @functools.lru_cache(maxsize=64)
@@ -186,7 +187,7 @@ def sample_subclusters(key, cfg: SubclusterConfig, gmm: GMMConfig, n_meta: int, 
   }
 
 
-def _meta_range(default: Range, rows: tuple, n_meta: int, field_name: str):
+def _meta_range(default: Range, rows: LabelRanges, n_meta: int, field_name: str):
   """`default`, or with `rows` `(n_meta, 1)` low and high arrays: each meta-label's own
   range, else `default`."""
   if not rows:

@@ -27,12 +27,12 @@ class Checkpoints:
   def __init__(self, run_dir: str, *, keep: int = 2, real: bool = False) -> None:
     root = os.path.abspath(run_dir)
     self.real = real
-    self.latest = ocp.CheckpointManager(
+    self.latest: ocp.CheckpointManager = ocp.CheckpointManager(
       os.path.join(root, "checkpoints"),
       options=_options(max_to_keep=keep),
       item_names=("state", "data", "real") if real else ("state", "data"),
     )
-    self.best = ocp.CheckpointManager(
+    self.best: ocp.CheckpointManager = ocp.CheckpointManager(
       os.path.join(root, "best"),
       options=_options(max_to_keep=1, best_fn=lambda m: m["dice"], best_mode="max"),
       item_names=("params",),
@@ -57,6 +57,7 @@ class Checkpoints:
     )
 
   def latest_step(self) -> int | None:
+    """The step of the latest training state saved, or None before the first one."""
     return self.latest.latest_step()
 
   def restore(
@@ -109,5 +110,6 @@ class Checkpoints:
     return step, out["state"]["params"]
 
   def close(self) -> None:
+    """Closes both managers (waiting for any save in progress)."""
     self.latest.close()
     self.best.close()

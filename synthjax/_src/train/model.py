@@ -79,11 +79,13 @@ class Conv(nnx.Module):
       raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     shape = (kernel_size,) * dim + (in_features, out_features)
     std = math.sqrt(2.0 / (in_features * kernel_size**dim))
-    self.kernel = nnx.Param(_normal(rngs, shape, std))
-    self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
-    self.dim, self.kernel_size, self.impl = dim, kernel_size, impl
+    self.kernel: nnx.Param[jax.Array] = nnx.Param(_normal(rngs, shape, std))
+    self.bias: nnx.Param[jax.Array] = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+    self.dim: int = dim
+    self.kernel_size: int = kernel_size
+    self.impl: str = impl
 
-  def __call__(self, x):
+  def __call__(self, x: jax.Array) -> jax.Array:
     w = self.kernel[...]
     k, d = self.kernel_size, self.dim
     if k == 1:
@@ -253,22 +255,23 @@ class UNet(nnx.Module):
       raise ValueError(
         f"features must be positive and convs_per_level >= 1, got {features} and {convs_per_level}"
       )
-    self.dim, self.levels = dim, len(features)
+    self.dim: int = dim
+    self.levels: int = len(features)
     block = dict(
       dim=dim, n=convs_per_level, norm=norm, activation=activation, conv_impl=conv_impl, rngs=rngs
     )
-    self.down = nnx.List()
+    self.down: nnx.List[ConvBlock] = nnx.List()
     cin = in_channels
     for f in features:
       self.down.append(ConvBlock(cin, f, **block))
       cin = f
-    self.up = nnx.List()
-    self.up_blocks = nnx.List()
+    self.up: nnx.List[Upsample] = nnx.List()
+    self.up_blocks: nnx.List[ConvBlock] = nnx.List()
     for f in reversed(features[:-1]):
       self.up.append(Upsample(cin, f, dim=dim, mode=upsample, rngs=rngs))
       self.up_blocks.append(ConvBlock(2 * f, f, **block))
       cin = f
-    self.head = Conv(cin, num_classes, dim=dim, kernel_size=1, rngs=rngs)
+    self.head: Conv = Conv(cin, num_classes, dim=dim, kernel_size=1, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     size = x.shape[1 : 1 + self.dim]

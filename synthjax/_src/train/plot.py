@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 
-def read_metrics(path: str) -> list[dict]:
-  """The records of a `metrics.jsonl` (a torn last line, from a killed run, is skipped)."""
-  records = []
+def read_metrics(path: str) -> list[dict[str, Any]]:
+  """The records of a `metrics.jsonl` (a torn last line, from a killed run, is skipped).
+
+  Each is a JSON object (a step's `loss` and `dice`, or a validation's scores): its values
+  are whatever JSON holds.
+  """
+  records: list[dict[str, Any]] = []
   if not os.path.exists(path):
     return records
   with open(path) as f:

@@ -29,12 +29,17 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from synthjax._src import scans, stops
 from synthjax._src.train import metrics, qc, runinfo
 from synthjax._src.train.cli import UserError, add_cache_option
+
+if TYPE_CHECKING:
+  from synthjax._src.config import SynthConfig
+  from synthjax._src.train.steps import Predictor
 
 # What `synthjax segment` writes for each scan, after its name.
 OUTPUTS = ("_seg.nii.gz", "_conf.nii.gz", "_volumes.json", "_qc.png")
@@ -60,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+  """The command line of `synthjax segment` on its own (`main`); `run` takes what it parses."""
   return add_arguments(
     argparse.ArgumentParser(prog="synthjax segment", description=(__doc__ or "").splitlines()[0])
   )
@@ -88,7 +94,8 @@ class Segmenter:
       raise UserError(f"{run_json}: no such file; {run_dir} is not a run folder")
     try:
       with open(run_json) as f:
-        self.record = json.load(f)
+        # The run's JSON record (`runinfo`): its values are whatever JSON holds.
+        self.record: dict[str, Any] = json.load(f)
     except (OSError, ValueError) as e:
       raise UserError(f"{run_json}: cannot read the run record ({e})") from e
     runinfo.check_record(self.record, run_json)
@@ -102,23 +109,25 @@ class Segmenter:
         f"weights); train the run first"
       )
     self.run_dir = run_dir
-    self.args = argparse.Namespace(**self.record["args"])
-    self.config = synthjax.SynthConfig.from_dict(self.record["synth_config"])
-    self.classes = self.record["classes"]
+    self.args: argparse.Namespace = argparse.Namespace(**self.record["args"])
+    self.config: SynthConfig = synthjax.SynthConfig.from_dict(self.record["synth_config"])
+    self.classes: list[int] = self.record["classes"]
     net = model.build(self.record["model"], len(self.classes), seed=0)
     graphdef, state = nnx.split(net)
     params = nnx.to_pure_dict(state)
     a = self.args
     tx = steps.make_optimizer(a.lr, a.steps, schedule=a.schedule, warmup=a.warmup)
     ckpt = checkpoints.Checkpoints(run_dir)
+    self.step: int
     try:
       self.step, params = ckpt.restore_params(params, tx.init(params), best=best)
     except FileNotFoundError as e:
       raise UserError(f"{run_dir}: {e}") from e
     finally:
       ckpt.close()
-    self.params = jax.device_put(params, jax.local_devices()[0])
-    self.predict = steps.make_predictor(graphdef, dim=self.record["model"]["dim"])
+    # The net's weights (`nnx.to_pure_dict`'s nesting), on the first local device.
+    self.params: dict[str, Any] = jax.device_put(params, jax.local_devices()[0])
+    self.predict: Predictor = steps.make_predictor(graphdef, dim=self.record["model"]["dim"])
 
   def __call__(
     self, image_path: str, *, tta: bool = False, batch_size: int = 4

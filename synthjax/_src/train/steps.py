@@ -33,6 +33,13 @@ from synthjax._src.train import losses
 if TYPE_CHECKING:
   from synthjax._src.config import SynthConfig
 
+# `step(params, opt_state, batch) -> (params, opt_state, metrics)` (`make_train_step`) and
+# `predict(params, patches) -> probabilities` (`make_predictor`). The weights and the
+# optimizer state are pytrees whose structure is the net's and the optimizer's own: Any, as
+# Optax types them.
+TrainStep = Callable[[Any, Any, dict[str, Any]], tuple[Any, Any, dict[str, jax.Array]]]
+Predictor = Callable[[Any, jax.Array], jax.Array]
+
 # Stream of the sample key used to pick a 2-D net's slices (the generator uses the key's
 # split halves; folding in a constant gives an independent stream).
 _SLICE_STREAM = 0x51CE
@@ -71,7 +78,7 @@ def _optimizer(lr, schedule, warmup, horizon):
 
 
 @functools.lru_cache(maxsize=16)
-def linear_ramp(start: float, steps: int) -> Callable:
+def linear_ramp(start: float, steps: int) -> optax.Schedule:
   """`optax.linear_schedule(start, 1.0, steps)`, one object per setting (see
   `make_optimizer`)."""
   return optax.linear_schedule(float(start), 1.0, int(steps))
@@ -127,7 +134,9 @@ def optimizer_step(opt_state):
 
 
 def make_train_step(
-  graphdef: nnx.GraphDef,
+  # Any net: `GraphDef` is invariant in the net's class, so `GraphDef[nnx.Module]` would
+  # refuse a `UNet`'s.
+  graphdef: nnx.GraphDef[Any],
   tx: optax.GradientTransformation,
   *,
   synth_config: SynthConfig | None,
@@ -135,8 +144,8 @@ def make_train_step(
   dim: int,
   slices_per_volume: int = 8,
   mesh: jax.sharding.Mesh | None = None,
-  strength: Any = None,
-) -> Callable:
+  strength: optax.Schedule | None = None,
+) -> TrainStep:
   """The jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`.
 
   Cached on its arguments: a second run in the same process with the same net, optimizer
@@ -199,7 +208,7 @@ def _train_step(graphdef, tx, synth_config, classes, dim, slices_per_volume, mes
 
 
 @functools.lru_cache(maxsize=16)
-def make_predictor(graphdef: nnx.GraphDef, *, dim: int) -> Callable:
+def make_predictor(graphdef: nnx.GraphDef[Any], *, dim: int) -> Predictor:
   """Jitted `predict(params, patches) -> probabilities`, patches `(B, px, py, pz)` in,
   `(B, px, py, pz, C)` out; a 2-D net takes patches with `pz == 1`. Cached on its
   arguments, as `make_train_step`."""
@@ -266,7 +275,7 @@ def flip_permutation(
 
 
 def segment_array(
-  predict: Callable,
+  predict: Predictor,
   params: Any,
   image: ArrayLike,
   *,

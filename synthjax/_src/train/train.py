@@ -48,7 +48,7 @@ import errno
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +58,7 @@ from synthjax._src.train import runinfo
 
 if TYPE_CHECKING:
   from synthjax._src.config import SynthConfig
+  from synthjax._src.train.steps import Predictor
 from synthjax._src.train.cli import UserError, add_cache_option, atomic_write
 
 # Arguments that may differ when a run is resumed; every other one must match run.json.
@@ -165,6 +166,7 @@ def add_arguments(p):
 
 
 def build_parser() -> argparse.ArgumentParser:
+  """The command line of `synthjax train` on its own (`main`); `run` takes what it parses."""
   return add_arguments(
     argparse.ArgumentParser(prog="synthjax train", description=(__doc__ or "").splitlines()[0])
   )
@@ -355,7 +357,7 @@ def validate(predict, params, val_scans, classes, cfg, args):
 
 
 def segment_scan(
-  predict: Callable,
+  predict: Predictor,
   params: Any,
   scan: scans.Scan,
   classes: Sequence[int],
@@ -399,9 +401,10 @@ class TrainResult:
   """
 
   step: int
-  losses: list
-  samples: list
-  validations: list
+  losses: list[float]
+  samples: list[np.ndarray]
+  # JSON-like records (`{"step", "dice", "mean_dice", ...}`): their values are of several types.
+  validations: list[dict[str, Any]]
   params: object
 
 
