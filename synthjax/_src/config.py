@@ -55,6 +55,7 @@ __all__ = [
   "GhostingConfig",
   "GibbsConfig",
   "GMMConfig",
+  "GrowLabelsConfig",
   "ImageIntensityConfig",
   "MotionConfig",
   "NoiseConfig",
