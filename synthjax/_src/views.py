@@ -38,8 +38,9 @@ def sample_view_params(
   Args:
     key: a PRNG key.
     config: the static `SynthConfig`.
-    shared_spatial: copy view 0's spatial params (affine, deformation, crop, flip) to view
-      1, so the views are voxel-aligned; False draws them independently too.
+    shared_spatial: copy view 0's spatial and label params (affine, deformation, crop,
+      flip, grown labels) to view 1, so the views are voxel-aligned; False draws them
+      independently too.
     fixed: optional fixed params, applied to both views (as for `sample_params`).
 
   Returns:

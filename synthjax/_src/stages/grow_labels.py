@@ -124,7 +124,6 @@ def apply_grow_labels(
     The edited map, of `index_map`'s dtype.
   """
   values = [int(v) for v in label_values]
-  n = len(values)
   for i, (grow, into, (_, r_max), _) in enumerate(cfg.rules):
     grows = np.isin(np.asarray(values), grow)
     intos = np.isin(np.asarray(values), into)
@@ -136,7 +135,7 @@ def apply_grow_labels(
       r = jnp.clip(p["radius"][i], 0.0, r_max)
       return jnp.where(lookup.take_small(intos, m) & (d2 <= r * r), target, m).astype(m.dtype)
 
-    if n and r_max > 0:
+    if r_max > 0:
       index_map = jax.lax.cond(p["applied"] & p["grow"][i], edit, lambda m: m, index_map)
   return index_map
 
