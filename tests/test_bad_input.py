@@ -331,6 +331,8 @@ def every_stage():
       if not getattr(base, s).enabled and s != "image_intensity"
     }
   )
+  # A rule, so that the stage's per-rule entries have values to tamper with.
+  cfg = cfg.replace(grow_labels={"rules": (((4,), (3,), (0.0, 2.0), 0.5),)})
   params = synthjax.sample_params(jax.random.key(3), cfg)
   return cfg, serialize.params_to_dict(params), sampling.params_template(cfg)
 
