@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _configs import ALL_OFF
 from _maps import nested_balls
 from scipy import ndimage
 
@@ -18,8 +19,6 @@ SPACING = (1.0, 1.5, 2.0)
 # 1: outer shell, 2: middle shell, 3: core, 0 outside.
 LABELS = nested_balls(SHAPE, (11.0, 8.0, 4.0), spacing=SPACING)
 VALUES = (0, 1, 2, 3)
-OFF = {s: {"enabled": False} for s in ("affine", "deformation", "flip", "bias", "gamma")}
-OFF.update(resolution={"enabled": False}, noise={"enabled": False})
 
 
 def _config(rules, prob=1.0):
@@ -29,7 +28,7 @@ def _config(rules, prob=1.0):
     spacing=SPACING,
     gmm={"std": (0.0, 0.0)},
     grow_labels={"rules": rules, "prob": prob, "enabled": True},
-    **OFF,
+    **ALL_OFF,
   )
 
 

@@ -9,19 +9,11 @@ import jax
 import numpy as np
 import pytest
 from _batches import element
+from _configs import ALL_OFF
 
 import synthjax
 from synthjax import data as sdata
 
-ALL_OFF = dict(
-  affine={"enabled": False},
-  deformation={"enabled": False},
-  flip={"enabled": False},
-  bias={"enabled": False},
-  gamma={"enabled": False},
-  resolution={"enabled": False},
-  noise={"enabled": False},
-)
 FINE, COARSE = 0.5, 2.0
 N = 16  # voxels per side at 2 mm
 

@@ -11,6 +11,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
+from _configs import ALL_OFF
 
 import synthjax
 from synthjax import priors as priors_lib
@@ -18,15 +19,6 @@ from synthjax._src.stages import gmm as gmm_stage
 from synthjax._src.stages import subclusters
 
 ATLAS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fetal-sb-atlas"
-ALL_OFF = dict(
-  affine={"enabled": False},
-  deformation={"enabled": False},
-  flip={"enabled": False},
-  bias={"enabled": False},
-  gamma={"enabled": False},
-  resolution={"enabled": False},
-  noise={"enabled": False},
-)
 
 
 def gaussian_image(means, stds, n=24, seed=0):

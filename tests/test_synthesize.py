@@ -15,20 +15,11 @@ import pytest
 import scipy.ndimage as ndi
 import scipy.stats
 from _batches import element
+from _configs import ALL_OFF
 
 import synthjax
 from synthjax._src import registry
 from synthjax._src.stages import geometry
-
-ALL_OFF = dict(
-  affine={"enabled": False},
-  deformation={"enabled": False},
-  flip={"enabled": False},
-  bias={"enabled": False},
-  gamma={"enabled": False},
-  resolution={"enabled": False},
-  noise={"enabled": False},
-)
 
 VALUES = (0, 1, 2, 3)
 N = 24
