@@ -66,17 +66,46 @@ def _report(written, n, what, out):
   print(f"wrote {len(written)} {what} to {out}{skipped}")
 
 
-def cmd_generate(args: argparse.Namespace) -> None:
+def _shard_size(args):
+  """How many of the run's `-n` samples this process writes."""
+  return args.n if args.shard is None else len(range(args.shard[0], args.n, args.shard[1]))
+
+
+def _shard_option(text: str) -> tuple[int, int]:
+  """`--shard I/N` as `(I, N)`, with `0 <= I < N`."""
+  try:
+    i, n = (int(v) for v in text.split("/"))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), got {text!r}") from None
+  if not 0 <= i < n:
+    raise argparse.ArgumentTypeError(f"I/N needs 0 <= I < N, got {text!r}")
+  return i, n
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
   """`synthjax generate`: writes `-n` samples of the label maps (or the demo phantom) to
-  `--output` through `synthjax.datasets.generate`, resuming a run interrupted there."""
+  `--output` through `synthjax.datasets.generate`, resuming a run interrupted there; with
+  `--shard I/N` only the samples `j % N == I`; with `--check`, writes nothing and returns 1
+  unless the run's `-n` samples are all complete."""
   from synthjax._src import datasets
 
   if args.shape and min(args.shape) < 2:
     raise UserError(f"--shape sizes must be >= 2, got {args.shape}")
   if args.workers < 1:
     raise UserError(f"--workers must be >= 1, got {args.workers}")
+  if args.check and (args.shard or args.overwrite):
+    raise UserError("--check checks the whole run: give it without --shard and --overwrite")
   sources, config = _sources_and_config(args)
   sources = _with_seed_maps(args, sources, config)
+  if args.check:
+    from synthjax._src import runs
+
+    manifest = datasets.generate_manifest(
+      sources, config, n=args.n, seed=args.seed, output_format=args.format
+    )
+    status = runs.check_run(args.output, manifest, n=args.n)
+    print(status.describe())
+    return 0 if status.is_complete else 1
   written = datasets.generate(
     args.output,
     sources,
@@ -87,8 +116,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     workers=args.workers,
     overwrite=args.overwrite,
     progress=not args.quiet,
+    shard=args.shard,
   )
-  _report(written, args.n, "samples", args.output)
+  _report(written, _shard_size(args), "samples", args.output)
+  return 0
 
 
 def cmd_views(args: argparse.Namespace) -> None:
@@ -150,9 +181,13 @@ def cmd_preview(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-  """`synthjax info`: prints a label map's grid and labels (`synthjax.datasets.label_map_info`)."""
-  from synthjax._src import label_info
+  """`synthjax info`: prints a label map's grid and labels (`synthjax.datasets.label_map_info`),
+  or how complete a run folder is (`synthjax.datasets.check_run`)."""
+  from synthjax._src import label_info, runs
 
+  if os.path.isdir(args.file):
+    print(runs.check_run(args.file).describe())
+    return
   print(label_info.format_label_map_info(label_info.label_map_info(args.file)))
 
 
@@ -288,6 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
     "--workers", type=int, default=4, help="background threads writing (compressing) samples"
   )
   g.add_argument("--format", choices=("nifti", "arrayrecord"), default="nifti")
+  g.add_argument(
+    "--shard",
+    type=_shard_option,
+    metavar="I/N",
+    help="write only the samples j with j %% N == I (0-based), alongside the other shards' "
+    "processes in the same OUT (a SLURM array, a Kubernetes indexed job)",
+  )
+  g.add_argument(
+    "--check",
+    action="store_true",
+    help="write nothing; exit 0 if OUT holds all -n samples of this run, else 1 (naming the "
+    "missing ones)",
+  )
   g.set_defaults(func=cmd_generate)
 
   v = sub.add_parser(
@@ -344,8 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
   )
   w.set_defaults(func=cmd_views)
 
-  i = sub.add_parser("info", help="shape, spacing, orientation and labels of a label map")
-  i.add_argument("file", help="a NIfTI label map")
+  i = sub.add_parser(
+    "info",
+    help="shape, spacing, orientation and labels of a label map, or how complete a run folder is",
+  )
+  i.add_argument("file", help="a NIfTI label map, or a folder written by generate/views/ensemble")
   i.set_defaults(func=cmd_info)
 
   r = sub.add_parser(
@@ -382,8 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the `synthjax` command line (`argv`, default `sys.argv[1:]`); returns the exit status.
 
-  0 on success; 2 on an error, printed as one line (with `--debug` it is raised instead, with
-  its traceback); 130 on Ctrl-C and 143 on SIGTERM, after a line saying what was kept.
+  0 on success; 1 when `generate --check` finds samples missing; 2 on an error, printed as
+  one line (with `--debug` it is raised instead, with its traceback); 130 on Ctrl-C and 143
+  on SIGTERM, after a line saying what was kept.
   """
   from synthjax._src.stops import Terminated, check, handled, report
 
@@ -391,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     with handled():
-      _run(args)
+      code = _run(args)
       check()  # a stop swallowed after the last unit of work still reports as one
   except (KeyboardInterrupt, Terminated) as e:
     return report(f"synthjax {args.command}", args.command, e)
@@ -404,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = str(e) if known else f"{type(e).__name__}: {e}"
     print(f"synthjax {args.command}: error: {text}", file=sys.stderr)
     return 2
-  return 0
+  return code or 0
 
 
 def _run(args):
@@ -417,7 +469,7 @@ def _run(args):
     from synthjax._src import compile_cache
 
     compile_cache.enable()
-  args.func(args)
+  return args.func(args)
 
 
 if __name__ == "__main__":

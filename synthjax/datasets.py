@@ -3,7 +3,8 @@
 Read a run's inputs (`load_sources` or `demo_sources`, a config from `preset_config` or
 `load_config`, checked by `check_sources`, seed maps by `with_seed_maps`), then write a run
 folder of samples (`generate`), view pairs (`generate_views`) or label ensembles
-(`generate_ensembles`); replay a sample into a folder (`replay_to`) or describe a label map
+(`generate_ensembles`), in one process or as shards of many (`generate(..., shard=)`, then
+`check_run`); replay a sample into a folder (`replay_to`) or describe a label map
 (`label_map_info`). For reading datasets into training, see `synthjax.data`.
 
 Examples:
@@ -16,7 +17,7 @@ Examples:
   [0, 1, 2, 3]
 """
 
-from synthjax._src.datasets import generate, generate_ensembles, generate_views
+from synthjax._src.datasets import generate, generate_ensembles, generate_manifest, generate_views
 from synthjax._src.inputs import (
   PRESETS,
   InputError,
@@ -33,6 +34,7 @@ from synthjax._src.inputs import (
 )
 from synthjax._src.label_info import format_label_map_info, label_map_info
 from synthjax._src.replay import replay_to
+from synthjax._src.runs import FolderError, RunStatus, check_run
 
 __all__ = [
   "Source",
@@ -50,6 +52,10 @@ __all__ = [
   "generate",
   "generate_views",
   "generate_ensembles",
+  "generate_manifest",
+  "check_run",
+  "RunStatus",
+  "FolderError",
   "replay_to",
   "label_map_info",
   "format_label_map_info",

@@ -10,6 +10,7 @@ interruption, it writes only the missing ones. Sample `i` depends on `(seed, i)`
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -34,15 +35,54 @@ def _versions():
   return {"synthjax": synthjax.__version__, "jax": jax.__version__, "numpy": np.__version__}
 
 
-def _write_run(out, manifest, overwrite, make_writer, n, make_sample, progress):
-  """Starts the run of `manifest` in `out` and writes samples `0..n-1` under its lock."""
+def _write_run(out, manifest, overwrite, make_writer, indices, make_sample, progress, shard=None):
+  """Starts the run of `manifest` in `out` and writes its samples `indices` under its lock."""
   from synthjax._src.data import writers
 
-  lock = runs.start_run(out, manifest, overwrite)
+  lock = runs.start_run(out, manifest, overwrite, shard=shard)
   try:
-    return writers.write_dataset(make_writer(), range(n), make_sample, progress=progress)
+    return writers.write_dataset(make_writer(), indices, make_sample, progress=progress)
   finally:
     lock.close()
+
+
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
+  """Returns `shard` as `(i, n)` ints with `0 <= i < n`, or None.
+
+  Raises:
+    ValueError: naming the shard.
+  """
+  if shard is None:
+    return None
+  try:
+    i, count = (operator.index(v) for v in shard)
+  except (TypeError, ValueError):
+    raise ValueError(f"shard must be a pair of ints (i, n), got {shard!r}") from None
+  if not 0 <= i < count:
+    raise ValueError(f"shard (i, n) needs 0 <= i < n, got ({i}, {count})")
+  return i, count
+
+
+def generate_manifest(
+  sources: Sequence[inputs.Source],
+  config: SynthConfig,
+  *,
+  n: int,
+  seed: int = 0,
+  output_format: str = "nifti",
+) -> dict:
+  """The manifest `generate` records in its run folder: what `check_run` compares a folder to."""
+  return {
+    "format": runs.RUN_FORMAT,
+    "command": "generate",
+    "seed": seed,
+    "config": config.to_dict(),
+    "sources": [s.record for s in sources],
+    "output_format": output_format,
+    "source_of_sample": "sources[index % len(sources)]",
+    "n": n,
+    "versions": _versions(),
+  }
 
 
 def generate(
@@ -56,8 +96,14 @@ def generate(
   workers: int = 4,
   overwrite: bool = False,
   progress: bool = False,
+  shard: tuple[int, int] | None = None,
 ) -> list[int]:
   """Writes `n` synthetic samples (image, seg, params JSON) rendered from `sources`.
+
+  With `shard=(i, k)` this call writes only the samples `j` with `j % k == i`, so that `k`
+  processes (a SLURM array, a Kubernetes indexed job) fill one folder side by side. Each
+  sample's bytes are those of a single run, whatever the split; each shard resumes on its own,
+  and `check_run` tells when the set is complete.
 
   Args:
     out: the run folder (`runs.start_run`: new, empty, or holding this same run).
@@ -70,13 +116,18 @@ def generate(
     workers: background threads writing (compressing) NIfTI samples.
     overwrite: replace a run of another command or seed in `out` (its files only).
     progress: print a progress bar to stderr.
+    shard: `(i, k)`: write shard `i` of `k` (0-based), alongside the other shards' processes;
+      None: the whole run. Every shard must be given the same `n`, `seed`, config, sources
+      and format.
 
   Returns:
     The indices written by this call (those already complete are skipped).
 
   Raises:
     InputError: the synthesis cannot fit in memory.
-    runs.FolderError: `out` holds something else, or another run writes there.
+    ValueError: a bad `output_format` or `shard`.
+    runs.FolderError: `out` holds something else, or another run writes there (shards of
+      the same run with the same `k` excepted).
 
   Examples:
     >>> sources, spacing = demo_sources((32, 32, 32), 6.0)             # doctest: +SKIP
@@ -89,24 +140,17 @@ def generate(
 
   if output_format not in OUTPUT_FORMATS:
     raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+  shard = check_shard(shard)
   # Host copies awaiting the writer threads: an image and a seg per pending sample.
   inputs.check_fits(config, sources, extra_bytes=8 * math.prod(config.shape) * (workers + 1))
-  manifest = {
-    "format": runs.RUN_FORMAT,
-    "command": "generate",
-    "seed": seed,
-    "config": config.to_dict(),
-    "sources": [s.record for s in sources],
-    "output_format": output_format,
-    "source_of_sample": "sources[index % len(sources)]",
-    "n": n,
-    "versions": _versions(),
-  }
+  manifest = generate_manifest(sources, config, n=n, seed=seed, output_format=output_format)
 
   def make_writer():
     if output_format == "nifti":
       return nifti_folder.NiftiWriter(out, max_pending=workers)
-    return arrayrecord.ArrayRecordWriter(os.path.join(out, runs.ARRAYRECORD_PREFIX))
+    return arrayrecord.ArrayRecordWriter(
+      os.path.join(out, runs.ARRAYRECORD_PREFIX), file_numbers=shard or (0, 1)
+    )
 
   def make(i):
     labels, affine, record, seeds = sources[i % len(sources)]
@@ -132,7 +176,8 @@ def generate(
       ),
     }
 
-  return _write_run(out, manifest, overwrite, make_writer, n, make, progress)
+  indices = range(n) if shard is None else range(shard[0], n, shard[1])
+  return _write_run(out, manifest, overwrite, make_writer, indices, make, progress, shard)
 
 
 def generate_views(
@@ -215,7 +260,7 @@ def generate_views(
     return {"index": i, "files": files, "sidecar": side}
 
   return _write_run(
-    out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n, make, False
+    out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), range(n), make, False
   )
 
 
@@ -289,5 +334,5 @@ def generate_ensembles(
     return {"index": i, "files": {stem + "_labels.nii.gz": (labels, np.eye(4))}, "sidecar": side}
 
   return _write_run(
-    out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), n, make, False
+    out, manifest, overwrite, lambda: nifti_folder.NiftiFilesWriter(out), range(n), make, False
   )

@@ -10,20 +10,32 @@ sample is written.
 
 One run at a time holds a folder (an exclusive `flock` on `.synthjax-lock`); a second run is
 refused with a message, and the holder may remove temporaries (`.tmp-*`) left by killed runs.
+
+The shards of one run (`generate --shard I/N`: the samples `j` with `j % N == I`) write into
+the same folder side by side. Each holds its own shard's lock (`.synthjax-lock-shard-I-of-N`)
+exclusively and the folder's lock shared, so two processes of the same shard, shards of two
+different splits, or a whole run and a shard never write at once. The first shard to start
+sets the folder up as a whole run does; one that starts while others write only checks that
+the folder holds the same run, and leaves their temporaries alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import sys
+import time
 
 from synthjax._src import nifti
 from synthjax._src.data import arrayrecord
 
 MANIFEST = "manifest.json"
 LOCK = ".synthjax-lock"
+# How long a starting shard waits for the folder's lock (held while a shard sets it up).
+SHARD_START_WAIT_S = 30.0
+_SHARD_LOCK = re.compile(re.escape(LOCK) + r"-shard-(\d+)-of-(\d+)")
 RUN_FORMAT = "synthjax-run/1"
 # Two manifests describe the same run (which may resume) when these agree.
 SAME_RUN_KEYS = ("format", "seed", "config", "sources", "output_format")
@@ -43,6 +55,7 @@ _SUFFIXES = {
 }
 _PARAMS = "_params.json"
 _SAMPLE = re.compile(r"sample_(\d{5,})(_.+)")
+_PARAMS_FILE = re.compile(r"sample_(\d{5,})" + re.escape(_PARAMS))
 ARRAYRECORD_PREFIX = "samples"
 
 
@@ -104,7 +117,11 @@ def _write_manifest(folder, manifest):
 
 
 def _user_entries(folder):
-  return [e for e in os.listdir(folder) if not (e.startswith(nifti.TMP_PREFIX) or e == LOCK)]
+  return [
+    e
+    for e in os.listdir(folder)
+    if not (e.startswith(nifti.TMP_PREFIX) or e == LOCK or _SHARD_LOCK.fullmatch(e))
+  ]
 
 
 def _check(out, manifest, overwrite):
@@ -167,46 +184,242 @@ def _remove(out, names):
       os.remove(path)
 
 
-def start_run(out, manifest: dict, overwrite: bool):
-  """Makes `out` ready for the run of `manifest` and records the manifest; returns the lock
-  file, held until the process exits or it is closed.
+def _try_flock(f, mode):
+  import fcntl
+
+  try:
+    fcntl.flock(f.fileno(), mode | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return False
+  return True
+
+
+def _lock_shard(folder, shard):
+  """Takes shard `(i, n)`'s own lock, refusing while shards of another split write."""
+  import fcntl
+
+  i, n = shard
+  f = open(os.path.join(folder, f"{LOCK}-shard-{i}-of-{n}"), "a+")  # noqa: SIM115 - returned open: it holds the lock
+  if not _try_flock(f, fcntl.LOCK_EX):
+    f.close()
+    raise FolderError(
+      f"{folder}: shard {i}/{n} of this run is already being written by another process"
+    )
+  for name in os.listdir(folder):
+    m = _SHARD_LOCK.fullmatch(name)
+    if m and int(m.group(2)) != n:
+      with open(os.path.join(folder, name), "a+") as other:
+        if not _try_flock(other, fcntl.LOCK_SH):
+          f.close()
+          raise FolderError(
+            f"{folder}: shards of a split into {m.group(2)} are writing there; give every "
+            f"process the same --shard count (here {n}), or wait for them to finish"
+          )
+  return f
+
+
+class _Locks:
+  """Open lock files, released together by `close()`."""
+
+  def __init__(self, *files):
+    self.files = files
+
+  def close(self):
+    for f in self.files:
+      f.close()
+
+
+def start_run(out, manifest: dict, overwrite: bool, *, shard: tuple[int, int] | None = None):
+  """Makes `out` ready for the run of `manifest` and records the manifest; returns the lock,
+  held until the process exits or its `close()` is called.
 
   A folder is usable when it is new or empty, holds an earlier part of the same run
   (resume), or holds another run and `overwrite` is set: then exactly that run's files are
   removed (see the module docstring). Temporaries of killed runs are removed.
 
+  Args:
+    out: the run folder.
+    manifest: what the run is (`SAME_RUN_KEYS` decide whether it resumes).
+    overwrite: replace a run of another command, seed, config, sources or format.
+    shard: `(i, n)`: this process writes shard `i` of `n` of the run, alongside the other
+      shards (see the module docstring); `None`: the whole run, alone.
+
   Raises:
     FolderError: the folder holds something else, or another run is writing there.
   """
+  import fcntl
+
   manifest = json.loads(json.dumps(manifest))
   _check(out, manifest, overwrite)  # refuse before creating anything
   os.makedirs(out, exist_ok=True)
-  lock = lock_folder(out)
+  if shard is None:
+    lock = lock_folder(out)
+    try:
+      _set_up(out, manifest, overwrite)
+    except BaseException:
+      lock.close()
+      raise
+    return lock
+  shard_lock = _lock_shard(out, shard)
+  folder_lock = open(os.path.join(out, LOCK), "a+")  # noqa: SIM115 - returned open: it holds the lock
+  locks = _Locks(folder_lock, shard_lock)
   try:
-    previous = _check(out, manifest, overwrite)  # again, now that no one else writes
-    _remove(out, [e for e in os.listdir(out) if e.startswith(nifti.TMP_PREFIX)])
-    current = _read_manifest(out) or {}
-    if not previous and isinstance(current.get("n"), int) and isinstance(manifest.get("n"), int):
-      # Resuming with a smaller -n keeps the larger count: the run owns those files too.
-      manifest["n"] = max(manifest["n"], current["n"])
-    replacing = list(current.get("replacing", []))
-    if previous:
-      replacing.append({k: v for k, v in previous.items() if k != "replacing"})
-    if replacing:
-      _write_manifest(out, dict(manifest, replacing=replacing))
-      owned = set()
-      for old in replacing:
-        names = run_files(out, old)
-        owned.update(names)
-        _remove(out, names)
-      kept = sorted(set(_user_entries(out)) - owned - {MANIFEST})
-      if kept:
-        _warn(
-          f"{out}: kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} that the "
-          f"replaced run did not write: {', '.join(kept[:5])}" + (", ..." if len(kept) > 5 else "")
-        )
-    _write_manifest(out, manifest)
+    # Shards started together (an array job) wait while the first sets the folder up.
+    deadline = time.monotonic() + SHARD_START_WAIT_S
+    while True:
+      if _try_flock(folder_lock, fcntl.LOCK_EX):  # no other shard writes: set the folder up
+        _set_up(out, manifest, overwrite)
+        folder_lock.seek(0)
+        folder_lock.truncate()
+        folder_lock.write("shards of a run (--shard)\n")
+        folder_lock.flush()
+        if not _try_flock(folder_lock, fcntl.LOCK_SH):
+          raise FolderError(f"{out}: another synthjax run took the folder as this shard started")
+        return locks
+      if _try_flock(folder_lock, fcntl.LOCK_SH):  # other shards write: join them
+        _join(out, manifest, overwrite)
+        return locks
+      if time.monotonic() > deadline:
+        break
+      time.sleep(0.1)
+    folder_lock.seek(0)
+    holder = folder_lock.read().strip() or "another process"
+    raise FolderError(
+      f"{out}: another synthjax run is writing there ({holder}); wait for it to finish or "
+      "choose another folder"
+    )
   except BaseException:
-    lock.close()
+    locks.close()
     raise
-  return lock
+
+
+def _join(out, manifest, overwrite):
+  """Checks, without writing, that a folder other shards are writing holds `manifest`'s run."""
+  if _check(out, manifest, overwrite):
+    raise FolderError(
+      f"{out}: other shards are writing there; --overwrite needs the folder to itself"
+    )
+  current = _read_manifest(out) or {}
+  if isinstance(manifest.get("n"), int) and manifest["n"] > int(current.get("n", 0)):
+    raise FolderError(
+      f"{out}: its other shards write {current.get('n')} samples; give every shard the "
+      f"same -n (here {manifest['n']}), or wait for them to finish"
+    )
+
+
+def _set_up(out, manifest, overwrite):
+  """`start_run`'s work under the folder's exclusive lock."""
+  previous = _check(out, manifest, overwrite)  # again, now that no one else writes
+  stale = arrayrecord.shard_patterns(os.path.join(out, ARRAYRECORD_PREFIX))[2]
+  _remove(out, [e for e in os.listdir(out) if e.startswith(nifti.TMP_PREFIX) or stale.fullmatch(e)])
+  current = _read_manifest(out) or {}
+  if not previous and isinstance(current.get("n"), int) and isinstance(manifest.get("n"), int):
+    # Resuming with a smaller -n keeps the larger count: the run owns those files too.
+    manifest["n"] = max(manifest["n"], current["n"])
+  replacing = list(current.get("replacing", []))
+  if previous:
+    replacing.append({k: v for k, v in previous.items() if k != "replacing"})
+  if replacing:
+    _write_manifest(out, dict(manifest, replacing=replacing))
+    owned = set()
+    for old in replacing:
+      names = run_files(out, old)
+      owned.update(names)
+      _remove(out, names)
+    kept = sorted(set(_user_entries(out)) - owned - {MANIFEST})
+    if kept:
+      _warn(
+        f"{out}: kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} that the "
+        f"replaced run did not write: {', '.join(kept[:5])}" + (", ..." if len(kept) > 5 else "")
+      )
+  _write_manifest(out, manifest)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+  """How complete a run folder is (`check_run`).
+
+  Attributes:
+    folder: the run folder.
+    command: the command that wrote it (`generate`, `views`, `ensemble`).
+    output_format: its output format.
+    n: the number of samples checked for (`0..n-1`).
+    complete: how many of them are complete.
+    missing: the indices in `0..n-1` with no complete sample.
+    duplicated: indices stored more than once (ArrayRecord only).
+  """
+
+  folder: str
+  command: str
+  output_format: str
+  n: int
+  complete: int
+  missing: tuple[int, ...]
+  duplicated: tuple[int, ...] = ()
+
+  @property
+  def is_complete(self) -> bool:
+    return not self.missing and not self.duplicated
+
+  def describe(self) -> str:
+    """One line: the folder, the run, and what is missing."""
+
+    def some(indices):
+      shown = ", ".join(str(i) for i in indices[:10])
+      return shown + (f", ... ({len(indices)} in all)" if len(indices) > 10 else "")
+
+    head = f"{self.folder}: {self.command} run ({self.output_format}), "
+    if self.is_complete:
+      return head + f"all {self.n} samples complete"
+    text = head + f"{self.complete} of {self.n} samples complete"
+    if self.missing:
+      text += f"; missing: {some(self.missing)}"
+    if self.duplicated:
+      text += f"; stored more than once: {some(self.duplicated)}"
+    return text
+
+
+def check_run(folder, manifest: dict | None = None, *, n: int | None = None) -> RunStatus:
+  """Reports which samples of the run in `folder` are complete, e.g. after its shards ran.
+
+  Args:
+    folder: a run folder written by `generate`, `generate_views` or `generate_ensembles`.
+    manifest: the run expected there (e.g. `datasets.generate_manifest` of the command's
+      arguments); None accepts the folder's own.
+    n: check samples `0..n-1`; default: the folder manifest's count.
+
+  Returns:
+    A `RunStatus`.
+
+  Raises:
+    FolderError: `folder` holds no run, another run than `manifest`, or an unfinished
+      `--overwrite`.
+  """
+  folder = os.fspath(folder)
+  if not os.path.isdir(folder):
+    raise FolderError(f"{folder}: no such folder")
+  current = _read_manifest(folder)
+  if current is None:
+    raise FolderError(f"{folder}: holds no synthjax run ({MANIFEST})")
+  if manifest is not None:
+    expected = json.loads(json.dumps(manifest))
+    differs = [k for k in SAME_RUN_KEYS if current.get(k) != expected.get(k)]
+    if differs:
+      raise FolderError(f"{folder}: holds another run ({', '.join(differs)} differ)")
+  if current.get("replacing"):
+    raise FolderError(f"{folder}: an --overwrite was interrupted; run the command again")
+  command, fmt = str(current.get("command")), str(current.get("output_format"))
+  if command not in _SUFFIXES:
+    raise FolderError(f"{os.path.join(folder, MANIFEST)}: a run of an unknown command {command!r}")
+  total = int(current["n"]) if n is None else int(n)
+  if command == "generate" and fmt == "arrayrecord":
+    stored = arrayrecord.written_indices(os.path.join(folder, ARRAYRECORD_PREFIX))
+  else:
+    stored = sorted(int(m.group(1)) for e in os.listdir(folder) if (m := _PARAMS_FILE.fullmatch(e)))
+  seen, duplicated = set(), set()
+  for i in stored:
+    (duplicated if i in seen else seen).add(i)
+  missing = tuple(i for i in range(total) if i not in seen)
+  return RunStatus(
+    folder, command, fmt, total, total - len(missing), missing, tuple(sorted(duplicated))
+  )

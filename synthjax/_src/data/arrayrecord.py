@@ -62,6 +62,13 @@ def _shard_indices(shard_path) -> list[int]:
     reader.close()
 
 
+def written_indices(path: PathLike) -> list[int]:
+  """The sample indices in the complete shards of prefix `path`, in shard then record order
+  (an index written twice appears twice)."""
+  shards = _complete_shards(os.fspath(path))
+  return [i for k in sorted(shards) for i in _shard_indices(shards[k])]
+
+
 class ArrayRecordWriter(Writer):
   """Writes samples as records (see `encode_record`) of sharded ArrayRecord files.
 
@@ -80,6 +87,9 @@ class ArrayRecordWriter(Writer):
     group_size: records per ArrayRecord chunk; 1 (Grain's preference) for fast random
       access.
     shard_size: samples per shard.
+    file_numbers: `(i, n)`: number this writer's shards `k` with `k % n == i`, after the
+      existing ones, so that `n` writers with distinct `i` can fill one prefix side by side
+      (the processes of `synthjax generate --shard`).
 
   Examples:
     >>> import grain, numpy as np
@@ -95,10 +105,20 @@ class ArrayRecordWriter(Writer):
   """
 
   def __init__(
-    self, path: PathLike, *, overwrite: bool = False, group_size: int = 1, shard_size: int = 64
+    self,
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    group_size: int = 1,
+    shard_size: int = 64,
+    file_numbers: tuple[int, int] = (0, 1),
   ) -> None:
     if group_size < 1 or shard_size < 1:
       raise ValueError(f"group_size and shard_size must be >= 1, got {group_size}, {shard_size}")
+    offset, step = (operator.index(v) for v in file_numbers)
+    if not 0 <= offset < step:
+      raise ValueError(f"file_numbers must be (i, n) with 0 <= i < n, got {file_numbers}")
+    self.file_numbers: tuple[int, int] = (offset, step)
     self.path: str = os.fspath(path)
     self.overwrite: bool = bool(overwrite)
     self.group_size: int = int(group_size)
@@ -112,8 +132,8 @@ class ArrayRecordWriter(Writer):
           os.remove(os.path.join(self._folder, name))
     self._done: dict[int, str] = {}  # index -> complete shard holding it
     self.done()
-    shards = _complete_shards(self.path)
-    self._next_shard = max(shards) + 1 if shards else 0
+    first = max(_complete_shards(self.path), default=-1) + 1
+    self._next_shard = first + (offset - first) % step
     self._writer = None
     self._partial = None
     self._open: list[int] = []
@@ -170,6 +190,8 @@ class ArrayRecordWriter(Writer):
   def cleanup(self) -> list[str]:
     """Removes partial shards and orphan index files left by interrupted runs.
 
+    Call it only while no other writer fills the same prefix: their open shards are partial.
+
     Returns:
       The removed paths, sorted.
     """
@@ -210,7 +232,7 @@ class ArrayRecordWriter(Writer):
     os.replace(self._partial, final)
     self._done.update((i, final) for i in self._open)
     self._open, self._partial = [], None
-    self._next_shard += 1
+    self._next_shard += self.file_numbers[1]
 
   def _close_after_error(self) -> None:
     self.abort()
@@ -218,7 +240,8 @@ class ArrayRecordWriter(Writer):
   def __repr__(self) -> str:
     return (
       f"ArrayRecordWriter({self.path!r}, overwrite={self.overwrite}, "
-      f"group_size={self.group_size}, shard_size={self.shard_size})"
+      f"group_size={self.group_size}, shard_size={self.shard_size}, "
+      f"file_numbers={self.file_numbers})"
     )
 
 
@@ -271,6 +294,8 @@ class ArrayRecordSamples:
     j = operator.index(j)
     if j < 0:
       j += len(self)
+    if not 0 <= j < len(self):  # IndexError, as a sequence gives: `for r in samples` ends
+      raise IndexError(f"sample {j} out of range for {self!r}")
     return decode_record(self.source[j])
 
   def __getitems__(self, js: Sequence[int]) -> list[dict[str, Any]]:
