@@ -67,7 +67,7 @@ def test_two_shard_processes_write_the_bytes_of_one_run(whole, tmp_path):
     for i in range(2)
   ]
   outputs = [p.communicate(timeout=300) for p in procs]
-  for p, (stdout, stderr) in zip(procs, outputs, strict=True):
+  for p, (_, stderr) in zip(procs, outputs, strict=True):
     assert p.returncode == 0, stderr
   assert sorted(o.strip() for o, _ in outputs) == [
     f"wrote 2 samples to {out}",
