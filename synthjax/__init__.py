@@ -1,6 +1,6 @@
 """synthjax: synthetic medical images from label maps in JAX, with exact replay."""
 
-from synthjax import ensembles, phantom, presets, priors, realism
+from synthjax import appearance, ensembles, phantom, presets, priors, realism
 from synthjax._src.config import (
   AffineConfig,
   BiasConfig,
@@ -88,5 +88,6 @@ __all__ = [
   "phantom",
   "ensembles",
   "priors",
+  "appearance",
   "realism",
 ]

@@ -1,9 +1,6 @@
 """Analysis by synthesis on a real brain: gradient descent through `synthesize` fits the
-appearance params to MNI152's tissue intensities (examples/fit_appearance.py)."""
-
-import importlib.util
-import pathlib
-import sys
+appearance params to MNI152's tissue intensities (`synthjax.appearance`, which
+examples/fit_appearance.py runs)."""
 
 import numpy as np
 import pytest
@@ -11,20 +8,8 @@ import pytest
 pytest.importorskip("optax")
 pytest.importorskip("nilearn")
 
+from synthjax import appearance as fit_appearance
 from synthjax._src import mni152
-
-
-def _load_example(name):
-  """The example script `examples/<name>.py` as a module (examples are no package to import)."""
-  path = pathlib.Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[name] = module  # as an import would: its dataclasses look their module up
-  spec.loader.exec_module(module)
-  return module
-
-
-fit_appearance = _load_example("fit_appearance")
 
 
 def test_fitted_tissue_means_match_the_real_image_within_5_percent():

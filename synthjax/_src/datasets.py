@@ -13,7 +13,7 @@ import math
 import operator
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def generate_manifest(
   n: int,
   seed: int = 0,
   output_format: str = "nifti",
-) -> dict:
+) -> dict[str, Any]:
   """The manifest `generate` records in its run folder: what `check_run` compares a folder to."""
   return {
     "format": runs.RUN_FORMAT,

@@ -27,6 +27,7 @@ import os
 import re
 import sys
 import time
+from typing import Any
 
 from synthjax._src import nifti
 from synthjax._src.data import arrayrecord
@@ -379,7 +380,9 @@ class RunStatus:
     return text
 
 
-def check_run(folder, manifest: dict | None = None, *, n: int | None = None) -> RunStatus:
+def check_run(
+  folder: str | os.PathLike[str], manifest: dict[str, Any] | None = None, *, n: int | None = None
+) -> RunStatus:
   """Reports which samples of the run in `folder` are complete, e.g. after its shards ran.
 
   Args:
