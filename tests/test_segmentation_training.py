@@ -839,9 +839,9 @@ def test_interrupted_writes_leave_no_partial_file(problem, reference, tmp_path, 
   err = io.StringIO()
   with contextlib.redirect_stderr(err):
     assert segment.main([reference, problem["val_image"], "-o", out, "--quiet"]) == 2
-  lines = err.getvalue().splitlines()  # the run's provenance, then the error
-  assert len(lines) == 2 and "trained with synthjax" in lines[0], lines
-  assert lines[1].startswith(
+  lines = err.getvalue().splitlines()  # the run's provenance (three lines), then the error
+  assert len(lines) == 4 and "trained with synthjax" in lines[0], lines
+  assert lines[3].startswith(
     f"synthjax segment: error: {out}: no space left on the device while writing the outputs of "
   ), lines
   assert os.listdir(out) == []
@@ -1078,6 +1078,35 @@ def test_resume_refuses_changed_or_missing_label_maps(problem, reference, tmp_pa
     # Restored byte for byte, the next check is the next map's.
     with open(maps[1], "wb") as f:
       f.write(original)
+
+
+def test_segment_prints_the_provenance_and_refuses_a_scan_that_cannot_fit(
+  problem, reference, tmp_path, capsys, monkeypatch
+):
+  """The run's provenance as run.json records it (the config's SHA-256, the versions, each
+  label map's SHA-256), then a scan too large for the memory available: one line naming
+  it, and nothing written."""
+  import hashlib
+
+  from synthjax._src import memory
+
+  with open(os.path.join(reference, "run.json")) as f:
+    record = json.load(f)
+  monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+  out = str(tmp_path / "seg")
+  assert cli.main(["segment", reference, problem["val_image"], "-o", out, "--quiet"]) == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 4, lines
+  assert lines[0].startswith(f"synthjax segment: run {reference}: trained with synthjax ")
+  config = json.dumps(record["synth_config"], sort_keys=True).encode()
+  assert f"config sha256 {hashlib.sha256(config).hexdigest()[:12]};" in lines[1]
+  assert f"jax {record['versions']['jax']}, flax {record['versions']['flax']}" in lines[1]
+  assert record["label_sha256"]
+  for path, digest in record["label_sha256"].items():
+    assert f"{os.path.basename(path)} ({digest[:12]})" in lines[2]
+  assert lines[3].startswith(f"synthjax segment: error: {problem['val_image']}: ")
+  assert "GiB is available: crop the scan" in lines[3]
+  assert not os.path.exists(out)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ changed; `check_record` refuses a run folder that `synthjax segment` cannot use.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -129,13 +130,25 @@ def check_record(record, run_json):
 
 
 def summary(record, run_dir) -> str:
-  """One line about a run: its folder, what trained it, its classes and spacing."""
+  """A run's provenance in three lines: its folder, what trained it, its classes and spacing;
+  the generator (preset or config file, the config's SHA-256) and the package versions; the
+  label maps it trained on, each with its SHA-256 (run.json holds them in full)."""
   git = record.get("git")
   commit = ""
   if git:
     commit = f", commit {git['commit'][:10]}{' (dirty)' if git.get('dirty') else ''}"
   spacing = " x ".join(f"{s:g}" for s in record["spacing"])
+  args = record.get("args") or {}
+  source = f"config {args['config']}" if args.get("config") else f"preset {args.get('preset')}"
+  config = json.dumps(record["synth_config"], sort_keys=True).encode()
+  versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items() if k != "synthjax")
+  maps = ", ".join(
+    f"{os.path.basename(p)} ({d[:12]})" for p, d in (record.get("label_sha256") or {}).items()
+  )
   return (
     f"run {run_dir}: trained with synthjax {record['versions'].get('synthjax')}"
-    f"{commit}; classes {record['classes']}; spacing {spacing} mm"
+    f"{commit}; classes {record['classes']}; spacing {spacing} mm\n"
+    f"  generator: {source}, config sha256 {hashlib.sha256(config).hexdigest()[:12]}; "
+    f"{versions}\n"
+    f"  label maps (sha256): {maps or 'not recorded'}"
   )

@@ -12,13 +12,14 @@ grid, and `OUT/<name>_qc.png` three orthogonal slices through the segmented regi
 the labels outlined and their volumes. `--tta` averages the prediction with that of the
 left/right mirror image (swapping left/right labels).
 
-The run's provenance (synthjax version and commit, classes, spacing) is printed to stderr;
-a run folder without run.json or weights, or whose run.json another major version of
-synthjax wrote, and any scan that cannot be segmented (read in full and checked: 3-D, a
-sane spacing, finite and not constant intensities) are refused before anything is
-written. Existing outputs are refused unless `--overwrite` is given; each file is written
-under a temporary name and renamed, and a scan stopped between its files (Ctrl-C,
-SIGTERM, a full disk) keeps none of them.
+The run's provenance (synthjax version and commit, classes, spacing, the generator config's
+SHA-256, the package versions, the label maps' SHA-256) is printed to stderr; a run folder
+without run.json or weights, or whose run.json another major version of synthjax wrote,
+and any scan that cannot be segmented (read in full and checked: 3-D, a sane spacing,
+finite and not constant intensities, class probabilities that fit in the memory
+available) are refused before anything is written. Existing outputs are refused unless
+`--overwrite` is given; each file is written under a temporary name and renamed, and a
+scan stopped between its files (Ctrl-C, SIGTERM, a full disk) keeps none of them.
 """
 
 from __future__ import annotations
@@ -148,6 +149,38 @@ class Segmenter:
     return seg, conf, scan
 
 
+# Float32 class probabilities held at once while a scan is segmented: on the training grid
+# (the prediction, its mirror with --tta, their mean) and on the scan's grid (mapped back,
+# and the argmax's working copy).
+_TRAINING_GRID_COPIES, _SCAN_GRID_COPIES = 3, 2
+
+
+def check_fits(image: str, spacing: Sequence[float], num_classes: int) -> None:
+  """Refuses, naming the scan and its shapes, a scan whose class probabilities cannot fit
+  in the memory available (read from its header)."""
+  import math
+
+  from synthjax._src import memory
+
+  img = scans.load(image)
+  shape = tuple(int(n) for n in img.shape[:3])
+  zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+  grid = tuple(math.ceil(n * z / s) for n, z, s in zip(shape, zooms, spacing, strict=True))
+  need = (
+    4
+    * num_classes
+    * (_TRAINING_GRID_COPIES * math.prod(grid) + _SCAN_GRID_COPIES * math.prod(shape))
+  )
+  have = memory.available_bytes()
+  if have is not None and need > have:
+    raise UserError(
+      f"{image}: {shape} voxels of {' x '.join(f'{z:g}' for z in zooms)} mm are {grid} on the "
+      f"run's {' x '.join(f'{s:g}' for s in spacing)} mm grid; segmenting them needs about "
+      f"{need / 2**30:.1f} GiB for {num_classes} classes, and {have / 2**30:.1f} GiB is "
+      "available: crop the scan to the region to segment"
+    )
+
+
 def _has_steps(folder):
   """Whether `folder` holds a finished Orbax step (a folder named by its step number)."""
   return os.path.isdir(folder) and any(
@@ -195,6 +228,8 @@ def run(args: argparse.Namespace) -> list[list[str]]:
     )
   segmenter = Segmenter(args.run, best=not args.last)
   print(f"synthjax segment: {runinfo.summary(segmenter.record, args.run)}", file=sys.stderr)
+  for image, _ in outputs:
+    check_fits(image, segmenter.config.spacing, len(segmenter.classes))
   os.makedirs(args.out, exist_ok=True)
   bar = None
   if not args.quiet:
