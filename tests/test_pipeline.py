@@ -4,6 +4,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -254,7 +255,7 @@ def test_buffer_is_sized_from_the_batch_bytes_and_the_budget(source):
   assert (
     data.batch_nbytes(source, PATCH, 2, [data.SeedPatches((), (), "", 3)]) == nbytes + 2 * 8**3 * 3
   )
-  assert data.shm_in_flight(2, 1, nbytes) == 2 * 4 * nbytes
+  assert data.shm_in_flight(2, 1, nbytes) == (2 * 4 + 1) * nbytes
   kw = dict(patch_size=PATCH, batch_size=2, seed=3, workers=2)
   ds = data.pipeline(source, shm_budget=data.shm_in_flight(2, 2, nbytes), **kw)
   assert _buffer(ds) == 2
@@ -297,12 +298,38 @@ def test_too_little_shared_memory_falls_back_to_no_workers(source, tmp_path, mon
 
 
 _SHM_SCRIPT = r'''
-import gc, os, sys, time
+import gc, os, sys, threading, time
 import numpy as np, nibabel as nib
 from synthjax import data
 
 def segments():
   return sorted(os.listdir("/dev/shm"))
+
+def peak_bytes(ds, batches):
+  """The most bytes of segments in /dev/shm at once while `batches` batches are read."""
+  peak, done = [0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      total = 0
+      for e in os.scandir("/dev/shm"):
+        if not e.name.startswith("sem."):
+          try:
+            total += e.stat().st_size
+          except FileNotFoundError:  # freed meanwhile
+            pass
+      peak[0] = max(peak[0], total)
+      time.sleep(0.002)
+
+  thread = threading.Thread(target=sample)
+  thread.start()
+  with iter(ds) as it:
+    for _ in range(batches):
+      next(it)
+      time.sleep(0.05)  # a slow consumer: the workers fill every buffer
+  done.set()
+  thread.join()
+  return peak[0]
 
 def used_by(ds):
   """The iterator of `ds` after three batches, with the segments in use then."""
@@ -323,6 +350,18 @@ def main(folder):
   start = segments()
   ds = data.pipeline(source, patch_size=24, batch_size=2, seed=0, workers=2,
                      patches_per_volume=4)
+  # The most shared memory held, against the stated bound at the largest buffer.
+  bound = data.shm_in_flight(2, 2, data.batch_nbytes(source, 24, 2))
+  print("peak", peak_bytes(ds, 16), "bound", bound, flush=True)
+  # Dropped without close: every segment is released as well.
+  it, _, used = used_by(ds)
+  del it
+  gc.collect()
+  for _ in range(50):
+    if segments() == start:
+      break
+    time.sleep(0.1)
+  print("after drop", len(segments()) - len(start), flush=True)
   # Closed: every segment is released.
   it, _, used = used_by(ds)
   print("in use", len(used), flush=True)
@@ -367,13 +406,17 @@ def _in_small_shm(tmp_path, args, size="64m"):
 
 
 def test_shared_memory_is_freed_on_close_and_exit_without_tracebacks(tmp_path):
-  """In a 64 MB /dev/shm (Docker's default): a closed iterator releases every segment, and
-  one left alive at exit leaves nothing behind and prints nothing."""
+  """In a 64 MB /dev/shm (Docker's default): the shared memory held never exceeds the stated
+  bound (`shm_in_flight`), a closed or dropped iterator releases every segment, and one left
+  alive at exit leaves nothing behind and prints nothing."""
   folder = tmp_path / "vols"
   folder.mkdir()
   r = _in_small_shm(tmp_path, [folder])
   assert r.returncode == 0, r.stdout + r.stderr
-  assert "in use" in r.stdout and "after close 0" in r.stdout
+  assert "in use" in r.stdout and "after close 0" in r.stdout and "after drop 0" in r.stdout
+  peak, bound = (int(v) for v in re.search(r"peak (\d+) bound (\d+)", r.stdout).groups())
+  batch = bound // 13  # shm_in_flight(2, 2, batch): 2 workers x (2 x 2 + 2) + 1 batches
+  assert 2 * batch <= peak <= bound, (peak, bound)
   assert "left 0" in r.stdout  # nothing left in /dev/shm once the interpreter is gone
   for text in ("Traceback", "Exception ignored", "leaked"):
     assert text not in r.stderr, r.stderr

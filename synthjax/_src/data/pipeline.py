@@ -215,11 +215,13 @@ def shm_in_flight(workers: int, per_worker_buffer_size: int, batch_bytes: int) -
 
   From Grain's code (0.2.18): each worker has up to `per_worker_buffer_size` batches in
   its queue and one more waiting to enter it; in the main process a thread per worker
-  reads `per_worker_buffer_size` more ahead and holds one waiting for room. A batch handed
-  to the caller is copied out of shared memory and its segment freed at once. (Measured
-  peaks, 2 workers, 2 MB batches: 6 batches with a buffer of 1, 9 with 2.)
+  reads `per_worker_buffer_size` more ahead and holds one waiting for room; and one batch
+  is being handed to the caller, copied out of shared memory before its segment is freed.
+  (Measured peaks, 2 workers, 2 MB batches: 6 batches with a buffer of 1, 9 with 2; with
+  a slow consumer every buffer fills: 12 with 2, and 13, the bound, while `synthjax train`
+  stepped.)
   """
-  return int(workers) * (2 * int(per_worker_buffer_size) + 2) * int(batch_bytes)
+  return (int(workers) * (2 * int(per_worker_buffer_size) + 2) + 1) * int(batch_bytes)
 
 
 def shm_free_bytes(folder: str | None = None) -> int | None:
@@ -375,7 +377,7 @@ def pipeline(
     memory, which containers often keep small (Docker: 64 MB unless
     `docker run --shm-size=...`; Kubernetes: whatever an `emptyDir` with
     `medium: Memory` mounted on `/dev/shm` allows). At most
-    `workers * (2 * per_worker_buffer_size + 2) * batch_nbytes(...)` bytes are held
+    `(workers * (2 * per_worker_buffer_size + 2) + 1) * batch_nbytes(...)` bytes are held
     (`shm_in_flight`), where `per_worker_buffer_size` is the largest value in
     `[1, worker_buffer_size]` that fits `shm_budget`. Batches are copied into ordinary
     memory as the iterator returns them and their segments freed at once, so nothing the
