@@ -396,38 +396,19 @@ def batch_plan(seed, step, batch, n_maps):
 
 
 def evaluate(trainer, tests, classes, patch, spacing, *, final=False):
+  """Each test scan's `metrics.score_scan` record (with HD95 and the prediction at the end)."""
   from synthjax._src.train import metrics
 
   out = {}
   labels = [c for c in classes if c != 0]
   table = np.asarray(sorted(classes), np.int32)
   for name, image, truth in tests:
-    probs = trainer.predict(image, patch)
-    seg = table[np.argmax(probs, axis=-1)]
-    dice = metrics.dice_per_label(seg, truth, labels)
-    record = {
-      "mean_dice": metrics.mean_score(dice),
-      "per_label": {str(k): v for k, v in dice.items()},
-    }
+    seg = table[np.argmax(trainer.predict(image, patch), axis=-1)]
+    record = metrics.score_scan(seg, truth, labels, spacing=spacing if final else None)
     if final:
-      record["hd95"] = {str(v): metrics.hausdorff95(seg, truth, v, spacing) for v in labels}
       record["prediction"] = seg
     out[name] = record
   return out
-
-
-def mean_over_scans(result):
-  """The mean over test scans of each scan's mean Dice and of each label's Dice (labels
-  missing from a scan's truth are left out of that label's mean)."""
-  per_label = {}
-  for rec in result.values():
-    for label, v in rec["per_label"].items():
-      per_label.setdefault(label, []).append(v)
-  return {
-    "mean_dice": float(np.mean([r["mean_dice"] for r in result.values()])),
-    "min_dice": float(np.min([r["mean_dice"] for r in result.values()])),
-    "per_label": {k: float(np.nanmean(v)) for k, v in per_label.items()},
-  }
 
 
 def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(), seeds=None):
@@ -435,7 +416,7 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
 
   from synthjax import data as sdata
   from synthjax import scans
-  from synthjax._src.train import steps
+  from synthjax._src.train import metrics, steps
 
   trainer_cls = JaxTrainer if args.trainer == "jax" else TorchTrainer
   inside = gen.inside_step and args.trainer == "jax"
@@ -516,7 +497,7 @@ def run_generator(gen, args, maps, classes, shape, spacing, tests, patch, real=(
         curves[name].append(entry)
         if last:
           final = result
-      mean = dict(mean_over_scans(result), step=step)
+      mean = dict(metrics.mean_over_scans(result.values()), step=step)
       mean_curve.append(mean)
       if len(result) <= 3:
         means = ", ".join(f"{n} {r['mean_dice']:.3f}" for n, r in result.items())

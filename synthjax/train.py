@@ -8,7 +8,14 @@ Matplotlib). Real scans on the training grid are `synthjax.scans`.
 from synthjax._src.train.checkpoints import Checkpoints
 from synthjax._src.train.cli import UserError
 from synthjax._src.train.losses import dice_ce_loss
-from synthjax._src.train.metrics import dice_per_label, hausdorff95, label_volumes, mean_score
+from synthjax._src.train.metrics import (
+  dice_per_label,
+  hausdorff95,
+  label_volumes,
+  mean_over_scans,
+  mean_score,
+  score_scan,
+)
 from synthjax._src.train.model import UNet
 from synthjax._src.train.model import build as build_model
 from synthjax._src.train.plot import plot_curves, read_metrics
@@ -42,6 +49,8 @@ __all__ = [
   "flip_permutation",
   "Checkpoints",
   "dice_per_label",
+  "score_scan",
+  "mean_over_scans",
   "mean_score",
   "hausdorff95",
   "read_metrics",

@@ -194,6 +194,32 @@ def test_metrics_against_brute_force():
   assert vol["labels"]["7"] == {"voxels": 0, "mL": 0.0}
 
 
+def test_scan_records_and_their_mean_over_scans():
+  """A scan's record is its Dice per label (brute force), their mean, and HD95 when given a
+  spacing; the mean over scans averages each label over the scans whose truth has it."""
+  labels = [1, 2, 3, 4]
+  cases = _metric_cases()
+  records = [metrics.score_scan(p, t, labels, spacing=sp) for p, t, sp in cases]
+  for (pred, truth, spacing), rec in zip(cases, records, strict=True):
+    for v in labels:
+      ref_dice, ref_hd = _brute_metrics(pred, truth, v, np.asarray(spacing))
+      np.testing.assert_allclose(rec["per_label"][str(v)], ref_dice, rtol=1e-12)
+      np.testing.assert_allclose(rec["hd95"][str(v)], ref_hd, rtol=1e-9)
+    finite = [d for d in rec["per_label"].values() if np.isfinite(d)]
+    assert rec["mean_dice"] == pytest.approx(np.mean(finite))
+  assert "hd95" not in metrics.score_scan(*cases[0][:2], labels)
+  mean = metrics.mean_over_scans(records)
+  table = np.array([[r["per_label"][str(v)] for v in labels] for r in records])
+  for j, v in enumerate(labels):
+    column = table[:, j][np.isfinite(table[:, j])]
+    expect = column.mean() if column.size else np.nan
+    np.testing.assert_allclose(mean["per_label"][str(v)], expect, equal_nan=True)
+  assert mean["mean_dice"] == pytest.approx(np.mean([r["mean_dice"] for r in records]))
+  assert mean["min_dice"] == min(r["mean_dice"] for r in records)
+  with pytest.raises(ValueError, match="no scan records"):
+    metrics.mean_over_scans([])
+
+
 def test_metrics_match_monai():
   """Dice per label as `DiceMetric(include_background=True)` on one-hot maps (with and
   without `ignore_empty`) and HD95 as `compute_hausdorff_distance(percentile=95, spacing)`,

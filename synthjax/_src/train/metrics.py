@@ -58,6 +58,57 @@ def mean_score(scores: Mapping[int, float]) -> float:
   return float(np.mean(values)) if values else float("nan")
 
 
+def score_scan(
+  seg: ArrayLike,
+  truth: ArrayLike,
+  labels: Iterable[int],
+  *,
+  spacing: float | Sequence[float] | None = None,
+) -> dict[str, Any]:
+  """One scan's record: `{"mean_dice", "per_label": {label: dice}}`, with `"hd95"`
+  (`{label: mm}`) when `spacing` is given. Keys are strings, as JSON keeps them.
+
+  The recipe's validation and the sim-to-real benchmark score scans with it, and combine
+  the records of several scans with `mean_over_scans`.
+  """
+  labels = [int(v) for v in labels]
+  dice = dice_per_label(seg, truth, labels)
+  record: dict[str, Any] = {
+    "mean_dice": mean_score(dice),
+    "per_label": {str(k): v for k, v in dice.items()},
+  }
+  if spacing is not None:
+    record["hd95"] = {str(v): hausdorff95(seg, truth, v, spacing) for v in labels}
+  return record
+
+
+def _nanmean(values: Sequence[float]) -> float:
+  finite = [v for v in values if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else float("nan")
+
+
+def mean_over_scans(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+  """The mean over scans of `score_scan` records: `{"mean_dice", "min_dice", "per_label"}`.
+
+  `mean_dice` and `min_dice` are the mean and the lowest of the scans' mean Dice; each
+  label's mean leaves out the scans whose truth lacks it (NaN if all do).
+  """
+  records = list(records)
+  if not records:
+    raise ValueError("no scan records to average")
+  means = [float(r["mean_dice"]) for r in records]
+  per_label: dict[str, list[float]] = {}
+  for r in records:
+    for label, v in r["per_label"].items():
+      per_label.setdefault(label, []).append(float(v))
+  finite = [m for m in means if np.isfinite(m)]
+  return {
+    "mean_dice": _nanmean(means),
+    "min_dice": float(np.min(finite)) if finite else float("nan"),
+    "per_label": {k: _nanmean(v) for k, v in per_label.items()},
+  }
+
+
 def surface(mask: ArrayLike) -> np.ndarray:
   """The voxels of `mask` with a face neighbour outside it or outside the array."""
   from scipy import ndimage

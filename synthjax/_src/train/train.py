@@ -341,18 +341,12 @@ def validate(predict, params, val_scans, classes, cfg, args):
   labels = [c for c in classes if c != 0]
   for scan, truth in val_scans:
     seg, _ = segment_scan(predict, params, scan, classes, cfg, args)
-    per_scan.append(metrics.dice_per_label(seg, truth, labels))
-  dice = {
-    str(v): float(np.nanmean([s[v] for s in per_scan]))
-    if any(np.isfinite(s[v]) for s in per_scan)
-    else float("nan")
-    for v in labels
-  }
-  means = [metrics.mean_score(s) for s in per_scan]
+    per_scan.append(metrics.score_scan(seg, truth, labels))
+  mean = metrics.mean_over_scans(per_scan)
   return {
-    "dice": dice,
-    "mean_dice": float(np.nanmean(means)),
-    "per_scan": [{str(k): v for k, v in s.items()} for s in per_scan],
+    "dice": mean["per_label"],
+    "mean_dice": mean["mean_dice"],
+    "per_scan": [s["per_label"] for s in per_scan],
   }
 
 
