@@ -72,14 +72,28 @@ def generate_manifest(
   output_format: str = "nifti",
 ) -> dict[str, Any]:
   """The manifest `generate` records in its run folder: what `check_run` compares a folder to."""
+  return _manifest(
+    "generate",
+    seed=seed,
+    config=config.to_dict(),
+    sources=[s.record for s in sources],
+    output_format=output_format,
+    n=n,
+    source_of_sample="sources[index % len(sources)]",
+  )
+
+
+def _manifest(command, *, seed, config, sources, output_format, n, **extra):
+  """A run's manifest (`runs.start_run`): its command, the `runs.SAME_RUN_KEYS`, the
+  sample count, the command's own entries and the versions."""
   return {
     "format": runs.RUN_FORMAT,
-    "command": "generate",
+    "command": command,
     "seed": seed,
-    "config": config.to_dict(),
-    "sources": [s.record for s in sources],
+    "config": config,
+    "sources": sources,
     "output_format": output_format,
-    "source_of_sample": "sources[index % len(sources)]",
+    **extra,
     "n": n,
     "versions": _versions(),
   }
@@ -216,18 +230,16 @@ def generate_views(
   from synthjax._src.data import nifti_folder
 
   inputs.check_fits(config, sources, batch=2)
-  manifest = {
-    "format": runs.RUN_FORMAT,
-    "command": "views",
-    "seed": seed,
-    "config": config.to_dict(),
-    "sources": [s.record for s in sources],
-    "output_format": "nifti-views",
-    "shared_spatial": shared_spatial,
-    "source_of_sample": "sources[index % len(sources)]",
-    "n": n,
-    "versions": _versions(),
-  }
+  manifest = _manifest(
+    "views",
+    seed=seed,
+    config=config.to_dict(),
+    sources=[s.record for s in sources],
+    output_format="nifti-views",
+    n=n,
+    shared_spatial=shared_spatial,
+    source_of_sample="sources[index % len(sources)]",
+  )
 
   def make(i):
     stem = os.path.join(out, f"sample_{i:05d}")
@@ -305,16 +317,14 @@ def generate_ensembles(
   if templates:
     with inputs.input_errors():
       stack, paths = ensembles.load_templates(templates, crop_foreground=True, return_paths=True)
-  manifest = {
-    "format": runs.RUN_FORMAT,
-    "command": "ensemble",
-    "seed": seed,
-    "config": config.to_dict(),
-    "sources": paths or "random shapes",
-    "output_format": "nifti-labels",
-    "n": n,
-    "versions": _versions(),
-  }
+  manifest = _manifest(
+    "ensemble",
+    seed=seed,
+    config=config.to_dict(),
+    sources=paths or "random shapes",
+    output_format="nifti-labels",
+    n=n,
+  )
 
   def make(i):
     stem = os.path.join(out, f"sample_{i:05d}")
