@@ -341,6 +341,15 @@ def used_by(ds):
   assert all(type(b["labels"]) is np.ndarray for b in batches)
   return it, batches, used
 
+def left_after_collection(start):
+  """Segments beyond `start` still in /dev/shm after a garbage collection (waits up to 5 s)."""
+  gc.collect()
+  for _ in range(50):
+    if segments() == start:
+      break
+    time.sleep(0.1)
+  return len(segments()) - len(start)
+
 def main(folder):
   rng = np.random.default_rng(0)
   for i in range(2):
@@ -356,24 +365,14 @@ def main(folder):
   # Dropped without close: every segment is released as well.
   it, _, used = used_by(ds)
   del it
-  gc.collect()
-  for _ in range(50):
-    if segments() == start:
-      break
-    time.sleep(0.1)
-  print("after drop", len(segments()) - len(start), flush=True)
+  print("after drop", left_after_collection(start), flush=True)
   # Closed: every segment is released.
   it, _, used = used_by(ds)
   print("in use", len(used), flush=True)
   with it:
     next(it)
   del it
-  gc.collect()
-  for _ in range(50):
-    if segments() == start:
-      break
-    time.sleep(0.1)
-  print("after close", len(segments()) - len(start), flush=True)
+  print("after close", left_after_collection(start), flush=True)
   assert segments() == start, (start, segments())
   # Left alive at exit, with its batches: the interpreter's exit releases them quietly.
   globals()["keep"] = used_by(ds)
