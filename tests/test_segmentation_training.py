@@ -1092,7 +1092,7 @@ def test_segment_prints_the_provenance_and_refuses_a_scan_that_cannot_fit(
 
   with open(os.path.join(reference, "run.json")) as f:
     record = json.load(f)
-  monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+  monkeypatch.setattr(memory, "host_available_bytes", lambda: 1000)
   out = str(tmp_path / "seg")
   assert cli.main(["segment", reference, problem["val_image"], "-o", out, "--quiet"]) == 2
   lines = capsys.readouterr().err.splitlines()

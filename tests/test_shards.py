@@ -135,6 +135,18 @@ def test_check_names_what_is_missing_and_the_run_it_expects(whole, tmp_path, cap
   assert "empty: holds no synthjax run" in capsys.readouterr().err
 
 
+def test_check_counts_only_whole_samples_and_needs_a_count(demo, tmp_path):
+  sources, config = demo
+  datasets.generate(tmp_path, sources, config, n=2, seed=4)
+  # A params JSON under another name than the writer's is no sample of the run.
+  (tmp_path / "sample_000003_params.json").write_text("{}")
+  assert runs.check_run(tmp_path, n=4).missing == (2, 3)
+  manifest = (tmp_path / "manifest.json").read_text()
+  (tmp_path / "manifest.json").write_text(manifest.replace('"n": 2', '"n": "two"'))
+  with pytest.raises(runs.FolderError, match="records no sample count 'n'"):
+    runs.check_run(tmp_path)
+
+
 def test_arrayrecord_duplicates_are_reported(demo, tmp_path):
   sources, config = demo
   datasets.generate(tmp_path, sources, config, n=2, seed=4, output_format="arrayrecord")
@@ -201,6 +213,27 @@ def test_folder_locks_let_shards_of_one_split_write_together(tmp_path, monkeypat
       runs.start_run(out, _manifest(), False, shard=(1, 2))
   finally:
     whole.close()
+  # A shard that sets the folder up (an --overwrite may take long) is waited for past the
+  # deadline, and the waiting shard joins once it is done.
+  import fcntl
+  import threading
+
+  setting_up = open(out / runs.LOCK, "a+")  # noqa: SIM115
+  fcntl.flock(setting_up.fileno(), fcntl.LOCK_EX)
+  setting_up.truncate(0)
+  setting_up.write("a shard setting the folder up (pid 1)\n")
+  setting_up.flush()
+  joined = []
+  waiter = threading.Thread(
+    target=lambda: joined.append(runs.start_run(out, _manifest(), False, shard=(1, 2)))
+  )
+  waiter.start()
+  waiter.join(1.0)  # past the 0.3 s deadline
+  assert waiter.is_alive() and not joined
+  setting_up.close()
+  waiter.join(10)
+  assert len(joined) == 1
+  joined[0].close()
   # With the folder free, a later split may differ; the lock files are not user entries.
   runs.start_run(out, _manifest(), False, shard=(2, 3)).close()
   assert not (out / ".tmp-abc.nii.gz").exists()  # the first to start cleans up

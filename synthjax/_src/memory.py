@@ -47,7 +47,7 @@ def estimate_bytes(config, labels_shape=None, *, batch: int = 1) -> int:
 
 def available_bytes() -> int | None:
   """Memory the default device can still take: free GPU/TPU memory where the backend
-  reports it, else the host's `MemAvailable` (Linux), else None (unknown)."""
+  reports it, else the host's (`host_available_bytes`)."""
   import jax
 
   dev = jax.devices()[0]
@@ -58,6 +58,12 @@ def available_bytes() -> int | None:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     except Exception:  # backends without memory stats
       pass
+  return host_available_bytes()
+
+
+def host_available_bytes() -> int | None:
+  """The host's available memory: `MemAvailable` (Linux), else the free physical pages,
+  else None (unknown)."""
   try:
     with open("/proc/meminfo") as f:
       for line in f:

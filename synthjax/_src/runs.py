@@ -265,26 +265,27 @@ def start_run(out, manifest: dict, overwrite: bool, *, shard: tuple[int, int] | 
   folder_lock = open(os.path.join(out, LOCK), "a+")  # noqa: SIM115 - returned open: it holds the lock
   locks = _Locks(folder_lock, shard_lock)
   try:
-    # Shards started together (an array job) wait while the first sets the folder up.
+    # Shards started together (an array job) wait while the first sets the folder up, as
+    # long as it takes (an --overwrite may remove many files); a whole run's lock, or a
+    # holder that says nothing, for SHARD_START_WAIT_S.
     deadline = time.monotonic() + SHARD_START_WAIT_S
     while True:
       if _try_flock(folder_lock, fcntl.LOCK_EX):  # no other shard writes: set the folder up
+        _say(folder_lock, f"{_SETTING_UP} (pid {os.getpid()})")
         _set_up(out, manifest, overwrite)
-        folder_lock.seek(0)
-        folder_lock.truncate()
-        folder_lock.write("shards of a run (--shard)\n")
-        folder_lock.flush()
-        if not _try_flock(folder_lock, fcntl.LOCK_SH):
-          raise FolderError(f"{out}: another synthjax run took the folder as this shard started")
-        return locks
+        _say(folder_lock, "shards of a run (--shard)")
+        # Not atomic (flock(2)): a shard waiting meanwhile may take the folder; then retry.
+        if _try_flock(folder_lock, fcntl.LOCK_SH):
+          return locks
+        continue
       if _try_flock(folder_lock, fcntl.LOCK_SH):  # other shards write: join them
         _join(out, manifest, overwrite)
         return locks
-      if time.monotonic() > deadline:
+      folder_lock.seek(0)
+      holder = folder_lock.read().strip() or "another process"
+      if time.monotonic() > deadline and not holder.startswith(_SETTING_UP):
         break
       time.sleep(0.1)
-    folder_lock.seek(0)
-    holder = folder_lock.read().strip() or "another process"
     raise FolderError(
       f"{out}: another synthjax run is writing there ({holder}); wait for it to finish or "
       "choose another folder"
@@ -292,6 +293,17 @@ def start_run(out, manifest: dict, overwrite: bool, *, shard: tuple[int, int] | 
   except BaseException:
     locks.close()
     raise
+
+
+_SETTING_UP = "a shard setting the folder up"
+
+
+def _say(lock_file, text):
+  """Writes who holds the folder's lock into its file (read by the processes refused)."""
+  lock_file.seek(0)
+  lock_file.truncate()
+  lock_file.write(text + "\n")
+  lock_file.flush()
 
 
 def _join(out, manifest, overwrite):
@@ -414,11 +426,17 @@ def check_run(
   command, fmt = str(current.get("command")), str(current.get("output_format"))
   if command not in _SUFFIXES:
     raise FolderError(f"{os.path.join(folder, MANIFEST)}: a run of an unknown command {command!r}")
+  if n is None and not isinstance(current.get("n"), int):
+    raise FolderError(f"{os.path.join(folder, MANIFEST)}: records no sample count 'n'")
   total = int(current["n"]) if n is None else int(n)
   if command == "generate" and fmt == "arrayrecord":
     stored = arrayrecord.written_indices(os.path.join(folder, ARRAYRECORD_PREFIX))
-  else:
-    stored = sorted(int(m.group(1)) for e in os.listdir(folder) if (m := _PARAMS_FILE.fullmatch(e)))
+  else:  # a sample is complete when its params JSON, written last, has its full name
+    stored = sorted(
+      i
+      for e in os.listdir(folder)
+      if (m := _PARAMS_FILE.fullmatch(e)) and e == f"sample_{(i := int(m.group(1))):05d}{_PARAMS}"
+    )
   seen, duplicated = set(), set()
   for i in stored:
     (duplicated if i in seen else seen).add(i)

@@ -149,29 +149,38 @@ class Segmenter:
     return seg, conf, scan
 
 
-# Float32 class probabilities held at once while a scan is segmented: on the training grid
-# (the prediction, its mirror with --tta, their mean) and on the scan's grid (mapped back,
-# and the argmax's working copy).
-_TRAINING_GRID_COPIES, _SCAN_GRID_COPIES = 3, 2
+# Float32 class probabilities held on the host at once while a scan is segmented, in
+# volumes of the scan on the training grid: the sliding windows' outputs before they are
+# blended (about 2.4 with a quarter-patch overlap in 3-D), the blend, and with --tta the
+# mirror's; then on the scan's own grid, mapped back and the argmax's working copy.
+_TRAINING_GRID_COPIES, _SCAN_GRID_COPIES = 6, 2
 
 
 def check_fits(image: str, spacing: Sequence[float], num_classes: int) -> None:
   """Refuses, naming the scan and its shapes, a scan whose class probabilities cannot fit
-  in the memory available (read from its header)."""
+  in the host memory available (read from its header)."""
   import math
+
+  import nibabel as nib
 
   from synthjax._src import memory
 
   img = scans.load(image)
   shape = tuple(int(n) for n in img.shape[:3])
-  zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-  grid = tuple(math.ceil(n * z / s) for n, z, s in zip(shape, zooms, spacing, strict=True))
+  # Along each stored axis: its voxel size (the affine's) and the run's spacing along the
+  # RAS axis it becomes.
+  affine = np.asarray(img.affine, np.float64)  # checked by `scans.check_image` before
+  zooms = scans.spacing_of(affine)
+  ras_axis = nib.orientations.io_orientation(affine)[:, 0].astype(int)
+  grid = tuple(
+    math.ceil(n * z / float(spacing[a])) for n, z, a in zip(shape, zooms, ras_axis, strict=True)
+  )
   need = (
     4
     * num_classes
     * (_TRAINING_GRID_COPIES * math.prod(grid) + _SCAN_GRID_COPIES * math.prod(shape))
   )
-  have = memory.available_bytes()
+  have = memory.host_available_bytes()
   if have is not None and need > have:
     raise UserError(
       f"{image}: {shape} voxels of {' x '.join(f'{z:g}' for z in zooms)} mm are {grid} on the "
