@@ -142,8 +142,10 @@ def test_related_classes_share_a_mean():
   assert 15 < dev.std() * np.sqrt(3 / 2) < 35
 
 
-def _constant_class_image(cfg, lab, seeds=None, key=0):
+def _constant_class_image(cfg, lab, seeds=None, key=0, applied=None):
   p = synthjax.sample_params(jax.random.key(key), cfg)
+  if applied is not None:
+    p["subclusters"]["applied"] = jnp.asarray(applied)
   p["subclusters"]["stds"] = jnp.zeros_like(p["subclusters"]["stds"])
   p["gmm"]["stds"] = jnp.zeros_like(p["gmm"]["stds"])
   img, seg = synthjax.synthesize(jax.random.key(key + 1), p, lab, cfg, seeds=seeds)
@@ -228,7 +230,13 @@ def test_procedural_default_in_fetal_preset_varies_within_labels():
   lab = _labels()
   cfg = _config()
   assert cfg.subclusters.enabled and cfg.subclusters.source == "procedural"
-  p, img, _ = _constant_class_image(cfg, lab, key=10)
+  # Drawn in half of the samples.
+  applied = [
+    bool(synthjax.sample_params(jax.random.key(k), cfg)["subclusters"]["applied"])
+    for k in range(40)
+  ]
+  assert 10 <= sum(applied) <= 30
+  p, img, _ = _constant_class_image(cfg, lab, key=10, applied=True)
   counts = np.asarray(p["subclusters"]["counts"])
   table = subclusters.meta_table(cfg)
   for v in (1, 2, 3):
@@ -236,6 +244,9 @@ def test_procedural_default_in_fetal_preset_varies_within_labels():
     assert distinct <= counts[table[v]]
   # Some label is split into several intensity levels.
   assert any(np.unique(np.round(img[lab == v], 6)).size > 1 for v in (1, 2, 3))
+  # Not applied: each label is one level (its own Gaussian, stds zeroed here).
+  _, img, _ = _constant_class_image(cfg, lab, key=10, applied=False)
+  assert all(np.unique(np.round(img[lab == v], 6)).size == 1 for v in (1, 2, 3))
 
 
 def test_image_as_intensity():
