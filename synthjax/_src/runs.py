@@ -36,6 +36,8 @@ MANIFEST = "manifest.json"
 LOCK = ".synthjax-lock"
 # How long a starting shard waits for the folder's lock (held while a shard sets it up).
 SHARD_START_WAIT_S = 30.0
+# What the lock file says while a shard sets the folder up: the others wait for it.
+_SETTING_UP = "a shard setting the folder up"
 _SHARD_LOCK = re.compile(re.escape(LOCK) + r"-shard-(\d+)-of-(\d+)")
 RUN_FORMAT = "synthjax-run/1"
 # Two manifests describe the same run (which may resume) when these agree.
@@ -56,7 +58,6 @@ _SUFFIXES = {
 }
 _PARAMS = "_params.json"
 _SAMPLE = re.compile(r"sample_(\d{5,})(_.+)")
-_PARAMS_FILE = re.compile(r"sample_(\d{5,})" + re.escape(_PARAMS))
 ARRAYRECORD_PREFIX = "samples"
 
 
@@ -161,28 +162,12 @@ def lock_folder(folder):
   import fcntl
 
   f = open(os.path.join(folder, LOCK), "a+")  # noqa: SIM115 - returned open: it holds the lock
-  try:
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.seek(0)
-    holder = f.read().strip() or "another process"
+  if not _try_flock(f, fcntl.LOCK_EX):
+    error = _busy(folder, f)
     f.close()
-    raise FolderError(
-      f"{folder}: another synthjax run is writing there ({holder}); wait for "
-      "it to finish or choose another folder"
-    ) from None
-  f.seek(0)
-  f.truncate()
-  f.write(f"pid {os.getpid()}\n")
-  f.flush()
+    raise error
+  _say(f, f"pid {os.getpid()}")
   return f
-
-
-def _remove(out, names):
-  for name in names:
-    path = os.path.join(out, name)
-    if os.path.isfile(path):
-      os.remove(path)
 
 
 def _try_flock(f, mode):
@@ -193,6 +178,34 @@ def _try_flock(f, mode):
   except BlockingIOError:
     return False
   return True
+
+
+def _say(lock_file, text):
+  """Writes who holds the folder's lock into its file (read by the processes refused)."""
+  lock_file.seek(0)
+  lock_file.truncate()
+  lock_file.write(text + "\n")
+  lock_file.flush()
+
+
+def _holder(lock_file):
+  lock_file.seek(0)
+  return lock_file.read().strip() or "another process"
+
+
+def _busy(folder, lock_file):
+  """The refusal of a run that finds the folder's lock held, naming its holder."""
+  return FolderError(
+    f"{folder}: another synthjax run is writing there ({_holder(lock_file)}); wait for it "
+    "to finish or choose another folder"
+  )
+
+
+def _remove(out, names):
+  for name in names:
+    path = os.path.join(out, name)
+    if os.path.isfile(path):
+      os.remove(path)
 
 
 def _lock_shard(folder, shard):
@@ -281,29 +294,12 @@ def start_run(out, manifest: dict, overwrite: bool, *, shard: tuple[int, int] | 
       if _try_flock(folder_lock, fcntl.LOCK_SH):  # other shards write: join them
         _join(out, manifest, overwrite)
         return locks
-      folder_lock.seek(0)
-      holder = folder_lock.read().strip() or "another process"
-      if time.monotonic() > deadline and not holder.startswith(_SETTING_UP):
-        break
+      if time.monotonic() > deadline and not _holder(folder_lock).startswith(_SETTING_UP):
+        raise _busy(out, folder_lock)
       time.sleep(0.1)
-    raise FolderError(
-      f"{out}: another synthjax run is writing there ({holder}); wait for it to finish or "
-      "choose another folder"
-    )
   except BaseException:
     locks.close()
     raise
-
-
-_SETTING_UP = "a shard setting the folder up"
-
-
-def _say(lock_file, text):
-  """Writes who holds the folder's lock into its file (read by the processes refused)."""
-  lock_file.seek(0)
-  lock_file.truncate()
-  lock_file.write(text + "\n")
-  lock_file.flush()
 
 
 def _join(out, manifest, overwrite):
@@ -431,12 +427,10 @@ def check_run(
   total = int(current["n"]) if n is None else int(n)
   if command == "generate" and fmt == "arrayrecord":
     stored = arrayrecord.written_indices(os.path.join(folder, ARRAYRECORD_PREFIX))
-  else:  # a sample is complete when its params JSON, written last, has its full name
-    stored = sorted(
-      i
-      for e in os.listdir(folder)
-      if (m := _PARAMS_FILE.fullmatch(e)) and e == f"sample_{(i := int(m.group(1))):05d}{_PARAMS}"
-    )
+  else:
+    from synthjax._src.data import nifti_folder
+
+    stored = sorted(nifti_folder.complete_samples(folder))
   seen, duplicated = set(), set()
   for i in stored:
     (duplicated if i in seen else seen).add(i)

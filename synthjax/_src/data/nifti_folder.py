@@ -20,9 +20,14 @@ _NIFTI_VOLUME = re.compile(r"sample_(\d{5,})_(?:image|seg)\.nii\.gz")
 
 
 def complete_samples(folder: PathLike) -> set[int]:
-  """Indices of the samples in `folder` whose params JSON exists (it is written last, so
-  those samples are complete)."""
-  return {int(m.group(1)) for name in os.listdir(folder) if (m := _NIFTI_DONE.fullmatch(name))}
+  """Indices of the samples in `folder` whose params JSON exists under the name the writers
+  give it (it is written last, so those samples are complete)."""
+  return {
+    i
+    for name in os.listdir(folder)
+    if (m := _NIFTI_DONE.fullmatch(name))
+    and name == f"sample_{(i := int(m.group(1))):05d}_params.json"
+  }
 
 
 class NiftiWriter(Writer):

@@ -103,7 +103,7 @@ def mean_over_scans(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
       per_label.setdefault(label, []).append(float(v))
   finite = [m for m in means if np.isfinite(m)]
   return {
-    "mean_dice": _nanmean(means),
+    "mean_dice": float(np.mean(finite)) if finite else float("nan"),
     "min_dice": float(np.min(finite)) if finite else float("nan"),
     "per_label": {k: _nanmean(v) for k, v in per_label.items()},
   }
