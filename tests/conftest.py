@@ -30,6 +30,8 @@ def without_fast_compile(flags):
 
 os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 
+from jax import monitoring  # noqa: E402 (after XLA_FLAGS: JAX reads them at its start)
+
 # XLA's CPU backend maps its generated code in many small regions (about 2000 for one
 # compiled fetal-preset program), and they stay mapped while the executable is cached.
 # A long test session compiles hundreds of programs and would reach the kernel's limit on
@@ -38,19 +40,42 @@ os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 # 25000 maps (2026-12-05) and a clear costs about 5 s plus the recompiles after it, so the
 # limit sits above that peak and 25000 maps below the kernel's.
 _MAPS_LIMIT = 40000
+# Counting the maps reads /proc/self/maps, which costs about 35 ms at 25000 maps, so the
+# maps are counted after a test only once a few programs have been compiled or loaded from
+# the persistent cache since the last count: the programs left uncounted (at most 7, about
+# 14000 maps if all were fetal-preset programs) stay within the margin to the kernel's limit.
+_PROGRAMS_PER_COUNT = 8
+_programs = [0, 0]  # programs compiled or loaded: in all, and at the last count
+
+
+def _count_compiles(event, *args, **kwargs):
+  if event == "/jax/core/compile/backend_compile_duration":
+    _programs[0] += 1
+
+
+def _count_cache_loads(event, *args, **kwargs):
+  if event == "/jax/compilation_cache/cache_hits":
+    _programs[0] += 1
 
 
 def _num_maps():
   try:
-    with open("/proc/self/maps") as f:
-      return sum(1 for _ in f)
+    with open("/proc/self/maps", "rb") as f:
+      return f.read().count(b"\n")
   except OSError:
     return 0
+
+
+monitoring.register_event_duration_secs_listener(_count_compiles)
+monitoring.register_event_listener(_count_cache_loads)
 
 
 @pytest.fixture(autouse=True)
 def _bound_compiled_code_maps():
   yield
+  if _programs[0] - _programs[1] < _PROGRAMS_PER_COUNT:
+    return
+  _programs[1] = _programs[0]
   if _num_maps() > _MAPS_LIMIT:
     import jax
 
@@ -95,3 +120,31 @@ def compilation_cache(tmp_path_factory):
       os.environ.pop(name, None)
     else:
       os.environ[name] = value
+
+
+# `pytest -n 2 --dist loadfile` hands whole files to the two workers, by default the files
+# with the most tests first. The longest files go first instead, so that no long file
+# starts near the end while the other worker idles (the longest-first rule of scheduling;
+# `benchmarks/RESULTS.md` lists the suite's time by file). The order of the tests within a
+# file is kept.
+LONGEST_FILES = (
+  "test_segmentation_training.py",
+  "test_golden.py",
+  "test_synthesize.py",
+  "test_pipeline.py",
+  "test_bad_input.py",
+  "test_stages_wired.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    name = item.path.name
+    return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+  items.sort(key=rank)
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
