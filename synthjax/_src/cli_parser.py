@@ -73,6 +73,12 @@ def _run_arguments(*, what: str, preset: str):
   return parser
 
 
+def _rendering(o, *, what: str, preset: str, shape_help: str | None = None):
+  """The parent parsers of the commands that render label maps (`generate`, `views`)."""
+  shape = o["shape"](help=shape_help) if shape_help else o["shape"]()
+  return [_run_arguments(what=what, preset=preset), o["seed"], shape, o["demo"], o["overwrite_run"]]
+
+
 def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
   """The `synthjax` command line: one subcommand per entry of `commands` (`generate`,
   `preview`, `ensemble`, `views`, `info`, `replay`), plus the recipe's `train` and `segment`,
@@ -92,11 +98,12 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
     "generate",
     help="write N synthetic samples (image, seg, params JSON)",
     parents=[
-      _run_arguments(what="samples", preset="synthseg"),
-      o["seed"],
-      o["shape"](help="output shape (default: the first label map's)"),
-      o["demo"],
-      o["overwrite_run"],
+      *_rendering(
+        o,
+        what="samples",
+        preset="synthseg",
+        shape_help="output shape (default: the first label map's)",
+      ),
       o["quiet"],
       o["no_cache"],
     ],
@@ -164,14 +171,7 @@ def build_parser(commands: Mapping[str, Callable]) -> argparse.ArgumentParser:
   w = sub.add_parser(
     "views",
     help="write N pairs of contrastive views (anatomix step 2)",
-    parents=[
-      _run_arguments(what="pairs", preset="anatomix_views"),
-      o["seed"],
-      o["shape"](),
-      o["demo"],
-      o["overwrite_run"],
-      o["no_cache"],
-    ],
+    parents=[*_rendering(o, what="pairs", preset="anatomix_views"), o["no_cache"]],
   )
   w.add_argument(
     "--independent-spatial",
