@@ -3,13 +3,12 @@ appearance params to MNI152's tissue intensities (`synthjax.appearance`, which
 examples/fit_appearance.py runs)."""
 
 import numpy as np
-import pytest
-
-pytest.importorskip("optax")
-pytest.importorskip("nilearn")
+from _requires import requires
 
 from synthjax import appearance as fit_appearance
 from synthjax._src import mni152
+
+pytestmark = requires("optax", "nilearn")
 
 
 def test_fitted_tissue_means_match_the_real_image_within_5_percent():

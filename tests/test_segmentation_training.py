@@ -16,18 +16,16 @@ import subprocess
 import sys
 import time
 
+import nibabel as nib
 import numpy as np
 import pytest
-
-pytest.importorskip("flax")
-pytest.importorskip("optax")
-pytest.importorskip("orbax.checkpoint")
-
-import nibabel as nib
+from _requires import requires
 from conftest import with_fast_compile, without_fast_compile
 
 from synthjax import cli
 from synthjax._src.train import plot, segment, train
+
+pytestmark = requires("flax", "optax", "orbax.checkpoint")
 
 # The commands as users run them, in a fresh process.
 TRAIN = ["-m", "synthjax.cli", "train"]

@@ -9,14 +9,14 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from _requires import requires
 
 import synthjax
 from synthjax._src import mni152, scans, specs
 from synthjax._src.train import metrics
 
 # The imports above need neither flax nor nilearn; the tests below do (skipped without them).
-pytest.importorskip("flax")
-nilearn = pytest.importorskip("nilearn")
+pytestmark = requires("flax", "nilearn")
 
 SIM2REAL = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "sim2real.py"
