@@ -42,19 +42,15 @@ from jax import monitoring  # noqa: E402 (after XLA_FLAGS: JAX reads them at its
 _MAPS_LIMIT = 40000
 # Counting the maps reads /proc/self/maps, which costs about 35 ms at 25000 maps, so the
 # maps are counted after a test only once a few programs have been compiled or loaded from
-# the persistent cache since the last count: the programs left uncounted (at most 7, about
-# 14000 maps if all were fetal-preset programs) stay within the margin to the kernel's limit.
+# the persistent cache since the last count (JAX's backend-compile event times both): the
+# programs left uncounted (at most 7, about 14000 maps if all were fetal-preset programs)
+# stay within the margin to the kernel's limit.
 _PROGRAMS_PER_COUNT = 8
 _programs = [0, 0]  # programs compiled or loaded: in all, and at the last count
 
 
 def _count_compiles(event, *args, **kwargs):
   if event == "/jax/core/compile/backend_compile_duration":
-    _programs[0] += 1
-
-
-def _count_cache_loads(event, *args, **kwargs):
-  if event == "/jax/compilation_cache/cache_hits":
     _programs[0] += 1
 
 
@@ -67,7 +63,6 @@ def _num_maps():
 
 
 monitoring.register_event_duration_secs_listener(_count_compiles)
-monitoring.register_event_listener(_count_cache_loads)
 
 
 @pytest.fixture(autouse=True)
@@ -125,8 +120,9 @@ def compilation_cache(tmp_path_factory):
 # `pytest -n 2 --dist loadfile` hands whole files to the two workers, by default the files
 # with the most tests first. The longest files go first instead, so that no long file
 # starts near the end while the other worker idles (the longest-first rule of scheduling;
-# `benchmarks/RESULTS.md` lists the suite's time by file). The order of the tests within a
-# file is kept.
+# the list comes from the suite's junit durations, `benchmarks/RESULTS.md` section 10).
+# The order of the tests within a file is kept, and xdist's reordering is turned off even
+# when `--loadscope-reorder` is given.
 LONGEST_FILES = (
   "test_segmentation_training.py",
   "test_golden.py",

@@ -347,6 +347,8 @@ def _stop_at_step(monkeypatch, n, exc, *, signum=None):
       calls.append(1)
       if len(calls) == n:
         if signum is not None:
+          # A missing handler would let the signal end the test process itself.
+          assert signal.getsignal(signum) not in (signal.SIG_DFL, signal.SIG_IGN)
           os.kill(os.getpid(), signum)
         else:
           raise exc

@@ -327,6 +327,7 @@ def test_real_seed_maps_follow_meta_labels():
   # The seed maps through the renderer, without the spatial and artifact stages (their
   # programs are tested elsewhere): a crop where every meta-label shows.
   crop = tuple(slice(112, 144) for _ in range(3))
+  assert {1, 2, 3} <= set(np.unique(seeds[0][crop] // 10).tolist())
   cfg = presets.fetal(tuple(range(8)), (32, 32, 32), seeds=True, **OFF).replace(
     subclusters={"num_subclusters": (1, 2)}
   )
