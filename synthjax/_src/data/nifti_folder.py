@@ -15,19 +15,16 @@ from synthjax._src.data.records import check_sample, sidecar_json
 from synthjax._src.data.writers import Writer
 from synthjax._src.pytypes import PathLike
 
-_NIFTI_DONE = re.compile(r"sample_(\d{5,})_params\.json")
+# Only the names the writers give (`f"sample_{i:05d}"`): five digits, or more without a
+# leading zero.
+_NIFTI_DONE = re.compile(r"sample_(\d{5}|[1-9]\d{5,})_params\.json")
 _NIFTI_VOLUME = re.compile(r"sample_(\d{5,})_(?:image|seg)\.nii\.gz")
 
 
 def complete_samples(folder: PathLike) -> set[int]:
   """Indices of the samples in `folder` whose params JSON exists under the name the writers
   give it (it is written last, so those samples are complete)."""
-  return {
-    i
-    for name in os.listdir(folder)
-    if (m := _NIFTI_DONE.fullmatch(name))
-    and name == f"sample_{(i := int(m.group(1))):05d}_params.json"
-  }
+  return {int(m.group(1)) for name in os.listdir(folder) if (m := _NIFTI_DONE.fullmatch(name))}
 
 
 class NiftiWriter(Writer):
